@@ -1,0 +1,23 @@
+"""The `kubefabric` command. Each service contributes its subcommand through the
+`kubefabric.commands` entry-point group, so libs/ never imports a service."""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kubefabric",
+        description="KubeFabric: an etcd v3 compatible, routed data layer for Kubernetes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for ep in sorted(entry_points(group="kubefabric.commands"), key=lambda e: e.name):
+        ep.load()(sub)  # each entry point adds its parser and sets func=
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

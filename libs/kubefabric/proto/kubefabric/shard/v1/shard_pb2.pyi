@@ -1,0 +1,187 @@
+from kubefabric.proto.etcdserverpb import rpc_pb2 as _rpc_pb2
+from kubefabric.proto.mvccpb import kv_pb2 as _kv_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Clock(_message.Message):
+    __slots__ = ("sync_rev",)
+    SYNC_REV_FIELD_NUMBER: _ClassVar[int]
+    sync_rev: int
+    def __init__(self, sync_rev: _Optional[int] = ...) -> None: ...
+
+class RangeRequest(_message.Message):
+    __slots__ = ("clock", "range")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    range: _rpc_pb2.RangeRequest
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., range: _Optional[_Union[_rpc_pb2.RangeRequest, _Mapping]] = ...) -> None: ...
+
+class RangeResponse(_message.Message):
+    __slots__ = ("range", "committed_rev")
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    range: _rpc_pb2.RangeResponse
+    committed_rev: int
+    def __init__(self, range: _Optional[_Union[_rpc_pb2.RangeResponse, _Mapping]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
+class TxnRequest(_message.Message):
+    __slots__ = ("clock", "txn")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    txn: _rpc_pb2.TxnRequest
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnRequest, _Mapping]] = ...) -> None: ...
+
+class TxnResponse(_message.Message):
+    __slots__ = ("txn", "committed_rev")
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    txn: _rpc_pb2.TxnResponse
+    committed_rev: int
+    def __init__(self, txn: _Optional[_Union[_rpc_pb2.TxnResponse, _Mapping]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
+class CompactRequest(_message.Message):
+    __slots__ = ("clock", "revision")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    revision: int
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("committed_rev", "compact_rev")
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REV_FIELD_NUMBER: _ClassVar[int]
+    committed_rev: int
+    compact_rev: int
+    def __init__(self, committed_rev: _Optional[int] = ..., compact_rev: _Optional[int] = ...) -> None: ...
+
+class LeaseGrantRequest(_message.Message):
+    __slots__ = ("clock", "id", "ttl")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    id: int
+    ttl: int
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., id: _Optional[int] = ..., ttl: _Optional[int] = ...) -> None: ...
+
+class LeaseGrantResponse(_message.Message):
+    __slots__ = ("id", "ttl", "committed_rev")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    ttl: int
+    committed_rev: int
+    def __init__(self, id: _Optional[int] = ..., ttl: _Optional[int] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
+class LeaseRevokeRequest(_message.Message):
+    __slots__ = ("clock", "id")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    id: int
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., id: _Optional[int] = ...) -> None: ...
+
+class LeaseRevokeResponse(_message.Message):
+    __slots__ = ("committed_rev",)
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    committed_rev: int
+    def __init__(self, committed_rev: _Optional[int] = ...) -> None: ...
+
+class LeaseRenewRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class LeaseRenewResponse(_message.Message):
+    __slots__ = ("id", "ttl", "committed_rev")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    ttl: int
+    committed_rev: int
+    def __init__(self, id: _Optional[int] = ..., ttl: _Optional[int] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
+class LeaseTimeToLiveRequest(_message.Message):
+    __slots__ = ("id", "keys")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    keys: bool
+    def __init__(self, id: _Optional[int] = ..., keys: _Optional[bool] = ...) -> None: ...
+
+class LeaseTimeToLiveResponse(_message.Message):
+    __slots__ = ("id", "ttl", "granted_ttl", "keys", "committed_rev")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_TTL_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    ttl: int
+    granted_ttl: int
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    committed_rev: int
+    def __init__(self, id: _Optional[int] = ..., ttl: _Optional[int] = ..., granted_ttl: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
+class LeaseListRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LeaseListResponse(_message.Message):
+    __slots__ = ("ids", "committed_rev")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    committed_rev: int
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
+class HistoryRequest(_message.Message):
+    __slots__ = ("clock", "key", "range_end", "start_rev", "prev_kv")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RANGE_END_FIELD_NUMBER: _ClassVar[int]
+    START_REV_FIELD_NUMBER: _ClassVar[int]
+    PREV_KV_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    key: bytes
+    range_end: bytes
+    start_rev: int
+    prev_kv: bool
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., start_rev: _Optional[int] = ..., prev_kv: _Optional[bool] = ...) -> None: ...
+
+class HistoryResponse(_message.Message):
+    __slots__ = ("rev", "events")
+    REV_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    rev: int
+    events: _containers.RepeatedCompositeFieldContainer[_kv_pb2.Event]
+    def __init__(self, rev: _Optional[int] = ..., events: _Optional[_Iterable[_Union[_kv_pb2.Event, _Mapping]]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("committed_rev", "compact_rev", "db_size", "db_size_in_use", "role")
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REV_FIELD_NUMBER: _ClassVar[int]
+    DB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DB_SIZE_IN_USE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    committed_rev: int
+    compact_rev: int
+    db_size: int
+    db_size_in_use: int
+    role: str
+    def __init__(self, committed_rev: _Optional[int] = ..., compact_rev: _Optional[int] = ..., db_size: _Optional[int] = ..., db_size_in_use: _Optional[int] = ..., role: _Optional[str] = ...) -> None: ...
