@@ -1,0 +1,119 @@
+"""Start real servers on loopback for tests: the reference etcd and `kubefabric serve`.
+
+Every server gets fresh ports and a fresh data directory, is waited on until it answers
+Maintenance.Status, and is killed (and its log printed on failure) at teardown. A missing binary is
+an error, never a skip: CI installs them all.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from kubefabric.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def etcd_binary() -> str:
+    """The reference etcd: $KUBEFABRIC_TEST_ETCD, else Debian's etcd-server (/usr/bin/etcd)."""
+    path = os.environ.get("KUBEFABRIC_TEST_ETCD") or shutil.which("etcd")
+    if not path:
+        raise RuntimeError("etcd is not installed: apt-get install etcd-server (or set KUBEFABRIC_TEST_ETCD)")
+    return path
+
+
+@dataclass
+class Server:
+    kind: str                 # "etcd" or "kubefabric"
+    endpoint: str             # host:port of the etcd v3 API
+    proc: subprocess.Popen
+    data_dir: Path
+    log_path: Path
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def wait_ready(server: Server, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    channel = grpc.insecure_channel(server.endpoint)
+    stub = rpc_pb2_grpc.MaintenanceStub(channel)
+    try:
+        while True:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"{server.kind} exited with {server.proc.returncode}:\n{server.log()}")
+            try:
+                stub.Status(rpc_pb2.StatusRequest(), timeout=1)
+                return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{server.kind} not ready after {timeout}s:\n{server.log()}")
+                time.sleep(0.05)
+    finally:
+        channel.close()
+
+
+def start_etcd(workdir: Path, extra: list[str] | None = None) -> Server:
+    client, peer = free_port(), free_port()
+    data = workdir / "etcd-data"
+    log = workdir / "etcd.log"
+    argv = [etcd_binary(), "--name", "default", "--data-dir", str(data),
+            "--listen-client-urls", f"http://127.0.0.1:{client}",
+            "--advertise-client-urls", f"http://127.0.0.1:{client}",
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", f"default=http://127.0.0.1:{peer}",
+            "--log-level", "error", *(extra or [])]
+    proc = subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    server = Server("etcd", f"127.0.0.1:{client}", proc, data, log, argv)
+    wait_ready(server)
+    return server
+
+
+def start_kubefabric(workdir: Path, extra: list[str] | None = None, data_dir: Path | None = None) -> Server:
+    client = free_port()
+    data = data_dir or workdir / "kf-data"
+    log = workdir / "kubefabric.log"
+    argv = [sys.executable, "-m", "kubefabric.cli", "serve",
+            "--listen-client-urls", f"http://127.0.0.1:{client}",
+            "--data-dir", str(data), *(extra or [])]
+    proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
+    server = Server("kubefabric", f"127.0.0.1:{client}", proc, data, log, argv)
+    wait_ready(server)
+    return server
+
+
+START = {"etcd": start_etcd, "kubefabric": start_kubefabric}
