@@ -1,0 +1,606 @@
+// Command loadgen drives an etcd v3 API server (etcd, kine, kubefabric) with one workload and
+// prints one JSON line with throughput and latency percentiles.
+//
+// Workloads:
+//
+//	put            Put of --val-size bytes to a random key out of --key-space keys under the prefix.
+//	get            point Range (linearizable unless --serializable) of a random key out of
+//	               --get-keys keys pre-loaded under the prefix.
+//	range          Range over a prefix holding --range-keys pre-loaded keys (all returned).
+//	watch-latency  one writer Puts at --rate per second, --clients watchers watch the prefix;
+//	               latency = event received minus the writer's Put response (commit ack).
+//
+// --clients goroutines run closed loops (one request in flight each). They share --conns client
+// connections round-robin (default: one connection per 8 clients, like etcd's own benchmark tool
+// which multiplexes many clients over few HTTP/2 connections). The run is bounded: --warmup then
+// --duration, or --warmup then --total operations, and a hard --max-time deadline in any case.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/metadata"
+)
+
+type config struct {
+	endpoints   []string
+	workload    string
+	clients     int
+	conns       int
+	duration    time.Duration
+	warmup      time.Duration
+	total       int64
+	maxTime     time.Duration
+	valSize     int
+	keySpace    int
+	getKeys     int
+	rangeKeys   int
+	rate        float64
+	prefix      string
+	serializble bool
+	reqTimeout  time.Duration
+	dialTimeout time.Duration
+}
+
+// Result is the one JSON line printed per run. The first nine fields are the contract with
+// bench/run.py; the rest are for diagnosis.
+type Result struct {
+	Workload   string  `json:"workload"`
+	Clients    int     `json:"clients"`
+	Ops        int64   `json:"ops"`
+	Seconds    float64 `json:"seconds"`
+	OpsPerSec  float64 `json:"ops_per_sec"`
+	P50Ms      float64 `json:"p50_ms"`
+	P99Ms      float64 `json:"p99_ms"`
+	Errors     int64   `json:"errors"`
+	Conns      int     `json:"conns"`
+	MeanMs     float64 `json:"mean_ms"`
+	P90Ms      float64 `json:"p90_ms"`
+	MaxMs      float64 `json:"max_ms"`
+	ValSize    int     `json:"val_size"`
+	Endpoints  string  `json:"endpoints"`
+	FirstError string  `json:"first_error,omitempty"`
+	// watch-latency only
+	Writes      int64   `json:"writes,omitempty"`
+	Watchers    int     `json:"watchers,omitempty"`
+	Missed      int64   `json:"missed_events,omitempty"`
+	PutP50Ms    float64 `json:"put_p50_ms,omitempty"`
+	SendToEvP50 float64 `json:"send_to_event_p50_ms,omitempty"`
+	SendToEvP99 float64 `json:"send_to_event_p99_ms,omitempty"`
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(2)
+	}
+	res, err := run(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+	out, _ := json.Marshal(res)
+	fmt.Println(string(out))
+}
+
+func parseFlags(args []string) (*config, error) {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	c := &config{}
+	endpoints := fs.String("endpoints", "127.0.0.1:2379", "comma-separated host:port or http://host:port list")
+	fs.StringVar(&c.workload, "workload", "put", "put | get | range | watch-latency")
+	fs.IntVar(&c.clients, "clients", 1, "concurrent clients (watchers for watch-latency)")
+	fs.IntVar(&c.conns, "conns", 0, "gRPC connections shared round-robin by the clients (0: ceil(clients/8))")
+	fs.DurationVar(&c.duration, "duration", 5*time.Second, "measured time (ignored when --total > 0)")
+	fs.DurationVar(&c.warmup, "warmup", time.Second, "unmeasured time before measuring")
+	fs.Int64Var(&c.total, "total", 0, "measure exactly this many operations instead of --duration (watch-latency: writes)")
+	fs.DurationVar(&c.maxTime, "max-time", 10*time.Minute, "hard deadline for the whole run, preload included")
+	fs.IntVar(&c.valSize, "val-size", 256, "value size in bytes")
+	fs.IntVar(&c.keySpace, "key-space", 10000, "put: number of distinct keys written at random")
+	fs.IntVar(&c.getKeys, "get-keys", 1000, "get: number of keys pre-loaded and read at random")
+	fs.IntVar(&c.rangeKeys, "range-keys", 1000, "range: number of keys pre-loaded under the range prefix")
+	fs.Float64Var(&c.rate, "rate", 100, "watch-latency: writer puts per second (0: as fast as possible)")
+	fs.StringVar(&c.prefix, "prefix", "/bench/", "key prefix; the workload name is appended")
+	fs.BoolVar(&c.serializble, "serializable", false, "get/range: serializable instead of linearizable reads")
+	fs.DurationVar(&c.reqTimeout, "request-timeout", 10*time.Second, "per-request timeout")
+	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "connection timeout")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	for _, e := range strings.Split(*endpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			c.endpoints = append(c.endpoints, e)
+		}
+	}
+	switch {
+	case len(c.endpoints) == 0:
+		return nil, errors.New("--endpoints is empty")
+	case c.clients < 1:
+		return nil, errors.New("--clients must be >= 1")
+	case c.total <= 0 && c.duration <= 0:
+		return nil, errors.New("need --duration > 0 or --total > 0")
+	case c.keySpace < 1 || c.getKeys < 1 || c.rangeKeys < 1:
+		return nil, errors.New("key counts must be >= 1")
+	}
+	if c.conns <= 0 {
+		c.conns = (c.clients + 7) / 8
+	}
+	if c.conns > c.clients {
+		c.conns = c.clients
+	}
+	switch c.workload {
+	case "put", "get", "range", "watch-latency":
+	default:
+		return nil, fmt.Errorf("unknown --workload %q", c.workload)
+	}
+	c.prefix = strings.TrimSuffix(c.prefix, "/") + "/" + c.workload + "/"
+	return c, nil
+}
+
+func newClients(cfg *config) ([]*clientv3.Client, error) {
+	var out []*clientv3.Client
+	for i := 0; i < cfg.conns; i++ {
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints:   cfg.endpoints,
+			DialTimeout: cfg.dialTimeout,
+			Logger:      zap.NewNop(),
+		})
+		if err != nil {
+			closeAll(out)
+			return nil, err
+		}
+		out = append(out, cli)
+	}
+	return out, nil
+}
+
+func closeAll(cs []*clientv3.Client) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// errCounter counts errors and keeps the first message.
+type errCounter struct {
+	n     atomic.Int64
+	once  sync.Once
+	first string
+}
+
+func (e *errCounter) add(err error) {
+	e.n.Add(1)
+	e.once.Do(func() { e.first = err.Error() })
+}
+
+func key(prefix string, i int) string { return prefix + fmt.Sprintf("%08d", i) }
+
+func run(cfg *config) (*Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.maxTime)
+	defer cancel()
+	clis, err := newClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(clis)
+	value := make([]byte, cfg.valSize)
+	for i := range value {
+		value[i] = 'a' + byte(i%26)
+	}
+	res := &Result{Workload: cfg.workload, Clients: cfg.clients, Conns: cfg.conns, ValSize: cfg.valSize,
+		Endpoints: strings.Join(cfg.endpoints, ",")}
+	if cfg.workload == "watch-latency" {
+		return res, watchLatency(ctx, cfg, clis, res)
+	}
+
+	// Pre-load (skipped when a previous run on the same server already did it).
+	switch cfg.workload {
+	case "get":
+		err = preload(ctx, cfg, clis, cfg.prefix, cfg.getKeys, value)
+	case "range":
+		err = preload(ctx, cfg, clis, cfg.prefix, cfg.rangeKeys, value)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("preload: %w", err)
+	}
+
+	var op func(ctx context.Context, cli *clientv3.Client, rng *rand.Rand) error
+	readOpts := func(extra ...clientv3.OpOption) []clientv3.OpOption {
+		if cfg.serializble {
+			extra = append(extra, clientv3.WithSerializable())
+		}
+		return extra
+	}
+	switch cfg.workload {
+	case "put":
+		op = func(ctx context.Context, cli *clientv3.Client, rng *rand.Rand) error {
+			_, err := cli.Put(ctx, key(cfg.prefix, rng.IntN(cfg.keySpace)), string(value))
+			return err
+		}
+	case "get":
+		opts := readOpts()
+		op = func(ctx context.Context, cli *clientv3.Client, rng *rand.Rand) error {
+			r, err := cli.Get(ctx, key(cfg.prefix, rng.IntN(cfg.getKeys)), opts...)
+			if err == nil && len(r.Kvs) != 1 {
+				err = fmt.Errorf("get returned %d kvs, want 1", len(r.Kvs))
+			}
+			return err
+		}
+	case "range":
+		opts := readOpts(clientv3.WithPrefix())
+		op = func(ctx context.Context, cli *clientv3.Client, rng *rand.Rand) error {
+			r, err := cli.Get(ctx, cfg.prefix, opts...)
+			if err == nil && len(r.Kvs) != cfg.rangeKeys {
+				err = fmt.Errorf("range returned %d kvs, want %d", len(r.Kvs), cfg.rangeKeys)
+			}
+			return err
+		}
+	}
+	return res, closedLoop(ctx, cfg, clis, op, res)
+}
+
+// preload writes n keys under prefix unless exactly n keys are already there.
+func preload(ctx context.Context, cfg *config, clis []*clientv3.Client, prefix string, n int, value []byte) error {
+	cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
+	r, err := clis[0].Get(cctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cancel()
+	if err == nil && r.Count == int64(n) {
+		return nil
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	workers := min(64, max(8, cfg.clients))
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(cli *clientv3.Client) {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				var err error
+				for attempt := 0; attempt < 3; attempt++ {
+					cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
+					_, err = cli.Put(cctx, key(prefix, i), string(value))
+					cancel()
+					if err == nil {
+						break
+					}
+				}
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+					return
+				}
+			}
+		}(clis[w%len(clis)])
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// closedLoop runs cfg.clients goroutines, each issuing op back to back, and fills res.
+func closedLoop(ctx context.Context, cfg *config, clis []*clientv3.Client,
+	op func(context.Context, *clientv3.Client, *rand.Rand) error, res *Result) error {
+	var (
+		measuring atomic.Bool
+		remaining atomic.Int64 // --total mode: measured ops left to start
+		stop      atomic.Bool
+		errs      errCounter
+		wg        sync.WaitGroup
+		lats      = make([][]time.Duration, cfg.clients)
+	)
+	remaining.Store(cfg.total)
+	for c := 0; c < cfg.clients; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			cli := clis[c%len(clis)]
+			rng := rand.New(rand.NewPCG(uint64(c)+1, uint64(time.Now().UnixNano())))
+			local := make([]time.Duration, 0, 4096)
+			defer func() { lats[c] = local }()
+			for !stop.Load() && ctx.Err() == nil {
+				measured := measuring.Load()
+				if measured && cfg.total > 0 && remaining.Add(-1) < 0 {
+					return
+				}
+				cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
+				start := time.Now()
+				err := op(cctx, cli, rng)
+				el := time.Since(start)
+				cancel()
+				if !measured || stop.Load() && cfg.total == 0 {
+					// warm-up op, or one that ended after the measured window closed.
+					if !measured && err != nil {
+						errs.add(err) // still report: a failing warm-up means a broken server
+					}
+					continue
+				}
+				if err != nil {
+					errs.add(err)
+					if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+						return
+					}
+					continue
+				}
+				local = append(local, el)
+			}
+		}(c)
+	}
+	time.Sleep(min(cfg.warmup, cfg.maxTime))
+	begin := time.Now()
+	measuring.Store(true)
+	if cfg.total > 0 {
+		wg.Wait()
+	} else {
+		select {
+		case <-time.After(cfg.duration):
+		case <-ctx.Done():
+		}
+		stop.Store(true)
+	}
+	elapsed := time.Since(begin)
+	stop.Store(true)
+	wg.Wait()
+	if cfg.total == 0 {
+		elapsed = min(elapsed, cfg.duration)
+	}
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	fill(res, all, elapsed)
+	res.Errors = errs.n.Load()
+	res.FirstError = errs.first
+	if ctx.Err() != nil && cfg.total > 0 {
+		return fmt.Errorf("hit --max-time before --total ops: %w", ctx.Err())
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func fill(res *Result, lats []time.Duration, elapsed time.Duration) {
+	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
+	res.Ops = int64(len(lats))
+	res.Seconds = math.Round(elapsed.Seconds()*1000) / 1000
+	if elapsed > 0 {
+		res.OpsPerSec = math.Round(float64(len(lats))/elapsed.Seconds()*10) / 10
+	}
+	var sum time.Duration
+	for _, l := range lats {
+		sum += l
+	}
+	if len(lats) > 0 {
+		res.MeanMs = ms(sum / time.Duration(len(lats)))
+		res.MaxMs = ms(lats[len(lats)-1])
+	}
+	res.P50Ms = ms(percentile(lats, 0.50))
+	res.P90Ms = ms(percentile(lats, 0.90))
+	res.P99Ms = ms(percentile(lats, 0.99))
+}
+
+// watchLatency: cfg.clients watchers, each on its own watch stream, spread over the connections;
+// one writer puts "<unix-nanos>" padded to --val-size at --rate. For each event the latency is
+// (time the watcher got it) - (time the writer's Put returned); when an event beats the Put
+// response the latency counts as 0. ops = events delivered in the measured window.
+func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res *Result) error {
+	type event struct {
+		rev  int64
+		at   time.Time
+		sent int64 // unix nanos from the value
+	}
+	W := cfg.clients
+	res.Watchers = W
+	var errs errCounter
+	events := make([][]event, W)
+	seen := make([]atomic.Int64, W) // highest revision each watcher has received
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	var wg sync.WaitGroup
+	ready := make(chan error, W)
+	for w := 0; w < W; w++ {
+		// The client multiplexes watches with equal outgoing metadata onto one gRPC stream;
+		// distinct metadata gives each watcher a stream of its own, as separate informers would have.
+		sctx := metadata.AppendToOutgoingContext(wctx, "bench-watcher", strconv.Itoa(w))
+		wch := clis[w%len(clis)].Watch(sctx, cfg.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			created := false
+			local := make([]event, 0, 1024)
+			defer func() { events[w] = local }()
+			for resp := range wch {
+				now := time.Now()
+				if err := resp.Err(); err != nil {
+					if !created {
+						ready <- err
+						created = true
+					} else if wctx.Err() == nil {
+						errs.add(err)
+					}
+					return
+				}
+				if resp.Created && !created {
+					created = true
+					ready <- nil
+				}
+				for _, ev := range resp.Events {
+					sent, _ := strconv.ParseInt(strings.TrimRight(string(ev.Kv.Value[:min(len(ev.Kv.Value), 20)]), " "), 10, 64)
+					local = append(local, event{rev: ev.Kv.ModRevision, at: now, sent: sent})
+				}
+				if n := len(resp.Events); n > 0 {
+					seen[w].Store(resp.Events[n-1].Kv.ModRevision)
+				}
+			}
+			if !created {
+				ready <- errors.New("watch channel closed before creation")
+			}
+		}(w)
+	}
+	for w := 0; w < W; w++ {
+		select {
+		case err := <-ready:
+			if err != nil {
+				return fmt.Errorf("watch create: %w", err)
+			}
+		case <-time.After(cfg.reqTimeout):
+			return errors.New("watch create: timed out")
+		}
+	}
+
+	// Writer.
+	type write struct {
+		rev      int64
+		ack      time.Time
+		measured bool
+		putLat   time.Duration
+	}
+	var writes []write
+	var interval time.Duration
+	if cfg.rate > 0 {
+		interval = time.Duration(float64(time.Second) / cfg.rate)
+	}
+	value := make([]byte, max(cfg.valSize, 20))
+	begin := time.Now().Add(cfg.warmup)
+	end := begin.Add(cfg.duration)
+	var measuredWrites int64
+	next := time.Now()
+	for i := 0; ctx.Err() == nil; i++ {
+		now := time.Now()
+		if cfg.total > 0 {
+			if measuredWrites >= cfg.total {
+				break
+			}
+		} else if !now.Before(end) {
+			break
+		}
+		if interval > 0 {
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+			next = next.Add(interval)
+		}
+		measured := !time.Now().Before(begin)
+		sent := time.Now()
+		copy(value, fmt.Sprintf("%-20d", sent.UnixNano()))
+		for j := 20; j < len(value); j++ {
+			value[j] = 'v'
+		}
+		cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
+		r, err := clis[0].Put(cctx, key(cfg.prefix, i%1000), string(value[:max(cfg.valSize, 20)]))
+		ack := time.Now()
+		cancel()
+		if err != nil {
+			errs.add(err)
+			continue
+		}
+		writes = append(writes, write{rev: r.Header.Revision, ack: ack, measured: measured, putLat: ack.Sub(sent)})
+		if measured {
+			measuredWrites++
+		}
+	}
+	writerEnd := time.Now()
+	measureSecs := writerEnd.Sub(begin)
+	if cfg.total == 0 {
+		measureSecs = min(measureSecs, cfg.duration)
+	}
+	// Let the last events arrive (bounded), then stop the watchers.
+	byRev := make(map[int64]write, len(writes))
+	for _, wr := range writes {
+		byRev[wr.rev] = wr
+	}
+	var want int64
+	for _, wr := range writes {
+		if wr.measured {
+			want++
+		}
+	}
+	want *= int64(W)
+	lastRev := int64(0)
+	if len(writes) > 0 {
+		lastRev = writes[len(writes)-1].rev
+	}
+	// Give the watchers up to 5 s to deliver the last write.
+	drainUntil := time.Now().Add(5 * time.Second)
+	for lastRev > 0 && time.Now().Before(drainUntil) {
+		behind := false
+		for w := range seen {
+			if seen[w].Load() < lastRev {
+				behind = true
+				break
+			}
+		}
+		if !behind {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	wcancel()
+	wg.Wait()
+
+	var lats, sendLats, putLats []time.Duration
+	var got int64
+	for _, evs := range events {
+		for _, ev := range evs {
+			wr, ok := byRev[ev.rev]
+			if !ok || !wr.measured {
+				continue
+			}
+			got++
+			lats = append(lats, max(0, ev.at.Sub(wr.ack)))
+			if ev.sent > 0 {
+				sendLats = append(sendLats, ev.at.Sub(time.Unix(0, ev.sent)))
+			}
+		}
+	}
+	for _, wr := range writes {
+		if wr.measured {
+			putLats = append(putLats, wr.putLat)
+		}
+	}
+	fill(res, lats, measureSecs)
+	res.Writes = int64(len(putLats))
+	res.Missed = max(0, want-got)
+	sort.Slice(sendLats, func(i, j int) bool { return sendLats[i] < sendLats[j] })
+	sort.Slice(putLats, func(i, j int) bool { return putLats[i] < putLats[j] })
+	res.SendToEvP50 = ms(percentile(sendLats, 0.5))
+	res.SendToEvP99 = ms(percentile(sendLats, 0.99))
+	res.PutP50Ms = ms(percentile(putLats, 0.5))
+	res.Errors = errs.n.Load() + res.Missed
+	res.FirstError = errs.first
+	if res.Missed > 0 && res.FirstError == "" {
+		res.FirstError = fmt.Sprintf("%d of %d watch events not delivered", res.Missed, want)
+	}
+	return nil
+}
