@@ -79,6 +79,7 @@ type Result struct {
 	Writes      int64   `json:"writes,omitempty"`
 	Watchers    int     `json:"watchers,omitempty"`
 	Missed      int64   `json:"missed_events,omitempty"`
+	EarlyEvents int64   `json:"events_before_ack,omitempty"`
 	PutP50Ms    float64 `json:"put_p50_ms,omitempty"`
 	SendToEvP50 float64 `json:"send_to_event_p50_ms,omitempty"`
 	SendToEvP99 float64 `json:"send_to_event_p99_ms,omitempty"`
@@ -89,6 +90,14 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(2)
+	}
+	if cfg.workload == "status" {
+		if err := probe(cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen: not ready:", err)
+			os.Exit(1)
+		}
+		fmt.Println(`{"ready":true}`)
+		return
 	}
 	res, err := run(cfg)
 	if err != nil {
@@ -103,7 +112,7 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	c := &config{}
 	endpoints := fs.String("endpoints", "127.0.0.1:2379", "comma-separated host:port or http://host:port list")
-	fs.StringVar(&c.workload, "workload", "put", "put | get | range | watch-latency")
+	fs.StringVar(&c.workload, "workload", "put", "put | get | range | watch-latency | status (readiness probe: Maintenance.Status until it answers or --max-time)")
 	fs.IntVar(&c.clients, "clients", 1, "concurrent clients (watchers for watch-latency)")
 	fs.IntVar(&c.conns, "conns", 0, "gRPC connections shared round-robin by the clients (0: ceil(clients/8))")
 	fs.DurationVar(&c.duration, "duration", 5*time.Second, "measured time (ignored when --total > 0)")
@@ -144,7 +153,7 @@ func parseFlags(args []string) (*config, error) {
 		c.conns = c.clients
 	}
 	switch c.workload {
-	case "put", "get", "range", "watch-latency":
+	case "put", "get", "range", "watch-latency", "status":
 	default:
 		return nil, fmt.Errorf("unknown --workload %q", c.workload)
 	}
@@ -570,7 +579,7 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 	wg.Wait()
 
 	var lats, sendLats, putLats []time.Duration
-	var got int64
+	var got, early int64
 	for _, evs := range events {
 		for _, ev := range evs {
 			wr, ok := byRev[ev.rev]
@@ -578,7 +587,12 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 				continue
 			}
 			got++
-			lats = append(lats, max(0, ev.at.Sub(wr.ack)))
+			d := ev.at.Sub(wr.ack)
+			if d < 0 {
+				early++
+				d = 0
+			}
+			lats = append(lats, d)
 			if ev.sent > 0 {
 				sendLats = append(sendLats, ev.at.Sub(time.Unix(0, ev.sent)))
 			}
@@ -592,6 +606,7 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 	fill(res, lats, measureSecs)
 	res.Writes = int64(len(putLats))
 	res.Missed = max(0, want-got)
+	res.EarlyEvents = early
 	sort.Slice(sendLats, func(i, j int) bool { return sendLats[i] < sendLats[j] })
 	sort.Slice(putLats, func(i, j int) bool { return putLats[i] < putLats[j] })
 	res.SendToEvP50 = ms(percentile(sendLats, 0.5))
@@ -603,4 +618,28 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 		res.FirstError = fmt.Sprintf("%d of %d watch events not delivered", res.Missed, want)
 	}
 	return nil
+}
+
+// probe polls Maintenance.Status on the first endpoint until it answers or --max-time passes.
+func probe(cfg *config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.maxTime)
+	defer cancel()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.endpoints[:1], DialTimeout: cfg.maxTime, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		_, err = cli.Status(cctx, cfg.endpoints[0])
+		ccancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

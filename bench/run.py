@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""Benchmark KubeFabric against etcd 3.7.3 and kine v0.17.5 (SQLite) on this machine.
+
+    uv run python bench/run.py                       # full run: ~6 minutes
+    uv run python bench/run.py --quick               # smoke run: short windows
+    uv run python bench/run.py --only put,get --servers etcd,kubefabric --json out.json
+
+For every server and workload it starts the server on loopback with a fresh temporary data
+directory, runs bench/bin/loadgen (Go, etcd's clientv3) at each client count, then stops the
+server and removes its data. Servers are stopped and data removed on exit, Ctrl-C and SIGTERM too.
+Standard library only. See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+LOADGEN_SRC = BENCH / "loadgen"
+LOADGEN = BENCH / "bin" / "loadgen"
+# Relative to the repo root so it also works in CI clones, where shared/ sits beside the repo.
+BUILD_SH = "../shared/tools/etcd/build.sh"
+
+ALL_SERVERS = ("etcd", "kine", "kubefabric")
+ALL_WORKLOADS = ("put", "get", "range", "watch-latency")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------- build
+
+def build_loadgen(force: bool = False) -> Path:
+    """go build bench/loadgen into bench/bin/loadgen unless the binary is newer than its sources."""
+    sources = [p for p in LOADGEN_SRC.iterdir() if p.suffix == ".go" or p.name in ("go.mod", "go.sum")]
+    newest = max(p.stat().st_mtime for p in sources)
+    if not force and LOADGEN.exists() and LOADGEN.stat().st_mtime >= newest:
+        return LOADGEN
+    if not shutil.which("go"):
+        raise SystemExit("go is not installed: it is needed to build bench/loadgen")
+    LOADGEN.parent.mkdir(parents=True, exist_ok=True)
+    log(f"building {LOADGEN.relative_to(REPO)} ...")
+    subprocess.run(["go", "build", "-trimpath", "-o", str(LOADGEN), "."], cwd=LOADGEN_SRC, check=True)
+    return LOADGEN
+
+
+def reference_bin_dir() -> Path:
+    """Runs shared/tools/etcd/build.sh (idempotent; ~4 min the first time) and returns its bin folder."""
+    script = (REPO / BUILD_SH).resolve()
+    if not script.exists():
+        raise SystemExit(f"{script} not found: it builds etcd 3.7.3 and kine v0.17.5")
+    log("building/locating etcd 3.7.3 and kine v0.17.5 (bash ../shared/tools/etcd/build.sh) ...")
+    out = subprocess.run(["bash", BUILD_SH], cwd=REPO, check=True, stdout=subprocess.PIPE, text=True).stdout
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    if not lines:
+        raise SystemExit("build.sh printed no folder")
+    return Path(lines[-1])
+
+
+# -------------------------------------------------------------------------------------- servers
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    kind: str
+    endpoint: str
+    proc: subprocess.Popen
+    workdir: Path
+    log_path: Path
+    argv: list[str] = field(default_factory=list)
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group, SIGKILL after 10 s, then remove its data."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+LIVE: list[Server] = []  # every server not yet stopped: cleanup() stops them
+
+
+def cleanup() -> None:
+    while LIVE:
+        LIVE.pop().stop()
+
+
+def server_argv(kind: str, port: int, workdir: Path, bins: Path | None) -> list[str]:
+    url = f"http://127.0.0.1:{port}"
+    if kind == "etcd":
+        peer = f"http://127.0.0.1:{free_port()}"
+        return [str(bins / "etcd"), "--name", "bench", "--data-dir", str(workdir / "data"),
+                "--listen-client-urls", url, "--advertise-client-urls", url,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"bench={peer}",
+                "--log-level", "error"]
+    if kind == "kine":
+        # No --endpoint: kine's default SQLite backend, ./db/state.db under its cwd (workdir).
+        return [str(bins / "kine"), "--listen-address", f"127.0.0.1:{port}",
+                "--metrics-bind-address", "0"]
+    if kind == "kubefabric":
+        args = ["serve", "--listen-client-urls", url, "--data-dir", str(workdir / "data")]
+        if importlib.util.find_spec("kubefabric") is not None:
+            return [sys.executable, "-m", "kubefabric.cli", *args]
+        return ["uv", "run", "--project", str(REPO), "kubefabric", *args]
+    raise ValueError(kind)
+
+
+def start_server(kind: str, bins: Path | None, ready_timeout: float = 60.0) -> Server:
+    workdir = Path(tempfile.mkdtemp(prefix=f"kf-bench-{kind}-"))
+    port = free_port()
+    argv = server_argv(kind, port, workdir, bins)
+    log_path = workdir / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KINE_", "ETCD_"))}
+    # Own session: Ctrl-C reaches run.py only, which then stops the servers in order.
+    proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                            stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(kind, f"127.0.0.1:{port}", proc, workdir, log_path, argv)
+    LIVE.append(server)
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if not server.alive():
+            tail = server.log_tail()
+            stop_server(server)
+            raise RuntimeError(f"{kind} exited with {proc.returncode} before it was ready:\n{tail}")
+        probe = subprocess.run([str(LOADGEN), "--workload", "status", "--endpoints", server.endpoint,
+                                "--max-time", "1s"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return server
+        if time.monotonic() > deadline:
+            tail = server.log_tail()
+            stop_server(server)
+            raise RuntimeError(f"{kind} not ready after {ready_timeout:.0f}s: {probe.stderr.strip()}\n{tail}")
+        time.sleep(0.1)
+
+
+def stop_server(server: Server) -> None:
+    server.stop()
+    if server in LIVE:
+        LIVE.remove(server)
+
+
+# ------------------------------------------------------------------------------------- loadgen
+
+def run_loadgen(endpoint: str, workload: str, clients: int, duration: float, warmup: float,
+                extra: list[str] | None = None) -> dict:
+    max_time = max(120.0, 3 * (duration + warmup) + 60)  # preload included
+    argv = [str(LOADGEN), "--endpoints", endpoint, "--workload", workload, "--clients", str(clients),
+            "--duration", f"{duration}s", "--warmup", f"{warmup}s", "--max-time", f"{max_time:.0f}s",
+            *(extra or [])]
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=max_time + 30)
+    except subprocess.TimeoutExpired:
+        return {"workload": workload, "clients": clients, "failed": f"loadgen timed out after {max_time + 30:.0f}s"}
+    lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
+    if p.returncode != 0 or not lines:
+        return {"workload": workload, "clients": clients,
+                "failed": (p.stderr.strip() or f"loadgen exited {p.returncode}")[-500:]}
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------------------- table
+
+def fmt_num(v: float | None, width: int, digits: int = 0) -> str:
+    if v is None:
+        return "-".rjust(width)
+    return f"{v:,.{digits}f}".rjust(width)
+
+
+def fmt_ms(v: float | None, width: int) -> str:
+    if v is None:
+        return "-".rjust(width)
+    return (f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}").rjust(width)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "-".rjust(6)
+    return f"{a / b:.2f}".rjust(6)
+
+
+def render_table(results: list[dict], servers: list[str], workloads: list[str], clients: list[int]) -> str:
+    by = {(r["server"], r["workload"], r["clients"]): r for r in results}
+
+    def val(server: str, w: str, c: int, k: str) -> float | None:
+        r = by.get((server, w, c))
+        return None if r is None or "failed" in r else r.get(k)
+
+    head1 = f"{'workload':<14}{'clients':>7} "
+    head2 = f"{'':<14}{'':>7} "
+    for s in servers:
+        head1 += f"| {s:^26} "
+        head2 += f"| {'ops/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+    ratio_cols = [b for b in ("etcd", "kine") if b in servers and "kubefabric" in servers]
+    for b in ratio_cols:
+        head1 += f"| {'kf/' + b:^13} "
+        head2 += f"| {'ops/s':>6} {'p99':>6} "
+    lines = [head1.rstrip(), head2.rstrip(), "-" * len(head2.rstrip())]
+    notes = []
+    for w in workloads:
+        for c in clients:
+            line = f"{w:<14}{c:>7} "
+            for s in servers:
+                r = by.get((s, w, c))
+                mark = " "
+                if r is not None and ("failed" in r or r.get("errors")):
+                    mark = "!"
+                    notes.append(f"! {s} {w} c={c}: " + (r.get("failed") or
+                                 f"{r['errors']} errors, first: {r.get('first_error', '')}"))
+                line += (f"| {fmt_num(val(s, w, c, 'ops_per_sec'), 10)}{mark}"
+                         f"{fmt_ms(val(s, w, c, 'p50_ms'), 7)} {fmt_ms(val(s, w, c, 'p99_ms'), 7)} ")
+            for b in ratio_cols:
+                line += (f"| {ratio(val('kubefabric', w, c, 'ops_per_sec'), val(b, w, c, 'ops_per_sec'))} "
+                         f"{ratio(val('kubefabric', w, c, 'p99_ms'), val(b, w, c, 'p99_ms'))} ")
+            lines.append(line.rstrip())
+    if "watch-latency" in workloads:
+        lines += ["", "watch-latency detail (per server: writer Put p50 | Put sent -> event p50 / p99 ms | "
+                  "events that beat the Put ack | missed events)"]
+        for c in clients:
+            line = f"{'watch-latency':<14}{c:>7} "
+            for s in servers:
+                r = by.get((s, "watch-latency", c))
+                if r is None or "failed" in r:
+                    line += f"| {s}: -  "
+                    continue
+                line += (f"| {s}: {fmt_ms(r.get('put_p50_ms'), 0)} | {fmt_ms(r.get('send_to_event_p50_ms'), 0)} / "
+                         f"{fmt_ms(r.get('send_to_event_p99_ms'), 0)} | {r.get('events_before_ack', 0)} | "
+                         f"{r.get('missed_events', 0)}  ")
+            lines.append(line.rstrip())
+    lines.append("")
+    lines.append("ops/s: completed requests per second (watch-latency: events delivered per second, all watchers).")
+    lines.append("p50/p99: request latency (watch-latency: writer's Put ack -> event received by a watcher).")
+    lines.append("kf/X ops/s > 1 means KubeFabric is faster; kf/X p99 < 1 means its tail latency is lower.")
+    return "\n".join(lines + notes)
+
+
+# ---------------------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 s windows after 0.25 s warm-up")
+    p.add_argument("--only", default=",".join(ALL_WORKLOADS), help="workloads, comma-separated (default: all)")
+    p.add_argument("--servers", default=",".join(ALL_SERVERS), help="servers, comma-separated (default: all)")
+    p.add_argument("--clients", default="1,16,64", help="client counts, comma-separated (default: 1,16,64)")
+    p.add_argument("--duration", type=float, help="measured seconds per run (default 5, --quick 1)")
+    p.add_argument("--warmup", type=float, help="unmeasured seconds before each run (default 1, --quick 0.25)")
+    p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE")
+    p.add_argument("--loadgen-arg", action="append", default=[], metavar="ARG",
+                   help="extra flag passed to every loadgen run, e.g. --loadgen-arg=--val-size=1024")
+    a = p.parse_args(argv)
+    a.workloads = [w.strip() for w in a.only.split(",") if w.strip()]
+    a.server_list = [s.strip() for s in a.servers.split(",") if s.strip()]
+    a.client_counts = [int(c) for c in a.clients.split(",") if c.strip()]
+    for w in a.workloads:
+        if w not in ALL_WORKLOADS:
+            p.error(f"unknown workload {w!r} (choose from {', '.join(ALL_WORKLOADS)})")
+    for s in a.server_list:
+        if s not in ALL_SERVERS:
+            p.error(f"unknown server {s!r} (choose from {', '.join(ALL_SERVERS)})")
+    if a.duration is None:
+        a.duration = 1.0 if a.quick else 5.0
+    if a.warmup is None:
+        a.warmup = 0.25 if a.quick else 1.0
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    build_loadgen()
+    bins = reference_bin_dir() if {"etcd", "kine"} & set(args.server_list) else None
+
+    results: list[dict] = []
+    started = time.time()
+    try:
+        for kind in args.server_list:
+            for w in args.workloads:
+                # A fresh server (and data dir) per workload: earlier workloads' history does not
+                # weigh on later ones; client counts of one workload share it (preload is reused).
+                try:
+                    server = start_server(kind, bins)
+                except RuntimeError as e:
+                    log(f"[{kind}] failed to start: {e}")
+                    for c in args.client_counts:
+                        results.append({"server": kind, "workload": w, "clients": c, "failed": f"start: {str(e)[:300]}"})
+                    continue
+                try:
+                    for c in args.client_counts:
+                        if not server.alive():
+                            r = {"workload": w, "clients": c, "failed": f"server exited: {server.log_tail(5)}"}
+                        else:
+                            r = run_loadgen(server.endpoint, w, c, args.duration, args.warmup, args.loadgen_arg)
+                        r["server"] = kind
+                        results.append(r)
+                        if "failed" in r:
+                            log(f"[{kind}] {w:<13} c={c:<3} FAILED: {r['failed'][:200]}")
+                        else:
+                            log(f"[{kind}] {w:<13} c={c:<3} {r['ops_per_sec']:>10,.0f} ops/s  "
+                                f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  errors {r['errors']}")
+                finally:
+                    stop_server(server)
+    except KeyboardInterrupt:
+        log("interrupted: stopping servers")
+        cleanup()
+        return 130
+    finally:
+        cleanup()
+
+    table = render_table(results, args.server_list, args.workloads, args.client_counts)
+    print(table)
+    if args.json:
+        doc = {
+            "meta": {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                "seconds": round(time.time() - started, 1),
+                "host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                "duration": args.duration, "warmup": args.warmup, "clients": args.client_counts,
+                "servers": args.server_list, "workloads": args.workloads, "loadgen_args": args.loadgen_arg,
+                "versions": {"etcd": "3.7.3", "kine": "v0.17.5"},
+            },
+            "results": results,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+        log(f"wrote {args.json}")
+    failed = [r for r in results if "failed" in r]
+    return 1 if failed and len(failed) == len(results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
