@@ -1,0 +1,58 @@
+"""The benchmark harness works end to end: bench/loadgen builds, and a very short put and get
+against a fresh `kubefabric serve` complete requests without errors.
+
+This proves the harness, not performance: 0.5 s windows, 2 clients, a few keys.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.servers import REPO, start_kubefabric
+
+
+def _load_bench_run():
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+bench_run = _load_bench_run()
+pytestmark = pytest.mark.timeout(600)  # a cold Go build downloads modules and compiles clientv3
+
+
+@pytest.fixture(scope="module")
+def loadgen() -> Path:
+    return bench_run.build_loadgen()  # go build, reused when up to date
+
+
+@pytest.fixture
+def kubefabric(tmp_path):
+    server = start_kubefabric(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_loadgen_builds_and_probes(loadgen, kubefabric):
+    r = bench_run.subprocess.run([str(loadgen), "--workload", "status", "--endpoints", kubefabric.endpoint,
+                                  "--max-time", "10s"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"ready": True}
+
+
+@pytest.mark.parametrize("workload", ["put", "get"])
+def test_short_run_against_kubefabric(loadgen, kubefabric, workload):
+    result = bench_run.run_loadgen(kubefabric.endpoint, workload, clients=2, duration=0.5, warmup=0.1,
+                                   extra=["--key-space", "100", "--get-keys", "50"])
+    assert "failed" not in result, f"{result}\n{kubefabric.log()[-2000:]}"
+    assert result["workload"] == workload and result["clients"] == 2
+    assert result["ops"] > 0, result
+    assert result["errors"] == 0, result
+    assert result["ops_per_sec"] > 0 and result["seconds"] > 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"], result
