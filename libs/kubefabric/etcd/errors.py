@@ -1,0 +1,44 @@
+"""etcd's errors, with etcd's exact gRPC status codes and messages (DESIGN §6): clients such as
+kube-apiserver and etcdctl match on the message text, so these strings are part of the API."""
+from __future__ import annotations
+
+from grpc import StatusCode
+
+
+class EtcdError(Exception):
+    """An error that reaches the client as the gRPC status (code, message)."""
+
+    def __init__(self, code: StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"EtcdError({self.code.name}, {self.message!r})"
+
+
+def _e(code: StatusCode, message: str) -> EtcdError:
+    return EtcdError(code, message)
+
+
+EMPTY_KEY = _e(StatusCode.INVALID_ARGUMENT, "etcdserver: key is not provided")
+KEY_NOT_FOUND = _e(StatusCode.INVALID_ARGUMENT, "etcdserver: key not found")
+VALUE_PROVIDED = _e(StatusCode.INVALID_ARGUMENT, "etcdserver: value is provided")
+LEASE_PROVIDED = _e(StatusCode.INVALID_ARGUMENT, "etcdserver: lease is provided")
+TOO_MANY_OPS = _e(StatusCode.INVALID_ARGUMENT, "etcdserver: too many operations in txn request")
+DUPLICATE_KEY = _e(StatusCode.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request")
+INVALID_SORT_OPTION = _e(StatusCode.INVALID_ARGUMENT, "etcdserver: invalid sort option")
+REQUEST_TOO_LARGE = _e(StatusCode.INVALID_ARGUMENT, "etcdserver: request is too large")
+COMPACTED = _e(StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+FUTURE_REV = _e(StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
+NO_SPACE = _e(StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
+LEASE_NOT_FOUND = _e(StatusCode.NOT_FOUND, "etcdserver: requested lease not found")
+LEASE_EXIST = _e(StatusCode.FAILED_PRECONDITION, "etcdserver: lease already exists")
+LEASE_TTL_TOO_LARGE = _e(StatusCode.OUT_OF_RANGE, "etcdserver: too large lease TTL")
+STOPPING = _e(StatusCode.UNAVAILABLE, "etcdserver: server stopped")
+TIMEOUT = _e(StatusCode.UNAVAILABLE, "etcdserver: request timed out")
+MEMBER_NOT_FOUND = _e(StatusCode.NOT_FOUND, "etcdserver: member not found")
+
+
+def unimplemented(what: str) -> EtcdError:
+    return EtcdError(StatusCode.UNIMPLEMENTED, f"{what} is not implemented by KubeFabric")

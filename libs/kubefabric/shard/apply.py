@@ -1,0 +1,210 @@
+"""Applies one write request (Put, DeleteRange or Txn) inside the writer's open database
+transaction, the way etcd's apply layer does.
+
+Invariants:
+- A request that changes anything writes all its rows at one revision, `rev` (= clock + 1);
+  a request that changes nothing takes no revision.
+- A Txn's compare results, including those of nested txns, are decided on the state before the
+  txn (etcd's "txn path"), then every op on that path is checked (missing keys for ignore_*,
+  unknown leases, revisions of ranges) before the first write: a failing check leaves no row.
+- Ops inside a txn see the txn's earlier writes (they run on the same database transaction).
+"""
+from __future__ import annotations
+
+from kubefabric.etcd import errors
+from kubefabric.etcd.keyrange import KeyRange
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
+from kubefabric.store.statements import shape_of
+
+from .reads import execute_range, range_values, to_kv
+
+PUT, DELETE = Event.PUT, Event.DELETE
+_CMP_FIELD = {
+    pb.Compare.VERSION: ("version", 3),
+    pb.Compare.CREATE: ("create_revision", 1),
+    pb.Compare.MOD: ("mod_revision", 2),
+    pb.Compare.VALUE: ("value", 5),
+    pb.Compare.LEASE: ("lease", 4),
+}
+
+
+class Applier:
+    """Applies requests of one writer batch. `clock` is the last revision taken so far."""
+
+    def __init__(self, cur, clock: int, compact_rev: int, leases):
+        self.cur = cur
+        self.clock = clock
+        self.compact_rev = compact_rev
+        self.leases = leases
+        self.rev = 0
+        self.events: list[Event] = []
+        self.meta_updates: dict[str, int] = {}  # written to kf_meta with this batch
+
+    # ---- one request ----
+
+    def begin(self) -> None:
+        self.rev = self.clock + 1
+        self.events = []
+
+    def end(self) -> tuple[int, list[Event]]:
+        """(header revision, events) of the request just applied."""
+        events = self.events
+        if events:
+            self.clock = self.rev
+        return self.clock, events
+
+    @property
+    def head(self) -> int:
+        return self.rev if self.events else self.clock
+
+    # ---- reads of the current state ----
+
+    async def latest(self, key: bytes):
+        rows = await self.cur.rows("latest_rows", {"start": key}, "single")
+        return rows[0] if rows else None
+
+    async def latest_range(self, rng: KeyRange) -> list:
+        if rng.empty:
+            return []
+        return await self.cur.rows("latest_rows", range_values(rng), shape_of(rng.end))
+
+    # ---- Put ----
+
+    async def check_put_state(self, req: pb.PutRequest) -> None:
+        if (req.ignore_value or req.ignore_lease) and await self.latest(req.key) is None:
+            raise errors.KEY_NOT_FOUND
+        if req.lease and not self.leases.exists(req.lease):
+            raise errors.LEASE_NOT_FOUND
+
+    async def put(self, req: pb.PutRequest, checked: bool = False) -> pb.PutResponse:
+        if not checked:
+            await self.check_put_state(req)
+        prev = await self.latest(req.key)
+        rev = self.rev
+        value = prev[5] if req.ignore_value else req.value
+        lease = prev[4] if req.ignore_lease else req.lease
+        if prev is None:
+            create_rev, version, prev_rev = rev, 1, 0
+        else:
+            create_rev, version, prev_rev = prev[1], prev[3] + 1, prev[2]
+        row = {"key": req.key, "rev": rev, "create_rev": create_rev, "prev_rev": prev_rev,
+               "version": version, "lease": lease, "deleted": 0, "value": value}
+        await self.cur.execute("insert_log", row)
+        row["mod_rev"] = rev
+        await self.cur.execute("upsert_kv", row)
+        kv = KeyValue(key=req.key, create_revision=create_rev, mod_revision=rev, version=version,
+                      lease=lease, value=value)
+        prev_kv = to_kv(prev) if prev is not None else None
+        self.events.append(Event(type=PUT, kv=kv, prev_kv=prev_kv))
+        resp = pb.PutResponse()
+        resp.header.revision = rev
+        if req.prev_kv and prev_kv is not None:
+            resp.prev_kv.CopyFrom(prev_kv)
+        return resp
+
+    # ---- DeleteRange ----
+
+    async def delete_rows(self, rows: list) -> None:
+        """Delete the given kv rows at this request's revision."""
+        rev = self.rev
+        await self.cur.executemany("insert_log", [
+            {"key": r[0], "rev": rev, "create_rev": 0, "prev_rev": r[2], "version": 0, "lease": 0,
+             "deleted": 1, "value": b""} for r in rows])
+        await self.cur.executemany("delete_kv", [{"key": r[0]} for r in rows])
+        for r in rows:
+            self.events.append(Event(type=DELETE, kv=KeyValue(key=r[0], mod_revision=rev),
+                                     prev_kv=to_kv(r)))
+
+    async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
+        rows = await self.latest_range(KeyRange.of(req.key, req.range_end))
+        if rows:
+            await self.delete_rows(rows)
+        resp = pb.DeleteRangeResponse(deleted=len(rows))
+        resp.header.revision = self.head
+        if req.prev_kv:
+            resp.prev_kvs.extend(to_kv(r) for r in rows)
+        return resp
+
+    # ---- Range inside a txn ----
+
+    async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
+        return await execute_range(self.cur, req, self.head, self.compact_rev)
+
+    # ---- Txn ----
+
+    async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
+        path: dict[int, bool] = {}
+        await self._decide(req, path)
+        await self._check_path(req, path)
+        resp = await self._run(req, path)
+        resp.header.revision = self.head
+        return resp
+
+    async def _decide(self, req: pb.TxnRequest, path: dict[int, bool]) -> None:
+        ok = True
+        for cmp in req.compare:
+            if not await self._compare(cmp):
+                ok = False
+                break
+        path[id(req)] = ok
+        for op in (req.success if ok else req.failure):
+            if op.WhichOneof("request") == "request_txn":
+                await self._decide(op.request_txn, path)
+
+    async def _check_path(self, req: pb.TxnRequest, path: dict[int, bool]) -> None:
+        for op in (req.success if path[id(req)] else req.failure):
+            kind = op.WhichOneof("request")
+            if kind == "request_put":
+                await self.check_put_state(op.request_put)
+            elif kind == "request_range":
+                r = op.request_range.revision
+                if r > self.clock:
+                    raise errors.FUTURE_REV
+                if 0 < r < self.compact_rev:
+                    raise errors.COMPACTED
+            elif kind == "request_txn":
+                await self._check_path(op.request_txn, path)
+
+    async def _run(self, req: pb.TxnRequest, path: dict[int, bool]) -> pb.TxnResponse:
+        ok = path[id(req)]
+        resp = pb.TxnResponse(succeeded=ok)
+        resp.header.SetInParent()
+        for op in (req.success if ok else req.failure):
+            kind = op.WhichOneof("request")
+            out = resp.responses.add()
+            if kind == "request_range":
+                out.response_range.CopyFrom(await self.range(op.request_range))
+            elif kind == "request_put":
+                out.response_put.CopyFrom(await self.put(op.request_put, checked=True))
+            elif kind == "request_delete_range":
+                out.response_delete_range.CopyFrom(await self.delete_range(op.request_delete_range))
+            elif kind == "request_txn":
+                out.response_txn.CopyFrom(await self._run(op.request_txn, path))
+        return resp
+
+    async def _compare(self, cmp: pb.Compare) -> bool:
+        rows = await self.latest_range(KeyRange.of(cmp.key, cmp.range_end))
+        if not rows:
+            if cmp.target == pb.Compare.VALUE:
+                return False  # a missing key has no value to compare
+            rows = [(cmp.key, 0, 0, 0, 0, b"")]
+        field, col = _CMP_FIELD.get(cmp.target, ("version", 3))
+        given = getattr(cmp, field) if cmp.WhichOneof("target_union") == field else (
+            b"" if cmp.target == pb.Compare.VALUE else 0)
+        result = cmp.result
+        for row in rows:
+            have = row[col]
+            if result == pb.Compare.EQUAL:
+                ok = have == given
+            elif result == pb.Compare.NOT_EQUAL:
+                ok = have != given
+            elif result == pb.Compare.GREATER:
+                ok = have > given
+            elif result == pb.Compare.LESS:
+                ok = have < given
+            else:
+                ok = True
+            if not ok:
+                return False
+        return True

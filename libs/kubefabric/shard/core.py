@@ -1,0 +1,277 @@
+"""One shard: the MVCC store behind the etcd API (DESIGN §2–3).
+
+The same object serves the embedded default (kv-router calls it in-process) and, later, the shard
+services (the Shard gRPC API calls it). Reads run on snapshots; every mutation goes through the
+one Writer. Committed changes go to `listeners` as (revision, events) in revision order, followed
+by the new closed revision.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from kubefabric.etcd import errors
+from kubefabric.etcd.keyrange import KeyRange
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
+from kubefabric.store import schema
+from kubefabric.store.statements import shape_of
+
+from . import txn as checks
+from .apply import Applier
+from .leases import Leases
+from .reads import check_range, execute_range
+from .state import FLOOR_STEP, ShardState
+from .writer import Writer
+
+log = logging.getLogger("kubefabric.shard")
+
+COMPACT_WINDOW = 10_000   # revisions scanned per compaction step
+COMPACT_BATCH = 1_000     # rows deleted per compaction step (one short write transaction)
+HISTORY_PAGE = 10_000
+
+Listener = Callable[[list[tuple[int, list[Event]]], int], None]
+
+
+class Shard:
+    def __init__(self, store, *, max_txn_ops: int = 128, min_lease_ttl: int = 2):
+        self.store = store
+        self.max_txn_ops = max_txn_ops
+        self.leases = Leases(min_lease_ttl)
+        self.state = ShardState()
+        self.listeners: list[Listener] = []
+        self.writer: Writer | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._compaction: asyncio.Task | None = None
+        self._revoking: set[int] = set()
+
+    # ---- lifecycle ----
+
+    async def open(self) -> None:
+        await self.store.open()
+        async with self.store.snapshot() as cur:
+            meta = dict(await cur.rows("meta_all", {}))
+            newest = await cur.scalar("max_rev", {}) or 0
+            self.leases.load(await cur.rows("lease_all", {}))
+        self.state, updates = ShardState.from_meta(meta, newest)
+        cur = await self.store.begin()
+        for name, value in updates.items():
+            await cur.execute("upsert_meta", {"name": name, "value": value})
+        await self.store.commit()
+        self.writer = Writer(self.store, self.state, self.leases, self._publish)
+        self.writer.start()
+        self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
+        if self.state.compact_rev:
+            self._start_compaction(self.state.compact_rev)
+        log.info("shard open: revision %d, compacted at %d, %d leases, term %d",
+                 self.state.committed, self.state.compact_rev, len(self.leases.live), self.state.term)
+
+    async def close(self) -> None:
+        for task in [*self._tasks, self._compaction]:
+            if task:
+                task.cancel()
+        if self.writer:
+            await self.writer.stop()
+        await self.store.close()
+
+    def _publish(self, published, committed: int) -> None:
+        for listener in self.listeners:
+            listener(published, committed)
+
+    # ---- KV ----
+
+    async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
+        check_range(req)
+        closed = self.state.committed
+        async with self.store.snapshot() as cur:
+            head = max(closed, await cur.scalar("max_rev", {}) or 0)
+            resp = await execute_range(cur, req, head, self.state.compact_rev)
+        self.state.fill(resp.header, head)
+        return resp
+
+    async def put(self, req: pb.PutRequest) -> pb.PutResponse:
+        checks.check_put(req)
+        resp = await self.writer.submit(Applier.put, req)
+        self.state.fill(resp.header, resp.header.revision)
+        return resp
+
+    async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
+        checks.check_delete(req)
+        resp = await self.writer.submit(Applier.delete_range, req)
+        self.state.fill(resp.header, resp.header.revision)
+        return resp
+
+    async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
+        checks.check_txn(req, self.max_txn_ops)
+        resp = await self.writer.submit(Applier.txn, req)
+        self.state.fill(resp.header, resp.header.revision)
+        return resp
+
+    async def sync(self, sync_rev: int) -> int:
+        """Move the clock to at least sync_rev, in order with the writes (DESIGN §3.2)."""
+        if sync_rev <= self.state.committed:
+            return self.state.committed
+        return await self.writer.submit(_sync, sync_rev)
+
+    # ---- compaction ----
+
+    async def compact(self, revision: int, physical: bool = False) -> pb.CompactionResponse:
+        rev = await self.writer.submit(_mark_compacted, revision)
+        self._start_compaction(rev)
+        if physical:
+            await asyncio.shield(self._compaction)
+        resp = pb.CompactionResponse()
+        self.state.fill(resp.header)
+        return resp
+
+    def _start_compaction(self, rev: int) -> None:
+        previous = self._compaction
+        self._compaction = asyncio.create_task(self._compact_rows(rev, previous), name="compaction")
+
+    async def _compact_rows(self, rev: int, previous: asyncio.Task | None) -> None:
+        """Delete the rows compaction at `rev` made unreachable, in short writer batches."""
+        if previous and not previous.done():
+            await asyncio.shield(previous)
+        lo, deleted = 0, 0
+        while lo < rev:
+            hi = min(lo + COMPACT_WINDOW, rev)
+            n = await self.writer.submit(_compact_step, (lo, hi, rev))
+            deleted += n
+            if n < COMPACT_BATCH:
+                lo = hi
+        log.info("compaction at revision %d removed %d rows", rev, deleted)
+
+    # ---- leases ----
+
+    async def lease_grant(self, lease_id: int, ttl: int) -> tuple[int, int]:
+        ttl = self.leases.effective_ttl(ttl)
+        return await self.writer.submit(_grant, (lease_id, ttl))
+
+    async def lease_revoke(self, lease_id: int) -> int:
+        """Revoke a lease and delete its keys; returns the header revision."""
+        return await self.writer.submit(_revoke, lease_id)
+
+    def lease_renew(self, lease_id: int) -> int:
+        return self.leases.renew(lease_id)
+
+    async def lease_keys(self, lease_id: int) -> list[bytes]:
+        async with self.store.snapshot() as cur:
+            return [r[0] for r in await cur.rows("lease_rows", {"lease": lease_id})]
+
+    async def _expire_leases(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            for lease_id in self.leases.expired():
+                if lease_id not in self._revoking:
+                    self._revoking.add(lease_id)
+                    asyncio.create_task(self._expire(lease_id))
+
+    async def _expire(self, lease_id: int) -> None:
+        try:
+            await self.lease_revoke(lease_id)
+            log.info("lease %x expired", lease_id)
+        except errors.EtcdError:
+            pass
+        finally:
+            self._revoking.discard(lease_id)
+
+    # ---- history and status ----
+
+    async def history(self, rng: KeyRange, lo: int, hi: int) -> list[Event]:
+        """Events of revisions lo..hi in `rng`, oldest first, each with its prev_kv."""
+        out: list[Event] = []
+        if rng.empty:
+            return out
+        shape = shape_of(rng.end)
+        while lo <= hi:
+            values = {"start": rng.start, "end": rng.end, "lo": lo, "hi": hi, "limit": HISTORY_PAGE}
+            async with self.store.snapshot() as cur:
+                rows = await cur.rows("history", values, shape, limited=True)
+                if len(rows) == HISTORY_PAGE and rows[0][0] == rows[-1][0]:
+                    # one revision fills the page: read that revision whole
+                    values["hi"] = rows[0][0]
+                    rows = await cur.rows("history", values, shape)
+            if len(rows) < HISTORY_PAGE or rows[0][0] == rows[-1][0]:
+                out.extend(_event(r) for r in rows)
+                if len(rows) < HISTORY_PAGE:
+                    return out
+                lo = rows[-1][0] + 1
+                continue
+            last = rows[-1][0]  # may be incomplete: read it again with the next page
+            out.extend(_event(r) for r in rows if r[0] != last)
+            lo = last
+        return out
+
+    async def defragment(self) -> None:
+        async with self.writer.lock:
+            await self.store.defragment()
+
+    def db_size(self) -> tuple[int, int]:
+        return self.store.size()
+
+
+def _event(r) -> Event:
+    rev, key, create_rev, prev_rev, version, lease, deleted, value = r[:8]
+    if deleted:
+        ev = Event(type=Event.DELETE, kv=KeyValue(key=key, mod_revision=rev))
+    else:
+        ev = Event(type=Event.PUT, kv=KeyValue(key=key, create_revision=create_rev, mod_revision=rev,
+                                                 version=version, lease=lease, value=value))
+    if prev_rev and r[9] is not None:
+        ev.prev_kv.CopyFrom(KeyValue(key=key, create_revision=r[8], mod_revision=prev_rev,
+                                     version=r[9], lease=r[10], value=r[11]))
+    return ev
+
+
+# ---- writer handlers: run inside a batch, return the request's result ----
+
+async def _sync(applier: Applier, sync_rev: int) -> int:
+    if sync_rev > applier.clock:
+        applier.clock = sync_rev
+        floor = applier.meta_updates.get(schema.META_CLOCK_FLOOR, 0)
+        if sync_rev > floor:
+            applier.meta_updates[schema.META_CLOCK_FLOOR] = sync_rev + FLOOR_STEP
+    return applier.clock
+
+
+async def _mark_compacted(applier: Applier, revision: int) -> int:
+    if revision <= applier.compact_rev:
+        raise errors.COMPACTED
+    if revision > applier.clock:
+        raise errors.FUTURE_REV
+    applier.compact_rev = revision
+    applier.meta_updates[schema.META_COMPACT_REV] = revision
+    return revision
+
+
+async def _compact_step(applier: Applier, window: tuple[int, int, int]) -> int:
+    lo, hi, rev = window
+    rows = await applier.cur.rows("compact_candidates",
+                                  {"lo": lo, "hi": hi, "compact": rev, "limit": COMPACT_BATCH})
+    await applier.cur.executemany("compact_delete", [{"key": k, "rev": r} for k, r in rows])
+    return len(rows)
+
+
+async def _grant(applier: Applier, arg: tuple[int, int]) -> tuple[int, int]:
+    lease_id, ttl = arg
+    leases = applier.leases
+    if lease_id == 0:
+        lease_id = leases.new_id()
+    elif leases.exists(lease_id):
+        raise errors.LEASE_EXIST
+    await applier.cur.execute("lease_insert", {"id": lease_id, "ttl": ttl, "expires_at": 0})
+    leases.stage_grant(lease_id, ttl)
+    return lease_id, ttl
+
+
+async def _revoke(applier: Applier, lease_id: int) -> int:
+    leases = applier.leases
+    if not leases.exists(lease_id):
+        raise errors.LEASE_NOT_FOUND
+    rows = await applier.cur.rows("lease_rows", {"lease": lease_id})
+    if rows:
+        await applier.delete_rows(rows)
+    await applier.cur.execute("lease_delete", {"id": lease_id})
+    leases.stage_revoke(lease_id)
+    return applier.head

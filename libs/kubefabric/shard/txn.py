@@ -1,0 +1,82 @@
+"""Validation of write requests that needs no state: etcd's request checks, in etcd's order.
+
+These run before a request reaches the writer, so a bad request never costs the writer time.
+"""
+from __future__ import annotations
+
+from kubefabric.etcd import errors
+from kubefabric.etcd.keyrange import KeyRange
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+
+from .reads import check_range
+
+
+def check_put(req: pb.PutRequest) -> None:
+    if not req.key:
+        raise errors.EMPTY_KEY
+    if req.ignore_value and req.value:
+        raise errors.VALUE_PROVIDED
+    if req.ignore_lease and req.lease:
+        raise errors.LEASE_PROVIDED
+
+
+def check_delete(req: pb.DeleteRangeRequest) -> None:
+    if not req.key:
+        raise errors.EMPTY_KEY
+
+
+def check_txn(req: pb.TxnRequest, max_ops: int) -> None:
+    """etcd's txn checks: op counts, each op, then duplicate keys across the whole tree."""
+    _check_ops(req, max_ops)
+    _intervals(req.success)
+    _intervals(req.failure)
+
+
+def _check_ops(req: pb.TxnRequest, max_ops: int) -> None:
+    if len(req.compare) > max_ops or len(req.success) > max_ops or len(req.failure) > max_ops:
+        raise errors.TOO_MANY_OPS
+    for op in (*req.success, *req.failure):
+        kind = op.WhichOneof("request")
+        if kind == "request_range":
+            check_range(op.request_range)
+        elif kind == "request_put":
+            check_put(op.request_put)
+        elif kind == "request_delete_range":
+            check_delete(op.request_delete_range)
+        elif kind == "request_txn":
+            _check_ops(op.request_txn, max_ops)
+
+
+def _intervals(ops) -> tuple[set[bytes], list[KeyRange]]:
+    """Puts and delete ranges of one op list (children included). A key may be written once per
+    txn: a put may not repeat a put or fall inside a delete range of the same txn. The two
+    branches of a nested txn exclude each other, so they may share put keys."""
+    dels = [KeyRange.of(op.request_delete_range.key, op.request_delete_range.range_end)
+            for op in ops if op.WhichOneof("request") == "request_delete_range"]
+    puts: set[bytes] = set()
+
+    def deleted(key: bytes) -> bool:
+        return any(d.contains(key) for d in dels)
+
+    for op in ops:
+        if op.WhichOneof("request") != "request_txn":
+            continue
+        then_puts, then_dels = _intervals(op.request_txn.success)
+        else_puts, else_dels = _intervals(op.request_txn.failure)
+        for key in then_puts:
+            if key in puts or deleted(key):
+                raise errors.DUPLICATE_KEY
+            puts.add(key)
+        for key in else_puts:
+            if (key in puts and key not in then_puts) or deleted(key):
+                raise errors.DUPLICATE_KEY
+            puts.add(key)
+        dels += then_dels + else_dels
+    for op in ops:
+        if op.WhichOneof("request") != "request_put":
+            continue
+        key = op.request_put.key
+        if key in puts or deleted(key):
+            raise errors.DUPLICATE_KEY
+        puts.add(key)
+    return puts, dels

@@ -1,0 +1,124 @@
+"""The one writer of a shard (DESIGN §3.1): every mutation passes through this task, which
+batches whatever is queued into one database transaction (group commit).
+
+Invariants:
+- Revisions are dense: a request that changes keys takes clock + 1; commit order is revision
+  order; a batch that fails to commit is rolled back whole and the clock stays where it was.
+- The clock only moves forward: writes, sync_rev (clock = max(clock, sync_rev), no row written)
+  and nothing else. `state.committed` (the closed revision) is updated only after the batch's
+  COMMIT returned, then the batch's events are published in revision order.
+- While one batch commits (fsync), new requests queue up and form the next batch.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from kubefabric.etcd import errors
+from kubefabric.etcd.errors import EtcdError
+
+from .apply import Applier
+
+log = logging.getLogger("kubefabric.writer")
+
+MAX_BATCH = 512
+
+
+class Op:
+    __slots__ = ("handler", "arg", "future")
+
+    def __init__(self, handler, arg, future):
+        self.handler = handler
+        self.arg = arg
+        self.future = future
+
+
+class Writer:
+    def __init__(self, store, state, leases, publish: Callable[[list, int], None]):
+        self.store = store
+        self.state = state
+        self.leases = leases
+        self.publish = publish
+        self.lock = asyncio.Lock()  # held while a batch runs; Shard.defragment takes it too
+        self.queue: asyncio.Queue[Op] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+        self.stopping = False
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="shard-writer")
+
+    async def stop(self) -> None:
+        """Finish every queued request, then stop."""
+        self.stopping = True
+        await self.queue.join()
+        if self.task:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+
+    async def submit(self, handler: Callable[[Applier, object], Awaitable], arg):
+        """Run `handler(applier, arg)` inside the next batch; returns its result."""
+        if self.stopping:
+            raise errors.STOPPING
+        fut = asyncio.get_running_loop().create_future()
+        self.queue.put_nowait(Op(handler, arg, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < MAX_BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            try:
+                async with self.lock:
+                    await self._apply(batch)
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+
+    async def _apply(self, batch: list[Op]) -> None:
+        state = self.state
+        outcomes: list[tuple[Op, object, EtcdError | None]] = []
+        published: list[tuple[int, list]] = []
+        try:
+            cur = await self.store.begin()
+            applier = Applier(cur, state.clock, state.compact_rev, self.leases)
+            for op in batch:
+                applier.begin()
+                try:
+                    result = await op.handler(applier, op.arg)
+                except EtcdError as err:
+                    outcomes.append((op, None, err))
+                    continue
+                head, events = applier.end()
+                if events:
+                    published.append((head, events))
+                outcomes.append((op, result, None))
+            for name, value in applier.meta_updates.items():
+                await cur.execute("upsert_meta", {"name": name, "value": value})
+            await self.store.commit()
+        except Exception as exc:  # the database refused: nothing of this batch happened
+            self.leases.drop_staged()
+            try:
+                await self.store.rollback()
+            except Exception:
+                log.exception("rollback failed")
+            err = self.store.map_error(exc) if hasattr(self.store, "map_error") else None
+            log.error("write batch of %d requests failed: %s", len(batch), exc)
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(err or EtcdError(errors.STOPPING.code, f"etcdserver: {exc}"))
+            return
+        self.leases.commit_staged()
+        state.advance(applier.clock, applier.compact_rev, applier.meta_updates)
+        for op, result, err in outcomes:
+            if op.future.done():
+                continue
+            if err is not None:
+                op.future.set_exception(err)
+            else:
+                op.future.set_result(result)
+        self.publish(published, state.committed)

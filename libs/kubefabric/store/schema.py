@@ -1,0 +1,72 @@
+"""The per-shard tables (DESIGN §2), defined once with SQLAlchemy Core for every dialect.
+
+Invariants:
+- `log` is append-only except for compaction: one row per key change; a txn that changes n keys
+  writes n rows sharing one `rev`. (key, rev) is unique. `prev_rev` is the key's previous
+  mod revision (0 on creation), so the previous version of any row is (key, prev_rev).
+  A deletion is a row with deleted=1, create_rev=0, version=0 and an empty value.
+- `kv` is the log's newest live row per key (deleted keys are absent), written in the same
+  database transaction as the log rows; it is derivable from `log` and exists so reads at the
+  newest revision do not scan history.
+- `meta` holds named integers (schema version, compact revision, clock floor), never key rows.
+- `leases` holds granted leases; a key's lease is the `lease` column of its kv/log rows.
+Keys and values are bytes compared bytewise: BLOB / bytea / VARBINARY, never a text collation.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Column, Index, LargeBinary, MetaData, PrimaryKeyConstraint,
+                        SmallInteger, String, Table)
+from sqlalchemy.dialects import mysql
+
+SCHEMA_VERSION = 1
+# InnoDB indexes hold at most 3072 bytes per key: the stated key-size limit on MySQL/MariaDB.
+MYSQL_MAX_KEY_BYTES = 3072
+
+KeyBytes = LargeBinary().with_variant(mysql.VARBINARY(MYSQL_MAX_KEY_BYTES), "mysql", "mariadb")
+ValueBytes = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+metadata = MetaData()
+
+log = Table(
+    "kf_log", metadata,
+    Column("key", KeyBytes, nullable=False),
+    Column("rev", BigInteger, nullable=False),
+    Column("create_rev", BigInteger, nullable=False),
+    Column("prev_rev", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("lease", BigInteger, nullable=False),
+    Column("deleted", SmallInteger, nullable=False),
+    Column("value", ValueBytes, nullable=False),
+    PrimaryKeyConstraint("key", "rev", name="kf_log_pk"),
+    Index("kf_log_rev", "rev"),
+    sqlite_with_rowid=False,
+)
+
+kv = Table(
+    "kf_kv", metadata,
+    Column("key", KeyBytes, primary_key=True),
+    Column("create_rev", BigInteger, nullable=False),
+    Column("mod_rev", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("lease", BigInteger, nullable=False),
+    Column("value", ValueBytes, nullable=False),
+    Index("kf_kv_lease", "lease"),
+    sqlite_with_rowid=False,
+)
+
+meta = Table(
+    "kf_meta", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+leases = Table(
+    "kf_leases", metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("ttl", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # unix ms at grant; expiry restarts on open
+)
+
+META_SCHEMA_VERSION = "schema_version"
+META_COMPACT_REV = "compact_rev"
+META_CLOCK_FLOOR = "clock_floor"

@@ -1,0 +1,121 @@
+"""The embedded SQLite store: one write connection owned by the shard writer, one read
+connection used from the event loop.
+
+WAL mode lets reads run while the writer commits. Reads are synchronous calls on the event-loop
+thread (a point read costs microseconds; a thread hop would cost more); the writer's COMMIT,
+which waits for fsync, runs in a worker thread so the loop keeps serving while it syncs.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from .sqlite_dialect import statements
+
+DB_FILE = "kubefabric.db"
+
+
+class SqliteStore:
+    dialect_name = "sqlite"
+
+    def __init__(self, data_dir: str | os.PathLike, synchronous: str = "FULL"):
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_FILE
+        self.synchronous = synchronous
+        self.stmts = statements()
+        self._w: sqlite3.Connection | None = None
+        self._r: sqlite3.Connection | None = None
+
+    # ---- lifecycle ----
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               cached_statements=256)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA cache_size=-65536")
+        return conn
+
+    async def open(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._w = self._connect()
+        for ddl in self.stmts.ddl():
+            self._w.execute(ddl)
+        self._r = self._connect()
+
+    async def close(self) -> None:
+        for conn in (self._r, self._w):
+            if conn is not None:
+                conn.close()
+        self._r = self._w = None
+
+    def size(self) -> tuple[int, int]:
+        """(bytes allocated on disk, bytes in use) of the database."""
+        page_size, = self._r.execute("PRAGMA page_size").fetchone()
+        pages, = self._r.execute("PRAGMA page_count").fetchone()
+        free, = self._r.execute("PRAGMA freelist_count").fetchone()
+        wal = self.path.with_name(DB_FILE + "-wal")
+        wal_size = wal.stat().st_size if wal.exists() else 0
+        return page_size * pages + wal_size, page_size * (pages - free)
+
+    async def defragment(self) -> None:
+        """Return free pages to the filesystem and truncate the WAL (writer must be idle)."""
+        self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._w.execute("VACUUM")
+        self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # ---- reads (snapshot on the read connection) ----
+
+    @asynccontextmanager
+    async def snapshot(self):
+        conn = self._r
+        conn.execute("BEGIN")
+        try:
+            yield _Cursor(conn, self.stmts)
+        finally:
+            conn.execute("COMMIT")
+
+    # ---- writes (the writer's transaction) ----
+
+    async def begin(self) -> "_Cursor":
+        self._w.execute("BEGIN IMMEDIATE")
+        return _Cursor(self._w, self.stmts)
+
+    async def commit(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._w.execute, "COMMIT")
+
+    async def rollback(self) -> None:
+        if self._w.in_transaction:
+            self._w.execute("ROLLBACK")
+
+
+class _Cursor:
+    """Runs cached statements on one connection; the same surface for snapshots and the writer."""
+
+    __slots__ = ("conn", "stmts")
+
+    def __init__(self, conn: sqlite3.Connection, stmts):
+        self.conn = conn
+        self.stmts = stmts
+
+    async def rows(self, name: str, values: dict, shape: str = "", limited: bool = False) -> list:
+        c = self.stmts.get(name, shape, limited)
+        return self.conn.execute(c.sql, c.args(values)).fetchall()
+
+    async def scalar(self, name: str, values: dict, shape: str = ""):
+        c = self.stmts.get(name, shape, False)
+        row = self.conn.execute(c.sql, c.args(values)).fetchone()
+        return row[0] if row else None
+
+    async def execute(self, name: str, values: dict) -> None:
+        c = self.stmts.get(name)
+        self.conn.execute(c.sql, c.args(values))
+
+    async def executemany(self, name: str, many: list[dict]) -> None:
+        if many:
+            c = self.stmts.get(name)
+            self.conn.executemany(c.sql, [c.args(v) for v in many])

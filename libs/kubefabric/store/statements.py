@@ -1,0 +1,203 @@
+"""Every SQL statement of a shard, written once in SQLAlchemy Core and compiled per dialect.
+
+Statements are compiled once per (dialect, name, shape) and cached as plain SQL with bound
+parameters in positional order, so hot paths run prepared/cached text through the raw driver
+(sqlite3, asyncpg, aiomysql) with no SQLAlchemy work per request. Nothing here concatenates
+user data into SQL: every value is a bound parameter.
+
+Key-range shapes (see kubefabric.etcd.keyrange): "single" (key = :start), "bounded"
+(:start <= key < :end) and "unbounded" (key >= :start).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal_column, select
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from . import schema
+from .schema import kv, leases, log, meta
+
+ROW_COLUMNS = ("key", "create_rev", "mod_rev", "version", "lease", "value")
+
+
+class Compiled(NamedTuple):
+    sql: str
+    params: tuple[str, ...]    # bound parameter names in positional order
+    constants: dict[str, object]  # values of the parameters SQLAlchemy made from literals
+
+    def args(self, values: dict) -> tuple:
+        """Positional arguments for the driver, from named values."""
+        consts = self.constants
+        return tuple(values[n] if n in values else consts[n] for n in self.params)
+
+
+def shape_of(end: bytes | None) -> str:
+    if end is None:
+        return "single"
+    return "unbounded" if end == b"" else "bounded"
+
+
+def _key_cond(col, shape: str):
+    if shape == "single":
+        return col == bindparam("start")
+    if shape == "bounded":
+        return and_(col >= bindparam("start"), col < bindparam("end"))
+    return col >= bindparam("start")
+
+
+def _limited(stmt, limited: bool):
+    return stmt.limit(bindparam("limit")) if limited else stmt
+
+
+# ---- reads at the newest revision (kv) ----
+
+def latest_rows(shape: str, limited: bool):
+    stmt = (select(kv.c.key, kv.c.create_rev, kv.c.mod_rev, kv.c.version, kv.c.lease, kv.c.value)
+            .where(_key_cond(kv.c.key, shape)).order_by(kv.c.key))
+    return _limited(stmt, limited)
+
+
+def latest_count(shape: str, limited: bool = False):
+    return select(func.count()).select_from(kv).where(_key_cond(kv.c.key, shape))
+
+
+# ---- reads at an older revision (log): per key the newest row with rev <= :rev, if live ----
+
+def _live_at(l):
+    newer = log.alias("newer")
+    superseded = exists().where(and_(newer.c.key == l.c.key, newer.c.rev > l.c.rev,
+                                     newer.c.rev <= bindparam("rev")))
+    return and_(l.c.rev <= bindparam("rev"), l.c.deleted == 0, ~superseded)
+
+
+def at_rows(shape: str, limited: bool):
+    l = log.alias("l")
+    stmt = (select(l.c.key, l.c.create_rev, l.c.rev, l.c.version, l.c.lease, l.c.value)
+            .where(_key_cond(l.c.key, shape), _live_at(l)).order_by(l.c.key))
+    return _limited(stmt, limited)
+
+
+def at_count(shape: str, limited: bool = False):
+    l = log.alias("l")
+    return select(func.count()).select_from(l).where(_key_cond(l.c.key, shape), _live_at(l))
+
+
+def max_rev(shape: str = "", limited: bool = False):
+    return select(func.max(log.c.rev))
+
+
+# ---- history: committed changes with their previous versions ----
+
+def history(shape: str, limited: bool):
+    l, p = log.alias("l"), log.alias("p")
+    joined = l.outerjoin(p, and_(p.c.key == l.c.key, p.c.rev == l.c.prev_rev))
+    stmt = (select(l.c.rev, l.c.key, l.c.create_rev, l.c.prev_rev, l.c.version, l.c.lease,
+                   l.c.deleted, l.c.value, p.c.create_rev, p.c.version, p.c.lease, p.c.value)
+            .select_from(joined)
+            .where(l.c.rev >= bindparam("lo"), l.c.rev <= bindparam("hi"), _key_cond(l.c.key, shape))
+            .order_by(l.c.rev, l.c.key))
+    return _limited(stmt, limited)
+
+
+# ---- writes ----
+
+def insert_log(shape: str = "", limited: bool = False):
+    return insert(log).values({c: bindparam(c) for c in
+                               ("key", "rev", "create_rev", "prev_rev", "version", "lease",
+                                "deleted", "value")})
+
+
+def delete_kv(shape: str = "", limited: bool = False):
+    return delete(kv).where(kv.c.key == bindparam("key"))
+
+
+def lease_rows(shape: str = "", limited: bool = False):
+    return (select(kv.c.key, kv.c.create_rev, kv.c.mod_rev, kv.c.version, kv.c.lease, kv.c.value)
+            .where(kv.c.lease == bindparam("lease")).order_by(kv.c.key))
+
+
+def meta_all(shape: str = "", limited: bool = False):
+    return select(meta.c.name, meta.c.value)
+
+
+def lease_all(shape: str = "", limited: bool = False):
+    return select(leases.c.id, leases.c.ttl, leases.c.expires_at).order_by(leases.c.id)
+
+
+def lease_insert(shape: str = "", limited: bool = False):
+    return insert(leases).values(id=bindparam("id"), ttl=bindparam("ttl"),
+                                 expires_at=bindparam("expires_at"))
+
+
+def lease_delete(shape: str = "", limited: bool = False):
+    return delete(leases).where(leases.c.id == bindparam("id"))
+
+
+def compact_candidates(shape: str = "", limited: bool = True):
+    """Rows at or below :compact that no read at or above :compact can see: superseded at or
+    before :compact, or tombstones. Scanned in the revision window (:lo, :hi]."""
+    l, newer = log.alias("l"), log.alias("newer")
+    superseded = exists().where(and_(newer.c.key == l.c.key, newer.c.rev > l.c.rev,
+                                     newer.c.rev <= bindparam("compact")))
+    return (select(l.c.key, l.c.rev)
+            .where(l.c.rev > bindparam("lo"), l.c.rev <= bindparam("hi"),
+                   (l.c.deleted == 1) | superseded)
+            .order_by(l.c.rev).limit(bindparam("limit")))
+
+
+def compact_delete(shape: str = "", limited: bool = False):
+    return delete(log).where(log.c.key == bindparam("key"), log.c.rev == bindparam("rev"))
+
+
+def log_count(shape: str = "", limited: bool = False):
+    return select(func.count()).select_from(log)
+
+
+BUILDERS: dict[str, Callable] = {f.__name__: f for f in (
+    latest_rows, latest_count, at_rows, at_count, max_rev, history, insert_log, delete_kv,
+    lease_rows, meta_all, lease_all, lease_insert, lease_delete, compact_candidates,
+    compact_delete, log_count)}
+
+
+class StatementCache:
+    """Compiles each statement once for one dialect; `get(name, shape, limited)`."""
+
+    def __init__(self, dialect: Dialect, upsert_kv, upsert_meta):
+        self.dialect = dialect
+        self._cache: dict[tuple[str, str, bool], Compiled] = {}
+        self._extra = {"upsert_kv": upsert_kv, "upsert_meta": upsert_meta}
+
+    def compile(self, stmt) -> Compiled:
+        c = stmt.compile(dialect=self.dialect)
+        names = tuple(c.positiontup or ())
+        user = {"start", "end", "limit", "rev", "lo", "hi", "compact", "lease", "key", "id", "ttl",
+                "expires_at", "name", "value", "create_rev", "mod_rev", "version", "prev_rev",
+                "deleted"}
+        constants = {n: v for n, v in c.params.items() if n not in user}
+        return Compiled(str(c), names, constants)
+
+    def get(self, name: str, shape: str = "", limited: bool = False) -> Compiled:
+        key = (name, shape, limited)
+        hit = self._cache.get(key)
+        if hit is None:
+            builder = self._extra.get(name) or BUILDERS[name]
+            hit = self._cache[key] = self.compile(builder(shape, limited))
+        return hit
+
+    def ddl(self) -> list[str]:
+        out = []
+        for table in schema.metadata.sorted_tables:
+            out.append(str(CreateTable(table, if_not_exists=True).compile(dialect=self.dialect)))
+            for index in table.indexes:
+                out.append(str(CreateIndex(index, if_not_exists=True).compile(dialect=self.dialect)))
+        return out
+
+
+def kv_upsert_values():
+    return {c: bindparam(c) for c in ROW_COLUMNS}
+
+
+UPDATED_KV_COLUMNS = ("create_rev", "mod_rev", "version", "lease", "value")
+_ = literal_column  # re-exported for dialect modules

@@ -1,0 +1,146 @@
+"""One etcd Watch stream: its watchers, its requests and its ordered responses.
+
+Requests are handled one at a time in arrival order, so created responses go out in request
+order and a watcher's events always follow its created response. Every response goes through
+one queue, which the transport drains in order.
+
+etcd behaviours kept: server-chosen watch ids count up from 0 skipping ids in use; a duplicate
+client-chosen id or an empty range answers created+canceled with watch_id -1 and a reason;
+cancel of an unknown id is ignored; a progress request is answered (watch_id -1, header revision
+= closed revision) only once every watcher of the stream is synced; fragment=true splits a
+response larger than the request size limit.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from kubefabric.etcd.keyrange import KeyRange
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+
+from .hub import Watcher, WatchHub
+
+DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+EMPTY_RANGE = "mvcc: watcher range is empty"
+COMPACTED = "mvcc: required revision has been compacted"
+
+
+class WatchStream:
+    def __init__(self, hub: WatchHub, fill_header, max_response_bytes: int):
+        self.hub = hub
+        self.fill = fill_header  # fill(header, revision)
+        self.max_bytes = max_response_bytes
+        self.out: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue()
+        self.watchers: dict[int, Watcher] = {}
+        self.next_id = 0
+        self.progress_pending = False
+        self.closed = False
+
+    # ---- requests ----
+
+    async def handle(self, req: pb.WatchRequest) -> None:
+        kind = req.WhichOneof("request_union")
+        if kind == "create_request":
+            await self.create(req.create_request)
+        elif kind == "cancel_request":
+            self.cancel(req.cancel_request.watch_id)
+        elif kind == "progress_request":
+            self.progress_pending = True
+            self.on_synced()
+
+    async def create(self, creq: pb.WatchCreateRequest) -> None:
+        rng = KeyRange.of(creq.key, creq.range_end)
+        committed = self.hub.committed
+        if creq.watch_id and creq.watch_id in self.watchers:
+            self._send_refused(DUPLICATE_ID, committed)
+            return
+        if rng.end and creq.key >= rng.end:
+            self._send_refused(EMPTY_RANGE, committed)
+            return
+        wid = creq.watch_id
+        if not wid:
+            while self.next_id in self.watchers:
+                self.next_id += 1
+            wid = self.next_id
+            self.next_id += 1
+        w = Watcher(wid, self, rng, creq)
+        self.watchers[wid] = w
+        resp = pb.WatchResponse(watch_id=wid, created=True)
+        self.fill(resp.header, committed)
+        self.out.put_nowait(resp)
+        await self.hub.add(w, creq.start_revision)
+
+    def _send_refused(self, reason: str, revision: int) -> None:
+        resp = pb.WatchResponse(watch_id=-1, created=True, canceled=True, cancel_reason=reason)
+        self.fill(resp.header, revision)
+        self.out.put_nowait(resp)
+
+    def cancel(self, wid: int) -> None:
+        w = self.watchers.pop(wid, None)
+        if w is None:
+            return
+        self.hub.remove(w)
+        resp = pb.WatchResponse(watch_id=wid, canceled=True)
+        self.fill(resp.header, self.hub.committed)
+        self.out.put_nowait(resp)
+        self.on_synced()
+
+    def close(self) -> None:
+        self.closed = True
+        for w in self.watchers.values():
+            self.hub.remove(w)
+        self.watchers.clear()
+
+    # ---- called by the hub ----
+
+    def send_events(self, w: Watcher, revision: int, events: list) -> None:
+        if w.closed:
+            return
+        w.sent_since_progress = True
+        resp = pb.WatchResponse(watch_id=w.id, events=events)
+        self.fill(resp.header, revision)
+        if w.fragment and len(events) > 1 and resp.ByteSize() > self.max_bytes:
+            self._send_fragments(w, revision, events)
+        else:
+            self.out.put_nowait(resp)
+
+    def _send_fragments(self, w: Watcher, revision: int, events: list) -> None:
+        chunk: list = []
+        size = 0
+        for ev in events:
+            ev_size = ev.ByteSize() + 8
+            if chunk and size + ev_size > self.max_bytes:
+                self._put_fragment(w, revision, chunk, more=True)
+                chunk, size = [], 0
+            chunk.append(ev)
+            size += ev_size
+        self._put_fragment(w, revision, chunk, more=False)
+
+    def _put_fragment(self, w: Watcher, revision: int, events: list, more: bool) -> None:
+        resp = pb.WatchResponse(watch_id=w.id, events=events, fragment=more)
+        self.fill(resp.header, revision)
+        self.out.put_nowait(resp)
+
+    def send_progress(self, w: Watcher, revision: int) -> None:
+        resp = pb.WatchResponse(watch_id=w.id)
+        self.fill(resp.header, revision)
+        self.out.put_nowait(resp)
+
+    def cancel_compacted(self, w: Watcher, compact_rev: int) -> None:
+        self.watchers.pop(w.id, None)
+        self.hub.remove(w)
+        resp = pb.WatchResponse(watch_id=w.id, canceled=True, compact_revision=compact_rev,
+                                cancel_reason=COMPACTED)
+        self.fill(resp.header, 0)
+        self.out.put_nowait(resp)
+        self.on_synced()
+
+    def on_synced(self) -> None:
+        """Answer a pending progress request once no watcher of the stream is catching up."""
+        if not self.progress_pending:
+            return
+        if any(not w.synced for w in self.watchers.values()):
+            return
+        self.progress_pending = False
+        resp = pb.WatchResponse(watch_id=-1)
+        self.fill(resp.header, self.hub.committed)
+        self.out.put_nowait(resp)

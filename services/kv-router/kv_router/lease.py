@@ -1,0 +1,55 @@
+"""etcd Lease service."""
+from __future__ import annotations
+
+import time
+
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
+
+from .handlers import etcd_unary
+
+
+class LeaseService(rpc.LeaseServicer):
+    def __init__(self, shard):
+        self.shard = shard
+
+    @etcd_unary
+    async def LeaseGrant(self, request: pb.LeaseGrantRequest, context) -> pb.LeaseGrantResponse:
+        lease_id, ttl = await self.shard.lease_grant(request.ID, request.TTL)
+        resp = pb.LeaseGrantResponse(ID=lease_id, TTL=ttl)
+        self.shard.state.fill(resp.header)
+        return resp
+
+    @etcd_unary
+    async def LeaseRevoke(self, request: pb.LeaseRevokeRequest, context) -> pb.LeaseRevokeResponse:
+        rev = await self.shard.lease_revoke(request.ID)
+        resp = pb.LeaseRevokeResponse()
+        self.shard.state.fill(resp.header, rev)
+        return resp
+
+    async def LeaseKeepAlive(self, request_iterator, context):
+        async for req in request_iterator:
+            ttl = self.shard.lease_renew(req.ID)
+            resp = pb.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl)
+            self.shard.state.fill(resp.header)
+            yield resp
+
+    @etcd_unary
+    async def LeaseTimeToLive(self, request: pb.LeaseTimeToLiveRequest, context) -> pb.LeaseTimeToLiveResponse:
+        lease = self.shard.leases.get(request.ID)
+        resp = pb.LeaseTimeToLiveResponse(ID=request.ID)
+        if lease is None:
+            resp.TTL = -1
+        else:
+            resp.TTL = lease.remaining(time.monotonic())
+            resp.grantedTTL = lease.ttl
+            if request.keys:
+                resp.keys.extend(await self.shard.lease_keys(request.ID))
+        self.shard.state.fill(resp.header)
+        return resp
+
+    @etcd_unary
+    async def LeaseLeases(self, request: pb.LeaseLeasesRequest, context) -> pb.LeaseLeasesResponse:
+        resp = pb.LeaseLeasesResponse(leases=[pb.LeaseStatus(ID=i) for i in sorted(self.shard.leases.live)])
+        self.shard.state.fill(resp.header)
+        return resp

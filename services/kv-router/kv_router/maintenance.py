@@ -1,0 +1,130 @@
+"""etcd Maintenance, Cluster and Auth services.
+
+KubeFabric is one logical member: MemberList describes it, Status reports the shard's revision
+and term in the raft fields, alarms live in memory. What KubeFabric does not implement answers
+UNIMPLEMENTED with a sentence, never a made-up result.
+"""
+from __future__ import annotations
+
+from kubefabric.etcd import errors
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
+
+from .handlers import etcd_unary
+
+# The etcd API level KubeFabric implements. kube-apiserver enables consistent reads from its
+# watch cache and WatchList only for etcd >= 3.5.13 (progress requests answered correctly).
+ETCD_VERSION = "3.5.21"
+STORAGE_VERSION = "3.5.0"
+DEFAULT_QUOTA_BYTES = 2 * 1024 ** 3
+
+
+class MaintenanceService(rpc.MaintenanceServicer):
+    def __init__(self, shard, quota_bytes: int = DEFAULT_QUOTA_BYTES):
+        self.shard = shard
+        self.quota_bytes = quota_bytes
+        self.alarms: set[tuple[int, int]] = set()
+
+    @etcd_unary
+    async def Status(self, request, context) -> pb.StatusResponse:
+        state = self.shard.state
+        size, in_use = self.shard.db_size()
+        resp = pb.StatusResponse(
+            version=ETCD_VERSION, dbSize=size, dbSizeInUse=in_use, leader=state.member_id,
+            raftIndex=state.committed, raftTerm=state.term, raftAppliedIndex=state.committed,
+            storageVersion=STORAGE_VERSION, dbSizeQuota=self.quota_bytes,
+            errors=[f"memberID:{m} alarm:{pb.AlarmType.Name(a)} " for m, a in sorted(self.alarms)])
+        state.fill(resp.header)
+        return resp
+
+    @etcd_unary
+    async def Alarm(self, request: pb.AlarmRequest, context) -> pb.AlarmResponse:
+        member = request.memberID or self.shard.state.member_id
+        if request.action == pb.AlarmRequest.ACTIVATE and request.alarm != pb.NONE:
+            self.alarms.add((member, request.alarm))
+            listed = [(member, request.alarm)]
+        elif request.action == pb.AlarmRequest.DEACTIVATE:
+            listed = [(member, request.alarm)] if (member, request.alarm) in self.alarms else []
+            self.alarms.discard((member, request.alarm))
+        else:
+            listed = sorted(a for a in self.alarms if request.alarm in (pb.NONE, a[1]))
+        resp = pb.AlarmResponse(alarms=[pb.AlarmMember(memberID=m, alarm=a) for m, a in listed])
+        self.shard.state.fill(resp.header)
+        return resp
+
+    @etcd_unary
+    async def Defragment(self, request, context) -> pb.DefragmentResponse:
+        await self.shard.defragment()
+        resp = pb.DefragmentResponse()
+        self.shard.state.fill(resp.header)
+        return resp
+
+    @etcd_unary
+    async def Hash(self, request, context):
+        raise errors.unimplemented("Maintenance.Hash (a hash of etcd's bbolt file)")
+
+    @etcd_unary
+    async def HashKV(self, request, context):
+        raise errors.unimplemented("Maintenance.HashKV")
+
+    async def Snapshot(self, request, context):
+        err = errors.unimplemented("Maintenance.Snapshot (back up the shard databases instead)")
+        await context.abort(err.code, err.message)
+        yield  # pragma: no cover - makes this an async generator
+
+    @etcd_unary
+    async def MoveLeader(self, request, context):
+        raise errors.unimplemented("Maintenance.MoveLeader (KubeFabric has no raft leader)")
+
+    @etcd_unary
+    async def Downgrade(self, request, context):
+        raise errors.unimplemented("Maintenance.Downgrade")
+
+
+class ClusterService(rpc.ClusterServicer):
+    def __init__(self, shard, name: str, client_urls: list[str], peer_urls: list[str]):
+        self.shard = shard
+        self.name = name
+        self.client_urls = client_urls
+        self.peer_urls = peer_urls
+
+    def _members(self) -> list[pb.Member]:
+        return [pb.Member(ID=self.shard.state.member_id, name=self.name, peerURLs=self.peer_urls,
+                          clientURLs=self.client_urls)]
+
+    @etcd_unary
+    async def MemberList(self, request, context) -> pb.MemberListResponse:
+        resp = pb.MemberListResponse(members=self._members())
+        self.shard.state.fill(resp.header)
+        return resp
+
+    @etcd_unary
+    async def MemberAdd(self, request, context):
+        raise errors.unimplemented("Cluster.MemberAdd (scale kv-router replicas instead)")
+
+    @etcd_unary
+    async def MemberRemove(self, request, context):
+        raise errors.unimplemented("Cluster.MemberRemove")
+
+    @etcd_unary
+    async def MemberUpdate(self, request, context):
+        raise errors.unimplemented("Cluster.MemberUpdate")
+
+    @etcd_unary
+    async def MemberPromote(self, request, context):
+        raise errors.unimplemented("Cluster.MemberPromote")
+
+
+def _auth_unimplemented(name: str):
+    @etcd_unary
+    async def handler(self, request, context):
+        raise errors.unimplemented(f"Auth.{name} (etcd authentication; use TLS client certificates)")
+    handler.__name__ = name
+    return handler
+
+
+AuthService = type("AuthService", (rpc.AuthServicer,), {
+    name: _auth_unimplemented(name) for name in (
+        "AuthEnable", "AuthDisable", "AuthStatus", "Authenticate", "UserAdd", "UserGet", "UserList",
+        "UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd", "RoleGet",
+        "RoleList", "RoleDelete", "RoleGrantPermission", "RoleRevokePermission")})

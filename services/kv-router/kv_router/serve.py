@@ -1,0 +1,129 @@
+"""`kubefabric serve`: the embedded default — kv-router, one SQLite shard and the in-process
+event bus in one process, serving the etcd v3 API."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from kubefabric.config import Flag, add_flags, duration, parse_bool
+from kubefabric.logs import setup_logging
+
+log = logging.getLogger("kubefabric.serve")
+
+FLAGS = [
+    Flag("--listen-client-urls", "http://127.0.0.1:2379",
+         "comma-separated URLs to serve the etcd v3 gRPC API on (etcd's flag name)"),
+    Flag("--advertise-client-urls", "",
+         "URLs reported to clients in MemberList (default: the listen URLs)"),
+    Flag("--data-dir", "kubefabric-data",
+         "directory of the embedded SQLite shard; created if missing"),
+    Flag("--name", "default", "member name reported by MemberList"),
+    Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
+    Flag("--log-level", "info", "log level: debug, info, warning or error",
+         choices=("debug", "info", "warning", "error")),
+    Flag("--max-request-bytes", "1572864",
+         "largest request accepted, in bytes (etcd's default 1.5 MiB); larger puts and txns get "
+         "'etcdserver: request is too large'", type=int),
+    Flag("--max-txn-ops", "128", "most operations in one txn branch (etcd's default)", type=int),
+    Flag("--auto-compaction-mode", "periodic",
+         "periodic: keep history for --auto-compaction-retention as a duration; revision: keep "
+         "that many revisions", choices=("periodic", "revision")),
+    Flag("--auto-compaction-retention", "0",
+         "history to keep before compacting automatically (0 disables; kube-apiserver compacts "
+         "every 5 minutes on its own). periodic: a duration such as 1h or 30m; revision: a number"),
+    Flag("--watch-progress-notify-interval", "10m",
+         "how often watchers that asked for progress notifications get one when idle", type=duration),
+    Flag("--sqlite-synchronous", "FULL",
+         "SQLite durability: FULL fsyncs every commit (like etcd); NORMAL may lose the last "
+         "commits on power loss", choices=("FULL", "NORMAL")),
+    Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM", type=duration),
+    Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
+         choices=("uvloop", "asyncio")),
+]
+
+
+def command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="run KubeFabric embedded: etcd v3 API on one SQLite shard",
+        description="Run KubeFabric as a single process: the etcd v3 gRPC API (KV, Watch, Lease, "
+                    "Maintenance, Cluster) backed by one SQLite shard in --data-dir. Point "
+                    "kube-apiserver (--etcd-servers) or etcdctl (--endpoints) at it. Every flag "
+                    "can also be set as an environment variable KUBEFABRIC_<FLAG_NAME>, e.g. "
+                    "KUBEFABRIC_DATA_DIR.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_flags(p, FLAGS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_format, args.log_level)
+    if args.event_loop == "uvloop":
+        import uvloop
+        runner = lambda coro: uvloop.run(coro)  # noqa: E731
+    else:
+        runner = asyncio.run
+    try:
+        return runner(_serve(args))
+    except StartupError as err:
+        log.error("%s", err)
+        return 2
+
+
+class StartupError(Exception):
+    pass
+
+
+async def _serve(args) -> int:
+    from kubefabric.shard.core import Shard
+    from kubefabric.store.sqlite import SqliteStore
+
+    from .compaction import AutoCompactor
+    from .server import RouterServer, ServerConfig
+
+    listen = [u.strip() for u in args.listen_client_urls.split(",") if u.strip()]
+    advertise = [u.strip() for u in (args.advertise_client_urls or args.listen_client_urls).split(",")
+                 if u.strip()]
+    cfg = ServerConfig(listen_client_urls=listen, advertise_client_urls=advertise, name=args.name,
+                       max_request_bytes=args.max_request_bytes,
+                       progress_interval_s=args.watch_progress_notify_interval)
+    try:
+        compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)
+    except ValueError as err:
+        raise StartupError(f"--auto-compaction-retention: {err}") from None
+    data_dir = os.path.abspath(args.data_dir)
+    store = SqliteStore(data_dir, synchronous=args.sqlite_synchronous)
+    shard = Shard(store, max_txn_ops=args.max_txn_ops)
+    try:
+        await shard.open()
+    except OSError as err:
+        raise StartupError(f"cannot open the data directory {data_dir}: {err}") from None
+    log.info("data directory %s", data_dir)
+    try:
+        server = RouterServer(shard, cfg)
+    except ValueError as err:
+        await shard.close()
+        raise StartupError(f"--listen-client-urls: {err}") from None
+    try:
+        await server.start()
+    except RuntimeError as err:
+        await shard.close()
+        raise StartupError(f"cannot listen on {', '.join(listen)}: {err} (is another etcd or "
+                           "KubeFabric already running there?)") from None
+    compactor = AutoCompactor(shard, *compactor_cfg)
+    compactor.start()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests")
+    compactor.stop()
+    await server.stop(args.shutdown_grace)
+    await shard.close()
+    log.info("stopped cleanly at revision %d", shard.state.committed)
+    return 0

@@ -1,0 +1,97 @@
+"""Wiring of the etcd v3 gRPC server: services, health, gRPC settings (DESIGN §6)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
+from kubefabric.watch.hub import WatchHub
+
+from .kv import KVService
+from .lease import LeaseService
+from .maintenance import AuthService, ClusterService, MaintenanceService
+from .watch import WatchService
+
+log = logging.getLogger("kubefabric.router")
+
+GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd's allowance for gRPC framing on top of the request limit
+
+
+@dataclass
+class ServerConfig:
+    listen_client_urls: list[str]
+    advertise_client_urls: list[str]
+    name: str = "default"
+    max_request_bytes: int = 1572864
+    keepalive_min_time_s: float = 5.0
+    keepalive_interval_s: float = 7200.0
+    keepalive_timeout_s: float = 20.0
+    progress_interval_s: float = 600.0
+    peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
+
+
+def listen_address(url: str) -> str:
+    """host:port for grpc from an etcd-style client URL (http://host:port or unix-less host:port)."""
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"unsupported URL scheme in {url!r}: use http:// (TLS arrives with https://)")
+    if parsed.scheme == "https":
+        raise ValueError(f"{url!r}: TLS listeners are not supported yet; use http://")
+    host = parsed.hostname or "127.0.0.1"
+    if parsed.port is None:
+        raise ValueError(f"{url!r} has no port")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{parsed.port}"
+
+
+def grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.max_concurrent_streams", 2 ** 31 - 1),
+        ("grpc.keepalive_time_ms", int(cfg.keepalive_interval_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.keepalive_min_time_s * 1000)),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+
+
+class RouterServer:
+    def __init__(self, shard, cfg: ServerConfig):
+        self.shard = shard
+        self.cfg = cfg
+        self.hub = WatchHub(shard, cfg.progress_interval_s)
+        self.health = health.aio.HealthServicer()
+        self.watch = WatchService(self.hub, shard.state.fill, cfg.max_request_bytes)
+        self.server = grpc.aio.server(options=grpc_options(cfg))
+        kv = KVService(shard, cfg.max_request_bytes)
+        rpc.add_KVServicer_to_server(kv, self.server)
+        rpc.add_WatchServicer_to_server(self.watch, self.server)
+        rpc.add_LeaseServicer_to_server(LeaseService(shard), self.server)
+        rpc.add_MaintenanceServicer_to_server(MaintenanceService(shard), self.server)
+        rpc.add_ClusterServicer_to_server(
+            ClusterService(shard, cfg.name, cfg.advertise_client_urls, cfg.peer_urls), self.server)
+        rpc.add_AuthServicer_to_server(AuthService(), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.addresses = [listen_address(u) for u in cfg.listen_client_urls]
+        for addr in self.addresses:
+            self.server.add_insecure_port(addr)
+
+    async def start(self) -> None:
+        self.hub.start()
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving the etcd v3 API on %s", ", ".join(self.addresses))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Refuse new calls, let in-flight ones finish, end watch streams cleanly."""
+        await self.health.enter_graceful_shutdown()
+        self.watch.close_all()
+        await self.hub.stop()
+        await self.server.stop(grace)
