@@ -310,9 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    # Explicitly, since a parent (a shell's background job, some wrappers) may have left SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     build_loadgen()
     bins = reference_bin_dir() if {"etcd", "kine"} & set(args.server_list) else None
 
+    load_before = os.getloadavg()
+    if load_before[0] > 0.5:
+        log(f"warning: load average {load_before[0]:.2f} before the run: other work on this "
+            f"{os.cpu_count()}-core machine will skew the numbers")
     results: list[dict] = []
     started = time.time()
     try:
@@ -357,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                 "seconds": round(time.time() - started, 1),
                 "host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                "loadavg_before": [round(x, 2) for x in load_before],
+                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                 "duration": args.duration, "warmup": args.warmup, "clients": args.client_counts,
                 "servers": args.server_list, "workloads": args.workloads, "loadgen_args": args.loadgen_arg,
                 "versions": {"etcd": "3.7.3", "kine": "v0.17.5"},
