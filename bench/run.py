@@ -123,7 +123,8 @@ def cleanup() -> None:
         LIVE.pop().stop()
 
 
-def server_argv(kind: str, port: int, workdir: Path, bins: Path | None) -> list[str]:
+def server_argv(kind: str, port: int, workdir: Path, bins: Path | None,
+                extra: list[str] | None = None) -> list[str]:
     url = f"http://127.0.0.1:{port}"
     if kind == "etcd":
         peer = f"http://127.0.0.1:{free_port()}"
@@ -137,19 +138,21 @@ def server_argv(kind: str, port: int, workdir: Path, bins: Path | None) -> list[
         return [str(bins / "kine"), "--listen-address", f"127.0.0.1:{port}",
                 "--metrics-bind-address", "0"]
     if kind == "kubefabric":
-        args = ["serve", "--listen-client-urls", url, "--data-dir", str(workdir / "data")]
+        args = ["serve", "--listen-client-urls", url, "--data-dir", str(workdir / "data"), *(extra or [])]
         if importlib.util.find_spec("kubefabric") is not None:
             return [sys.executable, "-m", "kubefabric.cli", *args]
         return ["uv", "run", "--project", str(REPO), "kubefabric", *args]
     raise ValueError(kind)
 
 
-def start_server(kind: str, bins: Path | None, ready_timeout: float = 60.0) -> Server:
+def start_server(kind: str, bins: Path | None, ready_timeout: float = 60.0,
+                 extra: list[str] | None = None) -> Server:
     workdir = Path(tempfile.mkdtemp(prefix=f"kf-bench-{kind}-"))
     port = free_port()
-    argv = server_argv(kind, port, workdir, bins)
+    argv = server_argv(kind, port, workdir, bins, extra)
     log_path = workdir / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KINE_", "ETCD_"))}
+    # Servers run with their defaults: configuration from the environment is not inherited.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KINE_", "ETCD_", "KUBEFABRIC_"))}
     # Own session: Ctrl-C reaches run.py only, which then stops the servers in order.
     proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                             stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -286,6 +289,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE")
     p.add_argument("--loadgen-arg", action="append", default=[], metavar="ARG",
                    help="extra flag passed to every loadgen run, e.g. --loadgen-arg=--val-size=1024")
+    p.add_argument("--kubefabric-arg", action="append", default=[], metavar="ARG",
+                   help="extra flag for `kubefabric serve`, e.g. --kubefabric-arg=--sqlite-synchronous=NORMAL")
     a = p.parse_args(argv)
     a.workloads = [w.strip() for w in a.only.split(",") if w.strip()]
     a.server_list = [s.strip() for s in a.servers.split(",") if s.strip()]
@@ -328,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                 # A fresh server (and data dir) per workload: earlier workloads' history does not
                 # weigh on later ones; client counts of one workload share it (preload is reused).
                 try:
-                    server = start_server(kind, bins)
+                    server = start_server(kind, bins,
+                                          extra=args.kubefabric_arg if kind == "kubefabric" else None)
                 except RuntimeError as e:
                     log(f"[{kind}] failed to start: {e}")
                     for c in args.client_counts:
@@ -368,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                 "duration": args.duration, "warmup": args.warmup, "clients": args.client_counts,
                 "servers": args.server_list, "workloads": args.workloads, "loadgen_args": args.loadgen_arg,
+                "kubefabric_args": args.kubefabric_arg,
                 "versions": {"etcd": "3.7.3", "kine": "v0.17.5"},
             },
             "results": results,
