@@ -1,0 +1,100 @@
+"""Maintenance, Cluster.MemberList and gRPC health, against etcd and KubeFabric.
+
+Status fields that measure a particular server (database size, raft indexes, version strings,
+quota) are left out of the comparison; KubeFabric's version and dbSize get their own checks below.
+Member URLs keep their shape: the side's own client endpoint reads CLIENT, other ports read PORT.
+"""
+from __future__ import annotations
+
+import re
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from harness.client import Client
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+
+MEASURED = ("dbSize", "dbSizeInUse", "raftIndex", "raftAppliedIndex", "version", "storageVersion",
+            "dbSizeQuota")
+
+
+def status(c):
+    return c.call(c.maintenance.Status, pb.StatusRequest())
+
+
+def members(c, **kw):
+    r = c.call(c.cluster.MemberList, pb.MemberListRequest(**kw))
+    if isinstance(r, pb.MemberListResponse):
+        for m in r.members:
+            for urls in (m.clientURLs, m.peerURLs):
+                shaped = [re.sub(r":\d+$", ":PORT", u.replace(c.endpoint, "CLIENT")) for u in urls]
+                del urls[:]
+                urls.extend(shaped)
+    return r
+
+
+def test_status(differential):
+    def body(c, record):
+        record("status", status(c), ignore=MEASURED)
+        record("put", c.put(b"k", b"v"))
+        record("status after a write", status(c), ignore=MEASURED)
+        record("compact", c.call(c.kv.Compact, pb.CompactionRequest(revision=2)))
+        record("status after compaction", status(c), ignore=MEASURED)
+    differential(body)
+
+
+def test_alarm_and_defragment(differential):
+    def body(c, record):
+        record("alarm get", c.call(c.maintenance.Alarm, pb.AlarmRequest(action=pb.AlarmRequest.GET)))
+        record("alarm get, any member", c.call(c.maintenance.Alarm, pb.AlarmRequest(
+            action=pb.AlarmRequest.GET, memberID=0, alarm=pb.NONE)))
+        for i in range(20):
+            c.put(b"k%d" % i, b"x" * 1000)
+        record("delete", c.delete(b"k", range_end=b"l"))
+        record("compact", c.call(c.kv.Compact, pb.CompactionRequest(revision=22, physical=True)))
+        record("defragment", c.call(c.maintenance.Defragment, pb.DefragmentRequest()))
+        record("data survives defragment", c.put(b"after", b"1"))
+        record("get", c.get(b"after"))
+        record("status after defragment", status(c), ignore=MEASURED)
+    differential(body)
+
+
+def test_member_list(differential):
+    def body(c, record):
+        record("member list", members(c))
+        record("member list, linearizable", members(c, linearizable=True))
+        record("header after a write", [c.put(b"k", b"v"), members(c)])
+        record("one member, the status leader", [
+            len(getattr(members(c), "members", [])),
+            [m.ID for m in getattr(members(c), "members", [])] == [getattr(status(c), "leader", None)]])
+    differential(body)
+
+
+def test_grpc_health(differential):
+    def body(c, record):
+        health = health_pb2_grpc.HealthStub(c.channel)
+        record("overall", c.call(health.Check, health_pb2.HealthCheckRequest()))
+        record("unknown service", c.call(health.Check, health_pb2.HealthCheckRequest(service="no.such.Service")))
+    differential(body)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    m = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)(?:[-+].*)?", text)
+    assert m, f"Status.version {text!r} is not a semantic version"
+    return tuple(int(x) for x in m.groups())
+
+
+def test_kubefabric_status_reports_a_recent_etcd_and_its_size(server_factory):
+    """kube-apiserver enables consistent reads from cache and WatchList from etcd 3.5.13 on (DESIGN §6)."""
+    server = server_factory("kubefabric")
+    c = Client(server.endpoint, "kubefabric")
+    try:
+        s = status(c)
+        assert isinstance(s, pb.StatusResponse), s
+        assert _version(s.version) >= (3, 5, 13), s.version
+        assert s.dbSize > 0, s
+        assert 0 < s.dbSizeInUse <= s.dbSize or s.dbSizeInUse == 0, s
+        health = health_pb2_grpc.HealthStub(c.channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        c.close()
