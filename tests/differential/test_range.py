@@ -4,7 +4,7 @@ from itertools import product
 
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from kvhelpers import compact, prefix_end, record_all, seed
+from kvhelpers import compact, prefix_end, put_op, record_all, seed
 
 R = pb.RangeRequest
 ORDERS = {"none": R.NONE, "asc": R.ASCEND, "desc": R.DESCEND}
@@ -142,6 +142,14 @@ def test_range_sort_all_combinations(differential):
                                                    **kw))
             record(f"{on} {tn} @7 limit 3", c.get(b"k", range_end=b"l", revision=7, limit=3, **kw))
             record(f"{on} {tn} single", c.get(b"k4", **kw))
+        # Equal sort fields (one txn creates three keys): ties keep key order in both directions.
+        record("txn creates t1..t3", c.txn([], [put_op(b"t3", b"x"), put_op(b"t1", b"x"),
+                                                put_op(b"t2", b"y")]))
+        record("put t0", c.put(b"t0", b"x"))
+        record("update t2", c.put(b"t2", b"x"))
+        for (on, order), (tn, target) in product(ORDERS.items(), SORT_TARGETS.items()):
+            record(f"ties {on} {tn}", c.get(b"t", range_end=b"u", sort_order=order,
+                                            sort_target=target, keys_only=True))
     differential(body)
 
 

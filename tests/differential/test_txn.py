@@ -39,6 +39,14 @@ def test_txn_compare_matrix(differential):
                 label = f"e value {RESULTS[result]} {operand!r}"
                 record(label, c.txn([compare(b"e", VALUE, result, operand)]))
             record(f"e lease {RESULTS[result]} 0", c.txn([compare(b"e", LEASE, result, 0)]))
+        for target in TARGETS:  # no operand set, or the operand of another target
+            for key in (b"k", b"missing"):
+                for result in (EQUAL, NOT_EQUAL):
+                    bare = pb.Compare(key=key, target=target, result=result)
+                    record(f"{key!r} {TARGETS[target]} {RESULTS[result]} no operand", c.txn([bare]))
+            record(f"k {TARGETS[target]} == other operand",
+                   c.txn([pb.Compare(key=b"k", target=target, result=EQUAL,
+                                     **({"mod_revision": 5} if target != MOD else {"version": 3}))]))
         record("delete k", c.delete(b"k"))
         for target, operand in ((VERSION, 0), (CREATE, 0), (MOD, 0), (VALUE, b"m"), (LEASE, 0)):
             for result in RESULTS:
@@ -76,6 +84,8 @@ def test_txn_range_compares(differential):
             ("value != a empty range", b"x", b"y", VALUE, NOT_EQUAL, b"a"),
             ("version > 0 key > end", b"s", b"r", VERSION, GREATER, 0),
             ("version == 0 key > end", b"s", b"r", VERSION, EQUAL, 0),
+            ("version == 0 prefix r_ (no LIKE)", b"r_", prefix_end(b"r_"), VERSION, EQUAL, 0),
+            ("version == 0 prefix r% (no LIKE)", b"r%", prefix_end(b"r%"), VERSION, EQUAL, 0),
         ]
         for label, key, end, target, result, operand in cases:
             record(label, c.txn([compare(key, target, result, operand, range_end=end)],
@@ -128,9 +138,14 @@ def test_txn_branches_and_revisions(differential):
         record("delete then read", c.txn([], [delete_op(b"x", range_end=b"z", prev_kv=True),
                                               range_op(b"\0", range_end=b"\0", keys_only=True),
                                               put_op(b"w", b"1"), range_op(b"w")]))
-        record("ignore flags in txn", c.txn([], [put_op(b"z", b"", ignore_value=True, prev_kv=True),
+        record("ignore flags in txn", c.txn([], [put_op(b"z2", ignore_value=True, prev_kv=True),
                                                  put_op(b"w", b"2", ignore_lease=True),
                                                  range_op(b"w", range_end=b"\0")]))
+        rev = record_rev(c, record, "rev before writes with reads at revisions")
+        record("read at the pre-txn revision after a write", c.txn([], [
+            put_op(b"w", b"3"), range_op(b"w", revision=rev), range_op(b"w")]))
+        record("read at the txn's own revision", c.txn([], [put_op(b"w", b"4"),
+                                                           range_op(b"w", revision=rev + 2)]))
         record("future revision in range op", c.txn([], [range_op(b"x", revision=100)]))
         record("future revision in untaken branch", c.txn([], [], [range_op(b"x", revision=100)]))
         record("unknown lease", c.txn([], [put_op(b"u", b"1", lease=UNKNOWN)]))
