@@ -108,6 +108,7 @@ def start_kubefabric(workdir: Path, extra: list[str] | None = None, data_dir: Pa
     data = data_dir or workdir / "kf-data"
     log = workdir / "kubefabric.log"
     argv = [sys.executable, "-m", "kubefabric.cli", "serve",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
             "--listen-client-urls", f"http://127.0.0.1:{client}",
             "--data-dir", str(data), *(extra or [])]
     proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)

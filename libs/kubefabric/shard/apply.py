@@ -88,7 +88,7 @@ class Applier:
             create_rev, version, prev_rev = rev, 1, 0
         else:
             create_rev, version, prev_rev = prev[1], prev[3] + 1, prev[2]
-        row = {"key": req.key, "rev": rev, "create_rev": create_rev, "prev_rev": prev_rev,
+        row = {"key": req.key, "rev": rev, "sub": len(self.events), "create_rev": create_rev, "prev_rev": prev_rev,
                "version": version, "lease": lease, "deleted": 0, "value": value}
         await self.cur.execute("insert_log", row)
         row["mod_rev"] = rev
@@ -108,9 +108,10 @@ class Applier:
     async def delete_rows(self, rows: list) -> None:
         """Delete the given kv rows at this request's revision."""
         rev = self.rev
+        first = len(self.events)
         await self.cur.executemany("insert_log", [
-            {"key": r[0], "rev": rev, "create_rev": 0, "prev_rev": r[2], "version": 0, "lease": 0,
-             "deleted": 1, "value": b""} for r in rows])
+            {"key": r[0], "rev": rev, "sub": first + i, "create_rev": 0, "prev_rev": r[2],
+             "version": 0, "lease": 0, "deleted": 1, "value": b""} for i, r in enumerate(rows)])
         await self.cur.executemany("delete_kv", [{"key": r[0]} for r in rows])
         for r in rows:
             self.events.append(Event(type=DELETE, kv=KeyValue(key=r[0], mod_revision=rev),
@@ -134,26 +135,26 @@ class Applier:
     # ---- Txn ----
 
     async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
-        path: dict[int, bool] = {}
+        path: list[bool] = []  # compare outcome of each txn on the path, in pre-order
         await self._decide(req, path)
-        await self._check_path(req, path)
-        resp = await self._run(req, path)
+        await self._check_path(req, iter(path))
+        resp = await self._run(req, iter(path))
         resp.header.revision = self.head
         return resp
 
-    async def _decide(self, req: pb.TxnRequest, path: dict[int, bool]) -> None:
+    async def _decide(self, req: pb.TxnRequest, path: list[bool]) -> None:
         ok = True
         for cmp in req.compare:
             if not await self._compare(cmp):
                 ok = False
                 break
-        path[id(req)] = ok
+        path.append(ok)
         for op in (req.success if ok else req.failure):
             if op.WhichOneof("request") == "request_txn":
                 await self._decide(op.request_txn, path)
 
-    async def _check_path(self, req: pb.TxnRequest, path: dict[int, bool]) -> None:
-        for op in (req.success if path[id(req)] else req.failure):
+    async def _check_path(self, req: pb.TxnRequest, path) -> None:
+        for op in (req.success if next(path) else req.failure):
             kind = op.WhichOneof("request")
             if kind == "request_put":
                 await self.check_put_state(op.request_put)
@@ -166,8 +167,8 @@ class Applier:
             elif kind == "request_txn":
                 await self._check_path(op.request_txn, path)
 
-    async def _run(self, req: pb.TxnRequest, path: dict[int, bool]) -> pb.TxnResponse:
-        ok = path[id(req)]
+    async def _run(self, req: pb.TxnRequest, path) -> pb.TxnResponse:
+        ok = next(path)
         resp = pb.TxnResponse(succeeded=ok)
         resp.header.SetInParent()
         for op in (req.success if ok else req.failure):

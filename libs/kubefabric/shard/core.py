@@ -62,7 +62,7 @@ class Shard:
         self.writer = Writer(self.store, self.state, self.leases, self._publish)
         self.writer.start()
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
-        if self.state.compact_rev:
+        if self.state.compact_rev > 0:
             self._start_compaction(self.state.compact_rev)
         log.info("shard open: revision %d, compacted at %d, %d leases, term %d",
                  self.state.committed, self.state.compact_rev, len(self.leases.live), self.state.term)
@@ -249,7 +249,7 @@ async def _compact_step(applier: Applier, window: tuple[int, int, int]) -> int:
     lo, hi, rev = window
     rows = await applier.cur.rows("compact_candidates",
                                   {"lo": lo, "hi": hi, "compact": rev, "limit": COMPACT_BATCH})
-    await applier.cur.executemany("compact_delete", [{"key": k, "rev": r} for k, r in rows])
+    await applier.cur.executemany("compact_delete", [{"key": k, "rev": r, "sub": s} for k, r, s in rows])
     return len(rows)
 
 

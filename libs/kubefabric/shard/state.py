@@ -26,7 +26,7 @@ META_MEMBER_ID = "member_id"
 class ShardState:
     clock: int = 1
     committed: int = 1
-    compact_rev: int = 0
+    compact_rev: int = -1  # -1: never compacted (etcd's initial value; compact at 0 is allowed)
     floor: int = 0
     term: int = 2
     cluster_id: int = 0
@@ -36,7 +36,7 @@ class ShardState:
     def from_meta(cls, meta: dict[str, int], newest_row: int) -> tuple["ShardState", dict[str, int]]:
         """The state of a store being opened, and the meta rows the open must persist."""
         floor = meta.get(schema.META_CLOCK_FLOOR, 0)
-        compact = meta.get(schema.META_COMPACT_REV, 0)
+        compact = meta.get(schema.META_COMPACT_REV, -1)
         clock = max(1, newest_row, floor, compact)
         updates = {META_TERM: meta.get(META_TERM, 1) + 1}
         for name in (META_CLUSTER_ID, META_MEMBER_ID):

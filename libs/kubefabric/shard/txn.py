@@ -4,8 +4,9 @@ These run before a request reaches the writer, so a bad request never costs the 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from kubefabric.etcd import errors
-from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 from .reads import check_range
@@ -26,15 +27,20 @@ def check_delete(req: pb.DeleteRangeRequest) -> None:
 
 
 def check_txn(req: pb.TxnRequest, max_ops: int) -> None:
-    """etcd's txn checks: op counts, each op, then duplicate keys across the whole tree."""
+    """etcd's txn checks: op counts and each op (nested txns get the budget left over), then
+    duplicate keys across the whole tree."""
     _check_ops(req, max_ops)
     _intervals(req.success)
     _intervals(req.failure)
 
 
 def _check_ops(req: pb.TxnRequest, max_ops: int) -> None:
-    if len(req.compare) > max_ops or len(req.success) > max_ops or len(req.failure) > max_ops:
+    count = max(len(req.compare), len(req.success), len(req.failure))
+    if count > max_ops:
         raise errors.TOO_MANY_OPS
+    for cmp in req.compare:
+        if not cmp.key:
+            raise errors.EMPTY_KEY
     for op in (*req.success, *req.failure):
         kind = op.WhichOneof("request")
         if kind == "request_range":
@@ -44,14 +50,26 @@ def _check_ops(req: pb.TxnRequest, max_ops: int) -> None:
         elif kind == "request_delete_range":
             check_delete(op.request_delete_range)
         elif kind == "request_txn":
-            _check_ops(op.request_txn, max_ops)
+            _check_ops(op.request_txn, max_ops - count)
+        else:
+            raise errors.KEY_NOT_FOUND  # an empty RequestOp
 
 
-def _intervals(ops) -> tuple[set[bytes], list[KeyRange]]:
-    """Puts and delete ranges of one op list (children included). A key may be written once per
-    txn: a put may not repeat a put or fall inside a delete range of the same txn. The two
-    branches of a nested txn exclude each other, so they may share put keys."""
-    dels = [KeyRange.of(op.request_delete_range.key, op.request_delete_range.range_end)
+class _Span(NamedTuple):
+    """A delete's keys as etcd's duplicate check sees them: [key, range_end) taken literally
+    (so range_end "\0" is an empty span here), or the single key when range_end is empty."""
+    key: bytes
+    end: bytes
+
+    def contains(self, k: bytes) -> bool:
+        return k == self.key if not self.end else self.key <= k < self.end
+
+
+def _intervals(ops) -> tuple[set[bytes], list[_Span]]:
+    """Puts and delete spans of one op list (children included). A put may not repeat a put or
+    fall inside a delete span of the same list or of an enclosing one; the two branches of a
+    nested txn exclude each other, so they may share put keys."""
+    dels = [_Span(op.request_delete_range.key, op.request_delete_range.range_end)
             for op in ops if op.WhichOneof("request") == "request_delete_range"]
     puts: set[bytes] = set()
 

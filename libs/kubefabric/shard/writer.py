@@ -107,7 +107,7 @@ class Writer:
             except Exception:
                 log.exception("rollback failed")
             err = self.store.map_error(exc) if hasattr(self.store, "map_error") else None
-            log.error("write batch of %d requests failed: %s", len(batch), exc)
+            log.exception("write batch of %d requests failed: %s", len(batch), exc)
             for op in batch:
                 if not op.future.done():
                     op.future.set_exception(err or EtcdError(errors.STOPPING.code, f"etcdserver: {exc}"))

@@ -2,8 +2,10 @@
 
 Invariants:
 - `log` is append-only except for compaction: one row per key change; a txn that changes n keys
-  writes n rows sharing one `rev`. (key, rev) is unique. `prev_rev` is the key's previous
-  mod revision (0 on creation), so the previous version of any row is (key, prev_rev).
+  writes n rows sharing one `rev`, numbered by `sub` in the order of the txn's ops (etcd's event
+  order). (key, rev, sub) is unique; a key appears twice in one rev only when a txn deletes it
+  and then puts it again. `prev_rev` is the key's previous mod revision (0 on creation), so the
+  previous version of a row is the live row (key, prev_rev).
   A deletion is a row with deleted=1, create_rev=0, version=0 and an empty value.
 - `kv` is the log's newest live row per key (deleted keys are absent), written in the same
   database transaction as the log rows; it is derivable from `log` and exists so reads at the
@@ -31,14 +33,15 @@ log = Table(
     "kf_log", metadata,
     Column("key", KeyBytes, nullable=False),
     Column("rev", BigInteger, nullable=False),
+    Column("sub", BigInteger, nullable=False),  # position of the change within its txn
     Column("create_rev", BigInteger, nullable=False),
     Column("prev_rev", BigInteger, nullable=False),
     Column("version", BigInteger, nullable=False),
     Column("lease", BigInteger, nullable=False),
     Column("deleted", SmallInteger, nullable=False),
     Column("value", ValueBytes, nullable=False),
-    PrimaryKeyConstraint("key", "rev", name="kf_log_pk"),
-    Index("kf_log_rev", "rev"),
+    PrimaryKeyConstraint("key", "rev", "sub", name="kf_log_pk"),
+    Index("kf_log_rev", "rev", "sub"),
     sqlite_with_rowid=False,
 )
 

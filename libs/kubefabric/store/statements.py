@@ -65,9 +65,14 @@ def latest_count(shape: str, limited: bool = False):
 
 # ---- reads at an older revision (log): per key the newest row with rev <= :rev, if live ----
 
+def _after(newer, l):
+    """newer is a later change than l (of the same key)."""
+    return (newer.c.rev > l.c.rev) | and_(newer.c.rev == l.c.rev, newer.c.sub > l.c.sub)
+
+
 def _live_at(l):
     newer = log.alias("newer")
-    superseded = exists().where(and_(newer.c.key == l.c.key, newer.c.rev > l.c.rev,
+    superseded = exists().where(and_(newer.c.key == l.c.key, _after(newer, l),
                                      newer.c.rev <= bindparam("rev")))
     return and_(l.c.rev <= bindparam("rev"), l.c.deleted == 0, ~superseded)
 
@@ -92,12 +97,12 @@ def max_rev(shape: str = "", limited: bool = False):
 
 def history(shape: str, limited: bool):
     l, p = log.alias("l"), log.alias("p")
-    joined = l.outerjoin(p, and_(p.c.key == l.c.key, p.c.rev == l.c.prev_rev))
+    joined = l.outerjoin(p, and_(p.c.key == l.c.key, p.c.rev == l.c.prev_rev, p.c.deleted == 0))
     stmt = (select(l.c.rev, l.c.key, l.c.create_rev, l.c.prev_rev, l.c.version, l.c.lease,
                    l.c.deleted, l.c.value, p.c.create_rev, p.c.version, p.c.lease, p.c.value)
             .select_from(joined)
             .where(l.c.rev >= bindparam("lo"), l.c.rev <= bindparam("hi"), _key_cond(l.c.key, shape))
-            .order_by(l.c.rev, l.c.key))
+            .order_by(l.c.rev, l.c.sub))
     return _limited(stmt, limited)
 
 
@@ -105,8 +110,8 @@ def history(shape: str, limited: bool):
 
 def insert_log(shape: str = "", limited: bool = False):
     return insert(log).values({c: bindparam(c) for c in
-                               ("key", "rev", "create_rev", "prev_rev", "version", "lease",
-                                "deleted", "value")})
+                               ("key", "rev", "sub", "create_rev", "prev_rev", "version",
+                                "lease", "deleted", "value")})
 
 
 def delete_kv(shape: str = "", limited: bool = False):
@@ -139,16 +144,17 @@ def compact_candidates(shape: str = "", limited: bool = True):
     """Rows at or below :compact that no read at or above :compact can see: superseded at or
     before :compact, or tombstones. Scanned in the revision window (:lo, :hi]."""
     l, newer = log.alias("l"), log.alias("newer")
-    superseded = exists().where(and_(newer.c.key == l.c.key, newer.c.rev > l.c.rev,
+    superseded = exists().where(and_(newer.c.key == l.c.key, _after(newer, l),
                                      newer.c.rev <= bindparam("compact")))
-    return (select(l.c.key, l.c.rev)
+    return (select(l.c.key, l.c.rev, l.c.sub)
             .where(l.c.rev > bindparam("lo"), l.c.rev <= bindparam("hi"),
                    (l.c.deleted == 1) | superseded)
             .order_by(l.c.rev).limit(bindparam("limit")))
 
 
 def compact_delete(shape: str = "", limited: bool = False):
-    return delete(log).where(log.c.key == bindparam("key"), log.c.rev == bindparam("rev"))
+    return delete(log).where(log.c.key == bindparam("key"), log.c.rev == bindparam("rev"),
+                             log.c.sub == bindparam("sub"))
 
 
 def log_count(shape: str = "", limited: bool = False):
@@ -174,7 +180,7 @@ class StatementCache:
         names = tuple(c.positiontup or ())
         user = {"start", "end", "limit", "rev", "lo", "hi", "compact", "lease", "key", "id", "ttl",
                 "expires_at", "name", "value", "create_rev", "mod_rev", "version", "prev_rev",
-                "deleted"}
+                "deleted", "sub"}
         constants = {n: v for n, v in c.params.items() if n not in user}
         return Compiled(str(c), names, constants)
 

@@ -21,7 +21,6 @@ from .hub import Watcher, WatchHub
 
 DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 EMPTY_RANGE = "mvcc: watcher range is empty"
-COMPACTED = "mvcc: required revision has been compacted"
 
 
 class WatchStream:
@@ -98,27 +97,27 @@ class WatchStream:
         w.sent_since_progress = True
         resp = pb.WatchResponse(watch_id=w.id, events=events)
         self.fill(resp.header, revision)
-        if w.fragment and len(events) > 1 and resp.ByteSize() > self.max_bytes:
-            self._send_fragments(w, revision, events)
+        if w.fragment and len(events) > 1 and resp.ByteSize() >= self.max_bytes:
+            self._send_fragments(resp)
         else:
             self.out.put_nowait(resp)
 
-    def _send_fragments(self, w: Watcher, revision: int, events: list) -> None:
-        chunk: list = []
-        size = 0
-        for ev in events:
-            ev_size = ev.ByteSize() + 8
-            if chunk and size + ev_size > self.max_bytes:
-                self._put_fragment(w, revision, chunk, more=True)
-                chunk, size = [], 0
-            chunk.append(ev)
-            size += ev_size
-        self._put_fragment(w, revision, chunk, more=False)
-
-    def _put_fragment(self, w: Watcher, revision: int, events: list, more: bool) -> None:
-        resp = pb.WatchResponse(watch_id=w.id, events=events, fragment=more)
-        self.fill(resp.header, revision)
-        self.out.put_nowait(resp)
+    def _send_fragments(self, whole: pb.WatchResponse) -> None:
+        """Split like etcd: each fragment takes events while it stays under the limit (at least
+        one event each); every fragment but the last has fragment=true."""
+        events = list(whole.events)
+        i = 0
+        while i < len(events):
+            frag = pb.WatchResponse(watch_id=whole.watch_id, fragment=True)
+            frag.header.CopyFrom(whole.header)
+            while i < len(events):
+                frag.events.append(events[i])
+                if len(frag.events) > 1 and frag.ByteSize() >= self.max_bytes:
+                    del frag.events[-1]
+                    break
+                i += 1
+            frag.fragment = i < len(events)
+            self.out.put_nowait(frag)
 
     def send_progress(self, w: Watcher, revision: int) -> None:
         resp = pb.WatchResponse(watch_id=w.id)
@@ -128,8 +127,7 @@ class WatchStream:
     def cancel_compacted(self, w: Watcher, compact_rev: int) -> None:
         self.watchers.pop(w.id, None)
         self.hub.remove(w)
-        resp = pb.WatchResponse(watch_id=w.id, canceled=True, compact_revision=compact_rev,
-                                cancel_reason=COMPACTED)
+        resp = pb.WatchResponse(watch_id=w.id, canceled=True, compact_revision=compact_rev)
         self.fill(resp.header, 0)
         self.out.put_nowait(resp)
         self.on_synced()

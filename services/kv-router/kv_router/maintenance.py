@@ -55,9 +55,7 @@ class MaintenanceService(rpc.MaintenanceServicer):
     @etcd_unary
     async def Defragment(self, request, context) -> pb.DefragmentResponse:
         await self.shard.defragment()
-        resp = pb.DefragmentResponse()
-        self.shard.state.fill(resp.header)
-        return resp
+        return pb.DefragmentResponse()  # etcd sends no header here
 
     @etcd_unary
     async def Hash(self, request, context):
@@ -95,7 +93,7 @@ class ClusterService(rpc.ClusterServicer):
     @etcd_unary
     async def MemberList(self, request, context) -> pb.MemberListResponse:
         resp = pb.MemberListResponse(members=self._members())
-        self.shard.state.fill(resp.header)
+        self.shard.state.fill(resp.header, 0)  # etcd's member list header carries no revision
         return resp
 
     @etcd_unary

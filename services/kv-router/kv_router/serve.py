@@ -22,6 +22,8 @@ FLAGS = [
     Flag("--data-dir", "kubefabric-data",
          "directory of the embedded SQLite shard; created if missing"),
     Flag("--name", "default", "member name reported by MemberList"),
+    Flag("--initial-advertise-peer-urls", "http://localhost:2380",
+         "peer URLs reported by MemberList (KubeFabric has no raft peers; etcd's default)"),
     Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
     Flag("--log-level", "info", "log level: debug, info, warning or error",
          choices=("debug", "info", "warning", "error")),
@@ -89,6 +91,7 @@ async def _serve(args) -> int:
                  if u.strip()]
     cfg = ServerConfig(listen_client_urls=listen, advertise_client_urls=advertise, name=args.name,
                        max_request_bytes=args.max_request_bytes,
+                       peer_urls=[u.strip() for u in args.initial_advertise_peer_urls.split(",")],
                        progress_interval_s=args.watch_progress_notify_interval)
     try:
         compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)

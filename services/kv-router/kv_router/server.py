@@ -8,6 +8,8 @@ from urllib.parse import urlparse
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from .health import HealthService
+
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.watch.hub import WatchHub
 
@@ -67,8 +69,9 @@ class RouterServer:
         self.shard = shard
         self.cfg = cfg
         self.hub = WatchHub(shard, cfg.progress_interval_s)
-        self.health = health.aio.HealthServicer()
-        self.watch = WatchService(self.hub, shard.state.fill, cfg.max_request_bytes)
+        self.health = HealthService()
+        # etcd splits fragmented watch responses at its gRPC receive limit, not the request limit
+        self.watch = WatchService(self.hub, shard.state.fill, cfg.max_request_bytes + GRPC_OVERHEAD_BYTES)
         self.server = grpc.aio.server(options=grpc_options(cfg))
         kv = KVService(shard, cfg.max_request_bytes)
         rpc.add_KVServicer_to_server(kv, self.server)
