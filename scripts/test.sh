@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need (Debian packages when
+# run as root, uv and the locked Python environment), checks that generated code is fresh, then
+# runs every suite against real servers (etcd, etcdctl, the Go bench client).
+# Extra arguments go to pytest, e.g. scripts/test.sh tests/differential -k watch
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(etcd-server etcd-client)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing Debian packages: ${missing[*]} (run as root or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+# Debian starts the packaged etcd as a service where systemd runs; the tests start their own.
+systemctl disable --now etcd >/dev/null 2>&1 || true
+
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m pip install --quiet uv
+fi
+command -v go >/dev/null || { echo "Go is required (bench client, conformance harness)" >&2; exit 1; }
+
+uv sync --frozen --quiet
+uv run --frozen --no-sync python scripts/gen_proto.py --check
+exec uv run --frozen --no-sync pytest -n 2 "$@"
