@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark KubeFabric against etcd 3.7.3 and kine v0.17.5 (SQLite) on this machine.
 
-    uv run python bench/run.py                       # full run: ~6 minutes
+    uv run python bench/run.py                       # full run: ~4 minutes
     uv run python bench/run.py --quick               # smoke run: short windows
     uv run python bench/run.py --only put,get --servers etcd,kubefabric --json out.json
 
