@@ -64,8 +64,10 @@ class Shard:
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
         if self.state.compact_rev > 0:
             self._start_compaction(self.state.compact_rev)
-        log.info("shard open: revision %d, compacted at %d, %d leases, term %d",
-                 self.state.committed, self.state.compact_rev, len(self.leases.live), self.state.term)
+        compacted = self.state.compact_rev
+        log.info("shard open: revision %d, %s, %d leases, term %d", self.state.committed,
+                 f"compacted at {compacted}" if compacted >= 0 else "never compacted",
+                 len(self.leases.live), self.state.term)
 
     async def close(self) -> None:
         for task in [*self._tasks, self._compaction]:
