@@ -5,6 +5,8 @@ about is still passed to `record` by the test body itself.
 """
 from __future__ import annotations
 
+import random
+
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 # Compare targets and results, and the union field each target sets.
@@ -82,3 +84,36 @@ def seed(c, record, items, label: str = "seed", **kw) -> None:
 def record_all(c, record, label: str, **kw) -> None:
     """Record a Range over every key (plus any extra Range options)."""
     record(label, c.get(b"\0", range_end=b"\0", **kw))
+
+
+HISTORY_KEYS = [b"h/a", b"h/a/1", b"h/a_", b"h/b", b"h/b\x00", b"h/c", b"h/c%", b"h/d", b"h/\xff",
+                b"h/\xff\x00", b"h\x00", b"i"]
+
+
+def random_history(c, record, seed: int, n_ops: int, keys=HISTORY_KEYS) -> None:
+    """A seeded mix of puts (some with prev_kv), single and range deletes and multi-key txns.
+    The choices depend only on the seed, never on responses, so both sides get the same requests."""
+    rnd = random.Random(seed)
+
+    def pick_range():
+        a, b = sorted(rnd.sample(range(len(keys) + 1), 2))
+        end = keys[b] if b < len(keys) else b"\0"
+        return keys[a], end
+
+    for i in range(n_ops):
+        kind = rnd.choices(["put", "delete", "delete_range", "txn"], weights=[6, 2, 1, 2])[0]
+        key = rnd.choice(keys)
+        value = b"%d" % i
+        if kind == "put":
+            resp = c.put(key, value, prev_kv=rnd.random() < 0.3)
+        elif kind == "delete":
+            resp = c.delete(key, prev_kv=rnd.random() < 0.3)
+        elif kind == "delete_range":
+            start, end = pick_range()
+            resp = c.delete(start, range_end=end)
+        else:
+            touched = rnd.sample(keys, rnd.randint(1, 4))
+            ops = [put_op(k, value) if rnd.random() < 0.7 else delete_op(k) for k in touched]
+            cmp = [compare(key, VERSION, rnd.choice([EQUAL, GREATER, LESS]), rnd.randint(0, 3))]
+            resp = c.txn(cmp, ops, ops[::-1])
+        record(f"history {i} {kind}", resp)

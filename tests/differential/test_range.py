@@ -4,7 +4,8 @@ from itertools import product
 
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from kvhelpers import compact, prefix_end, put_op, record_all, seed
+from kvhelpers import (compact, prefix_end, put_op, random_history, record_all, record_rev,
+                       seed)
 
 R = pb.RangeRequest
 ORDERS = {"none": R.NONE, "asc": R.ASCEND, "desc": R.DESCEND}
@@ -199,4 +200,38 @@ def test_range_serializable(differential):
         record("serializable sorted", c.get(b"s", range_end=b"t", serializable=True, revision=4,
                                             sort_order=R.DESCEND, sort_target=R.VALUE))
         record("serializable empty key", c.get(b"", serializable=True))
+    differential(body)
+
+
+def test_range_every_revision_of_a_random_history(differential):
+    """MVCC reads: after a seeded history of puts, deletes and txns, every revision is read in
+    full and through a limited sub-range."""
+    def body(c, record):
+        random_history(c, record, seed=7, n_ops=120)
+        head = record_rev(c, record, "head")
+        for rev in range(1, head + 1):
+            record(f"all @{rev}", c.get(b"\0", range_end=b"\0", revision=rev))
+            record(f"h/b.. limit 2 @{rev}", c.get(b"h/b", range_end=b"h/d", revision=rev, limit=2))
+            record(f"prefix h/a count @{rev}", c.get(b"h/a", range_end=prefix_end(b"h/a"),
+                                                    revision=rev, count_only=True))
+    differential(body)
+
+
+def test_range_large_result(differential):
+    """1,280 keys written by ten 128-op txns: limits around common page sizes, counts, prefixes."""
+    def body(c, record):
+        for t in range(10):
+            record(f"txn {t}", c.txn([], [put_op(b"big/%05d" % (t * 128 + i), b"v")
+                                          for i in range(128)]))
+        record("delete some", c.delete(b"big/00500", range_end=b"big/00510"))
+        for limit in (0, 255, 256, 257, 499, 500, 501, 999, 1000, 1001, 1024, 1269, 1270, 1271):
+            record(f"limit {limit}", c.get(b"big/", range_end=prefix_end(b"big/"), limit=limit,
+                                           keys_only=True))
+        record("count", c.get(b"big/", range_end=prefix_end(b"big/"), count_only=True))
+        record("count @5", c.get(b"big/", range_end=prefix_end(b"big/"), count_only=True, revision=5))
+        record("desc limit 3", c.get(b"big/", range_end=prefix_end(b"big/"), limit=3,
+                                     sort_order=R.DESCEND))
+        record("from the middle", c.get(b"big/00505", range_end=b"\0", limit=10, keys_only=True))
+        record("delete all", c.delete(b"big/", range_end=prefix_end(b"big/")))
+        record("count after", c.get(b"big/", range_end=prefix_end(b"big/"), count_only=True))
     differential(body)
