@@ -53,6 +53,7 @@ def test_compact_then_read(differential):
         record("compact 1 (stale)", compact(c, 1))
         record("compact 15 (future)", compact(c, 15))
         record("compact 100 (future)", compact(c, 100))
+        record("compact 2^62 (future)", compact(c, 2**62))
         record_rev(c, record, "rev after refused compactions")
         record("put b4 prev_kv", c.put(b"b", b"b4", prev_kv=True))
         record("put a2 prev_kv", c.put(b"a", b"a2", prev_kv=True))

@@ -89,6 +89,9 @@ def test_range_limit_more_count(differential):
         record("limit past revision", c.get(b"k", range_end=b"l", limit=3, revision=9))
         record("count_only keys_only", c.get(b"k", range_end=b"l", count_only=True, keys_only=True))
         record("count_only past", c.get(b"k", range_end=b"l", count_only=True, revision=5))
+        record("limit 2^62", c.get(b"k", range_end=b"l", limit=2**62))
+        record("limit -5 sorted", c.get(b"k", range_end=b"l", limit=-5, sort_order=R.DESCEND))
+        record("max_mod 2^62", c.get(b"k", range_end=b"l", max_mod_revision=2**62, limit=2))
     differential(body)
 
 
@@ -102,7 +105,7 @@ def test_range_revisions(differential):
         record("put a3", c.put(b"a", b"3"))        # 6
         record("delete b", c.delete(b"b"))          # 7
         record("put c1", c.put(b"c", b"1"))        # 8
-        for rev in (-5, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1000):
+        for rev in (-2**62, -5, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1000, 2**62):
             record(f"all @{rev}", c.get(b"\0", range_end=b"\0", revision=rev))
             record(f"a @{rev}", c.get(b"a", revision=rev))
             record(f"count @{rev}", c.get(b"a", range_end=b"z", revision=rev, count_only=True))
