@@ -25,7 +25,7 @@ def test_created_responses_follow_request_order_and_ids(differential):
                     dict(key=b"b", watch_id=2), dict(key=b"b"),   # the server skips ids in use
                     dict(key=b"c", watch_id=-3),                  # negative ids are the client's choice
                     dict(key=b"b", range_end=b"a"),               # empty range
-                    dict(key=b"c")]
+                    dict(key=b"c"), dict(key=b"")]                # the empty key: accepted, never fires
         for r in requests:   # all sent before any answer is read
             w.create(**r)
         record("created", [w.recv() for _ in requests])
@@ -62,6 +62,9 @@ def test_cancel(differential):
         record("delete", c.delete(b"k"))
         record("delete events", by_watch_id(w.events(3)))
         record("nothing else", w.pending())
+        w.half_close()   # the client's CloseSend: etcd keeps delivering to the stream's watchers
+        record("put after half-close", c.put(b"k", b"again"))
+        record("events after half-close", by_watch_id(w.events(3)))
         w.close()
     differential(body)
 
@@ -80,6 +83,8 @@ def test_start_revision_past_now_future(differential):
         record("replay from 4", w.events(2))
         record("single key from 1", w.created(b"k1", start_revision=1))
         record("replay k1", w.events(2))
+        record("from 2, NOPUT", w.created(b"k", range_end=b"l", start_revision=2, filters=[NOPUT]))
+        record("replay: the delete only", w.events(1))
         record("exactly next revision", w.created(b"k", range_end=b"l", start_revision=6))
         record("future 8", w.created(b"k", range_end=b"l", start_revision=8))
         record("nothing yet", w.pending())
@@ -170,10 +175,13 @@ def test_multi_key_changes_arrive_together(differential):
 
 def test_watch_from_compacted_revision(differential):
     def body(c, record):
+        w = WatchStream(c)
+        record("watching before the compaction", w.created(b"k"))
         for i in range(4):
             record(f"put {i}", c.put(b"k", b"%d" % i))  # revs 2..5
+        record("live events", w.events(4))
         record("compact 4", c.call(c.kv.Compact, pb.CompactionRequest(revision=4)))
-        w = WatchStream(c)
+        record("a live watcher is not canceled by compaction", w.pending())
         record("from 2: created", w.created(b"k", start_revision=2))
         record("from 2: canceled with compact_revision", w.recv())
         record("from 3, range: created", w.created(b"a", range_end=b"z", start_revision=3))
@@ -182,7 +190,7 @@ def test_watch_from_compacted_revision(differential):
         record("from 4: replay", w.events(2))
         record("from 5", [w.created(b"k", start_revision=5), *w.events(1)])
         record("put", c.put(b"k", b"x"))
-        record("live events reach the two live watchers", by_watch_id(w.events(2)))
+        record("live events reach the three live watchers", by_watch_id(w.events(3)))
         record("nothing else", w.pending())
         w.close()
     differential(body)

@@ -69,6 +69,10 @@ class Stream:
                 break
         return out
 
+    def half_close(self) -> None:
+        """End the request side only (the client's CloseSend); responses keep flowing."""
+        self._requests.put(_END)
+
     def close(self) -> None:
         self._closed = True
         self._requests.put(_END)
