@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import shlex
+import time
 
 from harness.etcdctl import Etcdctl, without
 from harness.stream import NoResponse
@@ -156,4 +157,31 @@ def test_endpoint_member_alarm(differential):
         do("put k v")
         record("endpoint status after a write",
                without(ctl.run("endpoint", "status", "-w", "json"), *MEASURED))
+    scenario(differential, script)
+
+
+def test_lock_and_election(differential):
+    """The concurrency recipes: leases, txns on create revision, watches on the predecessor's key."""
+    def script(ctl, do, record):
+        do("lock L echo hi")
+        holder = ctl.background("lock", "L")
+        record("holder", holder.read_until(lambda line: line.startswith("L/")))
+        waiter = ctl.background("lock", "L", "echo", "second")
+        time.sleep(0.5)
+        record("waiter still waiting", waiter.proc.poll())
+        do("get L --prefix --keys-only")
+        holder.interrupt()
+        record("holder releases", holder.exit())
+        record("waiter runs", waiter.exit())
+        do("get L --prefix --keys-only")
+        leader = ctl.background("elect", "E", "p1")
+        record("campaign", leader.read_until("p1"))
+        observer = ctl.background("elect", "-l", "E")
+        record("observe", observer.read_until("p1"))
+        do("get E --prefix")
+        leader.interrupt()
+        record("resign", leader.exit())
+        observer.interrupt()
+        record("observer ends", observer.exit())
+        do("get E --prefix")
     scenario(differential, script)

@@ -17,6 +17,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -109,8 +110,12 @@ class Etcdctl:
                 out.append(self.text(line))
         return out
 
+    def background(self, *args: str) -> "Background":
+        """A long-running etcdctl command (watch, lock, elect) read line by line."""
+        return Background(self, self.argv(args))
+
     def watch(self, *args: str) -> "Background":
-        return Background(self, self.argv(["watch", *args]))
+        return self.background("watch", *args)
 
 
 def without(data, *keys):
@@ -133,7 +138,7 @@ def _is_json(line: str) -> bool:
 
 
 class Background:
-    """A long-running etcdctl (watch): stdout lines are collected by a thread until stop()."""
+    """A long-running etcdctl: stdout lines are collected by a thread until it ends or stop()."""
 
     def __init__(self, ctl: Etcdctl, argv: list[str]):
         self.ctl = ctl
@@ -175,6 +180,11 @@ class Background:
         while not self.lines.empty():
             out.append(self.ctl.text(self.lines.get()))
         return out
+
+    def interrupt(self) -> None:
+        """Ctrl-C: etcdctl lock/elect release what they hold and exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
