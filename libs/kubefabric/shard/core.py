@@ -85,9 +85,11 @@ class Shard:
 
     async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
         check_range(req)
-        closed = self.state.committed
+        head = self.state.committed
         async with self.store.snapshot() as cur:
-            head = max(closed, await cur.scalar("max_rev", {}) or 0)
+            if self.writer.committing:
+                # the snapshot may already hold the batch being committed: report its revision
+                head = max(head, await cur.scalar("max_rev", {}) or 0)
             resp = await execute_range(cur, req, head, self.state.compact_rev)
         self.state.fill(resp.header, head)
         return resp

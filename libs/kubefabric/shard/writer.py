@@ -44,6 +44,7 @@ class Writer:
         self.queue: asyncio.Queue[Op] = asyncio.Queue()
         self.task: asyncio.Task | None = None
         self.stopping = False
+        self.committing = False  # a COMMIT may have reached the database, state not yet advanced
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="shard-writer")
@@ -99,8 +100,10 @@ class Writer:
                 outcomes.append((op, result, None))
             for name, value in applier.meta_updates.items():
                 await cur.execute("upsert_meta", {"name": name, "value": value})
+            self.committing = True
             await self.store.commit()
         except Exception as exc:  # the database refused: nothing of this batch happened
+            self.committing = False
             self.leases.drop_staged()
             try:
                 await self.store.rollback()
@@ -114,6 +117,7 @@ class Writer:
             return
         self.leases.commit_staged()
         state.advance(applier.clock, applier.compact_rev, applier.meta_updates)
+        self.committing = False
         for op, result, err in outcomes:
             if op.future.done():
                 continue

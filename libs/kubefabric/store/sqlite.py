@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from .sqlite_dialect import statements
@@ -46,6 +45,7 @@ class SqliteStore:
         for ddl in self.stmts.ddl():
             self._w.execute(ddl)
         self._r = self._connect()
+        self._snapshot = _Snapshot(_Cursor(self._r, self.stmts))
 
     async def close(self) -> None:
         for conn in (self._r, self._w):
@@ -70,14 +70,10 @@ class SqliteStore:
 
     # ---- reads (snapshot on the read connection) ----
 
-    @asynccontextmanager
-    async def snapshot(self):
-        conn = self._r
-        conn.execute("BEGIN")
-        try:
-            yield _Cursor(conn, self.stmts)
-        finally:
-            conn.execute("COMMIT")
+    def snapshot(self) -> "_Snapshot":
+        """`async with store.snapshot() as cur`: one consistent read transaction."""
+        return self._snapshot
+
 
     # ---- writes (the writer's transaction) ----
 
@@ -91,6 +87,23 @@ class SqliteStore:
     async def rollback(self) -> None:
         if self._w.in_transaction:
             self._w.execute("ROLLBACK")
+
+
+class _Snapshot:
+    """Read transaction on the read connection. Reads never suspend (sqlite3 calls are
+    synchronous), so one reusable instance serves every read without interleaving."""
+
+    __slots__ = ("cur",)
+
+    def __init__(self, cur: "_Cursor"):
+        self.cur = cur
+
+    async def __aenter__(self) -> "_Cursor":
+        self.cur.conn.execute("BEGIN")
+        return self.cur
+
+    async def __aexit__(self, *exc) -> None:
+        self.cur.conn.execute("COMMIT")
 
 
 class _Cursor:
