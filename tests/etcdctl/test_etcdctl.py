@@ -7,6 +7,7 @@ under the command line itself; lease IDs printed by one command are fed to the n
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 import time
 
@@ -28,8 +29,25 @@ def scenario(differential, script, **kw):
             out = ctl.run(*shlex.split(cmd), stdin=stdin)
             record(label or ctl.text(cmd), out)
             return out
-        script(ctl, do, record)
+        try:
+            script(ctl, do, record)
+        finally:
+            ctl.stop_all()
     differential(body, **kw)
+
+
+def ttl_view(out):
+    """timetolive output with the remaining TTL masked and attached keys sorted (etcd lists them
+    in map order), in JSON ("ttl", "keys") and in plain output ("remaining(59s)", "keys([..])")."""
+    if isinstance(out, list):
+        return [{**d, "ttl": "N", "keys": sorted(d.get("keys") or [])} if "ttl" in d else d for d in out]
+    out = re.sub(r"remaining\(\d+s\)", "remaining(Ns)", out)
+    return re.sub(r"keys\(\[([^]]*)\]\)", lambda m: f"keys([{' '.join(sorted(m.group(1).split()))}])", out)
+
+
+def sorted_lines(out: dict) -> dict:
+    """Output whose line order follows server-chosen lease IDs (lock keys): compared as a set."""
+    return {**out, "stdout": sorted(line for line in out["stdout"].splitlines() if line)}
 
 
 def test_put_and_get(differential):
@@ -107,18 +125,23 @@ def test_watch(differential):
 def test_lease(differential):
     def script(ctl, do, record):
         first = do("lease grant 60")
+        a = ctl.lease_hex(first)
+        do(f"lease timetolive {a}", label="timetolive right after the grant")   # remaining(59s)
         second = do("lease grant 120")
         do("lease grant 1")
         do("lease grant 9000000001")
         do("lease grant 300 -w json")
-        a, b = ctl.lease_hex(first), ctl.lease_hex(second)
+        b = ctl.lease_hex(second)
         for cmd in [f"put k1 v --lease={a}", f"put k2 v --lease={a}", f"put k3 v --lease={b}",
-                    f"lease timetolive {a}", f"lease timetolive --keys {a}", f"lease timetolive --keys {a} -w json",
+                    f"lease timetolive --keys {a}", f"lease timetolive --keys {a} -w json",
                     f"lease keep-alive --once {a}", f"lease keep-alive --once {b} -w json",
                     "lease revoke 1234", "lease timetolive 1234", "lease keep-alive --once 1234",
                     "put k4 v --lease=1234", f"lease revoke {a}", f"lease revoke {a}", "get k --prefix",
                     f"lease timetolive --keys {a}", f"lease timetolive --keys {b}", "lease revoke zz"]:
-            do(cmd)
+            out = ctl.run(*shlex.split(cmd))
+            if "timetolive" in cmd:   # seconds pass between commands: only the first check counts them
+                out["stdout"] = ttl_view(out["stdout"])
+            record(ctl.text(cmd), out)
         listed = ctl.run("lease", "list")   # order of ids is the server's: compare as a set
         record("lease list", {**listed, "stdout": sorted(listed["stdout"].splitlines())})
         record("lease list -w json", without(ctl.run("lease", "list", "-w", "json"), "leases"))
@@ -167,9 +190,15 @@ def test_lock_and_election(differential):
         holder = ctl.background("lock", "L")
         record("holder", holder.read_until(lambda line: line.startswith("L/")))
         waiter = ctl.background("lock", "L", "echo", "second")
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:   # until the waiter has queued its key
+            queued = ctl.run("get", "L", "--prefix", "--keys-only")
+            if queued["stdout"].count("L/") >= 2:
+                break
+            time.sleep(0.1)
+        record("both keys queued", sorted_lines(queued))
+        time.sleep(0.3)
         record("waiter still waiting", waiter.proc.poll())
-        do("get L --prefix --keys-only")
         holder.interrupt()
         record("holder releases", holder.exit())
         record("waiter runs", waiter.exit())

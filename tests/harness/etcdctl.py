@@ -2,13 +2,13 @@
 
 Normalisation (the same on both sides, nothing else is touched):
 - the server's own endpoint reads ENDPOINT;
-- lease IDs etcdctl prints (16 hex digits, or JSON numbers under ID/id/lease) are renamed lease#N
+- lease IDs etcdctl prints (hex, see HEX_ID, or JSON numbers under ID/id/lease) are renamed lease#N
   by order of first appearance, through the differential fixture's `record.leases`; IDs the test
   typed itself (KNOWN) stay as they are;
 - member IDs (told by the test through `members`) read MEMBER; JSON headers and `-w fields` lose
   cluster_id and member_id, and "took" durations are dropped;
 - etcdctl's own client-side log lines on stderr (JSON with a timestamp and a random target) are
-  reduced to level, msg and error.
+  reduced to level, msg and error; those about its own calls canceled by Ctrl-C are dropped.
 """
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ from harness.stream import NoResponse
 
 KNOWN = {0, 0x1234}
 IDENTITY = {"cluster_id", "member_id", "leader", "took"}
-HEX_ID = re.compile(r"\b[0-9a-f]{16}\b")
+# etcdctl prints lease IDs as %016x, lock and election keys as %x: 16 hex digits, or 8 to 15
+# with at least one letter (so plain numbers such as revisions and TTLs are left alone).
+HEX_ID = re.compile(r"\b(?:[0-9a-f]{16}|(?=[0-9]*[a-f])[0-9a-f]{8,15})\b")
 
 
 def etcdctl_binary() -> str:
@@ -41,6 +43,7 @@ class Etcdctl:
         self.endpoint = endpoint
         self.leases = leases
         self.members: set[int] = set()
+        self.started: list[Background] = []
         self.env = {**os.environ, "ETCDCTL_API": "3"}
 
     def argv(self, args) -> list[str]:
@@ -105,6 +108,8 @@ class Etcdctl:
         for line in s.splitlines():
             if _is_json(line):
                 entry = json.loads(line)
+                if "context canceled" in str(entry.get("error")):
+                    continue   # etcdctl logging its own calls cut short by Ctrl-C: timing, not the server
                 out.append({k: self.text(str(entry[k])) for k in ("level", "msg", "error") if k in entry})
             else:
                 out.append(self.text(line))
@@ -112,7 +117,14 @@ class Etcdctl:
 
     def background(self, *args: str) -> "Background":
         """A long-running etcdctl command (watch, lock, elect) read line by line."""
-        return Background(self, self.argv(args))
+        proc = Background(self, self.argv(args))
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        """Kill whatever background command is still running (a failed step must not leak it)."""
+        for proc in self.started:
+            proc.stop()
 
     def watch(self, *args: str) -> "Background":
         return self.background("watch", *args)
