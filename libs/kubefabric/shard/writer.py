@@ -76,6 +76,12 @@ class Writer:
             try:
                 async with self.lock:
                     await self._apply(batch)
+            except Exception as exc:  # never let the one writer die: fail this batch, go on
+                log.exception("writer failed on a batch of %d requests", len(batch))
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(EtcdError(errors.STOPPING.code,
+                                                          f"etcdserver: internal error: {exc}"))
             finally:
                 for _ in batch:
                     self.queue.task_done()
@@ -125,4 +131,7 @@ class Writer:
                 op.future.set_exception(err)
             else:
                 op.future.set_result(result)
-        self.publish(published, state.committed)
+        try:
+            self.publish(published, state.committed)
+        except Exception:  # a broken listener must not stop the writer
+            log.exception("publishing revision %d failed", state.committed)
