@@ -85,6 +85,11 @@ def test_revoke(differential):
         for key, lease in ((b"b", 7), (b"a", 7), (b"c", 7), (b"other", 9000), (b"plain", 0)):
             record(f"put {key!r}", c.put(key, b"v-" + key, lease=lease))
         record("move c off the lease", c.put(b"c", b"v2", lease=0))
+        record("move d to another lease", [c.put(b"d", b"v-d", lease=7), c.put(b"d", b"v2", lease=9000)])
+        record("delete a leased key", [c.put(b"e", b"v-e", lease=7), c.delete(b"e")])
+        record("txn put with an unknown lease", c.txn(success=[pb.RequestOp(request_put=pb.PutRequest(
+            key=b"f", value=b"x", lease=31337))]))
+        record("ttl of the other lease", ttl(c, 9000, keys=True))
         w = WatchStream(c)
         record("watch", w.created(b"\0", range_end=b"\0", prev_kv=True))
         record("ttl with keys", ttl(c, 7, keys=True))
