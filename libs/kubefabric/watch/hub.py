@@ -78,7 +78,8 @@ class WatchHub:
         return self.shard.state.committed
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._progress_loop(), name="watch-progress")
+        if self.progress_interval > 0:  # 0 turns periodic progress notifications off
+            self._task = asyncio.create_task(self._progress_loop(), name="watch-progress")
 
     async def stop(self) -> None:
         if self._task:

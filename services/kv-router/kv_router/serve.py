@@ -38,7 +38,8 @@ FLAGS = [
          "history to keep before compacting automatically (0 disables; kube-apiserver compacts "
          "every 5 minutes on its own). periodic: a duration such as 1h or 30m; revision: a number"),
     Flag("--watch-progress-notify-interval", "10m",
-         "how often watchers that asked for progress notifications get one when idle", type=duration),
+         "how often watchers that asked for progress notifications get one when idle (0: never)",
+         type=duration),
     Flag("--sqlite-synchronous", "FULL",
          "SQLite durability: FULL fsyncs every commit (like etcd); NORMAL may lose the last "
          "commits on power loss", choices=("FULL", "NORMAL")),
