@@ -1,11 +1,39 @@
 """etcd KV service: Range, Put, DeleteRange, Txn, Compact, forwarded to the shard."""
 from __future__ import annotations
 
+from grpc import StatusCode
+
 from kubefabric.etcd import errors
+from kubefabric.shard.reads import check_range
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
 from .handlers import etcd_unary
+
+
+def check_range_stream(req: pb.RangeRequest) -> None:
+    check_range(req)
+    default_order = req.sort_order == pb.RangeRequest.NONE or (
+        req.sort_target == pb.RangeRequest.KEY and req.sort_order == pb.RangeRequest.ASCEND)
+    if not default_order:
+        raise errors.EtcdError(StatusCode.UNIMPLEMENTED, "RangeStream does not support custom sort orders")
+    if (req.min_mod_revision or req.max_mod_revision or req.min_create_revision
+            or req.max_create_revision):
+        raise errors.EtcdError(StatusCode.UNIMPLEMENTED, "RangeStream does not support revision filters")
+
+
+def chunks(resp: pb.RangeResponse, target_bytes: int):
+    """Split a RangeResponse into RangeStream chunks of about target_bytes of kvs each."""
+    kvs = list(resp.kvs)
+    start, size = 0, 0
+    for i, kv in enumerate(kvs):
+        size += kv.ByteSize()
+        if size >= target_bytes and i + 1 < len(kvs):
+            yield pb.RangeResponse(kvs=kvs[start:i + 1])
+            start, size = i + 1, 0
+    last = pb.RangeResponse(kvs=kvs[start:], more=resp.more, count=resp.count)
+    last.header.CopyFrom(resp.header)
+    yield last
 
 
 class KVService(rpc.KVServicer):
@@ -20,6 +48,16 @@ class KVService(rpc.KVServicer):
     @etcd_unary
     async def Range(self, request: pb.RangeRequest, context) -> pb.RangeResponse:
         return await self.shard.range(request)
+
+    async def RangeStream(self, request: pb.RangeRequest, context):
+        """etcd 3.7's chunked Range: one snapshot, sent as slices of about the request limit."""
+        try:
+            check_range_stream(request)
+            resp = await self.shard.range(request)
+        except errors.EtcdError as err:
+            await context.abort(err.code, err.message)
+        for chunk in chunks(resp, self.max_request_bytes):
+            yield pb.RangeStreamResponse(range_response=chunk)
 
     @etcd_unary
     async def Put(self, request: pb.PutRequest, context) -> pb.PutResponse:
