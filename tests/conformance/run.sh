@@ -90,7 +90,7 @@ start_shared_server() { # $1: name for the log and data dir; sets endpoint
     port=$(free_port); peer=$(free_port)
     dir="$(mktemp -d "${TMPDIR:-/tmp}/kfconf-$name.XXXXXX")"
     cmd=${template//\{port\}/$port}; cmd=${cmd//\{peer_port\}/$peer}
-    cmd=${cmd//\{data_dir\}/$dir/data}; cmd=${cmd//\{progress_notify_interval\}/1s}
+    cmd=${cmd//\{data_dir\}/$dir/data}; cmd=${cmd//\{progress_notify_interval\}/600s}
     setsid bash -c "exec $cmd" >"$out/server-$name.log" 2>&1 &
     server_pid=$!; server_dir=$dir; endpoint=127.0.0.1:$port
     for _ in $(seq 600); do
@@ -118,23 +118,23 @@ apiver=$(go list -m -f '{{.Version}}' k8s.io/apiserver)
 go mod download k8s.io/apiserver
 moddir=$(go list -m -f '{{.Dir}}' k8s.io/apiserver)
 src="$cache/src/apiserver@$apiver"
-mkdir -p "$cache/src" "$cache/overlay" "$cache/bin"
-ln -sfn "$moddir" "$src"
-cp "$here/_overlay/testserver/test_server.go" "$cache/overlay/testserver.go"
-cp "$here/_overlay/etcd3testing/test_server.go" "$cache/overlay/etcd3testing.go"
-cat >"$cache/overlay.json" <<EOF
+mkdir -p "$cache/src" "$out/bin"
+[ "$(readlink "$src" 2>/dev/null)" = "$moddir" ] || ln -sfn "$moddir" "$src"
+# Per-run files (concurrent runs must not rewrite each other's): the overlay map, the go.mod
+# with the replace line, the test binaries.
+cat >"$out/overlay.json" <<EOF
 {"Replace": {
-  "$src/pkg/storage/etcd3/testserver/test_server.go": "$cache/overlay/testserver.go",
-  "$src/pkg/storage/etcd3/testing/test_server.go": "$cache/overlay/etcd3testing.go"
+  "$src/pkg/storage/etcd3/testserver/test_server.go": "$here/_overlay/testserver/test_server.go",
+  "$src/pkg/storage/etcd3/testing/test_server.go": "$here/_overlay/etcd3testing/test_server.go"
 }}
 EOF
-{ cat go.mod; echo; echo "replace k8s.io/apiserver => $src"; } >"$cache/go.mod"
-cp go.sum "$cache/go.sum"
-gobuild=(-modfile="$cache/go.mod" -overlay="$cache/overlay.json")
+{ cat go.mod; echo; echo "replace k8s.io/apiserver => $src"; } >"$out/go.mod"
+cp go.sum "$out/go.sum"
+gobuild=(-modfile="$out/go.mod" -overlay="$out/overlay.json")
 
 log "building the test binaries of ${#pkgs[@]} package(s) (k8s.io/apiserver $apiver)"
 t0=$(date +%s)
-go test "${gobuild[@]}" -c -o "$cache/bin/" "${pkgs[@]}"
+go test "${gobuild[@]}" -c -o "$out/bin/" "${pkgs[@]}"
 build_s=$(( $(date +%s) - t0 ))
 log "build: ${build_s}s"
 echo "$build_s" >"$out/build-seconds"
@@ -146,7 +146,7 @@ toplevel_fresh=$(grep -v '^\s*#' "$freshfile" | sed -n 's/^\^\([A-Za-z0-9_]*\).*
 run_pkg() { # $1: package, $2: phase name, rest: extra test flags
     local pkg=$1 phase=$2; shift 2
     local short=${pkg##*/}
-    local bin="$cache/bin/$short.test"
+    local bin="$out/bin/$short.test"
     [ -x "$bin" ] || { log "$pkg has no test binary"; return 0; }
     local runflag=()
     [ -n "${KUBEFABRIC_CONFORMANCE_RUN:-}" ] && runflag=(-test.run="$KUBEFABRIC_CONFORMANCE_RUN")
@@ -175,11 +175,11 @@ for pkg in "${pkgs[@]}"; do
     fi
     log "$short: shared $server server"
     start_shared_server "$short"
-    KUBEFABRIC_ETCD_ENDPOINT=$endpoint KUBEFABRIC_ETCD_PROGRESS_NOTIFY_INTERVAL=1s \
+    KUBEFABRIC_ETCD_ENDPOINT=$endpoint KUBEFABRIC_ETCD_PROGRESS_NOTIFY_INTERVAL=10m \
         KUBEFABRIC_CONFORMANCE_FRESH_ONLY="$freshfile" KUBEFABRIC_CONFORMANCE_PHASE=shared \
         run_pkg "$pkg" shared
     stop_shared_server
-    listed=$("$cache/bin/$short.test" -test.list "^($toplevel_fresh)\$" 2>/dev/null | grep '^Test' | paste -sd'|' - || true)
+    listed=$("$out/bin/$short.test" -test.list "^($toplevel_fresh)\$" 2>/dev/null | grep '^Test' | paste -sd'|' - || true)
     if [ -n "$listed" ]; then
         log "$short: the tests of fresh-only.txt, a $server server each"
         fresh_phase "$pkg" fresh-listed -test.run="^($listed)\$"

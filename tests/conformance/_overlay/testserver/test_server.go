@@ -292,6 +292,9 @@ func freePort(t testing.TB) int {
 
 var startMu sync.Mutex
 
+// defaultProgressNotifyInterval is etcd's --watch-progress-notify-interval default.
+const defaultProgressNotifyInterval = 10 * time.Minute
+
 // startServer runs KUBEFABRIC_ETCD_SERVER_CMD on free loopback ports with a fresh data
 // directory, waits until it answers Status, and stops it when the test ends.
 func startServer(t testing.TB, cfg *embed.Config) []string {
@@ -299,6 +302,9 @@ func startServer(t testing.TB, cfg *embed.Config) []string {
 	interval := embed.NewConfig().WatchProgressNotifyInterval
 	if cfg != nil {
 		interval = cfg.WatchProgressNotifyInterval
+	}
+	if interval == 0 {
+		interval = defaultProgressNotifyInterval // what etcd does with 0
 	}
 	startMu.Lock() // ports are picked then bound by another process: one start at a time
 	defer startMu.Unlock()
