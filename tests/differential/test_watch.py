@@ -343,3 +343,25 @@ def test_replay_racing_live_writes_is_ordered_and_gap_free(differential):
         record("nothing else", w.pending())
         w.close()
     differential(body)
+
+
+def test_unusual_requests(differential):
+    def body(c, record):
+        record("puts", [c.put(b"k", b"1"), c.put(b"k", b"2")])
+        w = WatchStream(c)
+        record("negative start revision", w.created(b"k", start_revision=-1))
+        record("no replay for it", w.pending())
+        w.send(pb.WatchRequest())
+        record("empty request: no answer", w.pending())
+        w.cancel(-1)
+        record("cancel -1: no answer", w.pending())
+        record("huge client id", w.created(b"k", watch_id=2**62))
+        record("auto id after a huge one", w.created(b"k"))
+        record("unknown filter value", w.created(b"k", filters=[5]))
+        record("range_end equal to key", w.created(b"k", range_end=b"k"))
+        record("range_end below key", w.created(b"k", range_end=b"a", start_revision=1))
+        record("put", c.put(b"k", b"3"))
+        record("events", by_watch_id(w.events(4)))
+        record("nothing else", w.pending())
+        w.close()
+    differential(body)
