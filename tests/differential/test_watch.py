@@ -365,3 +365,24 @@ def test_unusual_requests(differential):
         record("nothing else", w.pending())
         w.close()
     differential(body)
+
+
+def test_prev_kv_from_compacted_history(differential):
+    """Replaying from the compact revision: an event's previous version may already be compacted;
+    etcd then sends the event without prev_kv."""
+    def body(c, record):
+        for key, value in ((b"k", b"a"), (b"k", b"b"), (b"j", b"x"), (b"k", b"c")):  # revs 2..5
+            record(f"put {key!r}={value!r}", c.put(key, value))
+        record("delete j", c.delete(b"j"))                                            # rev 6
+        record("compact 3", c.call(c.kv.Compact, pb.CompactionRequest(revision=3)))
+        w = WatchStream(c)
+        record("from 3 with prev_kv", w.created(b"a", range_end=b"z", start_revision=3, prev_kv=True))
+        record("replay", w.events(4))
+        record("compact 5", c.call(c.kv.Compact, pb.CompactionRequest(revision=5)))
+        record("from 5 with prev_kv", w.created(b"a", range_end=b"z", start_revision=5, prev_kv=True))
+        record("replay after the second compaction", w.events(2))
+        record("live put", c.put(b"k", b"d"))
+        record("live events", by_watch_id(w.events(2)))
+        record("nothing else", w.pending())
+        w.close()
+    differential(body)
