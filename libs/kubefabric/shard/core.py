@@ -8,6 +8,7 @@ by the new closed revision.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Callable
 
@@ -188,6 +189,7 @@ class Shard:
         if rng.empty:
             return out
         shape = shape_of(rng.end)
+        _event = functools.partial(_history_event, self.state.compact_rev)
         while lo <= hi:
             values = {"start": rng.start, "end": rng.end, "lo": lo, "hi": hi, "limit": HISTORY_PAGE}
             async with self.store.snapshot() as cur:
@@ -215,14 +217,16 @@ class Shard:
         return self.store.size()
 
 
-def _event(r) -> Event:
+def _history_event(compact_rev: int, r) -> Event:
+    """An event from a history row. Like etcd, prev_kv is the key at revision rev - 1 and is
+    left out when that revision is compacted (even before compaction removed the row)."""
     rev, key, create_rev, prev_rev, version, lease, deleted, value = r[:8]
     if deleted:
         ev = Event(type=Event.DELETE, kv=KeyValue(key=key, mod_revision=rev))
     else:
         ev = Event(type=Event.PUT, kv=KeyValue(key=key, create_revision=create_rev, mod_revision=rev,
                                                  version=version, lease=lease, value=value))
-    if prev_rev and r[9] is not None:
+    if prev_rev and r[9] is not None and rev - 1 >= compact_rev:
         ev.prev_kv.CopyFrom(KeyValue(key=key, create_revision=r[8], mod_revision=prev_rev,
                                      version=r[9], lease=r[10], value=r[11]))
     return ev

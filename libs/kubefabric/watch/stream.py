@@ -66,7 +66,8 @@ class WatchStream:
         resp = pb.WatchResponse(watch_id=wid, created=True)
         self.fill(resp.header, committed)
         self.out.put_nowait(resp)
-        await self.hub.add(w, creq.start_revision)
+        # etcd 3.4 treats a negative start revision like 0: from now on
+        await self.hub.add(w, max(creq.start_revision, 0))
 
     def _send_refused(self, reason: str, revision: int) -> None:
         resp = pb.WatchResponse(watch_id=-1, created=True, canceled=True, cancel_reason=reason)

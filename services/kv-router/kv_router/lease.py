@@ -50,6 +50,7 @@ class LeaseService(rpc.LeaseServicer):
 
     @etcd_unary
     async def LeaseLeases(self, request: pb.LeaseLeasesRequest, context) -> pb.LeaseLeasesResponse:
-        resp = pb.LeaseLeasesResponse(leases=[pb.LeaseStatus(ID=i) for i in sorted(self.shard.leases.live)])
+        by_expiry = sorted(self.shard.leases.live.values(), key=lambda l: l.deadline)  # etcd's order
+        resp = pb.LeaseLeasesResponse(leases=[pb.LeaseStatus(ID=l.id) for l in by_expiry])
         self.shard.state.fill(resp.header)
         return resp
