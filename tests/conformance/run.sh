@@ -17,7 +17,8 @@
 # and server logs in tests/conformance/_out/<server>-<time>/, exits non-zero on any failure.
 # Environment: KUBEFABRIC_CONFORMANCE_TIMEOUT (per package, default 30m),
 # KUBEFABRIC_CONFORMANCE_RUN (a -run regexp), KUBEFABRIC_CONFORMANCE_CACHE (build dir, default
-# ~/.cache/kubefabric-conformance), KUBEFABRIC_CONFORMANCE_OUT (output dir).
+# ~/.cache/kubefabric-conformance), KUBEFABRIC_CONFORMANCE_OUT (output dir),
+# KUBEFABRIC_CONFORMANCE_KEEP_BINARIES=1 (keep the test binaries in the output dir).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -30,7 +31,7 @@ for arg in "$@"; do
         --fresh) mode=fresh ;;
         --shared) mode=hybrid ;;
         etcd|etcd34|kubefabric) server=$arg ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         -*) echo "unknown option $arg" >&2; exit 2 ;;
         *) pkgs+=("$arg") ;;
     esac
@@ -108,7 +109,8 @@ stop_shared_server() {
     wait "$server_pid" 2>/dev/null || true
     rm -rf "$server_dir"; server_pid=
 }
-trap stop_shared_server EXIT
+cleanup() { stop_shared_server; [ -n "${KUBEFABRIC_CONFORMANCE_KEEP_BINARIES:-}" ] || rm -rf "$out/bin"; }
+trap cleanup EXIT
 
 # ---- build: upstream tests from the module cache, two helper files swapped by -overlay ---------
 # go refuses -overlay for files under GOMODCACHE, so the build sees k8s.io/apiserver through a
@@ -152,7 +154,7 @@ run_pkg() { # $1: package, $2: phase name, rest: extra test flags
     [ -n "${KUBEFABRIC_CONFORMANCE_RUN:-}" ] && runflag=(-test.run="$KUBEFABRIC_CONFORMANCE_RUN")
     ( cd "$src/${pkg#k8s.io/apiserver/}" &&
       go tool test2json -t -p "$pkg" "$bin" -test.v=test2json -test.paniconexit0 \
-          -test.count=1 -test.timeout="$timeout" "${runflag[@]}" "$@" ) \
+          -test.count=1 -test.timeout="$timeout" "$@" "${runflag[@]}" ) \
         >>"$out/$phase-$short.json" 2>>"$out/$phase-$short.stderr" || true
 }
 

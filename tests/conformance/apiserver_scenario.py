@@ -1,0 +1,541 @@
+#!/usr/bin/env python3
+"""A real kube-apiserver on kubefabric (or etcd), driven with kubectl: see apiserver_scenario.sh.
+
+Steps, each timed: namespaces; ConfigMaps and Secrets; a CRD and 1,000 custom resources; chunked
+lists (kubectl --chunk-size, and limit+continue by hand); label-selected lists; `kubectl get -w`
+seeing ADDED/MODIFIED/DELETED; namespace deletion (finalized by hand: no kube-controller-manager
+runs here); consistent reads served from the watch cache; a compaction cycle after which an old
+resourceVersion answers 410 Gone; kube-apiserver restart, then storage server restart, with the
+data intact. Standard library only; prints "N passed, N failed" at the end, exits 1 on failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+GROUP = "example.kubefabric.io"
+N_CR = 1000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], logdir: Path):
+        self.name, self.argv = name, argv
+        self.log_path = logdir / f"{name}.log"
+        self.logf = open(self.log_path, "ab")
+        self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.alive():
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+        self.logf.close()
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Cluster:
+    def __init__(self, args, work: Path):
+        self.args, self.work = args, work
+        self.storage: Proc | None = None
+        self.apiserver: Proc | None = None
+        self.storage_port = free_port()
+        self.peer_port = free_port()
+        self.api_port = free_port()
+        self.storage_dir = work / "storage-data"
+        self.token = "kubefabric-admin-token"
+        (work / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+        subprocess.run(["openssl", "genrsa", "-out", str(work / "sa.key"), "2048"],
+                       check=True, capture_output=True)
+        subprocess.run(["openssl", "rsa", "-in", str(work / "sa.key"), "-pubout",
+                        "-out", str(work / "sa.pub")], check=True, capture_output=True)
+        self.kubeconfig = work / "kubeconfig"
+        self.kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kf",
+            "clusters": [{"name": "kf", "cluster": {
+                "server": f"https://127.0.0.1:{self.api_port}", "insecure-skip-tls-verify": True}}],
+            "users": [{"name": "admin", "user": {"token": self.token}}],
+            "contexts": [{"name": "kf", "context": {"cluster": "kf", "user": "admin"}}],
+        }))
+        self.ssl = ssl.create_default_context()
+        self.ssl.check_hostname = False
+        self.ssl.verify_mode = ssl.CERT_NONE
+
+    # -- processes ---------------------------------------------------------------------------
+    def start_storage(self) -> None:
+        a, port = self.args, self.storage_port
+        if a.server == "kubefabric":
+            argv = [str(REPO / ".venv/bin/kubefabric"), "serve",
+                    "--listen-client-urls", f"http://127.0.0.1:{port}",
+                    "--data-dir", str(self.storage_dir), "--log-level", "warning"]
+        else:
+            peer = self.peer_port
+            argv = [a.etcd, "--name", "default", "--data-dir", str(self.storage_dir),
+                    "--listen-client-urls", f"http://127.0.0.1:{port}",
+                    "--advertise-client-urls", f"http://127.0.0.1:{port}",
+                    "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                    "--initial-cluster", f"default=http://127.0.0.1:{peer}", "--log-level", "warn"]
+        self.storage = Proc(a.server, argv, self.work)
+        deadline = time.monotonic() + 60
+        while True:
+            if not self.storage.alive():
+                raise RuntimeError(f"{a.server} exited:\n{self.storage.tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{a.server} not listening after 60s")
+                time.sleep(0.1)
+
+    def start_apiserver(self) -> float:
+        a, w = self.args, self.work
+        argv = [a.kube_apiserver,
+                f"--etcd-servers=http://127.0.0.1:{self.storage_port}",
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}", f"--cert-dir={w / 'certs'}",
+                "--endpoint-reconciler-type=none",
+                f"--token-auth-file={w / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={w / 'sa.pub'}",
+                f"--service-account-signing-key-file={w / 'sa.key'}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                f"--etcd-compaction-interval={a.compaction_interval}s",
+                "--feature-gates=WatchList=true,ListFromCacheSnapshot=true,"
+                "ConsistentListFromCacheSkipTimeoutFallback=true",
+                "--v=1"]
+        t0 = time.monotonic()
+        self.apiserver = Proc("kube-apiserver", argv, w)
+        deadline = t0 + 120
+        while True:
+            if not self.apiserver.alive():
+                raise RuntimeError(f"kube-apiserver exited:\n{self.apiserver.tail()}")
+            try:
+                code, body = self.raw("/readyz")
+                if code == 200:
+                    return time.monotonic() - t0
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                _, body = self.raw("/readyz?verbose")
+                raise RuntimeError(f"kube-apiserver not ready after 120s:\n{body}\n{self.apiserver.tail()}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for p in (self.apiserver, self.storage):
+            if p:
+                p.stop()
+
+    # -- clients -----------------------------------------------------------------------------
+    def raw(self, path: str, method: str = "GET", body: dict | None = None,
+            timeout: float = 30) -> tuple[int, str]:
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{self.api_port}{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, context=self.ssl, timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def rawj(self, path: str, **kw) -> dict:
+        code, body = self.raw(path, **kw)
+        if code >= 300:
+            raise AssertionError(f"{kw.get('method', 'GET')} {path}: HTTP {code}: {body[:500]}")
+        return json.loads(body)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 300) -> str:
+        r = subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], input=input,
+                           capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
+        return r.stdout
+
+
+def expect(cond: bool, msg: str) -> None:
+    if not cond:
+        raise AssertionError(msg)
+
+
+def wait_for(pred, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---- the steps ---------------------------------------------------------------------------------
+
+def step_namespaces(c: Cluster, st: dict) -> str:
+    for ns in ("kf-a", "kf-b", "kf-doomed"):
+        c.kubectl("create", "namespace", ns)
+    c.kubectl("label", "namespace", "kf-a", "team=storage")
+    got = c.kubectl("get", "namespaces", "-l", "team=storage", "-o", "name").split()
+    expect(got == ["namespace/kf-a"], f"label-selected namespaces: {got}")
+    names = c.kubectl("get", "namespaces", "-o", "name").split()
+    for ns in ("default", "kube-system", "kf-a", "kf-b", "kf-doomed"):
+        expect(f"namespace/{ns}" in names, f"namespace {ns} missing from {names}")
+    return f"{len(names)} namespaces"
+
+
+def manifest_list(items: list[dict]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def step_configmaps_secrets(c: Cluster, st: dict) -> str:
+    cms = [{"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"cm-{i:03d}", "namespace": "kf-a", "labels": {"parity": "even" if i % 2 == 0 else "odd"}},
+            "data": {"index": str(i), "payload": "x" * 256}} for i in range(50)]
+    secrets = [{"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": f"secret-{i:03d}", "namespace": "kf-a"},
+                "stringData": {"password": f"p{i}"}} for i in range(50)]
+    c.kubectl("create", "-f", "-", input=manifest_list(cms + secrets))
+    # also some in the namespace that will be deleted
+    c.kubectl("create", "-f", "-", input=manifest_list([
+        {**cm, "metadata": {**cm["metadata"], "namespace": "kf-doomed"}} for cm in cms[:10]]))
+    c.kubectl("patch", "configmap", "cm-007", "-n", "kf-a", "--type=merge", "-p", '{"data":{"index":"seven"}}')
+    got = json.loads(c.kubectl("get", "configmap", "cm-007", "-n", "kf-a", "-o", "json"))
+    expect(got["data"]["index"] == "seven", f"patched configmap: {got['data']}")
+    sec = json.loads(c.kubectl("get", "secret", "secret-042", "-n", "kf-a", "-o", "json"))
+    import base64
+    expect(base64.b64decode(sec["data"]["password"]).decode() == "p42", "secret data")
+    c.kubectl("delete", "configmap", "cm-049", "-n", "kf-a")
+    n_cm = len(c.kubectl("get", "configmaps", "-n", "kf-a", "-o", "name").split())
+    n_sec = len(c.kubectl("get", "secrets", "-n", "kf-a", "-o", "name").split())
+    # kube-root-ca.crt is created by a controller we do not run
+    expect(n_cm == 49, f"{n_cm} configmaps in kf-a, want 49")
+    expect(n_sec == 50, f"{n_sec} secrets in kf-a, want 50")
+    st["cm_rv"] = got["metadata"]["resourceVersion"]
+    return f"{n_cm} configmaps, {n_sec} secrets"
+
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": f"widgets.{GROUP}"},
+    "spec": {"group": GROUP, "scope": "Namespaced",
+             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+             "versions": [{"name": "v1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                               "spec": {"type": "object", "properties": {
+                                   "size": {"type": "integer"}, "color": {"type": "string"}}}}}}}]},
+}
+
+
+def step_crd(c: Cluster, st: dict) -> str:
+    c.kubectl("apply", "-f", "-", input=json.dumps(CRD))
+    c.kubectl("wait", "--for=condition=Established", f"crd/widgets.{GROUP}", "--timeout=60s")
+    wait_for(lambda: c.raw(f"/apis/{GROUP}/v1/namespaces/kf-b/widgets")[0] == 200, 60, "widgets API served")
+    items = [{"apiVersion": f"{GROUP}/v1", "kind": "Widget",
+              "metadata": {"name": f"w-{i:04d}", "namespace": "kf-b",
+                           "labels": {"tier": "abcdefghij"[i % 10], "big": "yes" if i >= 900 else "no"}},
+              "spec": {"size": i, "color": ["red", "green", "blue"][i % 3]}} for i in range(N_CR)]
+    t0 = time.monotonic()
+    for k in range(0, N_CR, 250):
+        c.kubectl("create", "-f", "-", input=manifest_list(items[k:k + 250]), timeout=600)
+    dt = time.monotonic() - t0
+    c.kubectl("create", "-f", "-", input=manifest_list([
+        {**w, "metadata": {**w["metadata"], "namespace": "kf-doomed"}} for w in items[:20]]))
+    return f"{N_CR} widgets created in {dt:.1f}s ({N_CR / dt:.0f}/s)"
+
+
+def step_chunked_lists(c: Cluster, st: dict) -> str:
+    names = c.kubectl("get", "widgets", "-n", "kf-b", "--chunk-size=37", "-o", "name").split()
+    expect(len(names) == N_CR and len(set(names)) == N_CR, f"kubectl --chunk-size=37 gave {len(names)} names")
+    # limit + continue by hand: every page but the last carries a continue token
+    seen, pages, cont, rvs = [], 0, "", set()
+    while True:
+        q = f"/apis/{GROUP}/v1/namespaces/kf-b/widgets?limit=100" + (f"&continue={cont}" if cont else "")
+        page = c.rawj(q)
+        pages += 1
+        seen += [i["metadata"]["name"] for i in page["items"]]
+        rvs.add(page["metadata"]["resourceVersion"])
+        cont = page["metadata"].get("continue", "")
+        if cont:
+            expect(page["metadata"].get("remainingItemCount", 1) > 0, "remainingItemCount on a middle page")
+        else:
+            break
+    expect(pages == 10, f"{pages} pages of 100 for {N_CR} widgets")
+    expect(seen == sorted(seen) and len(set(seen)) == N_CR, f"paged list: {len(seen)} names, sorted={seen == sorted(seen)}")
+    expect(len(rvs) == 1, f"all pages of one list share one resourceVersion, got {rvs}")
+    # all namespaces, chunked, through the cluster-scoped path
+    allw = c.kubectl("get", "widgets", "-A", "--chunk-size=100", "-o", "name").split()
+    expect(len(allw) == N_CR + 20, f"{len(allw)} widgets in all namespaces")
+    return f"{pages} pages, one resourceVersion {rvs.pop()}"
+
+
+def step_label_selectors(c: Cluster, st: dict) -> str:
+    def count(*sel: str) -> int:
+        return len(c.kubectl("get", "widgets", "-n", "kf-b", *sel, "-o", "name").split())
+    checks = {
+        ("-l", "tier=a"): 100,
+        ("-l", "tier in (a,b,c)"): 300,
+        ("-l", "tier!=a"): 900,
+        ("-l", "big=yes,tier=j"): 10,
+        ("-l", "!nosuchlabel"): N_CR,
+        ("-l", "tier=a", "--chunk-size=7"): 100,
+        ("--field-selector", "metadata.name=w-0123"): 1,
+    }
+    for sel, want in checks.items():
+        got = count(*sel)
+        expect(got == want, f"kubectl get widgets {' '.join(sel)}: {got}, want {want}")
+    n = len(c.kubectl("get", "configmaps", "-n", "kf-a", "-l", "parity=even", "-o", "name").split())
+    expect(n == 25, f"{n} even configmaps, want 25")
+    return f"{len(checks) + 1} selectors"
+
+
+def step_watch(c: Cluster, st: dict) -> str:
+    p = subprocess.Popen(["kubectl", f"--kubeconfig={c.kubeconfig}", "get", "configmaps", "-n", "kf-a",
+                          "-w", "--output-watch-events", "-o", "json", "--watch-only"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events: list[tuple[str, str]] = []
+    buf: list[str] = []
+
+    def reader():
+        depth = 0
+        for line in p.stdout:
+            buf.append(line)
+            depth += line.count("{") - line.count("}")
+            if depth == 0 and "".join(buf).strip():
+                try:
+                    ev = json.loads("".join(buf))
+                    events.append((ev["type"], ev["object"]["metadata"]["name"]))
+                except ValueError:
+                    pass
+                buf.clear()
+    th = threading.Thread(target=reader, daemon=True)
+    th.start()
+    try:
+        time.sleep(2)  # let the watch establish
+        t0 = time.monotonic()
+        c.kubectl("create", "configmap", "watched", "-n", "kf-a", "--from-literal=k=v1")
+        c.kubectl("patch", "configmap", "watched", "-n", "kf-a", "--type=merge", "-p", '{"data":{"k":"v2"}}')
+        c.kubectl("delete", "configmap", "watched", "-n", "kf-a")
+        want = [("ADDED", "watched"), ("MODIFIED", "watched"), ("DELETED", "watched")]
+        wait_for(lambda: [e for e in events if e[1] == "watched"] == want, 30,
+                 f"watch events {want}, have {events}", 0.1)
+        dt = time.monotonic() - t0
+    finally:
+        p.terminate()
+        p.wait(10)
+    others = [e for e in events if e[1] != "watched"]
+    expect(not others, f"unexpected events on a --watch-only watch: {others}")
+    return f"ADDED, MODIFIED, DELETED seen in {dt:.2f}s"
+
+
+def step_namespace_deletion(c: Cluster, st: dict) -> str:
+    c.kubectl("delete", "namespace", "kf-doomed", "--wait=false")
+    ns = c.rawj("/api/v1/namespaces/kf-doomed")
+    expect(ns["status"]["phase"] == "Terminating", f"namespace phase {ns['status']['phase']}")
+    expect(ns["metadata"].get("deletionTimestamp"), "deletionTimestamp set")
+    # No kube-controller-manager here: do what its namespace controller does.
+    code, _ = c.raw("/api/v1/namespaces/kf-doomed/configmaps", method="POST",
+                    body={"metadata": {"name": "late"}})
+    expect(code == 403, f"creating in a terminating namespace: HTTP {code}, want 403")
+    c.kubectl("delete", "configmaps,secrets,widgets", "--all", "-n", "kf-doomed")
+    ns["spec"]["finalizers"] = []
+    c.rawj("/api/v1/namespaces/kf-doomed/finalize", method="PUT", body=ns)
+    wait_for(lambda: c.raw("/api/v1/namespaces/kf-doomed")[0] == 404, 30, "namespace gone")
+    left = c.kubectl("get", "configmaps,widgets", "-n", "kf-doomed", "-o", "name").split()
+    expect(not left, f"objects left in the deleted namespace: {left}")
+    return "Terminating, emptied, finalized, gone"
+
+
+def metric(c: Cluster, name: str, **labels: str) -> float:
+    code, body = c.raw("/metrics")
+    expect(code == 200, f"/metrics HTTP {code}")
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def step_consistent_reads(c: Cluster, st: dict) -> str:
+    # A list without resourceVersion is a consistent read; kube-apiserver serves it from the
+    # watch cache after a progress request to the storage (WatchProgressRequest). With
+    # ConsistentListFromCacheSkipTimeoutFallback it does not fall back to the storage silently.
+    before = metric(c, "apiserver_watch_cache_consistent_read_total", fallback="false")
+    before_fb = metric(c, "apiserver_watch_cache_consistent_read_total", fallback="true")
+    t0 = time.monotonic()
+    for i in range(20):
+        c.rawj("/api/v1/namespaces/kf-a/configmaps")
+        c.rawj(f"/apis/{GROUP}/v1/namespaces/kf-b/widgets?labelSelector=tier%3Dc")
+    dt = (time.monotonic() - t0) / 40
+    served = metric(c, "apiserver_watch_cache_consistent_read_total", fallback="false") - before
+    fb = metric(c, "apiserver_watch_cache_consistent_read_total", fallback="true") - before_fb
+    expect(served >= 40, f"consistent reads served from the watch cache: {served}, fallbacks {fb}")
+    expect(fb == 0, f"{fb} consistent reads fell back to the storage")
+    return f"{served:.0f} served from cache, 0 fallbacks, {dt * 1000:.0f} ms per list"
+
+
+def step_compaction(c: Cluster, st: dict) -> str:
+    old = c.rawj("/api/v1/namespaces/kf-a/configmaps?limit=10")
+    old_rv, old_cont = old["metadata"]["resourceVersion"], old["metadata"]["continue"]
+    code, _ = c.raw(f"/api/v1/namespaces/kf-a/configmaps?resourceVersion={old_rv}&resourceVersionMatch=Exact")
+    expect(code == 200, f"exact list at a fresh resourceVersion: HTTP {code}")
+    t0 = time.monotonic()
+
+    def gone() -> bool:
+        c.kubectl("create", "configmap", f"tick-{int(time.monotonic() * 1000)}", "-n", "kf-b")
+        code, body = c.raw(f"/api/v1/namespaces/kf-a/configmaps?resourceVersion={old_rv}&resourceVersionMatch=Exact")
+        if code == 410:
+            st["gone_body"] = body
+            return True
+        expect(code == 200, f"exact list: HTTP {code}: {body[:300]}")
+        return False
+    wait_for(gone, 6 * c.args.compaction_interval + 30, "the old resourceVersion to be compacted", 2)
+    dt = time.monotonic() - t0
+    status = json.loads(st["gone_body"])
+    expect(status.get("reason") == "Expired" and status.get("code") == 410, f"410 status: {status}")
+    code, body = c.raw(f"/api/v1/namespaces/kf-a/configmaps?limit=10&continue={old_cont}")
+    expect(code == 410, f"continue token from before the compaction: HTTP {code}, want 410: {body[:300]}")
+    code, body = c.raw(f"/api/v1/namespaces/kf-a/configmaps?watch=1&resourceVersion={old_rv}", timeout=10)
+    expect(code == 410 or ('"code":410' in body and '"ERROR"' in body),
+           f"watch from a compacted resourceVersion: HTTP {code}: {body[:300]}")
+    return f"old resourceVersion {old_rv} gone (410) after {dt:.0f}s; continue and watch 410 too"
+
+
+def counts(c: Cluster) -> dict:
+    return {
+        "widgets": len(c.kubectl("get", "widgets", "-A", "-o", "name").split()),
+        "configmaps": len(c.kubectl("get", "configmaps", "-n", "kf-a", "-o", "name").split()),
+        "secrets": len(c.kubectl("get", "secrets", "-n", "kf-a", "-o", "name").split()),
+        "namespaces": sorted(n for n in c.kubectl("get", "namespaces", "-o", "name").split() if "kf-" in n),
+        "cm-007": json.loads(c.kubectl("get", "configmap", "cm-007", "-n", "kf-a", "-o", "json"))["data"]["index"],
+    }
+
+
+def step_apiserver_restart(c: Cluster, st: dict) -> str:
+    before = counts(c)
+    c.apiserver.stop()
+    ready = c.start_apiserver()
+    after = counts(c)
+    expect(after == before, f"after kube-apiserver restart: {after} != {before}")
+    return f"ready again in {ready:.1f}s, {after['widgets']} widgets, {after['configmaps']} configmaps intact"
+
+
+def step_storage_restart(c: Cluster, st: dict) -> str:
+    before = counts(c)
+    c.apiserver.stop()
+    c.storage.stop()
+    c.start_storage()
+    ready = c.start_apiserver()
+    after = counts(c)
+    expect(after == before, f"after {c.args.server} restart: {after} != {before}")
+    # and it still takes writes
+    c.kubectl("create", "configmap", "after-restart", "-n", "kf-a")
+    return f"{c.args.server} + kube-apiserver restarted, ready in {ready:.1f}s, data intact"
+
+
+STEPS = [
+    ("namespaces", step_namespaces),
+    ("configmaps and secrets", step_configmaps_secrets),
+    ("CRD and 1,000 custom resources", step_crd),
+    ("chunked lists (limit+continue)", step_chunked_lists),
+    ("label-selected lists", step_label_selectors),
+    ("kubectl get -w", step_watch),
+    ("namespace deletion", step_namespace_deletion),
+    ("consistent reads from the watch cache", step_consistent_reads),
+    ("compaction: 410 Gone", step_compaction),
+    ("kube-apiserver restart", step_apiserver_restart),
+    ("storage restart", step_storage_restart),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", choices=("kubefabric", "etcd"), default="kubefabric")
+    ap.add_argument("--etcd", default="etcd")
+    ap.add_argument("--kube-apiserver", required=True)
+    ap.add_argument("--compaction-interval", type=int, default=10, help="seconds")
+    ap.add_argument("--workdir", default="")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    args = ap.parse_args()
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="kfconf-apiserver-"))
+    work.mkdir(parents=True, exist_ok=True)
+    c = Cluster(args, work)
+    results = []
+    try:
+        t0 = time.monotonic()
+        c.start_storage()
+        ready = c.start_apiserver()
+        log(f"{'start ' + args.server + ' + kube-apiserver':<44} {time.monotonic() - t0:7.2f}s  "
+            f"ready (/readyz) in {ready:.1f}s")
+        for name, fn in STEPS:
+            st = {}
+            t = time.monotonic()
+            try:
+                detail = fn(c, st)
+                ok = True
+            except Exception as e:  # noqa: BLE001 - one step's failure must not hide the others
+                detail = f"{type(e).__name__}: {e}"
+                if not isinstance(e, AssertionError):
+                    detail += "\n" + traceback.format_exc()
+                ok = False
+            dt = time.monotonic() - t
+            results.append((name, ok))
+            log(f"{'PASS' if ok else 'FAIL'} {name:<39} {dt:7.2f}s  {detail}")
+            if not c.apiserver.alive() or not c.storage.alive():
+                log(f"a server died:\n{c.apiserver.tail()}\n{c.storage.tail()}")
+                break
+    finally:
+        c.stop()
+        if not args.keep and all(ok for _, ok in results) and results:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"logs and data: {work}")
+    passed = sum(ok for _, ok in results)
+    failed = len(STEPS) - passed
+    log(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
