@@ -1,0 +1,64 @@
+"""Fixtures of the robustness tests: servers that are always killed at teardown, and a way to
+print per-test figures even when pytest captures output. Helpers live in workload.py."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness.servers import start_kubefabric
+
+
+def _own_children(marker: str) -> list[int]:
+    """Pids of our child processes whose command line mentions `marker` (a tmp dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and marker in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def kf(tmp_path):
+    """start(data_dir=None, extra=None) -> Server, started in tmp_path; every server (including one
+    that never became ready) is SIGKILLed at teardown."""
+    started = []
+
+    def start(data_dir: Path | None = None, extra: list[str] | None = None):
+        server = start_kubefabric(tmp_path, extra, data_dir=data_dir)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+    for pid in _own_children(str(tmp_path)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+@pytest.fixture
+def say(capsys):
+    """Print a line of figures to the terminal even while pytest captures output."""
+    def out(line: str) -> None:
+        with capsys.disabled():
+            print(line, flush=True)
+    return out
