@@ -139,10 +139,12 @@ class WatchHub:
         w.stream.on_synced()
 
     def _replay(self, w: Watcher, events: list[Event], hi: int) -> None:
+        """Send history to a catching-up watcher, at most MAX_REPLAY_REVS revisions per
+        response, each response stamped with the revision the replay reads up to (like etcd)."""
         batch: list[Event] = []
-        revs = 0
-        last = 0
-        for ev in events:
+        revs = last = 0
+        selected = w.select(events, events if w.prev_kv else strip_prev(events))
+        for ev in selected:
             rev = ev.kv.mod_revision
             if rev != last:
                 if revs == MAX_REPLAY_REVS:
@@ -150,8 +152,7 @@ class WatchHub:
                     batch, revs = [], 0
                 revs += 1
                 last = rev
-            if w.select([ev], [ev] if w.prev_kv else strip_prev([ev])):
-                batch.append(ev if w.prev_kv else strip_prev([ev])[0])
+            batch.append(ev)
         if batch:
             w.stream.send_events(w, hi, batch)
 

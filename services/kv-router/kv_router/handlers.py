@@ -11,6 +11,7 @@ import logging
 
 import grpc
 
+from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 
 log = logging.getLogger("kubefabric.router")
@@ -29,3 +30,12 @@ def etcd_unary(method):
             log.exception("%s failed", method.__qualname__)
             await context.abort(grpc.StatusCode.INTERNAL, f"kubefabric: internal error: {exc}")
     return wrapper
+
+
+def unimplemented(what: str):
+    """A unary handler that answers UNIMPLEMENTED with a sentence naming `what`."""
+    err = errors.unimplemented(what)
+
+    async def handler(self, request, context):
+        await context.abort(err.code, err.message)
+    return handler

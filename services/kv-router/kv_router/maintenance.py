@@ -10,7 +10,7 @@ from kubefabric.etcd import errors
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
-from .handlers import etcd_unary
+from .handlers import etcd_unary, unimplemented
 
 # The etcd API level KubeFabric implements. kube-apiserver enables consistent reads from its
 # watch cache and WatchList only for etcd >= 3.5.13 (progress requests answered correctly).
@@ -57,26 +57,14 @@ class MaintenanceService(rpc.MaintenanceServicer):
         await self.shard.defragment()
         return pb.DefragmentResponse()  # etcd sends no header here
 
-    @etcd_unary
-    async def Hash(self, request, context):
-        raise errors.unimplemented("Maintenance.Hash (a hash of etcd's bbolt file)")
 
-    @etcd_unary
-    async def HashKV(self, request, context):
-        raise errors.unimplemented("Maintenance.HashKV")
 
     async def Snapshot(self, request, context):
         err = errors.unimplemented("Maintenance.Snapshot (back up the shard databases instead)")
         await context.abort(err.code, err.message)
         yield  # pragma: no cover - makes this an async generator
 
-    @etcd_unary
-    async def MoveLeader(self, request, context):
-        raise errors.unimplemented("Maintenance.MoveLeader (KubeFabric has no raft leader)")
 
-    @etcd_unary
-    async def Downgrade(self, request, context):
-        raise errors.unimplemented("Maintenance.Downgrade")
 
 
 class ClusterService(rpc.ClusterServicer):
@@ -96,33 +84,29 @@ class ClusterService(rpc.ClusterServicer):
         self.shard.state.fill(resp.header, 0)  # etcd's member list header carries no revision
         return resp
 
-    @etcd_unary
-    async def MemberAdd(self, request, context):
-        raise errors.unimplemented("Cluster.MemberAdd (scale kv-router replicas instead)")
-
-    @etcd_unary
-    async def MemberRemove(self, request, context):
-        raise errors.unimplemented("Cluster.MemberRemove")
-
-    @etcd_unary
-    async def MemberUpdate(self, request, context):
-        raise errors.unimplemented("Cluster.MemberUpdate")
-
-    @etcd_unary
-    async def MemberPromote(self, request, context):
-        raise errors.unimplemented("Cluster.MemberPromote")
 
 
-def _auth_unimplemented(name: str):
-    @etcd_unary
-    async def handler(self, request, context):
-        raise errors.unimplemented(f"Auth.{name} (etcd authentication; use TLS client certificates)")
-    handler.__name__ = name
-    return handler
 
 
-AuthService = type("AuthService", (rpc.AuthServicer,), {
-    name: _auth_unimplemented(name) for name in (
-        "AuthEnable", "AuthDisable", "AuthStatus", "Authenticate", "UserAdd", "UserGet", "UserList",
-        "UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole", "RoleAdd", "RoleGet",
-        "RoleList", "RoleDelete", "RoleGrantPermission", "RoleRevokePermission")})
+
+class AuthService(rpc.AuthServicer):
+    """etcd's user/role authentication is not implemented: every call says so."""
+
+
+for _name in ("AuthEnable", "AuthDisable", "AuthStatus", "Authenticate", "UserAdd", "UserGet",
+              "UserList", "UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole",
+              "RoleAdd", "RoleGet", "RoleList", "RoleDelete", "RoleGrantPermission",
+              "RoleRevokePermission"):
+    setattr(AuthService, _name, unimplemented(
+        f"Auth.{_name} (etcd authentication; use TLS client certificates)"))
+
+for _name, _why in (("Hash", "Maintenance.Hash (a hash of etcd's bbolt file)"),
+                    ("HashKV", "Maintenance.HashKV"),
+                    ("MoveLeader", "Maintenance.MoveLeader (KubeFabric has no raft leader)"),
+                    ("Downgrade", "Maintenance.Downgrade")):
+    setattr(MaintenanceService, _name, unimplemented(_why))
+
+for _name, _why in (("MemberAdd", "Cluster.MemberAdd (scale kv-router replicas instead)"),
+                    ("MemberRemove", "Cluster.MemberRemove"), ("MemberUpdate", "Cluster.MemberUpdate"),
+                    ("MemberPromote", "Cluster.MemberPromote")):
+    setattr(ClusterService, _name, unimplemented(_why))
