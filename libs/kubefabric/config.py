@@ -34,6 +34,7 @@ class Flag:
     help: str
     type: Callable = str
     choices: tuple[str, ...] | None = None
+    const: str | None = None  # value when the flag is given bare (`--client-cert-auth`), as in Go
 
     @property
     def env(self) -> str:
@@ -47,5 +48,6 @@ def add_flags(parser: argparse.ArgumentParser, flags: list[Flag]) -> None:
             default = f.type(raw)
         except (ValueError, argparse.ArgumentTypeError) as err:
             parser.error(f"${f.env}: {err}")
+        bare = {"nargs": "?", "const": f.type(f.const)} if f.const is not None else {}
         parser.add_argument(f.name, default=default, type=f.type, choices=f.choices,
-                            help=f"{f.help} [env {f.env}]")
+                            help=f"{f.help} [env {f.env}]", **bare)

@@ -22,6 +22,7 @@ from kubefabric.store.statements import shape_of
 from . import txn as checks
 from .apply import Applier
 from .leases import Leases
+from .quota import Quota, txn_cost
 from .reads import check_range, execute_range
 from .state import FLOOR_STEP, ShardState
 from .writer import Writer
@@ -36,8 +37,10 @@ Listener = Callable[[list[tuple[int, list[Event]]], int], None]
 
 
 class Shard:
-    def __init__(self, store, *, max_txn_ops: int = 128, min_lease_ttl: int = 2):
+    def __init__(self, store, *, max_txn_ops: int = 128, min_lease_ttl: int = 2,
+                 quota_bytes: int = 0):
         self.store = store
+        self.quota = Quota(quota_bytes)
         self.max_txn_ops = max_txn_ops
         self.leases = Leases(min_lease_ttl)
         self.state = ShardState()
@@ -60,7 +63,9 @@ class Shard:
         for name, value in updates.items():
             await cur.execute("upsert_meta", {"name": name, "value": value})
         await self.store.commit()
-        self.writer = Writer(self.store, self.state, self.leases, self._publish)
+        self.quota.member_id = self.state.member_id
+        self._refresh_size()
+        self.writer = Writer(self.store, self.state, self.leases, self._publish, self.quota)
         self.writer.start()
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
         if self.state.compact_rev > 0:
@@ -79,8 +84,12 @@ class Shard:
         await self.store.close()
 
     def _publish(self, published, committed: int) -> None:
+        self._refresh_size()
         for listener in self.listeners:
             listener(published, committed)
+
+    def _refresh_size(self) -> None:
+        self.quota.measure(self.store.size()[0], *self.store.disk_space())
 
     # ---- KV ----
 
@@ -97,6 +106,7 @@ class Shard:
 
     async def put(self, req: pb.PutRequest) -> pb.PutResponse:
         checks.check_put(req)
+        self.quota.check(req.ByteSize())
         resp = await self.writer.submit(Applier.put, req)
         self.state.fill(resp.header, resp.header.revision)
         return resp
@@ -109,6 +119,7 @@ class Shard:
 
     async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
         checks.check_txn(req, self.max_txn_ops)
+        self.quota.check(txn_cost(req))
         resp = await self.writer.submit(Applier.txn, req)
         self.state.fill(resp.header, resp.header.revision)
         return resp
@@ -151,6 +162,7 @@ class Shard:
 
     async def lease_grant(self, lease_id: int, ttl: int) -> tuple[int, int]:
         ttl = self.leases.effective_ttl(ttl)
+        self.quota.check(16)
         return await self.writer.submit(_grant, (lease_id, ttl))
 
     async def lease_revoke(self, lease_id: int) -> int:
@@ -212,6 +224,7 @@ class Shard:
     async def defragment(self) -> None:
         async with self.writer.lock:
             await self.store.defragment()
+        self._refresh_size()
 
     def db_size(self) -> tuple[int, int]:
         return self.store.size()

@@ -35,11 +35,12 @@ class Op:
 
 
 class Writer:
-    def __init__(self, store, state, leases, publish: Callable[[list, int], None]):
+    def __init__(self, store, state, leases, publish: Callable[[list, int], None], quota):
         self.store = store
         self.state = state
         self.leases = leases
         self.publish = publish
+        self.quota = quota
         self.lock = asyncio.Lock()  # held while a batch runs; Shard.defragment takes it too
         self.queue: asyncio.Queue[Op] = asyncio.Queue()
         self.task: asyncio.Task | None = None
@@ -115,8 +116,13 @@ class Writer:
                 await self.store.rollback()
             except Exception:
                 log.exception("rollback failed")
-            err = self.store.map_error(exc) if hasattr(self.store, "map_error") else None
-            log.exception("write batch of %d requests failed: %s", len(batch), exc)
+            err = None
+            if self.store.is_disk_full(exc):
+                log.warning("a batch of %d requests failed for lack of space: %s", len(batch), exc)
+                self.quota.raise_nospace(f"the database refused a write: {exc}")
+                err = errors.NO_SPACE
+            else:
+                log.exception("write batch of %d requests failed: %s", len(batch), exc)
             for op in batch:
                 if not op.future.done():
                     op.future.set_exception(err or EtcdError(errors.STOPPING.code, f"etcdserver: {exc}"))

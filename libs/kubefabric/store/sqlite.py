@@ -37,6 +37,12 @@ class SqliteStore:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA cache_size=-65536")
+        # FAST: erase deleted content on pages that are written anyway. Debian's default (ON)
+        # rewrites every freed page, so a delete can need more free disk than the data it frees.
+        conn.execute("PRAGMA secure_delete=FAST")
+        # keep the WAL short: checkpoint every 1,000 pages and truncate the file afterwards
+        conn.execute(f"PRAGMA wal_autocheckpoint={self.WAL_CHECKPOINT_PAGES}")
+        conn.execute("PRAGMA journal_size_limit=67108864")
         return conn
 
     async def open(self) -> None:
@@ -53,6 +59,8 @@ class SqliteStore:
                 conn.close()
         self._r = self._w = None
 
+    WAL_CHECKPOINT_PAGES = 1000
+
     def size(self) -> tuple[int, int]:
         """(bytes allocated on disk, bytes in use) of the database."""
         page_size, = self._r.execute("PRAGMA page_size").fetchone()
@@ -60,7 +68,17 @@ class SqliteStore:
         free, = self._r.execute("PRAGMA freelist_count").fetchone()
         wal = self.path.with_name(DB_FILE + "-wal")
         wal_size = wal.stat().st_size if wal.exists() else 0
-        return page_size * pages + wal_size, page_size * (pages - free)
+        return self.path.stat().st_size + wal_size, page_size * (pages - free)
+
+    def disk_space(self) -> tuple[int, int, int]:
+        """(bytes the database can still write, bytes it must keep free, filesystem size).
+        Writable: free filesystem space plus the database's own free pages. Kept free: what the
+        next WAL checkpoint may add to the database file."""
+        st = os.statvfs(self.data_dir)
+        page_size, = self._r.execute("PRAGMA page_size").fetchone()
+        free_pages, = self._r.execute("PRAGMA freelist_count").fetchone()
+        writable = st.f_bavail * st.f_frsize + free_pages * page_size
+        return writable, self.WAL_CHECKPOINT_PAGES * page_size, st.f_blocks * st.f_frsize
 
     async def defragment(self) -> None:
         """Return free pages to the filesystem and truncate the WAL (writer must be idle)."""

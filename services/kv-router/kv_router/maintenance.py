@@ -1,7 +1,7 @@
 """etcd Maintenance, Cluster and Auth services.
 
 KubeFabric is one logical member: MemberList describes it, Status reports the shard's revision
-and term in the raft fields, alarms live in memory. What KubeFabric does not implement answers
+and term in the raft fields, alarms are the shard's (see kubefabric.shard.quota). What KubeFabric does not implement answers
 UNIMPLEMENTED with a sentence, never a made-up result.
 """
 from __future__ import annotations
@@ -16,14 +16,12 @@ from .handlers import etcd_unary, unimplemented
 # watch cache and WatchList only for etcd >= 3.5.13 (progress requests answered correctly).
 ETCD_VERSION = "3.5.21"
 STORAGE_VERSION = "3.5.0"
-DEFAULT_QUOTA_BYTES = 2 * 1024 ** 3
 
 
 class MaintenanceService(rpc.MaintenanceServicer):
-    def __init__(self, shard, quota_bytes: int = DEFAULT_QUOTA_BYTES):
+    def __init__(self, shard):
         self.shard = shard
-        self.quota_bytes = quota_bytes
-        self.alarms: set[tuple[int, int]] = set()
+        self.quota = shard.quota
 
     @etcd_unary
     async def Status(self, request, context) -> pb.StatusResponse:
@@ -32,8 +30,8 @@ class MaintenanceService(rpc.MaintenanceServicer):
         resp = pb.StatusResponse(
             version=ETCD_VERSION, dbSize=size, dbSizeInUse=in_use, leader=state.member_id,
             raftIndex=state.committed, raftTerm=state.term, raftAppliedIndex=state.committed,
-            storageVersion=STORAGE_VERSION, dbSizeQuota=self.quota_bytes,
-            errors=[f"memberID:{m} alarm:{pb.AlarmType.Name(a)} " for m, a in sorted(self.alarms)])
+            storageVersion=STORAGE_VERSION, dbSizeQuota=self.quota.quota_bytes,
+            errors=[f"memberID:{m} alarm:{pb.AlarmType.Name(a)} " for m, a in sorted(self.quota.alarms)])
         state.fill(resp.header)
         return resp
 
@@ -41,13 +39,13 @@ class MaintenanceService(rpc.MaintenanceServicer):
     async def Alarm(self, request: pb.AlarmRequest, context) -> pb.AlarmResponse:
         member = request.memberID or self.shard.state.member_id
         if request.action == pb.AlarmRequest.ACTIVATE and request.alarm != pb.NONE:
-            self.alarms.add((member, request.alarm))
+            self.quota.activate(member, request.alarm)
             listed = [(member, request.alarm)]
         elif request.action == pb.AlarmRequest.DEACTIVATE:
-            listed = [(member, request.alarm)] if (member, request.alarm) in self.alarms else []
-            self.alarms.discard((member, request.alarm))
+            was = self.quota.deactivate(member, request.alarm)
+            listed = [(member, request.alarm)] if was else []
         else:
-            listed = sorted(a for a in self.alarms if request.alarm in (pb.NONE, a[1]))
+            listed = sorted(a for a in self.quota.alarms if request.alarm in (pb.NONE, a[1]))
         resp = pb.AlarmResponse(alarms=[pb.AlarmMember(memberID=m, alarm=a) for m, a in listed])
         self.shard.state.fill(resp.header)
         return resp

@@ -12,6 +12,8 @@ import sys
 from kubefabric.config import Flag, add_flags, duration, parse_bool
 from kubefabric.logs import setup_logging
 
+from .tls import CertificateReloader, TLSError, TLSSettings, settings_from_args
+
 log = logging.getLogger("kubefabric.serve")
 
 FLAGS = [
@@ -31,6 +33,9 @@ FLAGS = [
          "largest request accepted, in bytes (etcd's default 1.5 MiB); larger puts and txns get "
          "'etcdserver: request is too large'", type=int),
     Flag("--max-txn-ops", "128", "most operations in one txn branch (etcd's default)", type=int),
+    Flag("--quota-backend-bytes", "0",
+         "database size at which the NOSPACE alarm is raised and writes are refused "
+         "(0: etcd's default, 2 GiB)", type=int),
     Flag("--auto-compaction-mode", "periodic",
          "periodic: keep history for --auto-compaction-retention as a duration; revision: keep "
          "that many revisions", choices=("periodic", "revision")),
@@ -46,6 +51,19 @@ FLAGS = [
     Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM", type=duration),
     Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
          choices=("uvloop", "asyncio")),
+    # TLS on https:// client URLs (kv_router/tls.py says what grpc can and cannot enforce)
+    Flag("--cert-file", "", "server TLS certificate (PEM) for https:// client URLs; re-read when "
+         "it changes, so a rotated certificate reaches new connections without a restart"),
+    Flag("--key-file", "", "unencrypted private key (PEM) of --cert-file"),
+    Flag("--trusted-ca-file", "", "CA certificate(s) (PEM) that sign client certificates; as in "
+         "etcd, setting it requires and verifies a client certificate on every connection"),
+    Flag("--client-cert-auth", "false", "require client certificates signed by "
+         "--trusted-ca-file (needs it)", type=parse_bool, const="true"),
+    Flag("--cipher-suites", "", "comma-separated TLS 1.2 cipher suites by etcd's (Go's) names, "
+         "e.g. TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 (empty: grpc's defaults); TLS 1.3 suites "
+         "are always on and cannot be chosen"),
+    Flag("--tls-min-version", "TLS1.2", "minimum TLS version; only TLS1.2: grpc python always "
+         "accepts TLS 1.2 and 1.3 and cannot be limited to TLS 1.3, so TLS1.3 is refused"),
 ]
 
 
@@ -70,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         runner = asyncio.run
     try:
-        return runner(_serve(args))
-    except StartupError as err:
+        tls = settings_from_args(args)  # before grpc is loaded: it reads GRPC_SSL_CIPHER_SUITES once
+        return runner(_serve(args, tls))
+    except (StartupError, TLSError) as err:
         log.error("%s", err)
         return 2
 
@@ -80,7 +99,7 @@ class StartupError(Exception):
     pass
 
 
-async def _serve(args) -> int:
+async def _serve(args, tls: TLSSettings | None) -> int:
     from kubefabric.shard.core import Shard
     from kubefabric.store.sqlite import SqliteStore
 
@@ -93,14 +112,15 @@ async def _serve(args) -> int:
     cfg = ServerConfig(listen_client_urls=listen, advertise_client_urls=advertise, name=args.name,
                        max_request_bytes=args.max_request_bytes,
                        peer_urls=[u.strip() for u in args.initial_advertise_peer_urls.split(",")],
-                       progress_interval_s=args.watch_progress_notify_interval)
+                       progress_interval_s=args.watch_progress_notify_interval,
+                       tls=CertificateReloader(tls) if tls else None)
     try:
         compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)
     except ValueError as err:
         raise StartupError(f"--auto-compaction-retention: {err}") from None
     data_dir = os.path.abspath(args.data_dir)
     store = SqliteStore(data_dir, synchronous=args.sqlite_synchronous)
-    shard = Shard(store, max_txn_ops=args.max_txn_ops)
+    shard = Shard(store, max_txn_ops=args.max_txn_ops, quota_bytes=args.quota_backend_bytes)
     try:
         await shard.open()
     except OSError as err:

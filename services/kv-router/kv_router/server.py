@@ -16,6 +16,7 @@ from kubefabric.watch.hub import WatchHub
 from .kv import KVService
 from .lease import LeaseService
 from .maintenance import AuthService, ClusterService, MaintenanceService
+from .tls import CertificateReloader, is_tls_url
 from .watch import WatchService
 
 log = logging.getLogger("kubefabric.router")
@@ -34,15 +35,14 @@ class ServerConfig:
     keepalive_timeout_s: float = 20.0
     progress_interval_s: float = 600.0
     peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
+    tls: CertificateReloader | None = None  # credentials for the https:// URLs
 
 
 def listen_address(url: str) -> str:
-    """host:port for grpc from an etcd-style client URL (http://host:port or unix-less host:port)."""
+    """host:port for grpc from an etcd-style client URL (http(s)://host:port or host:port)."""
     parsed = urlparse(url if "://" in url else f"http://{url}")
     if parsed.scheme not in ("http", "https"):
-        raise ValueError(f"unsupported URL scheme in {url!r}: use http:// (TLS arrives with https://)")
-    if parsed.scheme == "https":
-        raise ValueError(f"{url!r}: TLS listeners are not supported yet; use http://")
+        raise ValueError(f"unsupported URL scheme in {url!r}: use http:// or https://")
     host = parsed.hostname or "127.0.0.1"
     if parsed.port is None:
         raise ValueError(f"{url!r} has no port")
@@ -83,8 +83,13 @@ class RouterServer:
         rpc.add_AuthServicer_to_server(AuthService(), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.addresses = [listen_address(u) for u in cfg.listen_client_urls]
-        for addr in self.addresses:
-            self.server.add_insecure_port(addr)
+        for url, addr in zip(cfg.listen_client_urls, self.addresses):
+            if not is_tls_url(url):
+                self.server.add_insecure_port(addr)
+            elif cfg.tls is None:
+                raise ValueError(f"{url} is https:// and needs --cert-file and --key-file")
+            else:
+                self.server.add_secure_port(addr, cfg.tls.credentials())
 
     async def start(self) -> None:
         self.hub.start()

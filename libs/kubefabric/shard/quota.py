@@ -1,0 +1,91 @@
+"""The backend quota and alarms of a shard (etcd's --quota-backend-bytes and NOSPACE alarm).
+
+etcd's rules kept: a mutating request whose size would take the database to the quota raises the
+NOSPACE alarm and fails with 'etcdserver: mvcc: database space exceeded'; while the alarm is
+active, Put, a Txn with any put and LeaseGrant fail the same way, while reads, deletes,
+compaction and defragmentation still work; the alarm stays until an operator disarms it
+(Alarm DEACTIVATE, `etcdctl alarm disarm`).
+
+Beyond etcd: the free space of the data directory's filesystem counts too. A write that would
+leave less than a reserve (what the store may need for itself, plus a tenth of the filesystem
+up to 64 MiB) raises the alarm early, so deletes and compaction still find room to run; the
+database refusing a write because the disk is full raises it as well.
+"""
+from __future__ import annotations
+
+import logging
+
+from kubefabric.etcd import errors
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+
+log = logging.getLogger("kubefabric.quota")
+
+DEFAULT_QUOTA_BYTES = 2 * 1024 ** 3  # etcd's default
+
+
+def txn_cost(req: pb.TxnRequest) -> int:
+    """Bytes the txn may add: the larger branch's puts (etcd's cost model)."""
+    return max(_ops_cost(req.success), _ops_cost(req.failure))
+
+
+def _ops_cost(ops) -> int:
+    total = 0
+    for op in ops:
+        kind = op.WhichOneof("request")
+        if kind == "request_put":
+            total += op.request_put.ByteSize()
+        elif kind == "request_txn":
+            total += txn_cost(op.request_txn)
+    return total
+
+
+class Quota:
+    def __init__(self, quota_bytes: int = DEFAULT_QUOTA_BYTES):
+        self.quota_bytes = quota_bytes if quota_bytes > 0 else DEFAULT_QUOTA_BYTES
+        self.size = 0                      # database bytes, refreshed after each commit
+        self.free = None                   # free bytes on the data filesystem (None: unknown)
+        self.reserve = 0
+        self.alarms: set[tuple[int, int]] = set()  # (member id, AlarmType)
+        self.member_id = 0
+
+    @property
+    def nospace(self) -> bool:
+        return any(a == pb.NOSPACE for _, a in self.alarms)
+
+    def check(self, cost: int) -> None:
+        """Refuse a request that would add `cost` bytes (0: not mutating, always allowed)."""
+        if cost == 0:
+            return
+        if self.nospace:
+            raise errors.NO_SPACE
+        if self.size + cost >= self.quota_bytes:
+            self.raise_nospace(f"database size {self.size} + request {cost} bytes reaches the "
+                               f"quota of {self.quota_bytes} bytes")
+            raise errors.NO_SPACE
+        if self.free is not None and self.free - cost < self.reserve:
+            self.raise_nospace(f"{self.free} bytes free on the data filesystem, below the "
+                               f"reserve of {self.reserve} bytes")
+            raise errors.NO_SPACE
+
+    def measure(self, size: int, writable: int, keep_free: int, fs_size: int) -> None:
+        """size: database bytes allocated; writable: bytes the store can still write; keep_free:
+        bytes the store itself may need (e.g. a WAL checkpoint); fs_size: filesystem size."""
+        self.size = size
+        self.free = writable
+        self.reserve = keep_free + min(64 * 1024 ** 2, fs_size // 10)
+
+    def raise_nospace(self, why: str) -> None:
+        if not self.nospace:
+            log.error("NOSPACE alarm raised: %s; writes are refused until space is freed "
+                      "(compact, defragment) and the alarm is disarmed", why)
+        self.alarms.add((self.member_id, pb.NOSPACE))
+
+    def activate(self, member: int, alarm: int) -> None:
+        self.alarms.add((member, alarm))
+
+    def deactivate(self, member: int, alarm: int) -> bool:
+        if (member, alarm) in self.alarms:
+            self.alarms.discard((member, alarm))
+            log.info("alarm %s disarmed", pb.AlarmType.Name(alarm))
+            return True
+        return False
