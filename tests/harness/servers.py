@@ -67,7 +67,7 @@ class Server:
         return self.proc.returncode
 
 
-def wait_ready(server: Server, timeout: float = 20.0) -> None:
+def wait_ready(server: Server, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     channel = grpc.insecure_channel(server.endpoint)
     stub = rpc_pb2_grpc.MaintenanceStub(channel)
