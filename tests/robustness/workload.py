@@ -25,6 +25,7 @@ from kubefabric.proto.mvccpb.kv_pb2 import Event
 
 LOAD_PREFIX = b"/load/"
 ALL_KEYS = b"\0"  # key and range_end b"\0": every key
+RANGE_CHECKS = 1000  # Range(revision=) reads per verify_store
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,13 @@ class Load:
     def acked(self) -> int:
         return sum(c.acked for c in self.clients)
 
+    def wait_acked(self, n: int = 1, timeout: float = 20.0) -> None:
+        """Wait until `n` writes are acknowledged (a loaded machine is slow to get going)."""
+        deadline = time.monotonic() + timeout
+        while self.acked < n:
+            assert time.monotonic() < deadline, f"{self.acked} writes acked in {timeout}s"
+            time.sleep(0.01)
+
 
 class LeaseKeeper(threading.Thread):
     """Grants a lease of `ttl` seconds, puts `key` on it (an acknowledged write in the ledger) and
@@ -348,7 +356,9 @@ def check_replay(replayed: list[Event], history: list[Event], start: int) -> Non
 
 def verify_store(c: Client, ledger: Ledger, rng: random.Random, rnd: int, burst: int = 20) -> dict:
     """All checks on a freshly restarted server. Writes `burst` puts (acked into the ledger) while a
-    watch from a random stored revision replays, so the replay→live switch is exercised too."""
+    watch from a random stored revision replays, so the replay→live switch is exercised too.
+    Every acked write is checked against the history; Range(revision=) reads check the writes of
+    round `rnd` (at most RANGE_CHECKS of them: the newest half and a random sample)."""
     head0 = head_revision(c)
     acked_max = ledger.max_rev
     assert head0 >= acked_max, f"restarted at revision {head0}, below acknowledged revision {acked_max}"
@@ -374,7 +384,11 @@ def verify_store(c: Client, ledger: Ledger, rng: random.Random, rnd: int, burst:
         hw.close()
     check_history(history, ledger, head)
     check_replay(replayed, history, start)
-    reads = check_at_revisions(c, ledger.of_round(rnd))
+    writes = ledger.of_round(rnd)
+    if len(writes) > RANGE_CHECKS:  # the newest (written around the kill) and a random sample
+        half = RANGE_CHECKS // 2
+        writes = writes[-half:] + rng.sample(writes[:-half], RANGE_CHECKS - half)
+    reads = check_at_revisions(c, writes)
     keys = check_newest(c, ledger, history, head)
     return {"head_at_restart": head0, "head": head, "events": len(history), "replay_from": start,
             "replayed": len(replayed), "range_reads": reads, "keys": keys}
