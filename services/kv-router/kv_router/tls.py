@@ -156,8 +156,8 @@ def _fingerprint(cert_pem: bytes) -> str:
     return hashlib.sha256(der).hexdigest()[:16]
 
 
-def _no_password() -> bytes:
-    raise TLSError("the key in --key-file is encrypted; give an unencrypted key (as etcd needs)")
+def _no_password(key_file: str) -> bytes:
+    raise TLSError(f"--key-file {key_file} is encrypted; give an unencrypted key")
 
 
 class CertificateReloader:
@@ -261,7 +261,7 @@ class CertificateReloader:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         cert, key = self.settings.cert_file, self.settings.key_file
         try:
-            ctx.load_cert_chain(cert, key, password=_no_password)
+            ctx.load_cert_chain(cert, key, password=lambda: _no_password(key))
         except ssl.SSLError as err:
             raise TLSError(f"--cert-file {cert} and --key-file {key} are not a PEM certificate and "
                            f"its unencrypted private key ({err.reason or err})") from None
