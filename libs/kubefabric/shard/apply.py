@@ -46,6 +46,7 @@ class Applier:
     def begin(self) -> None:
         self.rev = self.clock + 1
         self.events = []
+        self.before: dict[bytes, tuple | None] = {}  # key -> its row before this request
 
     def end(self) -> tuple[int, list[Event]]:
         """(header revision, events) of the request just applied."""
@@ -53,6 +54,17 @@ class Applier:
         if events:
             self.clock = self.rev
         return self.clock, events
+
+    def discard(self) -> None:
+        """Forget the events of a request that was rolled back. (Handlers change meta_updates
+        and staged leases only after their last write, so those need no undo.)"""
+        self.events = []
+        self.before = {}
+
+    def _before(self, key: bytes, current):
+        """The key's row before this request: an event's prev_kv is the key at rev - 1 (etcd),
+        not an earlier write of the same txn."""
+        return self.before.setdefault(key, current)
 
     @property
     def head(self) -> int:
@@ -81,6 +93,8 @@ class Applier:
         if not checked:
             await self.check_put_state(req)
         prev = await self.latest(req.key)
+        if prev is None and (req.ignore_value or req.ignore_lease):
+            raise errors.KEY_NOT_FOUND  # deleted earlier in the same txn
         rev = self.rev
         value = prev[5] if req.ignore_value else req.value
         lease = prev[4] if req.ignore_lease else req.lease
@@ -88,7 +102,9 @@ class Applier:
             create_rev, version, prev_rev = rev, 1, 0
         else:
             create_rev, version, prev_rev = prev[1], prev[3] + 1, prev[2]
-        row = {"key": req.key, "rev": rev, "sub": len(self.events), "create_rev": create_rev, "prev_rev": prev_rev,
+        before = self._before(req.key, prev)
+        row = {"key": req.key, "rev": rev, "sub": len(self.events), "create_rev": create_rev,
+               "prev_rev": before[2] if before else 0,
                "version": version, "lease": lease, "deleted": 0, "value": value}
         await self.cur.execute("insert_log", row)
         row["mod_rev"] = rev
@@ -96,11 +112,14 @@ class Applier:
         kv = KeyValue(key=req.key, create_revision=create_rev, mod_revision=rev, version=version,
                       lease=lease, value=value)
         prev_kv = to_kv(prev) if prev is not None else None
-        self.events.append(Event(type=PUT, kv=kv, prev_kv=prev_kv))
+        # a creation has no prev_kv, even when the txn deleted the key first (etcd)
+        created = create_rev == rev
+        self.events.append(Event(type=PUT, kv=kv,
+                                 prev_kv=to_kv(before) if before and not created else None))
         resp = pb.PutResponse()
         resp.header.revision = rev
-        if req.prev_kv and prev_kv is not None:
-            resp.prev_kv.CopyFrom(prev_kv)
+        if req.prev_kv and prev is not None:
+            resp.prev_kv.CopyFrom(to_kv(prev))
         return resp
 
     # ---- DeleteRange ----
@@ -109,13 +128,15 @@ class Applier:
         """Delete the given kv rows at this request's revision."""
         rev = self.rev
         first = len(self.events)
+        befores = [self._before(r[0], r) for r in rows]
         await self.cur.executemany("insert_log", [
-            {"key": r[0], "rev": rev, "sub": first + i, "create_rev": 0, "prev_rev": r[2],
-             "version": 0, "lease": 0, "deleted": 1, "value": b""} for i, r in enumerate(rows)])
+            {"key": r[0], "rev": rev, "sub": first + i, "create_rev": 0,
+             "prev_rev": b[2] if b else 0, "version": 0, "lease": 0, "deleted": 1, "value": b""}
+            for i, (r, b) in enumerate(zip(rows, befores))])
         await self.cur.executemany("delete_kv", [{"key": r[0]} for r in rows])
-        for r in rows:
+        for r, b in zip(rows, befores):
             self.events.append(Event(type=DELETE, kv=KeyValue(key=r[0], mod_revision=rev),
-                                     prev_kv=to_kv(r)))
+                                     prev_kv=to_kv(b) if b else None))
 
     async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
         rows = await self.latest_range(KeyRange.of(req.key, req.range_end))

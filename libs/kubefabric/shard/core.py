@@ -239,7 +239,8 @@ def _history_event(compact_rev: int, r) -> Event:
     else:
         ev = Event(type=Event.PUT, kv=KeyValue(key=key, create_revision=create_rev, mod_revision=rev,
                                                  version=version, lease=lease, value=value))
-    if prev_rev and r[9] is not None and rev - 1 >= compact_rev:
+    created = not deleted and create_rev == rev  # a creation has no prev_kv (etcd)
+    if prev_rev and r[9] is not None and rev - 1 >= compact_rev and not created:
         ev.prev_kv.CopyFrom(KeyValue(key=key, create_revision=r[8], mod_revision=prev_rev,
                                      version=r[9], lease=r[10], value=r[11]))
     return ev

@@ -95,12 +95,23 @@ class Writer:
             cur = await self.store.begin()
             applier = Applier(cur, state.clock, state.compact_rev, self.leases)
             for op in batch:
+                # each request in a savepoint: one that fails after writing (a bug, or a state
+                # no pre-check foresaw) is undone alone and fails alone
                 applier.begin()
+                await self.store.savepoint()
                 try:
                     result = await op.handler(applier, op.arg)
-                except EtcdError as err:
-                    outcomes.append((op, None, err))
+                except Exception as exc:
+                    await self.store.rollback_to_savepoint()
+                    if not isinstance(exc, EtcdError):
+                        if self.store.is_disk_full(exc):
+                            raise
+                        log.exception("request failed inside the writer; undone alone")
+                        exc = EtcdError(errors.STOPPING.code, f"etcdserver: internal error: {exc}")
+                    applier.discard()
+                    outcomes.append((op, None, exc))
                     continue
+                await self.store.release()
                 head, events = applier.end()
                 if events:
                     published.append((head, events))

@@ -4,12 +4,14 @@ Invariants:
 - `log` is append-only except for compaction: one row per key change; a txn that changes n keys
   writes n rows sharing one `rev`, numbered by `sub` in the order of the txn's ops (etcd's event
   order). (key, rev, sub) is unique; a key appears twice in one rev only when a txn deletes it
-  and then puts it again. `prev_rev` is the key's previous mod revision (0 on creation), so the
-  previous version of a row is the live row (key, prev_rev).
+  and then puts it again. `prev_rev` is the key's mod revision before the row's txn (0 if it
+  did not exist then), so an event's prev_kv (etcd: the key at rev - 1) is the live row
+  (key, prev_rev).
   A deletion is a row with deleted=1, create_rev=0, version=0 and an empty value.
-- `kv` is the log's newest live row per key (deleted keys are absent), written in the same
-  database transaction as the log rows; it is derivable from `log` and exists so reads at the
-  newest revision do not scan history.
+- `kv` indexes the log's newest live row per key (deleted keys are absent): it is written in
+  the same database transaction as the log rows and points at the row holding the value,
+  (key, mod_rev, deleted=0), so reads at the newest revision do not scan history and values
+  are stored once.
 - `meta` holds named integers (schema version, compact revision, clock floor), never key rows.
 - `leases` holds granted leases; a key's lease is the `lease` column of its kv/log rows.
 Keys and values are bytes compared bytewise: BLOB / bytea / VARBINARY, never a text collation.
@@ -52,7 +54,6 @@ kv = Table(
     Column("mod_rev", BigInteger, nullable=False),
     Column("version", BigInteger, nullable=False),
     Column("lease", BigInteger, nullable=False),
-    Column("value", ValueBytes, nullable=False),
     Index("kf_kv_lease", "lease"),
     sqlite_with_rowid=False,
 )

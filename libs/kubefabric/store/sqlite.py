@@ -48,6 +48,7 @@ class SqliteStore:
     async def open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._w = self._connect()
+        self._writer_cursor = _Cursor(self._w, self.stmts)
         for ddl in self.stmts.ddl():
             self._w.execute(ddl)
         self._r = self._connect()
@@ -80,6 +81,13 @@ class SqliteStore:
         writable = st.f_bavail * st.f_frsize + free_pages * page_size
         return writable, self.WAL_CHECKPOINT_PAGES * page_size, st.f_blocks * st.f_frsize
 
+    @staticmethod
+    def is_disk_full(exc: Exception) -> bool:
+        """True when SQLite refused a write for lack of space (SQLITE_FULL)."""
+        return isinstance(exc, sqlite3.OperationalError) and (
+            getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or "database or disk is full" in str(exc))
+
     async def defragment(self) -> None:
         """Return free pages to the filesystem and truncate the WAL (writer must be idle)."""
         self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -97,7 +105,17 @@ class SqliteStore:
 
     async def begin(self) -> "_Cursor":
         self._w.execute("BEGIN IMMEDIATE")
-        return _Cursor(self._w, self.stmts)
+        return self._writer_cursor
+
+    async def savepoint(self) -> None:
+        self._w.execute("SAVEPOINT request")
+
+    async def release(self) -> None:
+        self._w.execute("RELEASE request")
+
+    async def rollback_to_savepoint(self) -> None:
+        self._w.execute("ROLLBACK TO request")
+        self._w.execute("RELEASE request")
 
     async def commit(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._w.execute, "COMMIT")

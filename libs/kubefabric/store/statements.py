@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal_column, select
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, select
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from . import schema
 from .schema import kv, leases, log, meta
 
-ROW_COLUMNS = ("key", "create_rev", "mod_rev", "version", "lease", "value")
+ROW_COLUMNS = ("key", "create_rev", "mod_rev", "version", "lease")
 
 
 class Compiled(NamedTuple):
@@ -53,9 +53,15 @@ def _limited(stmt, limited: bool):
 
 # ---- reads at the newest revision (kv) ----
 
+def _kv_with_value():
+    """kv joined to the log row that holds each key's current value."""
+    joined = kv.join(log, and_(log.c.key == kv.c.key, log.c.rev == kv.c.mod_rev, log.c.deleted == 0))
+    return select(kv.c.key, kv.c.create_rev, kv.c.mod_rev, kv.c.version, kv.c.lease,
+                  log.c.value).select_from(joined)
+
+
 def latest_rows(shape: str, limited: bool):
-    stmt = (select(kv.c.key, kv.c.create_rev, kv.c.mod_rev, kv.c.version, kv.c.lease, kv.c.value)
-            .where(_key_cond(kv.c.key, shape)).order_by(kv.c.key))
+    stmt = _kv_with_value().where(_key_cond(kv.c.key, shape)).order_by(kv.c.key)
     return _limited(stmt, limited)
 
 
@@ -119,8 +125,7 @@ def delete_kv(shape: str = "", limited: bool = False):
 
 
 def lease_rows(shape: str = "", limited: bool = False):
-    return (select(kv.c.key, kv.c.create_rev, kv.c.mod_rev, kv.c.version, kv.c.lease, kv.c.value)
-            .where(kv.c.lease == bindparam("lease")).order_by(kv.c.key))
+    return _kv_with_value().where(kv.c.lease == bindparam("lease")).order_by(kv.c.key)
 
 
 def meta_all(shape: str = "", limited: bool = False):
@@ -205,5 +210,4 @@ def kv_upsert_values():
     return {c: bindparam(c) for c in ROW_COLUMNS}
 
 
-UPDATED_KV_COLUMNS = ("create_rev", "mod_rev", "version", "lease", "value")
-_ = literal_column  # re-exported for dialect modules
+UPDATED_KV_COLUMNS = ("create_rev", "mod_rev", "version", "lease")
