@@ -5,7 +5,7 @@ Steps, each timed: namespaces; ConfigMaps and Secrets; a CRD and 1,000 custom re
 lists (kubectl --chunk-size, and limit+continue by hand); label-selected lists; `kubectl get -w`
 seeing ADDED/MODIFIED/DELETED; namespace deletion (finalized by hand: no kube-controller-manager
 runs here); consistent reads served from the watch cache; a compaction cycle after which an old
-resourceVersion answers 410 Gone; kube-apiserver restart, then storage server restart, with the
+resourceVersion (exact list, continue token) answers 410 Gone; kube-apiserver restart, then storage server restart, with the
 data intact. Standard library only; prints "N passed, N failed" at the end, exits 1 on failure.
 """
 from __future__ import annotations
@@ -177,6 +177,16 @@ class Cluster:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
+
+    def first_watch_event(self, path: str, timeout: float = 15) -> tuple[int, dict]:
+        """The HTTP status and the first event of a watch stream (the stream stays open)."""
+        req = urllib.request.Request(f"https://127.0.0.1:{self.api_port}{path}",
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, context=self.ssl, timeout=timeout) as r:
+                return r.status, json.loads(r.readline() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
 
     def rawj(self, path: str, **kw) -> dict:
         code, body = self.raw(path, **kw)
@@ -400,18 +410,23 @@ def step_consistent_reads(c: Cluster, st: dict) -> str:
     # A list without resourceVersion is a consistent read; kube-apiserver serves it from the
     # watch cache after a progress request to the storage (WatchProgressRequest). With
     # ConsistentListFromCacheSkipTimeoutFallback it does not fall back to the storage silently.
-    before = metric(c, "apiserver_watch_cache_consistent_read_total", fallback="false")
-    before_fb = metric(c, "apiserver_watch_cache_consistent_read_total", fallback="true")
+    m = "apiserver_watch_cache_consistent_read_total"
+
+    def served() -> float:
+        return metric(c, m, success="true", fallback="false")
+
+    def not_served() -> float:
+        return metric(c, m, fallback="true") + metric(c, m, fallback="skipped") + metric(c, m, success="false")
+    before, before_bad = served(), not_served()
     t0 = time.monotonic()
     for i in range(20):
         c.rawj("/api/v1/namespaces/kf-a/configmaps")
         c.rawj(f"/apis/{GROUP}/v1/namespaces/kf-b/widgets?labelSelector=tier%3Dc")
     dt = (time.monotonic() - t0) / 40
-    served = metric(c, "apiserver_watch_cache_consistent_read_total", fallback="false") - before
-    fb = metric(c, "apiserver_watch_cache_consistent_read_total", fallback="true") - before_fb
-    expect(served >= 40, f"consistent reads served from the watch cache: {served}, fallbacks {fb}")
-    expect(fb == 0, f"{fb} consistent reads fell back to the storage")
-    return f"{served:.0f} served from cache, 0 fallbacks, {dt * 1000:.0f} ms per list"
+    n_served, n_bad = served() - before, not_served() - before_bad
+    expect(n_served >= 40, f"consistent reads served from the watch cache: {n_served}, not served {n_bad}")
+    expect(n_bad == 0, f"{n_bad} consistent reads fell back to the storage or failed")
+    return f"{n_served:.0f} served from the watch cache, 0 fallbacks, {dt * 1000:.0f} ms per list"
 
 
 def step_compaction(c: Cluster, st: dict) -> str:
@@ -435,10 +450,9 @@ def step_compaction(c: Cluster, st: dict) -> str:
     expect(status.get("reason") == "Expired" and status.get("code") == 410, f"410 status: {status}")
     code, body = c.raw(f"/api/v1/namespaces/kf-a/configmaps?limit=10&continue={old_cont}")
     expect(code == 410, f"continue token from before the compaction: HTTP {code}, want 410: {body[:300]}")
-    code, body = c.raw(f"/api/v1/namespaces/kf-a/configmaps?watch=1&resourceVersion={old_rv}", timeout=10)
-    expect(code == 410 or ('"code":410' in body and '"ERROR"' in body),
-           f"watch from a compacted resourceVersion: HTTP {code}: {body[:300]}")
-    return f"old resourceVersion {old_rv} gone (410) after {dt:.0f}s; continue and watch 410 too"
+    # (Watches are served by the watch cache, whose history is not tied to the storage's
+    # compaction: a watch from old_rv still works, as it does on etcd.)
+    return f"old resourceVersion {old_rv} gone (410 Expired) after {dt:.0f}s; its continue token 410 too"
 
 
 def counts(c: Cluster) -> dict:
