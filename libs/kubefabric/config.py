@@ -48,6 +48,8 @@ def add_flags(parser: argparse.ArgumentParser, flags: list[Flag]) -> None:
             default = f.type(raw)
         except (ValueError, argparse.ArgumentTypeError) as err:
             parser.error(f"${f.env}: {err}")
+        if f.choices and default not in f.choices:
+            parser.error(f"${f.env}: invalid choice {raw!r} (choose from {', '.join(f.choices)})")
         bare = {"nargs": "?", "const": f.type(f.const)} if f.const is not None else {}
         parser.add_argument(f.name, default=default, type=f.type, choices=f.choices,
                             help=f"{f.help} [env {f.env}]", **bare)

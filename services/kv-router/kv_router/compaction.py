@@ -11,6 +11,8 @@ import logging
 import time
 from collections import deque
 
+from argparse import ArgumentTypeError
+
 from kubefabric.config import duration
 from kubefabric.etcd.errors import EtcdError
 
@@ -35,7 +37,10 @@ class AutoCompactor:
             return mode, float(value)
         if retention.isdigit():
             return mode, float(retention) * 3600.0  # etcd: a bare number means hours
-        return mode, duration(retention)
+        try:
+            return mode, duration(retention)
+        except ArgumentTypeError as err:
+            raise ValueError(str(err)) from None
 
     def start(self) -> None:
         if self.retention > 0:

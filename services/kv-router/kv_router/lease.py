@@ -1,6 +1,7 @@
 """etcd Lease service."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
@@ -9,9 +10,20 @@ from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from .handlers import etcd_unary
 
 
+async def _pump(request_iterator, queue: asyncio.Queue) -> None:
+    """Move a stream's requests into a queue; None marks its end."""
+    try:
+        async for req in request_iterator:
+            queue.put_nowait(req)
+    except Exception:  # the client went away: same as the end of the stream
+        pass
+    queue.put_nowait(None)
+
+
 class LeaseService(rpc.LeaseServicer):
     def __init__(self, shard):
         self.shard = shard
+        self.streams: set[asyncio.Queue] = set()
 
     @etcd_unary
     async def LeaseGrant(self, request: pb.LeaseGrantRequest, context) -> pb.LeaseGrantResponse:
@@ -28,11 +40,23 @@ class LeaseService(rpc.LeaseServicer):
         return resp
 
     async def LeaseKeepAlive(self, request_iterator, context):
-        async for req in request_iterator:
-            ttl = self.shard.lease_renew(req.ID)
-            resp = pb.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl)
-            self.shard.state.fill(resp.header)
-            yield resp
+        """Renew on every request; the stream ends when the client ends it or on shutdown."""
+        requests: asyncio.Queue = asyncio.Queue()
+        self.streams.add(requests)
+        reader = asyncio.create_task(_pump(request_iterator, requests))
+        try:
+            while (req := await requests.get()) is not None:
+                ttl = self.shard.lease_renew(req.ID)
+                resp = pb.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl)
+                self.shard.state.fill(resp.header)
+                yield resp
+        finally:
+            reader.cancel()
+            self.streams.discard(requests)
+
+    def close_all(self) -> None:
+        for requests in list(self.streams):
+            requests.put_nowait(None)
 
     @etcd_unary
     async def LeaseTimeToLive(self, request: pb.LeaseTimeToLiveRequest, context) -> pb.LeaseTimeToLiveResponse:

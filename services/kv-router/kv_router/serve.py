@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 
 from kubefabric.config import Flag, add_flags, duration, parse_bool
@@ -99,12 +101,28 @@ class StartupError(Exception):
     pass
 
 
+def bind_problem(urls: list[str]) -> str | None:
+    """Why binding one of `urls` fails, in the operating system's words (gRPC does not say)."""
+    from .server import listen_address
+
+    for url in urls:
+        host, _, port = listen_address(url).rpartition(":")
+        family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host.strip("[]"), int(port)))
+            except OSError as err:
+                hint = " (another etcd or KubeFabric?)" if err.errno == errno.EADDRINUSE else ""
+                return f"{host}:{port}: {err.strerror.lower()}{hint}"
+    return None
+
+
 async def _serve(args, tls: TLSSettings | None) -> int:
     from kubefabric.shard.core import Shard
     from kubefabric.store.sqlite import SqliteStore
 
     from .compaction import AutoCompactor
-    from .server import RouterServer, ServerConfig
+    from .server import RouterServer, ServerConfig, listen_address
 
     listen = [u.strip() for u in args.listen_client_urls.split(",") if u.strip()]
     advertise = [u.strip() for u in (args.advertise_client_urls or args.listen_client_urls).split(",")
@@ -118,25 +136,29 @@ async def _serve(args, tls: TLSSettings | None) -> int:
         compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)
     except ValueError as err:
         raise StartupError(f"--auto-compaction-retention: {err}") from None
+    try:
+        for url in listen:
+            listen_address(url)
+    except ValueError as err:
+        raise StartupError(f"--listen-client-urls: {err}") from None
+    if not listen:
+        raise StartupError("--listen-client-urls: no URL given")
     data_dir = os.path.abspath(args.data_dir)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise StartupError(f"--data-dir {data_dir} exists and is not a directory")
     store = SqliteStore(data_dir, synchronous=args.sqlite_synchronous)
     shard = Shard(store, max_txn_ops=args.max_txn_ops, quota_bytes=args.quota_backend_bytes)
     try:
         await shard.open()
-    except OSError as err:
+    except Exception as err:  # OSError, sqlite3 errors: say which directory and why
         raise StartupError(f"cannot open the data directory {data_dir}: {err}") from None
     log.info("data directory %s", data_dir)
     try:
         server = RouterServer(shard, cfg)
-    except ValueError as err:
-        await shard.close()
-        raise StartupError(f"--listen-client-urls: {err}") from None
-    try:
         await server.start()
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         await shard.close()
-        raise StartupError(f"cannot listen on {', '.join(listen)}: {err} (is another etcd or "
-                           "KubeFabric already running there?)") from None
+        raise StartupError(f"cannot listen on {', '.join(listen)}: {bind_problem(listen) or err}") from None
     compactor = AutoCompactor(shard, *compactor_cfg)
     compactor.start()
 

@@ -13,6 +13,7 @@ from .health import HealthService
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.watch.hub import WatchHub
 
+from .handlers import GATE
 from .kv import KVService
 from .lease import LeaseService
 from .maintenance import AuthService, ClusterService, MaintenanceService
@@ -55,6 +56,7 @@ def grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
         ("grpc.max_send_message_length", -1),
+        ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
         ("grpc.max_concurrent_streams", 2 ** 31 - 1),
         ("grpc.keepalive_time_ms", int(cfg.keepalive_interval_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
@@ -76,7 +78,8 @@ class RouterServer:
         kv = KVService(shard, cfg.max_request_bytes)
         rpc.add_KVServicer_to_server(kv, self.server)
         rpc.add_WatchServicer_to_server(self.watch, self.server)
-        rpc.add_LeaseServicer_to_server(LeaseService(shard), self.server)
+        self.lease = LeaseService(shard)
+        rpc.add_LeaseServicer_to_server(self.lease, self.server)
         rpc.add_MaintenanceServicer_to_server(MaintenanceService(shard), self.server)
         rpc.add_ClusterServicer_to_server(
             ClusterService(shard, cfg.name, cfg.advertise_client_urls, cfg.peer_urls), self.server)
@@ -98,8 +101,10 @@ class RouterServer:
         log.info("serving the etcd v3 API on %s", ", ".join(self.addresses))
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Refuse new calls, let in-flight ones finish, end watch streams cleanly."""
+        """Refuse new calls (UNAVAILABLE), let in-flight ones finish, end streams cleanly."""
         await self.health.enter_graceful_shutdown()
+        await GATE.drain(grace)
         self.watch.close_all()
+        self.lease.close_all()
         await self.hub.stop()
         await self.server.stop(grace)
