@@ -32,9 +32,10 @@ _CMP_FIELD = {
 class Applier:
     """Applies requests of one writer batch. `clock` is the last revision taken so far."""
 
-    def __init__(self, cur, clock: int, compact_rev: int, leases):
+    def __init__(self, cur, clock: int, compact_rev: int, leases, floor: int = 0):
         self.cur = cur
         self.clock = clock
+        self.floor = floor  # the persisted clock floor (see state.py)
         self.compact_rev = compact_rev
         self.leases = leases
         self.rev = 0

@@ -251,7 +251,7 @@ def _history_event(compact_rev: int, r) -> Event:
 async def _sync(applier: Applier, sync_rev: int) -> int:
     if sync_rev > applier.clock:
         applier.clock = sync_rev
-        floor = applier.meta_updates.get(schema.META_CLOCK_FLOOR, 0)
+        floor = applier.meta_updates.get(schema.META_CLOCK_FLOOR, applier.floor)
         if sync_rev > floor:
             applier.meta_updates[schema.META_CLOCK_FLOOR] = sync_rev + FLOOR_STEP
     return applier.clock

@@ -93,7 +93,7 @@ class Writer:
         published: list[tuple[int, list]] = []
         try:
             cur = await self.store.begin()
-            applier = Applier(cur, state.clock, state.compact_rev, self.leases)
+            applier = Applier(cur, state.clock, state.compact_rev, self.leases, state.floor)
             for op in batch:
                 # each request in a savepoint: one that fails after writing (a bug, or a state
                 # no pre-check foresaw) is undone alone and fails alone

@@ -23,6 +23,8 @@ class SqliteStore:
     def __init__(self, data_dir: str | os.PathLike, synchronous: str = "FULL"):
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILE
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"SQLite synchronous mode must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.synchronous = synchronous
         self.stmts = statements()
         self._w: sqlite3.Connection | None = None
