@@ -67,12 +67,12 @@ case "$server" in
         if [ -n "${KUBEFABRIC_TEST_ETCD:-}" ]; then etcd_bin=$KUBEFABRIC_TEST_ETCD
         else etcd_bin="$(bash "$repo/../shared/tools/etcd/build.sh" | tail -n1)/etcd"; fi
         template="$etcd_bin --name default --data-dir {data_dir} --listen-client-urls http://127.0.0.1:{port} --advertise-client-urls http://127.0.0.1:{port} --listen-peer-urls http://127.0.0.1:{peer_port} --initial-advertise-peer-urls http://127.0.0.1:{peer_port} --initial-cluster default=http://127.0.0.1:{peer_port} --watch-progress-notify-interval={progress_notify_interval} --quota-backend-bytes=8589934592 --unsafe-no-fsync --log-level=error"
-        version="$($etcd_bin --version | head -n1)"
+        version="$("$etcd_bin" --version | sed -n 1p)"
         ;;
     etcd34)
         etcd_bin=/usr/bin/etcd
         template="$etcd_bin --name default --data-dir {data_dir} --listen-client-urls http://127.0.0.1:{port} --advertise-client-urls http://127.0.0.1:{port} --listen-peer-urls http://127.0.0.1:{peer_port} --initial-advertise-peer-urls http://127.0.0.1:{peer_port} --initial-cluster default=http://127.0.0.1:{peer_port} --experimental-watch-progress-notify-interval={progress_notify_interval} --quota-backend-bytes=8589934592 --log-level=error --logger=zap"
-        version="$($etcd_bin --version | head -n1)"
+        version="$("$etcd_bin" --version | sed -n 1p)"
         ;;
     kubefabric)
         (cd "$repo" && uv sync --frozen --quiet) >&2
