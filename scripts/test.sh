@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian packages when
 # run as root, uv and the locked Python environment), checks that generated code is fresh, then
-# runs every suite against real servers (etcd, etcdctl, the Go bench client).
-# Extra arguments go to pytest, e.g. scripts/test.sh tests/differential -k watch
+# runs every suite against real servers:
+#   1. pytest: differential (etcd vs KubeFabric), etcdctl, shard conformance and model, fuzzing,
+#      robustness (crash, shutdown, disk full), TLS, bench smoke;
+#   2. Kubernetes conformance: k8s.io/apiserver's storage tests against `kubefabric serve`;
+#   3. a real kube-apiserver on KubeFabric driven with kubectl.
+# Go builds are cached (~/.cache/go-build, ~/.cache/kubefabric-*): the first run on a machine
+# compiles kube-apiserver and the test binaries (about 20 minutes on 2 cores), later runs reuse them.
+# With arguments, only pytest runs, with those arguments: scripts/test.sh tests/differential -k watch
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +38,11 @@ command -v go >/dev/null || { echo "Go is required (bench client, conformance ha
 
 uv sync --frozen --quiet
 uv run --frozen --no-sync python scripts/gen_proto.py --check
-exec uv run --frozen --no-sync pytest -n 2 "$@"
+if (($#)); then
+  exec uv run --frozen --no-sync pytest -n 2 "$@"
+fi
+status=0
+uv run --frozen --no-sync pytest -n 2 || status=1
+tests/conformance/run.sh kubefabric || status=1
+tests/conformance/apiserver_scenario.sh kubefabric || status=1
+exit $status
