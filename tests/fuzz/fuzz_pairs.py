@@ -1,0 +1,132 @@
+"""A fresh etcd + KubeFabric pair for every fuzz example, started ahead of time, and the
+differential comparison of tests/conftest.py for one body run on both servers of a pair.
+
+Starting `kubefabric serve` takes seconds, so the pool keeps the next pair(s) starting in the
+background while an example runs, and kills and deletes a used pair in the background too.
+Recordings are normalised exactly as the `differential` fixture does (tests/differential/normalise.py)
+and compared label by label with the same messages. KUBEFABRIC_DIFF_AGAINST=etcd runs the second
+side on etcd as well (a determinism check of the generated bodies, as for the fixture).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from harness.client import Client
+from harness.servers import START, Server
+from normalise import LeaseIds, to_plain
+
+KINDS = ("etcd", "kubefabric")
+
+
+def launched_kind(kind: str) -> str:
+    return os.environ.get("KUBEFABRIC_DIFF_AGAINST", kind) if kind == "kubefabric" else kind
+
+
+class PairPool:
+    """Pairs of started servers (etcd, kubefabric), `ahead` of them starting in the background."""
+
+    def __init__(self, root: Path, ahead: int = 1):
+        self.root, self.ahead, self.count = root, max(ahead, 0), 0
+        self.executor = ThreadPoolExecutor(max_workers=2 * self.ahead + 4, thread_name_prefix="pairs")
+        self.pending: deque[tuple[Future, Future]] = deque()
+        self.retired: list[Future] = []
+
+    def _start(self, kind: str) -> Future:
+        return self.executor.submit(_launch, launched_kind(kind), self.root / f"{self.count:05d}-{kind}")
+
+    def _fill(self, n: int) -> None:
+        while len(self.pending) < n:
+            self.pending.append((self._start("etcd"), self._start("kubefabric")))
+            self.count += 1
+
+    def take(self) -> tuple[Server, Server]:
+        self._fill(1)
+        futures = self.pending.popleft()
+        self._fill(self.ahead)
+        servers = []
+        try:
+            for f in futures:
+                servers.append(f.result())
+        except BaseException:
+            self.release(servers)
+            raise
+        return servers[0], servers[1]
+
+    def release(self, servers) -> None:
+        """Kill the servers and delete their directories (etcd preallocates 64 MiB of WAL)."""
+        self.retired.append(self.executor.submit(_discard, list(servers)))
+
+    def close(self) -> None:
+        for futures in self.pending:
+            for f in futures:
+                try:
+                    self.release([f.result()])
+                except Exception:  # a server that failed to start left nothing running
+                    pass
+        self.pending.clear()
+        self.executor.shutdown(wait=True)
+
+
+def _launch(kind: str, workdir: Path, attempts: int = 3) -> Server:
+    """Start a server; again (in a fresh directory) when its port was taken meanwhile: the
+    harness picks a free port before the server binds it, and several servers start at once."""
+    for attempt in range(attempts):
+        d = workdir.with_name(f"{workdir.name}-{attempt}")
+        d.mkdir(parents=True)
+        try:
+            return START[kind](d, None)
+        except RuntimeError as err:
+            if "address already in use" not in str(err).lower() or attempt + 1 == attempts:
+                raise
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _discard(servers: list[Server]) -> None:
+    for s in servers:
+        s.stop(signal.SIGKILL)
+        shutil.rmtree(s.data_dir.parent, ignore_errors=True)
+
+
+def run_side(server: Server, kind: str, body) -> list[tuple[str, object]]:
+    """Run body(client, record) against one server; its normalised recording."""
+    client = Client(server.endpoint, kind)
+    rec: list[tuple[str, object]] = []
+
+    def record(label, value, ignore=()):
+        rec.append((label, to_plain(value, frozenset(ignore))))
+
+    record.leases = LeaseIds()
+    record.strict = server.kind == "etcd"  # bodies may check their own expectations against etcd
+    try:
+        body(client, record)
+    finally:
+        client.close()
+    return rec
+
+
+def compare(etcd: list, ours: list, server: Server | None = None) -> None:
+    """The differential fixture's comparison: same labels, equal values, same number of steps."""
+    note = ""
+    if server is not None and server.proc.poll() is not None:
+        note = f"\n{server.kind} exited with {server.proc.returncode}:\n{server.log()[-3000:]}"
+    for (l1, v1), (l2, v2) in zip(etcd, ours):
+        assert l1 == l2, f"test body recorded different steps: {l1!r} vs {l2!r}{note}"
+        assert v2 == v1, (f"step {l1!r} differs\n etcd:       {json.dumps(v1, sort_keys=True)}\n"
+                          f" kubefabric: {json.dumps(v2, sort_keys=True)}{note}")
+    assert len(etcd) == len(ours), f"test body recorded a different number of steps{note}"
+    assert etcd, "test body recorded nothing"
+
+
+def differential_on(pair: tuple[Server, Server], body) -> list:
+    """Run body on both servers of a pair at once and compare the recordings; etcd's recording."""
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="side") as ex:
+        sides = [ex.submit(run_side, server, kind, body) for server, kind in zip(pair, KINDS)]
+        recordings = [f.result() for f in sides]
+    compare(recordings[0], recordings[1], pair[1])
+    return recordings[0]
