@@ -7,8 +7,10 @@
 #   etcd        etcd 3.7.3 built by ../shared/tools/etcd/build.sh (or $KUBEFABRIC_TEST_ETCD)
 #   etcd34      Debian's etcd 3.4 (/usr/bin/etcd)
 #   kubefabric  `kubefabric serve` from this repository (uv environment)
-#   PACKAGE     short names (etcd3 cacher registry factory reconcilers peerproxy) or import
-#               paths; default: all of them
+#   PACKAGE     short names (etcd3 cacher registry factory reconcilers peerproxy), import
+#               paths, `k8s` (the REST storage tests of 8 built-in resources from
+#               k8s.io/kubernetes/pkg/registry, built in ./kube-apiserver) or `all`;
+#               default: the 6 k8s.io/apiserver packages
 #   --fresh     every test gets a server of its own (slow, the upstream isolation); default:
 #               one server per package shared by its tests, each test in a key namespace of its
 #               own, then the tests listed in fresh-only.txt with a server each
@@ -31,8 +33,10 @@ for arg in "$@"; do
         --fresh) mode=fresh ;;
         --shared) mode=hybrid ;;
         etcd|etcd34|kubefabric) server=$arg ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         -*) echo "unknown option $arg" >&2; exit 2 ;;
+        k8s) pkgs+=(@k8s) ;;
+        all) pkgs+=(@api @k8s) ;;
         *) pkgs+=("$arg") ;;
     esac
 done
@@ -45,15 +49,32 @@ all_pkgs=(
     k8s.io/apiserver/pkg/reconcilers
     k8s.io/apiserver/pkg/util/peerproxy
 )
-if [ ${#pkgs[@]} -eq 0 ]; then
-    pkgs=("${all_pkgs[@]}")
-else
-    for i in "${!pkgs[@]}"; do
-        for p in "${all_pkgs[@]}"; do
-            [ "${p##*/}" = "${pkgs[$i]}" ] && pkgs[$i]=$p
-        done
-    done
-fi
+reg=k8s.io/kubernetes/pkg/registry
+k8s_pkgs=(
+    $reg/core/pod/storage $reg/core/service/storage $reg/core/namespace/storage
+    $reg/core/configmap/storage $reg/core/secret/storage $reg/core/node/storage
+    $reg/apps/deployment/storage $reg/batch/job/storage
+)
+[ ${#pkgs[@]} -eq 0 ] && pkgs=(@api)
+expanded=()
+for p in "${pkgs[@]}"; do
+    case "$p" in
+        @api) expanded+=("${all_pkgs[@]}") ;;
+        @k8s) expanded+=("${k8s_pkgs[@]}") ;;
+        */*) expanded+=("$p") ;;
+        *) found=; for q in "${all_pkgs[@]}"; do [ "${q##*/}" = "$p" ] && found=$q; done
+           [ -n "$found" ] || { echo "unknown package $p" >&2; exit 2; }
+           expanded+=("$found") ;;
+    esac
+done
+pkgs=("${expanded[@]}")
+# binname PACKAGE: the test binary's (and output files') name, unique per package
+binname() {
+    case "$1" in
+        k8s.io/kubernetes/pkg/registry/*) local r=${1#k8s.io/kubernetes/pkg/registry/}; echo "k8s_${r//\//_}" ;;
+        *) echo "${1##*/}" ;;
+    esac
+}
 
 timeout=${KUBEFABRIC_CONFORMANCE_TIMEOUT:-30m}
 cache=${KUBEFABRIC_CONFORMANCE_CACHE:-$HOME/.cache/kubefabric-conformance}
@@ -134,9 +155,27 @@ EOF
 cp go.sum "$out/go.sum"
 gobuild=(-modfile="$out/go.mod" -overlay="$out/overlay.json")
 
+api_pkgs=(); kube_pkgs=()
+for p in "${pkgs[@]}"; do
+    case "$p" in k8s.io/kubernetes/*) kube_pkgs+=("$p") ;; *) api_pkgs+=("$p") ;; esac
+done
 log "building the test binaries of ${#pkgs[@]} package(s) (k8s.io/apiserver $apiver)"
 t0=$(date +%s)
-go test "${gobuild[@]}" -c -o "$out/bin/" "${pkgs[@]}"
+[ ${#api_pkgs[@]} -eq 0 ] || go test "${gobuild[@]}" -c -o "$out/bin/" "${api_pkgs[@]}"
+if [ ${#kube_pkgs[@]} -gt 0 ]; then
+    # k8s.io/kubernetes packages build in the kube-apiserver module (it has the staging
+    # replaces); its k8s.io/apiserver replace is pointed at the same symlink.
+    kdir="$here/kube-apiserver"
+    sed "s#^\(\s*\)k8s.io/apiserver => k8s.io/apiserver v[0-9.]*\$#\1k8s.io/apiserver => $src#" \
+        "$kdir/go.mod" >"$out/k8s.go.mod"
+    grep -q "k8s.io/apiserver => $src" "$out/k8s.go.mod" || { log "no k8s.io/apiserver replace in $kdir/go.mod"; exit 1; }
+    cp "$kdir/go.sum" "$out/k8s.go.sum"
+    kubedir=$(cd "$kdir" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+    for p in "${kube_pkgs[@]}"; do
+        (cd "$kdir" && go test -modfile="$out/k8s.go.mod" -overlay="$out/overlay.json" -c \
+            -o "$out/bin/$(binname "$p").test" "$p")
+    done
+fi
 build_s=$(( $(date +%s) - t0 ))
 log "build: ${build_s}s"
 echo "$build_s" >"$out/build-seconds"
@@ -147,12 +186,14 @@ toplevel_fresh=$(grep -v '^\s*#' "$freshfile" | sed -n 's/^\^\([A-Za-z0-9_]*\).*
 
 run_pkg() { # $1: package, $2: phase name, rest: extra test flags
     local pkg=$1 phase=$2; shift 2
-    local short=${pkg##*/}
+    local short; short=$(binname "$pkg")
     local bin="$out/bin/$short.test"
     [ -x "$bin" ] || { log "$pkg has no test binary"; return 0; }
     local runflag=()
     [ -n "${KUBEFABRIC_CONFORMANCE_RUN:-}" ] && runflag=(-test.run="$KUBEFABRIC_CONFORMANCE_RUN")
-    ( cd "$src/${pkg#k8s.io/apiserver/}" &&
+    local dir="$src/${pkg#k8s.io/apiserver/}"
+    case "$pkg" in k8s.io/kubernetes/*) dir="$kubedir/${pkg#k8s.io/kubernetes/}" ;; esac
+    ( cd "$dir" &&
       go tool test2json -t -p "$pkg" "$bin" -test.v=test2json -test.paniconexit0 \
           -test.count=1 -test.timeout="$timeout" "$@" "${runflag[@]}" ) \
         >>"$out/$phase-$short.json" 2>>"$out/$phase-$short.stderr" || true
@@ -169,7 +210,7 @@ fresh_phase() { # $1: package, $2: phase, rest: extra test flags; a fresh server
 
 t0=$(date +%s)
 for pkg in "${pkgs[@]}"; do
-    short=${pkg##*/}
+    short=$(binname "$pkg")
     if [ "$mode" = fresh ]; then
         log "$short: every test with a $server server of its own"
         fresh_phase "$pkg" fresh

@@ -93,9 +93,9 @@ def main() -> int:
         rows.append((pkg, c["pass"], c["fail"], c["skip"], "ERROR" if pkg_errors.get(pkg) else ""))
 
     lines = [f"server: {args.server}   build: {args.build_seconds}s   tests: {args.run_seconds}s", ""]
-    lines.append(f"{'package':<52} {'passed':>7} {'failed':>7} {'skipped':>8}")
+    lines.append(f"{'package':<60} {'passed':>7} {'failed':>7} {'skipped':>8}")
     for pkg, p, f, s, err in rows:
-        lines.append(f"{pkg:<52} {p:>7} {f:>7} {s:>8} {err}")
+        lines.append(f"{pkg:<60} {p:>7} {f:>7} {s:>8} {err}")
 
     # Leaf failures first (a parent fails when a subtest does).
     failing = []
