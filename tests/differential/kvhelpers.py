@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+from kubefabric.etcd.keyrange import prefix_end  # noqa: F401  (etcd clientv3's rule; re-exported)
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 # Compare targets and results, and the union field each target sets.
@@ -19,17 +20,6 @@ TARGETS = {VERSION: "version", CREATE: "create_revision", MOD: "mod_revision", V
 RESULTS = {EQUAL: "==", GREATER: ">", LESS: "<", NOT_EQUAL: "!="}
 
 ALL = {"key": b"\0", "range_end": b"\0"}  # every key
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The range_end that selects every key starting with `prefix` (etcd clientv3's rule)."""
-    end = bytearray(prefix)
-    while end:
-        if end[-1] < 0xFF:
-            end[-1] += 1
-            return bytes(end)
-        end.pop()
-    return b"\0"  # prefix of only 0xff bytes (or empty): every key >= prefix
 
 
 def compare(key: bytes, target, result, operand, range_end: bytes = b"") -> pb.Compare:
