@@ -49,13 +49,18 @@ def server_factory(tmp_path):
 
 @pytest.fixture
 def differential(server_factory, request):
-    def run(body, etcd_args=None, kubefabric_args=None):
+    def run(body, etcd_args=None, kubefabric_args=None, reference="etcd"):
+        """reference: "etcd" (Debian's 3.4) or "etcd37" (3.7.3, for newer APIs)."""
         results = {}
         for kind, extra in (("etcd", etcd_args), ("kubefabric", kubefabric_args)):
             # KUBEFABRIC_DIFF_AGAINST=etcd runs the second side on etcd too: a check that a new
             # test body is deterministic before it is used to judge KubeFabric.
-            launch = os.environ.get("KUBEFABRIC_DIFF_AGAINST", kind) if kind == "kubefabric" else kind
-            server = server_factory(launch, etcd_args if launch == "etcd" else extra)
+            if kind == "etcd":
+                launch = reference
+            else:
+                launch = os.environ.get("KUBEFABRIC_DIFF_AGAINST", kind)
+                launch = reference if launch == "etcd" else launch
+            server = server_factory(launch, etcd_args if launch.startswith("etcd") else extra)
             client = Client(server.endpoint, kind)
             rec: list[tuple[str, object]] = []
             leases = LeaseIds()

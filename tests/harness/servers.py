@@ -6,6 +6,7 @@ an error, never a skip: CI installs them all.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -86,11 +87,26 @@ def wait_ready(server: Server, timeout: float = 60.0) -> None:
         channel.close()
 
 
-def start_etcd(workdir: Path, extra: list[str] | None = None) -> Server:
+@functools.cache
+def etcd37_binary() -> str:
+    """etcd v3.7.3 (newer behaviour, e.g. KV.RangeStream): $KUBEFABRIC_TEST_ETCD37, else built
+    once by ../shared/tools/etcd/build.sh (cached in ~/.cache/kubefabric-tools)."""
+    if path := os.environ.get("KUBEFABRIC_TEST_ETCD37"):
+        return path
+    script = REPO.parent / "shared" / "tools" / "etcd" / "build.sh"
+    if not script.exists():
+        raise RuntimeError(f"{script} is missing: etcd 3.7.3 cannot be built (set KUBEFABRIC_TEST_ETCD37)")
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"building etcd 3.7.3 failed:\n{out.stderr[-3000:]}")
+    return str(Path(out.stdout.strip().splitlines()[-1]) / "etcd")
+
+
+def start_etcd(workdir: Path, extra: list[str] | None = None, binary: str | None = None) -> Server:
     client, peer = free_port(), free_port()
     data = workdir / "etcd-data"
     log = workdir / "etcd.log"
-    argv = [etcd_binary(), "--name", "default", "--data-dir", str(data),
+    argv = [binary or etcd_binary(), "--name", "default", "--data-dir", str(data),
             "--listen-client-urls", f"http://127.0.0.1:{client}",
             "--advertise-client-urls", f"http://127.0.0.1:{client}",
             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
@@ -117,4 +133,5 @@ def start_kubefabric(workdir: Path, extra: list[str] | None = None, data_dir: Pa
     return server
 
 
-START = {"etcd": start_etcd, "kubefabric": start_kubefabric}
+START = {"etcd": start_etcd, "kubefabric": start_kubefabric,
+         "etcd37": lambda workdir, extra=None: start_etcd(workdir, extra, etcd37_binary())}
