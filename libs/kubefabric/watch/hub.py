@@ -92,7 +92,8 @@ class WatchHub:
             stripped = None
             for w in self.catching_up:
                 w.buffer.append((rev, events))
-            for w in self.watchers:
+            # a snapshot: delivery may cancel watchers (a stream over its budget)
+            for w in tuple(self.watchers):
                 if rev < w.next_rev:
                     continue
                 if stripped is None:

@@ -24,15 +24,47 @@ EMPTY_RANGE = "mvcc: watcher range is empty"
 
 
 class WatchStream:
-    def __init__(self, hub: WatchHub, fill_header, max_response_bytes: int):
+    def __init__(self, hub: WatchHub, fill_header, max_response_bytes: int,
+                 buffer_budget: int = 64 * 1024 * 1024):
         self.hub = hub
         self.fill = fill_header  # fill(header, revision)
         self.max_bytes = max_response_bytes
         self.out: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue()
+        self.buffer_budget = buffer_budget
+        self.buffered = 0  # bytes queued and not yet taken by the transport
+        self.overflowed = False
         self.watchers: dict[int, Watcher] = {}
         self.next_id = 0
         self.progress_pending = False
         self.closed = False
+
+    # ---- the outgoing queue, within a memory budget ----
+
+    def _send(self, resp: pb.WatchResponse | None) -> None:
+        if resp is not None:
+            self.buffered += resp.ByteSize()
+        self.out.put_nowait(resp)
+        if self.buffered > self.buffer_budget and not self.overflowed:
+            self._overflow()
+
+    def taken(self, resp: pb.WatchResponse) -> None:
+        """The transport sent `resp`: its bytes leave the budget."""
+        self.buffered -= resp.ByteSize()
+
+    def _overflow(self) -> None:
+        """The client reads slower than events arrive and the backlog passed the budget: cancel
+        every watcher of the stream, each with a reason, rather than grow without bound or skip
+        events. Clients re-watch from their last revision."""
+        self.overflowed = True
+        reason = (f"watch stream too slow: more than {self.buffer_budget} bytes of responses "
+                  "waiting for the client; re-watch from the last revision received")
+        for w in list(self.watchers.values()):
+            self.watchers.pop(w.id, None)
+            self.hub.remove(w)
+            resp = pb.WatchResponse(watch_id=w.id, canceled=True, cancel_reason=reason)
+            self.fill(resp.header, self.hub.committed)
+            self.out.put_nowait(resp)
+        self.overflowed = False
 
     # ---- requests ----
 
@@ -65,14 +97,14 @@ class WatchStream:
         self.watchers[wid] = w
         resp = pb.WatchResponse(watch_id=wid, created=True)
         self.fill(resp.header, committed)
-        self.out.put_nowait(resp)
+        self._send(resp)
         # etcd 3.4 treats a negative start revision like 0: from now on
         await self.hub.add(w, max(creq.start_revision, 0))
 
     def _send_refused(self, reason: str, revision: int) -> None:
         resp = pb.WatchResponse(watch_id=-1, created=True, canceled=True, cancel_reason=reason)
         self.fill(resp.header, revision)
-        self.out.put_nowait(resp)
+        self._send(resp)
 
     def cancel(self, wid: int) -> None:
         w = self.watchers.pop(wid, None)
@@ -81,7 +113,7 @@ class WatchStream:
         self.hub.remove(w)
         resp = pb.WatchResponse(watch_id=wid, canceled=True)
         self.fill(resp.header, self.hub.committed)
-        self.out.put_nowait(resp)
+        self._send(resp)
         self.on_synced()
 
     def close(self) -> None:
@@ -101,7 +133,7 @@ class WatchStream:
         if w.fragment and len(events) > 1 and resp.ByteSize() >= self.max_bytes:
             self._send_fragments(resp)
         else:
-            self.out.put_nowait(resp)
+            self._send(resp)
 
     def _send_fragments(self, whole: pb.WatchResponse) -> None:
         """Split like etcd: each fragment takes events while it stays under the limit (at least
@@ -118,19 +150,19 @@ class WatchStream:
                     break
                 i += 1
             frag.fragment = i < len(events)
-            self.out.put_nowait(frag)
+            self._send(frag)
 
     def send_progress(self, w: Watcher, revision: int) -> None:
         resp = pb.WatchResponse(watch_id=w.id)
         self.fill(resp.header, revision)
-        self.out.put_nowait(resp)
+        self._send(resp)
 
     def cancel_compacted(self, w: Watcher, compact_rev: int) -> None:
         self.watchers.pop(w.id, None)
         self.hub.remove(w)
         resp = pb.WatchResponse(watch_id=w.id, canceled=True, compact_revision=compact_rev)
         self.fill(resp.header, 0)
-        self.out.put_nowait(resp)
+        self._send(resp)
         self.on_synced()
 
     def on_synced(self) -> None:
@@ -142,4 +174,4 @@ class WatchStream:
         self.progress_pending = False
         resp = pb.WatchResponse(watch_id=-1)
         self.fill(resp.header, self.hub.committed)
-        self.out.put_nowait(resp)
+        self._send(resp)

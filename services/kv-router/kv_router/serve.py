@@ -47,6 +47,9 @@ FLAGS = [
     Flag("--watch-progress-notify-interval", "10m",
          "how often watchers that asked for progress notifications get one when idle (0: never)",
          type=duration),
+    Flag("--watch-stream-buffer-bytes", "67108864",
+         "responses a watch stream may hold for a client that reads too slowly; past it every "
+         "watcher of the stream is cancelled with a reason (clients re-watch)", type=int),
     Flag("--sqlite-synchronous", "FULL",
          "SQLite durability: FULL fsyncs every commit (like etcd); NORMAL may lose the last "
          "commits on power loss", choices=("FULL", "NORMAL")),
@@ -131,6 +134,7 @@ async def _serve(args, tls: TLSSettings | None) -> int:
                        max_request_bytes=args.max_request_bytes,
                        peer_urls=[u.strip() for u in args.initial_advertise_peer_urls.split(",")],
                        progress_interval_s=args.watch_progress_notify_interval,
+                       watch_buffer_bytes=args.watch_stream_buffer_bytes,
                        tls=CertificateReloader(tls) if tls else None)
     try:
         compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)

@@ -35,6 +35,7 @@ class ServerConfig:
     keepalive_interval_s: float = 7200.0
     keepalive_timeout_s: float = 20.0
     progress_interval_s: float = 600.0
+    watch_buffer_bytes: int = 64 * 1024 * 1024
     peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
     tls: CertificateReloader | None = None  # credentials for the https:// URLs
 
@@ -73,7 +74,8 @@ class RouterServer:
         self.hub = WatchHub(shard, cfg.progress_interval_s)
         self.health = HealthService()
         # etcd splits fragmented watch responses at its gRPC receive limit, not the request limit
-        self.watch = WatchService(self.hub, shard.state.fill, cfg.max_request_bytes + GRPC_OVERHEAD_BYTES)
+        self.watch = WatchService(self.hub, shard.state.fill, cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+                                  cfg.watch_buffer_bytes)
         self.server = grpc.aio.server(options=grpc_options(cfg))
         kv = KVService(shard, cfg.max_request_bytes)
         rpc.add_KVServicer_to_server(kv, self.server)

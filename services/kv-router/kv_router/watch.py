@@ -11,14 +11,15 @@ log = logging.getLogger("kubefabric.watch")
 
 
 class WatchService(rpc.WatchServicer):
-    def __init__(self, hub, fill_header, max_response_bytes: int):
+    def __init__(self, hub, fill_header, max_response_bytes: int, buffer_budget: int):
+        self.buffer_budget = buffer_budget
         self.hub = hub
         self.fill = fill_header
         self.max_bytes = max_response_bytes
         self.streams: set[WatchStream] = set()
 
     async def Watch(self, request_iterator, context):
-        stream = WatchStream(self.hub, self.fill, self.max_bytes)
+        stream = WatchStream(self.hub, self.fill, self.max_bytes, self.buffer_budget)
         self.streams.add(stream)
         reader = asyncio.create_task(self._read(request_iterator, stream))
         try:
@@ -26,6 +27,7 @@ class WatchService(rpc.WatchServicer):
                 resp = await stream.out.get()
                 if resp is None:
                     break
+                stream.taken(resp)
                 yield resp
         finally:
             reader.cancel()
