@@ -74,17 +74,43 @@ class PairPool:
 
 
 def _launch(kind: str, workdir: Path, attempts: int = 3) -> Server:
-    """Start a server; again (in a fresh directory) when its port was taken meanwhile: the
-    harness picks a free port before the server binds it, and several servers start at once."""
+    """Start a server; again, in a fresh directory, when its port was taken meanwhile. The harness
+    picks a free port before the server binds it and many servers start at once, so a server can
+    lose its port to another one, which then answers the readiness check in its place."""
     for attempt in range(attempts):
         d = workdir.with_name(f"{workdir.name}-{attempt}")
         d.mkdir(parents=True)
         try:
-            return START[kind](d, None)
+            server = START[kind](d, None)
         except RuntimeError as err:
             if "address already in use" not in str(err).lower() or attempt + 1 == attempts:
                 raise
-            shutil.rmtree(d, ignore_errors=True)
+        else:
+            if listens(server.proc.pid, int(server.endpoint.rsplit(":", 1)[1])):
+                return server
+            server.stop(signal.SIGKILL)
+            if attempt + 1 == attempts:
+                raise RuntimeError(f"{kind} in {d} does not own its port {server.endpoint}")
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a listening TCP socket on `port` (Linux /proc)."""
+    fds = Path(f"/proc/{pid}/fd")
+    inodes = set()
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == port and cols[3] == "0A" and cols[9] in inodes:
+                return True
+    return False
 
 
 def _discard(servers: list[Server]) -> None:
