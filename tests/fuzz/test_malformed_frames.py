@@ -126,9 +126,15 @@ def test_unparseable_frames_are_refused(kf):
     assert not problems, "\n".join(problems)
 
 
+# Fields the reference etcd (3.4) does not have: a wrong wire type there is an unknown field to
+# it, skipped, so it answers OK where etcd >= 3.5 (and KubeFabric) refuse the frame.
+NOT_IN_ETCD_34 = {"MemberListRequest.linearizable"}
+
+
 def all_wrong_wire_frames() -> list[tuple[str, str, bytes]]:
     frames = [(name, method, data) for method, msg_type in UNARY.items()
-              for name, data in wrong_wire_frames(msg_type)]
+              for name, data in wrong_wire_frames(msg_type)
+              if name.split(" ")[0] not in NOT_IN_ETCD_34]
     return frames + [(name, m, d) for name, (m, d) in WRONG_WIRE.items()]
 
 

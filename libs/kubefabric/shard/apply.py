@@ -84,7 +84,10 @@ class Applier:
 
     # ---- Put ----
 
-    async def check_put_state(self, req: pb.PutRequest) -> None:
+    async def check_put_state(self, req: pb.PutRequest, lease_first: bool = False) -> None:
+        """etcd checks a Put's lease before its key, a Txn's puts the other way round."""
+        if lease_first and req.lease and not self.leases.exists(req.lease):
+            raise errors.LEASE_NOT_FOUND
         if (req.ignore_value or req.ignore_lease) and await self.latest(req.key) is None:
             raise errors.KEY_NOT_FOUND
         if req.lease and not self.leases.exists(req.lease):
@@ -92,7 +95,7 @@ class Applier:
 
     async def put(self, req: pb.PutRequest, checked: bool = False) -> pb.PutResponse:
         if not checked:
-            await self.check_put_state(req)
+            await self.check_put_state(req, lease_first=True)
         prev = await self.latest(req.key)
         if prev is None and (req.ignore_value or req.ignore_lease):
             raise errors.KEY_NOT_FOUND  # deleted earlier in the same txn
@@ -184,7 +187,7 @@ class Applier:
                 r = op.request_range.revision
                 if r > self.clock:
                     raise errors.FUTURE_REV
-                if 0 < r < self.compact_rev:
+                if r != 0 and r < max(self.compact_rev, 1):  # etcd: negative is compacted here
                     raise errors.COMPACTED
             elif kind == "request_txn":
                 await self._check_path(op.request_txn, path)

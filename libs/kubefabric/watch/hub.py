@@ -106,6 +106,13 @@ class WatchHub:
 
     async def add(self, w: Watcher, start_rev: int) -> None:
         committed = self.committed
+        if start_rev < 0:
+            # etcd 3.4: below the compact revision (-1 when never compacted) is compacted,
+            # otherwise a negative start means from now on
+            if start_rev < self.shard.state.compact_rev:
+                w.stream.cancel_compacted(w, self.shard.state.compact_rev)
+                return
+            start_rev = 0
         if start_rev == 0 or start_rev > committed:
             w.next_rev = start_rev or committed + 1
             w.synced = True

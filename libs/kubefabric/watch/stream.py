@@ -79,12 +79,13 @@ class WatchStream:
             self.on_synced()
 
     async def create(self, creq: pb.WatchCreateRequest) -> None:
-        rng = KeyRange.of(creq.key, creq.range_end)
+        # etcd watches the key "\0" when no key is given
+        rng = KeyRange.of(creq.key or b"\x00", creq.range_end)
         committed = self.hub.committed
         if creq.watch_id and creq.watch_id in self.watchers:
             self._send_refused(DUPLICATE_ID, committed)
             return
-        if rng.end and creq.key >= rng.end:
+        if rng.end and rng.start >= rng.end:
             self._send_refused(EMPTY_RANGE, committed)
             return
         wid = creq.watch_id
@@ -98,8 +99,7 @@ class WatchStream:
         resp = pb.WatchResponse(watch_id=wid, created=True)
         self.fill(resp.header, committed)
         self._send(resp)
-        # etcd 3.4 treats a negative start revision like 0: from now on
-        await self.hub.add(w, max(creq.start_revision, 0))
+        await self.hub.add(w, creq.start_revision)
 
     def _send_refused(self, reason: str, revision: int) -> None:
         resp = pb.WatchResponse(watch_id=-1, created=True, canceled=True, cancel_reason=reason)

@@ -15,6 +15,8 @@ import grpc
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 
+from .wire import Malformed
+
 log = logging.getLogger("kubefabric.router")
 
 
@@ -58,6 +60,8 @@ GATE = Gate()
 def etcd_unary(method):
     @functools.wraps(method)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        if type(request) is Malformed:
+            await context.abort(request.error.code, request.error.message)
         try:
             GATE.enter()
         except EtcdError as err:

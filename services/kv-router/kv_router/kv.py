@@ -9,6 +9,20 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
 from .handlers import etcd_unary
+from .wire import Malformed
+
+
+RAFT_ENVELOPE_BYTES = 16
+
+
+def read_only(req: pb.TxnRequest) -> bool:
+    for op in (*req.success, *req.failure):
+        kind = op.WhichOneof("request")
+        if kind in ("request_put", "request_delete_range"):
+            return False
+        if kind == "request_txn" and not read_only(op.request_txn):
+            return False
+    return True
 
 
 def check_range_stream(req: pb.RangeRequest) -> None:
@@ -42,7 +56,9 @@ class KVService(rpc.KVServicer):
         self.max_request_bytes = max_request_bytes
 
     def _check_size(self, request) -> None:
-        if request.ByteSize() > self.max_request_bytes:
+        """etcd limits the request as proposed to raft: the request plus an envelope (a header
+        with a 64-bit request id, field tags and the length): about 16 bytes more."""
+        if request.ByteSize() + RAFT_ENVELOPE_BYTES > self.max_request_bytes:
             raise errors.REQUEST_TOO_LARGE
 
     @etcd_unary
@@ -51,6 +67,8 @@ class KVService(rpc.KVServicer):
 
     async def RangeStream(self, request: pb.RangeRequest, context):
         """etcd 3.7's chunked Range: one snapshot, sent as slices of about the request limit."""
+        if isinstance(request, Malformed):
+            await context.abort(request.error.code, request.error.message)
         try:
             check_range_stream(request)
             resp = await self.shard.range(request)
@@ -66,11 +84,13 @@ class KVService(rpc.KVServicer):
 
     @etcd_unary
     async def DeleteRange(self, request: pb.DeleteRangeRequest, context) -> pb.DeleteRangeResponse:
+        self._check_size(request)
         return await self.shard.delete_range(request)
 
     @etcd_unary
     async def Txn(self, request: pb.TxnRequest, context) -> pb.TxnResponse:
-        self._check_size(request)
+        if not read_only(request):  # etcd serves read-only txns without raft: no size limit
+            self._check_size(request)
         return await self.shard.txn(request)
 
     @etcd_unary

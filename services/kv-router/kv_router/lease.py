@@ -8,6 +8,7 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
 from .handlers import etcd_unary
+from .wire import Malformed
 
 
 async def _pump(request_iterator, queue: asyncio.Queue) -> None:
@@ -46,6 +47,8 @@ class LeaseService(rpc.LeaseServicer):
         reader = asyncio.create_task(_pump(request_iterator, requests))
         try:
             while (req := await requests.get()) is not None:
+                if isinstance(req, Malformed):  # etcd ends the stream with INTERNAL
+                    await context.abort(req.error.code, req.error.message)
                 ttl = self.shard.lease_renew(req.ID)
                 resp = pb.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl)
                 self.shard.state.fill(resp.header)

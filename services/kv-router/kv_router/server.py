@@ -19,6 +19,7 @@ from .lease import LeaseService
 from .maintenance import AuthService, ClusterService, MaintenanceService
 from .tls import CertificateReloader, is_tls_url
 from .watch import WatchService
+from .wire import register
 
 log = logging.getLogger("kubefabric.router")
 
@@ -78,14 +79,14 @@ class RouterServer:
                                   cfg.watch_buffer_bytes)
         self.server = grpc.aio.server(options=grpc_options(cfg))
         kv = KVService(shard, cfg.max_request_bytes)
-        rpc.add_KVServicer_to_server(kv, self.server)
-        rpc.add_WatchServicer_to_server(self.watch, self.server)
+        register(self.server, "KV", kv)
+        register(self.server, "Watch", self.watch)
         self.lease = LeaseService(shard)
-        rpc.add_LeaseServicer_to_server(self.lease, self.server)
-        rpc.add_MaintenanceServicer_to_server(MaintenanceService(shard), self.server)
-        rpc.add_ClusterServicer_to_server(
-            ClusterService(shard, cfg.name, cfg.advertise_client_urls, cfg.peer_urls), self.server)
-        rpc.add_AuthServicer_to_server(AuthService(), self.server)
+        register(self.server, "Lease", self.lease)
+        register(self.server, "Maintenance", MaintenanceService(shard))
+        register(self.server, "Cluster",
+                 ClusterService(shard, cfg.name, cfg.advertise_client_urls, cfg.peer_urls))
+        register(self.server, "Auth", AuthService())
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.addresses = [listen_address(u) for u in cfg.listen_client_urls]
         for url, addr in zip(cfg.listen_client_urls, self.addresses):

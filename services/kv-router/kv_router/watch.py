@@ -7,6 +7,8 @@ import logging
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.watch.stream import WatchStream
 
+from .wire import Malformed
+
 log = logging.getLogger("kubefabric.watch")
 
 
@@ -27,6 +29,8 @@ class WatchService(rpc.WatchServicer):
                 resp = await stream.out.get()
                 if resp is None:
                     break
+                if isinstance(resp, Malformed):  # etcd ends the stream with INTERNAL
+                    await context.abort(resp.error.code, resp.error.message)
                 stream.taken(resp)
                 yield resp
         finally:
@@ -37,6 +41,9 @@ class WatchService(rpc.WatchServicer):
     async def _read(self, request_iterator, stream: WatchStream) -> None:
         try:
             async for req in request_iterator:
+                if isinstance(req, Malformed):
+                    stream.out.put_nowait(req)
+                    return
                 await stream.handle(req)
         except asyncio.CancelledError:
             raise
