@@ -95,7 +95,11 @@ def test_sigterm_under_load_drains_and_keeps_every_acked_write(kf, tmp_path, say
     for name, (end, _) in ends.items():
         assert end is not None, f"{name} watch stream still open {GRACE + 2:g}s after SIGTERM"
         assert end.code == "OK", f"{name} watch stream did not end cleanly: {end}"
-    unclean = {code: n for code, n in ledger.failures.items() if code != "UNAVAILABLE"}
+    # Clients here keep sending after SIGTERM; a request that reaches gRPC while it closes its
+    # connections (after the drain) is answered CANCELLED by grpc-python, unapplied (the store
+    # check above proves it). Requests already sent when SIGTERM arrives are the deterministic
+    # case, checked strictly (no CANCELLED) by test_requests_sent_before_sigterm_complete_...
+    unclean = {code: n for code, n in ledger.failures.items() if code not in ("UNAVAILABLE", "CANCELLED")}
     assert not unclean, (f"in-flight requests failed other than with UNAVAILABLE: {unclean}, e.g. "
                          f"{ {c: ledger.samples[c] for c in unclean} } (SIGTERM at {sent:.3f})")
 

@@ -187,7 +187,7 @@ class Applier:
                 r = op.request_range.revision
                 if r > self.clock:
                     raise errors.FUTURE_REV
-                if r != 0 and r < max(self.compact_rev, 1):  # etcd: negative is compacted here
+                if r != 0 and r < self.compact_rev:  # etcd: -2 is compacted before any compaction
                     raise errors.COMPACTED
             elif kind == "request_txn":
                 await self._check_path(op.request_txn, path)
