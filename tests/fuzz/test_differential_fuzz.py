@@ -141,3 +141,12 @@ def test_sort_order_of_ties_is_compared_as_groups(differential):
             record(f"groups {order}", [(v.decode(), sorted(k.decode() for k in keys)) for v, keys in groups])
             record(f"count {order}", [resp.count, resp.more, resp.header.revision])
     differential(body)
+
+
+def test_watch_compacted_at_revision_zero_is_not_marked_canceled(differential):
+    """Compact(0) is allowed while nothing was compacted (etcd's compactMainRev goes from -1 to
+    0). A negative start is then below it, and etcd's compaction response for the watcher carries
+    compact_revision 0, so its `canceled := CompactRevision != 0` is false: after `created` the
+    client gets {watch_id, header revision 0} with neither canceled nor compact_revision set,
+    and the watcher is gone (no events)."""
+    differential(body_of([Put(b"a"), Compact(2), Watch(b"a", start=-1), Put(b"a")]))
