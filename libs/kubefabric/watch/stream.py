@@ -160,7 +160,8 @@ class WatchStream:
     def cancel_compacted(self, w: Watcher, compact_rev: int) -> None:
         self.watchers.pop(w.id, None)
         self.hub.remove(w)
-        resp = pb.WatchResponse(watch_id=w.id, canceled=True, compact_revision=compact_rev)
+        # etcd marks the response canceled only when compact_revision != 0
+        resp = pb.WatchResponse(watch_id=w.id, canceled=compact_rev != 0, compact_revision=compact_rev)
         self.fill(resp.header, 0)
         self._send(resp)
         self.on_synced()
