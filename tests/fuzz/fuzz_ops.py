@@ -16,6 +16,7 @@ before going on (so a compaction never races a watcher's catch-up, and prev_kv i
 state), and at the end records each watcher's flat list: its control responses (created,
 compaction) and events in arrival order. The model is checked against etcd: where etcd does not
 send what the model expects, the etcd side fails ("model") and the model must be fixed.
+Sorted Ranges are recorded with their ties as groups (fuzz_ties.py).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from fuzz_ties import range_plain, txn_plain
 from harness.client import Failure
 from harness.stream import NoResponse, WatchStream
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
@@ -188,7 +190,6 @@ class Watcher:
     start: int                # the start revision sent
     first: int | None = None  # first revision it reports; None: no events, ever
     controls_expected: int = 1  # created (+ compaction response for a start below it)
-    watch_id: int | None = None
     items: list = dataclasses.field(default_factory=list)
     events: int = 0
     controls: int = 0
@@ -247,11 +248,14 @@ class Runner:
             if not isinstance(resp, Failure):
                 self._delete(op, resp.header.revision, resp.deleted)
         elif isinstance(op, Get):
-            resp = self.call(kv.Range, op.request(now))
+            resp = self.call(kv.Range, req := op.request(now))
+            if not isinstance(resp, Failure):
+                return range_plain(req, resp)  # ties of a sort compared as groups (fuzz_ties.py)
         elif isinstance(op, Txn):
-            resp = self.call(kv.Txn, op.request(now))
+            resp = self.call(kv.Txn, req := op.request(now))
             if not isinstance(resp, Failure):
                 self._txn(op, resp, resp.header.revision)
+                return txn_plain(req, resp)
         elif isinstance(op, Compact):
             rev = now - op.back
             resp = self.call(kv.Compact, pb.CompactionRequest(revision=rev, physical=op.physical))
@@ -335,12 +339,8 @@ class Runner:
         return sum(1 for rev, k, kind in self.log if w.wants(rev, k, kind)), w.controls_expected
 
     def behind(self) -> list[Watcher]:
-        out = []
-        for w in self.watchers:
-            events, controls = self.expected(w)
-            if w.events < events or w.controls < controls:
-                out.append(w)
-        return out
+        return [w for w in self.watchers
+                if any(got < want for got, want in zip((w.events, w.controls), self.expected(w)))]
 
     def sync(self, when: str) -> None:
         if self.stream is None:
@@ -366,7 +366,6 @@ class Runner:
             raise NoResponse(f"watch stream ended: {r}")
         if r.created and self.creating:
             w = self.creating.popleft()
-            w.watch_id = r.watch_id
             self.by_id.setdefault(r.watch_id, w)
         else:
             w = self.by_id.get(r.watch_id)
