@@ -49,13 +49,15 @@ class PairPool:
         self._fill(1)
         futures = self.pending.popleft()
         self._fill(self.ahead)
-        servers = []
-        try:
-            for f in futures:
+        servers, error = [], None
+        for f in futures:  # wait for both, so that neither is left running if the other failed
+            try:
                 servers.append(f.result())
-        except BaseException:
+            except Exception as err:
+                error = error or err
+        if error is not None:
             self.release(servers)
-            raise
+            raise error
         return servers[0], servers[1]
 
     def release(self, servers) -> None:
@@ -83,6 +85,7 @@ def _launch(kind: str, workdir: Path, attempts: int = 3) -> Server:
         try:
             server = START[kind](d, None)
         except RuntimeError as err:
+            _kill_children_in(d)  # one that never became ready is still running
             if "address already in use" not in str(err).lower() or attempt + 1 == attempts:
                 raise
         else:
@@ -92,6 +95,18 @@ def _launch(kind: str, workdir: Path, attempts: int = 3) -> Server:
             if attempt + 1 == attempts:
                 raise RuntimeError(f"{kind} in {d} does not own its port {server.endpoint}")
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _kill_children_in(workdir: Path) -> None:
+    """SIGKILL our child processes whose command line names `workdir`."""
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            if ppid == os.getpid() and str(workdir) in cmdline:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 def listens(pid: int, port: int) -> bool:
