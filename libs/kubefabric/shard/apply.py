@@ -103,9 +103,9 @@ class Applier:
         value = prev[5] if req.ignore_value else req.value
         lease = prev[4] if req.ignore_lease else req.lease
         if prev is None:
-            create_rev, version, prev_rev = rev, 1, 0
+            create_rev, version = rev, 1
         else:
-            create_rev, version, prev_rev = prev[1], prev[3] + 1, prev[2]
+            create_rev, version = prev[1], prev[3] + 1
         before = self._before(req.key, prev)
         row = {"key": req.key, "rev": rev, "sub": len(self.events), "create_rev": create_rev,
                "prev_rev": before[2] if before else 0,
@@ -115,7 +115,6 @@ class Applier:
         await self.cur.execute("upsert_kv", row)
         kv = KeyValue(key=req.key, create_revision=create_rev, mod_revision=rev, version=version,
                       lease=lease, value=value)
-        prev_kv = to_kv(prev) if prev is not None else None
         # a creation has no prev_kv, even when the txn deleted the key first (etcd)
         created = create_rev == rev
         self.events.append(Event(type=PUT, kv=kv,

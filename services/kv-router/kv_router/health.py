@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import grpc
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health
 
 
 class HealthService(health.aio.HealthServicer):

@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 
 from kubefabric.config import Flag, add_flags, duration, parse_bool
 from kubefabric.logs import setup_logging

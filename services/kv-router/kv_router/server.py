@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .health import HealthService
 
-from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.watch.hub import WatchHub
 
 from .handlers import GATE
