@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(etcd-server etcd-client)
+apt_packages=(etcd-server etcd-client postgresql mariadb-server nats-server)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -28,8 +28,10 @@ if ((${#missing[@]})); then
     exit 1
   fi
 fi
-# Debian starts the packaged etcd as a service where systemd runs; the tests start their own.
-systemctl disable --now etcd >/dev/null 2>&1 || true
+# Debian starts packaged servers where an init system runs; the tests start their own on loopback.
+for svc in etcd postgresql mariadb nats-server; do
+  systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
+done
 
 if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet uv

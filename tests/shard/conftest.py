@@ -1,7 +1,7 @@
 """The store under test, for every shard conformance test.
 
 `store_factory` is parametrized over store kinds; the test bodies only ever call it, so the same
-suite runs unchanged against every store. Today: "sqlite". A new kind adds one entry to KINDS.
+suite runs unchanged against every store: SQLite, PostgreSQL and MariaDB (real servers).
 
     store_factory()          a new, unopened store object on this test's database "db"
     store_factory("db")      another object on the same database (close + reopen = restart)
@@ -32,7 +32,8 @@ class SqliteKind:
         shutil.rmtree(self.root / name, ignore_errors=True)
 
 
-KINDS = {"sqlite": SqliteKind}
+# kind -> the fixture that provides it (database servers are started once per test session)
+KINDS = {"sqlite": "sqlite_kind", "postgres": "postgres_kind", "mariadb": "mariadb_kind"}
 SELECTED = [k for k in os.environ.get("KUBEFABRIC_SHARD_STORES", ",".join(KINDS)).split(",") if k]
 
 
@@ -51,9 +52,14 @@ class StoreFactory:
         return f"StoreFactory({self.kind})"
 
 
+@pytest.fixture
+def sqlite_kind(tmp_path):
+    return SqliteKind(tmp_path)
+
+
 @pytest.fixture(params=SELECTED)
-def store_factory(request, tmp_path):
+def store_factory(request):
     kind = request.param
     if kind not in KINDS:
         raise ValueError(f"unknown store kind {kind!r} in KUBEFABRIC_SHARD_STORES (known: {sorted(KINDS)})")
-    return StoreFactory(kind, KINDS[kind](tmp_path))
+    return StoreFactory(kind, request.getfixturevalue(KINDS[kind]))

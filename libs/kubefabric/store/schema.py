@@ -14,6 +14,7 @@ Invariants:
   are stored once.
 - `meta` holds named integers (schema version, compact revision, clock floor), never key rows.
 - `leases` holds granted leases; a key's lease is the `lease` column of its kv/log rows.
+- `leader` names the shard's writer (term, address) for replicas.
 Keys and values are bytes compared bytewise: BLOB / bytea / VARBINARY, never a text collation.
 """
 from __future__ import annotations
@@ -69,6 +70,17 @@ leases = Table(
     Column("id", BigInteger, primary_key=True),
     Column("ttl", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),  # unix ms at grant; expiry restarts on open
+)
+
+# The shard's current writer, for replicas that forward writes (one row, id = 1). Written by a
+# new leader in the transaction that raises its term; `term` also fences: every write batch
+# checks it still holds the term it was elected with (see kubefabric.shard.leadership).
+leader = Table(
+    "kf_leader", metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("term", BigInteger, nullable=False),
+    Column("address", String(255), nullable=False),
+    implicit_returning=False,
 )
 
 META_SCHEMA_VERSION = "schema_version"

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, select
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal_column, select
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from . import schema
-from .schema import kv, leases, log, meta
+from .schema import kv, leader, leases, log, meta
 
 ROW_COLUMNS = ("key", "create_rev", "mod_rev", "version", "lease")
 
@@ -166,10 +166,29 @@ def log_count(shape: str = "", limited: bool = False):
     return select(func.count()).select_from(log)
 
 
+# ---- leadership ----
+
+def leader_get(shape: str = "", limited: bool = False):
+    return select(leader.c.term, leader.c.address).where(leader.c.id == 1)
+
+
+def leader_fence(shape: str = "", limited: bool = False):
+    """The current term, row-locked (FOR UPDATE where the database has it) until the batch ends."""
+    return select(leader.c.term).where(leader.c.id == 1).with_for_update()
+
+
+def leader_clear(shape: str = "", limited: bool = False):
+    return delete(leader)
+
+
+def leader_insert(shape: str = "", limited: bool = False):
+    return insert(leader).values(id=literal_column("1"), term=bindparam("term"), address=bindparam("address"))
+
+
 BUILDERS: dict[str, Callable] = {f.__name__: f for f in (
     latest_rows, latest_count, at_rows, at_count, max_rev, history, insert_log, delete_kv,
     lease_rows, meta_all, lease_all, lease_insert, lease_delete, compact_candidates,
-    compact_delete, log_count)}
+    compact_delete, log_count, leader_get, leader_fence, leader_clear, leader_insert)}
 
 
 class StatementCache:
@@ -185,7 +204,7 @@ class StatementCache:
         names = tuple(c.positiontup or ())
         user = {"start", "end", "limit", "rev", "lo", "hi", "compact", "lease", "key", "id", "ttl",
                 "expires_at", "name", "value", "create_rev", "mod_rev", "version", "prev_rev",
-                "deleted", "sub"}
+                "deleted", "sub", "term", "address"}
         constants = {n: v for n, v in c.params.items() if n not in user}
         return Compiled(str(c), names, constants)
 

@@ -1,0 +1,1 @@
+"""KubeFabric shard service on MySQL / MariaDB."""
