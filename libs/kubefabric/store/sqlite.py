@@ -1,4 +1,6 @@
-"""The embedded SQLite store: one write connection owned by the shard writer, one read
+"""(Every store implements the surface described in CONTRACT.md in this folder.)
+
+The embedded SQLite store: one write connection owned by the shard writer, one read
 connection used from the event loop.
 
 WAL mode lets reads run while the writer commits. Reads are synchronous calls on the event-loop
