@@ -30,6 +30,38 @@ class RangeResponse(_message.Message):
     committed_rev: int
     def __init__(self, range: _Optional[_Union[_rpc_pb2.RangeResponse, _Mapping]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
 
+class PutRequest(_message.Message):
+    __slots__ = ("clock", "put")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    put: _rpc_pb2.PutRequest
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., put: _Optional[_Union[_rpc_pb2.PutRequest, _Mapping]] = ...) -> None: ...
+
+class PutResponse(_message.Message):
+    __slots__ = ("put", "committed_rev")
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    put: _rpc_pb2.PutResponse
+    committed_rev: int
+    def __init__(self, put: _Optional[_Union[_rpc_pb2.PutResponse, _Mapping]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
+class DeleteRangeRequest(_message.Message):
+    __slots__ = ("clock", "delete_range")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    delete_range: _rpc_pb2.DeleteRangeRequest
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeRequest, _Mapping]] = ...) -> None: ...
+
+class DeleteRangeResponse(_message.Message):
+    __slots__ = ("delete_range", "committed_rev")
+    DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    delete_range: _rpc_pb2.DeleteRangeResponse
+    committed_rev: int
+    def __init__(self, delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeResponse, _Mapping]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
 class TxnRequest(_message.Message):
     __slots__ = ("clock", "txn")
     CLOCK_FIELD_NUMBER: _ClassVar[int]
@@ -97,10 +129,12 @@ class LeaseRevokeResponse(_message.Message):
     def __init__(self, committed_rev: _Optional[int] = ...) -> None: ...
 
 class LeaseRenewRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("clock", "id")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
     id: int
-    def __init__(self, id: _Optional[int] = ...) -> None: ...
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., id: _Optional[int] = ...) -> None: ...
 
 class LeaseRenewResponse(_message.Message):
     __slots__ = ("id", "ttl", "committed_rev")
@@ -113,12 +147,14 @@ class LeaseRenewResponse(_message.Message):
     def __init__(self, id: _Optional[int] = ..., ttl: _Optional[int] = ..., committed_rev: _Optional[int] = ...) -> None: ...
 
 class LeaseTimeToLiveRequest(_message.Message):
-    __slots__ = ("id", "keys")
+    __slots__ = ("id", "keys", "clock")
     ID_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     id: int
     keys: bool
-    def __init__(self, id: _Optional[int] = ..., keys: _Optional[bool] = ...) -> None: ...
+    clock: Clock
+    def __init__(self, id: _Optional[int] = ..., keys: _Optional[bool] = ..., clock: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
 
 class LeaseTimeToLiveResponse(_message.Message):
     __slots__ = ("id", "ttl", "granted_ttl", "keys", "committed_rev")
@@ -135,8 +171,10 @@ class LeaseTimeToLiveResponse(_message.Message):
     def __init__(self, id: _Optional[int] = ..., ttl: _Optional[int] = ..., granted_ttl: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
 
 class LeaseListRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("clock",)
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
 
 class LeaseListResponse(_message.Message):
     __slots__ = ("ids", "committed_rev")
@@ -169,19 +207,75 @@ class HistoryResponse(_message.Message):
     def __init__(self, rev: _Optional[int] = ..., events: _Optional[_Iterable[_Union[_kv_pb2.Event, _Mapping]]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("clock",)
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("committed_rev", "compact_rev", "db_size", "db_size_in_use", "role")
+    __slots__ = ("committed_rev", "compact_rev", "db_size", "db_size_in_use", "role", "db_size_quota", "alarms", "cluster_id", "member_id", "term", "leader")
     COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
     COMPACT_REV_FIELD_NUMBER: _ClassVar[int]
     DB_SIZE_FIELD_NUMBER: _ClassVar[int]
     DB_SIZE_IN_USE_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    DB_SIZE_QUOTA_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
     committed_rev: int
     compact_rev: int
     db_size: int
     db_size_in_use: int
     role: str
-    def __init__(self, committed_rev: _Optional[int] = ..., compact_rev: _Optional[int] = ..., db_size: _Optional[int] = ..., db_size_in_use: _Optional[int] = ..., role: _Optional[str] = ...) -> None: ...
+    db_size_quota: int
+    alarms: _containers.RepeatedCompositeFieldContainer[_rpc_pb2.AlarmMember]
+    cluster_id: int
+    member_id: int
+    term: int
+    leader: str
+    def __init__(self, committed_rev: _Optional[int] = ..., compact_rev: _Optional[int] = ..., db_size: _Optional[int] = ..., db_size_in_use: _Optional[int] = ..., role: _Optional[str] = ..., db_size_quota: _Optional[int] = ..., alarms: _Optional[_Iterable[_Union[_rpc_pb2.AlarmMember, _Mapping]]] = ..., cluster_id: _Optional[int] = ..., member_id: _Optional[int] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ...) -> None: ...
+
+class FeedRequest(_message.Message):
+    __slots__ = ("clock", "start_rev")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    START_REV_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    start_rev: int
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., start_rev: _Optional[int] = ...) -> None: ...
+
+class FeedResponse(_message.Message):
+    __slots__ = ("commits", "committed_rev", "compact_rev")
+    COMMITS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REV_FIELD_NUMBER: _ClassVar[int]
+    commits: _containers.RepeatedCompositeFieldContainer[HistoryResponse]
+    committed_rev: int
+    compact_rev: int
+    def __init__(self, commits: _Optional[_Iterable[_Union[HistoryResponse, _Mapping]]] = ..., committed_rev: _Optional[int] = ..., compact_rev: _Optional[int] = ...) -> None: ...
+
+class AlarmRequest(_message.Message):
+    __slots__ = ("clock", "alarm")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    alarm: _rpc_pb2.AlarmRequest
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., alarm: _Optional[_Union[_rpc_pb2.AlarmRequest, _Mapping]] = ...) -> None: ...
+
+class AlarmResponse(_message.Message):
+    __slots__ = ("alarms", "committed_rev")
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    alarms: _containers.RepeatedCompositeFieldContainer[_rpc_pb2.AlarmMember]
+    committed_rev: int
+    def __init__(self, alarms: _Optional[_Iterable[_Union[_rpc_pb2.AlarmMember, _Mapping]]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
+class DefragmentRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DefragmentResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

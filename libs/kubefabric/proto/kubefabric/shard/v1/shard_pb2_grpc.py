@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class ShardStub:
-    """Missing associated documentation comment in .proto file."""
+    """A shard service runs as several replicas; exactly one is the writer (leader). Replicas answer
+    Range, History and Status themselves and forward everything else to the leader; a call that
+    reaches a replica which cannot forward fails with UNAVAILABLE before anything is applied.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -38,6 +41,16 @@ class ShardStub:
                 '/kubefabric.shard.v1.Shard/Range',
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.RangeRequest.SerializeToString,
                 response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.RangeResponse.FromString,
+                _registered_method=True)
+        self.Put = channel.unary_unary(
+                '/kubefabric.shard.v1.Shard/Put',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.PutRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.PutResponse.FromString,
+                _registered_method=True)
+        self.DeleteRange = channel.unary_unary(
+                '/kubefabric.shard.v1.Shard/DeleteRange',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DeleteRangeRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DeleteRangeResponse.FromString,
                 _registered_method=True)
         self.Txn = channel.unary_unary(
                 '/kubefabric.shard.v1.Shard/Txn',
@@ -84,10 +97,28 @@ class ShardStub:
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.StatusRequest.SerializeToString,
                 response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Feed = channel.unary_stream(
+                '/kubefabric.shard.v1.Shard/Feed',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.FeedRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.FeedResponse.FromString,
+                _registered_method=True)
+        self.Alarm = channel.unary_unary(
+                '/kubefabric.shard.v1.Shard/Alarm',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AlarmRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AlarmResponse.FromString,
+                _registered_method=True)
+        self.Defragment = channel.unary_unary(
+                '/kubefabric.shard.v1.Shard/Defragment',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
-    """Missing associated documentation comment in .proto file."""
+    """A shard service runs as several replicas; exactly one is the writer (leader). Replicas answer
+    Range, History and Status themselves and forward everything else to the leader; a call that
+    reaches a replica which cannot forward fails with UNAVAILABLE before anything is applied.
+    """
 
     def Range(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -95,9 +126,21 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Txn(self, request, context):
-        """Put, DeleteRange and Txn all travel as a Txn: one writer path, one revision per call.
+    def Put(self, request, context):
+        """Put, DeleteRange and Txn keep etcd's own request types: their checks and errors differ.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRange(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Txn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -152,6 +195,26 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feed(self, request, context):
+        """Committed txns from start_rev on (history from the database, then live), interleaved with
+        the shard's closed revision; never a gap, never a repeat. Served by the leader only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Alarm(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Defragment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +222,16 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Range,
                     request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.RangeRequest.FromString,
                     response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.RangeResponse.SerializeToString,
+            ),
+            'Put': grpc.unary_unary_rpc_method_handler(
+                    servicer.Put,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.PutRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.PutResponse.SerializeToString,
+            ),
+            'DeleteRange': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRange,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DeleteRangeRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DeleteRangeResponse.SerializeToString,
             ),
             'Txn': grpc.unary_unary_rpc_method_handler(
                     servicer.Txn,
@@ -205,6 +278,21 @@ def add_ShardServicer_to_server(servicer, server):
                     request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.StatusRequest.FromString,
                     response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.StatusResponse.SerializeToString,
             ),
+            'Feed': grpc.unary_stream_rpc_method_handler(
+                    servicer.Feed,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.FeedRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.FeedResponse.SerializeToString,
+            ),
+            'Alarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.Alarm,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AlarmRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AlarmResponse.SerializeToString,
+            ),
+            'Defragment': grpc.unary_unary_rpc_method_handler(
+                    servicer.Defragment,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'kubefabric.shard.v1.Shard', rpc_method_handlers)
@@ -214,7 +302,10 @@ def add_ShardServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Shard:
-    """Missing associated documentation comment in .proto file."""
+    """A shard service runs as several replicas; exactly one is the writer (leader). Replicas answer
+    Range, History and Status themselves and forward everything else to the leader; a call that
+    reaches a replica which cannot forward fails with UNAVAILABLE before anything is applied.
+    """
 
     @staticmethod
     def Range(request,
@@ -233,6 +324,60 @@ class Shard:
             '/kubefabric.shard.v1.Shard/Range',
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.RangeRequest.SerializeToString,
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.RangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Put(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubefabric.shard.v1.Shard/Put',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.PutRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.PutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubefabric.shard.v1.Shard/DeleteRange',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.DeleteRangeRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.DeleteRangeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -476,6 +621,87 @@ class Shard:
             '/kubefabric.shard.v1.Shard/Status',
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.StatusRequest.SerializeToString,
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kubefabric.shard.v1.Shard/Feed',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.FeedRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.FeedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Alarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubefabric.shard.v1.Shard/Alarm',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.AlarmRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.AlarmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Defragment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubefabric.shard.v1.Shard/Defragment',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentResponse.FromString,
             options,
             channel_credentials,
             insecure,
