@@ -1,0 +1,449 @@
+"""The MySQL 8 / MariaDB 10.6+ shard store (aiomysql), per libs/kubefabric/store/CONTRACT.md.
+
+Invariants:
+- InnoDB tables only (ENGINE=InnoDB, NO_ENGINE_SUBSTITUTION), ROW_FORMAT=DYNAMIC; keys are
+  VARBINARY: compared bytewise, no padding, NUL and trailing spaces significant. Sessions run
+  with STRICT_ALL_TABLES, so an over-long key is an error (1406), never a silent truncation.
+- Reads: each snapshot is one pooled read connection inside START TRANSACTION WITH CONSISTENT
+  SNAPSHOT, READ ONLY (REPEATABLE READ). InnoDB creates the read view in that statement, so
+  every transaction committed before __aenter__ returned is visible, and nothing committed later.
+- Writes: one writer connection, autocommit off. It is made only by open() and by
+  try_lock_leader(); it is never replaced behind the writer's back, so a lost connection (and
+  with it the open transaction and the leader lock) makes later writes fail until the shard
+  re-reads its state as leader.
+- Leadership: GET_LOCK(<name for this database>, 0) ON THE WRITER CONNECTION. Writes only ever run
+  on the connection holding the lock (begin() refuses otherwise once leadership is in use), so
+  when the lock is lost (connection closed or killed) the uncommitted writes of that connection
+  are lost with it and a deposed leader cannot commit. The name is per database: a server hosts
+  many shards, and GET_LOCK names are server-wide.
+- A statement cancelled while in flight leaves the connection mid-protocol: such a connection is
+  closed, never reused (the server then rolls its transaction back).
+- Values are sent as SQL literals escaped here (bytes as _binary X'hex'): aiomysql 0.3 cannot
+  escape bytes with PyMySQL >= 1.2.3 (aio-libs/aiomysql#1080). Hex doubles a value's size.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import ssl
+
+import aiomysql
+import pymysql
+
+from kubefabric.dsn import DSN, DSNError, parse_dsn
+from kubefabric.store import schema
+
+from .dialect import statements, tables_ddl
+
+log = logging.getLogger("kubefabric.store.mysql")
+
+# etcd accepts 1.5 MiB requests: one value is sent hex-encoded (3 MiB) and a history row carries a
+# value and its previous value (3 MiB); 8 MiB leaves room for statement and row overhead.
+MIN_MAX_ALLOWED_PACKET = 8 * 1024 * 1024
+SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO"
+ISOLATION = "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+SIZE_REFRESH_SECONDS = 5.0
+ALIVE_TIMEOUT = 2.0
+MAX_INSERT_CHARS = 1_000_000  # multi-row INSERT statements are cut at about this length
+TABLES = tuple(t.name for t in schema.metadata.sorted_tables)
+DISK_FULL_CODES = {1021, 1114}  # ER_DISK_FULL, ER_RECORD_FILE_FULL ("The table is full")
+ERRNO_28 = re.compile(r"(errno|Errcode|error)[: ]+28\b|No space left on device", re.IGNORECASE)
+SSL_MODES = ("DISABLED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
+
+
+class MysqlStoreError(RuntimeError):
+    """The store cannot be used as configured (connection, server settings, schema, leadership)."""
+
+
+class MysqlStore:
+    dialect_name = "mysql"
+    max_key_bytes = schema.MYSQL_MAX_KEY_BYTES  # VARBINARY(3056): see schema.py (3072-byte index)
+
+    def __init__(self, dsn: DSN | str, read_pool_size: int = 8):
+        self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn
+        if self.dsn.kind != "mysql":
+            raise DSNError(f"MysqlStore needs a mysql:// or mariadb:// DSN, not {self.dsn.redacted()}")
+        self.read_pool_size = read_pool_size
+        self.stmts = statements()
+        self.lock_name = _lock_name(self.dsn.database)
+        self.server_version = ""
+        self._ssl = ssl_context(self.dsn)
+        self._w: _Cursor | None = None          # the writer connection's cursor
+        self._pool: aiomysql.Pool | None = None
+        self._lock_holder: _Cursor | None = None  # the writer cursor whose connection holds the lock
+        self._leadership = False                 # try_lock_leader() was used: writes need the lock
+        self._size = (0, 0)
+        self._size_task: asyncio.Task | None = None
+
+    # ---- lifecycle ----
+
+    def _where(self) -> str:
+        return f"{self.dsn.host}:{self.dsn.port} database {self.dsn.database!r}"
+
+    def _connect_args(self) -> dict:
+        d = self.dsn
+        return dict(host=d.host, port=d.port, user=d.user, password=d.password, db=d.database,
+                    charset="utf8mb4", sql_mode=f"'{SQL_MODE}'",  # aiomysql sends it unquoted
+                    init_command=ISOLATION, ssl=self._ssl, connect_timeout=10)
+
+    def _failure(self, what: str, exc: BaseException) -> MysqlStoreError:
+        reason = str(exc)
+        if self.dsn.password:
+            reason = reason.replace(self.dsn.password, "***")
+        return MysqlStoreError(f"MySQL/MariaDB at {self._where()}: {what}: {reason}")
+
+    async def _connect(self) -> "_Cursor":
+        try:
+            conn = await aiomysql.connect(autocommit=False, **self._connect_args())
+        except (pymysql.err.Error, OSError, asyncio.TimeoutError) as exc:
+            raise self._failure("cannot connect", exc) from None
+        return _Cursor(conn, self.stmts)
+
+    async def open(self) -> None:
+        self._w = await self._connect()
+        try:
+            await self._check_server()
+            await self._create_schema()
+            self._pool = await aiomysql.create_pool(minsize=1, maxsize=self.read_pool_size,
+                                                    autocommit=True, **self._connect_args())
+            await self._refresh_size()
+        except pymysql.err.Error as exc:
+            await self.close()
+            raise self._failure("cannot open the store", exc) from None
+        except BaseException:
+            await self.close()
+            raise
+        self._size_task = asyncio.create_task(self._size_loop(), name="mysql-size")
+
+    async def _check_server(self) -> None:
+        self.server_version, packet = (await self._w.sql_rows(
+            "SELECT VERSION(), @@max_allowed_packet", ()))[0]
+        if packet < MIN_MAX_ALLOWED_PACKET:
+            raise MysqlStoreError(
+                f"MySQL/MariaDB at {self._where()}: max_allowed_packet is {packet} bytes; KubeFabric "
+                f"needs at least {MIN_MAX_ALLOWED_PACKET} (etcd's 1.5 MiB requests, hex-encoded, and "
+                f"history rows of two values): set max_allowed_packet=64M in the server's [mysqld] "
+                f"configuration")
+
+    async def _create_schema(self) -> None:
+        """Create missing tables (with their indexes: MySQL 8 has no CREATE INDEX IF NOT EXISTS),
+        check they are InnoDB and that no newer KubeFabric wrote this schema."""
+        engines = dict(await self._w.sql_rows(
+            "SELECT table_name, engine FROM information_schema.tables WHERE table_schema = DATABASE()"
+            " AND table_name IN (" + ", ".join(["%s"] * len(TABLES)) + ")", TABLES))
+        for table, ddl in tables_ddl().items():
+            if table not in engines:
+                for statement in ddl:
+                    await self._w.sql(statement, ())
+            elif (engines[table] or "").lower() != "innodb":
+                raise MysqlStoreError(f"table {table} at {self._where()} uses {engines[table]}, not InnoDB")
+        version = dict(await self._w.rows("meta_all", {})).get(schema.META_SCHEMA_VERSION, 0)
+        await self._w.conn.rollback()
+        if version > schema.SCHEMA_VERSION:
+            raise MysqlStoreError(f"{self._where()} has schema version {version}; this KubeFabric "
+                                  f"knows versions up to {schema.SCHEMA_VERSION}")
+
+    async def close(self) -> None:
+        if self._size_task:
+            self._size_task.cancel()
+            self._size_task = None
+        if self._pool is not None:
+            self._pool.close()
+            await self._pool.wait_closed()
+            self._pool = None
+        if self._w is not None:
+            await self._w.close()
+        self._w = self._lock_holder = None
+
+    # ---- size (cached: size() is called on the event loop after every commit) ----
+
+    def size(self) -> tuple[int, int]:
+        """(bytes allocated, bytes in use) of the kf_ tables, refreshed every few seconds."""
+        return self._size
+
+    def disk_space(self) -> tuple[int, int, int]:
+        return 2 ** 62, 0, 0  # unknown here: the server's own limits apply
+
+    async def _size_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SIZE_REFRESH_SECONDS)
+            try:
+                await self._refresh_size()
+            except Exception as exc:  # the server may be restarting: keep the last values
+                log.warning("measuring the size of %s failed: %s", self._where(), exc)
+
+    async def _refresh_size(self) -> None:
+        async with self.snapshot() as cur:
+            if "mariadb" not in self.server_version.lower():  # MySQL 8 caches these for a day
+                await cur.sql("SET SESSION information_schema_stats_expiry = 0", ())
+            used, free = (await cur.sql_rows(
+                "SELECT COALESCE(SUM(data_length + index_length), 0), COALESCE(SUM(data_free), 0)"
+                " FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name IN ("
+                + ", ".join(["%s"] * len(TABLES)) + ")", TABLES))[0]
+        self._size = (int(used) + int(free), int(used))
+
+    @staticmethod
+    def is_disk_full(exc: Exception) -> bool:
+        """The server refused a write for lack of space: 1021 / 1114, or an OS errno 28 (ENOSPC)
+        reported through 1026 / 1030 and friends."""
+        if not isinstance(exc, pymysql.err.MySQLError) or not exc.args:
+            return False
+        code, message = exc.args[0], " ".join(str(a) for a in exc.args[1:])
+        return code in DISK_FULL_CODES or bool(ERRNO_28.search(message))
+
+    async def defragment(self) -> None:
+        """OPTIMIZE TABLE (InnoDB: rebuild + analyze); the writer is idle (Shard holds its lock)."""
+        await self._writer().sql_rows("OPTIMIZE TABLE " + ", ".join(TABLES), ())
+        await self._refresh_size()
+
+    # ---- reads ----
+
+    def snapshot(self) -> "_Snapshot":
+        """`async with store.snapshot() as cur`: one consistent read-only transaction."""
+        return _Snapshot(self._pool, self.stmts)
+
+    # ---- writes (one coroutine at a time, on the writer connection) ----
+
+    def _writer(self) -> "_Cursor":
+        w = self._w
+        if w is None or w.conn.closed:
+            raise MysqlStoreError(f"the writer connection to {self._where()} is closed; the shard must "
+                                  f"take the leader lock again (try_lock_leader) before writing")
+        if self._leadership and self._lock_holder is not w:
+            raise MysqlStoreError(f"this store does not hold the leader lock of {self._where()}")
+        return w
+
+    async def begin(self) -> "_Cursor":
+        w = self._writer()
+        await w.sql("START TRANSACTION", ())
+        return w
+
+    async def savepoint(self) -> None:
+        await self._writer().sql("SAVEPOINT request", ())
+
+    async def release(self) -> None:
+        await self._writer().sql("RELEASE SAVEPOINT request", ())
+
+    async def rollback_to_savepoint(self) -> None:
+        w = self._writer()
+        await w.sql("ROLLBACK TO SAVEPOINT request", ())
+        await w.sql("RELEASE SAVEPOINT request", ())
+
+    async def commit(self) -> None:
+        await self._writer().sql("COMMIT", ())
+
+    async def rollback(self) -> None:
+        """No-op without an open transaction; never raises: a broken connection is closed."""
+        w = self._w
+        if w is not None:
+            await w.rollback_or_close()
+
+    # ---- leadership ----
+
+    async def try_lock_leader(self) -> bool:
+        self._leadership = True
+        if self._w is not None and self._lock_holder is self._w and not self._w.conn.closed:
+            return True  # GET_LOCK is re-entrant: taking it twice would need two releases
+        if self._w is None or self._w.conn.closed:
+            self._w = await self._connect()
+        try:
+            got = await self._w.sql_scalar("SELECT GET_LOCK(%s, 0)", (self.lock_name,))
+        except pymysql.err.OperationalError:  # the connection died unnoticed: one fresh try
+            await self._w.close()
+            self._w = await self._connect()
+            got = await self._w.sql_scalar("SELECT GET_LOCK(%s, 0)", (self.lock_name,))
+        await self._w.rollback_or_close()  # end the implicit transaction (autocommit is off)
+        if got == 1:
+            self._lock_holder = self._w
+        return got == 1
+
+    async def unlock_leader(self) -> None:
+        holder, self._lock_holder = self._lock_holder, None
+        if holder is not None and holder is self._w and not holder.conn.closed:
+            try:
+                await holder.sql_scalar("SELECT RELEASE_LOCK(%s)", (self.lock_name,))
+                await holder.rollback_or_close()
+            except pymysql.err.Error:
+                await holder.close()  # closing the connection releases the lock too
+
+    async def writer_alive(self) -> bool:
+        """The writer connection answers a ping within ALIVE_TIMEOUT (and holds the lock once
+        leadership is in use). True without a ping while a statement is in flight on it."""
+        w = self._w
+        if w is None or w.conn.closed or (self._leadership and self._lock_holder is not w):
+            return False
+        if w.busy:
+            return True
+        try:
+            await asyncio.wait_for(w.ping(), ALIVE_TIMEOUT)
+            return True
+        except (pymysql.err.Error, OSError, asyncio.TimeoutError):
+            await w.close()
+            return False
+
+
+def _lock_name(database: str) -> str:
+    name = f"kubefabric_leader:{database}"
+    if len(name) <= 64:  # MySQL 8 refuses longer lock names
+        return name
+    return "kubefabric_leader:" + hashlib.sha256(database.encode()).hexdigest()[:46]
+
+
+def ssl_context(dsn: DSN) -> ssl.SSLContext | None:
+    """TLS from the DSN's ssl-mode / ssl-ca / ssl-cert / ssl-key (MySQL client names).
+    Without ssl-mode: VERIFY_IDENTITY when ssl-ca is given, else no TLS."""
+    ca, cert, key = dsn.param("ssl-ca"), dsn.param("ssl-cert"), dsn.param("ssl-key")
+    mode = (dsn.param("ssl-mode") or ("VERIFY_IDENTITY" if ca else "DISABLED")).upper()
+    if mode not in SSL_MODES:
+        raise DSNError(f"ssl-mode={mode} is not supported: use one of {', '.join(SSL_MODES)} "
+                       f"(PREFERRED would fall back to plain text silently)")
+    if mode == "DISABLED":
+        return None
+    ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    if mode == "REQUIRED" and not ca:
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    elif mode in ("REQUIRED", "VERIFY_CA"):
+        ctx.check_hostname = False
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def _literal(conn, value) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "_binary X'" + bytes(value).hex() + "'"
+    return conn.escape(value)  # int, str, None: PyMySQL's escaping
+
+
+class _Snapshot:
+    """A pooled read connection inside START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY."""
+
+    __slots__ = ("pool", "stmts", "cur")
+
+    def __init__(self, pool, stmts):
+        self.pool = pool
+        self.stmts = stmts
+        self.cur: _Cursor | None = None
+
+    async def __aenter__(self) -> "_Cursor":
+        conn = await self.pool.acquire()
+        self.cur = _Cursor(conn, self.stmts)
+        try:
+            await self.cur.sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", ())
+        except BaseException:
+            await self._release(ok=False)
+            raise
+        return self.cur
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        await self._release(ok=exc_type is None)
+
+    async def _release(self, ok: bool) -> None:
+        cur, self.cur = self.cur, None
+        try:
+            if ok:
+                await cur.sql("COMMIT", ())
+            else:
+                await cur.rollback_or_close()
+        except BaseException:
+            cur.conn.close()
+            raise
+        finally:
+            self.pool.release(cur.conn)  # the pool drops closed connections
+
+
+class _Cursor:
+    """Runs cached statements on one connection; the same surface for snapshots and the writer.
+    `busy` is True while a statement is in flight (left True when one was cancelled mid-flight)."""
+
+    __slots__ = ("conn", "stmts", "cursor", "busy")
+
+    def __init__(self, conn, stmts):
+        self.conn = conn
+        self.stmts = stmts
+        self.cursor = aiomysql.Cursor(conn)
+        self.busy = False
+
+    async def sql(self, sql: str, args: tuple) -> None:
+        """Run `sql` with its %s markers replaced by the escaped args."""
+        await self.send(sql % tuple(_literal(self.conn, a) for a in args))
+
+    async def send(self, query: str) -> None:
+        self.busy = True
+        try:
+            await self.cursor.execute(query)
+        except pymysql.err.Error:
+            self.busy = self.conn.closed  # an error reply leaves the connection usable
+            raise
+        self.busy = False
+
+    async def sql_rows(self, sql: str, args: tuple) -> list[tuple]:
+        await self.sql(sql, args)
+        return list(await self.cursor.fetchall())
+
+    async def sql_scalar(self, sql: str, args: tuple):
+        rows = await self.sql_rows(sql, args)
+        return rows[0][0] if rows else None
+
+    async def rows(self, name: str, values: dict, shape: str = "", limited: bool = False) -> list:
+        c = self.stmts.get(name, shape, limited)
+        return await self.sql_rows(c.sql, c.args(values))
+
+    async def scalar(self, name: str, values: dict, shape: str = ""):
+        c = self.stmts.get(name, shape, False)
+        return await self.sql_scalar(c.sql, c.args(values))
+
+    async def execute(self, name: str, values: dict) -> None:
+        c = self.stmts.get(name)
+        await self.sql(c.sql, c.args(values))
+
+    async def executemany(self, name: str, many: list[dict]) -> None:
+        if not many:
+            return
+        c = self.stmts.get(name)
+        if not c.sql.startswith("INSERT"):
+            for values in many:
+                await self.sql(c.sql, c.args(values))
+            return
+        head, _, row = c.sql.partition(" VALUES ")  # one round trip per ~1 MB of rows
+        batch: list[str] = []
+        length = 0
+        for values in many:
+            batch.append(row % tuple(_literal(self.conn, a) for a in c.args(values)))
+            length += len(batch[-1])
+            if length >= MAX_INSERT_CHARS:
+                await self.send(head + " VALUES " + ", ".join(batch))
+                batch, length = [], 0
+        if batch:
+            await self.send(head + " VALUES " + ", ".join(batch))
+
+    async def ping(self) -> None:
+        self.busy = True
+        await self.conn.ping(reconnect=False)
+        self.busy = False
+
+    async def rollback_or_close(self) -> None:
+        """Roll back an open transaction; close the connection when it is mid-protocol or broken."""
+        if self.conn.closed:
+            return
+        if self.busy:
+            self.conn.close()
+            return
+        try:
+            if self.conn.get_transaction_status():
+                await self.conn.rollback()
+        except BaseException:
+            self.conn.close()
+
+    async def close(self) -> None:
+        if self.conn.closed:
+            return
+        if self.busy:
+            self.conn.close()
+            return
+        try:
+            await self.conn.ensure_closed()
+        except Exception:
+            self.conn.close()
