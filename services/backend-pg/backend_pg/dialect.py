@@ -1,0 +1,34 @@
+"""What PostgreSQL does differently: upsert syntax and the driver's parameter style.
+
+Everything else is shared in kubefabric.store.statements. Statements are compiled with
+SQLAlchemy's asyncpg dialect in the "numeric_dollar" paramstyle: `$1, $2, …`, one number per
+distinct parameter name (a name used twice, like :rev in at_rows, is the same `$n` both times),
+and `Compiled.params` lists the names in number order, so `Compiled.args(values)` is exactly
+the positional argument tuple asyncpg expects. The dialect also renders bind casts (`$1::BYTEA`,
+`$2::BIGINT`), so every prepared statement has fixed parameter types.
+"""
+from __future__ import annotations
+
+from sqlalchemy import bindparam
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+
+from kubefabric.store.schema import kv, meta
+from kubefabric.store.statements import UPDATED_KV_COLUMNS, StatementCache, kv_upsert_values
+
+PARAMSTYLE = "numeric_dollar"
+
+
+def upsert_kv(shape: str = "", limited: bool = False):
+    stmt = postgresql.insert(kv).values(kv_upsert_values())
+    return stmt.on_conflict_do_update(index_elements=[kv.c.key],
+                                      set_={c: stmt.excluded[c] for c in UPDATED_KV_COLUMNS})
+
+
+def upsert_meta(shape: str = "", limited: bool = False):
+    stmt = postgresql.insert(meta).values(name=bindparam("name"), value=bindparam("value"))
+    return stmt.on_conflict_do_update(index_elements=[meta.c.name], set_={"value": stmt.excluded.value})
+
+
+def statements() -> StatementCache:
+    return StatementCache(PGDialect_asyncpg(paramstyle=PARAMSTYLE), upsert_kv, upsert_meta)

@@ -1,0 +1,402 @@
+"""The PostgreSQL store of one shard (asyncpg), per libs/kubefabric/store/CONTRACT.md.
+
+Invariants:
+- One writer connection per open store, never replaced while the store is open. Every write
+  (begin … commit) runs on it, and the shard's leader lock (a session-level advisory lock) is
+  taken on it. So when the lock is lost because the connection closed or was killed, the
+  uncommitted writes of that connection die with it, and this store cannot commit anything
+  anymore: a deposed leader cannot write. After a lost writer connection every write fails
+  until the store is closed and opened again.
+- COMMIT either reports "COMMIT" or raises: a transaction PostgreSQL already aborted answers
+  "ROLLBACK" to COMMIT, and that is raised as an error, never taken for a commit.
+- Reads run on a small pool of other connections. A snapshot is a REPEATABLE READ READ ONLY
+  transaction whose snapshot is taken in the same round trip as its BEGIN (PostgreSQL takes it at
+  the first statement), so everything committed before `__aenter__` returned is visible to it.
+- Statements are the shared ones of kubefabric.store.statements, compiled once; asyncpg prepares
+  each SQL text once per connection and reuses it (its statement cache is keyed by the text).
+- Keys and values are bytea: compared bytewise, returned as bytes.
+- size() is synchronous (called after every commit): it returns a value a background task
+  refreshes every SIZE_REFRESH_SECONDS.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+import asyncpg
+
+from kubefabric.dsn import DSN, DSNError, parse_dsn
+from kubefabric.store import schema
+
+from .dialect import statements
+
+log = logging.getLogger("kubefabric.store.postgres")
+
+# B-tree index entries hold at most 2704 bytes (a third of an 8 KiB page). kf_log's primary key
+# (key, rev, sub) stores key + 16 bytes + headers, so incompressible keys of up to 2676 bytes
+# fit, 2677 do not (measured on PostgreSQL 15 with random keys: tests/backend_pg). Longer keys
+# fail with SQLSTATE 54000 (program_limit_exceeded) "index row size … exceeds btree … maximum".
+MAX_KEY_BYTES = 2676
+LEADER_LOCK_KEY = 0x6B66_6C64  # "kfld": the shard's leader lock (one database per shard)
+DDL_LOCK_KEY = 0x6B66_6464     # "kfdd": serialises schema creation by stores opening at once
+SIZE_REFRESH_SECONDS = 5.0
+CONNECT_TIMEOUT = 10.0
+ALIVE_TIMEOUT = 2.0
+DISK_FULL = "53100"
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"
+TABLE_SIZES = ("SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::bigint "
+               "FROM unnest($1::text[]) AS t")
+VACUUM = "VACUUM (ANALYZE) kf_log, kf_kv, kf_meta, kf_leases, kf_leader"
+# Already held by this session? (pg_locks shows a bigint advisory key k as classid = k >> 32,
+# objid = k & 0xffffffff, objsubid = 1.) Otherwise try to take it. CASE evaluates in order, so a
+# held lock is not taken twice (session advisory locks count, and unlock_leader unlocks once).
+TRY_LOCK = ("SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+            "AND pid = pg_backend_pid() AND classid = 0 AND objid::bigint = $1::bigint "
+            "AND objsubid = 1 AND granted) THEN true ELSE pg_try_advisory_lock($1::bigint) END")
+UNLOCK = "SELECT pg_advisory_unlock($1::bigint)"
+LOCK_DDL = "SELECT pg_advisory_xact_lock($1::bigint)"
+
+
+class StoreUnavailable(ConnectionError):
+    """The database cannot be reached or refused us; the message never holds the password."""
+
+
+class WriterLost(ConnectionError):
+    """The writer connection is gone: this store can no longer write (reopen it)."""
+
+
+def ssl_option(dsn: DSN):
+    """asyncpg's `ssl` argument from libpq-style sslmode/sslrootcert/sslcert/sslkey params."""
+    mode = dsn.param("sslmode") or ""
+    root, cert, key = dsn.param("sslrootcert"), dsn.param("sslcert"), dsn.param("sslkey")
+    if mode and mode not in SSL_MODES:
+        raise DSNError(f"sslmode={mode!r} is not one of {', '.join(SSL_MODES)}")
+    if mode == "disable":
+        return False
+    if not (root or cert):
+        return mode or None  # None: asyncpg's default ("prefer", or $PGSSLMODE)
+    ctx = ssl.create_default_context(cafile=root)
+    if mode in ("", "allow", "prefer", "require", "verify-ca"):
+        ctx.check_hostname = False  # libpq: only verify-full checks the host name
+    if not root and mode != "verify-full":
+        ctx.verify_mode = ssl.CERT_NONE  # libpq: without a root cert, require does not verify
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+class PostgresStore:
+    dialect_name = "postgresql"
+    max_key_bytes = MAX_KEY_BYTES
+
+    def __init__(self, dsn: DSN | str, read_pool_size: int = 8):
+        self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn
+        if self.dsn.kind != "postgres":
+            raise DSNError(f"PostgresStore needs a postgres:// DSN, not {self.dsn.redacted()}")
+        if read_pool_size < 1:
+            raise ValueError("read_pool_size must be at least 1")
+        self.read_pool_size = read_pool_size
+        self.stmts = statements()
+        self._ssl = ssl_option(self.dsn)
+        self._w: asyncpg.Connection | None = None
+        self._wcur: _Cursor | None = None
+        self._wlock: asyncio.Lock | None = None  # held from begin() to commit()/rollback()
+        self._readers: _ReadPool | None = None
+        self._size = 0
+        self._sizer: asyncio.Task | None = None
+
+    # ---- lifecycle ----
+
+    async def _connect(self) -> asyncpg.Connection:
+        d = self.dsn
+        try:
+            return await asyncpg.connect(
+                host=d.host, port=d.port, user=d.user or None, password=d.password or None,
+                database=d.database, ssl=self._ssl, statement_cache_size=256,
+                timeout=float(d.param("connect_timeout") or CONNECT_TIMEOUT),
+                server_settings={"application_name": d.param("application_name") or "kubefabric"})
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            reason = str(err) or type(err).__name__
+            if d.password:
+                reason = reason.replace(d.password, "***")
+            raise StoreUnavailable(f"cannot connect to PostgreSQL {d.redacted()} "
+                                   f"(host {d.host}, port {d.port}, database {d.database}): {reason}") from None
+
+    async def open(self) -> None:
+        self._w = await self._connect()
+        try:
+            await self._create_schema()
+            self._wcur = _Cursor(self._w, self.stmts)
+            self._wlock = asyncio.Lock()
+            self._readers = _ReadPool(self._connect, self.read_pool_size)
+            await self._measure()
+        except BaseException:
+            await self.close()
+            raise
+        self._sizer = asyncio.create_task(self._refresh_size(), name="pg-size")
+
+    async def _create_schema(self) -> None:
+        """Idempotent DDL under a transaction-scoped lock: concurrent CREATE TABLE IF NOT EXISTS
+        of the same table can otherwise fail on PostgreSQL's catalog unique indexes."""
+        w = self._w
+        async with w.transaction():
+            await w.execute(LOCK_DDL, DDL_LOCK_KEY)
+            for ddl in self.stmts.ddl():
+                await w.execute(ddl)
+            meta = dict(await _Cursor(w, self.stmts).rows("meta_all", {}))
+        version = meta.get(schema.META_SCHEMA_VERSION, 0)
+        if version > schema.SCHEMA_VERSION:
+            raise RuntimeError(f"{self.dsn.redacted()} holds schema version {version}; this "
+                               f"KubeFabric knows up to {schema.SCHEMA_VERSION}: upgrade it")
+
+    async def close(self) -> None:
+        if self._sizer:
+            self._sizer.cancel()
+            self._sizer = None
+        if self._readers:
+            await self._readers.close()
+            self._readers = None
+        w, self._w = self._w, None
+        if w is not None:
+            await _close(w)
+
+    # ---- size, disk, maintenance ----
+
+    async def _measure(self) -> None:
+        conn = await self._readers.acquire()
+        reuse = False
+        try:
+            self._size = await conn.fetchval(TABLE_SIZES, [t.name for t in schema.metadata.sorted_tables])
+            reuse = True
+        finally:
+            self._readers.release(conn, reuse)
+
+    async def _refresh_size(self) -> None:
+        while True:
+            await asyncio.sleep(SIZE_REFRESH_SECONDS)
+            try:
+                await self._measure()
+            except Exception as err:  # the server may be restarting: keep the last value
+                log.debug("measuring the database size failed: %s", err)
+
+    def size(self) -> tuple[int, int]:
+        """(bytes allocated, bytes in use) of the kf_ tables and their indexes and TOAST. In use
+        = allocated: PostgreSQL reuses freed space in place and does not report it cheaply."""
+        return self._size, self._size
+
+    def disk_space(self) -> tuple[int, int, int]:
+        """Unknown for a server database: its own limits apply (a full disk is SQLSTATE 53100)."""
+        return 2 ** 62, 0, 0
+
+    @staticmethod
+    def is_disk_full(exc: BaseException) -> bool:
+        """True for PostgreSQL's disk_full (SQLSTATE 53100), also when wrapped by a caller."""
+        while exc is not None:
+            if getattr(exc, "sqlstate", None) == DISK_FULL:
+                return True
+            exc = exc.__cause__ or exc.__context__
+        return False
+
+    async def defragment(self) -> None:
+        """VACUUM the kf_ tables (not FULL: it would lock out readers while rewriting). Runs on
+        the writer connection; the shard holds its writer lock, so no batch is open."""
+        async with self._wlock:
+            await self._writer().execute(VACUUM)
+        await self._measure()
+
+    # ---- reads ----
+
+    def snapshot(self) -> "_Snapshot":
+        """`async with store.snapshot() as cur`: one consistent read-only transaction."""
+        return _Snapshot(self._readers, self.stmts)
+
+    # ---- writes (one coroutine at a time, on the writer connection) ----
+
+    def _writer(self) -> asyncpg.Connection:
+        if self._w is None or self._w.is_closed():
+            raise WriterLost(f"the writer connection to {self.dsn.redacted()} is closed; "
+                             "this store cannot write until it is reopened")
+        return self._w
+
+    async def begin(self) -> "_Cursor":
+        w = self._writer()
+        await self._wlock.acquire()
+        try:
+            await w.execute("BEGIN")
+        except BaseException:
+            self._wlock.release()
+            raise
+        return self._wcur
+
+    async def savepoint(self) -> None:
+        await self._writer().execute("SAVEPOINT request")
+
+    async def release(self) -> None:
+        await self._writer().execute("RELEASE SAVEPOINT request")
+
+    async def rollback_to_savepoint(self) -> None:
+        await self._writer().execute("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")
+
+    async def commit(self) -> None:
+        try:
+            status = await self._writer().execute("COMMIT")
+        finally:
+            self._unlock_writer()
+        if status != "COMMIT":  # PostgreSQL answers ROLLBACK to COMMIT of an aborted transaction
+            raise RuntimeError(f"the transaction was aborted, nothing was committed ({status})")
+
+    async def rollback(self) -> None:
+        """No-op without an open transaction; never raises (the connection may be broken)."""
+        w = self._w
+        try:
+            if w is not None and not w.is_closed() and w.is_in_transaction():
+                await w.execute("ROLLBACK")
+        except Exception as err:
+            log.warning("rollback on the writer connection failed: %s", err)
+        finally:
+            self._unlock_writer()
+
+    def _unlock_writer(self) -> None:
+        if self._wlock is not None and self._wlock.locked():
+            self._wlock.release()
+
+    # ---- leadership ----
+
+    async def try_lock_leader(self) -> bool:
+        """Take the shard's leader lock on the writer connection, without waiting."""
+        w = self._writer()
+        async with self._wlock:
+            return bool(await w.fetchval(TRY_LOCK, LEADER_LOCK_KEY))
+
+    async def unlock_leader(self) -> None:
+        w = self._w
+        if w is None or w.is_closed():
+            return  # a closed session holds no lock
+        async with self._wlock:
+            await w.fetchval(UNLOCK, LEADER_LOCK_KEY)
+
+    async def writer_alive(self) -> bool:
+        """SELECT 1 on the writer connection within ALIVE_TIMEOUT. A writer connection that does
+        not answer is terminated: a store that may have lost its lock must stop writing."""
+        w = self._w
+        if w is None or w.is_closed():
+            return False
+        if self._wlock.locked():
+            return True  # a batch is using it right now
+        try:
+            async with self._wlock:
+                await asyncio.wait_for(w.fetchval("SELECT 1"), ALIVE_TIMEOUT)
+            return True
+        except (Exception, asyncio.TimeoutError) as err:
+            log.warning("the writer connection to %s failed a liveness check: %s", self.dsn.redacted(), err)
+            w.terminate()
+            return False
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), 5)
+    except Exception:
+        conn.terminate()
+
+
+class _ReadPool:
+    """Up to `size` read connections, made on demand and kept while healthy."""
+
+    def __init__(self, connect, size: int):
+        self._connect = connect
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[asyncpg.Connection] = []
+        self._closed = False
+
+    async def acquire(self, fresh: bool = False) -> asyncpg.Connection:
+        await self._slots.acquire()
+        try:
+            while self._idle and not fresh:
+                conn = self._idle.pop()
+                if not conn.is_closed():
+                    return conn
+            return await self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def release(self, conn: asyncpg.Connection, reuse: bool = True) -> None:
+        if reuse and not self._closed and not conn.is_closed() and not conn.is_in_transaction():
+            self._idle.append(conn)
+        else:
+            conn.terminate()
+        self._slots.release()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await _close(conn)
+
+
+class _Snapshot:
+    """A REPEATABLE READ READ ONLY transaction on a pooled connection, its snapshot taken on entry."""
+
+    __slots__ = ("pool", "stmts", "conn")
+
+    def __init__(self, pool: _ReadPool, stmts):
+        self.pool = pool
+        self.stmts = stmts
+        self.conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> "_Cursor":
+        for fresh in (False, True):  # an idle connection may have died with a server restart
+            conn = await self.pool.acquire(fresh)
+            try:
+                await conn.execute(BEGIN_SNAPSHOT)
+            except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError):
+                self.pool.release(conn, reuse=False)
+                if fresh:
+                    raise
+                continue
+            except BaseException:
+                self.pool.release(conn, reuse=False)
+                raise
+            self.conn = conn
+            return _Cursor(conn, self.stmts)
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        conn, self.conn = self.conn, None
+        reuse = False
+        try:
+            if exc_type is None or exc_type is not asyncio.CancelledError:
+                await conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+                reuse = True
+        finally:  # a cancelled statement or a failed end: drop the connection, the server rolls back
+            self.pool.release(conn, reuse)
+
+
+class _Cursor:
+    """Runs cached statements on one connection; the same surface for snapshots and the writer."""
+
+    __slots__ = ("conn", "stmts")
+
+    def __init__(self, conn: asyncpg.Connection, stmts):
+        self.conn = conn
+        self.stmts = stmts
+
+    async def rows(self, name: str, values: dict, shape: str = "", limited: bool = False) -> list:
+        c = self.stmts.get(name, shape, limited)
+        return [tuple(r) for r in await self.conn.fetch(c.sql, *c.args(values))]
+
+    async def scalar(self, name: str, values: dict, shape: str = ""):
+        c = self.stmts.get(name, shape, False)
+        return await self.conn.fetchval(c.sql, *c.args(values))
+
+    async def execute(self, name: str, values: dict) -> None:
+        c = self.stmts.get(name)
+        await self.conn.execute(c.sql, *c.args(values))
+
+    async def executemany(self, name: str, many: list[dict]) -> None:
+        if many:
+            c = self.stmts.get(name)
+            await self.conn.executemany(c.sql, [c.args(v) for v in many])
