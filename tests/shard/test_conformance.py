@@ -285,7 +285,7 @@ def test_lease_expiry_deletes_attached_keys_at_one_revision(store_factory):
         assert rev == before + 1 and [(e.type, e.kv.key, e.prev_kv.key) for e in events] == [
             (Event.DELETE, b"e1", b"e1"), (Event.DELETE, b"e2", b"e2")]
         assert (await shard.range(pb.RangeRequest(**ALL))).count == 0
-        assert shard.lease_renew(9) == 0 and await shard.lease_keys(9) == []
+        assert await shard.lease_renew(9) == 0 and await shard.lease_keys(9) == []
     run_shard(store_factory, body, min_lease_ttl=1)
 
 

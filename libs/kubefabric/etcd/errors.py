@@ -37,6 +37,17 @@ LEASE_EXIST = _e(StatusCode.FAILED_PRECONDITION, "etcdserver: lease already exis
 LEASE_TTL_TOO_LARGE = _e(StatusCode.OUT_OF_RANGE, "etcdserver: too large lease TTL")
 STOPPING = _e(StatusCode.UNAVAILABLE, "etcdserver: server stopped")
 TIMEOUT = _e(StatusCode.UNAVAILABLE, "etcdserver: request timed out")
+# Not etcd's: a shard replica that is not (or no longer) the writer. UNAVAILABLE, nothing applied:
+# clients retry (etcd's clients treat UNAVAILABLE as retriable).
+NOT_LEADER = _e(StatusCode.UNAVAILABLE, "etcdserver: not leader")
+
+
+def key_too_large(limit: int, database: str) -> EtcdError:
+    return _e(StatusCode.INVALID_ARGUMENT,
+              f"etcdserver: key is too large: this shard's {database} index holds keys of at most "
+              f"{limit} bytes")
+
+
 MEMBER_NOT_FOUND = _e(StatusCode.NOT_FOUND, "etcdserver: member not found")
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from typing import Callable
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as shard_pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
 from kubefabric.store import schema
 from kubefabric.store.statements import shape_of
@@ -36,6 +38,10 @@ HISTORY_PAGE = 10_000
 Listener = Callable[[list[tuple[int, list[Event]]], int], None]
 
 
+class ShardBusy(Exception):
+    """The store's leader lock is held by another process."""
+
+
 class Shard:
     def __init__(self, store, *, max_txn_ops: int = 128, min_lease_ttl: int = 2,
                  quota_bytes: int = 0):
@@ -50,30 +56,72 @@ class Shard:
         self._compaction: asyncio.Task | None = None
         self._revoking: set[int] = set()
 
-    # ---- lifecycle ----
+    # ---- lifecycle and leadership ----
 
     async def open(self) -> None:
+        """Embedded mode: open the store and be its only writer."""
         await self.store.open()
+        try:
+            if not await self.store.try_lock_leader():
+                raise ShardBusy("another process is serving this store (its leader lock is held)")
+            await self.lead()
+        except BaseException:
+            await self.store.close()
+            raise
+
+    @property
+    def is_leader(self) -> bool:
+        return self.writer is not None
+
+    async def lead(self, address: str = "") -> None:
+        """Become the shard's writer. The caller holds the store's leader lock. Loads the clock
+        (DESIGN §3.4: never below a revision any earlier leader reported), raises the term and
+        records this process as leader in the same transaction."""
         async with self.store.snapshot() as cur:
             meta = dict(await cur.rows("meta_all", {}))
             newest = await cur.scalar("max_rev", {}) or 0
-            self.leases.load(await cur.rows("lease_all", {}))
-        self.state, updates = ShardState.from_meta(meta, newest)
+            lease_rows = await cur.rows("lease_all", {})
+        state, updates = ShardState.from_meta(meta, newest)
         cur = await self.store.begin()
-        for name, value in updates.items():
-            await cur.execute("upsert_meta", {"name": name, "value": value})
-        await self.store.commit()
+        try:
+            for name, value in updates.items():
+                await cur.execute("upsert_meta", {"name": name, "value": value})
+            await cur.execute("leader_clear", {})
+            await cur.execute("leader_insert", {"term": state.term, "address": address})
+            await self.store.commit()
+        except BaseException:
+            await self.store.rollback()
+            raise
+        self.state.replace(state)  # in place: servers hold bound methods of self.state
+        self.leases.load(lease_rows)
         self.quota.member_id = self.state.member_id
         self._refresh_size()
-        self.writer = Writer(self.store, self.state, self.leases, self._publish, self.quota)
+        self.writer = Writer(self.store, self.state, self.leases, self._publish, self.quota,
+                             on_fenced=self._fenced)
         self.writer.start()
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
         if self.state.compact_rev > 0:
             self._start_compaction(self.state.compact_rev)
         compacted = self.state.compact_rev
-        log.info("shard open: revision %d, %s, %d leases, term %d", self.state.committed,
+        log.info("shard leader: revision %d, %s, %d leases, term %d", self.state.committed,
                  f"compacted at {compacted}" if compacted >= 0 else "never compacted",
                  len(self.leases.live), self.state.term)
+
+    async def step_down(self, why: str) -> None:
+        """Stop writing: queued and later writes fail with NOT_LEADER (nothing applied)."""
+        writer, self.writer = self.writer, None
+        tasks, self._tasks = [*self._tasks, self._compaction], []
+        self._compaction = None
+        for task in tasks:
+            if task:
+                task.cancel()
+        if writer is not None:
+            log.warning("shard no longer the writer (term %d): %s", self.state.term, why)
+            await writer.abort(errors.NOT_LEADER)
+
+    def _fenced(self) -> None:
+        asyncio.get_running_loop().create_task(
+            self.step_down("another replica holds a newer term (fenced)"))
 
     async def close(self) -> None:
         for task in [*self._tasks, self._compaction]:
@@ -82,6 +130,11 @@ class Shard:
         if self.writer:
             await self.writer.stop()
         await self.store.close()
+
+    def _writer(self) -> Writer:
+        if self.writer is None:
+            raise errors.NOT_LEADER
+        return self.writer
 
     def _publish(self, published, committed: int) -> None:
         self._refresh_size()
@@ -95,32 +148,45 @@ class Shard:
 
     async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
         check_range(req)
-        head = self.state.committed
         async with self.store.snapshot() as cur:
-            if self.writer.committing:
-                # the snapshot may already hold the batch being committed: report its revision
-                head = max(head, await cur.scalar("max_rev", {}) or 0)
+            # the snapshot is established: everything committed before now is in it
+            head = await self._head(cur)
             resp = await execute_range(cur, req, head, self.state.compact_rev)
         self.state.fill(resp.header, head)
         return resp
 
+    async def _head(self, cur) -> int:
+        """The revision a read on snapshot `cur` reports: the closed revision, or more when the
+        snapshot already holds a commit the state has not caught up with."""
+        writer = self.writer
+        if writer is None:  # a replica: learn the leader's progress from the database
+            meta = dict(await cur.rows("meta_all", {}))
+            newest = await cur.scalar("max_rev", {}) or 0
+            self.state.observe(newest, meta.get(schema.META_COMPACT_REV, -1))
+            return self.state.committed
+        if writer.committing:
+            return max(self.state.committed, await cur.scalar("max_rev", {}) or 0)
+        return self.state.committed
+
     async def put(self, req: pb.PutRequest) -> pb.PutResponse:
         checks.check_put(req)
+        checks.check_key_sizes((req.key,), self.store.max_key_bytes, self.store.dialect_name)
         self.quota.check(req.ByteSize())
-        resp = await self.writer.submit(Applier.put, req)
+        resp = await self._writer().submit(Applier.put, req)
         self.state.fill(resp.header, resp.header.revision)
         return resp
 
     async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
         checks.check_delete(req)
-        resp = await self.writer.submit(Applier.delete_range, req)
+        resp = await self._writer().submit(Applier.delete_range, req)
         self.state.fill(resp.header, resp.header.revision)
         return resp
 
     async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
         checks.check_txn(req, self.max_txn_ops)
+        checks.check_key_sizes(checks.put_keys(req), self.store.max_key_bytes, self.store.dialect_name)
         self.quota.check(txn_cost(req))
-        resp = await self.writer.submit(Applier.txn, req)
+        resp = await self._writer().submit(Applier.txn, req)
         self.state.fill(resp.header, resp.header.revision)
         return resp
 
@@ -128,12 +194,12 @@ class Shard:
         """Move the clock to at least sync_rev, in order with the writes (DESIGN §3.2)."""
         if sync_rev <= self.state.committed:
             return self.state.committed
-        return await self.writer.submit(_sync, sync_rev)
+        return await self._writer().submit(_sync, sync_rev)
 
     # ---- compaction ----
 
     async def compact(self, revision: int, physical: bool = False) -> pb.CompactionResponse:
-        rev = await self.writer.submit(_mark_compacted, revision)
+        rev = await self._writer().submit(_mark_compacted, revision)
         self._start_compaction(rev)
         if physical:
             await asyncio.shield(self._compaction)
@@ -152,7 +218,7 @@ class Shard:
         lo, deleted = 0, 0
         while lo < rev:
             hi = min(lo + COMPACT_WINDOW, rev)
-            n = await self.writer.submit(_compact_step, (lo, hi, rev))
+            n = await self._writer().submit(_compact_step, (lo, hi, rev))
             deleted += n
             if n < COMPACT_BATCH:
                 lo = hi
@@ -163,14 +229,30 @@ class Shard:
     async def lease_grant(self, lease_id: int, ttl: int) -> tuple[int, int]:
         ttl = self.leases.effective_ttl(ttl)
         self.quota.check(16)
-        return await self.writer.submit(_grant, (lease_id, ttl))
+        return await self._writer().submit(_grant, (lease_id, ttl))
 
     async def lease_revoke(self, lease_id: int) -> int:
         """Revoke a lease and delete its keys; returns the header revision."""
-        return await self.writer.submit(_revoke, lease_id)
+        return await self._writer().submit(_revoke, lease_id)
 
-    def lease_renew(self, lease_id: int) -> int:
+    async def lease_renew(self, lease_id: int) -> int:
+        """Restart the lease's TTL; returns it, or 0 when the lease does not exist."""
+        self._writer()
         return self.leases.renew(lease_id)
+
+    async def lease_time_to_live(self, lease_id: int, keys: bool) -> tuple[int, int, list[bytes]]:
+        """(remaining seconds, granted TTL, keys); remaining is -1 when the lease does not exist."""
+        self._writer()
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            return -1, 0, []
+        attached = await self.lease_keys(lease_id) if keys else []
+        return lease.remaining(time.monotonic()), lease.ttl, attached
+
+    async def lease_list(self) -> list[int]:
+        """Live leases, soonest expiry first (etcd's order)."""
+        self._writer()
+        return [l.id for l in sorted(self.leases.live.values(), key=lambda l: l.deadline)]
 
     async def lease_keys(self, lease_id: int) -> list[bytes]:
         async with self.store.snapshot() as cur:
@@ -222,12 +304,26 @@ class Shard:
         return out
 
     async def defragment(self) -> None:
-        async with self.writer.lock:
+        async with self._writer().lock:
             await self.store.defragment()
         self._refresh_size()
 
     def db_size(self) -> tuple[int, int]:
         return self.store.size()
+
+    async def status(self) -> shard_pb.StatusResponse:
+        size, in_use = self.store.size()
+        state = self.state
+        return shard_pb.StatusResponse(
+            committed_rev=state.committed, compact_rev=state.compact_rev, db_size=size,
+            db_size_in_use=in_use, role="leader" if self.is_leader else "replica",
+            db_size_quota=self.quota.quota_bytes, alarms=self.quota.members(),
+            cluster_id=state.cluster_id, member_id=state.member_id, term=state.term)
+
+    async def alarm(self, req: pb.AlarmRequest) -> list[pb.AlarmMember]:
+        """etcd's Alarm: activate, deactivate or list; returns the alarms the response lists."""
+        self._writer()
+        return self.quota.alarm(req, self.state.member_id)
 
 
 def _history_event(compact_rev: int, r) -> Event:

@@ -80,6 +80,21 @@ class Quota:
                       "(compact, defragment) and the alarm is disarmed", why)
         self.alarms.add((self.member_id, pb.NOSPACE))
 
+    def members(self) -> list[pb.AlarmMember]:
+        return [pb.AlarmMember(memberID=m, alarm=a) for m, a in sorted(self.alarms)]
+
+    def alarm(self, req: pb.AlarmRequest, default_member: int) -> list[pb.AlarmMember]:
+        """etcd's Alarm request; returns the alarms its response lists."""
+        member = req.memberID or default_member
+        if req.action == pb.AlarmRequest.ACTIVATE and req.alarm != pb.NONE:
+            self.activate(member, req.alarm)
+            listed = [(member, req.alarm)]
+        elif req.action == pb.AlarmRequest.DEACTIVATE:
+            listed = [(member, req.alarm)] if self.deactivate(member, req.alarm) else []
+        else:
+            listed = sorted(a for a in self.alarms if req.alarm in (pb.NONE, a[1]))
+        return [pb.AlarmMember(memberID=m, alarm=a) for m, a in listed]
+
     def activate(self, member: int, alarm: int) -> None:
         self.alarms.add((member, alarm))
 

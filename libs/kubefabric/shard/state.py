@@ -49,6 +49,15 @@ class ShardState:
                     member_id=merged[META_MEMBER_ID])
         return state, updates
 
+    def replace(self, other: "ShardState") -> None:
+        """Take over another state's values, keeping this object (servers hold its methods)."""
+        self.__dict__.update(other.__dict__)
+
+    def observe(self, newest_row: int, compact_rev: int) -> None:
+        """A replica's view, read from the database: never moves backwards."""
+        self.committed = self.clock = max(self.committed, newest_row)
+        self.compact_rev = max(self.compact_rev, compact_rev)
+
     def advance(self, clock: int, compact_rev: int, meta_updates: dict[str, int]) -> None:
         """Called once a batch has committed."""
         self.clock = self.committed = clock

@@ -21,6 +21,25 @@ def check_put(req: pb.PutRequest) -> None:
         raise errors.LEASE_PROVIDED
 
 
+def check_key_sizes(puts, limit: int | None, database: str) -> None:
+    """Keys longer than the database's index can hold are refused before the writer sees them."""
+    if limit is None:
+        return
+    for key in puts:
+        if len(key) > limit:
+            raise errors.key_too_large(limit, database)
+
+
+def put_keys(req: pb.TxnRequest):
+    """Every key a txn may put, in both branches and nested txns."""
+    for op in (*req.success, *req.failure):
+        kind = op.WhichOneof("request")
+        if kind == "request_put":
+            yield op.request_put.key
+        elif kind == "request_txn":
+            yield from put_keys(op.request_txn)
+
+
 def check_delete(req: pb.DeleteRangeRequest) -> None:
     if not req.key:
         raise errors.EMPTY_KEY

@@ -25,6 +25,10 @@ log = logging.getLogger("kubefabric.writer")
 MAX_BATCH = 512
 
 
+class Fenced(Exception):
+    """Another replica was elected: this writer's term is over (checked in every batch)."""
+
+
 class Op:
     __slots__ = ("handler", "arg", "future")
 
@@ -35,7 +39,8 @@ class Op:
 
 
 class Writer:
-    def __init__(self, store, state, leases, publish: Callable[[list, int], None], quota):
+    def __init__(self, store, state, leases, publish: Callable[[list, int], None], quota,
+                 on_fenced: Callable[[], None] = lambda: None):
         self.store = store
         self.state = state
         self.leases = leases
@@ -46,6 +51,8 @@ class Writer:
         self.task: asyncio.Task | None = None
         self.stopping = False
         self.committing = False  # a COMMIT may have reached the database, state not yet advanced
+        self.on_fenced = on_fenced
+        self.abort_error: EtcdError = errors.STOPPING  # what submit() raises once stopping
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="shard-writer")
@@ -61,10 +68,27 @@ class Writer:
             except asyncio.CancelledError:
                 pass
 
+    async def abort(self, err: EtcdError) -> None:
+        """Stop now: the running batch is cancelled (its transaction rolled back, its requests
+        failed with `err`, nothing applied) and every queued request fails with `err`."""
+        self.stopping = True
+        self.abort_error = err
+        if self.task:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        while not self.queue.empty():
+            op = self.queue.get_nowait()
+            if not op.future.done():
+                op.future.set_exception(err)
+            self.queue.task_done()
+
     async def submit(self, handler: Callable[[Applier, object], Awaitable], arg):
         """Run `handler(applier, arg)` inside the next batch; returns its result."""
         if self.stopping:
-            raise errors.STOPPING
+            raise self.abort_error
         fut = asyncio.get_running_loop().create_future()
         self.queue.put_nowait(Op(handler, arg, fut))
         return await fut
@@ -77,6 +101,19 @@ class Writer:
             try:
                 async with self.lock:
                     await self._apply(batch)
+            except asyncio.CancelledError:  # abort(): nothing of this batch was acknowledged
+                # a COMMIT already sent may have landed: then the outcome is unknown (etcd's
+                # "request timed out"), otherwise nothing was applied
+                err = errors.TIMEOUT if self.committing else self.abort_error
+                self.committing = False
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(err)
+                try:
+                    await asyncio.shield(self.store.rollback())
+                except Exception:
+                    pass
+                raise
             except Exception as exc:  # never let the one writer die: fail this batch, go on
                 log.exception("writer failed on a batch of %d requests", len(batch))
                 for op in batch:
@@ -93,6 +130,8 @@ class Writer:
         published: list[tuple[int, list]] = []
         try:
             cur = await self.store.begin()
+            if await cur.scalar("leader_fence", {}) != state.term:
+                raise Fenced(f"the leader row no longer holds term {state.term}")
             applier = Applier(cur, state.clock, state.compact_rev, self.leases, state.floor)
             for op in batch:
                 # each request in a savepoint: one that fails after writing (a bug, or a state
@@ -128,7 +167,11 @@ class Writer:
             except Exception:
                 log.exception("rollback failed")
             err = None
-            if self.store.is_disk_full(exc):
+            if isinstance(exc, Fenced):
+                log.error("write batch refused: %s; stepping down", exc)
+                err = errors.NOT_LEADER
+                self.on_fenced()
+            elif self.store.is_disk_full(exc):
                 log.warning("a batch of %d requests failed for lack of space: %s", len(batch), exc)
                 self.quota.raise_nospace(f"the database refused a write: {exc}")
                 err = errors.NO_SPACE

@@ -10,6 +10,7 @@ which waits for fsync, runs in a worker thread so the loop keeps serving while i
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
@@ -17,10 +18,12 @@ from pathlib import Path
 from .sqlite_dialect import statements
 
 DB_FILE = "kubefabric.db"
+LOCK_FILE = "kubefabric.lock"
 
 
 class SqliteStore:
     dialect_name = "sqlite"
+    max_key_bytes = None  # SQLite's b-trees hold keys of any length
 
     def __init__(self, data_dir: str | os.PathLike, synchronous: str = "FULL"):
         self.data_dir = Path(data_dir)
@@ -31,6 +34,7 @@ class SqliteStore:
         self.stmts = statements()
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
 
     # ---- lifecycle ----
 
@@ -63,6 +67,31 @@ class SqliteStore:
             if conn is not None:
                 conn.close()
         self._r = self._w = None
+        await self.unlock_leader()
+
+    # ---- leadership: an exclusive flock on the data directory's lock file ----
+    # Held by the open file description for the life of the process (released by the kernel when
+    # it dies), so two processes never write one SQLite store.
+
+    async def try_lock_leader(self) -> bool:
+        if self._lock_fd is not None:
+            return True
+        fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    async def unlock_leader(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def writer_alive(self) -> bool:
+        return self._w is not None
 
     WAL_CHECKPOINT_PAGES = 1000
 

@@ -71,11 +71,14 @@ class WatchHub:
         self.catching_up: set[Watcher] = set()
         self.progress_interval = progress_interval
         self._task: asyncio.Task | None = None
+        # the last revision whose commits were delivered here: the hub's own position, which for
+        # a remote shard may trail the revisions its responses report
+        self._committed = getattr(shard, "feed_committed", shard.state.committed)
         shard.listeners.append(self.on_commit)
 
     @property
     def committed(self) -> int:
-        return self.shard.state.committed
+        return self._committed
 
     def start(self) -> None:
         if self.progress_interval > 0:  # 0 turns periodic progress notifications off
@@ -88,6 +91,7 @@ class WatchHub:
     # ---- live delivery ----
 
     def on_commit(self, published: list[tuple[int, list[Event]]], committed: int) -> None:
+        self._committed = max(self._committed, committed)
         for rev, events in published:
             stripped = None
             for w in self.catching_up:
@@ -114,7 +118,8 @@ class WatchHub:
                 return
             start_rev = 0
         if start_rev == 0 or start_rev > committed:
-            w.next_rev = start_rev or committed + 1
+            # "from now": after everything a client may already have been acknowledged
+            w.next_rev = start_rev or max(committed, self.shard.state.committed) + 1
             w.synced = True
             self.watchers.add(w)
             return

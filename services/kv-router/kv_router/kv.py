@@ -8,8 +8,8 @@ from kubefabric.shard.reads import check_range
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
-from .handlers import etcd_unary
-from .wire import Malformed
+from kubefabric.rpc.handlers import etcd_unary
+from kubefabric.rpc.wire import Malformed
 
 
 RAFT_ENVELOPE_BYTES = 16

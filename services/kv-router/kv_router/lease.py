@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
-from .handlers import etcd_unary
-from .wire import Malformed
+from kubefabric.rpc.handlers import etcd_unary
+from kubefabric.rpc.wire import Malformed
 
 
 async def _pump(request_iterator, queue: asyncio.Queue) -> None:
@@ -49,7 +48,7 @@ class LeaseService(rpc.LeaseServicer):
             while (req := await requests.get()) is not None:
                 if isinstance(req, Malformed):  # etcd ends the stream with INTERNAL
                     await context.abort(req.error.code, req.error.message)
-                ttl = self.shard.lease_renew(req.ID)
+                ttl = await self.shard.lease_renew(req.ID)
                 resp = pb.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl)
                 self.shard.state.fill(resp.header)
                 yield resp
@@ -63,21 +62,14 @@ class LeaseService(rpc.LeaseServicer):
 
     @etcd_unary
     async def LeaseTimeToLive(self, request: pb.LeaseTimeToLiveRequest, context) -> pb.LeaseTimeToLiveResponse:
-        lease = self.shard.leases.get(request.ID)
-        resp = pb.LeaseTimeToLiveResponse(ID=request.ID)
-        if lease is None:
-            resp.TTL = -1
-        else:
-            resp.TTL = lease.remaining(time.monotonic())
-            resp.grantedTTL = lease.ttl
-            if request.keys:
-                resp.keys.extend(await self.shard.lease_keys(request.ID))
+        ttl, granted, keys = await self.shard.lease_time_to_live(request.ID, request.keys)
+        resp = pb.LeaseTimeToLiveResponse(ID=request.ID, TTL=ttl, grantedTTL=granted, keys=keys)
         self.shard.state.fill(resp.header)
         return resp
 
     @etcd_unary
     async def LeaseLeases(self, request: pb.LeaseLeasesRequest, context) -> pb.LeaseLeasesResponse:
-        by_expiry = sorted(self.shard.leases.live.values(), key=lambda l: l.deadline)  # etcd's order
-        resp = pb.LeaseLeasesResponse(leases=[pb.LeaseStatus(ID=l.id) for l in by_expiry])
+        ids = await self.shard.lease_list()
+        resp = pb.LeaseLeasesResponse(leases=[pb.LeaseStatus(ID=i) for i in ids])
         self.shard.state.fill(resp.header)
         return resp

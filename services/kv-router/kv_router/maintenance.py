@@ -10,7 +10,7 @@ from kubefabric.etcd import errors
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
-from .handlers import etcd_unary, unimplemented
+from kubefabric.rpc.handlers import etcd_unary, unimplemented
 
 # The etcd API level KubeFabric implements. kube-apiserver enables consistent reads from its
 # watch cache and WatchList only for etcd >= 3.5.13 (progress requests answered correctly).
@@ -21,32 +21,23 @@ STORAGE_VERSION = "3.5.0"
 class MaintenanceService(rpc.MaintenanceServicer):
     def __init__(self, shard):
         self.shard = shard
-        self.quota = shard.quota
 
     @etcd_unary
     async def Status(self, request, context) -> pb.StatusResponse:
+        st = await self.shard.status()
         state = self.shard.state
-        size, in_use = self.shard.db_size()
         resp = pb.StatusResponse(
-            version=ETCD_VERSION, dbSize=size, dbSizeInUse=in_use, leader=state.member_id,
-            raftIndex=state.committed, raftTerm=state.term, raftAppliedIndex=state.committed,
-            storageVersion=STORAGE_VERSION, dbSizeQuota=self.quota.quota_bytes,
-            errors=[f"memberID:{m} alarm:{pb.AlarmType.Name(a)} " for m, a in sorted(self.quota.alarms)])
-        state.fill(resp.header)
+            version=ETCD_VERSION, dbSize=st.db_size, dbSizeInUse=st.db_size_in_use,
+            leader=state.member_id, raftIndex=st.committed_rev, raftTerm=state.term,
+            raftAppliedIndex=st.committed_rev, storageVersion=STORAGE_VERSION,
+            dbSizeQuota=st.db_size_quota,
+            errors=[f"memberID:{a.memberID} alarm:{pb.AlarmType.Name(a.alarm)} " for a in st.alarms])
+        state.fill(resp.header, st.committed_rev)
         return resp
 
     @etcd_unary
     async def Alarm(self, request: pb.AlarmRequest, context) -> pb.AlarmResponse:
-        member = request.memberID or self.shard.state.member_id
-        if request.action == pb.AlarmRequest.ACTIVATE and request.alarm != pb.NONE:
-            self.quota.activate(member, request.alarm)
-            listed = [(member, request.alarm)]
-        elif request.action == pb.AlarmRequest.DEACTIVATE:
-            was = self.quota.deactivate(member, request.alarm)
-            listed = [(member, request.alarm)] if was else []
-        else:
-            listed = sorted(a for a in self.quota.alarms if request.alarm in (pb.NONE, a[1]))
-        resp = pb.AlarmResponse(alarms=[pb.AlarmMember(memberID=m, alarm=a) for m, a in listed])
+        resp = pb.AlarmResponse(alarms=await self.shard.alarm(request))
         self.shard.state.fill(resp.header)
         return resp
 

@@ -23,7 +23,10 @@ FLAGS = [
     Flag("--advertise-client-urls", "",
          "URLs reported to clients in MemberList (default: the listen URLs)"),
     Flag("--data-dir", "kubefabric-data",
-         "directory of the embedded SQLite shard; created if missing"),
+         "directory of the embedded SQLite shard; created if missing (not used with --shard)"),
+    Flag("--shard", "", "serve a shard service instead of the embedded SQLite shard: its "
+         "replicas' Shard API addresses, grpc://host:port[,grpc://host:port...] (writes go to "
+         "the leader, reads to any replica)"),
     Flag("--name", "default", "member name reported by MemberList"),
     Flag("--initial-advertise-peer-urls", "http://localhost:2380",
          "peer URLs reported by MemberList (KubeFabric has no raft peers; etcd's default)"),
@@ -119,10 +122,40 @@ def bind_problem(urls: list[str]) -> str | None:
     return None
 
 
-async def _serve(args, tls: TLSSettings | None) -> int:
-    from kubefabric.shard.core import Shard
+async def _open_shard(args):
+    """The shard behind the API: a shard service (--shard) or the embedded SQLite shard."""
+    if args.shard:
+        from kubefabric.shardsvc.client import RemoteShard, parse_endpoints
+        try:
+            shard = RemoteShard(parse_endpoints(args.shard))
+        except ValueError as err:
+            raise StartupError(f"--shard: {err}") from None
+        try:
+            await shard.open()
+        except ConnectionError as err:
+            await shard.close()
+            raise StartupError(str(err)) from None
+        log.info("serving shard service at %s", ", ".join(shard.endpoints))
+        return shard
+    from kubefabric.shard.core import Shard, ShardBusy
     from kubefabric.store.sqlite import SqliteStore
 
+    data_dir = os.path.abspath(args.data_dir)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise StartupError(f"--data-dir {data_dir} exists and is not a directory")
+    store = SqliteStore(data_dir, synchronous=args.sqlite_synchronous)
+    shard = Shard(store, max_txn_ops=args.max_txn_ops, quota_bytes=args.quota_backend_bytes)
+    try:
+        await shard.open()
+    except ShardBusy as err:
+        raise StartupError(f"--data-dir {data_dir}: {err}") from None
+    except Exception as err:  # OSError, sqlite3 errors: say which directory and why
+        raise StartupError(f"cannot open the data directory {data_dir}: {err}") from None
+    log.info("data directory %s", data_dir)
+    return shard
+
+
+async def _serve(args, tls: TLSSettings | None) -> int:
     from .compaction import AutoCompactor
     from .server import RouterServer, ServerConfig, listen_address
 
@@ -146,16 +179,7 @@ async def _serve(args, tls: TLSSettings | None) -> int:
         raise StartupError(f"--listen-client-urls: {err}") from None
     if not listen:
         raise StartupError("--listen-client-urls: no URL given")
-    data_dir = os.path.abspath(args.data_dir)
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise StartupError(f"--data-dir {data_dir} exists and is not a directory")
-    store = SqliteStore(data_dir, synchronous=args.sqlite_synchronous)
-    shard = Shard(store, max_txn_ops=args.max_txn_ops, quota_bytes=args.quota_backend_bytes)
-    try:
-        await shard.open()
-    except Exception as err:  # OSError, sqlite3 errors: say which directory and why
-        raise StartupError(f"cannot open the data directory {data_dir}: {err}") from None
-    log.info("data directory %s", data_dir)
+    shard = await _open_shard(args)
     try:
         server = RouterServer(shard, cfg)
         await server.start()

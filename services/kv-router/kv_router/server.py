@@ -12,13 +12,13 @@ from .health import HealthService
 
 from kubefabric.watch.hub import WatchHub
 
-from .handlers import GATE
+from kubefabric.rpc.handlers import GATE
 from .kv import KVService
 from .lease import LeaseService
 from .maintenance import AuthService, ClusterService, MaintenanceService
 from .tls import CertificateReloader, is_tls_url
 from .watch import WatchService
-from .wire import register
+from kubefabric.rpc.wire import register
 
 log = logging.getLogger("kubefabric.router")
 

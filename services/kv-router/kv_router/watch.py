@@ -7,7 +7,7 @@ import logging
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.watch.stream import WatchStream
 
-from .wire import Malformed
+from kubefabric.rpc.wire import Malformed
 
 log = logging.getLogger("kubefabric.watch")
 

@@ -15,7 +15,7 @@ import grpc
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 
-from .wire import Malformed
+from kubefabric.rpc.wire import Malformed
 
 log = logging.getLogger("kubefabric.router")
 

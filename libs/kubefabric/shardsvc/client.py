@@ -1,0 +1,266 @@
+"""A shard service seen from kv-router: the same surface as the in-process Shard core, over the
+Shard gRPC API, so the router's etcd services and watch hub run unchanged on either.
+
+Invariants:
+- `state.committed` is the highest committed revision any response reported (headers never go
+  back); the watch hub's feed position is separate (it only advances with the Feed, so progress
+  notifications are never ahead of delivered events).
+- Writes go to the replica last known as leader. They are retried on another replica only when
+  the failure proves nothing was applied (NOT_LEADER, or no connection could be made); any other
+  failure reaches the client as it is (etcd's clients decide).
+- The feed resumes from the last revision it delivered, so listeners see every commit once, in
+  revision order, across reconnects and leader failovers.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+import grpc
+
+from kubefabric.etcd import errors
+from kubefabric.etcd.errors import EtcdError
+from kubefabric.etcd.keyrange import KeyRange
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+from kubefabric.shard.state import ShardState
+
+log = logging.getLogger("kubefabric.shard.client")
+
+RETRY_FOR_S = 10.0        # how long a call looks for a leader before giving up
+CALL_TIMEOUT_S = 60.0
+
+
+def _not_applied(err: grpc.aio.AioRpcError) -> bool:
+    """The call certainly did not reach a writer."""
+    details = err.details() or ""
+    return err.code() == grpc.StatusCode.UNAVAILABLE and (
+        "not leader" in details or "failed to connect" in details or "not ready" in details)
+
+
+class RemoteShard:
+    def __init__(self, endpoints: list[str], name: str = "default"):
+        if not endpoints:
+            raise ValueError("a remote shard needs at least one endpoint")
+        self.name = name
+        self.endpoints = endpoints
+        self.channels = [grpc.aio.insecure_channel(e, options=[
+            ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+            ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_permit_without_calls", 1)])
+            for e in endpoints]
+        self.stubs = [shard_pb2_grpc.ShardStub(c) for c in self.channels]
+        self.leader = 0                       # index of the replica last known as leader
+        self._reads = itertools.cycle(range(len(endpoints)))
+        self.state = ShardState(committed=0, clock=0)
+        self.listeners: list = []
+        self.feed_committed = 0
+        self._feed: asyncio.Task | None = None
+        self.is_leader = True                 # the router's view: writes are accepted
+
+    # ---- lifecycle ----
+
+    async def open(self, wait_s: float = 30.0) -> None:
+        """Learn the shard's identity and revision; waits for a ready replica."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            try:
+                status = await self._call("Status", spb.StatusRequest(), write=False)
+                break
+            except EtcdError as err:
+                if loop.time() > deadline:
+                    raise ConnectionError(f"no replica of shard {self.name} is ready at "
+                                          f"{', '.join(self.endpoints)}: {err.message}") from None
+                await asyncio.sleep(0.2)
+        self.state.cluster_id, self.state.member_id = status.cluster_id, status.member_id
+        self.state.term = status.term
+        self._observe(status.committed_rev)
+        self.state.compact_rev = status.compact_rev
+        self.feed_committed = status.committed_rev
+        self._feed = asyncio.create_task(self._follow_feed(), name=f"feed-{self.name}")
+
+    async def close(self) -> None:
+        if self._feed:
+            self._feed.cancel()
+        for c in self.channels:
+            await c.close()
+
+    def _observe(self, committed: int) -> None:
+        if committed > self.state.committed:
+            self.state.committed = self.state.clock = committed
+
+    # ---- calls ----
+
+    async def _call(self, method: str, request, write: bool = True):
+        """Call a replica (the leader for writes, round robin for reads) with retries that
+        cannot apply anything twice."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RETRY_FOR_S
+        target = self.leader if write else next(self._reads)
+        while True:
+            try:
+                return await getattr(self.stubs[target], method)(request, timeout=CALL_TIMEOUT_S)
+            except grpc.aio.AioRpcError as err:
+                retry = _not_applied(err) or (not write and err.code() == grpc.StatusCode.UNAVAILABLE)
+                if not retry or loop.time() > deadline:
+                    raise EtcdError(err.code(), err.details() or "") from None
+            target = await self._find_leader(target)
+
+    async def _find_leader(self, failed: int) -> int:
+        """The replica that says it is the leader (or the next one), after a short pause."""
+        await asyncio.sleep(0.05)
+        for i, stub in enumerate(self.stubs):
+            try:
+                status = await stub.Status(spb.StatusRequest(), timeout=1.0)
+            except grpc.aio.AioRpcError:
+                continue
+            if status.role == "leader":
+                self.leader = i
+                return i
+        return (failed + 1) % len(self.stubs)
+
+    def _clock(self) -> spb.Clock:
+        return spb.Clock(sync_rev=self.state.committed)
+
+    # ---- KV ----
+
+    async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
+        resp = await self._call("Range", spb.RangeRequest(clock=self._clock(), range=req), write=False)
+        self._observe(resp.committed_rev)
+        return resp.range
+
+    async def put(self, req: pb.PutRequest) -> pb.PutResponse:
+        resp = await self._call("Put", spb.PutRequest(clock=self._clock(), put=req))
+        self._observe(resp.committed_rev)
+        return resp.put
+
+    async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
+        resp = await self._call("DeleteRange", spb.DeleteRangeRequest(clock=self._clock(), delete_range=req))
+        self._observe(resp.committed_rev)
+        return resp.delete_range
+
+    async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
+        resp = await self._call("Txn", spb.TxnRequest(clock=self._clock(), txn=req))
+        self._observe(resp.committed_rev)
+        return resp.txn
+
+    async def compact(self, revision: int, physical: bool = False) -> pb.CompactionResponse:
+        resp = await self._call("Compact", spb.CompactRequest(clock=self._clock(), revision=revision))
+        self._observe(resp.committed_rev)
+        self.state.compact_rev = max(self.state.compact_rev, resp.compact_rev)
+        out = pb.CompactionResponse()
+        self.state.fill(out.header)
+        return out
+
+    # ---- leases ----
+
+    async def lease_grant(self, lease_id: int, ttl: int) -> tuple[int, int]:
+        resp = await self._call("LeaseGrant", spb.LeaseGrantRequest(clock=self._clock(), id=lease_id, ttl=ttl))
+        self._observe(resp.committed_rev)
+        return resp.id, resp.ttl
+
+    async def lease_revoke(self, lease_id: int) -> int:
+        resp = await self._call("LeaseRevoke", spb.LeaseRevokeRequest(clock=self._clock(), id=lease_id))
+        self._observe(resp.committed_rev)
+        return resp.committed_rev
+
+    async def lease_renew(self, lease_id: int) -> int:
+        resp = await self._call("LeaseRenew", spb.LeaseRenewRequest(id=lease_id))
+        self._observe(resp.committed_rev)
+        return resp.ttl
+
+    async def lease_time_to_live(self, lease_id: int, keys: bool) -> tuple[int, int, list[bytes]]:
+        resp = await self._call("LeaseTimeToLive", spb.LeaseTimeToLiveRequest(id=lease_id, keys=keys))
+        self._observe(resp.committed_rev)
+        return resp.ttl, resp.granted_ttl, list(resp.keys)
+
+    async def lease_list(self) -> list[int]:
+        resp = await self._call("LeaseList", spb.LeaseListRequest())
+        self._observe(resp.committed_rev)
+        return list(resp.ids)
+
+    # ---- maintenance ----
+
+    async def status(self) -> spb.StatusResponse:
+        resp = await self._call("Status", spb.StatusRequest(), write=True)
+        self._observe(resp.committed_rev)
+        return resp
+
+    async def alarm(self, req: pb.AlarmRequest) -> list[pb.AlarmMember]:
+        resp = await self._call("Alarm", spb.AlarmRequest(clock=self._clock(), alarm=req))
+        return list(resp.alarms)
+
+    async def defragment(self) -> None:
+        await self._call("Defragment", spb.DefragmentRequest())
+
+    # ---- history and the feed ----
+
+    async def history(self, rng: KeyRange, lo: int, hi: int) -> list:
+        """Events of revisions lo..hi in `rng`, oldest first, with prev_kv."""
+        end = rng.end if rng.end is not None else b""
+        if rng.end == b"":
+            end = b"\x00"
+        req = spb.HistoryRequest(key=rng.start, range_end=end, start_rev=lo, prev_kv=True)
+        out = []
+        try:
+            async for msg in self.stubs[next(self._reads)].History(req, timeout=CALL_TIMEOUT_S):
+                if msg.rev > hi:
+                    break
+                out.extend(msg.events)
+        except grpc.aio.AioRpcError as err:
+            raise EtcdError(err.code(), err.details() or "") from None
+        return out
+
+    async def _follow_feed(self) -> None:
+        """Deliver the leader's commits to the listeners, resuming after the last one."""
+        while True:
+            try:
+                stub = self.stubs[self.leader]
+                req = spb.FeedRequest(start_rev=self.feed_committed + 1)
+                async for msg in stub.Feed(req):
+                    self._deliver(msg)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.OUT_OF_RANGE:
+                    log.error("shard %s feed: revisions after %d were compacted before delivery",
+                              self.name, self.feed_committed)
+                    self.feed_committed = self.state.compact_rev
+                log.debug("shard %s feed interrupted: %s", self.name, err.details())
+            except Exception:
+                log.exception("shard %s feed failed", self.name)
+            await self._find_leader(self.leader)
+            await asyncio.sleep(0.1)
+
+    def _deliver(self, msg: spb.FeedResponse) -> None:
+        published = [(c.rev, list(c.events)) for c in msg.commits if c.rev > self.feed_committed]
+        committed = max(msg.committed_rev, self.feed_committed)
+        if published:
+            committed = max(committed, published[-1][0])
+        self.state.compact_rev = max(self.state.compact_rev, msg.compact_rev)
+        self._observe(committed)
+        if not published and committed == self.feed_committed:
+            return
+        self.feed_committed = committed
+        for listener in self.listeners:
+            listener(published, committed)
+
+
+def parse_endpoints(text: str) -> list[str]:
+    """grpc://host:port[,grpc://host:port...] -> ["host:port", ...]"""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "://" in part:
+            scheme, part = part.split("://", 1)
+            if scheme not in ("grpc", "http"):
+                raise ValueError(f"unsupported shard endpoint scheme {scheme!r} (use grpc://host:port)")
+        if ":" not in part:
+            raise ValueError(f"shard endpoint {part!r} has no port (grpc://host:port)")
+        out.append(part.rstrip("/"))
+    if not out:
+        raise ValueError("no shard endpoint given (grpc://host:port)")
+    return out

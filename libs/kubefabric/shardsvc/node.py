@@ -1,0 +1,158 @@
+"""One replica of a shard service: its store connection, its role, and the election loop.
+
+Invariants:
+- A replica writes only while it holds the database's leader lock on its writer connection
+  (the store's contract), and every write batch re-checks the leader row's term (the writer's
+  fence). Losing the connection loses the lock and the uncommitted batch with it.
+- `ready` is true only when the database is reachable and the role (leader or replica) is known.
+- A replica that cannot write forwards writes to the leader named in the database; if none is
+  known, the call fails with UNAVAILABLE before anything is applied (clients retry).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import grpc
+
+from kubefabric.etcd import errors
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+from kubefabric.shard.core import Shard
+
+log = logging.getLogger("kubefabric.shard.node")
+
+ELECTION_INTERVAL = 0.5   # seconds between lock attempts / liveness checks
+BACKOFF_MAX = 10.0        # seconds, when the database is unreachable
+
+
+class ShardNode:
+    def __init__(self, make_store, shard_options: dict, address: str, name: str = "shard"):
+        self.make_store = make_store  # () -> a new, unopened store
+        self.shard_options = shard_options
+        self.address = address        # where other replicas reach this one (Shard API)
+        self.name = name
+        self.shard: Shard | None = None
+        self.ready = asyncio.Event()
+        self.role = "starting"
+        self.leader_address = ""
+        self._leader_channel: grpc.aio.Channel | None = None
+        self._leader_stub = None
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self.on_role_change = lambda role: None
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="shard-election")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._close_shard()
+        if self._leader_channel is not None:
+            await self._leader_channel.close()
+
+    async def _close_shard(self) -> None:
+        shard, self.shard = self.shard, None
+        self.ready.clear()
+        if shard is not None:
+            try:
+                await shard.close()
+            except Exception:
+                log.exception("closing the shard store failed")
+
+    # ---- the loop: connect, elect, watch the connection ----
+
+    async def _run(self) -> None:
+        backoff = 0.2
+        while not self._stopping:
+            try:
+                await self._connect()
+                backoff = 0.2
+                await self._elect_and_serve()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("database unavailable: %s; retrying in %.1fs", _reason(exc), backoff)
+            self._set_role("starting")
+            await self._close_shard()
+            await asyncio.sleep(backoff * (1 + random.random() / 2))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _connect(self) -> None:
+        shard = Shard(self.make_store(), **self.shard_options)
+        await shard.store.open()
+        self.shard = shard
+
+    async def _elect_and_serve(self) -> None:
+        store = self.shard.store
+        while not self._stopping:
+            if self.role == "leader":
+                if not self.shard.is_leader:
+                    raise ConnectionError("the writer stepped down (fenced); reconnecting")
+                if not await store.writer_alive():
+                    raise ConnectionError("lost the writer connection (and with it the leader lock)")
+            elif await store.try_lock_leader():
+                await self.shard.lead(self.address)
+                self._set_role("leader")
+            else:
+                await self._follow()
+            await asyncio.sleep(ELECTION_INTERVAL)
+
+    async def _follow(self) -> None:
+        """A replica: know the current leader's address (for forwarding)."""
+        async with self.shard.store.snapshot() as cur:
+            row = await cur.rows("leader_get", {})
+        address = row[0][1] if row else ""
+        if address != self.leader_address:
+            self.leader_address = address
+            await self._reset_leader_channel()
+            log.info("following the leader at %s", address or "(unknown)")
+        self._set_role("replica")
+
+    def _set_role(self, role: str) -> None:
+        if role == self.role:
+            return
+        log.info("%s: role %s -> %s", self.name, self.role, role)
+        self.role = role
+        if role in ("leader", "replica"):
+            self.ready.set()
+        else:
+            self.ready.clear()
+        self.on_role_change(role)
+
+    # ---- forwarding ----
+
+    async def _reset_leader_channel(self) -> None:
+        if self._leader_channel is not None:
+            await self._leader_channel.close()
+        self._leader_channel = self._leader_stub = None
+
+    def leader_stub(self) -> shard_pb2_grpc.ShardStub:
+        """The leader's Shard API, or NOT_LEADER when no leader is known (or it is us, stepping
+        down)."""
+        if not self.leader_address or self.leader_address == self.address:
+            raise errors.NOT_LEADER
+        if self._leader_stub is None:
+            self._leader_channel = grpc.aio.insecure_channel(self.leader_address)
+            self._leader_stub = shard_pb2_grpc.ShardStub(self._leader_channel)
+        return self._leader_stub
+
+    def local(self) -> Shard:
+        """The shard, when this replica can serve reads."""
+        if self.shard is None or not self.ready.is_set():
+            raise errors.EtcdError(grpc.StatusCode.UNAVAILABLE,
+                                   "etcdserver: shard not ready (database unreachable or election running)")
+        return self.shard
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]

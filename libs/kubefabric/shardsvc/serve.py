@@ -1,0 +1,139 @@
+"""`kubefabric backend-pg|backend-mysql|backend-sqlite`: one replica of a shard service.
+
+Run several replicas on the same database: they elect one writer through the database (its
+leader lock), the others serve reads and forward writes. kv-router reaches them with
+`kubefabric serve --shard grpc://host:port[,grpc://host:port...]`.
+
+Health (grpc.health.v1): "" and "liveness" are SERVING while the process runs; "readiness" and
+"kubefabric.shard.v1.Shard" are SERVING only once the database is reachable and this replica's
+role (leader or replica) is known.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from kubefabric.config import Flag, add_flags, duration
+from kubefabric.dsn import DSN, DSNError, parse_dsn
+from kubefabric.logs import setup_logging
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+from kubefabric.rpc.handlers import GATE
+
+from .node import ShardNode
+from .service import ShardService
+
+log = logging.getLogger("kubefabric.shard.serve")
+
+READINESS = ("readiness", "kubefabric.shard.v1.Shard")
+LIVENESS = ("", "liveness")
+
+
+def flags(default_port: int, dsn_example: str) -> list[Flag]:
+    return [
+        Flag("--dsn", "", f"the shard's database, e.g. {dsn_example} (the password is never "
+             "logged; prefer the environment variable)"),
+        Flag("--listen-address", f"127.0.0.1:{default_port}", "host:port to serve the Shard API on"),
+        Flag("--advertise-address", "", "host:port other replicas and routers use to reach this "
+             "one (default: --listen-address)"),
+        Flag("--name", "default", "the shard's name, used in logs"),
+        Flag("--read-pool-size", "8", "database connections for reads", type=int),
+        Flag("--max-txn-ops", "128", "most operations in one txn branch (etcd's default)", type=int),
+        Flag("--quota-backend-bytes", "0", "database size at which the NOSPACE alarm is raised "
+             "(0: etcd's default, 2 GiB)", type=int),
+        Flag("--max-request-bytes", "1572864", "largest request accepted (etcd's 1.5 MiB)", type=int),
+        Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
+        Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
+        Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM",
+             type=duration),
+        Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
+             choices=("uvloop", "asyncio")),
+    ]
+
+
+def make_command(name: str, kinds: tuple[str, ...], default_port: int, dsn_example: str,
+                 store_of: Callable[[DSN, argparse.Namespace], object], summary: str):
+    """The entry point of one backend's subcommand. `store_of(dsn, args)` builds a store."""
+
+    def command(subparsers) -> None:
+        p = subparsers.add_parser(
+            name, help=summary,
+            description=f"{summary}. {__doc__.split(chr(10), 2)[2].strip()}",
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_flags(p, flags(default_port, dsn_example))
+        p.set_defaults(func=lambda args: run(args, kinds, store_of))
+    return command
+
+
+def run(args, kinds: tuple[str, ...], store_of) -> int:
+    setup_logging(args.log_format, args.log_level)
+    try:
+        if not args.dsn:
+            raise DSNError("--dsn (or KUBEFABRIC_DSN) is required")
+        dsn = parse_dsn(args.dsn)
+        if dsn.kind not in kinds:
+            raise DSNError(f"this command serves {' or '.join(kinds)} databases, not {dsn.kind}")
+    except DSNError as err:
+        log.error("%s", err)
+        return 2
+    if args.event_loop == "uvloop":
+        import uvloop
+        return uvloop.run(_serve(args, dsn, store_of))
+    return asyncio.run(_serve(args, dsn, store_of))
+
+
+async def _serve(args, dsn: DSN, store_of) -> int:
+    address = args.advertise_address or args.listen_address
+    options = {"max_txn_ops": args.max_txn_ops, "quota_bytes": args.quota_backend_bytes}
+    node = ShardNode(lambda: store_of(dsn, args), options, address, args.name)
+    service = ShardService(node)
+    health_service = health.aio.HealthServicer()
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", args.max_request_bytes + 512 * 1024),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ])
+    shard_pb2_grpc.add_ShardServicer_to_server(service, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    try:
+        server.add_insecure_port(args.listen_address)
+        await server.start()
+    except RuntimeError as err:
+        log.error("cannot listen on %s: %s", args.listen_address, err)
+        return 2
+
+    async def set_health(role: str) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        ready = serving if role in ("leader", "replica") else health_pb2.HealthCheckResponse.NOT_SERVING
+        for svc in READINESS:
+            await health_service.set(svc, ready)
+
+    for svc in LIVENESS:
+        await health_service.set(svc, health_pb2.HealthCheckResponse.SERVING)
+    await set_health("starting")
+    node.on_role_change = lambda role: asyncio.get_running_loop().create_task(set_health(role))
+    node.start()
+    log.info("shard %s: serving the Shard API on %s (advertised as %s), database %s",
+             args.name, args.listen_address, address, dsn.redacted())
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests")
+    await health_service.enter_graceful_shutdown()
+    await GATE.drain(args.shutdown_grace)
+    service.close_feeds()
+    await server.stop(args.shutdown_grace)
+    await node.stop()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,218 @@
+"""The Shard gRPC API (proto/kubefabric/shard/v1) over one ShardNode.
+
+Every handler has one shape: take the local shard (UNAVAILABLE until the database is reachable
+and the role known) → on a replica, forward writes to the leader unchanged → apply the caller's
+sync_rev → call the core → answer with the shard's committed revision. Errors keep etcd's code
+and message end to end, including those the leader returns to a forwarding replica.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+
+import grpc
+
+from kubefabric.etcd import errors
+from kubefabric.etcd.errors import EtcdError
+from kubefabric.etcd.keyrange import ALL, KeyRange
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+from kubefabric.rpc.handlers import etcd_unary
+
+from .node import ShardNode
+
+log = logging.getLogger("kubefabric.shard.service")
+
+EVERY_KEY = KeyRange(ALL, b"")
+FEED_HEARTBEAT_S = 0.1      # DESIGN §5: idle shards publish their closed revision
+FEED_MAX_BACKLOG = 10_000   # commits queued for one slow feed before it is cut (it resumes)
+
+
+def on_leader(method):
+    """Runs `method(self, shard, request)` on the leader; a replica forwards the request."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def handler(self, request, context):
+        shard = self.node.local()
+        if not shard.is_leader:
+            return await self.forward(name, request)
+        await self.sync(shard, request)
+        return await method(self, shard, request)
+    return etcd_unary(handler)
+
+
+class ShardService(shard_pb2_grpc.ShardServicer):
+    def __init__(self, node: ShardNode):
+        self.node = node
+        self.feeds: set[asyncio.Queue] = set()
+
+    async def forward(self, name: str, request):
+        try:
+            return await getattr(self.node.leader_stub(), name)(request, timeout=30)
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+            if code == grpc.StatusCode.UNAVAILABLE and "not leader" not in (err.details() or ""):
+                raise errors.NOT_LEADER from None  # the leader went away: nothing was applied
+            raise EtcdError(code, err.details() or "") from None
+
+    @staticmethod
+    async def sync(shard, request) -> None:
+        clock = getattr(request, "clock", None)
+        if clock is not None and clock.sync_rev > shard.state.committed:
+            await shard.sync(clock.sync_rev)
+
+    # ---- reads: any replica ----
+
+    @etcd_unary
+    async def Range(self, request: spb.RangeRequest, context) -> spb.RangeResponse:
+        shard = self.node.local()
+        if shard.is_leader:
+            await self.sync(shard, request)
+        resp = await shard.range(request.range)
+        return spb.RangeResponse(range=resp, committed_rev=shard.state.committed)
+
+    async def History(self, request: spb.HistoryRequest, context):
+        try:
+            shard = self.node.local()
+            rng = KeyRange.of(request.key, request.range_end)
+            events = await shard.history(rng, request.start_rev, shard.state.committed)
+        except EtcdError as err:
+            await context.abort(err.code, err.message)
+        for msg in commits_of(events):
+            if not request.prev_kv:
+                for ev in msg.events:
+                    ev.ClearField("prev_kv")
+            yield msg
+
+    @etcd_unary
+    async def Status(self, request, context) -> spb.StatusResponse:
+        shard = self.node.local()
+        if not shard.is_leader:
+            async with shard.store.snapshot() as cur:
+                await shard._head(cur)
+        resp = await shard.status()
+        resp.leader = self.node.leader_address if not shard.is_leader else self.node.address
+        return resp
+
+    # ---- writes and leases: the leader ----
+
+    @on_leader
+    async def Put(self, shard, request: spb.PutRequest) -> spb.PutResponse:
+        resp = await shard.put(request.put)
+        return spb.PutResponse(put=resp, committed_rev=shard.state.committed)
+
+    @on_leader
+    async def DeleteRange(self, shard, request: spb.DeleteRangeRequest) -> spb.DeleteRangeResponse:
+        resp = await shard.delete_range(request.delete_range)
+        return spb.DeleteRangeResponse(delete_range=resp, committed_rev=shard.state.committed)
+
+    @on_leader
+    async def Txn(self, shard, request: spb.TxnRequest) -> spb.TxnResponse:
+        resp = await shard.txn(request.txn)
+        return spb.TxnResponse(txn=resp, committed_rev=shard.state.committed)
+
+    @on_leader
+    async def Compact(self, shard, request: spb.CompactRequest) -> spb.CompactResponse:
+        await shard.compact(request.revision)
+        return spb.CompactResponse(committed_rev=shard.state.committed,
+                                   compact_rev=shard.state.compact_rev)
+
+    @on_leader
+    async def LeaseGrant(self, shard, request: spb.LeaseGrantRequest) -> spb.LeaseGrantResponse:
+        lease_id, ttl = await shard.lease_grant(request.id, request.ttl)
+        return spb.LeaseGrantResponse(id=lease_id, ttl=ttl, committed_rev=shard.state.committed)
+
+    @on_leader
+    async def LeaseRevoke(self, shard, request: spb.LeaseRevokeRequest) -> spb.LeaseRevokeResponse:
+        rev = await shard.lease_revoke(request.id)
+        return spb.LeaseRevokeResponse(committed_rev=rev)
+
+    @on_leader
+    async def LeaseRenew(self, shard, request: spb.LeaseRenewRequest) -> spb.LeaseRenewResponse:
+        ttl = await shard.lease_renew(request.id)
+        return spb.LeaseRenewResponse(id=request.id, ttl=ttl, committed_rev=shard.state.committed)
+
+    @on_leader
+    async def LeaseTimeToLive(self, shard, request) -> spb.LeaseTimeToLiveResponse:
+        ttl, granted, keys = await shard.lease_time_to_live(request.id, request.keys)
+        return spb.LeaseTimeToLiveResponse(id=request.id, ttl=ttl, granted_ttl=granted, keys=keys,
+                                           committed_rev=shard.state.committed)
+
+    @on_leader
+    async def LeaseList(self, shard, request) -> spb.LeaseListResponse:
+        return spb.LeaseListResponse(ids=await shard.lease_list(), committed_rev=shard.state.committed)
+
+    @on_leader
+    async def Alarm(self, shard, request: spb.AlarmRequest) -> spb.AlarmResponse:
+        return spb.AlarmResponse(alarms=await shard.alarm(request.alarm),
+                                 committed_rev=shard.state.committed)
+
+    @on_leader
+    async def Defragment(self, shard, request) -> spb.DefragmentResponse:
+        await shard.defragment()
+        return spb.DefragmentResponse()
+
+    # ---- the feed: the leader's committed txns, gap-free ----
+
+    async def Feed(self, request: spb.FeedRequest, context):
+        """History from start_rev up to the committed revision at subscription, then live
+        commits (subscribed before reading history, so nothing falls between the two)."""
+        try:
+            shard = self.node.local()
+            if not shard.is_leader:
+                raise errors.NOT_LEADER
+            await self.sync(shard, request)
+        except EtcdError as err:
+            await context.abort(err.code, err.message)
+        queue: asyncio.Queue = asyncio.Queue()
+        listener = lambda published, committed: queue.put_nowait((published, committed))  # noqa: E731
+        shard.listeners.append(listener)
+        self.feeds.add(queue)
+        try:
+            committed = shard.state.committed
+            start = request.start_rev or committed + 1
+            if start <= shard.state.compact_rev:
+                await context.abort(errors.COMPACTED.code, errors.COMPACTED.message)
+            if start <= committed:
+                for msg in commits_of(await shard.history(EVERY_KEY, start, committed)):
+                    yield spb.FeedResponse(commits=[msg], committed_rev=msg.rev,
+                                           compact_rev=shard.state.compact_rev)
+            next_rev = max(start, committed + 1)
+            yield spb.FeedResponse(committed_rev=committed, compact_rev=shard.state.compact_rev)
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), FEED_HEARTBEAT_S)
+                except asyncio.TimeoutError:
+                    if shard is not self.node.shard or not shard.is_leader:
+                        await context.abort(errors.NOT_LEADER.code, errors.NOT_LEADER.message)
+                    yield spb.FeedResponse(committed_rev=committed, compact_rev=shard.state.compact_rev)
+                    continue
+                if item is None:
+                    return
+                if queue.qsize() > FEED_MAX_BACKLOG:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                        "kubefabric: feed consumer too slow; resubscribe from its last revision")
+                published, committed = item
+                commits = [spb.HistoryResponse(rev=rev, events=events)
+                           for rev, events in published if rev >= next_rev]
+                if commits:
+                    next_rev = commits[-1].rev + 1
+                yield spb.FeedResponse(commits=commits, committed_rev=committed,
+                                       compact_rev=shard.state.compact_rev)
+        finally:
+            self.feeds.discard(queue)
+            if listener in shard.listeners:
+                shard.listeners.remove(listener)
+
+    def close_feeds(self) -> None:
+        for queue in list(self.feeds):
+            queue.put_nowait(None)
+
+
+def commits_of(events) -> list[spb.HistoryResponse]:
+    """Events (revision order) grouped into one message per txn revision."""
+    return [spb.HistoryResponse(rev=rev, events=list(group))
+            for rev, group in itertools.groupby(events, key=lambda e: e.kv.mod_revision)]

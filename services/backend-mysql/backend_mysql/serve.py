@@ -1,0 +1,14 @@
+"""`kubefabric backend-mysql`: one replica of a shard service on MySQL 8 or MariaDB 10.6+."""
+from __future__ import annotations
+
+from kubefabric.shardsvc.serve import make_command
+
+
+def _store(dsn, args):
+    from .store import MysqlStore
+    return MysqlStore(dsn, read_pool_size=args.read_pool_size)
+
+
+command = make_command("backend-mysql", ("mysql",), 2392,
+                       "mysql://kubefabric:secret@db:3306/kubefabric",
+                       _store, "Run one replica of a shard service on MySQL or MariaDB")
