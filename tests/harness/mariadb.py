@@ -44,7 +44,8 @@ class MariadbServer:
     USER = "kubefabric"
     PASSWORD = "kf p@ss:w/rd%?"  # every character a DSN must percent-encode
 
-    def __init__(self, base: Path | None = None):
+    def __init__(self, base: Path | None = None, extra_args: tuple[str, ...] = ()):
+        self.extra_args = tuple(extra_args)  # for install and every start (e.g. InnoDB file limits)
         self.mariadbd = _binary("mariadbd")
         self.install_db = _binary("mariadb-install-db")
         self.base = Path(base or tempfile.mkdtemp(prefix="kf-mariadb-"))
@@ -71,7 +72,8 @@ class MariadbServer:
     def _install(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         out = subprocess.run([self.install_db, "--no-defaults", "--user=root", f"--datadir={self.datadir}",
-                              "--auth-root-authentication-method=normal", "--skip-test-db"],
+                              "--auth-root-authentication-method=normal", "--skip-test-db",
+                              *self.extra_args],
                              capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"mariadb-install-db failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
@@ -87,7 +89,7 @@ class MariadbServer:
                 "--innodb-flush-log-at-trx-commit=1", "--innodb-doublewrite=1",
                 # small enough for many servers on one machine, big enough for 1.5 MiB values
                 "--innodb-buffer-pool-size=128M", "--innodb-log-file-size=96M",
-                "--innodb-lock-wait-timeout=20"]
+                "--innodb-lock-wait-timeout=20", *self.extra_args]
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
