@@ -104,6 +104,7 @@ class PostgresStore:
         self._w: asyncpg.Connection | None = None
         self._wcur: _Cursor | None = None
         self._wlock: asyncio.Lock | None = None  # held from begin() to commit()/rollback()
+        self._release_pending = False
         self._readers: _ReadPool | None = None
         self._size = 0
         self._sizer: asyncio.Task | None = None
@@ -166,13 +167,8 @@ class PostgresStore:
     # ---- size, disk, maintenance ----
 
     async def _measure(self) -> None:
-        conn = await self._readers.acquire()
-        reuse = False
-        try:
-            self._size = await conn.fetchval(TABLE_SIZES, [t.name for t in schema.metadata.sorted_tables])
-            reuse = True
-        finally:
-            self._readers.release(conn, reuse)
+        async with self.snapshot() as cur:
+            self._size = await cur.conn.fetchval(TABLE_SIZES, [t.name for t in schema.metadata.sorted_tables])
 
     async def _refresh_size(self) -> None:
         while True:
@@ -225,37 +221,58 @@ class PostgresStore:
         w = self._writer()
         await self._wlock.acquire()
         try:
-            await w.execute("BEGIN")
+            # "BEGIN" inside a transaction is only a warning in PostgreSQL: never build on one
+            # left open (a batch cancelled before it could roll back)
+            await w.execute("ROLLBACK; BEGIN" if w.is_in_transaction() else "BEGIN")
+            self._release_pending = False
         except BaseException:
             self._wlock.release()
             raise
         return self._wcur
 
     async def savepoint(self) -> None:
-        await self._writer().execute("SAVEPOINT request")
+        if self._release_pending:  # the previous request's release and this savepoint: one round trip
+            self._release_pending = False
+            await self._writer().execute("RELEASE SAVEPOINT request; SAVEPOINT request")
+        else:
+            await self._writer().execute("SAVEPOINT request")
 
     async def release(self) -> None:
-        await self._writer().execute("RELEASE SAVEPOINT request")
+        """Deferred to the next savepoint(): statements run before it (the batch's meta upserts)
+        stay inside the released request's savepoint, which nothing rolls back to anymore, and
+        COMMIT or ROLLBACK ends every savepoint anyway."""
+        self._writer()
+        self._release_pending = True
 
     async def rollback_to_savepoint(self) -> None:
         await self._writer().execute("ROLLBACK TO SAVEPOINT request; RELEASE SAVEPOINT request")
 
     async def commit(self) -> None:
+        w = self._writer()
         try:
-            status = await self._writer().execute("COMMIT")
+            status = await w.execute("COMMIT")
+        except asyncpg.PostgresError:
+            raise
+        except Exception as err:  # the client lost the connection (asyncpg's errors vary)
+            w.terminate()
+            raise WriterLost(f"the writer connection to {self.dsn.redacted()} failed during COMMIT "
+                             f"({type(err).__name__}: {err}); the outcome is unknown") from err
         finally:
             self._unlock_writer()
         if status != "COMMIT":  # PostgreSQL answers ROLLBACK to COMMIT of an aborted transaction
             raise RuntimeError(f"the transaction was aborted, nothing was committed ({status})")
 
     async def rollback(self) -> None:
-        """No-op without an open transaction; never raises (the connection may be broken)."""
+        """No-op without an open transaction; never raises (the connection may be broken). A
+        writer connection whose ROLLBACK fails is terminated: no later batch may ever continue
+        a half-done transaction."""
         w = self._w
         try:
             if w is not None and not w.is_closed() and w.is_in_transaction():
                 await w.execute("ROLLBACK")
         except Exception as err:
-            log.warning("rollback on the writer connection failed: %s", err)
+            log.warning("rollback on the writer connection failed, closing it: %s", err)
+            w.terminate()
         finally:
             self._unlock_writer()
 
@@ -290,7 +307,7 @@ class PostgresStore:
             async with self._wlock:
                 await asyncio.wait_for(w.fetchval("SELECT 1"), ALIVE_TIMEOUT)
             return True
-        except (Exception, asyncio.TimeoutError) as err:
+        except Exception as err:  # TimeoutError included
             log.warning("the writer connection to %s failed a liveness check: %s", self.dsn.redacted(), err)
             w.terminate()
             return False
