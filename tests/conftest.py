@@ -29,40 +29,71 @@ sys.path.insert(0, str(Path(__file__).parent / "differential"))
 from harness.client import Client
 from harness.mariadb import mariadb_kind, mariadb_server  # noqa: F401
 from harness.postgres import postgres_server, postgres_kind  # noqa: F401
-from harness.servers import START
+from harness.servers import START, shard_flags, start_router, start_shard
 from normalise import LeaseIds, to_plain
 
 
+# Where the KubeFabric side of a differential test runs: "embedded" (`kubefabric serve`), or
+# kv-router in front of a shard service on "sqlite", "postgres" or "mariadb" (real servers).
+DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,postgres,mariadb")
+                .split(",") if t]
+
+
 @pytest.fixture
-def server_factory(tmp_path):
+def server_factory(tmp_path, request):
     started = []
 
-    def start(kind: str, extra=None):
+    def workdir(kind: str) -> Path:
         d = tmp_path / f"{kind}-{len(started)}"
         d.mkdir()
-        s = START[kind](d, extra)
+        return d
+
+    def start(kind: str, extra=None):
+        """kind: etcd, etcd37, kubefabric (embedded) or routed-<sqlite|postgres|mariadb>."""
+        if kind.startswith("routed-"):
+            return start_routed(kind.removeprefix("routed-"), extra)
+        s = START[kind](workdir(kind), extra)
         started.append(s)
         return s
 
+    def start_routed(backend: str, extra=None):
+        d = workdir(backend)
+        if backend == "sqlite":
+            dsn = f"sqlite://{d / 'shard'}"
+        else:
+            db = request.getfixturevalue(f"{backend}_server")
+            name = f"kf_{os.getpid()}_{len(started)}_{abs(hash(request.node.nodeid)) % 10**8}"
+            db.create_database(name)
+            dsn = db.dsn(name)
+        shard = start_shard(d, backend, dsn, shard_flags(extra or []))
+        started.append(shard)
+        router = start_router(d, [shard], extra)
+        started.append(router)
+        return router
+
+    start.routed = start_routed
     yield start
-    for s in started:
+    for s in reversed(started):
         s.stop()
 
 
 @pytest.fixture
 def differential(server_factory, request):
-    def run(body, etcd_args=None, kubefabric_args=None, reference="etcd"):
-        """reference: "etcd" (Debian's 3.4) or "etcd37" (3.7.3, for newer APIs)."""
+    def run(body, etcd_args=None, kubefabric_args=None, reference="etcd", targets=None):
+        """reference: "etcd" (Debian's 3.4) or "etcd37" (3.7.3, for newer APIs). The KubeFabric
+        side runs once per target (DIFF_TARGETS, or `targets` for a test that needs fewer)."""
+        sides = [("etcd", reference, etcd_args)]
+        # KUBEFABRIC_DIFF_AGAINST=etcd runs the second side on etcd too: a check that a new
+        # test body is deterministic before it is used to judge KubeFabric.
+        if os.environ.get("KUBEFABRIC_DIFF_AGAINST") == "etcd":
+            sides.append(("kubefabric", reference, etcd_args))
+        else:
+            for target in (targets or DIFF_TARGETS):
+                launch = "kubefabric" if target == "embedded" else f"routed-{target}"
+                sides.append((f"kubefabric[{target}]", launch, kubefabric_args))
         results = {}
-        for kind, extra in (("etcd", etcd_args), ("kubefabric", kubefabric_args)):
-            # KUBEFABRIC_DIFF_AGAINST=etcd runs the second side on etcd too: a check that a new
-            # test body is deterministic before it is used to judge KubeFabric.
-            if kind == "etcd":
-                launch = reference
-            else:
-                launch = os.environ.get("KUBEFABRIC_DIFF_AGAINST", kind)
-                launch = reference if launch == "etcd" else launch
-            server = server_factory(launch, etcd_args if launch.startswith("etcd") else extra)
+        for kind, launch, extra in sides:
+            server = server_factory(launch, extra)
             client = Client(server.endpoint, kind)
             rec: list[tuple[str, object]] = []
             leases = LeaseIds()
@@ -76,16 +107,18 @@ def differential(server_factory, request):
             finally:
                 client.close()
             results[kind] = rec
-        etcd, ours = results["etcd"], results["kubefabric"]
-        if dump := os.environ.get("KUBEFABRIC_DIFF_DUMP"):  # a directory: both recordings as JSON
+        etcd = results.pop("etcd")
+        if dump := os.environ.get("KUBEFABRIC_DIFF_DUMP"):  # a directory: the recordings as JSON
             Path(dump).mkdir(parents=True, exist_ok=True)
             name = request.node.nodeid.replace("/", "_").replace("::", "__")
-            (Path(dump) / f"{name}.json").write_text(json.dumps(results, indent=1, default=repr))
-        for (l1, v1), (l2, v2) in zip(etcd, ours):
-            assert l1 == l2, f"test body recorded different steps: {l1!r} vs {l2!r}"
-            assert v2 == v1, (f"step {l1!r} differs\n etcd:       {json.dumps(v1, sort_keys=True)}\n"
-                              f" kubefabric: {json.dumps(v2, sort_keys=True)}")
-        assert len(etcd) == len(ours), "test body recorded a different number of steps"
+            (Path(dump) / f"{name}.json").write_text(
+                json.dumps({"etcd": etcd, **results}, indent=1, default=repr))
+        for kind, ours in results.items():
+            for (l1, v1), (l2, v2) in zip(etcd, ours):
+                assert l1 == l2, f"test body recorded different steps: {l1!r} vs {l2!r}"
+                assert v2 == v1, (f"step {l1!r} differs on {kind}\n etcd:       "
+                                  f"{json.dumps(v1, sort_keys=True)}\n {kind}: {json.dumps(v2, sort_keys=True)}")
+            assert len(etcd) == len(ours), f"test body recorded a different number of steps on {kind}"
         assert etcd, "test body recorded nothing"
         return etcd
 

@@ -150,19 +150,19 @@ class Shard:
         check_range(req)
         async with self.store.snapshot() as cur:
             # the snapshot is established: everything committed before now is in it
-            head = await self._head(cur)
+            head = await self.read_head(cur)
             resp = await execute_range(cur, req, head, self.state.compact_rev)
         self.state.fill(resp.header, head)
         return resp
 
-    async def _head(self, cur) -> int:
+    async def read_head(self, cur) -> int:
         """The revision a read on snapshot `cur` reports: the closed revision, or more when the
         snapshot already holds a commit the state has not caught up with."""
         writer = self.writer
         if writer is None:  # a replica: learn the leader's progress from the database
             meta = dict(await cur.rows("meta_all", {}))
             newest = await cur.scalar("max_rev", {}) or 0
-            self.state.observe(newest, meta.get(schema.META_COMPACT_REV, -1))
+            self.state.observe(newest, meta)
             return self.state.committed
         if writer.committing:
             return max(self.state.committed, await cur.scalar("max_rev", {}) or 0)

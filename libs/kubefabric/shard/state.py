@@ -53,10 +53,13 @@ class ShardState:
         """Take over another state's values, keeping this object (servers hold its methods)."""
         self.__dict__.update(other.__dict__)
 
-    def observe(self, newest_row: int, compact_rev: int) -> None:
+    def observe(self, newest_row: int, meta: dict[str, int]) -> None:
         """A replica's view, read from the database: never moves backwards."""
         self.committed = self.clock = max(self.committed, newest_row)
-        self.compact_rev = max(self.compact_rev, compact_rev)
+        self.compact_rev = max(self.compact_rev, meta.get(schema.META_COMPACT_REV, -1))
+        self.term = max(self.term, meta.get(META_TERM, 0))
+        self.cluster_id = meta.get(META_CLUSTER_ID, self.cluster_id)
+        self.member_id = meta.get(META_MEMBER_ID, self.member_id)
 
     def advance(self, clock: int, compact_rev: int, meta_updates: dict[str, int]) -> None:
         """Called once a batch has committed."""

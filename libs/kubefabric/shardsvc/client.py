@@ -118,6 +118,7 @@ class RemoteShard:
                 continue
             if status.role == "leader":
                 self.leader = i
+                self.state.term = max(self.state.term, status.term)
                 return i
         return (failed + 1) % len(self.stubs)
 

@@ -92,7 +92,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         shard = self.node.local()
         if not shard.is_leader:
             async with shard.store.snapshot() as cur:
-                await shard._head(cur)
+                await shard.read_head(cur)
         resp = await shard.status()
         resp.leader = self.node.leader_address if not shard.is_leader else self.node.address
         return resp

@@ -74,11 +74,18 @@ class WatchHub:
         # the last revision whose commits were delivered here: the hub's own position, which for
         # a remote shard may trail the revisions its responses report
         self._committed = getattr(shard, "feed_committed", shard.state.committed)
+        self.feed_waiters: set = set()  # streams waiting for the feed to reach `head`
         shard.listeners.append(self.on_commit)
 
     @property
     def committed(self) -> int:
         return self._committed
+
+    @property
+    def head(self) -> int:
+        """The newest revision a client may have been told of (>= committed): what a new
+        watcher's created response reports, and where a watch "from now" starts after."""
+        return max(self._committed, self.shard.state.committed)
 
     def start(self) -> None:
         if self.progress_interval > 0:  # 0 turns periodic progress notifications off
@@ -105,6 +112,10 @@ class WatchHub:
                 selected = w.select(events, stripped)
                 if selected:
                     w.stream.send_events(w, rev, selected)
+        if self.feed_waiters:
+            waiting, self.feed_waiters = self.feed_waiters, set()
+            for stream in waiting:
+                stream.on_synced()
 
     # ---- adding and removing ----
 
@@ -119,7 +130,7 @@ class WatchHub:
             start_rev = 0
         if start_rev == 0 or start_rev > committed:
             # "from now": after everything a client may already have been acknowledged
-            w.next_rev = start_rev or max(committed, self.shard.state.committed) + 1
+            w.next_rev = start_rev or self.head + 1
             w.synced = True
             self.watchers.add(w)
             return

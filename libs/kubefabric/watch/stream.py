@@ -81,7 +81,7 @@ class WatchStream:
     async def create(self, creq: pb.WatchCreateRequest) -> None:
         # etcd watches the key "\0" when no key is given
         rng = KeyRange.of(creq.key or b"\x00", creq.range_end)
-        committed = self.hub.committed
+        committed = self.hub.head
         if creq.watch_id and creq.watch_id in self.watchers:
             self._send_refused(DUPLICATE_ID, committed)
             return
@@ -171,6 +171,11 @@ class WatchStream:
         if not self.progress_pending:
             return
         if any(not w.synced for w in self.watchers.values()):
+            return
+        if self.hub.committed < self.hub.head:
+            # a remote shard acknowledged a revision its feed has not delivered yet: answer once
+            # it has, so the progress revision is true for every watcher of the stream
+            self.hub.feed_waiters.add(self)
             return
         self.progress_pending = False
         resp = pb.WatchResponse(watch_id=-1)
