@@ -61,10 +61,17 @@ class MariadbServer:
         fresh = not self.datadir.exists()
         if fresh:
             self._install()
-        self.port = self.port or free_port()
-        self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready(timeout)
+        for attempt in range(3):  # a free port may be taken before mariadbd binds it
+            self.port = self.port or free_port()
+            self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                self._wait_ready(timeout)
+                break
+            except RuntimeError:
+                if attempt == 2 or "Address already in use" not in self.log():
+                    raise
+                self.port = 0
         if fresh:
             self.admin(f"CREATE USER '{self.USER}'@'127.0.0.1' IDENTIFIED BY %s", (self.PASSWORD,))
             self.admin(f"GRANT ALL PRIVILEGES ON *.* TO '{self.USER}'@'127.0.0.1'")
@@ -73,6 +80,7 @@ class MariadbServer:
         self.base.mkdir(parents=True, exist_ok=True)
         out = subprocess.run([self.install_db, "--no-defaults", "--user=root", f"--datadir={self.datadir}",
                               "--auth-root-authentication-method=normal", "--skip-test-db",
+                              f"--tmpdir={self.base}",  # not /tmp: concurrent installs collide there
                               *self.extra_args],
                              capture_output=True, text=True)
         if out.returncode != 0:

@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -43,6 +44,7 @@ log = logging.getLogger("kubefabric.store.mysql")
 # value and its previous value (3 MiB); 8 MiB leaves room for statement and row overhead.
 MIN_MAX_ALLOWED_PACKET = 8 * 1024 * 1024
 SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO"
+# the statement form: MariaDB < 11.1 has no transaction_isolation variable, MySQL 8 no tx_isolation
 ISOLATION = "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"
 SIZE_REFRESH_SECONDS = 5.0
 ALIVE_TIMEOUT = 2.0
@@ -118,8 +120,7 @@ class MysqlStore:
         self._size_task = asyncio.create_task(self._size_loop(), name="mysql-size")
 
     async def _check_server(self) -> None:
-        self.server_version, packet = (await self._w.sql_rows(
-            "SELECT VERSION(), @@max_allowed_packet", ()))[0]
+        self.server_version, packet = (await self._w.sql("SELECT VERSION(), @@max_allowed_packet"))[0]
         if packet < MIN_MAX_ALLOWED_PACKET:
             raise MysqlStoreError(
                 f"MySQL/MariaDB at {self._where()}: max_allowed_packet is {packet} bytes; KubeFabric "
@@ -130,13 +131,13 @@ class MysqlStore:
     async def _create_schema(self) -> None:
         """Create missing tables (with their indexes: MySQL 8 has no CREATE INDEX IF NOT EXISTS),
         check they are InnoDB and that no newer KubeFabric wrote this schema."""
-        engines = dict(await self._w.sql_rows(
+        engines = dict(await self._w.sql(
             "SELECT table_name, engine FROM information_schema.tables WHERE table_schema = DATABASE()"
             " AND table_name IN (" + ", ".join(["%s"] * len(TABLES)) + ")", TABLES))
         for table, ddl in tables_ddl().items():
             if table not in engines:
                 for statement in ddl:
-                    await self._w.sql(statement, ())
+                    await self._w.send(statement)
             elif (engines[table] or "").lower() != "innodb":
                 raise MysqlStoreError(f"table {table} at {self._where()} uses {engines[table]}, not InnoDB")
         version = dict(await self._w.rows("meta_all", {})).get(schema.META_SCHEMA_VERSION, 0)
@@ -146,14 +147,18 @@ class MysqlStore:
                                   f"knows versions up to {schema.SCHEMA_VERSION}")
 
     async def close(self) -> None:
-        if self._size_task:
-            self._size_task.cancel()
-            self._size_task = None
+        task, self._size_task = self._size_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         if self._pool is not None:
             self._pool.close()
             await self._pool.wait_closed()
             self._pool = None
         if self._w is not None:
+            # release the lock with a reply before closing: the server ends a session (and frees
+            # its locks) only some time after COM_QUIT, and a successor may be trying already
+            await self.unlock_leader()
             await self._w.close()
         self._w = self._lock_holder = None
 
@@ -177,8 +182,8 @@ class MysqlStore:
     async def _refresh_size(self) -> None:
         async with self.snapshot() as cur:
             if "mariadb" not in self.server_version.lower():  # MySQL 8 caches these for a day
-                await cur.sql("SET SESSION information_schema_stats_expiry = 0", ())
-            used, free = (await cur.sql_rows(
+                await cur.send("SET SESSION information_schema_stats_expiry = 0")
+            used, free = (await cur.sql(
                 "SELECT COALESCE(SUM(data_length + index_length), 0), COALESCE(SUM(data_free), 0)"
                 " FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name IN ("
                 + ", ".join(["%s"] * len(TABLES)) + ")", TABLES))[0]
@@ -195,44 +200,46 @@ class MysqlStore:
 
     async def defragment(self) -> None:
         """OPTIMIZE TABLE (InnoDB: rebuild + analyze); the writer is idle (Shard holds its lock)."""
-        await self._writer().sql_rows("OPTIMIZE TABLE " + ", ".join(TABLES), ())
+        await self._writer().send("OPTIMIZE TABLE " + ", ".join(TABLES))
         await self._refresh_size()
 
     # ---- reads ----
 
-    def snapshot(self) -> "_Snapshot":
+    def snapshot(self):
         """`async with store.snapshot() as cur`: one consistent read-only transaction."""
-        return _Snapshot(self._pool, self.stmts)
+        if self._pool is None:
+            raise MysqlStoreError(f"the store of {self._where()} is not open")
+        return _snapshot(self._pool, self.stmts)
 
     # ---- writes (one coroutine at a time, on the writer connection) ----
 
     def _writer(self) -> "_Cursor":
         w = self._w
         if w is None or w.conn.closed:
-            raise MysqlStoreError(f"the writer connection to {self._where()} is closed; the shard must "
-                                  f"take the leader lock again (try_lock_leader) before writing")
+            raise MysqlStoreError(f"the writer connection to {self._where()} is closed: reopen the "
+                                  f"store (or take the leader lock again) before writing")
         if self._leadership and self._lock_holder is not w:
             raise MysqlStoreError(f"this store does not hold the leader lock of {self._where()}")
         return w
 
     async def begin(self) -> "_Cursor":
         w = self._writer()
-        await w.sql("START TRANSACTION", ())
+        await w.send("START TRANSACTION")
         return w
 
     async def savepoint(self) -> None:
-        await self._writer().sql("SAVEPOINT request", ())
+        await self._writer().send("SAVEPOINT request")
 
     async def release(self) -> None:
-        await self._writer().sql("RELEASE SAVEPOINT request", ())
+        await self._writer().send("RELEASE SAVEPOINT request")
 
     async def rollback_to_savepoint(self) -> None:
         w = self._writer()
-        await w.sql("ROLLBACK TO SAVEPOINT request", ())
-        await w.sql("RELEASE SAVEPOINT request", ())
+        await w.send("ROLLBACK TO SAVEPOINT request")
+        await w.send("RELEASE SAVEPOINT request")
 
     async def commit(self) -> None:
-        await self._writer().sql("COMMIT", ())
+        await self._writer().send("COMMIT")
 
     async def rollback(self) -> None:
         """No-op without an open transaction; never raises: a broken connection is closed."""
@@ -243,6 +250,8 @@ class MysqlStore:
     # ---- leadership ----
 
     async def try_lock_leader(self) -> bool:
+        """Idempotent while this store holds the lock (liveness is writer_alive's job); reconnects
+        the writer connection when it is closed."""
         self._leadership = True
         if self._w is not None and self._lock_holder is self._w and not self._w.conn.closed:
             return True  # GET_LOCK is re-entrant: taking it twice would need two releases
@@ -261,21 +270,25 @@ class MysqlStore:
 
     async def unlock_leader(self) -> None:
         holder, self._lock_holder = self._lock_holder, None
-        if holder is not None and holder is self._w and not holder.conn.closed:
+        if holder is None or holder is not self._w or holder.conn.closed:
+            return
+        if not holder.busy:
             try:
                 await holder.sql_scalar("SELECT RELEASE_LOCK(%s)", (self.lock_name,))
                 await holder.rollback_or_close()
-            except pymysql.err.Error:
-                await holder.close()  # closing the connection releases the lock too
+                return
+            except Exception:
+                pass
+        await holder.close()  # ending the session releases the lock too (a little later)
 
     async def writer_alive(self) -> bool:
         """The writer connection answers a ping within ALIVE_TIMEOUT (and holds the lock once
-        leadership is in use). True without a ping while a statement is in flight on it."""
+        leadership is in use)."""
         w = self._w
         if w is None or w.conn.closed or (self._leadership and self._lock_holder is not w):
             return False
-        if w.busy:
-            return True
+        if w.lock.locked():
+            return True  # a statement is in flight: it fails by itself if the connection is dead
         try:
             await asyncio.wait_for(w.ping(), ALIVE_TIMEOUT)
             return True
@@ -301,13 +314,16 @@ def ssl_context(dsn: DSN) -> ssl.SSLContext | None:
                        f"(PREFERRED would fall back to plain text silently)")
     if mode == "DISABLED":
         return None
-    ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
-    if mode == "REQUIRED" and not ca:
+    try:
+        ctx = ssl.create_default_context(cafile=ca)
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise DSNError(f"cannot load the TLS files of {dsn.redacted()}: {exc}") from None
+    if mode == "REQUIRED" and not ca:  # encrypted, unverified (MySQL's REQUIRED)
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    elif mode in ("REQUIRED", "VERIFY_CA"):
+    elif mode in ("REQUIRED", "VERIFY_CA"):  # REQUIRED with a CA verifies it, as MySQL's client
         ctx.check_hostname = False
-    if cert:
-        ctx.load_cert_chain(cert, key)
     return ctx
 
 
@@ -317,79 +333,61 @@ def _literal(conn, value) -> str:
     return conn.escape(value)  # int, str, None: PyMySQL's escaping
 
 
-class _Snapshot:
+@contextlib.asynccontextmanager
+async def _snapshot(pool, stmts):
     """A pooled read connection inside START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY."""
-
-    __slots__ = ("pool", "stmts", "cur")
-
-    def __init__(self, pool, stmts):
-        self.pool = pool
-        self.stmts = stmts
-        self.cur: _Cursor | None = None
-
-    async def __aenter__(self) -> "_Cursor":
-        conn = await self.pool.acquire()
-        self.cur = _Cursor(conn, self.stmts)
+    cur = _Cursor(await pool.acquire(), stmts)
+    ok = False
+    try:
+        await cur.send("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        yield cur
+        ok = True
+    finally:
         try:
-            await self.cur.sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", ())
-        except BaseException:
-            await self._release(ok=False)
-            raise
-        return self.cur
-
-    async def __aexit__(self, exc_type, exc, tb) -> None:
-        await self._release(ok=exc_type is None)
-
-    async def _release(self, ok: bool) -> None:
-        cur, self.cur = self.cur, None
-        try:
-            if ok:
-                await cur.sql("COMMIT", ())
-            else:
-                await cur.rollback_or_close()
+            await (cur.send("COMMIT") if ok else cur.rollback_or_close())
         except BaseException:
             cur.conn.close()
             raise
         finally:
-            self.pool.release(cur.conn)  # the pool drops closed connections
+            pool.release(cur.conn)  # the pool drops closed connections
 
 
 class _Cursor:
-    """Runs cached statements on one connection; the same surface for snapshots and the writer.
-    `busy` is True while a statement is in flight (left True when one was cancelled mid-flight)."""
+    """Runs statements on one connection; the same surface for snapshots and the writer.
+    One statement at a time (`lock`: the leader loop pings the writer connection while the writer
+    works); `busy` stays True when a statement was cancelled mid-flight (connection unusable)."""
 
-    __slots__ = ("conn", "stmts", "cursor", "busy")
+    __slots__ = ("conn", "stmts", "cursor", "lock", "busy")
 
     def __init__(self, conn, stmts):
         self.conn = conn
         self.stmts = stmts
         self.cursor = aiomysql.Cursor(conn)
+        self.lock = asyncio.Lock()
         self.busy = False
 
-    async def sql(self, sql: str, args: tuple) -> None:
-        """Run `sql` with its %s markers replaced by the escaped args."""
-        await self.send(sql % tuple(_literal(self.conn, a) for a in args))
+    async def send(self, query: str) -> list[tuple]:
+        async with self.lock:
+            self.busy = True
+            try:
+                await self.cursor.execute(query)
+            except pymysql.err.Error:
+                self.busy = self.conn.closed  # an error reply leaves the connection usable
+                raise
+            self.busy = False
+            return list(await self.cursor.fetchall())
 
-    async def send(self, query: str) -> None:
-        self.busy = True
-        try:
-            await self.cursor.execute(query)
-        except pymysql.err.Error:
-            self.busy = self.conn.closed  # an error reply leaves the connection usable
-            raise
-        self.busy = False
+    async def sql(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Run `sql` with its %s markers replaced by the escaped args; returns its rows."""
+        return await self.send(sql % tuple(_literal(self.conn, a) for a in args))
 
-    async def sql_rows(self, sql: str, args: tuple) -> list[tuple]:
-        await self.sql(sql, args)
-        return list(await self.cursor.fetchall())
-
-    async def sql_scalar(self, sql: str, args: tuple):
-        rows = await self.sql_rows(sql, args)
+    async def sql_scalar(self, sql: str, args: tuple = ()):
+        rows = await self.sql(sql, args)
         return rows[0][0] if rows else None
 
     async def rows(self, name: str, values: dict, shape: str = "", limited: bool = False) -> list:
         c = self.stmts.get(name, shape, limited)
-        return await self.sql_rows(c.sql, c.args(values))
+        return await self.sql(c.sql, c.args(values))
 
     async def scalar(self, name: str, values: dict, shape: str = ""):
         c = self.stmts.get(name, shape, False)
@@ -400,50 +398,39 @@ class _Cursor:
         await self.sql(c.sql, c.args(values))
 
     async def executemany(self, name: str, many: list[dict]) -> None:
-        if not many:
-            return
         c = self.stmts.get(name)
         if not c.sql.startswith("INSERT"):
             for values in many:
                 await self.sql(c.sql, c.args(values))
             return
-        head, _, row = c.sql.partition(" VALUES ")  # one round trip per ~1 MB of rows
-        batch: list[str] = []
-        length = 0
-        for values in many:
+        head, _, row = c.sql.partition(" VALUES ")  # multi-row INSERTs of up to ~1 MB each
+        batch, length = [], 0
+        for i, values in enumerate(many):
             batch.append(row % tuple(_literal(self.conn, a) for a in c.args(values)))
             length += len(batch[-1])
-            if length >= MAX_INSERT_CHARS:
+            if length >= MAX_INSERT_CHARS or i == len(many) - 1:
                 await self.send(head + " VALUES " + ", ".join(batch))
                 batch, length = [], 0
-        if batch:
-            await self.send(head + " VALUES " + ", ".join(batch))
 
     async def ping(self) -> None:
-        self.busy = True
-        await self.conn.ping(reconnect=False)
-        self.busy = False
+        async with self.lock:
+            self.busy = True
+            await self.conn.ping(reconnect=False)
+            self.busy = False
 
     async def rollback_or_close(self) -> None:
-        """Roll back an open transaction; close the connection when it is mid-protocol or broken."""
-        if self.conn.closed:
-            return
-        if self.busy:
-            self.conn.close()
-            return
+        """End an open transaction; close the connection when it is mid-protocol or broken."""
         try:
-            if self.conn.get_transaction_status():
+            if self.busy:
+                self.conn.close()
+            elif not self.conn.closed and self.conn.get_transaction_status():
                 await self.conn.rollback()
         except BaseException:
             self.conn.close()
 
     async def close(self) -> None:
-        if self.conn.closed:
-            return
-        if self.busy:
-            self.conn.close()
-            return
+        await self.rollback_or_close()
         try:
-            await self.conn.ensure_closed()
+            await self.conn.ensure_closed()  # COM_QUIT: a clean goodbye in the server's log
         except Exception:
             self.conn.close()
