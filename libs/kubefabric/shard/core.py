@@ -27,7 +27,7 @@ from .leases import Leases
 from .quota import Quota, txn_cost
 from .reads import check_range, execute_range
 from .state import FLOOR_STEP, ShardState
-from .writer import Writer
+from .writer import MAX_BATCH, Writer
 
 log = logging.getLogger("kubefabric.shard")
 
@@ -44,8 +44,9 @@ class ShardBusy(Exception):
 
 class Shard:
     def __init__(self, store, *, max_txn_ops: int = 128, min_lease_ttl: int = 2,
-                 quota_bytes: int = 0):
+                 quota_bytes: int = 0, group_commit: bool = True):
         self.store = store
+        self.group_commit = group_commit
         self.quota = Quota(quota_bytes)
         self.max_txn_ops = max_txn_ops
         self.leases = Leases(min_lease_ttl)
@@ -97,7 +98,7 @@ class Shard:
         self.quota.member_id = self.state.member_id
         self._refresh_size()
         self.writer = Writer(self.store, self.state, self.leases, self._publish, self.quota,
-                             on_fenced=self._fenced)
+                             on_fenced=self._fenced, max_batch=MAX_BATCH if self.group_commit else 1)
         self.writer.start()
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
         if self.state.compact_rev > 0:

@@ -40,7 +40,7 @@ class Op:
 
 class Writer:
     def __init__(self, store, state, leases, publish: Callable[[list, int], None], quota,
-                 on_fenced: Callable[[], None] = lambda: None):
+                 on_fenced: Callable[[], None] = lambda: None, max_batch: int = MAX_BATCH):
         self.store = store
         self.state = state
         self.leases = leases
@@ -52,6 +52,7 @@ class Writer:
         self.stopping = False
         self.committing = False  # a COMMIT may have reached the database, state not yet advanced
         self.on_fenced = on_fenced
+        self.max_batch = max_batch  # 1: one database transaction per request (no group commit)
         self.abort_error: EtcdError = errors.STOPPING  # what submit() raises once stopping
 
     def start(self) -> None:
@@ -96,7 +97,7 @@ class Writer:
     async def _run(self) -> None:
         while True:
             batch = [await self.queue.get()]
-            while len(batch) < MAX_BATCH and not self.queue.empty():
+            while len(batch) < self.max_batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             try:
                 async with self.lock:

@@ -19,7 +19,7 @@ from typing import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from kubefabric.config import Flag, add_flags, duration
+from kubefabric.config import Flag, add_flags, duration, parse_bool
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.logs import setup_logging
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
@@ -47,6 +47,8 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
         Flag("--quota-backend-bytes", "0", "database size at which the NOSPACE alarm is raised "
              "(0: etcd's default, 2 GiB)", type=int),
         Flag("--max-request-bytes", "1572864", "largest request accepted (etcd's 1.5 MiB)", type=int),
+        Flag("--group-commit", "true", "batch concurrent writes into one database transaction "
+             "(false: one transaction per write, for comparison)", type=parse_bool),
         Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
         Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
         Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM",
@@ -89,7 +91,8 @@ def run(args, kinds: tuple[str, ...], store_of) -> int:
 
 async def _serve(args, dsn: DSN, store_of) -> int:
     address = args.advertise_address or args.listen_address
-    options = {"max_txn_ops": args.max_txn_ops, "quota_bytes": args.quota_backend_bytes}
+    options = {"max_txn_ops": args.max_txn_ops, "quota_bytes": args.quota_backend_bytes,
+               "group_commit": args.group_commit}
     node = ShardNode(lambda: store_of(dsn, args), options, address, args.name)
     service = ShardService(node)
     health_service = health.aio.HealthServicer()
