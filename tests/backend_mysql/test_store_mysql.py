@@ -327,3 +327,109 @@ def test_a_full_tablespace_raises_etcds_nospace_alarm(own_server):
         finally:
             await shard.close()
     run(body())
+
+
+# ---- cancellation: a connection left mid-protocol is never reused ----
+
+def test_a_statement_cancelled_mid_flight_never_leaves_its_connection_in_use(mariadb_kind):
+    async def cancelled(coro) -> None:
+        task = asyncio.create_task(coro)
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async def slow_read(store):
+        async with store.snapshot() as cur:
+            await cur.sql("SELECT SLEEP(1)")
+
+    async def body():
+        store = await opened(mariadb_kind.store("cancel"))
+        try:
+            await write(store, [(b"k", b"v")], rev=2)
+            await cancelled(slow_read(store))
+            for _ in range(2 * store.read_pool_size):  # every pooled connection answers its own query
+                assert await latest(store, b"k", None) == [(b"k", b"v")]
+            assert await store.try_lock_leader()
+            cur = await store.begin()
+            await cancelled(cur.sql("SELECT SLEEP(1)"))
+            await store.rollback()  # closes the connection: its reply is still on the way
+            assert not await store.writer_alive()
+            assert await eventually_leader(store)  # a new writer connection, the lock taken again
+            await write(store, [(b"k2", b"v")], rev=3)
+            assert await latest(store, b"k", b"l") == [(b"k", b"v"), (b"k2", b"v")]
+        finally:
+            await store.close()
+    run(body())
+
+
+# ---- TLS from the DSN ----
+
+def _certificates(directory) -> dict[str, str]:
+    """A CA, and a server certificate for 127.0.0.1 signed by it; plus an unrelated CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(subject, key, issuer, issuer_key, ca: bool, san=None):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(san))]), critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def write(fname, data):
+        path = directory / fname
+        path.write_bytes(data)
+        return str(path)
+
+    out = {}
+    for ca_name in ("ca", "other-ca"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        out[ca_name] = (key, cert(ca_name, key, ca_name, key, True))
+        out[ca_name + ".pem"] = write(ca_name + ".pem", out[ca_name][1].public_bytes(serialization.Encoding.PEM))
+    ca_key, _ = out["ca"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    out["server.pem"] = write("server.pem", cert("127.0.0.1", key, "ca", ca_key, False, "127.0.0.1")
+                              .public_bytes(serialization.Encoding.PEM))
+    out["server.key"] = write("server.key", key.private_bytes(serialization.Encoding.PEM,
+                                                              serialization.PrivateFormat.TraditionalOpenSSL,
+                                                              serialization.NoEncryption()))
+    return out
+
+
+def test_tls_parameters_of_the_dsn_reach_the_server(tmp_path):
+    files = _certificates(tmp_path)
+    server = MariadbServer(extra_args=(f"--ssl-ca={files['ca.pem']}", f"--ssl-cert={files['server.pem']}",
+                                       f"--ssl-key={files['server.key']}"))
+    try:
+        server.start()
+        server.create_database("tls")
+        server.admin(f"ALTER USER '{server.USER}'@'127.0.0.1' REQUIRE SSL")
+
+        async def cipher(query: str) -> str:
+            store = await opened(MysqlStore(parse_dsn(server.dsn("tls") + query)))
+            try:
+                async with store.snapshot() as cur:
+                    return (await cur.sql("SHOW SESSION STATUS LIKE 'Ssl_cipher'"))[0][1]
+            finally:
+                await store.close()
+
+        assert run(cipher(f"?ssl-ca={files['ca.pem']}"))  # VERIFY_IDENTITY: CA and 127.0.0.1
+        assert run(cipher("?ssl-mode=REQUIRED"))  # encrypted, unverified
+        with pytest.raises(MysqlStoreError, match="cannot connect.*(?i:certificate)"):
+            run(cipher(f"?ssl-ca={files['other-ca.pem']}&ssl-mode=VERIFY_CA"))
+        with pytest.raises(MysqlStoreError, match="Access denied"):  # the user requires TLS
+            run(cipher(""))
+    finally:
+        server.cleanup()

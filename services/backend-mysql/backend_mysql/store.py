@@ -91,7 +91,8 @@ class MysqlStore:
                     init_command=ISOLATION, ssl=self._ssl, connect_timeout=10)
 
     def _failure(self, what: str, exc: BaseException) -> MysqlStoreError:
-        reason = str(exc)
+        cause = exc.__cause__  # aiomysql's 2003 hides the reason (refused, TLS, ...) there
+        reason = f"{exc} ({cause})" if cause else str(exc)
         if self.dsn.password:
             reason = reason.replace(self.dsn.password, "***")
         return MysqlStoreError(f"MySQL/MariaDB at {self._where()}: {what}: {reason}")
