@@ -177,9 +177,10 @@ def wait_shard_ready(server: Server, timeout: float = 60.0) -> None:
 
 
 def start_shard(workdir: Path, kind: str, dsn: str, extra: list[str] | None = None,
-                name: str = "shard", wait: bool = True) -> Server:
-    """One replica of a shard service (kind: sqlite, postgres or mariadb) on `dsn`."""
-    port = free_port()
+                name: str = "shard", wait: bool = True, port: int | None = None) -> Server:
+    """One replica of a shard service (kind: sqlite, postgres or mariadb) on `dsn` (on `port`, to
+    restart a replica where its router expects it)."""
+    port = port or free_port()
     log = workdir / f"{name}-{port}.log"
     argv = [sys.executable, "-m", "kubefabric.cli", SHARD_COMMANDS[kind], "--dsn", dsn,
             "--listen-address", f"127.0.0.1:{port}", "--name", name, *(extra or [])]
