@@ -3,6 +3,14 @@
 `etcd_unary` turns an EtcdError raised anywhere below into the gRPC status etcd would send
 (code and exact message), and any other exception into INTERNAL with a one-line reason (logged
 with its traceback here, never sent to the client).
+
+Deadlines: a request that has not finished after `DEADLINE.seconds` (kv-router's
+--request-timeout) fails with etcd's `etcdserver: request timed out` (UNAVAILABLE: the outcome
+of a write is unknown, as in etcd, and clients retry), and its work is cancelled: a call to a
+remote shard is cancelled on the wire, a write still queued for the embedded writer is not
+waited for (it may still apply, like an etcd proposal after its timeout). A client whose own
+deadline expires first gets its status from its library; gRPC cancels the handler, with the
+same effect. Work that runs synchronously on the event loop cannot be interrupted.
 """
 from __future__ import annotations
 
@@ -56,8 +64,27 @@ class Gate:
 
 GATE = Gate()
 
+# etcd's request timeout: 5 s + 2 election timeouts (1 s each by default)
+DEFAULT_REQUEST_TIMEOUT_S = 7.0
+# etcd waits for these without its request timeout: a defragmentation or a physical compaction
+# takes as long as the database needs (clients set their own deadline)
+UNBOUNDED = frozenset({"Defragment", "Compact"})
+
+
+class Deadline:
+    """The server-side limit of one unary request, in seconds; None: no limit (the default of
+    a process that does not set one)."""
+
+    def __init__(self):
+        self.seconds: float | None = None
+
+
+DEADLINE = Deadline()
+
 
 def etcd_unary(method):
+    bounded = method.__name__ not in UNBOUNDED
+
     @functools.wraps(method)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         if type(request) is Malformed:
@@ -67,7 +94,10 @@ def etcd_unary(method):
         except EtcdError as err:
             await context.abort(err.code, err.message)
         try:
-            return await method(self, request, context)
+            async with asyncio.timeout(DEADLINE.seconds if bounded else None):
+                return await method(self, request, context)
+        except TimeoutError:
+            await context.abort(errors.TIMEOUT.code, errors.TIMEOUT.message)
         except EtcdError as err:
             await context.abort(err.code, err.message)
         except grpc.aio.AbortError:

@@ -9,6 +9,10 @@ client-chosen id or an empty range answers created+canceled with watch_id -1 and
 cancel of an unknown id is ignored; a progress request is answered (watch_id -1, header revision
 = closed revision) only once every watcher of the stream is synced; fragment=true splits a
 response larger than the request size limit.
+
+Limits (not etcd's, which has none; refused the way etcd refuses a create it cannot serve):
+a stream holds at most `max_watchers` watchers; a create beyond that is answered created+canceled
+with watch_id -1 and a reason naming the limit, and the stream stays usable.
 """
 from __future__ import annotations
 
@@ -21,17 +25,28 @@ from .hub import Watcher, WatchHub
 
 DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 EMPTY_RANGE = "mvcc: watcher range is empty"
+DEFAULT_MAX_WATCHERS = 100_000
+
+
+def too_many_watchers(limit: int) -> str:
+    return (f"kubefabric: too many watchers on this watch stream: the limit is {limit} "
+            "(--max-watchers-per-stream); cancel watchers or open another stream")
 
 
 class WatchStream:
     def __init__(self, hub: WatchHub, fill_header, max_response_bytes: int,
-                 buffer_budget: int = 64 * 1024 * 1024):
+                 buffer_budget: int = 64 * 1024 * 1024, max_watchers: int = DEFAULT_MAX_WATCHERS):
         self.hub = hub
+        self.max_watchers = max_watchers
         self.fill = fill_header  # fill(header, revision)
         self.max_bytes = max_response_bytes
         self.out: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue()
         self.buffer_budget = buffer_budget
         self.buffered = 0  # bytes queued and not yet taken by the transport
+        # set while buffered <= buffer_budget: the stream's requests are read only then, so a
+        # client that does not read cannot grow the backlog by sending requests either
+        self.room = asyncio.Event()
+        self.room.set()
         self.overflowed = False
         self.watchers: dict[int, Watcher] = {}
         self.next_id = 0
@@ -44,12 +59,16 @@ class WatchStream:
         if resp is not None:
             self.buffered += resp.ByteSize()
         self.out.put_nowait(resp)
-        if self.buffered > self.buffer_budget and not self.overflowed:
-            self._overflow()
+        if self.buffered > self.buffer_budget:
+            self.room.clear()
+            if not self.overflowed:
+                self._overflow()
 
     def taken(self, resp: pb.WatchResponse) -> None:
         """The transport sent `resp`: its bytes leave the budget."""
         self.buffered -= resp.ByteSize()
+        if self.buffered <= self.buffer_budget:
+            self.room.set()
 
     def _overflow(self) -> None:
         """The client reads slower than events arrive and the backlog passed the budget: cancel
@@ -63,6 +82,7 @@ class WatchStream:
             self.hub.remove(w)
             resp = pb.WatchResponse(watch_id=w.id, canceled=True, cancel_reason=reason)
             self.fill(resp.header, self.hub.committed)
+            self.buffered += resp.ByteSize()  # counted like any response: taken() subtracts it
             self.out.put_nowait(resp)
         self.overflowed = False
 
@@ -87,6 +107,9 @@ class WatchStream:
             return
         if rng.end and rng.start >= rng.end:
             self._send_refused(EMPTY_RANGE, committed)
+            return
+        if len(self.watchers) >= self.max_watchers:  # counts watchers still catching up too
+            self._send_refused(too_many_watchers(self.max_watchers), committed)
             return
         wid = creq.watch_id
         if not wid:

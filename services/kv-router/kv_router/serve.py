@@ -52,6 +52,18 @@ FLAGS = [
     Flag("--watch-stream-buffer-bytes", "67108864",
          "responses a watch stream may hold for a client that reads too slowly; past it every "
          "watcher of the stream is cancelled with a reason (clients re-watch)", type=int),
+    Flag("--max-watchers-per-stream", "100000",
+         "most watchers one watch stream may hold (etcd has no limit; kube-apiserver puts all "
+         "its uncached watches on one stream); one more is refused like etcd refuses a watch: "
+         "created and canceled with a reason", type=int),
+    Flag("--max-watch-streams-per-connection", "10000",
+         "most watch streams one client connection may have open at once (etcd has no limit; "
+         "etcd clients share one stream per connection and context); one more is refused with "
+         "RESOURCE_EXHAUSTED", type=int),
+    Flag("--request-timeout", "7s",
+         "how long a unary request may take before it fails with etcd's 'etcdserver: request "
+         "timed out' (etcd's 5s + 2 election timeouts; 0: no limit). Defragment and Compact "
+         "are not limited, as in etcd", type=duration),
     Flag("--sqlite-synchronous", "FULL",
          "SQLite durability: FULL fsyncs every commit (like etcd); NORMAL may lose the last "
          "commits on power loss", choices=("FULL", "NORMAL")),
@@ -167,6 +179,9 @@ async def _serve(args, tls: TLSSettings | None) -> int:
                        peer_urls=[u.strip() for u in args.initial_advertise_peer_urls.split(",")],
                        progress_interval_s=args.watch_progress_notify_interval,
                        watch_buffer_bytes=args.watch_stream_buffer_bytes,
+                       max_watchers_per_stream=args.max_watchers_per_stream,
+                       max_watch_streams_per_connection=args.max_watch_streams_per_connection,
+                       request_timeout_s=args.request_timeout,
                        tls=CertificateReloader(tls) if tls else None)
     try:
         compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)

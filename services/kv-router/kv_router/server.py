@@ -12,12 +12,13 @@ from .health import HealthService
 
 from kubefabric.watch.hub import WatchHub
 
-from kubefabric.rpc.handlers import GATE
+from kubefabric.rpc.handlers import DEADLINE, DEFAULT_REQUEST_TIMEOUT_S, GATE
 from .kv import KVService
 from .lease import LeaseService
 from .maintenance import AuthService, ClusterService, MaintenanceService
 from .tls import CertificateReloader, is_tls_url
-from .watch import WatchService
+from .watch import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
+from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS
 from kubefabric.rpc.wire import register
 
 log = logging.getLogger("kubefabric.router")
@@ -36,6 +37,9 @@ class ServerConfig:
     keepalive_timeout_s: float = 20.0
     progress_interval_s: float = 600.0
     watch_buffer_bytes: int = 64 * 1024 * 1024
+    max_watchers_per_stream: int = DEFAULT_MAX_WATCHERS
+    max_watch_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S  # 0: no server-side limit
     peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
     tls: CertificateReloader | None = None  # credentials for the https:// URLs
 
@@ -75,7 +79,9 @@ class RouterServer:
         self.health = HealthService()
         # etcd splits fragmented watch responses at its gRPC receive limit, not the request limit
         self.watch = WatchService(self.hub, shard.state.fill, cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
-                                  cfg.watch_buffer_bytes)
+                                  cfg.watch_buffer_bytes, cfg.max_watchers_per_stream,
+                                  cfg.max_watch_streams_per_connection)
+        DEADLINE.seconds = cfg.request_timeout_s or None
         self.server = grpc.aio.server(options=grpc_options(cfg))
         kv = KVService(shard, cfg.max_request_bytes)
         register(self.server, "KV", kv)

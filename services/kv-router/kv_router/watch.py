@@ -1,27 +1,52 @@
-"""etcd Watch service: a bidirectional stream per client, served by the shared WatchHub."""
+"""etcd Watch service: a bidirectional stream per client, served by the shared WatchHub.
+
+Limits: a client connection (one TCP connection, known by its peer address) holds at most
+`max_streams_per_connection` Watch streams at once; one more is refused with RESOURCE_EXHAUSTED
+and a sentence naming the flag (etcd's clients end that watch with the error; they do not retry
+it). Watchers per stream are limited by WatchStream.
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
 
+import grpc
+
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
-from kubefabric.watch.stream import WatchStream
+from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS, WatchStream
 
 from kubefabric.rpc.wire import Malformed
 
 log = logging.getLogger("kubefabric.watch")
 
+DEFAULT_MAX_STREAMS_PER_CONNECTION = 10_000
+
+
+def too_many_streams(limit: int) -> str:
+    return (f"kubefabric: too many watch streams on this connection: the limit is {limit} "
+            "(--max-watch-streams-per-connection); put more watchers on one stream or open "
+            "another connection")
+
 
 class WatchService(rpc.WatchServicer):
-    def __init__(self, hub, fill_header, max_response_bytes: int, buffer_budget: int):
+    def __init__(self, hub, fill_header, max_response_bytes: int, buffer_budget: int,
+                 max_watchers_per_stream: int = DEFAULT_MAX_WATCHERS,
+                 max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION):
         self.buffer_budget = buffer_budget
         self.hub = hub
         self.fill = fill_header
         self.max_bytes = max_response_bytes
+        self.max_watchers = max_watchers_per_stream
+        self.max_streams = max_streams_per_connection
         self.streams: set[WatchStream] = set()
+        self.per_peer: dict[str, int] = {}  # open streams per connection; no entry for 0
 
     async def Watch(self, request_iterator, context):
-        stream = WatchStream(self.hub, self.fill, self.max_bytes, self.buffer_budget)
+        peer = context.peer()
+        if self.per_peer.get(peer, 0) >= self.max_streams:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_many_streams(self.max_streams))
+        self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
+        stream = WatchStream(self.hub, self.fill, self.max_bytes, self.buffer_budget, self.max_watchers)
         self.streams.add(stream)
         reader = asyncio.create_task(self._read(request_iterator, stream))
         try:
@@ -37,6 +62,9 @@ class WatchService(rpc.WatchServicer):
             reader.cancel()
             stream.close()
             self.streams.discard(stream)
+            left = self.per_peer.pop(peer) - 1
+            if left:
+                self.per_peer[peer] = left
 
     async def _read(self, request_iterator, stream: WatchStream) -> None:
         try:
@@ -44,13 +72,14 @@ class WatchService(rpc.WatchServicer):
                 if isinstance(req, Malformed):
                     stream.out.put_nowait(req)
                     return
+                await stream.room.wait()  # backpressure: the client reads its responses first
                 await stream.handle(req)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.debug("watch stream ended: %s", exc)
         # the client half-closed: etcd keeps sending until the client goes away
-        
+
     def close_all(self) -> None:
         """End every stream cleanly (graceful shutdown)."""
         for stream in list(self.streams):
