@@ -4,11 +4,14 @@
     uv run python bench/run.py                       # full run: ~4 minutes
     uv run python bench/run.py --quick               # smoke run: short windows
     uv run python bench/run.py --only put,get --servers etcd,kubefabric --json out.json
+    uv run python bench/run.py --backends            # shard backends, group commit on/off: ~6 minutes
 
 For every server and workload it starts the server on loopback with a fresh temporary data
 directory, runs bench/bin/loadgen (Go, etcd's clientv3) at each client count, then stops the
 server and removes its data. Servers are stopped and data removed on exit, Ctrl-C and SIGTERM too.
-Standard library only. See bench/README.md.
+Standard library only, except the shard-service kinds (kf-sqlite-svc, kf-pg, kf-mysql and their
+-nogc variants), which bench/backends.py starts with the test harness from the uv environment.
+See bench/README.md.
 """
 from __future__ import annotations
 
@@ -34,8 +37,15 @@ LOADGEN = BENCH / "bin" / "loadgen"
 # Relative to the repo root so it also works in CI clones, where shared/ sits beside the repo.
 BUILD_SH = "../shared/tools/etcd/build.sh"
 
-ALL_SERVERS = ("etcd", "kine", "kubefabric")
+ALL_SERVERS = ("etcd", "kine", "kubefabric")  # the default comparison
+# kv-router in front of a shard service, with group commit and without (-nogc): bench/backends.py
+STACK_KINDS = tuple(k + s for k in ("kf-sqlite-svc", "kf-pg", "kf-mysql") for s in ("", "-nogc"))
+KNOWN_SERVERS = ALL_SERVERS + STACK_KINDS
 ALL_WORKLOADS = ("put", "get", "range", "watch-latency")
+# --backends: every shard backend with group commit on and off ("kubefabric" is the embedded shard,
+# which has no --group-commit flag, so it runs with group commit only)
+BACKENDS = ("kubefabric", "kf-sqlite-svc", "kf-pg", "kf-mysql")
+BACKEND_WORKLOADS = ("put", "get")
 
 
 def log(msg: str) -> None:
@@ -115,12 +125,27 @@ class Server:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-LIVE: list[Server] = []  # every server not yet stopped: cleanup() stops them
+LIVE: list = []  # every server (or backends.Stack) not yet stopped: cleanup() stops them
+_backends = None  # bench/backends.py, loaded on first use of a shard-service kind
+
+
+def backends_module():
+    """bench/backends.py (needs the uv environment), under a name of its own."""
+    global _backends
+    if _backends is None:
+        spec = importlib.util.spec_from_file_location("kf_bench_backends", BENCH / "backends.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        _backends = module
+    return _backends
 
 
 def cleanup() -> None:
     while LIVE:
         LIVE.pop().stop()
+    if _backends is not None:
+        _backends.cleanup()  # the PostgreSQL / MariaDB servers, after the stacks on them
 
 
 def server_argv(kind: str, port: int, workdir: Path, bins: Path | None,
@@ -146,7 +171,9 @@ def server_argv(kind: str, port: int, workdir: Path, bins: Path | None,
 
 
 def start_server(kind: str, bins: Path | None, ready_timeout: float = 60.0,
-                 extra: list[str] | None = None) -> Server:
+                 extra: list[str] | None = None):
+    if kind in STACK_KINDS:
+        return start_stack(kind, ready_timeout)
     workdir = Path(tempfile.mkdtemp(prefix=f"kf-bench-{kind}-"))
     port = free_port()
     argv = server_argv(kind, port, workdir, bins, extra)
@@ -175,7 +202,17 @@ def start_server(kind: str, bins: Path | None, ready_timeout: float = 60.0,
         time.sleep(0.1)
 
 
-def stop_server(server: Server) -> None:
+def start_stack(kind: str, ready_timeout: float):
+    """A shard service + `kubefabric serve --shard` (bench/backends.py); RuntimeError if it fails."""
+    try:
+        return backends_module().start_stack(kind, LIVE, ready_timeout)
+    except Exception as e:
+        while LIVE and LIVE[-1].kind == kind:  # the partly started stack
+            LIVE.pop().stop()
+        raise RuntimeError(f"{type(e).__name__}: {e}") from e
+
+
+def stop_server(server) -> None:
     server.stop()
     if server in LIVE:
         LIVE.remove(server)
@@ -275,14 +312,62 @@ def render_table(results: list[dict], servers: list[str], workloads: list[str], 
     return "\n".join(lines + notes)
 
 
+def backend_cell(r: dict | None, notes: list[str], label: str) -> str:
+    """`ops/s p99` of one result, `!` after ops/s if it had errors (noted in `notes`)."""
+    ok = r is not None and "failed" not in r
+    mark = " "
+    if r is not None and ("failed" in r or r.get("errors")):
+        mark = "!"
+        notes.append(f"! {label}: " + (r.get("failed") or f"{r['errors']} errors, first: {r.get('first_error', '')}"))
+    return (f"{fmt_num(r.get('ops_per_sec') if ok else None, 9)}{mark}"
+            f"{fmt_ms(r.get('p99_ms') if ok else None, 8)}")
+
+
+def render_backends_table(results: list[dict], backends: list[str], workloads: list[str],
+                          clients: list[int]) -> str:
+    """One row per backend, workload and client count: group commit on | off | on/off ratios."""
+    by = {(r["server"], r["workload"], r["clients"]): r for r in results}
+
+    def val(server: str, w: str, c: int, k: str) -> float | None:
+        r = by.get((server, w, c))
+        return None if r is None or "failed" in r else r.get(k)
+
+    head1 = f"{'backend':<15}{'workload':<9}{'clients':>7} | {'group commit':^18} | {'txn per write':^18} | {'gc speed-up':^13}"
+    head2 = f"{'':<15}{'':<9}{'':>7} | {'ops/s':>9} {'p99 ms':>8} | {'ops/s':>9} {'p99 ms':>8} | {'ops/s':>6} {'p99':>6}"
+    lines = [head1, head2, "-" * len(head2)]
+    notes: list[str] = []
+    for w in workloads:
+        for b in backends:
+            name = "embedded" if b == "kubefabric" else b
+            nogc = None if b == "kubefabric" else b + "-nogc"
+            for c in clients:
+                on = backend_cell(by.get((b, w, c)), notes, f"{b} {w} c={c}")
+                off = backend_cell(by.get((nogc, w, c)), notes, f"{nogc} {w} c={c}")
+                speed = (f"{ratio(val(b, w, c, 'ops_per_sec'), val(nogc, w, c, 'ops_per_sec'))} "
+                         f"{ratio(val(b, w, c, 'p99_ms'), val(nogc, w, c, 'p99_ms'))}")
+                lines.append(f"{name:<15}{w:<9}{c:>7} | {on} | {off} | {speed}")
+        lines.append("")
+    lines.append("group commit: concurrent writes share one database transaction (the default); txn per write: "
+                 "the shard service with --group-commit false.")
+    lines.append("gc speed-up: ops/s with group commit / without (> 1: group commit does more); p99 with / "
+                 "without (< 1: lower tail with it).")
+    lines.append("embedded: `kubefabric serve` with its own SQLite shard (no router hop; it has no "
+                 "--group-commit switch, so group commit only).")
+    return "\n".join(lines + notes)
+
+
 # ---------------------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: 1 s windows after 0.25 s warm-up")
-    p.add_argument("--only", default=",".join(ALL_WORKLOADS), help="workloads, comma-separated (default: all)")
-    p.add_argument("--servers", default=",".join(ALL_SERVERS), help="servers, comma-separated (default: all)")
+    p.add_argument("--only", help="workloads, comma-separated (default: all; --backends: put,get)")
+    p.add_argument("--servers", help=f"servers, comma-separated (default: {','.join(ALL_SERVERS)}; "
+                   f"also {','.join(STACK_KINDS)})")
+    p.add_argument("--backends", nargs="?", const=",".join(BACKENDS), metavar="LIST",
+                   help="shard-backend comparison: each of LIST (default: all of "
+                   f"{','.join(BACKENDS)}) with group commit on and off, one table")
     p.add_argument("--clients", default="1,16,64", help="client counts, comma-separated (default: 1,16,64)")
     p.add_argument("--duration", type=float, help="measured seconds per run (default 5, --quick 1)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds before each run (default 1, --quick 0.25)")
@@ -292,15 +377,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kubefabric-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for `kubefabric serve`, e.g. --kubefabric-arg=--sqlite-synchronous=NORMAL")
     a = p.parse_args(argv)
-    a.workloads = [w.strip() for w in a.only.split(",") if w.strip()]
-    a.server_list = [s.strip() for s in a.servers.split(",") if s.strip()]
-    a.client_counts = [int(c) for c in a.clients.split(",") if c.strip()]
+    a.workloads = split_list(a.only or ",".join(BACKEND_WORKLOADS if a.backends else ALL_WORKLOADS))
+    a.client_counts = [int(c) for c in split_list(a.clients)]
     for w in a.workloads:
         if w not in ALL_WORKLOADS:
             p.error(f"unknown workload {w!r} (choose from {', '.join(ALL_WORKLOADS)})")
+    if a.backends and a.servers:
+        p.error("--backends LIST chooses the servers: drop --servers")
+    a.backend_list = split_list(a.backends or "")
+    for b in a.backend_list:
+        if b not in BACKENDS:
+            p.error(f"unknown backend {b!r} (choose from {', '.join(BACKENDS)})")
+    a.server_list = backend_servers(a.backend_list) if a.backends else split_list(a.servers or ",".join(ALL_SERVERS))
     for s in a.server_list:
-        if s not in ALL_SERVERS:
-            p.error(f"unknown server {s!r} (choose from {', '.join(ALL_SERVERS)})")
+        if s not in KNOWN_SERVERS:
+            p.error(f"unknown server {s!r} (choose from {', '.join(KNOWN_SERVERS)})")
     if a.duration is None:
         a.duration = 1.0 if a.quick else 5.0
     if a.warmup is None:
@@ -308,9 +399,75 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def split_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
+
+def backend_servers(backends: list[str]) -> list[str]:
+    """Each backend with group commit, then without (the embedded shard has no switch)."""
+    return [kind for b in backends for kind in ((b,) if b == "kubefabric" else (b, b + "-nogc"))]
+
+
+def run_workload(kind: str, workload: str, args: argparse.Namespace, bins: Path | None) -> list[dict]:
+    """A fresh server (and data dir) for one workload: earlier workloads' history does not weigh on
+    later ones; the client counts of the workload share it (preload is reused)."""
+    try:
+        server = start_server(kind, bins, extra=args.kubefabric_arg if kind == "kubefabric" else None)
+    except RuntimeError as e:
+        log(f"[{kind}] failed to start: {e}")
+        return [{"server": kind, "workload": workload, "clients": c, "failed": f"start: {brief_error(e)}"}
+                for c in args.client_counts]
+    results = []
+    try:
+        for c in args.client_counts:
+            if not server.alive():
+                r = {"workload": workload, "clients": c, "failed": f"server exited: {server.log_tail(5)}"}
+            else:
+                r = run_loadgen(server.endpoint, workload, c, args.duration, args.warmup, args.loadgen_arg)
+            r["server"] = kind
+            results.append(r)
+            log_result(kind, workload, c, r)
+    finally:
+        stop_server(server)
+    return results
+
+
+def brief_error(e: Exception) -> str:
+    """The first line and the end of an error (a traceback's last lines say what went wrong)."""
+    text = str(e).strip()
+    first, rest = (text.split("\n", 1) + [""])[:2]
+    return first[:200] + (f" ... {rest[-400:]}" if rest else "")
+
+
+def log_result(kind: str, workload: str, clients: int, r: dict) -> None:
+    if "failed" in r:
+        log(f"[{kind}] {workload:<13} c={clients:<3} FAILED: {r['failed'][:200]}")
+    else:
+        log(f"[{kind}] {workload:<13} c={clients:<3} {r['ops_per_sec']:>10,.0f} ops/s  "
+            f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  errors {r['errors']}")
+
+
+def write_json(path: str, args: argparse.Namespace, results: list[dict], started: float,
+               load_before: tuple, load_after: tuple) -> None:
+    doc = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "seconds": round(time.time() - started, 1),
+            "host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in load_after],
+            "duration": args.duration, "warmup": args.warmup, "clients": args.client_counts,
+            "servers": args.server_list, "workloads": args.workloads, "loadgen_args": args.loadgen_arg,
+            "kubefabric_args": args.kubefabric_arg, "backends": args.backend_list,
+            "versions": {"etcd": "3.7.3", "kine": "v0.17.5"},
+        },
+        "results": results,
+    }
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+    log(f"wrote {path}")
+
+
+def install_signal_handlers() -> None:
     def on_term(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -318,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_term)
     # Explicitly, since a parent (a shell's background job, some wrappers) may have left SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_signal_handlers()
     build_loadgen()
     bins = reference_bin_dir() if {"etcd", "kine"} & set(args.server_list) else None
 
@@ -330,59 +492,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for kind in args.server_list:
             for w in args.workloads:
-                # A fresh server (and data dir) per workload: earlier workloads' history does not
-                # weigh on later ones; client counts of one workload share it (preload is reused).
-                try:
-                    server = start_server(kind, bins,
-                                          extra=args.kubefabric_arg if kind == "kubefabric" else None)
-                except RuntimeError as e:
-                    log(f"[{kind}] failed to start: {e}")
-                    for c in args.client_counts:
-                        results.append({"server": kind, "workload": w, "clients": c, "failed": f"start: {str(e)[:300]}"})
-                    continue
-                try:
-                    for c in args.client_counts:
-                        if not server.alive():
-                            r = {"workload": w, "clients": c, "failed": f"server exited: {server.log_tail(5)}"}
-                        else:
-                            r = run_loadgen(server.endpoint, w, c, args.duration, args.warmup, args.loadgen_arg)
-                        r["server"] = kind
-                        results.append(r)
-                        if "failed" in r:
-                            log(f"[{kind}] {w:<13} c={c:<3} FAILED: {r['failed'][:200]}")
-                        else:
-                            log(f"[{kind}] {w:<13} c={c:<3} {r['ops_per_sec']:>10,.0f} ops/s  "
-                                f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  errors {r['errors']}")
-                finally:
-                    stop_server(server)
+                results += run_workload(kind, w, args, bins)
     except KeyboardInterrupt:
         log("interrupted: stopping servers")
         cleanup()
         return 130
     finally:
         cleanup()
+    load_after = os.getloadavg()
 
-    table = render_table(results, args.server_list, args.workloads, args.client_counts)
+    if args.backends:
+        table = render_backends_table(results, args.backend_list, args.workloads, args.client_counts)
+    else:
+        table = render_table(results, args.server_list, args.workloads, args.client_counts)
     print(table)
+    print(f"load average (1/5/15 min): {fmt_load(load_before)} before, {fmt_load(load_after)} after; "
+          f"{os.cpu_count()} cores; {args.duration:g} s measured after {args.warmup:g} s warm-up")
     if args.json:
-        doc = {
-            "meta": {
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                "seconds": round(time.time() - started, 1),
-                "host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                "loadavg_before": [round(x, 2) for x in load_before],
-                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                "duration": args.duration, "warmup": args.warmup, "clients": args.client_counts,
-                "servers": args.server_list, "workloads": args.workloads, "loadgen_args": args.loadgen_arg,
-                "kubefabric_args": args.kubefabric_arg,
-                "versions": {"etcd": "3.7.3", "kine": "v0.17.5"},
-            },
-            "results": results,
-        }
-        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
-        log(f"wrote {args.json}")
+        write_json(args.json, args, results, started, load_before, load_after)
     failed = [r for r in results if "failed" in r]
     return 1 if failed and len(failed) == len(results) else 0
+
+
+def fmt_load(load: tuple) -> str:
+    return "/".join(f"{x:.2f}" for x in load)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,196 @@
+"""Shard-service server kinds for bench/run.py: kv-router in front of a shard service.
+
+    kf-sqlite-svc   kubefabric backend-sqlite (a SQLite file, synchronous=FULL)
+    kf-pg           kubefabric backend-pg on a private PostgreSQL 15 (fsync on)
+    kf-mysql        kubefabric backend-mysql on a private MariaDB (innodb_flush_log_at_trx_commit=1)
+
+each with `kubefabric serve --shard grpc://...` in front; `<kind>-nogc` runs the shard service with
+`--group-commit false` (one database transaction per write). A stack has the surface run.py uses
+for a server (kind, endpoint, alive(), log_tail(), stop()).
+
+PostgreSQL and MariaDB come from the test harness (tests/harness/postgres.py, mariadb.py): one
+server of each per run, started on first use, with a fresh database per stack (dropped when the
+stack stops); cleanup() removes the servers and their data. Needs the uv environment (grpc,
+pymysql), unlike run.py itself.
+"""
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
+
+from harness.servers import wait_ready, wait_shard_ready  # noqa: E402
+
+NOGC = "-nogc"
+DATABASES = {"kf-sqlite-svc": "sqlite", "kf-pg": "postgres", "kf-mysql": "mariadb"}
+SHARD_COMMANDS = {"sqlite": "backend-sqlite", "postgres": "backend-pg", "mariadb": "backend-mysql"}
+KINDS = tuple(k + s for k in DATABASES for s in ("", NOGC))
+DB_SERVERS = {"postgres": None, "mariadb": None}  # the running database servers, by kind
+
+_names = itertools.count()
+
+
+def split_kind(kind: str) -> tuple[str, bool]:
+    """'kf-pg-nogc' -> ('postgres', False): the database kind and whether group commit is on."""
+    base = kind.removesuffix(NOGC)
+    return DATABASES[base], not kind.endswith(NOGC)
+
+
+# ------------------------------------------------------------------------------- processes
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Proc:
+    """One process of a stack; `log()`, `proc`, `endpoint`, `kind` as the harness' waiters expect."""
+    kind: str
+    endpoint: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-20000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM its process group, SIGKILL after `timeout`."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is not None:
+                return
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def spawn(kind: str, args: list[str], port: int, workdir: Path) -> Proc:
+    """`python -m kubefabric.cli ARGS` in its own session, without KUBEFABRIC_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFABRIC_")}
+    log_path = workdir / f"{kind}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "kubefabric.cli", *args], cwd=workdir, env=env,
+                            stdin=subprocess.DEVNULL, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=_die_with_parent)
+    return Proc(kind, f"127.0.0.1:{port}", proc, log_path)
+
+
+# ------------------------------------------------------------------------------- databases
+
+def database_server(db: str):
+    """The run's PostgreSQL or MariaDB server, started on first use."""
+    if DB_SERVERS.get(db) is None:
+        if db == "postgres":
+            from harness.postgres import PostgresServer
+            DB_SERVERS[db] = PostgresServer().start()
+        else:
+            from harness.mariadb import MariadbServer
+            server = MariadbServer()
+            server.start()
+            DB_SERVERS[db] = server
+    return DB_SERVERS[db]
+
+
+def fresh_dsn(db: str, workdir: Path) -> tuple[str, str]:
+    """(dsn, database name) of a new, empty database of kind `db`."""
+    if db == "sqlite":
+        return f"sqlite://{workdir / 'shard'}", ""
+    name = f"bench_{os.getpid()}_{next(_names)}"
+    server = database_server(db)
+    server.create_database(name)
+    return server.dsn(name), name
+
+
+def drop_database(db: str, name: str) -> None:
+    server = DB_SERVERS.get(db)
+    if name and server is not None:
+        try:
+            server.drop_database(name)
+        except Exception as exc:  # a database left behind goes with the server at cleanup()
+            print(f"dropping {name}: {exc}", file=sys.stderr)
+
+
+def cleanup() -> None:
+    """Stop the database servers and delete their data."""
+    for db, server in list(DB_SERVERS.items()):
+        if server is None:
+            continue
+        DB_SERVERS[db] = None
+        if db == "postgres":
+            server.remove()
+        else:
+            server.stop()
+            server.cleanup()
+
+
+# ---------------------------------------------------------------------------------- stacks
+
+@dataclass
+class Stack:
+    kind: str
+    endpoint: str
+    workdir: Path
+    db: str
+    database: str = ""
+    procs: list[Proc] = field(default_factory=list)  # shard service first, router last
+
+    def alive(self) -> bool:
+        return all(p.proc.poll() is None for p in self.procs)
+
+    def log_tail(self, n: int = 30) -> str:
+        return "\n".join(f"--- {p.kind}\n" + "\n".join(p.log().splitlines()[-n:]) for p in self.procs)
+
+    def pids(self) -> dict[str, int]:
+        return {p.kind: p.proc.pid for p in self.procs}
+
+    def stop(self) -> None:
+        """Router first, then the shard service, then drop the database and remove the files."""
+        for p in reversed(self.procs):
+            p.stop()
+        drop_database(self.db, self.database)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_stack(kind: str, live: list, ready_timeout: float = 60.0) -> Stack:
+    """A shard service on a fresh database and a router in front; appended to `live` at once,
+    so an interrupted start is cleaned up too."""
+    db, group_commit = split_kind(kind)
+    workdir = Path(tempfile.mkdtemp(prefix=f"kf-bench-{kind}-"))
+    stack = Stack(kind, "", workdir, db)
+    live.append(stack)
+    dsn, stack.database = fresh_dsn(db, workdir)
+    shard_port, client_port = _free_port(), _free_port()
+    shard = spawn("shard", [SHARD_COMMANDS[db], "--dsn", dsn, "--listen-address", f"127.0.0.1:{shard_port}",
+                            "--group-commit", str(group_commit).lower()], shard_port, workdir)
+    stack.procs.append(shard)
+    wait_shard_ready(shard, ready_timeout)
+    router = spawn("router", ["serve", "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+                              "--shard", f"grpc://{shard.endpoint}"], client_port, workdir)
+    stack.procs.append(router)
+    wait_ready(router, ready_timeout)
+    stack.endpoint = router.endpoint
+    return stack
