@@ -95,6 +95,37 @@ def test_the_primary_key_of_the_same_bytes_plus_a_trailing_space_or_nul_is_a_new
     run(body())
 
 
+# ---- statements and DSNs ----
+
+def test_every_statement_has_one_bound_value_per_marker_in_order():
+    from backend_mysql.dialect import statements
+    from kubefabric.store.statements import BUILDERS
+
+    stmts = statements()
+    for name in [*BUILDERS, "upsert_kv", "upsert_meta"]:
+        for shape in ("single", "bounded", "unbounded"):
+            for limited in (False, True):
+                c = stmts.get(name, shape, limited)
+                assert c.sql.count("%s") == len(c.params), (name, shape, limited, c.sql)
+                assert "%" not in c.sql.replace("%s", "")
+    history = stmts.get("history", "bounded", True)
+    assert history.sql.rstrip().endswith("LIMIT %s") and history.params[-1] == "limit"
+
+
+def test_a_mariadb_scheme_dsn_opens_the_same_store(mariadb_server, mariadb_kind):
+    async def body():
+        mysql_store = await opened(mariadb_kind.store("scheme"))
+        dsn = mariadb_server.dsn(mariadb_kind.database("scheme")).replace("mysql://", "mariadb://")
+        mariadb_store = await opened(MysqlStore(dsn))
+        try:
+            await write(mysql_store, [(b"k", b"v")], rev=2)
+            assert await latest(mariadb_store, b"k", None) == [(b"k", b"v")]
+        finally:
+            await mysql_store.close()
+            await mariadb_store.close()
+    run(body())
+
+
 # ---- key length ----
 
 def test_the_key_column_is_the_widest_an_innodb_primary_key_of_key_rev_sub_allows(mariadb_server, mariadb_kind):
@@ -294,7 +325,7 @@ def test_committed_writes_survive_a_crash_and_the_writer_notices_the_restart(own
         assert not await shard.store.writer_alive()
         with pytest.raises(EtcdError):
             await shard.put(pb.PutRequest(key=b"lost", value=b"v"))
-        own_server.start()
+        own_server.restart()  # recovers the crashed data directory
         await shard.close()
         shard = Shard(MysqlStore(parse_dsn(own_server.dsn("crash"))))
         await shard.open()

@@ -69,7 +69,9 @@ class MysqlStore:
             raise DSNError(f"MysqlStore needs a mysql:// or mariadb:// DSN, not {self.dsn.redacted()}")
         self.read_pool_size = read_pool_size
         self.stmts = statements()
-        self.lock_name = _lock_name(self.dsn.database)
+        # GET_LOCK names are server-wide: one per database; MySQL 8 refuses names over 64 chars
+        self.lock_name = "kubefabric_leader:" + (self.dsn.database if len(self.dsn.database) <= 46
+                                                 else hashlib.sha256(self.dsn.database.encode()).hexdigest()[:46])
         self.server_version = ""
         self._ssl = ssl_context(self.dsn)
         self._w: _Cursor | None = None          # the writer connection's cursor
@@ -112,7 +114,7 @@ class MysqlStore:
             self._pool = await aiomysql.create_pool(minsize=1, maxsize=self.read_pool_size,
                                                     autocommit=True, **self._connect_args())
             await self._refresh_size()
-        except pymysql.err.Error as exc:
+        except (pymysql.err.Error, OSError) as exc:
             await self.close()
             raise self._failure("cannot open the store", exc) from None
         except BaseException:
@@ -124,10 +126,9 @@ class MysqlStore:
         self.server_version, packet = (await self._w.sql("SELECT VERSION(), @@max_allowed_packet"))[0]
         if packet < MIN_MAX_ALLOWED_PACKET:
             raise MysqlStoreError(
-                f"MySQL/MariaDB at {self._where()}: max_allowed_packet is {packet} bytes; KubeFabric "
-                f"needs at least {MIN_MAX_ALLOWED_PACKET} (etcd's 1.5 MiB requests, hex-encoded, and "
-                f"history rows of two values): set max_allowed_packet=64M in the server's [mysqld] "
-                f"configuration")
+                f"MySQL/MariaDB at {self._where()}: max_allowed_packet is {packet} bytes; KubeFabric needs "
+                f"at least {MIN_MAX_ALLOWED_PACKET} (etcd's 1.5 MiB requests, hex-encoded, and history "
+                f"rows of two values): set max_allowed_packet=64M in the server's [mysqld] configuration")
 
     async def _create_schema(self) -> None:
         """Create missing tables (with their indexes: MySQL 8 has no CREATE INDEX IF NOT EXISTS),
@@ -296,13 +297,6 @@ class MysqlStore:
         except (pymysql.err.Error, OSError, asyncio.TimeoutError):
             await w.close()
             return False
-
-
-def _lock_name(database: str) -> str:
-    name = f"kubefabric_leader:{database}"
-    if len(name) <= 64:  # MySQL 8 refuses longer lock names
-        return name
-    return "kubefabric_leader:" + hashlib.sha256(database.encode()).hexdigest()[:46]
 
 
 def ssl_context(dsn: DSN) -> ssl.SSLContext | None:
