@@ -1,0 +1,402 @@
+"""deploy/: both overlays render with `kubectl kustomize`, validate against the newest Kubernetes
+schemas kubernetes-validate ships (1.37), and keep the platform's policy facts:
+
+- every container runs as non-root with a read-only root filesystem, no privilege escalation,
+  all capabilities dropped, RuntimeDefault seccomp, resource requests and memory limits, and
+  readiness and liveness probes; KubeFabric's own containers probe the gRPC health service
+  (shard services by the service names "liveness" and "readiness");
+- no secret is inlined: DSNs and passwords reach containers only through secretKeyRef; the ha
+  overlay contains no Secret at all (the operator creates them), the dev overlay only Secrets
+  generated from obviously-dev values;
+- each existing service has its Deployment, Service, ServiceAccount, ConfigMap and
+  PodDisruptionBudget; ha has an HPA per service and leaves replica counts to it;
+- NetworkPolicies allow exactly the flows of DESIGN §1 between the pods of an overlay (checked
+  by evaluating the policies for every pod pair and declared port), plus DNS.
+
+Missing kubectl is a failure (with what to install), never a skip.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+OVERLAYS = ("dev", "ha")
+SERVICES = {  # service -> (port, probe service names (liveness, readiness))
+    "kv-router": (2379, ("", "")),
+    "backend-pg": (2391, ("liveness", "readiness")),
+    "backend-mysql": (2392, ("liveness", "readiness")),
+}
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+K8S_VERSION = "1.37"
+
+
+def _kubectl() -> str:
+    path = shutil.which("kubectl")
+    if not path:
+        pytest.fail("kubectl is not installed: install it (Debian: apt-get install kubectl, or the "
+                    "static binary from the Kubernetes release) — it renders deploy/ with kustomize")
+    return path
+
+
+def render(overlay: str) -> list[dict]:
+    done = subprocess.run([_kubectl(), "kustomize", str(DEPLOY / "overlays" / overlay)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"kubectl kustomize {overlay} failed:\n{done.stderr}"
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request):
+    return request.param, render(request.param)
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    return {name: render(name) for name in OVERLAYS}
+
+
+def by_kind(objs: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
+
+
+def pod_specs(objs: list[dict]):
+    for o in objs:
+        if o["kind"] in WORKLOADS:
+            tmpl = o["spec"]["jobTemplate"]["spec"]["template"] if o["kind"] == "CronJob" \
+                else o["spec"]["template"]
+            yield o, tmpl
+
+
+def containers(spec: dict):
+    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def is_kubefabric(container: dict) -> bool:
+    return re.match(r"^([^/]+/)*kubefabric(:|@|$)", container["image"]) is not None
+
+
+# ---- schema validation ----
+
+def _validator():
+    import kubernetes_validate
+    from kubernetes_validate.utils import all_versions, latest_version
+    newest = latest_version()
+    assert tuple(map(int, newest.split(".")[:2])) >= (1, 37), \
+        f"kubernetes-validate ships schemas up to {newest}; the platform targets {K8S_VERSION}: " \
+        "upgrade it (uv add --dev 'kubernetes-validate>=1.37')"
+    assert any(v.startswith(K8S_VERSION + ".") for v in all_versions())
+    return kubernetes_validate
+
+
+def test_overlays_validate_against_kubernetes_1_37(overlay):
+    kv = _validator()
+    name, objs = overlay
+    errors = []
+    for o in objs:
+        try:
+            used = kv.validate(o, K8S_VERSION + ".0", strict=True)
+            assert used == K8S_VERSION
+        except kv.ValidationError as err:
+            errors.append(f"{o['kind']}/{o['metadata']['name']}: {err.message} at {list(err.path)}")
+    assert not errors, f"overlay {name}:\n" + "\n".join(errors)
+
+
+def test_validation_rejects_a_broken_object(rendered):
+    kv = _validator()
+    deployment = copy.deepcopy(by_kind(rendered["dev"], "Deployment")["kv-router"])
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpc"]["port"] = "2379"
+    with pytest.raises(kv.ValidationError):
+        kv.validate(deployment, K8S_VERSION + ".0", strict=True)
+    deployment = copy.deepcopy(by_kind(rendered["dev"], "Deployment")["kv-router"])
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFS"] = True
+    with pytest.raises(kv.ValidationError):
+        kv.validate(deployment, K8S_VERSION + ".0", strict=True)
+
+
+# ---- services and their objects ----
+
+def test_every_service_has_its_objects(overlay):
+    name, objs = overlay
+    for kind in ("Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"):
+        present = by_kind(objs, kind)
+        for svc in SERVICES:
+            assert svc in present, f"{name}: {kind} {svc} is missing"
+    configmaps = by_kind(objs, "ConfigMap")
+    for svc in SERVICES:
+        assert any(re.fullmatch(rf"{svc}(-[a-z0-9]{{10}})?", cm) for cm in configmaps), \
+            f"{name}: ConfigMap for {svc} missing"
+    assert all(o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"), \
+        "every namespaced object is placed in the overlay's namespace"
+    namespaces = by_kind(objs, "Namespace")
+    assert len(namespaces) == 1
+    ns = next(iter(namespaces.values()))
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_services_select_their_pods_and_named_ports(overlay):
+    name, objs = overlay
+    pods = {o["metadata"]["name"]: t for o, t in pod_specs(objs)}
+    for svc_name, svc in by_kind(objs, "Service").items():
+        selector = svc["spec"]["selector"]
+        matches = [w for w, t in pods.items()
+                   if selector.items() <= t["metadata"]["labels"].items()]
+        assert matches == [svc_name], f"{name}: Service {svc_name} selects {matches}"
+        port_names = {p["name"] for c in pods[svc_name]["spec"]["containers"] for p in c.get("ports", [])}
+        for port in svc["spec"]["ports"]:
+            assert port["targetPort"] in port_names, f"{name}: {svc_name} targets {port['targetPort']}"
+
+
+def test_router_points_at_a_shard_service(overlay):
+    name, objs = overlay
+    cm = next(c for n, c in by_kind(objs, "ConfigMap").items() if n.startswith("kv-router"))
+    shard = cm["data"]["KUBEFABRIC_SHARD"]
+    for endpoint in shard.split(","):
+        host, port = re.fullmatch(r"grpc://([a-z0-9-]+):(\d+)", endpoint).groups()
+        assert host in by_kind(objs, "Service") and SERVICES[host][0] == int(port), endpoint
+
+
+# ---- pod policy ----
+
+def test_every_container_is_locked_down(overlay):
+    name, objs = overlay
+    problems = []
+    for workload, tmpl in pod_specs(objs):
+        spec = tmpl["spec"]
+        where = f"{name}: {workload['kind']}/{workload['metadata']['name']}"
+        pod_sc = spec.get("securityContext", {})
+        if pod_sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            problems.append(f"{where}: seccompProfile RuntimeDefault")
+        if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
+            problems.append(f"{where}: host namespaces")
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{where}: automountServiceAccountToken must be false (no API access)")
+        for c in containers(spec):
+            sc = {**pod_sc, **c.get("securityContext", {})}
+            cw = f"{where} container {c['name']}"
+            if sc.get("runAsNonRoot") is not True:
+                problems.append(f"{cw}: runAsNonRoot")
+            if not isinstance(sc.get("runAsUser"), int) or sc["runAsUser"] == 0:
+                problems.append(f"{cw}: numeric non-root runAsUser")
+            if c.get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{cw}: readOnlyRootFilesystem")
+            if c.get("securityContext", {}).get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{cw}: allowPrivilegeEscalation false")
+            if c.get("securityContext", {}).get("capabilities", {}).get("drop") != ["ALL"]:
+                problems.append(f"{cw}: capabilities drop ALL")
+            if sc.get("privileged"):
+                problems.append(f"{cw}: privileged")
+            res = c.get("resources", {})
+            if not res.get("requests", {}).get("cpu") or not res.get("requests", {}).get("memory") \
+                    or not res.get("limits", {}).get("memory"):
+                problems.append(f"{cw}: cpu/memory requests and a memory limit")
+            if c["image"].endswith(":latest") or ":" not in c["image"].rsplit("/", 1)[-1]:
+                problems.append(f"{cw}: image {c['image']} needs a pinned tag")
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe not in c:
+                    problems.append(f"{cw}: {probe}")
+    assert not problems, "\n".join(problems)
+
+
+def test_kubefabric_containers_probe_the_grpc_health_service(overlay):
+    name, objs = overlay
+    seen = set()
+    for workload, tmpl in pod_specs(objs):
+        for c in tmpl["spec"]["containers"]:
+            if not is_kubefabric(c):
+                continue
+            svc = workload["metadata"]["name"]
+            port, (live, ready) = SERVICES[svc]
+            seen.add(svc)
+            assert c["args"][0] == svc if svc != "kv-router" else c["args"][0] == "serve"
+            for probe, service in (("startupProbe", live), ("livenessProbe", live), ("readinessProbe", ready)):
+                grpc = c[probe].get("grpc")
+                assert grpc, f"{name}: {svc} {probe} is a gRPC health probe"
+                assert grpc["port"] == port and grpc.get("service", "") == service, \
+                    f"{name}: {svc} {probe} = {grpc}"
+            mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{name}: {svc} gets a writable /tmp (emptyDir)"
+            volumes = {v["name"]: v for v in tmpl["spec"]["volumes"]}
+            assert all("emptyDir" in volumes[m["name"]] for m in c["volumeMounts"])
+    assert seen == set(SERVICES), f"{name}: KubeFabric workloads {seen}"
+
+
+# ---- secrets ----
+
+PASSWORDISH = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|DSN|CREDENTIAL|PRIVATE_KEY)", re.I)
+URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.I)
+
+
+def test_no_inline_secrets(overlay):
+    name, objs = overlay
+    problems = []
+    for workload, tmpl in pod_specs(objs):
+        for c in containers(tmpl["spec"]):
+            for env in c.get("env", []):
+                where = f"{name}: {workload['metadata']['name']}/{c['name']} env {env['name']}"
+                if "value" in env and (PASSWORDISH.search(env["name"]) or URL_WITH_PASSWORD.search(env["value"])):
+                    problems.append(f"{where} is inlined; use valueFrom.secretKeyRef")
+                if PASSWORDISH.search(env["name"]) and "secretKeyRef" not in env.get("valueFrom", {}):
+                    problems.append(f"{where} must come from a Secret")
+            for src in c.get("envFrom", []):
+                if "secretRef" not in src and "configMapRef" not in src:
+                    problems.append(f"{name}: unexpected envFrom {src}")
+    for cm_name, cm in by_kind(objs, "ConfigMap").items():
+        for key, value in (cm.get("data") or {}).items():
+            if PASSWORDISH.search(key) or URL_WITH_PASSWORD.search(value):
+                problems.append(f"{name}: ConfigMap {cm_name} key {key} looks like a secret")
+    dsn_refs = {(w["metadata"]["name"], env["valueFrom"]["secretKeyRef"]["name"])
+                for w, t in pod_specs(objs) for c in t["spec"]["containers"] for env in c.get("env", [])
+                if env["name"] == "KUBEFABRIC_DSN"}
+    assert {w for w, _ in dsn_refs} == {"backend-pg", "backend-mysql"}, dsn_refs
+
+    secrets = by_kind(objs, "Secret")
+    if name == "ha":
+        assert not secrets, f"ha carries Secrets {sorted(secrets)}: the operator creates them"
+        assert {s for _, s in dsn_refs} == {"backend-pg-dsn", "backend-mysql-dsn"}
+    else:
+        assert secrets, "dev generates its Secrets"
+        for s_name, secret in secrets.items():
+            assert re.fullmatch(r"[a-z0-9-]+-[a-z0-9]{10}", s_name), \
+                f"dev Secret {s_name} is not from the secretGenerator"
+            for key, value in secret.get("data", {}).items():
+                plain = base64.b64decode(value).decode()
+                assert "dev-only" in plain, f"dev Secret {s_name}/{key} is not obviously a dev value"
+            assert not secret.get("stringData")
+        refs = {s for _, s in dsn_refs}
+        assert refs <= set(secrets), f"DSN Secrets {refs} are generated in dev"
+    assert not problems, "\n".join(problems)
+
+
+def test_no_secret_objects_in_source_manifests():
+    """Secrets appear only through the dev overlay's secretGenerator (its secrets/*.env files)."""
+    problems = []
+    for path in DEPLOY.rglob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                problems.append(str(path.relative_to(REPO)))
+    assert not problems, f"Secret manifests checked in: {problems}"
+    envs = list((DEPLOY / "overlays").rglob("*.env"))
+    assert envs and all(p.parent == DEPLOY / "overlays" / "dev" / "secrets" for p in envs), envs
+
+
+# ---- scaling ----
+
+def test_ha_scales_every_service_with_an_hpa(rendered):
+    objs = rendered["ha"]
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in by_kind(objs, "HorizontalPodAutoscaler").values()}
+    deployments = by_kind(objs, "Deployment")
+    for svc in SERVICES:
+        assert svc in hpas, f"ha: no HorizontalPodAutoscaler for {svc}"
+        assert hpas[svc]["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+        assert hpas[svc]["spec"]["minReplicas"] >= 2, f"ha: {svc} runs at least two replicas"
+        assert "replicas" not in deployments[svc]["spec"], \
+            f"ha: {svc} sets spec.replicas; the HPA owns it (re-applying would reset a scaled Deployment)"
+        spread = deployments[svc]["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
+        assert any(s["topologyKey"] == "kubernetes.io/hostname" for s in spread), svc
+    dev = by_kind(rendered["dev"], "Deployment")
+    assert all(dev[s]["spec"]["replicas"] == 1 for s in SERVICES)
+    assert not by_kind(rendered["dev"], "HorizontalPodAutoscaler")
+    pdbs = by_kind(objs, "PodDisruptionBudget")
+    for svc in SERVICES:
+        assert pdbs[svc]["spec"].get("maxUnavailable") == 1
+
+
+def test_dev_only_data_services_stay_out_of_ha(rendered):
+    dev = by_kind(rendered["dev"], "StatefulSet")
+    assert {"postgresql", "mariadb", "nats"} <= set(dev)
+    assert not by_kind(rendered["ha"], "StatefulSet")
+
+
+# ---- network policies: exactly DESIGN §1's flows ----
+
+def _selects(selector: dict, labels: dict) -> bool:
+    if selector.get("matchExpressions"):
+        raise AssertionError("matchExpressions: extend this evaluator")
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def _peer_matches(peer: dict, labels: dict) -> bool:
+    """A peer in the same namespace (pods of other namespaces never appear here)."""
+    if "ipBlock" in peer:
+        return False  # pod-to-pod flows inside the namespace are judged by selectors
+    if "namespaceSelector" in peer and peer["namespaceSelector"] != {}:
+        return False  # another namespace (e.g. kube-system DNS)
+    return _selects(peer.get("podSelector", {}), labels)
+
+
+def _rule_allows(rule: dict, peer_key: str, labels: dict, port: int) -> bool:
+    peers = rule.get(peer_key)
+    if peers is not None and peers != [] and not any(_peer_matches(p, labels) for p in peers):
+        return False
+    ports = rule.get("ports")
+    return not ports or any(p.get("port") in (None, port) and p.get("protocol", "TCP") == "TCP"
+                            for p in ports)
+
+
+def _allowed(policies: list[dict], direction: str, pod: dict, peer: dict, port: int) -> bool:
+    """Is traffic in `direction` (Ingress at `pod` from `peer`, or Egress from `pod` to `peer`)
+    allowed? Pods no policy of that type selects are unrestricted."""
+    selecting = [p for p in policies if direction in p["spec"].get("policyTypes", ["Ingress"])
+                 and _selects(p["spec"]["podSelector"], pod)]
+    if not selecting:
+        return True
+    key, peer_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    return any(_rule_allows(rule, peer_key, peer, port)
+               for p in selecting for rule in p["spec"].get(key, []))
+
+
+EXPECTED_FLOWS = {  # (from, to, port): DESIGN §1
+    ("kv-router", "backend-pg", 2391), ("kv-router", "backend-mysql", 2392),
+    ("backend-pg", "backend-pg", 2391), ("backend-mysql", "backend-mysql", 2392),  # forwarded writes
+    ("backend-pg", "postgresql", 5432), ("backend-mysql", "mariadb", 3306),
+    ("backend-pg", "nats", 4222), ("backend-mysql", "nats", 4222),
+}
+
+
+def test_network_policies_allow_exactly_the_design_flows(overlay):
+    name, objs = overlay
+    policies = list(by_kind(objs, "NetworkPolicy").values())
+    deny = by_kind(objs, "NetworkPolicy").get("default-deny")
+    assert deny and deny["spec"]["podSelector"] == {} and \
+        set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"} and \
+        not deny["spec"].get("ingress") and not deny["spec"].get("egress"), "default deny both ways"
+    pods = {w["metadata"]["name"]: (t["metadata"]["labels"],
+                                    {p["containerPort"] for c in t["spec"]["containers"] for p in c.get("ports", [])})
+            for w, t in pod_specs(objs)}
+    allowed = set()
+    for src, (src_labels, _) in pods.items():
+        for dst, (dst_labels, ports) in pods.items():
+            for port in ports:
+                if _allowed(policies, "Egress", src_labels, dst_labels, port) and \
+                        _allowed(policies, "Ingress", dst_labels, src_labels, port):
+                    allowed.add((src, dst, port))
+    expected = {f for f in EXPECTED_FLOWS if f[0] in pods and f[1] in pods}
+    assert allowed == expected, f"{name}: unexpected {sorted(allowed - expected)}, " \
+                                f"missing {sorted(expected - allowed)}"
+    # Clients outside the namespace (kube-apiserver) reach kv-router's etcd port, nothing else.
+    router = next(p for p in policies if p["metadata"]["name"] == "kv-router")
+    assert router["spec"]["ingress"] == [{"ports": [{"port": 2379, "protocol": "TCP"}]}]
+    others = [p for p in policies if p["metadata"]["name"] != "kv-router"]
+    assert not any(rule.get("from") in (None, []) for p in others for rule in p["spec"].get("ingress", [])), \
+        "only kv-router accepts traffic from outside the namespace"
+    # Every pod can resolve names.
+    dns = by_kind(objs, "NetworkPolicy")["allow-dns"]
+    assert dns["spec"]["podSelector"] == {} and {p["port"] for p in dns["spec"]["egress"][0]["ports"]} == {53}
+
+
+def test_flow_check_catches_an_extra_flow(rendered):
+    """The evaluator can fail: an allow-all ingress on PostgreSQL is reported."""
+    objs = copy.deepcopy(rendered["dev"])
+    by_kind(objs, "NetworkPolicy")["postgresql"]["spec"]["ingress"][0].pop("from")
+    by_kind(objs, "NetworkPolicy")["kv-router"]["spec"]["egress"].append({"ports": [{"port": 5432}]})
+    with pytest.raises(AssertionError, match="kv-router', 'postgresql', 5432"):
+        test_network_policies_allow_exactly_the_design_flows(("dev", objs))
