@@ -10,10 +10,10 @@
 # Later services (watch-hub, trigger, aggregation) join as further subcommands of the same image.
 #
 # Stages: `uv` (the uv binary, pinned), `build` (the locked workspace installed into a virtualenv
-# with `uv sync --frozen --no-dev`; all dependencies ship wheels, so no compiler is needed), `runtime`
-# (the slim Python image, the virtualenv and a non-root user; no uv, no build tools, no sources).
-# Both Python stages use the same base image: the virtualenv's interpreter is the base's
-# /usr/local/bin/python3.11.
+# with `uv sync --frozen --no-dev`; all dependencies ship wheels, so no compiler is needed), `base`
+# (the slim Python image with a non-root user), `runtime` (the default: base + the virtualenv; no
+# uv, no build tools, no sources) and `dev` (Tilt's live-update image, see below). Every Python
+# stage uses the same base image: the virtualenv's interpreter is the base's /usr/local/bin/python3.11.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
@@ -45,7 +45,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable \
     && /opt/kubefabric/bin/kubefabric --help > /dev/null
 
-FROM ${PYTHON_IMAGE} AS runtime
+# What both images share: the slim base, a non-root user, the environment.
+FROM ${PYTHON_IMAGE} AS base
 LABEL org.opencontainers.image.title="kubefabric" \
       org.opencontainers.image.description="KubeFabric: an etcd v3 compatible, routed data layer for Kubernetes (kv-router and shard services as subcommands)" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -55,15 +56,26 @@ RUN groupadd --system --gid 10001 kubefabric \
     && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /var/lib/kubefabric \
        --shell /usr/sbin/nologin kubefabric \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/kubefabric
-COPY --from=build /opt/kubefabric /opt/kubefabric
 ENV PATH=/opt/kubefabric/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     KUBEFABRIC_DATA_DIR=/var/lib/kubefabric/data \
     KUBEFABRIC_LISTEN_CLIENT_URLS=http://0.0.0.0:2379
 WORKDIR /var/lib/kubefabric
-USER 10001:10001
 # 2379: etcd v3 API (kv-router); 2390/2391/2392: Shard API of backend-sqlite/-pg/-mysql.
 EXPOSE 2379 2390 2391 2392
+
+# Tilt's k8s mode only (docker_build target="dev"): the same image except that the installed
+# code belongs to the service user, so live_update can sync edited sources into it.
+FROM base AS dev
+COPY --from=build --chown=10001:10001 /opt/kubefabric /opt/kubefabric
+USER 10001:10001
+ENTRYPOINT ["kubefabric"]
+CMD ["--help"]
+
+# The image (the default, last stage): code owned by root, read-only to the service user.
+FROM base AS runtime
+COPY --from=build /opt/kubefabric /opt/kubefabric
+USER 10001:10001
 ENTRYPOINT ["kubefabric"]
 CMD ["--help"]

@@ -84,33 +84,47 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path):
         assert code in done.stdout, done.stdout
 
 
+def _resolve(stages, name):
+    """A stage's instructions with those of the stages it is built FROM (earlier first)."""
+    chain = []
+    while name in stages:
+        chain = stages[name] + chain
+        name = stages[name][0][1].split()[0]
+    return chain, name
+
+
+def _base_image(stages, name):
+    _, base = _resolve(stages, name)
+    if base.startswith("${"):
+        arg = base.strip("${}")
+        base = re.search(rf"^ARG {arg}=(\S+)", DOCKERFILE.read_text(), re.M).group(1)
+    return base
+
+
 def test_runtime_stage_is_the_final_slim_non_root_stage():
     stages = _stages()
     names = list(stages)
     assert names[-1] == "runtime", f"the last (default) stage is the runtime: {names}"
-    runtime = stages["runtime"]
-    text = DOCKERFILE.read_text()
-    base = runtime[0][1].split()[0]
-    if base.startswith("${"):
-        arg = base.strip("${}")
-        base = re.search(rf"^ARG {arg}=(\S+)", text, re.M).group(1)
-    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", base), base
-    assert stages["build"][0][1].split()[0] == runtime[0][1].split()[0], \
-        "build and runtime share the base image (the virtualenv's interpreter path)"
-
-    words = [w for w, _ in runtime]
-    users = [rest for w, rest in runtime if w == "USER"]
-    assert users and re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", users[-1]), \
-        f"runtime runs as a numeric non-root uid (Kubernetes runAsNonRoot can check it): {users}"
-    entry = [rest for w, rest in runtime if w == "ENTRYPOINT"]
-    assert entry and json.loads(entry[-1]) == ["kubefabric"], entry
-    assert words.index("USER") > max(i for i, w in enumerate(words) if w in ("RUN", "COPY"))
-
-    runtime_text = " ".join(rest for _, rest in runtime)
-    for tool in ("apt-get", "gcc", "build-essential", "pip install", "uv sync", "/uv "):
-        assert tool not in runtime_text, f"{tool!r} in the runtime stage"
-    copies = [rest for w, rest in runtime if w == "COPY"]
-    assert copies == ["--from=build /opt/kubefabric /opt/kubefabric"], copies
+    for name in ("runtime", "dev"):
+        chain, _ = _resolve(stages, name)
+        base = _base_image(stages, name)
+        assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", base), base
+        assert base == _base_image(stages, "build"), \
+            "build and runtime share the base image (the virtualenv's interpreter path)"
+        words = [w for w, _ in chain]
+        users = [rest for w, rest in chain if w == "USER"]
+        assert users and re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", users[-1]), \
+            f"{name} runs as a numeric non-root uid (Kubernetes runAsNonRoot can check it): {users}"
+        entry = [rest for w, rest in chain if w == "ENTRYPOINT"]
+        assert entry and json.loads(entry[-1]) == ["kubefabric"], entry
+        assert len(words) - 1 - words[::-1].index("USER") > \
+            max(i for i, w in enumerate(words) if w in ("RUN", "COPY")), f"{name}: USER comes last"
+        text = " ".join(rest for _, rest in chain)
+        for tool in ("apt-get", "gcc", "build-essential", "pip install", "uv sync", "/uv "):
+            assert tool not in text, f"{tool!r} in the {name} stage"
+    copies = [rest for w, rest in _resolve(stages, "runtime")[0] if w == "COPY"]
+    assert copies == ["--from=build /opt/kubefabric /opt/kubefabric"], \
+        f"the runtime gets the virtualenv only, owned by root (read-only to the service user): {copies}"
 
 
 def test_build_stage_installs_the_locked_workspace():
