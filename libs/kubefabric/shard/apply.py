@@ -15,9 +15,11 @@ from kubefabric.etcd import errors
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
+from kubefabric.store import schema
 from kubefabric.store.statements import shape_of
 
 from .reads import execute_range, range_values, to_kv
+from .state import FLOOR_STEP
 
 PUT, DELETE = Event.PUT, Event.DELETE
 _CMP_FIELD = {
@@ -41,6 +43,15 @@ class Applier:
         self.rev = 0
         self.events: list[Event] = []
         self.meta_updates: dict[str, int] = {}  # written to kf_meta with this batch
+
+    def sync_to(self, sync_rev: int) -> None:
+        """clock = max(clock, sync_rev) (DESIGN §3.2); a clock above the persisted floor moves
+        the floor ahead in steps, written with this batch."""
+        if sync_rev > self.clock:
+            self.clock = sync_rev
+            floor = self.meta_updates.get(schema.META_CLOCK_FLOOR, self.floor)
+            if sync_rev > floor:
+                self.meta_updates[schema.META_CLOCK_FLOOR] = sync_rev + FLOOR_STEP
 
     # ---- one request ----
 

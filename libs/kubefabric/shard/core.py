@@ -26,7 +26,7 @@ from .apply import Applier
 from .leases import Leases
 from .quota import Quota, txn_cost
 from .reads import check_range, execute_range
-from .state import FLOOR_STEP, ShardState
+from .state import ShardState
 from .writer import MAX_BATCH, Writer
 
 log = logging.getLogger("kubefabric.shard")
@@ -147,8 +147,12 @@ class Shard:
 
     # ---- KV ----
 
-    async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
+    async def range(self, req: pb.RangeRequest, sync_rev: int = 0) -> pb.RangeResponse:
+        """sync_rev > 0 (cross-shard reads, DESIGN §3.5): first make the shard's closed revision
+        at least sync_rev, so a read at that revision is a consistent snapshot."""
         check_range(req)
+        if sync_rev > self.state.committed:
+            await self.sync(sync_rev)
         async with self.store.snapshot() as cur:
             # the snapshot is established: everything committed before now is in it
             head = await self.read_head(cur)
@@ -169,25 +173,25 @@ class Shard:
             return max(self.state.committed, await cur.scalar("max_rev", {}) or 0)
         return self.state.committed
 
-    async def put(self, req: pb.PutRequest) -> pb.PutResponse:
+    async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:
         checks.check_put(req)
         checks.check_key_sizes((req.key,), self.store.max_key_bytes, self.store.dialect_name)
         self.quota.check(req.ByteSize())
-        resp = await self._writer().submit(Applier.put, req)
+        resp = await self._writer().submit(Applier.put, req, sync_rev)
         self.state.fill(resp.header, resp.header.revision)
         return resp
 
-    async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
+    async def delete_range(self, req: pb.DeleteRangeRequest, sync_rev: int = 0) -> pb.DeleteRangeResponse:
         checks.check_delete(req)
-        resp = await self._writer().submit(Applier.delete_range, req)
+        resp = await self._writer().submit(Applier.delete_range, req, sync_rev)
         self.state.fill(resp.header, resp.header.revision)
         return resp
 
-    async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
+    async def txn(self, req: pb.TxnRequest, sync_rev: int = 0) -> pb.TxnResponse:
         checks.check_txn(req, self.max_txn_ops)
         checks.check_key_sizes(checks.put_keys(req), self.store.max_key_bytes, self.store.dialect_name)
         self.quota.check(txn_cost(req))
-        resp = await self._writer().submit(Applier.txn, req)
+        resp = await self._writer().submit(Applier.txn, req, sync_rev)
         self.state.fill(resp.header, resp.header.revision)
         return resp
 
@@ -199,8 +203,8 @@ class Shard:
 
     # ---- compaction ----
 
-    async def compact(self, revision: int, physical: bool = False) -> pb.CompactionResponse:
-        rev = await self._writer().submit(_mark_compacted, revision)
+    async def compact(self, revision: int, physical: bool = False, sync_rev: int = 0) -> pb.CompactionResponse:
+        rev = await self._writer().submit(_mark_compacted, revision, sync_rev)
         self._start_compaction(rev)
         if physical:
             await asyncio.shield(self._compaction)
@@ -227,14 +231,14 @@ class Shard:
 
     # ---- leases ----
 
-    async def lease_grant(self, lease_id: int, ttl: int) -> tuple[int, int]:
+    async def lease_grant(self, lease_id: int, ttl: int, sync_rev: int = 0) -> tuple[int, int]:
         ttl = self.leases.effective_ttl(ttl)
         self.quota.check(16)
-        return await self._writer().submit(_grant, (lease_id, ttl))
+        return await self._writer().submit(_grant, (lease_id, ttl), sync_rev)
 
-    async def lease_revoke(self, lease_id: int) -> int:
+    async def lease_revoke(self, lease_id: int, sync_rev: int = 0) -> int:
         """Revoke a lease and delete its keys; returns the header revision."""
-        return await self._writer().submit(_revoke, lease_id)
+        return await self._writer().submit(_revoke, lease_id, sync_rev)
 
     async def lease_renew(self, lease_id: int) -> int:
         """Restart the lease's TTL; returns it, or 0 when the lease does not exist."""
@@ -346,11 +350,7 @@ def _history_event(compact_rev: int, r) -> Event:
 # ---- writer handlers: run inside a batch, return the request's result ----
 
 async def _sync(applier: Applier, sync_rev: int) -> int:
-    if sync_rev > applier.clock:
-        applier.clock = sync_rev
-        floor = applier.meta_updates.get(schema.META_CLOCK_FLOOR, applier.floor)
-        if sync_rev > floor:
-            applier.meta_updates[schema.META_CLOCK_FLOOR] = sync_rev + FLOOR_STEP
+    applier.sync_to(sync_rev)
     return applier.clock
 
 

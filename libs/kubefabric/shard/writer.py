@@ -30,12 +30,13 @@ class Fenced(Exception):
 
 
 class Op:
-    __slots__ = ("handler", "arg", "future")
+    __slots__ = ("handler", "arg", "future", "sync_rev")
 
-    def __init__(self, handler, arg, future):
+    def __init__(self, handler, arg, future, sync_rev: int = 0):
         self.handler = handler
         self.arg = arg
         self.future = future
+        self.sync_rev = sync_rev  # the caller's clock: applied before the request (DESIGN §3.2)
 
 
 class Writer:
@@ -86,12 +87,13 @@ class Writer:
                 op.future.set_exception(err)
             self.queue.task_done()
 
-    async def submit(self, handler: Callable[[Applier, object], Awaitable], arg):
-        """Run `handler(applier, arg)` inside the next batch; returns its result."""
+    async def submit(self, handler: Callable[[Applier, object], Awaitable], arg, sync_rev: int = 0):
+        """Run `handler(applier, arg)` inside the next batch, after moving the clock to at least
+        `sync_rev`; returns its result."""
         if self.stopping:
             raise self.abort_error
         fut = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(Op(handler, arg, fut))
+        self.queue.put_nowait(Op(handler, arg, fut, sync_rev))
         return await fut
 
     async def _run(self) -> None:
@@ -137,6 +139,7 @@ class Writer:
             for op in batch:
                 # each request in a savepoint: one that fails after writing (a bug, or a state
                 # no pre-check foresaw) is undone alone and fails alone
+                applier.sync_to(op.sync_rev)
                 applier.begin()
                 await self.store.savepoint()
                 try:
@@ -160,7 +163,8 @@ class Writer:
                 await cur.execute("upsert_meta", {"name": name, "value": value})
             self.committing = True
             await self.store.commit()
-        except Exception as exc:  # the database refused: nothing of this batch happened
+        except Exception as exc:  # the database refused (or the outcome of COMMIT is unknown)
+            unknown = self.committing  # COMMIT was sent: it may have landed (a lost connection)
             self.committing = False
             self.leases.drop_staged()
             try:
@@ -178,6 +182,8 @@ class Writer:
                 err = errors.NO_SPACE
             else:
                 log.exception("write batch of %d requests failed: %s", len(batch), exc)
+            if err is None and unknown:
+                err = errors.TIMEOUT  # etcd's answer when it cannot tell whether a write applied
             for op in batch:
                 if not op.future.done():
                     op.future.set_exception(err or EtcdError(errors.STOPPING.code, f"etcdserver: {exc}"))

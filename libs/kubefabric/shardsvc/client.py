@@ -122,33 +122,44 @@ class RemoteShard:
                 return i
         return (failed + 1) % len(self.stubs)
 
-    def _clock(self) -> spb.Clock:
-        return spb.Clock(sync_rev=self.state.committed)
+    @staticmethod
+    def _clock(sync_rev: int) -> spb.Clock:
+        return spb.Clock(sync_rev=sync_rev)
+
+    async def sync(self, sync_rev: int) -> int:
+        """Move the shard's clock to at least sync_rev (through its leader)."""
+        if sync_rev > self.state.committed:
+            resp = await self._call("Status", spb.StatusRequest(clock=self._clock(sync_rev)))
+            self._observe(resp.committed_rev)
+        return self.state.committed
 
     # ---- KV ----
 
-    async def range(self, req: pb.RangeRequest) -> pb.RangeResponse:
-        resp = await self._call("Range", spb.RangeRequest(clock=self._clock(), range=req), write=False)
+    async def range(self, req: pb.RangeRequest, sync_rev: int = 0) -> pb.RangeResponse:
+        """sync_rev > 0: read on the leader after moving its clock there (cross-shard reads)."""
+        request = spb.RangeRequest(clock=self._clock(sync_rev), range=req)
+        resp = await self._call("Range", request, write=sync_rev > 0)
         self._observe(resp.committed_rev)
         return resp.range
 
-    async def put(self, req: pb.PutRequest) -> pb.PutResponse:
-        resp = await self._call("Put", spb.PutRequest(clock=self._clock(), put=req))
+    async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:
+        resp = await self._call("Put", spb.PutRequest(clock=self._clock(sync_rev), put=req))
         self._observe(resp.committed_rev)
         return resp.put
 
-    async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
-        resp = await self._call("DeleteRange", spb.DeleteRangeRequest(clock=self._clock(), delete_range=req))
+    async def delete_range(self, req: pb.DeleteRangeRequest, sync_rev: int = 0) -> pb.DeleteRangeResponse:
+        resp = await self._call("DeleteRange", spb.DeleteRangeRequest(clock=self._clock(sync_rev),
+                                                                        delete_range=req))
         self._observe(resp.committed_rev)
         return resp.delete_range
 
-    async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
-        resp = await self._call("Txn", spb.TxnRequest(clock=self._clock(), txn=req))
+    async def txn(self, req: pb.TxnRequest, sync_rev: int = 0) -> pb.TxnResponse:
+        resp = await self._call("Txn", spb.TxnRequest(clock=self._clock(sync_rev), txn=req))
         self._observe(resp.committed_rev)
         return resp.txn
 
-    async def compact(self, revision: int, physical: bool = False) -> pb.CompactionResponse:
-        resp = await self._call("Compact", spb.CompactRequest(clock=self._clock(), revision=revision))
+    async def compact(self, revision: int, physical: bool = False, sync_rev: int = 0) -> pb.CompactionResponse:
+        resp = await self._call("Compact", spb.CompactRequest(clock=self._clock(sync_rev), revision=revision))
         self._observe(resp.committed_rev)
         self.state.compact_rev = max(self.state.compact_rev, resp.compact_rev)
         out = pb.CompactionResponse()
@@ -157,13 +168,14 @@ class RemoteShard:
 
     # ---- leases ----
 
-    async def lease_grant(self, lease_id: int, ttl: int) -> tuple[int, int]:
-        resp = await self._call("LeaseGrant", spb.LeaseGrantRequest(clock=self._clock(), id=lease_id, ttl=ttl))
+    async def lease_grant(self, lease_id: int, ttl: int, sync_rev: int = 0) -> tuple[int, int]:
+        resp = await self._call("LeaseGrant", spb.LeaseGrantRequest(clock=self._clock(sync_rev),
+                                                                      id=lease_id, ttl=ttl))
         self._observe(resp.committed_rev)
         return resp.id, resp.ttl
 
-    async def lease_revoke(self, lease_id: int) -> int:
-        resp = await self._call("LeaseRevoke", spb.LeaseRevokeRequest(clock=self._clock(), id=lease_id))
+    async def lease_revoke(self, lease_id: int, sync_rev: int = 0) -> int:
+        resp = await self._call("LeaseRevoke", spb.LeaseRevokeRequest(clock=self._clock(sync_rev), id=lease_id))
         self._observe(resp.committed_rev)
         return resp.committed_rev
 
@@ -190,7 +202,7 @@ class RemoteShard:
         return resp
 
     async def alarm(self, req: pb.AlarmRequest) -> list[pb.AlarmMember]:
-        resp = await self._call("Alarm", spb.AlarmRequest(clock=self._clock(), alarm=req))
+        resp = await self._call("Alarm", spb.AlarmRequest(alarm=req))
         return list(resp.alarms)
 
     async def defragment(self) -> None:

@@ -31,7 +31,8 @@ FEED_MAX_BACKLOG = 10_000   # commits queued for one slow feed before it is cut 
 
 
 def on_leader(method):
-    """Runs `method(self, shard, request)` on the leader; a replica forwards the request."""
+    """Runs `method(self, shard, request, sync_rev)` on the leader (sync_rev: the caller's clock,
+    applied in the same writer batch as the request); a replica forwards the request."""
     name = method.__name__
 
     @functools.wraps(method)
@@ -39,8 +40,8 @@ def on_leader(method):
         shard = self.node.local()
         if not shard.is_leader:
             return await self.forward(name, request)
-        await self.sync(shard, request)
-        return await method(self, shard, request)
+        clock = getattr(request, "clock", None)
+        return await method(self, shard, request, clock.sync_rev if clock is not None else 0)
     return etcd_unary(handler)
 
 
@@ -58,20 +59,14 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 raise errors.NOT_LEADER from None  # the leader went away: nothing was applied
             raise EtcdError(code, err.details() or "") from None
 
-    @staticmethod
-    async def sync(shard, request) -> None:
-        clock = getattr(request, "clock", None)
-        if clock is not None and clock.sync_rev > shard.state.committed:
-            await shard.sync(clock.sync_rev)
-
     # ---- reads: any replica ----
 
     @etcd_unary
     async def Range(self, request: spb.RangeRequest, context) -> spb.RangeResponse:
         shard = self.node.local()
-        if shard.is_leader:
-            await self.sync(shard, request)
-        resp = await shard.range(request.range)
+        if request.clock.sync_rev and not shard.is_leader:
+            return await self.forward("Range", request)  # only the leader can move the clock
+        resp = await shard.range(request.range, request.clock.sync_rev)
         return spb.RangeResponse(range=resp, committed_rev=shard.state.committed)
 
     async def History(self, request: spb.HistoryRequest, context):
@@ -90,7 +85,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     @etcd_unary
     async def Status(self, request, context) -> spb.StatusResponse:
         shard = self.node.local()
-        if not shard.is_leader:
+        if shard.is_leader:
+            await shard.sync(request.clock.sync_rev)
+        else:
             async with shard.store.snapshot() as cur:
                 await shard.read_head(cur)
         resp = await shard.status()
@@ -100,58 +97,58 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     # ---- writes and leases: the leader ----
 
     @on_leader
-    async def Put(self, shard, request: spb.PutRequest) -> spb.PutResponse:
-        resp = await shard.put(request.put)
+    async def Put(self, shard, request: spb.PutRequest, sync_rev) -> spb.PutResponse:
+        resp = await shard.put(request.put, sync_rev)
         return spb.PutResponse(put=resp, committed_rev=shard.state.committed)
 
     @on_leader
-    async def DeleteRange(self, shard, request: spb.DeleteRangeRequest) -> spb.DeleteRangeResponse:
-        resp = await shard.delete_range(request.delete_range)
+    async def DeleteRange(self, shard, request: spb.DeleteRangeRequest, sync_rev) -> spb.DeleteRangeResponse:
+        resp = await shard.delete_range(request.delete_range, sync_rev)
         return spb.DeleteRangeResponse(delete_range=resp, committed_rev=shard.state.committed)
 
     @on_leader
-    async def Txn(self, shard, request: spb.TxnRequest) -> spb.TxnResponse:
-        resp = await shard.txn(request.txn)
+    async def Txn(self, shard, request: spb.TxnRequest, sync_rev) -> spb.TxnResponse:
+        resp = await shard.txn(request.txn, sync_rev)
         return spb.TxnResponse(txn=resp, committed_rev=shard.state.committed)
 
     @on_leader
-    async def Compact(self, shard, request: spb.CompactRequest) -> spb.CompactResponse:
-        await shard.compact(request.revision)
+    async def Compact(self, shard, request: spb.CompactRequest, sync_rev) -> spb.CompactResponse:
+        await shard.compact(request.revision, sync_rev=sync_rev)
         return spb.CompactResponse(committed_rev=shard.state.committed,
                                    compact_rev=shard.state.compact_rev)
 
     @on_leader
-    async def LeaseGrant(self, shard, request: spb.LeaseGrantRequest) -> spb.LeaseGrantResponse:
-        lease_id, ttl = await shard.lease_grant(request.id, request.ttl)
+    async def LeaseGrant(self, shard, request: spb.LeaseGrantRequest, sync_rev) -> spb.LeaseGrantResponse:
+        lease_id, ttl = await shard.lease_grant(request.id, request.ttl, sync_rev)
         return spb.LeaseGrantResponse(id=lease_id, ttl=ttl, committed_rev=shard.state.committed)
 
     @on_leader
-    async def LeaseRevoke(self, shard, request: spb.LeaseRevokeRequest) -> spb.LeaseRevokeResponse:
-        rev = await shard.lease_revoke(request.id)
+    async def LeaseRevoke(self, shard, request: spb.LeaseRevokeRequest, sync_rev) -> spb.LeaseRevokeResponse:
+        rev = await shard.lease_revoke(request.id, sync_rev)
         return spb.LeaseRevokeResponse(committed_rev=rev)
 
     @on_leader
-    async def LeaseRenew(self, shard, request: spb.LeaseRenewRequest) -> spb.LeaseRenewResponse:
+    async def LeaseRenew(self, shard, request: spb.LeaseRenewRequest, sync_rev) -> spb.LeaseRenewResponse:
         ttl = await shard.lease_renew(request.id)
         return spb.LeaseRenewResponse(id=request.id, ttl=ttl, committed_rev=shard.state.committed)
 
     @on_leader
-    async def LeaseTimeToLive(self, shard, request) -> spb.LeaseTimeToLiveResponse:
+    async def LeaseTimeToLive(self, shard, request, sync_rev) -> spb.LeaseTimeToLiveResponse:
         ttl, granted, keys = await shard.lease_time_to_live(request.id, request.keys)
         return spb.LeaseTimeToLiveResponse(id=request.id, ttl=ttl, granted_ttl=granted, keys=keys,
                                            committed_rev=shard.state.committed)
 
     @on_leader
-    async def LeaseList(self, shard, request) -> spb.LeaseListResponse:
+    async def LeaseList(self, shard, request, sync_rev) -> spb.LeaseListResponse:
         return spb.LeaseListResponse(ids=await shard.lease_list(), committed_rev=shard.state.committed)
 
     @on_leader
-    async def Alarm(self, shard, request: spb.AlarmRequest) -> spb.AlarmResponse:
+    async def Alarm(self, shard, request: spb.AlarmRequest, sync_rev) -> spb.AlarmResponse:
         return spb.AlarmResponse(alarms=await shard.alarm(request.alarm),
                                  committed_rev=shard.state.committed)
 
     @on_leader
-    async def Defragment(self, shard, request) -> spb.DefragmentResponse:
+    async def Defragment(self, shard, request, sync_rev) -> spb.DefragmentResponse:
         await shard.defragment()
         return spb.DefragmentResponse()
 
@@ -164,7 +161,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             shard = self.node.local()
             if not shard.is_leader:
                 raise errors.NOT_LEADER
-            await self.sync(shard, request)
+            await shard.sync(request.clock.sync_rev)
         except EtcdError as err:
             await context.abort(err.code, err.message)
         queue: asyncio.Queue = asyncio.Queue()
