@@ -142,22 +142,26 @@ class _Parser:
         if top is None:
             self._raise()
         shards: dict[str, ShardSpec] = {}
+        n_shards = 0  # shard entries in the file, valid or not
         if "shards" not in top:
             self.err(root, "no shards: the topology needs a 'shards:' list")
         else:
             snode = top["shards"][1]
             items = self.sequence(snode, "shards")
+            n_shards = len(items)
             if not items and (isinstance(snode, yaml.SequenceNode)
                               or snode.tag == "tag:yaml.org,2002:null"):
                 self.err(top["shards"][0], "no shards: list at least one")
             embedded: ShardSpec | None = None
+            seen: dict[str, int] = {}  # name -> line, also of shards with other problems
             for item in items:
-                spec = self.shard(item)
-                if spec is None:
+                name, spec = self.shard(item)
+                if name in seen:
+                    self.err(item, f"duplicate shard name {name!r} (first at line {seen[name]})")
                     continue
-                if spec.name in shards:
-                    self.err(item, f"duplicate shard name {spec.name!r} "
-                                   f"(first at line {shards[spec.name].line})")
+                if name is not None:
+                    seen[name] = line_of(item)
+                if spec is None:
                     continue
                 if spec.embedded:
                     if embedded is not None:
@@ -172,7 +176,7 @@ class _Parser:
                 rule = self.rule(item, shards)
                 if rule is not None:
                     rules.append(rule)
-        default, default_line = self.default(top, root, shards)
+        default, default_line = self.default(top, root, shards, n_shards)
         self._raise()
         for rule, by in unreachable(rules):
             self.warnings.append((rule.line, f"warning: {rule.describe()} is unreachable: every "
@@ -188,11 +192,11 @@ class _Parser:
             raise TopologyError([f"{self.source}:{n}: {m}" for n, m in
                                  sorted(self.problems, key=lambda p: p[0])])
 
-    def default(self, top: dict, root, shards: dict) -> tuple[str, int]:
+    def default(self, top: dict, root, shards: dict, n_shards: int) -> tuple[str, int]:
         if "default" not in top:
-            if len(shards) == 1:
+            if n_shards == 1 and len(shards) == 1:
                 return next(iter(shards)), 0
-            if len(shards) > 1:
+            if n_shards > 1:
                 self.err(root, f"no default: add 'default: SHARD' naming the shard for keys no "
                                f"rule matches (one of {', '.join(shards)})")
             return "", 0
@@ -203,10 +207,11 @@ class _Parser:
         return (name if isinstance(name, str) else ""), line_of(node)
 
     # -- shards -------------------------------------------------------------------------------
-    def shard(self, node) -> ShardSpec | None:
+    def shard(self, node) -> tuple[str | None, ShardSpec | None]:
+        """(the name if readable, the spec if valid)."""
         m = self.mapping(node, "shard", SHARD_KEYS)
         if m is None:
-            return None
+            return None, None
         ok = True
         name = endpoint = None
         if "name" not in m:
@@ -227,9 +232,10 @@ class _Parser:
         interval = retention = None
         if "compaction" in m:
             interval, retention = self.compaction(m["compaction"][1])
+        name = name if isinstance(name, str) else None
         if not ok or tls is _BAD or interval is _BAD or retention is _BAD:
-            return None
-        return ShardSpec(name=name, endpoint=endpoint, tls=tls, compaction_interval=interval,
+            return name, None
+        return name, ShardSpec(name=name, endpoint=endpoint, tls=tls, compaction_interval=interval,
                          compaction_retention=retention, line=line_of(node))
 
     def endpoint(self, node):

@@ -55,12 +55,12 @@ def _rule_problems(old: Topology, new: Topology) -> list[str]:
         n = new.rules[i]
         if n == o:
             continue
-        if o in new.rules[i + 1:]:
-            return [f"{new.source}:{n.line}: rule {_rule(n)} was inserted before the existing "
-                    f"rule {_rule(o)} ({old.source}:{o.line}): {hint}"]
         if n in old.rules:
             return [f"{new.source}:{n.line}: rules were reordered or removed: rule #{i + 1} is "
                     f"now {_rule(n)}, was {_rule(o)} ({old.source}:{o.line}): {hint}"]
+        if o in new.rules[i + 1:]:
+            return [f"{new.source}:{n.line}: rule {_rule(n)} was inserted before the existing "
+                    f"rule {_rule(o)} ({old.source}:{o.line}): {hint}"]
         return [f"{new.source}:{n.line}: rule #{i + 1} changed: now {_rule(n)}, was {_rule(o)} "
                 f"({old.source}:{o.line}): {hint}"]
     return []
