@@ -74,11 +74,14 @@ class Proc:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM its process group, SIGKILL after `timeout`."""
+    def stop(self, timeout: float = 12.0) -> None:
+        """SIGTERM its process group, SIGKILL after `timeout` (its --shutdown-grace is 10 s)."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if self.proc.poll() is not None:
                 return
+            if sig == signal.SIGKILL:
+                print(f"{self.kind} {self.endpoint} did not stop within {timeout:.0f}s of SIGTERM: "
+                      f"killed; its log ends:\n{self.log()[-1500:]}", file=sys.stderr)
             try:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
@@ -105,13 +108,11 @@ def database_server(db: str):
     """The run's PostgreSQL or MariaDB server, started on first use."""
     if DB_SERVERS.get(db) is None:
         if db == "postgres":
-            from harness.postgres import PostgresServer
-            DB_SERVERS[db] = PostgresServer().start()
+            from harness.postgres import PostgresServer as server_class
         else:
-            from harness.mariadb import MariadbServer
-            server = MariadbServer()
-            server.start()
-            DB_SERVERS[db] = server
+            from harness.mariadb import MariadbServer as server_class
+        DB_SERVERS[db] = server_class()  # registered first: cleanup() removes a half-started one
+        DB_SERVERS[db].start()
     return DB_SERVERS[db]
 
 

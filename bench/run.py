@@ -467,19 +467,30 @@ def write_json(path: str, args: argparse.Namespace, results: list[dict], started
     log(f"wrote {path}")
 
 
-def install_signal_handlers() -> None:
+def install_signal_handlers() -> dict:
+    """SIGTERM, SIGHUP and Ctrl-C raise KeyboardInterrupt; returns the handlers they replace."""
     def on_term(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
     # Explicitly, since a parent (a shell's background job, some wrappers) may have left SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    return previous
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    install_signal_handlers()
+    previous = install_signal_handlers()
+    try:
+        return run_bench(args)
+    finally:  # main() may be called in-process (tests/test_bench_smoke.py)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_bench(args: argparse.Namespace) -> int:
     build_loadgen()
     bins = reference_bin_dir() if {"etcd", "kine"} & set(args.server_list) else None
 

@@ -56,3 +56,21 @@ def test_short_run_against_kubefabric(loadgen, kubefabric, workload):
     assert result["errors"] == 0, result
     assert result["ops_per_sec"] > 0 and result["seconds"] > 0
     assert 0 < result["p50_ms"] <= result["p99_ms"], result
+
+
+def test_backends_mode_on_postgres(loadgen, tmp_path, capsys):
+    """`run.py --backends kf-pg`: PostgreSQL, a shard service with and without group commit and a
+    router in front, all started, measured and removed again (windows of a fraction of a second)."""
+    out = tmp_path / "backends.json"
+    rc = bench_run.main(["--backends", "kf-pg", "--only", "put", "--clients", "1",
+                         "--duration", "0.3", "--warmup", "0.1", "--json", str(out)])
+    assert rc == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["server"] for r in results] == ["kf-pg", "kf-pg-nogc"]
+    for r in results:
+        assert "failed" not in r, r
+        assert r["ops"] > 0 and r["errors"] == 0, r
+    table = capsys.readouterr().out
+    assert "kf-pg          put            1 |" in table and "load average" in table
+    assert not bench_run.LIVE, "a stack was left running"
+    assert all(server is None for server in bench_run.backends_module().DB_SERVERS.values())
