@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,11 @@ def test_non_ascii_prefix_warns_about_utf8():
     assert t.rules[0].prefix == b"/a\xc3\xbf"
     assert t.warnings == ("u:5: warning: prefix contains U+00FF, which stands for its UTF-8 bytes; "
                           "for raw bytes use !!binary (prefix) or a single-quoted \\xNN (regexp)",)
+
+
+def test_the_documented_example_is_valid():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "topology.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    t = parse_topology(example, "docs/topology.md")
+    assert t.warnings == () and len(t.shards) == 3 and len(t.rules) == 6
+    assert t.route(b"/registry/services/endpoints/tenant-b/s") == "tenants"
