@@ -1,0 +1,165 @@
+"""The Tiltfile: `tilt ci` in local mode brings every resource up and the smoke test passes, and
+the k8s mode loads (this machine has no Docker daemon and no cluster, so k8s mode is evaluated,
+not run).
+
+Tilt is built from Go modules by ../shared/tools/tilt/build.sh (cached in
+~/.cache/kubefabric-tools; about 4 minutes the first time on a machine, instant after). If it
+cannot be built the tests fail: they never skip.
+
+Local mode runs on free loopback ports (the Tiltfile reads KF_DEV_*_PORT) with data in a fresh
+directory, so it does not collide with a developer's own `tilt up` or with other tests.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = REPO.parent / "shared" / "tools" / "tilt" / "build.sh"
+SERVICES = {"kv-router", "backend-pg", "backend-mysql"}
+K8S_MANIFESTS = SERVICES | {"postgresql", "mariadb", "nats", "smoke", "uncategorized"}
+LOCAL_MANIFESTS = SERVICES | {"postgres", "mariadb", "nats", "smoke", "uv-sync"}
+
+
+@pytest.fixture(scope="session")
+def tilt() -> str:
+    if not BUILD.exists():
+        pytest.fail(f"{BUILD} is missing: the shared tools folder must sit beside the checkout")
+    if not shutil.which("go"):
+        pytest.fail("Go is required to build Tilt (../shared/tools/tilt/build.sh)")
+    done = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=1200)
+    path = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    if done.returncode != 0 or not os.access(path, os.X_OK):
+        pytest.fail(f"building Tilt failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return path
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def tiltfile_result(tilt: str, *args: str) -> tuple[int, dict | None, str]:
+    done = subprocess.run([tilt, "alpha", "tiltfile-result", "--", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    data = json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else None
+    return done.returncode, data, done.stderr
+
+
+def manifests(data: dict) -> dict[str, dict]:
+    return {m["Name"]: m for m in data["Manifests"]}
+
+
+@pytest.mark.timeout(1500)
+def test_tilt_ci_local_mode(tilt):
+    names = ["ROUTER", "PG_SHARD", "MYSQL_SHARD", "POSTGRES", "MARIADB", "NATS", "NATS_HTTP"]
+    ports = dict(zip(names, free_ports(len(names))))
+    # Not pytest's tmp_path: PostgreSQL runs as the postgres OS user when we are root, and
+    # pytest's temp root is private to root.
+    data = Path(tempfile.mkdtemp(prefix="kf-tilt-"))
+    data.chmod(0o755)
+    env = {**os.environ, "KF_DEV_DIR": str(data), **{f"KF_DEV_{k}_PORT": str(v) for k, v in ports.items()}}
+    env.pop("VIRTUAL_ENV", None)
+    started = time.monotonic()
+    proc = subprocess.Popen([tilt, "ci", "--web-mode=prod", "--port", "0", "--timeout", "150s",
+                             "--", "--mode=local"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 15)
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"tilt ci did not finish within 240 s:\n{out[-6000:]}")
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    took = time.monotonic() - started
+    assert proc.returncode == 0, f"tilt ci failed ({proc.returncode}) after {took:.0f}s:\n{out[-8000:]}"
+    assert "SUCCESS. All workloads are healthy." in out, out[-4000:]
+    assert f"through kv-router at 127.0.0.1:{ports['ROUTER']}: ok" in out, out[-4000:]
+    for shard in ("pg-a", "mysql-b"):  # both shard services came up on their databases
+        assert f"shard {shard}: serving the Shard API" in out, out[-4000:]
+    # tilt ci stops every serve_cmd it started: nothing keeps listening.
+    deadline = time.monotonic() + 15
+    while (still := [n for n, p in ports.items() if port_open(p)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not still, f"still listening after tilt ci: {still}"
+
+
+def test_local_mode_resources(tilt):
+    rc, data, err = tiltfile_result(tilt)  # no args: local is the default
+    assert rc == 0 and data and not data.get("Error"), err
+    found = manifests(data)
+    assert set(found) == LOCAL_MANIFESTS, sorted(found)
+    labels = {name: set(m.get("Labels") or {}) for name, m in found.items()}
+    assert labels["postgres"] == labels["mariadb"] == {"data"}
+    assert labels["nats"] == {"events"}
+    assert all(labels[s] == {"apps"} for s in SERVICES)
+    deps = {name: set(m.get("ResourceDependencies") or []) for name, m in found.items()}
+    assert deps["backend-pg"] == {"uv-sync", "postgres"}
+    assert deps["backend-mysql"] == {"uv-sync", "mariadb"}
+    assert deps["kv-router"] == {"backend-pg"}
+    assert deps["smoke"] == {"kv-router"}
+    for name in SERVICES | {"postgres", "mariadb", "nats"}:
+        target = found[name]["DeployTarget"]
+        assert target["ServeCmd"]["Argv"], name
+        assert target["ReadinessProbe"], f"{name} has a readiness probe"
+    for name in SERVICES:
+        probe = found[name]["DeployTarget"]["ReadinessProbe"]["exec"]["command"]
+        assert "hack/grpc-health-probe.py" in probe
+        assert ("readiness" in probe) == (name != "kv-router")
+        assert found[name]["ImageTargets"] is None  # no Docker in local mode
+
+
+def test_k8s_mode_loads(tilt):
+    rc, data, err = tiltfile_result(tilt, "--mode=k8s")
+    assert rc == 0 and data and not data.get("Error"), err
+    found = manifests(data)
+    assert set(found) == K8S_MANIFESTS, sorted(found)
+    for name in SERVICES:
+        images = found[name]["ImageTargets"]
+        assert images and len(images) == 1, name
+        image = images[0]
+        assert image["selector"] == "kubefabric"
+        assert "FROM base AS dev" in image["BuildDetails"]["dockerfileContents"]
+        live = image["LiveUpdateSpec"]
+        assert {s["localPath"] for s in live["syncs"]} >= {"libs/kubefabric", "services/kv-router/kv_router",
+                                                          "services/backend-pg/backend_pg",
+                                                          "services/backend-mysql/backend_mysql"}
+        assert "uv.lock" in live["stopPaths"]
+        assert live["execs"], "live_update restarts the service"
+        assert image["overrideCommand"]["command"][:2] == ["sh", "-c"]
+        assert found[name]["Labels"] == {"apps": "apps"}
+        assert found[name]["DeployTarget"]["portForwardTemplateSpec"]["forwards"], name
+    yaml_text = "".join(m["DeployTarget"].get("yaml", "") for m in found.values() if m["DeployTarget"])
+    assert "namespace: kubefabric-dev" in yaml_text
+    deps = {name: set(m.get("ResourceDependencies") or []) for name, m in found.items()}
+    assert deps["kv-router"] == {"backend-pg"} and deps["backend-pg"] == {"postgresql"}
+    assert deps["backend-mysql"] == {"mariadb"} and deps["smoke"] == {"kv-router"}
+    assert found["postgresql"]["Labels"] == {"data": "data"} and found["nats"]["Labels"] == {"events": "events"}
+
+
+def test_unknown_mode_is_refused(tilt):
+    rc, _, err = tiltfile_result(tilt, "--mode=docker")
+    assert rc != 0 and "--mode must be local or k8s" in err, err
