@@ -69,7 +69,7 @@ def test_invalid_file_exits_1_with_every_problem_and_no_traceback(tmp_path):
     assert r.stdout == ""
     assert r.stderr.splitlines() == [
         f"{f}:2: bad endpoint 'http://a:1': use 'embedded' or grpc://HOST:PORT[,grpc://HOST:PORT...]",
-        f"{f}:4: unknown shard 'b' (shards: none)",
+        f"{f}:4: unknown shard 'b' (shards: a)",
     ]
 
 

@@ -143,6 +143,7 @@ class _Parser:
             self._raise()
         shards: dict[str, ShardSpec] = {}
         n_shards = 0  # shard entries in the file, valid or not
+        seen: dict[str, int] = {}  # name -> line, also of shards with other problems
         if "shards" not in top:
             self.err(root, "no shards: the topology needs a 'shards:' list")
         else:
@@ -153,7 +154,6 @@ class _Parser:
                               or snode.tag == "tag:yaml.org,2002:null"):
                 self.err(top["shards"][0], "no shards: list at least one")
             embedded: ShardSpec | None = None
-            seen: dict[str, int] = {}  # name -> line, also of shards with other problems
             for item in items:
                 name, spec = self.shard(item)
                 if name in seen:
@@ -171,12 +171,13 @@ class _Parser:
                     embedded = spec
                 shards[spec.name] = spec
         rules = []
+        names = list(seen) if "shards" in top else []  # incl. shards with other problems
         if "rules" in top:
             for item in self.sequence(top["rules"][1], "rules"):
-                rule = self.rule(item, shards)
+                rule = self.rule(item, names)
                 if rule is not None:
                     rules.append(rule)
-        default, default_line = self.default(top, root, shards, n_shards)
+        default, default_line = self.default(top, root, shards, names, n_shards)
         self._raise()
         for rule, by in unreachable(rules):
             self.warnings.append((rule.line, f"warning: {rule.describe()} is unreachable: every "
@@ -192,7 +193,8 @@ class _Parser:
             raise TopologyError([f"{self.source}:{n}: {m}" for n, m in
                                  sorted(self.problems, key=lambda p: p[0])])
 
-    def default(self, top: dict, root, shards: dict, n_shards: int) -> tuple[str, int]:
+    def default(self, top: dict, root, shards: dict, names: list[str],
+                n_shards: int) -> tuple[str, int]:
         if "default" not in top:
             if n_shards == 1 and len(shards) == 1:
                 return next(iter(shards)), 0
@@ -202,8 +204,8 @@ class _Parser:
             return "", 0
         node = top["default"][1]
         name = self.string(node, "default")
-        if isinstance(name, str) and shards and name not in shards:
-            self.err(node, f"default: unknown shard {name!r} (shards: {', '.join(shards)})")
+        if isinstance(name, str) and names and name not in names:
+            self.err(node, f"default: unknown shard {name!r} (shards: {', '.join(names)})")
         return (name if isinstance(name, str) else ""), line_of(node)
 
     # -- shards -------------------------------------------------------------------------------
@@ -296,7 +298,8 @@ class _Parser:
         return interval, retention
 
     # -- rules --------------------------------------------------------------------------------
-    def rule(self, node, shards: dict) -> Rule | None:
+    def rule(self, node, shards: list[str]) -> Rule | None:
+        """The rule, or None after reporting its problems. `shards`: every named shard."""
         m = self.mapping(node, "rule", RULE_KEYS)
         if m is None:
             return None
