@@ -5,7 +5,8 @@ Steps, each timed: namespaces; ConfigMaps and Secrets; a CRD and 1,000 custom re
 lists (kubectl --chunk-size, and limit+continue by hand); label-selected lists; `kubectl get -w`
 seeing ADDED/MODIFIED/DELETED; namespace deletion (finalized by hand: no kube-controller-manager
 runs here); consistent reads served from the watch cache; a compaction cycle after which an old
-resourceVersion (exact list, continue token) answers 410 Gone; kube-apiserver restart, then storage server restart, with the
+resourceVersion (exact list, continue token) answers 410 Gone; deploy/overlays/dev and ha applied
+with server-side dry run; kube-apiserver restart, then storage server restart, with the
 data intact. Standard library only; prints "N passed, N failed" at the end, exits 1 on failure.
 """
 from __future__ import annotations
@@ -487,6 +488,30 @@ def step_storage_restart(c: Cluster, st: dict) -> str:
     return f"{c.args.server} + kube-apiserver restarted, ready in {ready:.1f}s, data intact"
 
 
+def step_deploy_dry_run(c: Cluster, st: dict) -> str:
+    """deploy/overlays/dev and ha, applied with server-side dry run: kube-apiserver (on the storage
+    under test) admits every object with strict field validation, and nothing is stored. A dry
+    run creates no namespace, so each overlay's Namespace is applied for real first; its
+    PodSecurity labels (restricted) then make the admission plugin check every pod template, and
+    any warning fails the step."""
+    summary = []
+    for overlay, namespace in (("dev", "kubefabric-dev"), ("ha", "kubefabric")):
+        path = REPO / "deploy" / "overlays" / overlay
+        c.kubectl("apply", "-f", str(path / "namespace.yaml"))
+        r = subprocess.run(["kubectl", f"--kubeconfig={c.kubeconfig}", "apply", "--dry-run=server",
+                            "--validate=strict", "-k", str(path)],
+                           capture_output=True, text=True, timeout=120)
+        expect(r.returncode == 0, f"{overlay}: kubectl apply --dry-run=server failed:\n{r.stderr[-3000:]}")
+        expect(not r.stderr.strip(), f"{overlay}: warnings:\n{r.stderr[-3000:]}")
+        lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+        expect(lines and all(ln.endswith("(server dry run)") for ln in lines),
+               f"{overlay}: unexpected output:\n{r.stdout}")
+        stored = c.kubectl("get", "deployments,services,networkpolicies", "-n", namespace, "-o", "name")
+        expect(not stored.strip(), f"{overlay}: a dry run stored objects: {stored}")
+        summary.append(f"{overlay}: {len(lines)} objects")
+    return ", ".join(summary) + ", no PodSecurity (restricted) warning"
+
+
 STEPS = [
     ("namespaces", step_namespaces),
     ("configmaps and secrets", step_configmaps_secrets),
@@ -497,6 +522,7 @@ STEPS = [
     ("namespace deletion", step_namespace_deletion),
     ("consistent reads from the watch cache", step_consistent_reads),
     ("compaction: 410 Gone", step_compaction),
+    ("deploy/ overlays: server-side dry run", step_deploy_dry_run),
     ("kube-apiserver restart", step_apiserver_restart),
     ("storage restart", step_storage_restart),
 ]
