@@ -11,6 +11,7 @@ directory, so it does not collide with a developer's own `tilt up` or with other
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -27,6 +28,8 @@ BUILD = REPO.parent / "shared" / "tools" / "tilt" / "build.sh"
 SERVICES = {"kv-router", "backend-pg", "backend-mysql"}
 K8S_MANIFESTS = SERVICES | {"postgresql", "mariadb", "nats", "smoke", "uncategorized"}
 LOCAL_MANIFESTS = SERVICES | {"postgres", "mariadb", "nats", "smoke", "uv-sync"}
+# The first build on a machine takes minutes; any test of this module may be the one that waits.
+pytestmark = pytest.mark.timeout(1500)
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +38,12 @@ def tilt() -> str:
         pytest.fail(f"{BUILD} is missing: the shared tools folder must sit beside the checkout")
     if not shutil.which("go"):
         pytest.fail("Go is required to build Tilt (../shared/tools/tilt/build.sh)")
-    done = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=1200)
+    # One build at a time on this machine (pytest-xdist workers share ~/.cache/kubefabric-tools).
+    lock_path = Path.home() / ".cache" / "kubefabric-tools.tilt-build.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = subprocess.run(["bash", str(BUILD)], capture_output=True, text=True, timeout=1200)
     path = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     if done.returncode != 0 or not os.access(path, os.X_OK):
         pytest.fail(f"building Tilt failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
@@ -72,7 +80,6 @@ def manifests(data: dict) -> dict[str, dict]:
     return {m["Name"]: m for m in data["Manifests"]}
 
 
-@pytest.mark.timeout(1500)
 def test_tilt_ci_local_mode(tilt):
     names = ["ROUTER", "PG_SHARD", "MYSQL_SHARD", "POSTGRES", "MARIADB", "NATS", "NATS_HTTP"]
     ports = dict(zip(names, free_ports(len(names))))
