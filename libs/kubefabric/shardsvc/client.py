@@ -41,15 +41,13 @@ def _not_applied(err: grpc.aio.AioRpcError) -> bool:
 
 
 class RemoteShard:
-    def __init__(self, endpoints: list[str], name: str = "default"):
+    def __init__(self, endpoints: list[str], name: str = "default", tls=None):
+        """tls: None (plaintext) or an object with ca_file, cert_file, key_file, server_name."""
         if not endpoints:
             raise ValueError("a remote shard needs at least one endpoint")
         self.name = name
         self.endpoints = endpoints
-        self.channels = [grpc.aio.insecure_channel(e, options=[
-            ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
-            ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_permit_without_calls", 1)])
-            for e in endpoints]
+        self.channels = [_channel(e, tls) for e in endpoints]
         self.stubs = [shard_pb2_grpc.ShardStub(c) for c in self.channels]
         self.leader = 0                       # index of the replica last known as leader
         self._reads = itertools.cycle(range(len(endpoints)))
@@ -259,6 +257,23 @@ class RemoteShard:
         self.feed_committed = committed
         for listener in self.listeners:
             listener(published, committed)
+
+
+def _channel(endpoint: str, tls) -> grpc.aio.Channel:
+    options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+               ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_permit_without_calls", 1)]
+    if tls is None:
+        return grpc.aio.insecure_channel(endpoint, options=options)
+
+    def read(path):
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+    creds = grpc.ssl_channel_credentials(read(tls.ca_file), read(tls.key_file), read(tls.cert_file))
+    if getattr(tls, "server_name", None):
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.aio.secure_channel(endpoint, creds, options=options)
 
 
 def parse_endpoints(text: str) -> list[str]:

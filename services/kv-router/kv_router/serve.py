@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import errno
 import logging
-import os
 import signal
 import socket
 
 from kubefabric.config import Flag, add_flags, duration, parse_bool
 from kubefabric.logs import setup_logging
 
+from .shards import StartupError, TopologyReloader, open_shards
 from .tls import CertificateReloader, TLSError, TLSSettings, settings_from_args
 
 log = logging.getLogger("kubefabric.serve")
@@ -27,6 +27,8 @@ FLAGS = [
     Flag("--shard", "", "serve a shard service instead of the embedded SQLite shard: its "
          "replicas' Shard API addresses, grpc://host:port[,grpc://host:port...] (writes go to "
          "the leader, reads to any replica)"),
+    Flag("--topology", "", "serve several shards routed by this topology file (YAML: shards, "
+         "rules, default; see docs/topology.md); re-read on SIGHUP and when it changes"),
     Flag("--name", "default", "member name reported by MemberList"),
     Flag("--initial-advertise-peer-urls", "http://localhost:2380",
          "peer URLs reported by MemberList (KubeFabric has no raft peers; etcd's default)"),
@@ -114,10 +116,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-class StartupError(Exception):
-    pass
-
-
 def bind_problem(urls: list[str]) -> str | None:
     """Why binding one of `urls` fails, in the operating system's words (gRPC does not say)."""
     from .server import listen_address
@@ -132,39 +130,6 @@ def bind_problem(urls: list[str]) -> str | None:
                 hint = " (another etcd or KubeFabric?)" if err.errno == errno.EADDRINUSE else ""
                 return f"{host}:{port}: {err.strerror.lower()}{hint}"
     return None
-
-
-async def _open_shard(args):
-    """The shard behind the API: a shard service (--shard) or the embedded SQLite shard."""
-    if args.shard:
-        from kubefabric.shardsvc.client import RemoteShard, parse_endpoints
-        try:
-            shard = RemoteShard(parse_endpoints(args.shard))
-        except ValueError as err:
-            raise StartupError(f"--shard: {err}") from None
-        try:
-            await shard.open()
-        except ConnectionError as err:
-            await shard.close()
-            raise StartupError(str(err)) from None
-        log.info("serving shard service at %s", ", ".join(shard.endpoints))
-        return shard
-    from kubefabric.shard.core import Shard, ShardBusy
-    from kubefabric.store.sqlite import SqliteStore
-
-    data_dir = os.path.abspath(args.data_dir)
-    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
-        raise StartupError(f"--data-dir {data_dir} exists and is not a directory")
-    store = SqliteStore(data_dir, synchronous=args.sqlite_synchronous)
-    shard = Shard(store, max_txn_ops=args.max_txn_ops, quota_bytes=args.quota_backend_bytes)
-    try:
-        await shard.open()
-    except ShardBusy as err:
-        raise StartupError(f"--data-dir {data_dir}: {err}") from None
-    except Exception as err:  # OSError, sqlite3 errors: say which directory and why
-        raise StartupError(f"cannot open the data directory {data_dir}: {err}") from None
-    log.info("data directory %s", data_dir)
-    return shard
 
 
 async def _serve(args, tls: TLSSettings | None) -> int:
@@ -194,15 +159,25 @@ async def _serve(args, tls: TLSSettings | None) -> int:
         raise StartupError(f"--listen-client-urls: {err}") from None
     if not listen:
         raise StartupError("--listen-client-urls: no URL given")
-    shard = await _open_shard(args)
+    shard = await open_shards(args)
     try:
         server = RouterServer(shard, cfg)
         await server.start()
     except (RuntimeError, ValueError) as err:
         await shard.close()
         raise StartupError(f"cannot listen on {', '.join(listen)}: {bind_problem(listen) or err}") from None
-    compactor = AutoCompactor(shard, *compactor_cfg)
-    compactor.start()
+    compactors = [AutoCompactor(shard, *compactor_cfg)]
+    if args.topology:  # shards with their own retention compact on their own
+        for spec in shard.topology.shards.values():
+            if spec.compaction_retention:
+                compactors.append(AutoCompactor(shard.shards[spec.name], *AutoCompactor.parse(
+                    args.auto_compaction_mode, spec.compaction_retention)))
+    for compactor in compactors:
+        compactor.start()
+    reloader = None
+    if args.topology:
+        reloader = TopologyReloader(shard, args.topology, args)
+        reloader.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -210,7 +185,10 @@ async def _serve(args, tls: TLSSettings | None) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: finishing in-flight requests")
-    compactor.stop()
+    for compactor in compactors:
+        compactor.stop()
+    if reloader:
+        reloader.stop()
     await server.stop(args.shutdown_grace)
     await shard.close()
     log.info("stopped cleanly at revision %d", shard.state.committed)

@@ -1,0 +1,269 @@
+"""Several shards behind one etcd endpoint (DESIGN §3–4): the same surface as one shard, routed
+by the topology.
+
+Invariants:
+- A key lives on exactly one shard: topology.route(key). Single-shard requests are forwarded
+  unchanged; a Txn or DeleteRange that may touch keys of more than one shard is refused with
+  FailedPrecondition naming them, before anything is applied: never a partial write.
+- Every write carries sync_rev = the newest revision the router has seen on any shard, applied
+  in the writer batch of the write itself: a shard never assigns a revision at or below one any
+  shard already reported, so revisions are globally ordered.
+- Headers never go backwards: the router's revision is the maximum any shard reported.
+- Leases exist on every shard with the same ID (granted on the default shard first, which picks
+  the ID); keep-alives, revocation and expiry act on every shard, so a lease's keys go everywhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from grpc import StatusCode
+
+from kubefabric.etcd import errors
+from kubefabric.etcd.errors import EtcdError
+from kubefabric.etcd.keyrange import ALL, KeyRange
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.watch.merge import MergedFeed
+
+from .crossrange import cross_range
+
+log = logging.getLogger("kubefabric.router.routed")
+
+
+def _compacted(exc: BaseException) -> bool:
+    return isinstance(exc, EtcdError) and exc.message == errors.COMPACTED.message
+
+
+def span(key: bytes, range_end: bytes) -> tuple[bytes, bytes | None]:
+    """etcd's (key, range_end) as (start, end) of the topology: end None = one key, b"" = all
+    keys from start on."""
+    if not range_end:
+        return key, None
+    return key, b"" if range_end == ALL else range_end
+
+
+class RoutedState:
+    """Identity of the default shard; revisions across all shards."""
+
+    def __init__(self, routed: "RoutedShards"):
+        self._routed = routed
+
+    @property
+    def _default(self):
+        return self._routed.default.state
+
+    @property
+    def committed(self) -> int:
+        return max(s.state.committed for s in self._routed.shards.values())
+
+    @property
+    def compact_rev(self) -> int:
+        return max(s.state.compact_rev for s in self._routed.shards.values())
+
+    @property
+    def term(self) -> int:
+        return self._default.term
+
+    @property
+    def cluster_id(self) -> int:
+        return self._default.cluster_id
+
+    @property
+    def member_id(self) -> int:
+        return self._default.member_id
+
+    def fill(self, header, revision: int | None = None) -> None:
+        d = self._default
+        header.cluster_id, header.member_id, header.raft_term = d.cluster_id, d.member_id, d.term
+        header.revision = self.committed if revision is None else revision
+
+
+class RoutedShards:
+    def __init__(self, topology, shards: dict):
+        """shards: name -> an opened shard (in-process Shard or RemoteShard), one per topology shard."""
+        self.topology = topology
+        self.shards = shards
+        self.default = shards[topology.default]
+        self.state = RoutedState(self)
+        self.feed = MergedFeed(shards, self._sync_one)
+        self.is_leader = True
+
+    def add_shard(self, name: str, shard) -> None:
+        """A shard added by a topology reload (before the topology routes any key to it)."""
+        self.shards[name] = shard
+        self.feed.add_source(name, shard)
+
+    # ---- the watch hub's view ----
+
+    @property
+    def listeners(self) -> list:
+        return self.feed.listeners
+
+    @property
+    def feed_committed(self) -> int:
+        return self.feed.feed_committed
+
+    async def _sync_one(self, name: str, rev: int) -> None:
+        await self.shards[name].sync(rev)
+
+    # ---- routing ----
+
+    def _names(self, key: bytes, range_end: bytes) -> list[str]:
+        start, end = span(key, range_end)
+        if end is None:
+            return [self.topology.route(start)]
+        if end and start >= end:
+            return [self.topology.route(start)]  # an empty range: any one shard answers it
+        return self.topology.shards_for_range(start, end)
+
+    def _one(self, names: set[str] | list[str], what: str):
+        names = sorted(set(names))
+        if len(names) > 1:
+            raise EtcdError(StatusCode.FAILED_PRECONDITION,
+                            f"kubefabric: {what} touches keys on shards {', '.join(names)}; a "
+                            "write must stay on one shard (see the topology)")
+        return self.shards[names[0]]
+
+    def _txn_names(self, req: pb.TxnRequest, out: set[str]) -> set[str]:
+        for cmp in req.compare:
+            out.update(self._names(cmp.key, cmp.range_end))
+        for op in (*req.success, *req.failure):
+            kind = op.WhichOneof("request")
+            if kind == "request_range":
+                out.update(self._names(op.request_range.key, op.request_range.range_end))
+            elif kind == "request_put":
+                out.add(self.topology.route(op.request_put.key))
+            elif kind == "request_delete_range":
+                out.update(self._names(op.request_delete_range.key, op.request_delete_range.range_end))
+            elif kind == "request_txn":
+                self._txn_names(op.request_txn, out)
+        return out
+
+    # ---- KV ----
+
+    async def range(self, req: pb.RangeRequest, sync_rev: int = 0) -> pb.RangeResponse:
+        names = self._names(req.key, req.range_end) if req.key else [self.topology.default]
+        if len(names) == 1:
+            return await self.shards[names[0]].range(req, sync_rev)
+        return await cross_range([self.shards[n] for n in names], req, self.state.committed)
+
+    async def put(self, req: pb.PutRequest) -> pb.PutResponse:
+        shard = self.shards[self.topology.route(req.key)] if req.key else self.default
+        return await shard.put(req, self.state.committed)
+
+    async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
+        shard = self._one(self._names(req.key, req.range_end), "this delete") if req.key else self.default
+        return await shard.delete_range(req, self.state.committed)
+
+    async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
+        names = self._txn_names(req, set()) or {self.topology.default}
+        return await self._one(names, "this txn").txn(req, self.state.committed)
+
+    async def sync(self, rev: int) -> int:
+        await asyncio.gather(*(s.sync(rev) for s in self.shards.values()))
+        return self.state.committed
+
+    async def compact(self, revision: int, physical: bool = False) -> pb.CompactionResponse:
+        """Compaction at `revision` on every shard (each first brought to that revision)."""
+        if revision > self.state.committed:
+            raise errors.FUTURE_REV
+        results = await asyncio.gather(
+            *(s.compact(revision, physical, sync_rev=revision) for s in self.shards.values()),
+            return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        real = [f for f in failures if not _compacted(f)]
+        if real:
+            raise real[0]
+        if len(failures) == len(results):  # every shard was compacted at or past it already
+            raise errors.COMPACTED
+        resp = pb.CompactionResponse()
+        self.state.fill(resp.header)
+        return resp
+
+    # ---- leases: the same lease on every shard ----
+
+    def _others(self) -> list:
+        return [s for s in self.shards.values() if s is not self.default]
+
+    async def lease_grant(self, lease_id: int, ttl: int) -> tuple[int, int]:
+        lease_id, ttl = await self.default.lease_grant(lease_id, ttl, self.state.committed)
+        results = await asyncio.gather(*(s.lease_grant(lease_id, ttl, self.state.committed)
+                                         for s in self._others()), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await self._revoke_everywhere(lease_id)
+            raise failed[0]
+        return lease_id, ttl
+
+    async def _revoke_everywhere(self, lease_id: int) -> list:
+        return await asyncio.gather(*(s.lease_revoke(lease_id, self.state.committed)
+                                      for s in self.shards.values()), return_exceptions=True)
+
+    async def lease_revoke(self, lease_id: int) -> int:
+        results = await self._revoke_everywhere(lease_id)
+        default = results[list(self.shards.values()).index(self.default)]
+        if isinstance(default, BaseException):
+            raise default
+        return max([r for r in results if isinstance(r, int)] or [self.state.committed])
+
+    async def lease_renew(self, lease_id: int) -> int:
+        results = await asyncio.gather(*(s.lease_renew(lease_id) for s in self.shards.values()))
+        return results[list(self.shards.values()).index(self.default)]
+
+    async def lease_time_to_live(self, lease_id: int, keys: bool) -> tuple[int, int, list[bytes]]:
+        ttl, granted, attached = await self.default.lease_time_to_live(lease_id, keys)
+        if keys and ttl >= 0:
+            for other in await asyncio.gather(*(s.lease_time_to_live(lease_id, True)
+                                                for s in self._others())):
+                attached = [*attached, *other[2]]
+        return ttl, granted, sorted(attached)
+
+    async def lease_list(self) -> list[int]:
+        return await self.default.lease_list()
+
+    # ---- maintenance ----
+
+    async def status(self):
+        parts = await asyncio.gather(*(s.status() for s in self.shards.values()))
+        resp = parts[list(self.shards.values()).index(self.default)]
+        out = type(resp)()
+        out.CopyFrom(resp)
+        out.committed_rev = self.state.committed
+        out.db_size = sum(p.db_size for p in parts)
+        out.db_size_in_use = sum(p.db_size_in_use for p in parts)
+        seen = {(a.memberID, a.alarm) for a in out.alarms}
+        for p in parts:
+            for a in p.alarms:
+                if (a.memberID, a.alarm) not in seen:
+                    seen.add((a.memberID, a.alarm))
+                    out.alarms.append(a)
+        return out
+
+    async def alarm(self, req: pb.AlarmRequest) -> list[pb.AlarmMember]:
+        parts = await asyncio.gather(*(s.alarm(req) for s in self.shards.values()))
+        seen, out = set(), []
+        for part in parts:
+            for a in part:
+                if (a.memberID, a.alarm) not in seen:
+                    seen.add((a.memberID, a.alarm))
+                    out.append(a)
+        return out
+
+    async def defragment(self) -> None:
+        await asyncio.gather(*(s.defragment() for s in self.shards.values()))
+
+    # ---- history (watch catch-up) ----
+
+    async def history(self, rng: KeyRange, lo: int, hi: int) -> list:
+        if rng.end is None:
+            names = [self.topology.route(rng.start)]
+        else:
+            names = self.topology.shards_for_range(rng.start, rng.end)
+        parts = await asyncio.gather(*(self.shards[n].history(rng, lo, hi) for n in names))
+        if len(parts) == 1:
+            return parts[0]
+        return sorted((e for part in parts for e in part), key=lambda e: e.kv.mod_revision)
+
+    async def close(self) -> None:
+        for shard in self.shards.values():
+            await shard.close()

@@ -1,0 +1,173 @@
+"""What kv-router serves: the embedded SQLite shard (default), one shard service (--shard), or
+several shards routed by a topology file (--topology), all behind the same shard surface.
+
+With a topology the file is re-read on SIGHUP and when it changes (checked every 2 s). A new
+topology is applied only if it keeps every existing key where it is: rules may be appended,
+shards added; anything else is refused with the reason logged, and the old topology keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+log = logging.getLogger("kubefabric.router.shards")
+
+RELOAD_POLL_S = 2.0
+
+
+class StartupError(Exception):
+    pass
+
+
+async def open_embedded(data_dir: str, args):
+    from kubefabric.shard.core import Shard, ShardBusy
+    from kubefabric.store.sqlite import SqliteStore
+
+    data_dir = os.path.abspath(data_dir)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise StartupError(f"--data-dir {data_dir} exists and is not a directory")
+    store = SqliteStore(data_dir, synchronous=args.sqlite_synchronous)
+    shard = Shard(store, max_txn_ops=args.max_txn_ops, quota_bytes=args.quota_backend_bytes)
+    try:
+        await shard.open()
+    except ShardBusy as err:
+        raise StartupError(f"{data_dir}: {err}") from None
+    except Exception as err:  # OSError, sqlite3 errors: say which directory and why
+        raise StartupError(f"cannot open the data directory {data_dir}: {err}") from None
+    log.info("data directory %s", data_dir)
+    return shard
+
+
+async def open_remote(endpoints: str, name: str = "default", tls=None):
+    from kubefabric.shardsvc.client import RemoteShard, parse_endpoints
+
+    try:
+        shard = RemoteShard(parse_endpoints(endpoints), name=name, tls=tls)
+    except ValueError as err:
+        raise StartupError(f"shard {name}: {err}") from None
+    try:
+        await shard.open()
+    except ConnectionError as err:
+        await shard.close()
+        raise StartupError(str(err)) from None
+    log.info("shard %s: shard service at %s", name, ", ".join(shard.endpoints))
+    return shard
+
+
+async def open_spec(spec, args):
+    if spec.endpoint == "embedded":
+        return await open_embedded(os.path.join(args.data_dir, spec.name), args)
+    return await open_remote(spec.endpoint, spec.name, spec.tls)
+
+
+async def open_shards(args):
+    """The shard surface kv-router serves, per the flags."""
+    if args.topology and args.shard:
+        raise StartupError("--topology and --shard exclude each other (name the shard in the topology)")
+    if args.shard:
+        return await open_remote(args.shard)
+    if not args.topology:
+        return await open_embedded(args.data_dir, args)
+    from kubefabric.topology.load import TopologyError, load_topology
+
+    from .routed import RoutedShards
+
+    try:
+        topology = load_topology(args.topology)
+    except (TopologyError, OSError) as err:
+        raise StartupError(f"--topology: {err}") from None
+    for warning in topology.warnings:
+        log.warning("topology: %s", warning)
+    shards = {}
+    try:
+        for spec in topology.shards.values():
+            shards[spec.name] = await open_spec(spec, args)
+    except BaseException:
+        for shard in shards.values():
+            await shard.close()
+        raise
+    log.info("topology %s: %d shards, %d rules, default %s", args.topology, len(shards),
+             len(topology.rules), topology.default)
+    return RoutedShards(topology, shards)
+
+
+class TopologyReloader:
+    """Applies appended rules and added shards at runtime; refuses anything that moves keys."""
+
+    def __init__(self, routed, path: str, args):
+        self.routed = routed
+        self.path = path
+        self.args = args
+        self.mtime = _mtime(path)
+        self.task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
+        self.task = loop.create_task(self._poll(), name="topology-reload")
+
+    def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_POLL_S)
+            mtime = _mtime(self.path)
+            if mtime != self.mtime:
+                self.mtime = mtime
+                await self.reload("file changed")
+
+    async def reload(self, why: str) -> bool:
+        from kubefabric.topology.load import TopologyError, load_topology
+        from kubefabric.topology.reload import check_reload, find_moved_key
+
+        async with self._lock:
+            old = self.routed.topology
+            try:
+                new = load_topology(self.path)
+                check_reload(old, new)
+                moved = await find_moved_key(old, new, self._list_keys)
+                if moved:
+                    key, before, after = moved
+                    raise TopologyError(f"{self.path}: the new rules would move existing key "
+                                        f"{key!r} from shard {before} to shard {after}")
+                added = {}
+                for name, spec in new.shards.items():
+                    if name not in self.routed.shards:
+                        added[name] = await open_spec(spec, self.args)
+            except (TopologyError, OSError, StartupError) as err:
+                log.error("topology reload (%s) refused, the old topology keeps serving: %s", why, err)
+                return False
+            for name, shard in added.items():
+                self.routed.add_shard(name, shard)
+            self.routed.topology = new
+            log.info("topology reloaded (%s): %d shards, %d rules", why, len(new.shards), len(new.rules))
+            return True
+
+    async def _list_keys(self, shard_name: str, start: bytes, end: bytes):
+        """Existing keys of one shard in [start, end), in pages."""
+        from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+
+        shard = self.routed.shards.get(shard_name)
+        if shard is None:
+            return
+        key = start
+        while True:
+            resp = await shard.range(pb.RangeRequest(key=key, range_end=end or b"\x00", keys_only=True,
+                                                     limit=1000))
+            for kv in resp.kvs:
+                yield kv.key
+            if not resp.more:
+                return
+            key = resp.kvs[-1].key + b"\x00"
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
