@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Smoke test through kv-router's etcd API with etcdctl (Debian's etcd-client): put, get, a
-# prefix range and endpoint status. Exits non-zero on any mismatch.
+# Smoke test through kv-router's etcd API with etcdctl (Debian's etcd-client), on both shards of
+# the dev topology (hack/kv-router.sh; deploy/overlays/dev has the same rules):
+#   /kubefabric-smoke/pg/...     -> shard pg-a    (backend-pg, the default shard)
+#   /kubefabric-smoke/mysql/...  -> shard mysql-b (backend-mysql)
+# put and get on each shard, one range across both, a delete spanning both refused naming both
+# shards (proof that two shards serve), a watch event from each, per-shard deletes, endpoint
+# status. Exits non-zero on any mismatch.
 #
 #   hack/smoke.sh [endpoint]    # default 127.0.0.1:${KF_DEV_ROUTER_PORT:-2379}
 set -euo pipefail
@@ -8,14 +13,34 @@ endpoint="${1:-127.0.0.1:${KF_DEV_ROUTER_PORT:-2379}}"
 command -v etcdctl >/dev/null || { echo "smoke: etcdctl is missing: apt-get install etcd-client" >&2; exit 1; }
 export ETCDCTL_API=3
 ctl() { etcdctl --endpoints "$endpoint" --dial-timeout 5s --command-timeout 10s "$@"; }
+fail() { echo "smoke: $*" >&2; exit 1; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
 value="smoke-$(date +%s)-$$"
-ctl put /kubefabric-smoke/a "$value" >/dev/null
-ctl put /kubefabric-smoke/b "$value-b" >/dev/null
-got=$(ctl get --print-value-only /kubefabric-smoke/a)
-[ "$got" = "$value" ] || { echo "smoke: get /kubefabric-smoke/a returned '$got', expected '$value'" >&2; exit 1; }
-count=$(ctl get --prefix --keys-only /kubefabric-smoke/ | grep -c '^/kubefabric-smoke/' || true)
-[ "$count" = 2 ] || { echo "smoke: prefix count $count, expected 2" >&2; exit 1; }
-ctl del --prefix /kubefabric-smoke/ >/dev/null
+for shard in pg mysql; do
+  ctl put "/kubefabric-smoke/$shard/a" "$value-$shard" >/dev/null
+  got=$(ctl get --print-value-only "/kubefabric-smoke/$shard/a")
+  [ "$got" = "$value-$shard" ] || fail "get /kubefabric-smoke/$shard/a returned '$got', expected '$value-$shard'"
+done
+keys=$(ctl get --prefix --keys-only /kubefabric-smoke/ | grep '^/kubefabric-smoke/' | tr '\n' ' ')
+[ "$keys" = "/kubefabric-smoke/mysql/a /kubefabric-smoke/pg/a " ] || fail "range across both shards returned '$keys'"
+if ctl del --prefix /kubefabric-smoke/ >"$tmp/del" 2>&1; then
+  fail "a delete spanning two shards was accepted: $(cat "$tmp/del")"
+fi
+grep -q "shards mysql-b, pg-a" "$tmp/del" || fail "cross-shard delete refused without naming both shards: $(cat "$tmp/del")"
+
+# One watch event from each shard, through the router.
+for shard in pg mysql; do
+  rev=$(ctl get "/kubefabric-smoke/$shard/a" -w fields | sed -n 's/^"Revision" : //p')
+  ctl put "/kubefabric-smoke/$shard/w" "$value" >/dev/null
+  timeout 10 etcdctl --endpoints "$endpoint" watch --rev "$((rev + 1))" --prefix "/kubefabric-smoke/$shard/w" >"$tmp/watch" &
+  for _ in $(seq 50); do grep -q "^$value\$" "$tmp/watch" && break; sleep 0.1; done
+  kill %1 2>/dev/null || true; wait 2>/dev/null || true
+  grep -q "^PUT$" "$tmp/watch" && grep -q "^$value\$" "$tmp/watch" || fail "no watch event on shard $shard: $(cat "$tmp/watch")"
+done
+
+for shard in pg mysql; do ctl del --prefix "/kubefabric-smoke/$shard/" >/dev/null; done
+left=$(ctl get --prefix --keys-only /kubefabric-smoke/ | grep -c '^/kubefabric-smoke/' || true)
+[ "$left" = 0 ] || fail "$left keys left after per-shard deletes"
 ctl endpoint status -w table
-echo "smoke: put/get/range/delete through kv-router at $endpoint: ok"
+echo "smoke: put/get on shards pg-a and mysql-b, a range across both, a cross-shard delete refused, a watch event from each, through kv-router at $endpoint: ok"

@@ -22,6 +22,7 @@ import copy
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,13 +156,35 @@ def test_services_select_their_pods_and_named_ports(overlay):
             assert port["targetPort"] in port_names, f"{name}: {svc_name} targets {port['targetPort']}"
 
 
-def test_router_points_at_a_shard_service(overlay):
+def test_router_topology_names_the_shard_services(overlay, tmp_path):
+    """kv-router's topology (a ConfigMap mounted where KUBEFABRIC_TOPOLOGY points) is valid for
+    `kubefabric topology check` and routes to the overlay's shard Services on their ports."""
     name, objs = overlay
-    cm = next(c for n, c in by_kind(objs, "ConfigMap").items() if n.startswith("kv-router"))
-    shard = cm["data"]["KUBEFABRIC_SHARD"]
-    for endpoint in shard.split(","):
-        host, port = re.fullmatch(r"grpc://([a-z0-9-]+):(\d+)", endpoint).groups()
-        assert host in by_kind(objs, "Service") and SERVICES[host][0] == int(port), endpoint
+    cm = next(c for n, c in by_kind(objs, "ConfigMap").items() if re.fullmatch(r"kv-router-[a-z0-9]{10}", n))
+    path = cm["data"]["KUBEFABRIC_TOPOLOGY"]
+    assert "KUBEFABRIC_SHARD" not in cm["data"]
+    router = by_kind(objs, "Deployment")["kv-router"]["spec"]["template"]["spec"]
+    mount = next(m for m in router["containers"][0]["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in router["volumes"] if v["name"] == mount["name"])
+    topology_cm = by_kind(objs, "ConfigMap")[volume["configMap"]["name"]]
+    text = topology_cm["data"][path.rsplit("/", 1)[1]]
+    topology = yaml.safe_load(text)
+    shards = {s["name"]: s["endpoint"] for s in topology["shards"]}
+    assert len(shards) >= 2, f"{name}: a topology with several shards"
+    services = by_kind(objs, "Service")
+    for shard, endpoint in shards.items():
+        for part in endpoint.split(","):
+            host, port = re.fullmatch(r"grpc://([a-z0-9-]+):(\d+)", part).groups()
+            assert host in services and SERVICES[host][0] == int(port), f"{name}: {shard} -> {part}"
+    file = tmp_path / "topology.yaml"
+    file.write_text(text)
+    cli = Path(sys.executable).parent / "kubefabric"
+    done = subprocess.run([str(cli), "topology", "check", str(file), "/registry/events/default/e1",
+                           "/registry/pods/default/p1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{name}: kubefabric topology check:\n{done.stderr}"
+    routes = dict(re.findall(r"^(\S+) -> (\S+)", done.stdout, re.M))
+    assert routes["/registry/events/default/e1"] != routes["/registry/pods/default/p1"], \
+        f"{name}: Events and the rest live on different shards: {routes}"
 
 
 # ---- pod policy ----
@@ -225,7 +248,10 @@ def test_kubefabric_containers_probe_the_grpc_health_service(overlay):
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
             assert "/tmp" in mounts, f"{name}: {svc} gets a writable /tmp (emptyDir)"
             volumes = {v["name"]: v for v in tmpl["spec"]["volumes"]}
-            assert all("emptyDir" in volumes[m["name"]] for m in c["volumeMounts"])
+            for m in c["volumeMounts"]:
+                v = volumes[m["name"]]
+                assert "emptyDir" in v or ("configMap" in v and m.get("readOnly")), \
+                    f"{name}: {svc} mounts only scratch emptyDirs and read-only ConfigMaps: {v}"
     assert seen == set(SERVICES), f"{name}: KubeFabric workloads {seen}"
 
 

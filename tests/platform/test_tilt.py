@@ -104,7 +104,9 @@ def test_tilt_ci_local_mode(tilt):
     took = time.monotonic() - started
     assert proc.returncode == 0, f"tilt ci failed ({proc.returncode}) after {took:.0f}s:\n{out[-8000:]}"
     assert "SUCCESS. All workloads are healthy." in out, out[-4000:]
-    assert f"through kv-router at 127.0.0.1:{ports['ROUTER']}: ok" in out, out[-4000:]
+    assert "smoke: put/get on shards pg-a and mysql-b, a range across both, a cross-shard delete " \
+        f"refused, a watch event from each, through kv-router at 127.0.0.1:{ports['ROUTER']}: ok" in out, out[-4000:]
+    assert "2 shards, 2 rules, default pg-a" in out, "kv-router runs the two-shard demo topology"
     for shard in ("pg-a", "mysql-b"):  # both shard services came up on their databases
         assert f"shard {shard}: serving the Shard API" in out, out[-4000:]
     # tilt ci stops every serve_cmd it started: nothing keeps listening.
@@ -126,12 +128,13 @@ def test_local_mode_resources(tilt):
     deps = {name: set(m.get("ResourceDependencies") or []) for name, m in found.items()}
     assert deps["backend-pg"] == {"uv-sync", "postgres"}
     assert deps["backend-mysql"] == {"uv-sync", "mariadb"}
-    assert deps["kv-router"] == {"backend-pg"}
+    assert deps["kv-router"] == {"backend-pg", "backend-mysql"}
     assert deps["smoke"] == {"kv-router"}
     for name in SERVICES | {"postgres", "mariadb", "nats"}:
         target = found[name]["DeployTarget"]
         assert target["ServeCmd"]["Argv"], name
         assert target["ReadinessProbe"], f"{name} has a readiness probe"
+    assert found["kv-router"]["DeployTarget"]["ServeCmd"]["Argv"][-1] == "hack/kv-router.sh"
     for name in SERVICES:
         probe = found[name]["DeployTarget"]["ReadinessProbe"]["exec"]["command"]
         assert "hack/grpc-health-probe.py" in probe
@@ -162,7 +165,7 @@ def test_k8s_mode_loads(tilt):
     yaml_text = "".join(m["DeployTarget"].get("yaml", "") for m in found.values() if m["DeployTarget"])
     assert "namespace: kubefabric-dev" in yaml_text
     deps = {name: set(m.get("ResourceDependencies") or []) for name, m in found.items()}
-    assert deps["kv-router"] == {"backend-pg"} and deps["backend-pg"] == {"postgresql"}
+    assert deps["kv-router"] == {"backend-pg", "backend-mysql"} and deps["backend-pg"] == {"postgresql"}
     assert deps["backend-mysql"] == {"mariadb"} and deps["smoke"] == {"kv-router"}
     assert found["postgresql"]["Labels"] == {"data": "data"} and found["nats"]["Labels"] == {"events": "events"}
 
