@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).parent / "differential"))
 from harness.client import Client
 from harness.mariadb import mariadb_kind, mariadb_server  # noqa: F401
 from harness.postgres import postgres_server, postgres_kind  # noqa: F401
-from harness.servers import START, shard_flags, start_router, start_shard
+from harness.servers import START, THREE_SHARDS, shard_flags, start_router, start_shard
 from normalise import LeaseIds, to_plain
 
 
-# Where the KubeFabric side of a differential test runs: "embedded" (`kubefabric serve`), or
-# kv-router in front of a shard service on "sqlite", "postgres" or "mariadb" (real servers).
+# Where the KubeFabric side of a differential test runs: "embedded" (`kubefabric serve`),
+# kv-router in front of a shard service on "sqlite", "postgres" or "mariadb" (real servers), or
+# "topology": kv-router on three shards (harness.servers.THREE_SHARDS; test keys use the default).
 DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,postgres,mariadb")
                 .split(",") if t]
 
@@ -56,15 +57,33 @@ def server_factory(tmp_path, request):
         started.append(s)
         return s
 
+    def database(backend: str) -> str:
+        db = request.getfixturevalue(f"{backend}_server")
+        name = f"kf_{os.getpid()}_{len(started)}_{abs(hash(request.node.nodeid)) % 10**8}"
+        db.create_database(name)
+        return db.dsn(name)
+
+    def start_three(extra=None):
+        """kv-router on THREE_SHARDS: PostgreSQL (default), MariaDB (tenant-a pods), embedded."""
+        d = workdir("topology")
+        main = start_shard(d, "postgres", database("postgres"), shard_flags(extra or []), name="main")
+        started.append(main)
+        tenants = start_shard(d, "mariadb", database("mariadb"), shard_flags(extra or []), name="tenants")
+        started.append(tenants)
+        topology = d / "topology.yaml"
+        topology.write_text(THREE_SHARDS.format(main=main.endpoint, tenants=tenants.endpoint))
+        router = start_router(d, extra=extra, topology=topology)
+        started.append(router)
+        return router
+
     def start_routed(backend: str, extra=None):
+        if backend == "topology":
+            return start_three(extra)
         d = workdir(backend)
         if backend == "sqlite":
             dsn = f"sqlite://{d / 'shard'}"
         else:
-            db = request.getfixturevalue(f"{backend}_server")
-            name = f"kf_{os.getpid()}_{len(started)}_{abs(hash(request.node.nodeid)) % 10**8}"
-            db.create_database(name)
-            dsn = db.dsn(name)
+            dsn = database(backend)
         shard = start_shard(d, backend, dsn, shard_flags(extra or []))
         started.append(shard)
         router = start_router(d, [shard], extra)
@@ -72,6 +91,7 @@ def server_factory(tmp_path, request):
         return router
 
     start.routed = start_routed
+    start.three_shards = start_three
     yield start
     for s in reversed(started):
         s.stop()

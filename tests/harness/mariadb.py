@@ -127,6 +127,9 @@ class MariadbServer:
             self.proc.kill()
             self.proc.wait()
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -139,6 +139,25 @@ START = {"etcd": start_etcd, "kubefabric": start_kubefabric,
 
 # ---- shard services and a router in front of them ----
 
+# The three-shard topology of the routing tests: PostgreSQL is the default shard, MariaDB holds
+# the pods of namespace tenant-a, the router's embedded SQLite shard holds events.
+THREE_SHARDS = """\
+shards:
+  - name: main
+    endpoint: grpc://{main}
+  - name: tenants
+    endpoint: grpc://{tenants}
+  - name: events
+    endpoint: embedded
+default: main
+rules:
+  - namespace: tenant-a
+    resources: [pods]
+    shard: tenants
+  - prefix: /registry/events/
+    shard: events
+"""
+
 SHARD_COMMANDS = {"sqlite": "backend-sqlite", "postgres": "backend-pg", "mariadb": "backend-mysql"}
 # flags of `kubefabric serve` that the shard core applies, so a routed setup gets them too
 SHARD_FLAGS = ("--max-txn-ops", "--quota-backend-bytes", "--max-request-bytes")
@@ -191,14 +210,17 @@ def start_shard(workdir: Path, kind: str, dsn: str, extra: list[str] | None = No
     return server
 
 
-def start_router(workdir: Path, shards: list[Server], extra: list[str] | None = None) -> Server:
-    """`kubefabric serve --shard ...` in front of the given replicas."""
+def start_router(workdir: Path, shards: list[Server] | None = None, extra: list[str] | None = None,
+                 topology: Path | None = None) -> Server:
+    """`kubefabric serve --shard ...` in front of the given replicas, or `--topology FILE`."""
     client = free_port()
     log = workdir / "router.log"
+    target = ["--topology", str(topology)] if topology else [
+        "--shard", ",".join(f"grpc://{s.endpoint}" for s in shards)]
     argv = [sys.executable, "-m", "kubefabric.cli", "serve",
             "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
             "--listen-client-urls", f"http://127.0.0.1:{client}",
-            "--shard", ",".join(f"grpc://{s.endpoint}" for s in shards), *(extra or [])]
+            "--data-dir", str(workdir / "router-data"), *target, *(extra or [])]
     proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
     server = Server("kubefabric", f"127.0.0.1:{client}", proc, workdir, log, argv)
     wait_ready(server)

@@ -16,17 +16,12 @@ import logging
 import signal
 from typing import Callable
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
 from kubefabric.config import Flag, add_flags, duration, parse_bool
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.logs import setup_logging
-from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
-from kubefabric.rpc.handlers import GATE
 
-from .node import ShardNode
-from .service import ShardService
+# grpc is imported only when a shard service runs: every `kubefabric` command loads this module
+# to list its subcommand, and `serve --cipher-suites` must set its environment before grpc loads.
 
 log = logging.getLogger("kubefabric.shard.serve")
 
@@ -90,6 +85,15 @@ def run(args, kinds: tuple[str, ...], store_of) -> int:
 
 
 async def _serve(args, dsn: DSN, store_of) -> int:
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+    from kubefabric.rpc.handlers import GATE
+
+    from .node import ShardNode
+    from .service import ShardService
+
     address = args.advertise_address or args.listen_address
     options = {"max_txn_ops": args.max_txn_ops, "quota_bytes": args.quota_backend_bytes,
                "group_commit": args.group_commit}
@@ -113,7 +117,7 @@ async def _serve(args, dsn: DSN, store_of) -> int:
         log.error("cannot listen on %s: %s", args.listen_address, err)
         return 2
 
-    async def set_health(role: str) -> None:
+    async def set_health(role: str) -> None:  # noqa: E306
         serving = health_pb2.HealthCheckResponse.SERVING
         ready = serving if role in ("leader", "replica") else health_pb2.HealthCheckResponse.NOT_SERVING
         for svc in READINESS:
