@@ -36,7 +36,7 @@ from normalise import LeaseIds, to_plain
 # Where the KubeFabric side of a differential test runs: "embedded" (`kubefabric serve`),
 # kv-router in front of a shard service on "sqlite", "postgres" or "mariadb" (real servers), or
 # "topology": kv-router on three shards (harness.servers.THREE_SHARDS; test keys use the default).
-DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,postgres,mariadb")
+DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,postgres,mariadb,topology")
                 .split(",") if t]
 
 
@@ -99,9 +99,13 @@ def server_factory(tmp_path, request):
 
 @pytest.fixture
 def differential(server_factory, request):
-    def run(body, etcd_args=None, kubefabric_args=None, reference="etcd", targets=None):
+    def run(body, etcd_args=None, kubefabric_args=None, reference="etcd", targets=None,
+            spans_shards=False):
         """reference: "etcd" (Debian's 3.4) or "etcd37" (3.7.3, for newer APIs). The KubeFabric
-        side runs once per target (DIFF_TARGETS, or `targets` for a test that needs fewer)."""
+        side runs once per target (DIFF_TARGETS, or `targets` for a test that needs fewer).
+        spans_shards: the body writes across the whole key space in one request (a txn or
+        delete over every key), which a multi-shard topology refuses by design (DESIGN §3.6):
+        not run on the "topology" target (tests/routing checks the refusal)."""
         sides = [("etcd", reference, etcd_args)]
         # KUBEFABRIC_DIFF_AGAINST=etcd runs the second side on etcd too: a check that a new
         # test body is deterministic before it is used to judge KubeFabric.
@@ -109,6 +113,8 @@ def differential(server_factory, request):
             sides.append(("kubefabric", reference, etcd_args))
         else:
             for target in (targets or DIFF_TARGETS):
+                if spans_shards and target == "topology":
+                    continue
                 launch = "kubefabric" if target == "embedded" else f"routed-{target}"
                 sides.append((f"kubefabric[{target}]", launch, kubefabric_args))
         results = {}

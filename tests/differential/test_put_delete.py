@@ -141,7 +141,7 @@ def test_delete_range_shapes(differential):
         record("delete empty key with end", c.delete(b"", range_end=b"\0"))
         record("delete empty key prev_kv", c.delete(b"", prev_kv=True))
         record_rev(c, record, "final rev")
-    differential(body)
+    differential(body, spans_shards=True)
 
 
 def test_delete_then_recreate_history(differential):

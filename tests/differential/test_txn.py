@@ -102,7 +102,7 @@ def test_txn_range_compares(differential):
             [delete_op(b"r2", prev_kv=True), put_op(b"done", b"1")]))
         record("and again", c.txn([compare(b"r", VERSION, GREATER, 1, range_end=b"s")]))
         record_all(c, record, "all")
-    differential(body)
+    differential(body, spans_shards=True)
 
 
 def test_txn_branches_and_revisions(differential):
@@ -157,7 +157,7 @@ def test_txn_branches_and_revisions(differential):
         record_all(c, record, "final")
         for rev in range(1, 8):
             record(f"history @{rev}", c.get(b"\0", range_end=b"\0", revision=rev))
-    differential(body)
+    differential(body, spans_shards=True)
 
 
 def test_txn_nested(differential):
@@ -265,7 +265,7 @@ def test_txn_duplicate_keys(differential):
             [], [delete_op(b"a", range_end=b"z")], [put_op(b"k", b"f")]))
         record_rev(c, record, "rev")
         record_all(c, record, "all")
-    differential(body)
+    differential(body, spans_shards=True)
 
 
 def test_txn_request_errors(differential):

@@ -171,7 +171,7 @@ def test_multi_key_changes_arrive_together(differential):
         record("delete everything events", by_watch_id(w.events(2 * 2 + 3)))
         record("nothing else", w.pending())
         w.close()
-    differential(body)
+    differential(body, spans_shards=True)
 
 
 def test_watch_from_compacted_revision(differential):

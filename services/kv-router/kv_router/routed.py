@@ -23,6 +23,7 @@ from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import ALL, KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.shard import txn as checks
 from kubefabric.watch.merge import MergedFeed
 
 from .crossrange import cross_range
@@ -79,9 +80,10 @@ class RoutedState:
 
 
 class RoutedShards:
-    def __init__(self, topology, shards: dict):
+    def __init__(self, topology, shards: dict, max_txn_ops: int = 128):
         """shards: name -> an opened shard (in-process Shard or RemoteShard), one per topology shard."""
         self.topology = topology
+        self.max_txn_ops = max_txn_ops
         self.shards = shards
         self.default = shards[topology.default]
         self.state = RoutedState(self)
@@ -152,10 +154,12 @@ class RoutedShards:
         return await shard.put(req, self.state.committed)
 
     async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
+        checks.check_delete(req)  # etcd's request errors come before any routing refusal
         shard = self._one(self._names(req.key, req.range_end), "this delete") if req.key else self.default
         return await shard.delete_range(req, self.state.committed)
 
     async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
+        checks.check_txn(req, self.max_txn_ops)  # etcd's request errors come before any refusal
         names = self._txn_names(req, set()) or {self.topology.default}
         return await self._one(names, "this txn").txn(req, self.state.committed)
 

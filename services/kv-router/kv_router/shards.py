@@ -90,7 +90,7 @@ async def open_shards(args):
         raise
     log.info("topology %s: %d shards, %d rules, default %s", args.topology, len(shards),
              len(topology.rules), topology.default)
-    return RoutedShards(topology, shards)
+    return RoutedShards(topology, shards, args.max_txn_ops)
 
 
 class TopologyReloader:
