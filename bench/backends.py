@@ -8,6 +8,9 @@ each with `kubefabric serve --shard grpc://...` in front; `<kind>-nogc` runs the
 `--group-commit false` (one database transaction per write). A stack has the surface run.py uses
 for a server (kind, endpoint, alive(), log_tail(), stop()).
 
+start_sharded(n) (run.py --shards): n shard services, each on a database of its own, behind one
+`kubefabric serve --topology FILE` whose prefix rules spread the SHARD_PREFIXES evenly over them.
+
 PostgreSQL and MariaDB come from the test harness (tests/harness/postgres.py, mariadb.py): one
 server of each per run, started on first use, with a fresh database per stack (dropped when the
 stack stops); cleanup() removes the servers and their data. Needs the uv environment (grpc,
@@ -157,7 +160,8 @@ class Stack:
     workdir: Path
     db: str
     database: str = ""
-    procs: list[Proc] = field(default_factory=list)  # shard service first, router last
+    procs: list[Proc] = field(default_factory=list)  # shard service(s) first, router last
+    databases: list[str] = field(default_factory=list)  # start_sharded: one per shard service
 
     def alive(self) -> bool:
         return all(p.proc.poll() is None for p in self.procs)
@@ -172,7 +176,8 @@ class Stack:
         """Router first, then the shard service, then drop the database and remove the files."""
         for p in reversed(self.procs):
             p.stop()
-        drop_database(self.db, self.database)
+        for name in [self.database, *self.databases]:
+            drop_database(self.db, name)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -191,6 +196,58 @@ def start_stack(kind: str, live: list, ready_timeout: float = 60.0) -> Stack:
     wait_shard_ready(shard, ready_timeout)
     router = spawn("router", ["serve", "--listen-client-urls", f"http://127.0.0.1:{client_port}",
                               "--shard", f"grpc://{shard.endpoint}"], client_port, workdir)
+    stack.procs.append(router)
+    wait_ready(router, ready_timeout)
+    stack.endpoint = router.endpoint
+    return stack
+
+
+# ------------------------------------------------------------------------- sharded stacks
+
+# The --shards load writes under these prefixes (loadgen --prefixes; key i under prefix i mod 6).
+# Six, so that prefix k -> shard k mod n spreads the keys evenly for n = 1, 2, 3 (and 6): the
+# load and the number of topology rules are the same whatever n is.
+SHARD_PREFIXES = tuple(f"/bench/p{k}/" for k in range(6))
+
+
+def topology_yaml(endpoints: list[str]) -> str:
+    """Shards s0..s{n-1} at `endpoints`; SHARD_PREFIXES[k] -> s{k mod n}; default s0."""
+    n = len(endpoints)
+    lines = ["default: s0", "shards:"]
+    lines += [f"  - name: s{i}\n    endpoint: grpc://{ep}" for i, ep in enumerate(endpoints)]
+    lines.append("rules:")
+    lines += [f"  - prefix: {p}\n    shard: s{k % n}" for k, p in enumerate(SHARD_PREFIXES)]
+    return "\n".join(lines) + "\n"
+
+
+def start_sharded(n: int, live: list, ready_timeout: float = 60.0, db: str = "sqlite",
+                  kind: str | None = None) -> Stack:
+    """n shard services (`db`: sqlite, postgres or mariadb; group commit on), each on a fresh
+    database, and one router with a topology over them; appended to `live` at once."""
+    kind = kind or f"shards-{n}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"kf-bench-{kind}-"))
+    stack = Stack(kind, "", workdir, db)
+    live.append(stack)
+    shards = []
+    for i in range(n):
+        shard_dir = workdir / f"s{i}"
+        shard_dir.mkdir()
+        dsn, database = fresh_dsn(db, shard_dir)
+        if database:
+            stack.databases.append(database)
+        port = _free_port()
+        shard = spawn(f"shard-s{i}", [SHARD_COMMANDS[db], "--dsn", dsn, "--name", f"s{i}",
+                                      "--listen-address", f"127.0.0.1:{port}"], port, workdir)
+        stack.procs.append(shard)
+        shards.append(shard)
+    for shard in shards:  # started together, waited for together: n shards start in about the time of one
+        wait_shard_ready(shard, ready_timeout)
+    topology = workdir / "topology.yaml"
+    topology.write_text(topology_yaml([s.endpoint for s in shards]))
+    client_port = _free_port()
+    router = spawn("router", ["serve", "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+                              "--data-dir", str(workdir / "router"), "--topology", str(topology)],
+                   client_port, workdir)
     stack.procs.append(router)
     wait_ready(router, ready_timeout)
     stack.endpoint = router.endpoint

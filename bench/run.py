@@ -5,6 +5,7 @@
     uv run python bench/run.py --quick               # smoke run: short windows
     uv run python bench/run.py --only put,get --servers etcd,kubefabric --json out.json
     uv run python bench/run.py --backends            # shard backends, group commit on/off: ~6 minutes
+    uv run python bench/run.py --shards              # write scaling over 1, 2, 3 shard services: ~2 minutes
 
 For every server and workload it starts the server on loopback with a fresh temporary data
 directory, runs bench/bin/loadgen (Go, etcd's clientv3) at each client count, then stops the
@@ -46,6 +47,11 @@ ALL_WORKLOADS = ("put", "get", "range", "watch-latency")
 # which has no --group-commit flag, so it runs with group commit only)
 BACKENDS = ("kubefabric", "kf-sqlite-svc", "kf-pg", "kf-mysql")
 BACKEND_WORKLOADS = ("put", "get")
+# --shards: kv-router with a topology over N shard services ("shards-N", bench/backends.py), the
+# keys spread over six prefixes that the topology maps evenly onto the N shards
+SHARD_COUNTS = (1, 2, 3)
+SHARD_DBS = ("sqlite", "postgres", "mariadb")
+SHARD_CLIENTS = {"put": [16, 64], "get": [16]}  # unless --clients says otherwise
 
 
 def log(msg: str) -> None:
@@ -125,6 +131,7 @@ class Server:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+SHARD_DB = "sqlite"  # --shard-db: the database of the --shards services
 LIVE: list = []  # every server (or backends.Stack) not yet stopped: cleanup() stops them
 _backends = None  # bench/backends.py, loaded on first use of a shard-service kind
 
@@ -172,7 +179,7 @@ def server_argv(kind: str, port: int, workdir: Path, bins: Path | None,
 
 def start_server(kind: str, bins: Path | None, ready_timeout: float = 60.0,
                  extra: list[str] | None = None):
-    if kind in STACK_KINDS:
+    if kind in STACK_KINDS or kind.startswith("shards-"):
         return start_stack(kind, ready_timeout)
     workdir = Path(tempfile.mkdtemp(prefix=f"kf-bench-{kind}-"))
     port = free_port()
@@ -205,6 +212,8 @@ def start_server(kind: str, bins: Path | None, ready_timeout: float = 60.0,
 def start_stack(kind: str, ready_timeout: float):
     """A shard service + `kubefabric serve --shard` (bench/backends.py); RuntimeError if it fails."""
     try:
+        if kind.startswith("shards-"):
+            return backends_module().start_sharded(int(kind.split("-")[1]), LIVE, ready_timeout, SHARD_DB)
         return backends_module().start_stack(kind, LIVE, ready_timeout)
     except Exception as e:
         while LIVE and LIVE[-1].kind == kind:  # the partly started stack
@@ -356,6 +365,54 @@ def render_backends_table(results: list[dict], backends: list[str], workloads: l
     return "\n".join(lines + notes)
 
 
+def render_shards_table(results: list[dict], counts: list[int], plan: list[tuple[str, int]], db: str) -> str:
+    """Rows: workload x clients; per shard count ops/s, p99 and ops/s / (N=first); then where the
+    CPU went during each run."""
+    by = {(r["server"], r["workload"], r["clients"]): r for r in results}
+    base = counts[0]
+
+    def ops(n: int, w: str, c: int) -> float | None:
+        r = by.get((f"shards-{n}", w, c))
+        return None if r is None or "failed" in r else r.get("ops_per_sec")
+
+    head1 = f"{'workload':<9}{'clients':>7} "
+    head2 = f"{'':<9}{'':>7} "
+    for n in counts:
+        label = f"{n} shard" + ("s" if n > 1 else "")
+        head1 += f"| {label:^26} "
+        head2 += f"| {'ops/s':>9} {'p99 ms':>8} {f'/N={base}':>7} "
+    lines = [head1.rstrip(), head2.rstrip(), "-" * len(head2.rstrip())]
+    notes: list[str] = []
+    for w, c in plan:
+        line = f"{w:<9}{c:>7} "
+        for n in counts:
+            cell = backend_cell(by.get((f"shards-{n}", w, c)), notes, f"{n} shards {w} c={c}")
+            line += f"| {cell} {ratio(ops(n, w, c), ops(base, w, c))} "
+        lines.append(line.rstrip())
+    lines += ["", "CPU during each loadgen run, % of one core (warm-up included; the machine has "
+              f"{os.cpu_count()} cores = {100 * (os.cpu_count() or 1)}%):",
+              f"{'shards':>6} {'workload':<9}{'clients':>7} | {'router':>6} | {'shards (each)':<22} | "
+              f"{'loadgen':>7} | {'all':>5} {'other':>6}"]
+    for n in counts:
+        for w, c in plan:
+            r = by.get((f"shards-{n}", w, c))
+            cpu = (r or {}).get("cpu")
+            if not cpu:
+                continue
+            each = " ".join(f"{v:.0f}" for v in cpu["shards"])
+            lines.append(f"{n:>6} {w:<9}{c:>7} | {cpu['router']:>6.0f} | {sum(cpu['shards']):>4.0f} ({each})"
+                         f"{'':<{max(0, 15 - len(each))}} | {cpu['loadgen']:>7.0f} | {cpu['machine']:>5.0f} "
+                         f"{cpu['other']:>6.0f}")
+    lines += ["",
+              f"N shards: N `kubefabric backend-{'sqlite' if db == 'sqlite' else 'pg' if db == 'postgres' else 'mysql'}` "
+              "services (group commit on), each on its own database, behind one `kubefabric serve --topology`;",
+              "the load's keys are spread over 6 prefixes that the topology maps evenly onto the N shards "
+              f"(loadgen --prefixes). /N={base}: ops/s over the {base}-shard run's.",
+              "all: busy CPU of the whole machine (/proc/stat); other: all minus router, shards and loadgen "
+              "(other work on the machine, and the kernel's share not charged to a process)."]
+    return "\n".join(lines + notes)
+
+
 # ---------------------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -368,7 +425,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="?", const=",".join(BACKENDS), metavar="LIST",
                    help="shard-backend comparison: each of LIST (default: all of "
                    f"{','.join(BACKENDS)}) with group commit on and off, one table")
-    p.add_argument("--clients", default="1,16,64", help="client counts, comma-separated (default: 1,16,64)")
+    p.add_argument("--shards", nargs="?", const=",".join(map(str, SHARD_COUNTS)), metavar="COUNTS",
+                   help="shard scaling: kv-router over each of COUNTS (default 1,2,3) shard services, "
+                   "put at 16 and 64 clients and get at 16 unless --only/--clients say otherwise, one table")
+    p.add_argument("--shard-db", default="sqlite", choices=SHARD_DBS,
+                   help="--shards: the shard services' database (default sqlite: backend-sqlite, a file each)")
+    p.add_argument("--clients", help="client counts, comma-separated (default: 1,16,64)")
     p.add_argument("--duration", type=float, help="measured seconds per run (default 5, --quick 1)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds before each run (default 1, --quick 0.25)")
     p.add_argument("--json", metavar="FILE", help="also write all results as JSON to FILE")
@@ -377,20 +439,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kubefabric-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for `kubefabric serve`, e.g. --kubefabric-arg=--sqlite-synchronous=NORMAL")
     a = p.parse_args(argv)
-    a.workloads = split_list(a.only or ",".join(BACKEND_WORKLOADS if a.backends else ALL_WORKLOADS))
-    a.client_counts = [int(c) for c in split_list(a.clients)]
+    a.workloads = split_list(a.only or ",".join(BACKEND_WORKLOADS if a.backends or a.shards else ALL_WORKLOADS))
+    a.client_counts = [int(c) for c in split_list(a.clients or "1,16,64")]
+    # client counts per workload: --shards has its own plan unless --clients is given
+    a.workload_clients = {w: (SHARD_CLIENTS.get(w, a.client_counts) if a.shards and not a.clients
+                              else a.client_counts) for w in a.workloads}
     for w in a.workloads:
         if w not in ALL_WORKLOADS:
             p.error(f"unknown workload {w!r} (choose from {', '.join(ALL_WORKLOADS)})")
     if a.backends and a.servers:
         p.error("--backends LIST chooses the servers: drop --servers")
+    if a.shards and (a.servers or a.backends):
+        p.error("--shards chooses the servers: drop --servers/--backends")
+    a.shard_counts = [int(n) for n in split_list(a.shards or "")]
+    if a.shards and (not a.shard_counts or any(n < 1 for n in a.shard_counts)):
+        p.error("--shards COUNTS: positive integers, e.g. 1,2,3")
+    if a.shards and not set(a.workloads) <= {"put", "get"}:
+        p.error("--shards runs put and get only (range and watch-latency would cross shards)")
     a.backend_list = split_list(a.backends or "")
     for b in a.backend_list:
         if b not in BACKENDS:
             p.error(f"unknown backend {b!r} (choose from {', '.join(BACKENDS)})")
-    a.server_list = backend_servers(a.backend_list) if a.backends else split_list(a.servers or ",".join(ALL_SERVERS))
+    if a.shards:
+        a.server_list = [f"shards-{n}" for n in a.shard_counts]
+    else:
+        a.server_list = backend_servers(a.backend_list) if a.backends else split_list(a.servers or ",".join(ALL_SERVERS))
     for s in a.server_list:
-        if s not in KNOWN_SERVERS:
+        if s not in KNOWN_SERVERS and not a.shards:
             p.error(f"unknown server {s!r} (choose from {', '.join(KNOWN_SERVERS)})")
     if a.duration is None:
         a.duration = 1.0 if a.quick else 5.0
@@ -416,20 +491,74 @@ def run_workload(kind: str, workload: str, args: argparse.Namespace, bins: Path 
     except RuntimeError as e:
         log(f"[{kind}] failed to start: {e}")
         return [{"server": kind, "workload": workload, "clients": c, "failed": f"start: {brief_error(e)}"}
-                for c in args.client_counts]
+                for c in args.workload_clients.get(workload, args.client_counts)]
     results = []
+    sharded = kind.startswith("shards-")
+    extra = list(args.loadgen_arg)
+    if sharded:
+        extra.append("--prefixes=" + ",".join(backends_module().SHARD_PREFIXES))
     try:
-        for c in args.client_counts:
+        for c in args.workload_clients.get(workload, args.client_counts):
             if not server.alive():
                 r = {"workload": workload, "clients": c, "failed": f"server exited: {server.log_tail(5)}"}
+            elif sharded:
+                sample = CpuSample(server.pids())
+                r = run_loadgen(server.endpoint, workload, c, args.duration, args.warmup, extra)
+                r["cpu"] = sample.finish()
             else:
-                r = run_loadgen(server.endpoint, workload, c, args.duration, args.warmup, args.loadgen_arg)
+                r = run_loadgen(server.endpoint, workload, c, args.duration, args.warmup, extra)
             r["server"] = kind
             results.append(r)
             log_result(kind, workload, c, r)
     finally:
         stop_server(server)
     return results
+
+
+class CpuSample:
+    """CPU used between construction and finish(), in % of one core: per process of a stack (from
+    /proc/PID/stat), by the children reaped meanwhile (the loadgen run; getrusage) and by the
+    whole machine (/proc/stat)."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.start = (time.monotonic(), self._procs(), self._children(), self._machine())
+
+    def _procs(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.pids.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+            except (OSError, IndexError, ValueError):
+                out[name] = 0.0
+        return out
+
+    @staticmethod
+    def _children() -> float:
+        import resource
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ru.ru_utime + ru.ru_stime
+
+    def _machine(self) -> float:
+        try:
+            v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return 0.0
+        return (sum(v[:8]) - v[3] - v[4]) / self.tick  # all but idle and iowait (guest is in user)
+
+    def finish(self) -> dict:
+        t0, procs0, children0, machine0 = self.start
+        wall = max(time.monotonic() - t0, 1e-6)
+        procs = self._procs()
+        pct = {name: 100 * (procs[name] - procs0[name]) / wall for name in procs}
+        shards = [round(v, 1) for name, v in pct.items() if name.startswith("shard")]
+        router = round(pct.get("router", 0.0), 1)
+        loadgen = round(100 * (self._children() - children0) / wall, 1)
+        machine = round(100 * (self._machine() - machine0) / wall, 1)
+        return {"router": router, "shards": shards, "loadgen": loadgen, "machine": machine,
+                "other": round(machine - router - sum(shards) - loadgen, 1), "seconds": round(wall, 2)}
 
 
 def brief_error(e: Exception) -> str:
@@ -459,6 +588,7 @@ def write_json(path: str, args: argparse.Namespace, results: list[dict], started
             "duration": args.duration, "warmup": args.warmup, "clients": args.client_counts,
             "servers": args.server_list, "workloads": args.workloads, "loadgen_args": args.loadgen_arg,
             "kubefabric_args": args.kubefabric_arg, "backends": args.backend_list,
+            "shards": args.shard_counts, "shard_db": args.shard_db if args.shards else None,
             "versions": {"etcd": "3.7.3", "kine": "v0.17.5"},
         },
         "results": results,
@@ -494,6 +624,8 @@ def run_bench(args: argparse.Namespace) -> int:
     build_loadgen()
     bins = reference_bin_dir() if {"etcd", "kine"} & set(args.server_list) else None
 
+    global SHARD_DB
+    SHARD_DB = args.shard_db
     load_before = os.getloadavg()
     if load_before[0] > 0.5:
         log(f"warning: load average {load_before[0]:.2f} before the run: other work on this "
@@ -512,7 +644,10 @@ def run_bench(args: argparse.Namespace) -> int:
         cleanup()
     load_after = os.getloadavg()
 
-    if args.backends:
+    if args.shards:
+        plan = [(w, c) for w in args.workloads for c in args.workload_clients[w]]
+        table = render_shards_table(results, args.shard_counts, plan, args.shard_db)
+    elif args.backends:
         table = render_backends_table(results, args.backend_list, args.workloads, args.client_counts)
     else:
         table = render_table(results, args.server_list, args.workloads, args.client_counts)

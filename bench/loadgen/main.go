@@ -52,6 +52,7 @@ type config struct {
 	rangeKeys   int
 	rate        float64
 	prefix      string
+	prefixes    []string // put/get keys, spread over these (default: just prefix); see keyAt
 	serializble bool
 	reqTimeout  time.Duration
 	dialTimeout time.Duration
@@ -75,6 +76,7 @@ type Result struct {
 	ValSize    int     `json:"val_size"`
 	Endpoints  string  `json:"endpoints"`
 	FirstError string  `json:"first_error,omitempty"`
+	Prefixes   int     `json:"prefixes,omitempty"` // --prefixes: how many the keys were spread over
 	// watch-latency only
 	Writes      int64   `json:"writes,omitempty"`
 	Watchers    int     `json:"watchers,omitempty"`
@@ -125,6 +127,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.rangeKeys, "range-keys", 1000, "range: number of keys pre-loaded under the range prefix")
 	fs.Float64Var(&c.rate, "rate", 100, "watch-latency: writer puts per second (0: as fast as possible)")
 	fs.StringVar(&c.prefix, "prefix", "/bench/", "key prefix; the workload name is appended")
+	prefixes := fs.String("prefixes", "", "put/get: comma-separated key prefixes instead of --prefix, e.g. /bench/s0/,/bench/s1/; "+
+		"the workload name is appended to each and key i lives under prefix i mod count (spread evenly)")
 	fs.BoolVar(&c.serializble, "serializable", false, "get/range: serializable instead of linearizable reads")
 	fs.DurationVar(&c.reqTimeout, "request-timeout", 10*time.Second, "per-request timeout")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "connection timeout")
@@ -158,6 +162,17 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("unknown --workload %q", c.workload)
 	}
 	c.prefix = strings.TrimSuffix(c.prefix, "/") + "/" + c.workload + "/"
+	for _, p := range strings.Split(*prefixes, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			c.prefixes = append(c.prefixes, strings.TrimSuffix(p, "/")+"/"+c.workload+"/")
+		}
+	}
+	if len(c.prefixes) > 0 && c.workload != "put" && c.workload != "get" && c.workload != "status" {
+		return nil, fmt.Errorf("--prefixes works with put and get only, not %q", c.workload)
+	}
+	if len(c.prefixes) == 0 {
+		c.prefixes = []string{c.prefix}
+	}
 	return c, nil
 }
 
@@ -198,6 +213,10 @@ func (e *errCounter) add(err error) {
 
 func key(prefix string, i int) string { return prefix + fmt.Sprintf("%08d", i) }
 
+// keyAt is key number i of the put/get key space: under prefix i mod len(prefixes), so the keys
+// spread evenly over the prefixes (with one prefix, the same as key(cfg.prefix, i)).
+func (c *config) keyAt(i int) string { return key(c.prefixes[i%len(c.prefixes)], i) }
+
 func run(cfg *config) (*Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.maxTime)
 	defer cancel()
@@ -212,6 +231,9 @@ func run(cfg *config) (*Result, error) {
 	}
 	res := &Result{Workload: cfg.workload, Clients: cfg.clients, Conns: cfg.conns, ValSize: cfg.valSize,
 		Endpoints: strings.Join(cfg.endpoints, ",")}
+	if len(cfg.prefixes) > 1 {
+		res.Prefixes = len(cfg.prefixes)
+	}
 	if cfg.workload == "watch-latency" {
 		return res, watchLatency(ctx, cfg, clis, res)
 	}
@@ -219,9 +241,10 @@ func run(cfg *config) (*Result, error) {
 	// Pre-load (skipped when a previous run on the same server already did it).
 	switch cfg.workload {
 	case "get":
-		err = preload(ctx, cfg, clis, cfg.prefix, cfg.getKeys, value)
+		err = preload(ctx, cfg, clis, cfg.prefixes, cfg.keyAt, cfg.getKeys, value)
 	case "range":
-		err = preload(ctx, cfg, clis, cfg.prefix, cfg.rangeKeys, value)
+		err = preload(ctx, cfg, clis, []string{cfg.prefix}, func(i int) string { return key(cfg.prefix, i) },
+			cfg.rangeKeys, value)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("preload: %w", err)
@@ -237,13 +260,13 @@ func run(cfg *config) (*Result, error) {
 	switch cfg.workload {
 	case "put":
 		op = func(ctx context.Context, cli *clientv3.Client, rng *rand.Rand) error {
-			_, err := cli.Put(ctx, key(cfg.prefix, rng.IntN(cfg.keySpace)), string(value))
+			_, err := cli.Put(ctx, cfg.keyAt(rng.IntN(cfg.keySpace)), string(value))
 			return err
 		}
 	case "get":
 		opts := readOpts()
 		op = func(ctx context.Context, cli *clientv3.Client, rng *rand.Rand) error {
-			r, err := cli.Get(ctx, key(cfg.prefix, rng.IntN(cfg.getKeys)), opts...)
+			r, err := cli.Get(ctx, cfg.keyAt(rng.IntN(cfg.getKeys)), opts...)
 			if err == nil && len(r.Kvs) != 1 {
 				err = fmt.Errorf("get returned %d kvs, want 1", len(r.Kvs))
 			}
@@ -262,12 +285,23 @@ func run(cfg *config) (*Result, error) {
 	return res, closedLoop(ctx, cfg, clis, op, res)
 }
 
-// preload writes n keys under prefix unless exactly n keys are already there.
-func preload(ctx context.Context, cfg *config, clis []*clientv3.Client, prefix string, n int, value []byte) error {
-	cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
-	r, err := clis[0].Get(cctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	cancel()
-	if err == nil && r.Count == int64(n) {
+// preload writes keys keyAt(0..n-1) unless the prefixes already hold exactly n keys together.
+// (One count per prefix: with --prefixes on a sharded server, each count stays on one shard.)
+func preload(ctx context.Context, cfg *config, clis []*clientv3.Client, prefixes []string,
+	keyAt func(int) string, n int, value []byte) error {
+	var count int64
+	var err error
+	for _, prefix := range prefixes {
+		cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
+		r, e := clis[0].Get(cctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		cancel()
+		if e != nil {
+			err = e
+			break
+		}
+		count += r.Count
+	}
+	if err == nil && count == int64(n) {
 		return nil
 	}
 	var next atomic.Int64
@@ -286,7 +320,7 @@ func preload(ctx context.Context, cfg *config, clis []*clientv3.Client, prefix s
 				var err error
 				for attempt := 0; attempt < 3; attempt++ {
 					cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
-					_, err = cli.Put(cctx, key(prefix, i), string(value))
+					_, err = cli.Put(cctx, keyAt(i), string(value))
 					cancel()
 					if err == nil {
 						break
