@@ -74,3 +74,35 @@ def test_backends_mode_on_postgres(loadgen, tmp_path, capsys):
     assert "kf-pg          put            1 |" in table and "load average" in table
     assert not bench_run.LIVE, "a stack was left running"
     assert all(server is None for server in bench_run.backends_module().DB_SERVERS.values())
+
+
+def test_shards_mode_one_and_two_shards(loadgen, tmp_path, capsys):
+    """`run.py --shards 1,2`: kv-router with a topology over one and then two SQLite shard services,
+    the put keys spread over the topology's prefixes, both measured and everything removed again."""
+    out = tmp_path / "shards.json"
+    rc = bench_run.main(["--shards", "1,2", "--only", "put", "--clients", "2",
+                         "--duration", "0.3", "--warmup", "0.1", "--json", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["shards"] == [1, 2]
+    results = doc["results"]
+    assert [r["server"] for r in results] == ["shards-1", "shards-2"]
+    for r in results:
+        assert "failed" not in r, r
+        assert r["ops"] > 0 and r["errors"] == 0, r
+        assert r["prefixes"] == len(bench_run.backends_module().SHARD_PREFIXES), r
+        assert len(r["cpu"]["shards"]) == int(r["server"].split("-")[1]), r
+    # with two shards both shard services did work: the keys really were spread
+    assert all(share > 0 for share in results[1]["cpu"]["shards"]), results[1]["cpu"]
+    table = capsys.readouterr().out
+    assert "put            2 |" in table and "2 shards" in table and "load average" in table
+    assert not bench_run.LIVE, "a stack was left running"
+
+
+def test_topology_spreads_prefixes_evenly():
+    backends = bench_run.backends_module()
+    for n in (1, 2, 3):
+        text = backends.topology_yaml([f"127.0.0.1:{2390 + i}" for i in range(n)])
+        targets = [line.split(": ")[1] for line in text.splitlines() if line.strip().startswith("shard:")]
+        assert len(targets) == len(backends.SHARD_PREFIXES)
+        assert {targets.count(f"s{i}") for i in range(n)} == {len(targets) // n}, text
