@@ -76,6 +76,7 @@ class Read:
     op: int
     pinned: bool = False
     count: int | None = None     # the response's count, when no limit was asked
+    cond_failed: int | None = None  # a txn's failed compare: the key's mod_revision was NOT this
 
     def covers(self, key: bytes) -> bool:
         return in_range(key, self.lo, self.hi)
@@ -119,10 +120,21 @@ class Report:
     violations: list[str] = field(default_factory=list)
     figures: Counter = field(default_factory=Counter)
 
-    def bad(self, text: str) -> None:
-        if len(self.violations) < 200:
-            self.violations.append(text)
+    by_kind: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def bad(self, kind: str, text: str) -> None:
+        """A violation of kind `kind` (e.g. "snapshot", "watch reliable")."""
+        self.by_kind[kind].append(text)
+        self.violations.append(f"{kind}: {text}")
         self.figures["violations"] += 1
+
+    def summary(self, examples: int = 3) -> str:
+        """How many violations of each kind, with the first few of each."""
+        out = []
+        for kind, texts in sorted(self.by_kind.items()):
+            out.append(f"{len(texts)} x {kind}")
+            out += [f"    {t}" for t in texts[:examples]]
+        return "\n".join(out)
 
 
 def _state(kv) -> str:
@@ -161,20 +173,20 @@ def resolve(writes: list[Write], reads: list[Read], watch_events: list[Event], r
         if w.value is not None:
             mods = seen.get((w.key, w.value), set())
             if len(mods) > 1:
-                report.bad(f"key {w.key!r}: value {w.value!r} (op {w.op}) observed at several mod_revisions {sorted(mods)}")
+                report.bad("history", f"key {w.key!r}: value {w.value!r} (op {w.op}) observed at several mod_revisions {sorted(mods)}")
             if mods:
                 out.append(replace(w, rev=min(mods)))
-                report.figures["unknown applied"] += 1
+                report.figures["revisions from evidence" if w.acked else "unknown applied"] += 1
             elif w.acked:
-                report.bad(f"key {w.key!r}: acknowledged put of {w.value!r} (op {w.op}) without a revision never observed")
+                report.bad("lost write", f"key {w.key!r}: acknowledged put of {w.value!r} (op {w.op}) without a revision never observed")
             else:
                 report.figures["unknown not applied"] += 1
         else:
             if loose_deletes[w.key]:
                 out.append(replace(w, rev=loose_deletes[w.key].pop(0)))
-                report.figures["unknown applied"] += 1
+                report.figures["revisions from evidence" if w.acked else "unknown applied"] += 1
             elif w.acked:
-                report.bad(f"key {w.key!r}: acknowledged delete (op {w.op}, e.g. a lease revoke) never observed")
+                report.bad("lost write", f"key {w.key!r}: acknowledged delete (op {w.op}, e.g. a lease revoke) never observed")
             else:
                 report.figures["unknown not applied"] += 1
     return out
@@ -202,16 +214,16 @@ def build_chain(key: bytes, writes: list[Write], report: Report) -> Chain:
     for i, w in enumerate(writes):
         s = states[-1]
         if i and writes[i - 1].rev == w.rev:
-            report.bad(f"key {key!r}: two writes at revision {w.rev} (ops {writes[i - 1].op} and {w.op})")
-        if w.prev is not NOINFO and w.prev != s:
-            report.bad(f"key {key!r}: write op {w.op} at rev {w.rev} replaced {_state(w.prev)} (its prev_kv) "
+            report.bad("history", f"key {key!r}: two writes at revision {w.rev} (ops {writes[i - 1].op} and {w.op})")
+        if w.prev != NOINFO and w.prev != s:
+            report.bad("history", f"key {key!r}: write op {w.op} at rev {w.rev} replaced {_state(w.prev)} (its prev_kv) "
                        f"but the history before it ends in {_state(s)}")
         if w.cond_mod is not None and (s.mod if s else 0) != w.cond_mod:
-            report.bad(f"key {key!r}: txn op {w.op} at rev {w.rev} succeeded on mod_revision == {w.cond_mod} "
+            report.bad("history", f"key {key!r}: txn op {w.op} at rev {w.rev} succeeded on mod_revision == {w.cond_mod} "
                        f"but the key was {_state(s)}")
         if w.value is None:
             if s is None and w.acked:
-                report.bad(f"key {key!r}: delete op {w.op} at rev {w.rev} deleted a key that did not exist")
+                report.bad("history", f"key {key!r}: delete op {w.op} at rev {w.rev} deleted a key that did not exist")
             states.append(None)
         else:
             states.append(KV(w.value, w.rev, s.version + 1 if s else 1, s.create if s else w.rev, w.lease))
@@ -225,72 +237,75 @@ def check_reads(chains: dict[bytes, Chain], reads: list[Read], report: Report) -
         got = dict(r.kvs)
         keys = [k for k, _ in r.kvs]
         if keys != sorted(set(keys)):
-            report.bad(f"read op {r.op} [{r.lo!r}, {r.hi!r}) at rev {r.rev}: keys not sorted/unique: {keys}")
+            report.bad("read", f"read op {r.op} [{r.lo!r}, {r.hi!r}) at rev {r.rev}: keys not sorted/unique: {keys}")
         if r.count is not None and r.count != len(keys):
-            report.bad(f"read op {r.op} [{r.lo!r}, {r.hi!r}) at rev {r.rev}: count {r.count} but {len(keys)} keys")
+            report.bad("read", f"read op {r.op} [{r.lo!r}, {r.hi!r}) at rev {r.rev}: count {r.count} but {len(keys)} keys")
+        if r.cond_failed is not None and (got[r.lo].mod if r.lo in got else 0) == r.cond_failed:
+            report.bad("read", f"txn op {r.op} at rev {r.rev}: compare mod_revision == {r.cond_failed} failed "
+                       f"but it read {_state(got.get(r.lo))}")
         for key in got:
             if key not in chains:
-                report.bad(f"read op {r.op} at rev {r.rev}: key {key!r} was never written")
+                report.bad("read", f"read op {r.op} at rev {r.rev}: key {key!r} was never written")
         for key, chain in chains.items():
             if not r.covers(key):
                 continue
             report.figures["key reads checked"] += 1
             want, _ = chain.at(r.rev)
             if got.get(key) != want:
-                report.bad(f"read op {r.op} [{r.lo!r}, {r.hi!r}) at rev {r.rev}: key {key!r} is "
+                report.bad("snapshot", f"read op {r.op} [{r.lo!r}, {r.hi!r}) at rev {r.rev}: key {key!r} is "
                            f"{_state(got.get(key))}, but at rev {r.rev} it was {_state(want)}")
 
 
 def check_linearizable(key: bytes, chain: Chain, reads: list[Read], report: Report) -> None:
     """Real time: place the writes (revision order) and the reads (each after the write it saw,
-    before the next) at the earliest point their predecessors allow; each must fit its interval."""
+    before the next) at the earliest point their predecessors allow; each must fit its interval.
+    A violation names the operation whose invocation forced the point (often a stale read)."""
     groups = [[] for _ in range(len(chain.writes) + 1)]  # the reads of each slot
     for r in reads:
         if not r.pinned and r.covers(key):
             groups[chain.at(r.rev)[1]].append(r)
-    t, by = -1, None  # the point reached, and the operation that put it there
+    t, by = -1, None  # the point reached, and the operation whose invocation set it
 
-    def place(what, inv, resp, op):
-        point = max(inv, t)
-        if resp is not None and point > resp:
-            report.bad(f"key {key!r}: not linearizable: {what} (op {op}) responded at {resp} but must "
-                       f"follow {by} at {point} (invoked after it responded)")
-        return point
+    def place(what: str, inv: int, resp: int | None) -> tuple[int, str]:
+        if resp is not None and t > resp:
+            report.bad("linearizability", f"key {key!r}: {what} responded {(t - resp) / 1e3:.0f} us before "
+                       f"{by} was invoked, which must precede it")
+        return (inv, what) if inv > t else (t, by)
 
     for slot, group in enumerate(groups):
+        state = _state(chain.states[slot])
         if slot:
             w = chain.writes[slot - 1]
-            t = place(f"write rev {w.rev} of {_state(chain.states[slot])}", w.inv, w.resp, w.op)
-            by = f"write rev {w.rev} (op {w.op})"
-        points = [(place(f"read at rev {r.rev} of {_state(chain.states[slot])}", r.inv, r.resp, r.op), r)
-                  for r in group]
-        if points:
-            p, r = max(points, key=lambda x: x[0])
-            if p > t:
-                t, by = p, f"read at rev {r.rev} of {_state(chain.states[slot])} (op {r.op})"
+            t, by = place(f"write op {w.op} (rev {w.rev}, makes {state})", w.inv, w.resp)
+        points = [place(f"read op {r.op} (rev {r.rev}, saw {state})", r.inv, r.resp) for r in group]
+        t, by = max([(t, by)] + points, key=lambda x: x[0])
     report.figures["keys linearizable-checked"] += 1
 
 
 def check_revision_order(writes: list[Write], reads: list[Read], report: Report) -> None:
-    """Across shards: an operation invoked after another responded sees a revision at least as high,
-    and a write gets a revision higher than any revision already reported (DESIGN §3.2)."""
+    """Across shards, in real time: a write gets a revision higher than any revision already
+    reported, by a write or by a read (DESIGN §3.2), and a read's header revision is never below
+    one already reported (headers never go backwards). Each violation names its kind, e.g.
+    "revision order (read after write)": op B, invoked after op A responded, got a lower revision."""
     ops = {}
     for w in writes:
         if w.acked and w.rev is not None:
-            ops[w.op] = (w.inv, w.resp, w.rev, True)
+            ops[w.op] = (w.inv, w.resp, w.rev, "write")
     for r in reads:
         if not r.pinned:
-            ops.setdefault(r.op, (r.inv, r.resp, r.rev, False))
+            ops.setdefault(r.op, (r.inv, r.resp, r.rev, "read"))
     done = sorted(ops.items(), key=lambda x: x[1][1])
-    i, top, top_op = 0, 0, None
-    for op, (inv, _, rev, is_write) in sorted(ops.items(), key=lambda x: x[1][0]):
+    i, top = 0, {"write": (0, None), "read": (0, None)}  # the highest revision responded, and by
+    for op, (inv, _, rev, kind) in sorted(ops.items(), key=lambda x: x[1][0]):
         while i < len(done) and done[i][1][1] < inv:
-            if done[i][1][2] > top:
-                top, top_op = done[i][1][2], done[i][0]
+            a, (_, _, a_rev, a_kind) = done[i]
+            if a_rev > top[a_kind][0]:
+                top[a_kind] = (a_rev, a)
             i += 1
-        if rev < top or (is_write and rev == top):
-            report.bad(f"revision order: {'write' if is_write else 'read'} op {op} got revision {rev}, "
-                       f"invoked after op {top_op} had responded with revision {top}")
+        for before, (top_rev, top_op) in top.items():
+            if rev < top_rev or (kind == "write" and rev == top_rev):
+                report.bad(f"revision order ({kind} after {before})", f"revision order ({kind} after {before}): {kind} op {op} got revision {rev}, "
+                           f"invoked after {before} op {top_op} had responded with revision {top_rev}")
     report.figures["ops order-checked"] += len(ops)
 
 
@@ -339,41 +354,41 @@ def check_watch(log: WatchLog, chains: dict[bytes, Chain], upto: int, report: Re
             bookmark = max(bookmark, resp.header_rev)
             continue
         if resp.events and resp.events[0].kv.mod <= last_rev:
-            report.bad(f"{name}: response {n} starts at rev {resp.events[0].kv.mod} after a response "
+            report.bad("watch ordered", f"{name}: response {n} starts at rev {resp.events[0].kv.mod} after a response "
                        f"that ended at rev {last_rev} (revisions must increase across responses)")
         for e in resp.events:
             rev = e.kv.mod
             report.figures["events checked"] += 1
             if rev < log.start:
-                report.bad(f"{name}: event {e.key!r}@{rev} before the watch's start revision {log.start}")
+                report.bad("watch ordered", f"{name}: event {e.key!r}@{rev} before the watch's start revision {log.start}")
             if rev <= bookmark:
-                report.bad(f"{name}: event {e.key!r}@{rev} after a progress notification at rev {bookmark}")
+                report.bad("watch bookmarkable", f"{name}: event {e.key!r}@{rev} after a progress notification at rev {bookmark}")
             if rev > resp.header_rev:
-                report.bad(f"{name}: event {e.key!r}@{rev} in a response with header revision {resp.header_rev}")
+                report.bad("watch ordered", f"{name}: event {e.key!r}@{rev} in a response with header revision {resp.header_rev}")
             if rev < last_rev:
-                report.bad(f"{name}: event {e.key!r}@{rev} after an event at rev {last_rev}")
+                report.bad("watch ordered", f"{name}: event {e.key!r}@{rev} after an event at rev {last_rev}")
             if rev_response.setdefault(rev, n) != n:
-                report.bad(f"{name}: events of rev {rev} split over responses {rev_response[rev]} and {n} (not atomic)")
+                report.bad("watch atomic", f"{name}: events of rev {rev} split over responses {rev_response[rev]} and {n} (not atomic)")
             seen[e.key, rev] += 1
             if seen[e.key, rev] == 2:
-                report.bad(f"{name}: event {e.key!r}@{rev} delivered twice")
+                report.bad("watch unique", f"{name}: event {e.key!r}@{rev} delivered twice")
             last_rev = max(last_rev, rev)
             exp = want.get((e.key, rev))
             if exp is None:
                 if rev <= upto:
-                    report.bad(f"{name}: event {e.type} {e.key!r}@{rev} was never written")
+                    report.bad("watch reliable", f"{name}: event {e.type} {e.key!r}@{rev} was never written")
                 continue
             w, after, before = exp
             if (e.type == "DELETE") != (w.value is None) or (after is not None and e.kv != after):
-                report.bad(f"{name}: event {e.type} {e.key!r}@{rev} is {_state(e.kv)}, the write made {_state(after)}")
-            if e.prev is not NOINFO and e.prev != before:
-                report.bad(f"{name}: event {e.key!r}@{rev} has prev_kv {_state(e.prev)}, it replaced {_state(before)}")
+                report.bad("watch reliable", f"{name}: event {e.type} {e.key!r}@{rev} is {_state(e.kv)}, the write made {_state(after)}")
+            if e.prev != NOINFO and e.prev != before:
+                report.bad("watch reliable", f"{name}: event {e.key!r}@{rev} has prev_kv {_state(e.prev)}, it replaced {_state(before)}")
             if last_op_index.get((rev, w.op), -1) > w.index:
-                report.bad(f"{name}: events of txn op {w.op} at rev {rev} out of the txn's order")
+                report.bad("watch ordered", f"{name}: events of txn op {w.op} at rev {rev} out of the txn's order")
             last_op_index[rev, w.op] = w.index
     for (key, rev), (w, _, _) in sorted(want.items(), key=lambda x: x[0][1]):
         if not seen[key, rev]:
-            report.bad(f"{name}: missed {'delete' if w.value is None else 'put'} {key!r}@{rev} (op {w.op}"
+            report.bad("watch reliable", f"{name}: missed {'delete' if w.value is None else 'put'} {key!r}@{rev} (op {w.op}"
                        f"{'' if w.acked else ', unknown outcome but applied'})")
 
 
@@ -384,5 +399,5 @@ def check_resumed(original: WatchLog, resumed: WatchLog, upto: int, report: Repo
     report.figures["resumed events checked"] += len(b)
     if a != b:
         first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        report.bad(f"watch {resumed.name} (from rev {resumed.start}) differs from {original.name} at event "
+        report.bad("watch resumable", f"watch {resumed.name} (from rev {resumed.start}) differs from {original.name} at event "
                    f"{first}: {a[first:first + 2]} vs {b[first:first + 2]} ({len(a)} vs {len(b)} events)")

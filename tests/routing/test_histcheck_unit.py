@@ -90,7 +90,7 @@ def test_stale_read_fails():
     writes, reads = good_history()
     reads.append(get(A, 31, 40, 3, kv(b"a1", 2), 20))  # after the CAS at 4 responded, sees 2
     found = violations(writes, reads)
-    assert any("not linearizable" in v for v in found), found
+    assert any(v.startswith("linearizability") for v in found), found
     assert any("revision order" in v for v in found), found
 
 
@@ -121,7 +121,14 @@ def test_revision_order_across_shards_fails():
     writes.append(put(d, b"d0", 0, 12, 2, 30))   # concurrent with op 1: sharing rev 2 is fine
     assert violations(writes, reads) == []
     writes[-1] = put(d, b"d0", 11, 12, 2, 30)    # invoked after op 1 responded with rev 2
-    assert any("revision order" in v for v in violations(writes, reads))
+    assert any("revision order (write after write)" in v for v in violations(writes, reads))
+    writes[-1] = put(d, b"d0", 41, 42, 4, 30)    # after the range (op 4) reported rev 4
+    assert any("revision order (write after read)" in v for v in violations(writes, reads))
+    del writes[-1]
+    reads.append(get(d, 41, 42, 3, None, 31))    # a read of another shard after rev 4 was reported
+    found = violations(writes, reads)
+    assert any("revision order (read after write)" in v for v in found), found
+    assert any("revision order (read after read)" in v for v in found), found
 
 
 def test_cross_shard_range_not_a_snapshot_fails():
@@ -134,6 +141,14 @@ def test_cas_on_wrong_revision_fails():
     writes, reads = good_history()
     writes[2].cond_mod = 1
     assert any("succeeded on mod_revision == 1" in v for v in violations(writes, reads))
+
+
+def test_failed_compare_that_held_fails():
+    writes, reads = good_history()
+    reads.append(get(A, 31, 40, 4, kv(b"a2", 4, 2, 2), 26, cond_failed=3))
+    assert violations(writes, reads) == []
+    reads[-1].cond_failed = 4
+    assert any("compare mod_revision == 4 failed" in v for v in violations(writes, reads))
 
 
 def test_unknown_delete_resolved_from_watch():
