@@ -35,7 +35,8 @@ from normalise import LeaseIds, to_plain
 
 # Where the KubeFabric side of a differential test runs: "embedded" (`kubefabric serve`),
 # kv-router in front of a shard service on "sqlite", "postgres" or "mariadb" (real servers), or
-# "topology": kv-router on three shards (harness.servers.THREE_SHARDS; test keys use the default).
+# "topology": kv-router on three shards (harness.servers.THREE_SHARDS: test keys use the default
+# SQLite shard, while the merged watch feed and the clock sync run across all three).
 DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,postgres,mariadb,topology")
                 .split(",") if t]
 
@@ -64,14 +65,15 @@ def server_factory(tmp_path, request):
         return db.dsn(name)
 
     def start_three(extra=None):
-        """kv-router on THREE_SHARDS: PostgreSQL (default), MariaDB (tenant-a pods), embedded."""
+        """kv-router on THREE_SHARDS: embedded SQLite (default), PostgreSQL (tenant-a pods),
+        MariaDB (events)."""
         d = workdir("topology")
-        main = start_shard(d, "postgres", database("postgres"), shard_flags(extra or []), name="main")
-        started.append(main)
-        tenants = start_shard(d, "mariadb", database("mariadb"), shard_flags(extra or []), name="tenants")
+        tenants = start_shard(d, "postgres", database("postgres"), shard_flags(extra or []), name="tenants")
         started.append(tenants)
+        events = start_shard(d, "mariadb", database("mariadb"), shard_flags(extra or []), name="events")
+        started.append(events)
         topology = d / "topology.yaml"
-        topology.write_text(THREE_SHARDS.format(main=main.endpoint, tenants=tenants.endpoint))
+        topology.write_text(THREE_SHARDS.format(tenants=tenants.endpoint, events=events.endpoint))
         router = start_router(d, extra=extra, topology=topology)
         started.append(router)
         return router

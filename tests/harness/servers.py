@@ -139,16 +139,16 @@ START = {"etcd": start_etcd, "kubefabric": start_kubefabric,
 
 # ---- shard services and a router in front of them ----
 
-# The three-shard topology of the routing tests: PostgreSQL is the default shard, MariaDB holds
-# the pods of namespace tenant-a, the router's embedded SQLite shard holds events.
+# The three-shard topology of the routing tests (issue 4): the router's embedded SQLite shard is
+# the default, PostgreSQL holds the pods of namespace tenant-a, MariaDB holds events.
 THREE_SHARDS = """\
 shards:
   - name: main
-    endpoint: grpc://{main}
+    endpoint: embedded
   - name: tenants
     endpoint: grpc://{tenants}
   - name: events
-    endpoint: embedded
+    endpoint: grpc://{events}
 default: main
 rules:
   - namespace: tenant-a
