@@ -70,6 +70,7 @@ class Proc:
     endpoint: str
     proc: subprocess.Popen
     log_path: Path
+    tls: object = None  # plaintext (the harness' waiters read server.tls)
 
     def log(self) -> str:
         try:
@@ -171,6 +172,12 @@ class Stack:
 
     def pids(self) -> dict[str, int]:
         return {p.kind: p.proc.pid for p in self.procs}
+
+    def database_pid(self) -> int | None:
+        """The PostgreSQL postmaster / mariadbd this stack's databases are on (None: SQLite)."""
+        server = DB_SERVERS.get(self.db)
+        proc = getattr(server, "proc", None)
+        return proc.pid if proc is not None else None
 
     def stop(self) -> None:
         """Router first, then the shard service, then drop the database and remove the files."""

@@ -397,7 +397,7 @@ def render_shards_table(results: list[dict], counts: list[int], plan: list[tuple
     lines += ["", "CPU during each loadgen run, % of one core (warm-up included; the machine has "
               f"{os.cpu_count()} cores = {100 * (os.cpu_count() or 1)}%):",
               f"{'shards':>6} {'workload':<9}{'clients':>7} | {'router':>6} | {'shards (each)':<22} | "
-              f"{'loadgen':>7} | {'all':>5} {'other':>6} | {'CPU us/op: router':>17} {'shards':>6}"]
+              f"{'loadgen':>7} | {'db':>4} | {'all':>5} {'other':>6} | {'CPU us/op: router':>17} {'shards':>6}"]
     for n in counts:
         for w, c in plan:
             r = by.get((f"shards-{n}", w, c))
@@ -407,7 +407,8 @@ def render_shards_table(results: list[dict], counts: list[int], plan: list[tuple
             each = " ".join(f"{v:.0f}" for v in cpu["shards"])
             ops_s = max(r.get("ops_per_sec") or 0, 1e-9)
             lines.append(f"{n:>6} {w:<9}{c:>7} | {cpu['router']:>6.0f} | {sum(cpu['shards']):>4.0f} ({each})"
-                         f"{'':<{max(0, 15 - len(each))}} | {cpu['loadgen']:>7.0f} | {cpu['machine']:>5.0f} "
+                         f"{'':<{max(0, 15 - len(each))}} | {cpu['loadgen']:>7.0f} | {cpu.get('database', 0):>4.0f} | "
+                         f"{cpu['machine']:>5.0f} "
                          f"{cpu['other']:>6.0f} | {1e4 * cpu['router'] / ops_s:>17.0f} "
                          f"{1e4 * sum(cpu['shards']) / ops_s:>6.0f}")
     lines += ["",
@@ -415,7 +416,8 @@ def render_shards_table(results: list[dict], counts: list[int], plan: list[tuple
               "services (group commit on), each on its own database, behind one `kubefabric serve --topology`;",
               "the load's keys are spread over 6 prefixes that the topology maps evenly onto the N shards "
               f"(loadgen --prefixes). /N={base}: ops/s over the {base}-shard run's.",
-              "all: busy CPU of the whole machine (/proc/stat); other: all minus router, shards and loadgen "
+              "db: the PostgreSQL/MariaDB server (--shard-db), all its processes. "
+              "all: busy CPU of the whole machine (/proc/stat); other: all minus router, shards, loadgen and db "
               "(other work on the machine, and the kernel's share not charged to a process).",
               "CPU us/op: CPU microseconds per measured request (approximate: the CPU includes the warm-up)."]
     if rounds > 1:
@@ -519,7 +521,7 @@ def run_workload(kind: str, workload: str, args: argparse.Namespace, bins: Path 
             if not server.alive():
                 r = {"workload": workload, "clients": c, "failed": f"server exited: {server.log_tail(5)}"}
             elif sharded:
-                sample = CpuSample(server.pids())
+                sample = CpuSample(server.pids(), server.database_pid())
                 r = run_loadgen(server.endpoint, workload, c, args.duration, args.warmup, extra)
                 r["cpu"] = sample.finish()
             else:
@@ -535,21 +537,37 @@ def run_workload(kind: str, workload: str, args: argparse.Namespace, bins: Path 
 class CpuSample:
     """CPU used between construction and finish(), in % of one core: per process of a stack (from
     /proc/PID/stat), by the children reaped meanwhile (the loadgen run; getrusage) and by the
-    whole machine (/proc/stat)."""
+    whole machine (/proc/stat). `database`: a database server's pid, counted with all its
+    descendants (PostgreSQL's backends are processes of their own)."""
 
-    def __init__(self, pids: dict[str, int]):
+    def __init__(self, pids: dict[str, int], database: int | None = None):
         self.pids = pids
+        self.database = database
         self.tick = os.sysconf("SC_CLK_TCK")
         self.start = (time.monotonic(), self._procs(), self._children(), self._machine())
 
+    def _stat(self, pid: int) -> list[str] | None:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+
+    def _cpu(self, fields: list[str] | None) -> float:
+        return (int(fields[11]) + int(fields[12])) / self.tick if fields else 0.0  # utime + stime
+
     def _procs(self) -> dict[str, float]:
-        out = {}
-        for name, pid in self.pids.items():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                out[name] = (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
-            except (OSError, IndexError, ValueError):
-                out[name] = 0.0
+        out = {name: self._cpu(self._stat(pid)) for name, pid in self.pids.items()}
+        if self.database:  # the server and every descendant, by pid (so exits are not double counted)
+            stats = {}
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit() and (fields := self._stat(int(entry.name))):
+                    stats[int(entry.name)] = fields
+            tree, grew = {self.database}, True
+            while grew:
+                more = {pid for pid, f in stats.items() if int(f[1]) in tree} - tree
+                tree |= more
+                grew = bool(more)
+            out.update({f"db-{pid}": self._cpu(stats.get(pid)) for pid in tree})
         return out
 
     @staticmethod
@@ -569,13 +587,14 @@ class CpuSample:
         t0, procs0, children0, machine0 = self.start
         wall = max(time.monotonic() - t0, 1e-6)
         procs = self._procs()
-        pct = {name: 100 * (procs[name] - procs0[name]) / wall for name in procs}
+        pct = {name: 100 * (procs[name] - procs0.get(name, 0.0)) / wall for name in procs}
         shards = [round(v, 1) for name, v in pct.items() if name.startswith("shard")]
         router = round(pct.get("router", 0.0), 1)
         loadgen = round(100 * (self._children() - children0) / wall, 1)
         machine = round(100 * (self._machine() - machine0) / wall, 1)
-        return {"router": router, "shards": shards, "loadgen": loadgen, "machine": machine,
-                "other": round(machine - router - sum(shards) - loadgen, 1), "seconds": round(wall, 2)}
+        database = round(sum(v for name, v in pct.items() if name.startswith("db-")), 1)
+        return {"router": router, "shards": shards, "loadgen": loadgen, "database": database, "machine": machine,
+                "other": round(machine - router - sum(shards) - loadgen - database, 1), "seconds": round(wall, 2)}
 
 
 def brief_error(e: Exception) -> str:
