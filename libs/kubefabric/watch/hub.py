@@ -21,6 +21,7 @@ from kubefabric.proto.mvccpb.kv_pb2 import Event
 log = logging.getLogger("kubefabric.watch")
 
 MAX_REPLAY_REVS = 1000  # revisions per replay response, like etcd's watch batches
+CATCH_UP_WAIT_S = 2.0  # how long a new watcher waits for a trailing feed to reach the head
 
 
 class Watcher:
@@ -75,6 +76,7 @@ class WatchHub:
         # a remote shard may trail the revisions its responses report
         self._committed = getattr(shard, "feed_committed", shard.state.committed)
         self.feed_waiters: set = set()  # streams waiting for the feed to reach `head`
+        self._catch_up: list = []       # (revision, future) of watcher creations waiting for it
         shard.listeners.append(self.on_commit)
 
     @property
@@ -116,10 +118,31 @@ class WatchHub:
             waiting, self.feed_waiters = self.feed_waiters, set()
             for stream in waiting:
                 stream.on_synced()
+        if self._catch_up:
+            still = []
+            for target, fut in self._catch_up:
+                if target <= self._committed:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    still.append((target, fut))
+            self._catch_up = still
+
+    async def _caught_up(self, target: int, timeout: float) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._catch_up.append((target, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass  # a feed that is down: go on with what was delivered (the watcher waits live)
 
     # ---- adding and removing ----
 
     async def add(self, w: Watcher, start_rev: int) -> None:
+        if self.committed < self.head:
+            # a remote or merged feed trails what clients were told: let it catch up first, so a
+            # watcher from an acknowledged revision replays it like etcd instead of waiting live
+            await self._caught_up(self.head, CATCH_UP_WAIT_S)
         committed = self.committed
         if start_rev < 0:
             # etcd 3.4: below the compact revision (-1 when never compacted) is compacted,
