@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Awaitable, Callable
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
+
+from kubefabric.telemetry import metrics, tracing
 
 from .apply import Applier
 
@@ -94,7 +97,7 @@ class Writer:
             raise self.abort_error
         fut = asyncio.get_running_loop().create_future()
         self.queue.put_nowait(Op(handler, arg, fut, sync_rev))
-        return await fut
+        return await (tracing.in_span("kubefabric.writer.commit", fut) if tracing.ENABLED else fut)
 
     async def _run(self) -> None:
         while True:
@@ -162,6 +165,7 @@ class Writer:
             for name, value in applier.meta_updates.items():
                 await cur.execute("upsert_meta", {"name": name, "value": value})
             self.committing = True
+            commit_started = perf_counter()
             await self.store.commit()
         except Exception as exc:  # the database refused (or the outcome of COMMIT is unknown)
             unknown = self.committing  # COMMIT was sent: it may have landed (a lost connection)
@@ -182,6 +186,7 @@ class Writer:
                 err = errors.NO_SPACE
             else:
                 log.exception("write batch of %d requests failed: %s", len(batch), exc)
+            metrics.batch_failed()
             if err is None and unknown:
                 err = errors.TIMEOUT  # etcd's answer when it cannot tell whether a write applied
             for op in batch:
@@ -191,6 +196,7 @@ class Writer:
         self.leases.commit_staged()
         state.advance(applier.clock, applier.compact_rev, applier.meta_updates)
         self.committing = False
+        metrics.batch_committed(len(batch), perf_counter() - commit_started)
         for op, result, err in outcomes:
             if op.future.done():
                 continue

@@ -26,6 +26,7 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.shard.state import ShardState
+from kubefabric.telemetry import instrument_shard_stub
 
 log = logging.getLogger("kubefabric.shard.client")
 
@@ -48,7 +49,7 @@ class RemoteShard:
         self.name = name
         self.endpoints = endpoints
         self.channels = [_channel(e, tls) for e in endpoints]
-        self.stubs = [shard_pb2_grpc.ShardStub(c) for c in self.channels]
+        self.stubs = [instrument_shard_stub(shard_pb2_grpc.ShardStub(c), name) for c in self.channels]
         self.leader = 0                       # index of the replica last known as leader
         self._reads = itertools.cycle(range(len(endpoints)))
         self.state = ShardState(committed=0, clock=0)

@@ -50,6 +50,8 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
              type=duration),
         Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
              choices=("uvloop", "asyncio")),
+        Flag("--metrics-address", f"127.0.0.1:{default_port + 100}", "host:port to serve "
+             "Prometheus /metrics on (empty disables). Traces: the OTEL_* environment variables"),
     ]
 
 
@@ -63,7 +65,7 @@ def make_command(name: str, kinds: tuple[str, ...], default_port: int, dsn_examp
             description=f"{summary}. {__doc__.split(chr(10), 2)[2].strip()}",
             formatter_class=argparse.RawDescriptionHelpFormatter)
         add_flags(p, flags(default_port, dsn_example))
-        p.set_defaults(func=lambda args: run(args, kinds, store_of))
+        p.set_defaults(func=lambda args: run(args, kinds, store_of), telemetry_name=name)
     return command
 
 
@@ -88,6 +90,7 @@ async def _serve(args, dsn: DSN, store_of) -> int:
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+    from kubefabric import telemetry
     from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
     from kubefabric.rpc.handlers import GATE
 
@@ -100,7 +103,7 @@ async def _serve(args, dsn: DSN, store_of) -> int:
     node = ShardNode(lambda: store_of(dsn, args), options, address, args.name)
     service = ShardService(node)
     health_service = health.aio.HealthServicer()
-    server = grpc.aio.server(options=[
+    server = grpc.aio.server(interceptors=telemetry.server_interceptors(), options=[
         ("grpc.max_receive_message_length", args.max_request_bytes + 512 * 1024),
         ("grpc.max_send_message_length", -1),
         ("grpc.so_reuseport", 0),
@@ -128,6 +131,8 @@ async def _serve(args, dsn: DSN, store_of) -> int:
     await set_health("starting")
     node.on_role_change = lambda role: asyncio.get_running_loop().create_task(set_health(role))
     node.start()
+    telemetry.setup(args.telemetry_name, args.metrics_address)
+    telemetry.metrics.add_source(telemetry.sources.shard_node(node, args.name))
     log.info("shard %s: serving the Shard API on %s (advertised as %s), database %s",
              args.name, args.listen_address, address, dsn.redacted())
 

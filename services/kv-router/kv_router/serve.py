@@ -72,6 +72,9 @@ FLAGS = [
     Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM", type=duration),
     Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
          choices=("uvloop", "asyncio")),
+    Flag("--metrics-address", "127.0.0.1:2381", "host:port to serve Prometheus /metrics on (like "
+         "etcd's --listen-metrics-urls; empty disables). Traces: the OTEL_* environment variables "
+         "(README, Observe)"),
     # TLS on https:// client URLs (kv_router/tls.py says what grpc can and cannot enforce)
     Flag("--cert-file", "", "server TLS certificate (PEM) for https:// client URLs; re-read when "
          "it changes, so a rotated certificate reaches new connections without a restart"),
@@ -133,6 +136,8 @@ def bind_problem(urls: list[str]) -> str | None:
 
 
 async def _serve(args, tls: TLSSettings | None) -> int:
+    from kubefabric import telemetry
+
     from .compaction import AutoCompactor
     from .server import RouterServer, ServerConfig, listen_address
 
@@ -166,6 +171,8 @@ async def _serve(args, tls: TLSSettings | None) -> int:
     except (RuntimeError, ValueError) as err:
         await shard.close()
         raise StartupError(f"cannot listen on {', '.join(listen)}: {bind_problem(listen) or err}") from None
+    telemetry.setup("kv-router", args.metrics_address)
+    telemetry.metrics.add_source(telemetry.sources.router(shard, server.watch))
     compactors = [AutoCompactor(shard, *compactor_cfg)]
     if args.topology:  # shards with their own retention compact on their own
         for spec in shard.topology.shards.values():

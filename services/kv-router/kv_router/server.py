@@ -20,6 +20,7 @@ from .tls import CertificateReloader, is_tls_url
 from .watch import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
 from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS
 from kubefabric.rpc.wire import register
+from kubefabric.telemetry import server_interceptors
 
 log = logging.getLogger("kubefabric.router")
 
@@ -82,7 +83,7 @@ class RouterServer:
                                   cfg.watch_buffer_bytes, cfg.max_watchers_per_stream,
                                   cfg.max_watch_streams_per_connection)
         DEADLINE.seconds = cfg.request_timeout_s or None
-        self.server = grpc.aio.server(options=grpc_options(cfg))
+        self.server = grpc.aio.server(options=grpc_options(cfg), interceptors=server_interceptors())
         kv = KVService(shard, cfg.max_request_bytes)
         register(self.server, "KV", kv)
         register(self.server, "Watch", self.watch)

@@ -1,0 +1,177 @@
+"""One etcd write is one trace: client → kv-router (server span) → kv-router's call to the shard
+service (client span) → the shard service (server span) → its writer (commit span).
+
+Router and shard service run in this process on one asyncio loop, over real gRPC on loopback,
+with an in-memory span exporter installed through kubefabric.telemetry.tracing.install. Trace
+context crosses each hop only as `traceparent` metadata: the server spans' parents must be remote.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.etcdserverpb import rpc_pb2_grpc
+from kubefabric.telemetry import tracing
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_shard_service(data_dir):
+    """A backend-sqlite replica, wired as kubefabric.shardsvc.serve wires it."""
+    from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+    from kubefabric.shardsvc.node import ShardNode
+    from kubefabric.shardsvc.service import ShardService
+    from kubefabric.store.sqlite import SqliteStore
+    from kubefabric.telemetry import server_interceptors
+
+    server = grpc.aio.server(interceptors=server_interceptors())
+    port = server.add_insecure_port("127.0.0.1:0")
+    node = ShardNode(lambda: SqliteStore(str(data_dir)), {}, f"127.0.0.1:{port}", "a")
+    service = ShardService(node)
+    shard_pb2_grpc.add_ShardServicer_to_server(service, server)
+    await server.start()
+    node.start()
+    await asyncio.wait_for(node.ready.wait(), 30)
+    return server, node, service, port
+
+
+async def write_traced(tmp_path, exporter):
+    from kv_router.server import RouterServer, ServerConfig
+
+    from kubefabric.shardsvc.client import RemoteShard
+
+    shard_server, node, service, shard_port = await start_shard_service(tmp_path / "shard")
+    remote = RemoteShard([f"127.0.0.1:{shard_port}"], name="a")
+    await remote.open()
+    url = f"http://127.0.0.1:{free_port()}"
+    router = RouterServer(remote, ServerConfig(listen_client_urls=[url], advertise_client_urls=[url]))
+    await router.start()
+    try:
+        exporter.clear()  # startup calls (Status, Feed) are not part of the write
+        async with grpc.aio.insecure_channel(url.removeprefix("http://")) as channel:
+            kv = rpc_pb2_grpc.KVStub(channel)
+            tracer = tracing.tracer()
+            with tracer.start_as_current_span("etcdserverpb.KV/Put", kind=SpanKind.CLIENT):
+                resp = await kv.Put(pb.PutRequest(key=b"/registry/pods/default/p", value=b"v"),
+                                    metadata=tracing.metadata_with_context(()), timeout=10)
+        assert resp.header.revision == 2
+    finally:
+        await router.stop(0.5)
+        await remote.close()
+        service.close_feeds()
+        await shard_server.stop(0.5)
+        await node.stop()
+
+
+@pytest.fixture(autouse=True)
+def reopen_gate():
+    """RouterServer.stop closes the process-wide admission gate; later tests need it open."""
+    from kubefabric.rpc.handlers import GATE
+
+    yield
+    GATE.closed = False
+
+
+@pytest.fixture
+def exporter():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.uninstall()
+        provider.shutdown()
+
+
+def test_put_is_one_trace_through_router_shard_and_writer(tmp_path, exporter):
+    asyncio.run(write_traced(tmp_path, exporter))
+    spans = exporter.get_finished_spans()
+    by_id = {s.context.span_id: s for s in spans}
+    (client,) = [s for s in spans if s.kind == SpanKind.CLIENT and s.name == "etcdserverpb.KV/Put"]
+    trace = [s for s in spans if s.context.trace_id == client.context.trace_id]
+
+    def only(name, kind, parent):
+        found = [s for s in trace if s.name == name and s.kind == kind]
+        assert len(found) == 1, (name, [(s.name, s.kind) for s in trace])
+        span = found[0]
+        assert span.parent is not None and span.parent.span_id == parent.context.span_id, \
+            f"{name} ({kind}) has parent {by_id.get(span.parent.span_id) if span.parent else None}"
+        return span
+
+    router_server = only("etcdserverpb.KV/Put", SpanKind.SERVER, client)
+    router_client = only("kubefabric.shard.v1.Shard/Put", SpanKind.CLIENT, router_server)
+    shard_server = only("kubefabric.shard.v1.Shard/Put", SpanKind.SERVER, router_client)
+    writer = only("kubefabric.writer.commit", SpanKind.INTERNAL, shard_server)
+
+    # each hop's context arrived as gRPC metadata, not through this process's context variables
+    assert router_server.parent.is_remote and shard_server.parent.is_remote
+    assert not router_client.parent.is_remote and not writer.parent.is_remote
+    for span in (router_server, router_client, shard_server):
+        assert span.attributes["rpc.system"] == "grpc"
+        assert span.attributes["rpc.grpc.status_code"] == 0
+    assert router_client.attributes["kubefabric.shard"] == "a"
+    # nested in time, too
+    assert client.start_time <= router_server.start_time <= router_client.start_time \
+        <= shard_server.start_time <= writer.start_time
+    assert writer.end_time <= shard_server.end_time <= router_client.end_time \
+        <= router_server.end_time <= client.end_time
+
+
+def test_failed_call_marks_spans_as_errors(tmp_path, exporter):
+    """A request the shard refuses: the router's spans carry the gRPC code and an error status."""
+
+    async def scenario():
+        from kubefabric.shardsvc.client import RemoteShard
+
+        shard_server, node, service, port = await start_shard_service(tmp_path / "shard")
+        remote = RemoteShard([f"127.0.0.1:{port}"], name="a")
+        await remote.open()
+        try:
+            exporter.clear()
+            with pytest.raises(Exception):  # compacting the future: OUT_OF_RANGE
+                await remote.compact(1000)
+        finally:
+            await remote.close()
+            service.close_feeds()
+            await shard_server.stop(0.5)
+            await node.stop()
+
+    asyncio.run(scenario())
+    spans = {(s.name, s.kind): s for s in exporter.get_finished_spans()}
+    client = spans[("kubefabric.shard.v1.Shard/Compact", SpanKind.CLIENT)]
+    server = spans[("kubefabric.shard.v1.Shard/Compact", SpanKind.SERVER)]
+    assert server.parent.span_id == client.context.span_id
+    for span in (client, server):
+        assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.OUT_OF_RANGE.value[0]
+        assert not span.status.is_ok
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, []),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, ["otlp"]),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4317"}, ["otlp"]),
+    ({"OTEL_TRACES_EXPORTER": "console"}, ["console"]),
+    ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, []),
+    ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, []),
+])
+def test_tracing_is_configured_by_otel_env_only(env, expected):
+    assert tracing.exporters_from_env(env) == expected
+
+
+def test_tracing_off_by_default():
+    assert tracing.setup("kv-router", env={}) is False
+    assert tracing.ENABLED is False
