@@ -175,3 +175,51 @@ def test_tracing_is_configured_by_otel_env_only(env, expected):
 def test_tracing_off_by_default():
     assert tracing.setup("kv-router", env={}) is False
     assert tracing.ENABLED is False
+
+
+def test_write_forwarded_by_a_replica_stays_in_the_trace(tmp_path, exporter):
+    """A write that reaches a replica is forwarded to the leader: replica server span → its
+    client span to the leader → the leader's server span → the writer."""
+
+    async def scenario():
+        from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
+        from kubefabric.shardsvc.client import RemoteShard
+
+        leader = await start_shard_service(tmp_path / "shard")
+        replica = await start_shard_service(tmp_path / "shard")
+        assert (leader[1].role, replica[1].role) == ("leader", "replica")
+        for _ in range(100):  # the replica learns the leader's address from the database
+            if replica[1].leader_address:
+                break
+            await asyncio.sleep(0.1)
+        remote = RemoteShard([f"127.0.0.1:{replica[3]}"], name="a")
+        await remote.open()
+        try:
+            exporter.clear()
+            with tracing.tracer().start_as_current_span("write"):
+                await remote.put(pb.PutRequest(key=b"k", value=b"v"))
+        finally:
+            await remote.close()
+            for server, node, service, _ in (replica, leader):
+                service.close_feeds()
+                await server.stop(0.5)
+                await node.stop()
+
+    asyncio.run(scenario())
+    spans = [s for s in exporter.get_finished_spans() if "Status" not in s.name]
+    root = next(s for s in spans if s.name == "write")
+    chain = [root]
+    while True:
+        children = [s for s in spans if s.parent and s.parent.span_id == chain[-1].context.span_id]
+        if not children:
+            break
+        assert len(children) == 1, [(s.name, s.kind) for s in children]
+        chain.append(children[0])
+    assert [(s.name, s.kind) for s in chain] == [
+        ("write", SpanKind.INTERNAL),
+        ("kubefabric.shard.v1.Shard/Put", SpanKind.CLIENT),   # router → replica
+        ("kubefabric.shard.v1.Shard/Put", SpanKind.SERVER),   # replica
+        ("kubefabric.shard.v1.Shard/Put", SpanKind.CLIENT),   # replica → leader
+        ("kubefabric.shard.v1.Shard/Put", SpanKind.SERVER),   # leader
+        ("kubefabric.writer.commit", SpanKind.INTERNAL),
+    ]

@@ -19,6 +19,7 @@ import grpc
 from kubefabric.etcd import errors
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.shard.core import Shard
+from kubefabric.telemetry import instrument_shard_stub
 
 log = logging.getLogger("kubefabric.shard.node")
 
@@ -142,7 +143,8 @@ class ShardNode:
             raise errors.NOT_LEADER
         if self._leader_stub is None:
             self._leader_channel = grpc.aio.insecure_channel(self.leader_address)
-            self._leader_stub = shard_pb2_grpc.ShardStub(self._leader_channel)
+            self._leader_stub = instrument_shard_stub(shard_pb2_grpc.ShardStub(self._leader_channel),
+                                                      self.name)  # traced and counted
         return self._leader_stub
 
     def local(self) -> Shard:
