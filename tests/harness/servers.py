@@ -46,6 +46,8 @@ class Server:
     data_dir: Path
     log_path: Path
     argv: list[str] = field(default_factory=list)
+    tls: object = None        # how a client reaches it with TLS: ca_file, cert_file, key_file (a
+                              # kubefabric.tlsconfig.ClientTLS, say); None: plaintext
 
     @property
     def url(self) -> str:
@@ -174,12 +176,28 @@ def shard_flags(extra: list[str]) -> list[str]:
     return out
 
 
-def wait_shard_ready(server: Server, timeout: float = 60.0) -> None:
-    """Until the replica's readiness health check says SERVING (database up, role known)."""
+def client_channel(endpoint: str, tls=None) -> grpc.Channel:
+    """A (blocking) channel to `endpoint`: plaintext, or TLS with `tls`'s ca_file, cert_file,
+    key_file (client certificate) and server_name (all optional)."""
+    if tls is None:
+        return grpc.insecure_channel(endpoint)
+
+    def read(path):
+        return Path(path).read_bytes() if path else None
+    creds = grpc.ssl_channel_credentials(read(tls.ca_file), read(getattr(tls, "key_file", None)),
+                                         read(getattr(tls, "cert_file", None)))
+    name = getattr(tls, "server_name", None)
+    return grpc.secure_channel(endpoint, creds,
+                               options=[("grpc.ssl_target_name_override", name)] if name else [])
+
+
+def wait_shard_ready(server: Server, timeout: float = 60.0, tls=None) -> None:
+    """Until the replica's readiness health check says SERVING (database up, role known). tls
+    (default: server.tls): how to reach a shard service that serves TLS (see client_channel)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(server.endpoint) as channel:
+    with client_channel(server.endpoint, tls or getattr(server, "tls", None)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if server.proc.poll() is not None:
@@ -196,15 +214,17 @@ def wait_shard_ready(server: Server, timeout: float = 60.0) -> None:
 
 
 def start_shard(workdir: Path, kind: str, dsn: str, extra: list[str] | None = None,
-                name: str = "shard", wait: bool = True, port: int | None = None) -> Server:
+                name: str = "shard", wait: bool = True, port: int | None = None,
+                tls=None) -> Server:
     """One replica of a shard service (kind: sqlite, postgres or mariadb) on `dsn` (on `port`, to
-    restart a replica where its router expects it)."""
+    restart a replica where its router expects it). tls: how clients reach it when `extra` gives
+    it --cert-file etc. (ca_file, cert_file, key_file: see client_channel); kept as server.tls."""
     port = port or free_port()
     log = workdir / f"{name}-{port}.log"
     argv = [sys.executable, "-m", "kubefabric.cli", SHARD_COMMANDS[kind], "--dsn", dsn,
             "--listen-address", f"127.0.0.1:{port}", "--name", name, *(extra or [])]
     proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
-    server = Server(f"{SHARD_COMMANDS[kind]}", f"127.0.0.1:{port}", proc, workdir, log, argv)
+    server = Server(f"{SHARD_COMMANDS[kind]}", f"127.0.0.1:{port}", proc, workdir, log, argv, tls)
     if wait:
         wait_shard_ready(server)
     return server

@@ -3,6 +3,7 @@
     ca = CA.new("test CA", tmp_path)
     server = ca.issue("server", tmp_path, server=True)          # SANs 127.0.0.1 and localhost
     client = ca.issue("client", tmp_path, expired=True)         # not_after in the past
+    peer = ca.issue("replica", tmp_path, peer=True)             # server and client certificate
 
 Files are PEM: `<name>.pem` (certificate) and `<name>-key.pem` (key); `write_to` rewrites a
 certificate pair at other paths (the rotation test reuses the server's paths).
@@ -88,20 +89,26 @@ class CA:
     def cert_file(self) -> Path:
         return self.pair.cert_file
 
-    def issue(self, name: str, directory: Path, server: bool = False, expired: bool = False) -> Pair:
+    def issue(self, name: str, directory: Path, server: bool = False, expired: bool = False,
+              peer: bool = False) -> Pair:
+        """peer: a server certificate that is also a client certificate (shard replicas
+        present theirs to the leader)."""
         key = _key()
         now = dt.datetime.now(dt.timezone.utc)
         if expired:
             before, after = now - dt.timedelta(days=2), now - dt.timedelta(days=1)
         else:
             before, after = now - dt.timedelta(hours=1), now + dt.timedelta(days=1)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        server = server or peer
+        usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if peer:
+            usage.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = (x509.CertificateBuilder().subject_name(_name(name))
                    .issuer_name(self.pair.cert.subject).public_key(key.public_key())
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(before).not_valid_after(after)
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                   .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                        self.pair.key.public_key()), critical=False))
         if server:

@@ -6,7 +6,9 @@ Invariants:
   fence). Losing the connection loses the lock and the uncommitted batch with it.
 - `ready` is true only when the database is reachable and the role (leader or replica) is known.
 - A replica that cannot write forwards writes to the leader named in the database; if none is
-  known, the call fails with UNAVAILABLE before anything is applied (clients retry).
+  known, the call fails with UNAVAILABLE before anything is applied (clients retry). With TLS
+  (`peer_tls`) it dials the leader with TLS, presenting the service's own certificate; changed
+  certificate files make a new channel (calls on the old one finish first).
 """
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ from kubefabric.etcd import errors
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.shard.core import Shard
 from kubefabric.telemetry import instrument_shard_stub
+from kubefabric.tlsconfig import TLSError
 
 log = logging.getLogger("kubefabric.shard.node")
 
 ELECTION_INTERVAL = 0.5   # seconds between lock attempts / liveness checks
 BACKOFF_MAX = 10.0        # seconds, when the database is unreachable
+FORWARD_GRACE_S = 60.0    # calls forwarded on a replaced leader channel get this long to finish
 
 
 class ShardNode:
@@ -39,6 +43,7 @@ class ShardNode:
         self.leader_address = ""
         self._leader_channel: grpc.aio.Channel | None = None
         self._leader_stub = None
+        self.peer_tls = None          # kubefabric.tlsconfig.ClientTLS: dial the leader with TLS
         self._task: asyncio.Task | None = None
         self._stopping = False
         self.on_role_change = lambda role: None
@@ -141,8 +146,21 @@ class ShardNode:
         down)."""
         if not self.leader_address or self.leader_address == self.address:
             raise errors.NOT_LEADER
+        if self._leader_stub is not None and self.peer_tls is not None and self.peer_tls.changed():
+            old, self._leader_channel, self._leader_stub = self._leader_channel, None, None
+            asyncio.get_running_loop().create_task(old.close(grace=FORWARD_GRACE_S))
+            log.info("TLS files changed: new connection to the leader at %s", self.leader_address)
         if self._leader_stub is None:
-            self._leader_channel = grpc.aio.insecure_channel(self.leader_address)
+            if self.peer_tls is None:
+                self._leader_channel = grpc.aio.insecure_channel(self.leader_address)
+            else:
+                try:
+                    creds = self.peer_tls.credentials()
+                except TLSError as err:  # mid-rotation, say: nothing forwarded, the caller retries
+                    log.warning("cannot dial the leader with TLS: %s", err)
+                    raise errors.NOT_LEADER from None
+                self._leader_channel = grpc.aio.secure_channel(
+                    self.leader_address, creds, options=self.peer_tls.options())
             self._leader_stub = instrument_shard_stub(shard_pb2_grpc.ShardStub(self._leader_channel),
                                                       self.name)  # traced and counted
         return self._leader_stub

@@ -52,6 +52,18 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
              choices=("uvloop", "asyncio")),
         Flag("--metrics-address", f"127.0.0.1:{default_port + 100}", "host:port to serve "
              "Prometheus /metrics on (empty disables). Traces: the OTEL_* environment variables"),
+        # TLS on the Shard API (kubefabric/tlsconfig.py); replicas use the same files to reach
+        # their leader: the certificate as client certificate, --trusted-ca-file to verify it
+        Flag("--cert-file", "", "TLS certificate (PEM) of the Shard API; when set the API is "
+             "served with TLS only. Re-read when it changes. Its SANs must cover the address "
+             "routers and other replicas dial (--advertise-address); with --trusted-ca-file it "
+             "is also this replica's client certificate towards the leader (extended key usage "
+             "serverAuth and clientAuth)"),
+        Flag("--key-file", "", "unencrypted private key (PEM) of --cert-file"),
+        Flag("--trusted-ca-file", "", "CA certificate(s) (PEM) of clients (routers, other "
+             "replicas): setting it requires and verifies a client certificate on every "
+             "connection (mTLS); replicas also verify the leader's certificate with it (without "
+             "it: the system's trust roots)"),
     ]
 
 
@@ -113,9 +125,21 @@ async def _serve(args, dsn: DSN, store_of) -> int:
     ])
     shard_pb2_grpc.add_ShardServicer_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    from kubefabric.tlsconfig import (CertificateReloader, ClientTLS, TLSError, TLSSettings,
+                                      check_files)
     try:
-        server.add_insecure_port(args.listen_address)
+        if args.cert_file or args.key_file or args.trusted_ca_file:
+            check_files(args.cert_file, args.key_file, args.trusted_ca_file)
+            tls = TLSSettings(args.cert_file, args.key_file, args.trusted_ca_file,
+                              (args.listen_address,))
+            server.add_secure_port(args.listen_address, CertificateReloader(tls).credentials())
+            node.peer_tls = ClientTLS(args.trusted_ca_file, args.cert_file, args.key_file)
+        else:
+            server.add_insecure_port(args.listen_address)
         await server.start()
+    except TLSError as err:
+        log.error("%s", err)
+        return 2
     except RuntimeError as err:
         log.error("cannot listen on %s: %s", args.listen_address, err)
         return 2

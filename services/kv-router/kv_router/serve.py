@@ -88,6 +88,15 @@ FLAGS = [
          "are always on and cannot be chosen"),
     Flag("--tls-min-version", "TLS1.2", "minimum TLS version; only TLS1.2: grpc python always "
          "accepts TLS 1.2 and 1.3 and cannot be limited to TLS 1.3, so TLS1.3 is refused"),
+    # TLS towards the --shard endpoints (topology shards have their own `tls:` block)
+    Flag("--shard-ca-file", "", "CA certificate(s) (PEM) that verify the --shard services' "
+         "certificates; any --shard-* flag dials them with TLS (without this one: the system's "
+         "trust roots)"),
+    Flag("--shard-cert-file", "", "client certificate (PEM) presented to the --shard services "
+         "(for their --trusted-ca-file)"),
+    Flag("--shard-key-file", "", "unencrypted private key (PEM) of --shard-cert-file"),
+    Flag("--shard-server-name", "", "name to check the --shard services' certificates against "
+         "(default: the host of each endpoint)"),
 ]
 
 

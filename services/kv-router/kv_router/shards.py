@@ -56,6 +56,19 @@ async def open_remote(endpoints: str, name: str = "default", tls=None):
     return shard
 
 
+def _shard_tls(args):
+    """TLS for the --shard endpoints, from the --shard-* flags; None: plaintext."""
+    from kubefabric.tlsconfig import ClientTLS, TLSError
+
+    files = [getattr(args, f"shard_{n}", "") for n in ("ca_file", "cert_file", "key_file", "server_name")]
+    if not any(files):
+        return None
+    try:
+        return ClientTLS(*files, flag_prefix="--shard-")
+    except TLSError as err:
+        raise StartupError(str(err)) from None
+
+
 async def open_spec(spec, args):
     if spec.endpoint == "embedded":
         return await open_embedded(os.path.join(args.data_dir, spec.name), args)
@@ -66,8 +79,13 @@ async def open_shards(args):
     """The shard surface kv-router serves, per the flags."""
     if args.topology and args.shard:
         raise StartupError("--topology and --shard exclude each other (name the shard in the topology)")
+    shard_tls = _shard_tls(args)
+    if shard_tls is not None and not args.shard:
+        raise StartupError("--shard-ca-file, --shard-cert-file, --shard-key-file and "
+                           "--shard-server-name apply to --shard endpoints only (a topology sets "
+                           "TLS per shard with tls:)")
     if args.shard:
-        return await open_remote(args.shard)
+        return await open_remote(args.shard, tls=shard_tls)
     if not args.topology:
         return await open_embedded(args.data_dir, args)
     from kubefabric.topology.load import TopologyError, load_topology

@@ -1,6 +1,7 @@
-"""TLS on the client port: etcd's TLS flags turned into grpc server credentials, with the
-certificate files re-read when they change, so a rotated certificate reaches new connections
-without a restart (connections already open keep the certificate they were made with).
+"""TLS on the client port: etcd's TLS flags checked and turned into the settings of
+kubefabric.tlsconfig's CertificateReloader (shared with the shard services), which re-reads the
+certificate files when they change, so a rotated certificate reaches new connections without a
+restart (connections already open keep the certificate they were made with).
 
 What grpc python (BoringSSL underneath) can and cannot enforce:
 - Protocol versions: a grpc server always accepts TLS 1.2 and TLS 1.3 and nothing older, and the
@@ -16,15 +17,13 @@ What grpc python (BoringSSL underneath) can and cannot enforce:
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
-import ssl
 import sys
-import threading
-import time
-from dataclasses import dataclass
+
+# CertificateReloader, TLSError and TLSSettings live in kubefabric.tlsconfig (shared with the
+# shard services); imported here for kv-router's modules.
+from kubefabric.tlsconfig import CertificateReloader, TLSError, TLSSettings  # noqa: F401
 
 log = logging.getLogger("kubefabric.tls")
 
@@ -59,11 +58,6 @@ UNAVAILABLE = {"TLS_RSA_WITH_RC4_128_SHA", "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
                "TLS_RSA_WITH_3DES_EDE_CBC_SHA", "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA"}
 
 CIPHER_ENV = "GRPC_SSL_CIPHER_SUITES"
-RECHECK_S = 5.0  # re-read the files this often even when their mtime/size/inode look the same
-
-
-class TLSError(ValueError):
-    """A TLS flag, flag combination or file that cannot work; the message is one line."""
 
 
 def is_tls_url(url: str) -> bool:
@@ -104,18 +98,6 @@ def check_min_version(version: str) -> None:
     raise TLSError(f"--tls-min-version {version!r}: use TLS1.2")
 
 
-@dataclass(frozen=True)
-class TLSSettings:
-    cert_file: str
-    key_file: str
-    trusted_ca_file: str      # '' when client certificates are not requested
-    tls_urls: tuple[str, ...]
-
-    @property
-    def verify_clients(self) -> bool:
-        return bool(self.trusted_ca_file)
-
-
 def settings_from_args(args) -> TLSSettings | None:
     """Check the TLS flags; None when no listener is https://. Applies --cipher-suites, so it
     must run before grpc is imported."""
@@ -148,143 +130,3 @@ def settings_from_args(args) -> TLSSettings | None:
         log.info("--trusted-ca-file is set: client certificates are required (as in etcd, even "
                  "without --client-cert-auth)")
     return TLSSettings(args.cert_file, args.key_file, args.trusted_ca_file, tls_urls)
-
-
-def _fingerprint(cert_pem: bytes) -> str:
-    m = re.search(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", cert_pem, re.S)
-    der = ssl.PEM_cert_to_DER_cert(m[0].decode()) if m else cert_pem
-    return hashlib.sha256(der).hexdigest()[:16]
-
-
-def _no_password(key_file: str) -> bytes:
-    raise TLSError(f"--key-file {key_file} is encrypted; give an unencrypted key")
-
-
-class CertificateReloader:
-    """The certificate, key and CA files as grpc server credentials. Every TLS handshake asks
-    (through grpc's certificate configuration fetcher) whether the files changed; changed files
-    are read, checked as a pair with Python's ssl module and served from then on. Files that do
-    not check out (say a rotation tool has written the new certificate but not yet its key) are
-    logged and the previous certificate is kept."""
-
-    def __init__(self, settings: TLSSettings):
-        self.settings = settings
-        self._flags = [("--cert-file", settings.cert_file), ("--key-file", settings.key_file)]
-        if settings.trusted_ca_file:
-            self._flags.append(("--trusted-ca-file", settings.trusted_ca_file))
-        self._lock = threading.Lock()
-        self._generation = 0
-        self._rejected: tuple[bytes, ...] | None = None
-        for _ in range(3):  # the files may be in the middle of a rotation
-            stamp, material = self._read()
-            if self._check(material):
-                break
-        else:
-            raise TLSError(f"{' / '.join(p for _, p in self._flags)} keep changing while read")
-        self._install(stamp, material)
-        clients = (f"required, verified against {settings.trusted_ca_file}"
-                   if settings.verify_clients else "not requested")
-        log.info("TLS on %s: certificate %s (sha256 %s), client certificates %s",
-                 ", ".join(settings.tls_urls), settings.cert_file, _fingerprint(material[0]), clients)
-
-    def credentials(self):
-        """Server credentials for one listener: each has its own view of what it has served."""
-        import grpc  # only now: see the module docstring (GRPC_SSL_CIPHER_SUITES)
-
-        with self._lock:
-            served = {"generation": self._generation}
-            initial = self._config
-
-        def fetch():
-            try:
-                self.refresh()
-            except Exception:  # a handshake must never fail because of the reload check
-                log.exception("checking the TLS files failed; keeping the current certificate")
-            with self._lock:
-                if served["generation"] == self._generation:
-                    return None
-                served["generation"] = self._generation
-                return self._config
-
-        return grpc.dynamic_ssl_server_credentials(
-            initial, fetch, require_client_authentication=self.settings.verify_clients)
-
-    def refresh(self) -> None:
-        """Serve the files' current contents if they changed and check out."""
-        with self._lock:
-            try:
-                stamp = self._stat()
-            except OSError:
-                stamp = None  # gone (perhaps for a moment, mid-rotation)
-            if stamp == self._stamp and time.monotonic() - self._checked < RECHECK_S:
-                return
-            try:
-                stamp, material = self._read()
-            except TLSError as err:  # warned about at most every RECHECK_S while it lasts
-                log.warning("%s; keeping the previous TLS certificate", err)
-                self._stamp, self._checked = None, time.monotonic()
-                return
-            self._checked = time.monotonic()
-            if material == self._material or material == self._rejected:
-                self._stamp = stamp
-                return
-            try:
-                ok = self._check(material)
-            except TLSError as err:
-                log.warning("TLS files changed but %s; keeping the previous certificate", err)
-                self._rejected, self._stamp = material, stamp
-                return
-            if ok:
-                self._install(stamp, material)
-                log.info("TLS certificate reloaded from %s (sha256 %s): new connections get it",
-                         self.settings.cert_file, _fingerprint(material[0]))
-
-    def _stat(self) -> tuple:
-        return tuple((st.st_mtime_ns, st.st_size, st.st_ino)
-                     for st in (os.stat(path) for _, path in self._flags))
-
-    def _read(self) -> tuple[tuple, tuple[bytes, ...]]:
-        stamp, material = [], []
-        for flag, path in self._flags:
-            try:
-                with open(path, "rb") as f:
-                    st = os.fstat(f.fileno())
-                    material.append(f.read())
-            except OSError as err:
-                raise TLSError(f"cannot read {flag} {path}: {err.strerror}") from None
-            stamp.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(stamp), tuple(material)
-
-    def _check(self, material: tuple[bytes, ...]) -> bool:
-        """True when `material` (just read) is a matching certificate and key (and a CA file).
-        The check reads the paths again, so False means they changed meanwhile: try again."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        cert, key = self.settings.cert_file, self.settings.key_file
-        try:
-            ctx.load_cert_chain(cert, key, password=lambda: _no_password(key))
-        except ssl.SSLError as err:
-            raise TLSError(f"--cert-file {cert} and --key-file {key} are not a PEM certificate and "
-                           f"its unencrypted private key ({err.reason or err})") from None
-        except OSError as err:
-            raise TLSError(f"cannot read --cert-file {cert} or --key-file {key}: "
-                           f"{err.strerror}") from None
-        if self.settings.trusted_ca_file:
-            ca = self.settings.trusted_ca_file
-            try:
-                ctx.load_verify_locations(cafile=ca)
-            except (ssl.SSLError, OSError) as err:
-                raise TLSError(f"--trusted-ca-file {ca} holds no PEM CA certificate "
-                               f"({getattr(err, 'reason', None) or err})") from None
-        try:
-            return self._read()[1] == material
-        except TLSError:
-            return False
-
-    def _install(self, stamp: tuple, material: tuple[bytes, ...]) -> None:
-        import grpc
-
-        cert, key = material[0], material[1]
-        ca = material[2] if len(material) > 2 else None
-        self._config = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
-        self._stamp, self._material, self._checked = stamp, material, time.monotonic()
-        self._generation += 1
