@@ -4,11 +4,13 @@ service (client span) → the shard service (server span) → its writer (commit
 Router and shard service run in this process on one asyncio loop, over real gRPC on loopback,
 with an in-memory span exporter installed through kubefabric.telemetry.tracing.install. Trace
 context crosses each hop only as `traceparent` metadata: the server spans' parents must be remote.
+The last test runs the real commands, configured by OTEL_* variables, against an OTLP collector.
 """
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import grpc
 import pytest
@@ -223,3 +225,68 @@ def test_write_forwarded_by_a_replica_stays_in_the_trace(tmp_path, exporter):
         ("kubefabric.shard.v1.Shard/Put", SpanKind.SERVER),   # leader
         ("kubefabric.writer.commit", SpanKind.INTERNAL),
     ]
+
+
+def test_processes_export_one_trace_over_otlp(tmp_path, monkeypatch):
+    """The real commands, configured only by OTEL_* variables, export OTLP/gRPC to a collector
+    (a tiny one on loopback): a put through `kubefabric serve` and `kubefabric backend-sqlite`
+    arrives as one trace from two services."""
+    from concurrent import futures
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tpb
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as tgrpc
+
+    from harness.client import Client
+    from harness.servers import start_router, start_shard
+
+    received = []
+
+    class Collector(tgrpc.TraceServiceServicer):
+        def Export(self, request, context):
+            received.append(request)
+            return tpb.ExportTraceServiceResponse()
+
+    collector = grpc.server(futures.ThreadPoolExecutor(4))
+    tgrpc.add_TraceServiceServicer_to_server(Collector(), collector)
+    port = collector.add_insecure_port("127.0.0.1:0")
+    collector.start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    shard = start_shard(tmp_path, "sqlite", f"sqlite:///{tmp_path / 'shard'}", name="a",
+                        extra=["--metrics-address", ""])
+    router = start_router(tmp_path, [shard], extra=["--metrics-address", ""])
+    try:
+        c = Client(router.endpoint)
+        c.put(b"/registry/configmaps/default/traced", b"v")
+        c.close()
+
+        def spans():
+            out = []
+            for req in list(received):
+                for rs in req.resource_spans:
+                    service = next(a.value.string_value for a in rs.resource.attributes
+                                   if a.key == "service.name")
+                    out.extend((service, s) for ss in rs.scope_spans for s in ss.spans)
+            return out
+
+        def put_trace():
+            puts = [(svc, s) for svc, s in spans() if s.name == "etcdserverpb.KV/Put"]
+            if not puts:
+                return []
+            return [(svc, s.name) for svc, s in spans() if s.trace_id == puts[0][1].trace_id]
+
+        deadline = time.monotonic() + 20
+        expected = {("kv-router", "etcdserverpb.KV/Put"), ("kv-router", "kubefabric.shard.v1.Shard/Put"),
+                    ("backend-sqlite", "kubefabric.shard.v1.Shard/Put"),
+                    ("backend-sqlite", "kubefabric.writer.commit")}
+        while not expected <= set(put_trace()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert expected <= set(put_trace()), (put_trace(), [(v, s.name) for v, s in spans()])
+    finally:
+        router.stop()
+        shard.stop()
+        collector.stop(0)

@@ -72,7 +72,7 @@ class _MethodStats:
 def _outcome(context, exc: BaseException | None) -> grpc.StatusCode:
     if exc is None or isinstance(exc, grpc.aio.AbortError):
         return _status(context.code())
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):  # the client went away
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
 
