@@ -8,7 +8,9 @@ Invariants:
 - Every write carries sync_rev = the newest revision the router has seen on any shard, applied
   in the writer batch of the write itself: a shard never assigns a revision at or below one any
   shard already reported, so revisions are globally ordered.
-- Headers never go backwards: the router's revision is the maximum any shard reported.
+- A single-shard read reports its shard's closed revision (DESIGN §3.3), which may be below a
+  revision another shard already reported; a cross-shard read reports the revision R of its
+  snapshot; everything else reports the maximum any shard reported.
 - Leases exist on every shard with the same ID (granted on the default shard first, which picks
   the ID); keep-alives, revocation and expiry act on every shard, so a lease's keys go everywhere.
 """
