@@ -145,7 +145,8 @@ def _state(kv) -> str:
 # ---------------------------------------------------------------------------------------------
 # Unknown outcomes
 
-def resolve(writes: list[Write], reads: list[Read], watch_events: list[Event], report: Report) -> list[Write]:
+def resolve(writes: list[Write], reads: list[Read], watch_events: list[Event],
+            report: Report) -> list[Write]:
     """The writes that took effect, every one with its revision: acknowledged writes, plus the
     unknown-outcome (or revision-less, e.g. a lease revoke's deletes) writes the evidence shows."""
     seen: dict[tuple[bytes, bytes], set[int]] = defaultdict(set)  # (key, value) -> observed mods
@@ -173,12 +174,16 @@ def resolve(writes: list[Write], reads: list[Read], watch_events: list[Event], r
         if w.value is not None:
             mods = seen.get((w.key, w.value), set())
             if len(mods) > 1:
-                report.bad("history", f"key {w.key!r}: value {w.value!r} (op {w.op}) observed at several mod_revisions {sorted(mods)}")
+                report.bad("history",
+                           f"key {w.key!r}: value {w.value!r} (op {w.op}) observed at several "
+                           f"mod_revisions {sorted(mods)}")
             if mods:
                 out.append(replace(w, rev=min(mods)))
                 report.figures["revisions from evidence" if w.acked else "unknown applied"] += 1
             elif w.acked:
-                report.bad("lost write", f"key {w.key!r}: acknowledged put of {w.value!r} (op {w.op}) without a revision never observed")
+                report.bad("lost write",
+                           f"key {w.key!r}: acknowledged put of {w.value!r} (op {w.op}) without a "
+                           f"revision never observed")
             else:
                 report.figures["unknown not applied"] += 1
         else:
@@ -186,7 +191,8 @@ def resolve(writes: list[Write], reads: list[Read], watch_events: list[Event], r
                 out.append(replace(w, rev=loose_deletes[w.key].pop(0)))
                 report.figures["revisions from evidence" if w.acked else "unknown applied"] += 1
             elif w.acked:
-                report.bad("lost write", f"key {w.key!r}: acknowledged delete (op {w.op}, e.g. a lease revoke) never observed")
+                report.bad("lost write",
+                           f"key {w.key!r}: acknowledged delete (op {w.op}, e.g. a lease revoke) never observed")
             else:
                 report.figures["unknown not applied"] += 1
     return out
@@ -214,16 +220,20 @@ def build_chain(key: bytes, writes: list[Write], report: Report) -> Chain:
     for i, w in enumerate(writes):
         s = states[-1]
         if i and writes[i - 1].rev == w.rev:
-            report.bad("history", f"key {key!r}: two writes at revision {w.rev} (ops {writes[i - 1].op} and {w.op})")
+            report.bad("history",
+                       f"key {key!r}: two writes at revision {w.rev} (ops {writes[i - 1].op} and {w.op})")
         if w.prev != NOINFO and w.prev != s:
-            report.bad("history", f"key {key!r}: write op {w.op} at rev {w.rev} replaced {_state(w.prev)} (its prev_kv) "
+            report.bad("history",
+                       f"key {key!r}: write op {w.op} at rev {w.rev} replaced {_state(w.prev)} (its prev_kv) "
                        f"but the history before it ends in {_state(s)}")
         if w.cond_mod is not None and (s.mod if s else 0) != w.cond_mod:
-            report.bad("history", f"key {key!r}: txn op {w.op} at rev {w.rev} succeeded on mod_revision == {w.cond_mod} "
+            report.bad("history",
+                       f"key {key!r}: txn op {w.op} at rev {w.rev} succeeded on mod_revision == {w.cond_mod} "
                        f"but the key was {_state(s)}")
         if w.value is None:
             if s is None and w.acked:
-                report.bad("history", f"key {key!r}: delete op {w.op} at rev {w.rev} deleted a key that did not exist")
+                report.bad("history",
+                           f"key {key!r}: delete op {w.op} at rev {w.rev} deleted a key that did not exist")
             states.append(None)
         else:
             states.append(KV(w.value, w.rev, s.version + 1 if s else 1, s.create if s else w.rev, w.lease))
@@ -237,11 +247,14 @@ def check_reads(chains: dict[bytes, Chain], reads: list[Read], report: Report) -
         got = dict(r.kvs)
         keys = [k for k, _ in r.kvs]
         if keys != sorted(set(keys)):
-            report.bad("read", f"read op {r.op} [{r.lo!r}, {r.hi!r}) at rev {r.rev}: keys not sorted/unique: {keys}")
+            report.bad("read",
+                       f"read op {r.op} [{r.lo!r}, {r.hi!r}) at rev {r.rev}: keys not sorted/unique: {keys}")
         if r.count is not None and r.count != len(keys):
-            report.bad("read", f"read op {r.op} [{r.lo!r}, {r.hi!r}) at rev {r.rev}: count {r.count} but {len(keys)} keys")
+            report.bad("read",
+                       f"read op {r.op} [{r.lo!r}, {r.hi!r}) at rev {r.rev}: count {r.count} but {len(keys)} keys")
         if r.cond_failed is not None and (got[r.lo].mod if r.lo in got else 0) == r.cond_failed:
-            report.bad("read", f"txn op {r.op} at rev {r.rev}: compare mod_revision == {r.cond_failed} failed "
+            report.bad("read",
+                       f"txn op {r.op} at rev {r.rev}: compare mod_revision == {r.cond_failed} failed "
                        f"but it read {_state(got.get(r.lo))}")
         for key in got:
             if key not in chains:
@@ -304,12 +317,14 @@ def check_revision_order(writes: list[Write], reads: list[Read], report: Report)
             i += 1
         for before, (top_rev, top_op) in top.items():
             if rev < top_rev or (kind == "write" and rev == top_rev):
-                report.bad(f"revision order ({kind} after {before})", f"revision order ({kind} after {before}): {kind} op {op} got revision {rev}, "
+                report.bad(f"revision order ({kind} after {before})",
+                           f"{kind} op {op} got revision {rev}, "
                            f"invoked after {before} op {top_op} had responded with revision {top_rev}")
     report.figures["ops order-checked"] += len(ops)
 
 
-def check_history(writes: list[Write], reads: list[Read], watch_events: list[Event] = ()) -> tuple[Report, dict[bytes, Chain]]:
+def check_history(writes: list[Write], reads: list[Read],
+                  watch_events: list[Event] = ()) -> tuple[Report, dict[bytes, Chain]]:
     """Everything about the KV history. `watch_events`: a complete watch's events, used only to
     resolve unknown outcomes (check_watch judges the watch itself)."""
     report = Report()
@@ -330,8 +345,8 @@ def check_history(writes: list[Write], reads: list[Read], watch_events: list[Eve
 # ---------------------------------------------------------------------------------------------
 # Watches
 
-def expected_events(chains: dict[bytes, Chain], log: WatchLog, upto: int) -> dict[tuple[bytes, int], tuple[Write, object]]:
-    """(key, rev) -> (write, state after it) for every write the watcher must deliver."""
+def expected_events(chains: dict[bytes, Chain], log: WatchLog, upto: int) -> dict:
+    """(key, rev) -> (write, state after, state before) for every write the watcher must deliver."""
     out = {}
     for key, chain in chains.items():
         if log.covers(key):
@@ -354,21 +369,27 @@ def check_watch(log: WatchLog, chains: dict[bytes, Chain], upto: int, report: Re
             bookmark = max(bookmark, resp.header_rev)
             continue
         if resp.events and resp.events[0].kv.mod <= last_rev:
-            report.bad("watch ordered", f"{name}: response {n} starts at rev {resp.events[0].kv.mod} after a response "
+            report.bad("watch ordered",
+                       f"{name}: response {n} starts at rev {resp.events[0].kv.mod} after a response "
                        f"that ended at rev {last_rev} (revisions must increase across responses)")
         for e in resp.events:
             rev = e.kv.mod
             report.figures["events checked"] += 1
             if rev < log.start:
-                report.bad("watch ordered", f"{name}: event {e.key!r}@{rev} before the watch's start revision {log.start}")
+                report.bad("watch ordered",
+                           f"{name}: event {e.key!r}@{rev} before the watch's start revision {log.start}")
             if rev <= bookmark:
-                report.bad("watch bookmarkable", f"{name}: event {e.key!r}@{rev} after a progress notification at rev {bookmark}")
+                report.bad("watch bookmarkable",
+                           f"{name}: event {e.key!r}@{rev} after a progress notification at rev {bookmark}")
             if rev > resp.header_rev:
-                report.bad("watch ordered", f"{name}: event {e.key!r}@{rev} in a response with header revision {resp.header_rev}")
+                report.bad("watch ordered",
+                           f"{name}: event {e.key!r}@{rev} in a response with header revision {resp.header_rev}")
             if rev < last_rev:
                 report.bad("watch ordered", f"{name}: event {e.key!r}@{rev} after an event at rev {last_rev}")
             if rev_response.setdefault(rev, n) != n:
-                report.bad("watch atomic", f"{name}: events of rev {rev} split over responses {rev_response[rev]} and {n} (not atomic)")
+                report.bad("watch atomic",
+                           f"{name}: events of rev {rev} split over responses {rev_response[rev]} "
+                           f"and {n} (not atomic)")
             seen[e.key, rev] += 1
             if seen[e.key, rev] == 2:
                 report.bad("watch unique", f"{name}: event {e.key!r}@{rev} delivered twice")
@@ -380,15 +401,21 @@ def check_watch(log: WatchLog, chains: dict[bytes, Chain], upto: int, report: Re
                 continue
             w, after, before = exp
             if (e.type == "DELETE") != (w.value is None) or (after is not None and e.kv != after):
-                report.bad("watch reliable", f"{name}: event {e.type} {e.key!r}@{rev} is {_state(e.kv)}, the write made {_state(after)}")
+                report.bad("watch reliable",
+                           f"{name}: event {e.type} {e.key!r}@{rev} is {_state(e.kv)}, the write "
+                           f"made {_state(after)}")
             if e.prev != NOINFO and e.prev != before:
-                report.bad("watch reliable", f"{name}: event {e.key!r}@{rev} has prev_kv {_state(e.prev)}, it replaced {_state(before)}")
+                report.bad("watch reliable",
+                           f"{name}: event {e.key!r}@{rev} has prev_kv {_state(e.prev)}, it "
+                           f"replaced {_state(before)}")
             if last_op_index.get((rev, w.op), -1) > w.index:
-                report.bad("watch ordered", f"{name}: events of txn op {w.op} at rev {rev} out of the txn's order")
+                report.bad("watch ordered",
+                           f"{name}: events of txn op {w.op} at rev {rev} out of the txn's order")
             last_op_index[rev, w.op] = w.index
     for (key, rev), (w, _, _) in sorted(want.items(), key=lambda x: x[0][1]):
         if not seen[key, rev]:
-            report.bad("watch reliable", f"{name}: missed {'delete' if w.value is None else 'put'} {key!r}@{rev} (op {w.op}"
+            report.bad("watch reliable",
+                       f"{name}: missed {'delete' if w.value is None else 'put'} {key!r}@{rev} (op {w.op}"
                        f"{'' if w.acked else ', unknown outcome but applied'})")
 
 
@@ -399,5 +426,6 @@ def check_resumed(original: WatchLog, resumed: WatchLog, upto: int, report: Repo
     report.figures["resumed events checked"] += len(b)
     if a != b:
         first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-        report.bad("watch resumable", f"watch {resumed.name} (from rev {resumed.start}) differs from {original.name} at event "
+        report.bad("watch resumable",
+                   f"watch {resumed.name} (from rev {resumed.start}) differs from {original.name} at event "
                    f"{first}: {a[first:first + 2]} vs {b[first:first + 2]} ({len(a)} vs {len(b)} events)")
