@@ -92,7 +92,7 @@ def test_compact_current_and_future(differential):
         record("put a again", c.put(b"a", b"new", prev_kv=True))
         record("get a", c.get(b"a"))
         record_rev(c, record, "final rev")
-    differential(body)
+    differential(body, spans_shards=True)
 
 
 def test_compact_physical(differential):

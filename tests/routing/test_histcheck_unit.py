@@ -91,7 +91,6 @@ def test_stale_read_fails():
     reads.append(get(A, 31, 40, 3, kv(b"a1", 2), 20))  # after the CAS at 4 responded, sees 2
     found = violations(writes, reads)
     assert any(v.startswith("linearizability") for v in found), found
-    assert any("revision order" in v for v in found), found
 
 
 def test_read_not_matching_its_revision_fails():
@@ -125,10 +124,8 @@ def test_revision_order_across_shards_fails():
     writes[-1] = put(d, b"d0", 41, 42, 4, 30)    # after the range (op 4) reported rev 4
     assert any("revision order (write after read)" in v for v in violations(writes, reads))
     del writes[-1]
-    reads.append(get(d, 41, 42, 3, None, 31))    # a read of another shard after rev 4 was reported
-    found = violations(writes, reads)
-    assert any("revision order (read after write)" in v for v in found), found
-    assert any("revision order (read after read)" in v for v in found), found
+    reads.append(get(d, 41, 42, 3, None, 31))    # a read of another shard may report its own,
+    assert violations(writes, reads) == []       # lower closed revision (DESIGN §3.3)
 
 
 def test_cross_shard_range_not_a_snapshot_fails():

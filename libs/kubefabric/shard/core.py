@@ -161,14 +161,21 @@ class Shard:
         return resp
 
     async def read_head(self, cur) -> int:
-        """The revision a read on snapshot `cur` reports: the closed revision, or more when the
-        snapshot already holds a commit the state has not caught up with."""
+        """The revision a read on snapshot `cur` reports: exactly what the snapshot holds.
+
+        SQLite reads never interleave with a commit (they run synchronously on the loop), so the
+        closed revision is the snapshot's, or more while a COMMIT is in flight. On a server
+        database a commit can land between the snapshot and this call, so the head is read from
+        the snapshot itself (the clock row every batch writes)."""
         writer = self.writer
         if writer is None:  # a replica: learn the leader's progress from the database
             meta = dict(await cur.rows("meta_all", {}))
             newest = await cur.scalar("max_rev", {}) or 0
             self.state.observe(newest, meta)
-            return self.state.committed
+            return max(newest, meta.get(schema.META_CLOCK, 0))
+        if self.store.reads_interleave_commits:
+            clock = await cur.scalar("meta_value", {"name": schema.META_CLOCK})
+            return clock if clock is not None else await cur.scalar("max_rev", {}) or 0
         if writer.committing:
             return max(self.state.committed, await cur.scalar("max_rev", {}) or 0)
         return self.state.committed

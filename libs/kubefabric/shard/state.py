@@ -38,7 +38,7 @@ class ShardState:
         floor = meta.get(schema.META_CLOCK_FLOOR, 0)
         compact = meta.get(schema.META_COMPACT_REV, -1)
         clock = max(1, newest_row, floor, compact)
-        updates = {META_TERM: meta.get(META_TERM, 1) + 1}
+        updates = {META_TERM: meta.get(META_TERM, 1) + 1, schema.META_CLOCK: clock}
         for name in (META_CLUSTER_ID, META_MEMBER_ID):
             if not meta.get(name):
                 updates[name] = random.getrandbits(62) | 1
@@ -55,7 +55,7 @@ class ShardState:
 
     def observe(self, newest_row: int, meta: dict[str, int]) -> None:
         """A replica's view, read from the database: never moves backwards."""
-        self.committed = self.clock = max(self.committed, newest_row)
+        self.committed = self.clock = max(self.committed, newest_row, meta.get(schema.META_CLOCK, 0))
         self.compact_rev = max(self.compact_rev, meta.get(schema.META_COMPACT_REV, -1))
         self.term = max(self.term, meta.get(META_TERM, 0))
         self.cluster_id = meta.get(META_CLUSTER_ID, self.cluster_id)

@@ -18,6 +18,7 @@ from typing import Awaitable, Callable
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
+from kubefabric.store import schema
 
 from kubefabric.telemetry import metrics, tracing
 
@@ -162,6 +163,8 @@ class Writer:
                 if events:
                     published.append((head, events))
                 outcomes.append((op, result, None))
+            if applier.clock != state.clock:
+                applier.meta_updates[schema.META_CLOCK] = applier.clock
             for name, value in applier.meta_updates.items():
                 await cur.execute("upsert_meta", {"name": name, "value": value})
             self.committing = True

@@ -138,7 +138,7 @@ class RemoteShard:
         """sync_rev > 0: read on the leader after moving its clock there (cross-shard reads)."""
         request = spb.RangeRequest(clock=self._clock(sync_rev), range=req)
         resp = await self._call("Range", request, write=sync_rev > 0)
-        self._observe(resp.committed_rev)
+        self._observe(max(resp.committed_rev, resp.range.header.revision))
         return resp.range
 
     async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:

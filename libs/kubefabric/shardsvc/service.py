@@ -67,7 +67,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         if request.clock.sync_rev and not shard.is_leader:
             return await self.forward("Range", request)  # only the leader can move the clock
         resp = await shard.range(request.range, request.clock.sync_rev)
-        return spb.RangeResponse(range=resp, committed_rev=shard.state.committed)
+        # the snapshot may hold a commit the writer's state has not caught up with yet
+        return spb.RangeResponse(range=resp, committed_rev=max(shard.state.committed,
+                                                                resp.header.revision))
 
     async def History(self, request: spb.HistoryRequest, context):
         try:

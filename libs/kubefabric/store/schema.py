@@ -87,3 +87,7 @@ leader = Table(
 META_SCHEMA_VERSION = "schema_version"
 META_COMPACT_REV = "compact_rev"
 META_CLOCK_FLOOR = "clock_floor"
+# the shard's clock as of the newest commit, written by every batch that moves it: a read
+# snapshot on a server database takes its header revision from here (rows alone miss clock
+# moves that wrote no row, and the writer's in-memory state may be ahead of the snapshot)
+META_CLOCK = "clock"

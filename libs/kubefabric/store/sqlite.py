@@ -24,6 +24,7 @@ LOCK_FILE = "kubefabric.lock"
 class SqliteStore:
     dialect_name = "sqlite"
     max_key_bytes = None  # SQLite's b-trees hold keys of any length
+    reads_interleave_commits = False  # reads run synchronously on the loop (see read_head)
 
     def __init__(self, data_dir: str | os.PathLike, synchronous: str = "FULL"):
         self.data_dir = Path(data_dir)

@@ -132,6 +132,10 @@ def meta_all(shape: str = "", limited: bool = False):
     return select(meta.c.name, meta.c.value)
 
 
+def meta_value(shape: str = "", limited: bool = False):
+    return select(meta.c.value).where(meta.c.name == bindparam("name"))
+
+
 def lease_all(shape: str = "", limited: bool = False):
     return select(leases.c.id, leases.c.ttl, leases.c.expires_at).order_by(leases.c.id)
 
@@ -187,7 +191,7 @@ def leader_insert(shape: str = "", limited: bool = False):
 
 BUILDERS: dict[str, Callable] = {f.__name__: f for f in (
     latest_rows, latest_count, at_rows, at_count, max_rev, history, insert_log, delete_kv,
-    lease_rows, meta_all, lease_all, lease_insert, lease_delete, compact_candidates,
+    lease_rows, meta_all, meta_value, lease_all, lease_insert, lease_delete, compact_candidates,
     compact_delete, log_count, leader_get, leader_fence, leader_clear, leader_insert)}
 
 

@@ -213,6 +213,9 @@ class WatchHub:
     async def _progress_loop(self) -> None:
         while True:
             await asyncio.sleep(self.progress_interval)
+            if self.committed < self.head:
+                # a trailing feed: notify once it has delivered what clients were acknowledged
+                await self._caught_up(self.head, self.progress_interval)
             rev = self.committed
             for w in list(self.watchers):
                 if w.progress_notify and not w.stream.closed:

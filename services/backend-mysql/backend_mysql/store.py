@@ -62,6 +62,7 @@ class MysqlStoreError(RuntimeError):
 class MysqlStore:
     dialect_name = "mysql"
     max_key_bytes = schema.MYSQL_MAX_KEY_BYTES  # VARBINARY(3056): see schema.py (3072-byte index)
+    reads_interleave_commits = True  # a commit may land while a read opens its snapshot
 
     def __init__(self, dsn: DSN | str, read_pool_size: int = 8):
         self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn

@@ -91,6 +91,7 @@ def ssl_option(dsn: DSN):
 class PostgresStore:
     dialect_name = "postgresql"
     max_key_bytes = MAX_KEY_BYTES
+    reads_interleave_commits = True  # a commit may land while a read opens its snapshot
 
     def __init__(self, dsn: DSN | str, read_pool_size: int = 8):
         self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn

@@ -50,6 +50,7 @@ class RoutedState:
 
     def __init__(self, routed: "RoutedShards"):
         self._routed = routed
+        self.seen = 0  # the newest revision a read reported (it may precede its shard's state)
 
     @property
     def _default(self):
@@ -57,7 +58,7 @@ class RoutedState:
 
     @property
     def committed(self) -> int:
-        return max(s.state.committed for s in self._routed.shards.values())
+        return max(self.seen, *(s.state.committed for s in self._routed.shards.values()))
 
     @property
     def compact_rev(self) -> int:
@@ -148,8 +149,12 @@ class RoutedShards:
     async def range(self, req: pb.RangeRequest, sync_rev: int = 0) -> pb.RangeResponse:
         names = self._names(req.key, req.range_end) if req.key else [self.topology.default]
         if len(names) == 1:
-            return await self.shards[names[0]].range(req, sync_rev)
-        return await cross_range([self.shards[n] for n in names], req, self.state.committed)
+            resp = await self.shards[names[0]].range(req, sync_rev)
+        else:
+            resp = await cross_range([self.shards[n] for n in names], req, self.state.committed)
+        # a later write anywhere must get a revision above this one (DESIGN §3.2)
+        self.state.seen = max(self.state.seen, resp.header.revision)
+        return resp
 
     async def put(self, req: pb.PutRequest) -> pb.PutResponse:
         shard = self.shards[self.topology.route(req.key)] if req.key else self.default
