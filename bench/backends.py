@@ -18,12 +18,10 @@ pymysql), unlike run.py itself.
 """
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
-from harness.servers import wait_ready, wait_shard_ready  # noqa: E402
+from harness.servers import die_with_parent, free_port, wait_ready, wait_shard_ready  # noqa: E402
 
 NOGC = "-nogc"
 DATABASES = {"kf-sqlite-svc": "sqlite", "kf-pg": "postgres", "kf-mysql": "mariadb"}
@@ -53,14 +51,6 @@ def split_kind(kind: str) -> tuple[str, bool]:
 
 # ------------------------------------------------------------------------------- processes
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -102,7 +92,7 @@ def spawn(kind: str, args: list[str], port: int, workdir: Path) -> Proc:
     log_path = workdir / f"{kind}.log"
     proc = subprocess.Popen([sys.executable, "-m", "kubefabric.cli", *args], cwd=workdir, env=env,
                             stdin=subprocess.DEVNULL, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=_die_with_parent)
+                            start_new_session=True, preexec_fn=die_with_parent)
     return Proc(kind, f"127.0.0.1:{port}", proc, log_path)
 
 
@@ -196,7 +186,7 @@ def start_stack(kind: str, live: list, ready_timeout: float = 60.0) -> Stack:
     stack = Stack(kind, "", workdir, db)
     live.append(stack)
     dsn, stack.database = fresh_dsn(db, workdir)
-    shard_port, client_port = _free_port(), _free_port()
+    shard_port, client_port = free_port(), free_port()
     shard = spawn("shard", [SHARD_COMMANDS[db], "--dsn", dsn, "--listen-address", f"127.0.0.1:{shard_port}",
                             "--group-commit", str(group_commit).lower()], shard_port, workdir)
     stack.procs.append(shard)
@@ -242,7 +232,7 @@ def start_sharded(n: int, live: list, ready_timeout: float = 60.0, db: str = "sq
         dsn, database = fresh_dsn(db, shard_dir)
         if database:
             stack.databases.append(database)
-        port = _free_port()
+        port = free_port()
         shard = spawn(f"shard-s{i}", [SHARD_COMMANDS[db], "--dsn", dsn, "--name", f"s{i}",
                                       "--listen-address", f"127.0.0.1:{port}"], port, workdir)
         stack.procs.append(shard)
@@ -251,7 +241,7 @@ def start_sharded(n: int, live: list, ready_timeout: float = 60.0, db: str = "sq
         wait_shard_ready(shard, ready_timeout)
     topology = workdir / "topology.yaml"
     topology.write_text(topology_yaml([s.endpoint for s in shards]))
-    client_port = _free_port()
+    client_port = free_port()
     router = spawn("router", ["serve", "--listen-client-urls", f"http://127.0.0.1:{client_port}",
                               "--data-dir", str(workdir / "router"), "--topology", str(topology)],
                    client_port, workdir)

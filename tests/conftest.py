@@ -42,6 +42,15 @@ DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,p
 
 
 @pytest.fixture
+def say(capsys):
+    """Print a line of figures to the terminal even while pytest captures output."""
+    def out(line: str) -> None:
+        with capsys.disabled():
+            print(line, flush=True)
+    return out
+
+
+@pytest.fixture
 def server_factory(tmp_path, request):
     started = []
 

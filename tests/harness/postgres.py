@@ -19,7 +19,6 @@ Fixtures: `postgres_server` (one server per test session, i.e. per xdist worker)
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import itertools
 import os
@@ -50,6 +49,9 @@ SETTINGS = {
 }
 
 
+from harness.servers import die_with_parent, free_port  # noqa: E402
+
+
 class PostgresNotInstalled(RuntimeError):
     pass
 
@@ -62,16 +64,6 @@ def _binary(name: str) -> str:
     return str(path)
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL the postmaster if the test process dies (no leaked servers)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class PostgresServer:
@@ -94,7 +86,7 @@ class PostgresServer:
         if first:
             self._initdb()
         for attempt in range(3):  # a free port may be taken by another worker before we bind it
-            self.port = self.port if (self.port and attempt == 0 and not first) else _free_port()
+            self.port = self.port if (self.port and attempt == 0 and not first) else free_port()
             if self._launch(timeout):
                 break
         else:
@@ -184,7 +176,7 @@ class PostgresServer:
             argv += ["-c", f"{name}={value}"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                         start_new_session=True, preexec_fn=_die_with_parent, **self._as)
+                                         start_new_session=True, preexec_fn=die_with_parent, **self._as)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -30,6 +30,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the process that started it dies (no leaked
+    servers when pytest or a benchmark is killed)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def etcd_binary() -> str:
     """The reference etcd: $KUBEFABRIC_TEST_ETCD, else Debian's etcd-server (/usr/bin/etcd)."""
     path = os.environ.get("KUBEFABRIC_TEST_ETCD") or shutil.which("etcd")

@@ -54,11 +54,3 @@ def kf(tmp_path):
         except (ProcessLookupError, ChildProcessError):
             pass
 
-
-@pytest.fixture
-def say(capsys):
-    """Print a line of figures to the terminal even while pytest captures output."""
-    def out(line: str) -> None:
-        with capsys.disabled():
-            print(line, flush=True)
-    return out

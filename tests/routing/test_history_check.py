@@ -54,13 +54,6 @@ WATCHED_SHARDS = [("tenants", b"/registry/pods/tenant-a/"), ("main", b"/registry
                   ("events", b"/registry/events/")]
 
 
-@pytest.fixture
-def say(capsys):
-    def out(line: str) -> None:
-        with capsys.disabled():
-            print(line, flush=True)
-    return out
-
 
 def kv_of(kv) -> KV:
     return KV(kv.value, kv.mod_revision, kv.version, kv.create_revision, kv.lease)
