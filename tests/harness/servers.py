@@ -6,6 +6,7 @@ an error, never a skip: CI installs them all.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import shutil
@@ -22,6 +23,7 @@ import grpc
 from kubefabric.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def free_port() -> int:
@@ -32,9 +34,8 @@ def free_port() -> int:
 
 def die_with_parent() -> None:
     """preexec_fn: the child gets SIGKILL when the process that started it dies (no leaked
-    servers when pytest or a benchmark is killed)."""
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    servers when pytest or a benchmark is killed). Runs between fork and exec: no imports here."""
+    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def etcd_binary() -> str:
