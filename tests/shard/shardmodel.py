@@ -131,7 +131,7 @@ class Model:
 
     def put(self, req: pb.PutRequest) -> pb.PutResponse:
         change = _Change(self)
-        change.check_put(req)
+        change.check_put(req, lease_first=True)
         resp = change.put(req)
         change.commit()
         return resp
@@ -221,10 +221,14 @@ class _Change:
     def head(self) -> int:
         return self.rev if self.rows else self.m.head
 
-    def check_put(self, req: pb.PutRequest) -> None:
+    def check_put(self, req: pb.PutRequest, lease_first: bool = False) -> None:
+        """etcd checks a plain Put's lease before its key, a txn's put the other way round."""
+        lease_missing = req.lease and req.lease not in self.m.leases
+        if lease_first and lease_missing:
+            raise errors.LEASE_NOT_FOUND
         if (req.ignore_value or req.ignore_lease) and req.key not in self.m.live:
             raise errors.KEY_NOT_FOUND
-        if req.lease and req.lease not in self.m.leases:
+        if lease_missing:
             raise errors.LEASE_NOT_FOUND
 
     def put(self, req: pb.PutRequest) -> pb.PutResponse:
