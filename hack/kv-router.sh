@@ -5,7 +5,7 @@
 #   hack/kv-router.sh
 #
 # Env: KF_DEV_DIR (default <repo>/.cache/dev), KF_DEV_ROUTER_PORT (2379), KF_DEV_PG_SHARD_PORT
-# (2391), KF_DEV_MYSQL_SHARD_PORT (2392). Routing, checked by hack/smoke.sh:
+# (2391), KF_DEV_MYSQL_SHARD_PORT (2392), KF_DEV_ROUTER_METRICS_PORT (2381, /metrics). Routing, checked by hack/smoke.sh:
 #   /registry/events/... and /kubefabric-smoke/mysql/...  -> shard mysql-b (backend-mysql)
 #   everything else                                       -> shard pg-a (backend-pg, the default)
 set -euo pipefail
@@ -30,4 +30,5 @@ YAML
 mv "$topology.new" "$topology"
 cd "$repo"
 exec uv run --frozen --no-sync kubefabric serve --topology "$topology" \
-  --listen-client-urls "http://127.0.0.1:${KF_DEV_ROUTER_PORT:-2379}" --data-dir "$dir/router"
+  --listen-client-urls "http://127.0.0.1:${KF_DEV_ROUTER_PORT:-2379}" --data-dir "$dir/router" \
+  --metrics-address "127.0.0.1:${KF_DEV_ROUTER_METRICS_PORT:-2381}"

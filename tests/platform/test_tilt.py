@@ -81,7 +81,8 @@ def manifests(data: dict) -> dict[str, dict]:
 
 
 def test_tilt_ci_local_mode(tilt):
-    names = ["ROUTER", "PG_SHARD", "MYSQL_SHARD", "POSTGRES", "MARIADB", "NATS", "NATS_HTTP"]
+    names = ["ROUTER", "PG_SHARD", "MYSQL_SHARD", "POSTGRES", "MARIADB", "NATS", "NATS_HTTP",
+             "ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS"]
     ports = dict(zip(names, free_ports(len(names))))
     # Not pytest's tmp_path: PostgreSQL runs as the postgres OS user when we are root, and
     # pytest's temp root is private to root.
@@ -109,6 +110,8 @@ def test_tilt_ci_local_mode(tilt):
     assert "2 shards, 2 rules, default pg-a" in out, "kv-router runs the two-shard demo topology"
     for shard in ("pg-a", "mysql-b"):  # both shard services came up on their databases
         assert f"shard {shard}: serving the Shard API" in out, out[-4000:]
+    for name in ("ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS"):  # the /metrics links
+        assert f"/metrics on http://127.0.0.1:{ports[name]}/metrics" in out, out[-4000:]
     # tilt ci stops every serve_cmd it started: nothing keeps listening.
     deadline = time.monotonic() + 15
     while (still := [n for n, p in ports.items() if port_open(p)]) and time.monotonic() < deadline:
@@ -138,6 +141,8 @@ def test_local_mode_resources(tilt):
     for name in SERVICES:
         probe = found[name]["DeployTarget"]["ReadinessProbe"]["exec"]["command"]
         assert "hack/grpc-health-probe.py" in probe
+        links = found[name]["DeployTarget"]["Links"] or []
+        assert [(l["Name"], l["URL"]["Path"]) for l in links] == [("metrics", "/metrics")], name
         assert ("readiness" in probe) == (name != "kv-router")
         assert found[name]["ImageTargets"] is None  # no Docker in local mode
 
