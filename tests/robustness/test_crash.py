@@ -69,8 +69,8 @@ class GoneProbe(threading.Thread):
 
 
 def opened_at(log: str) -> float | None:
-    """time.time() of the newest 'shard open' line of a text log: the moment leases restart."""
-    stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+ shard open", log, re.M)
+    """time.time() of the newest 'shard leader' line of a text log: the moment leases restart."""
+    stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+ shard leader", log, re.M)
     return datetime.strptime(stamps[-1], "%Y-%m-%d %H:%M:%S,%f").timestamp() if stamps else None
 
 
