@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from typing import Callable
 
 from kubefabric.config import Flag, add_flags, duration, parse_bool
 from kubefabric.dsn import DSN, DSNError, parse_dsn
+from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 
 # grpc is imported only when a shard service runs: every `kubefabric` command loads this module
@@ -160,11 +160,7 @@ async def _serve(args, dsn: DSN, store_of) -> int:
     log.info("shard %s: serving the Shard API on %s (advertised as %s), database %s",
              args.name, args.listen_address, address, dsn.redacted())
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_terminated()
     log.info("shutting down: finishing in-flight requests")
     await health_service.enter_graceful_shutdown()
     await GATE.drain(args.shutdown_grace)

@@ -6,10 +6,10 @@ import argparse
 import asyncio
 import errno
 import logging
-import signal
 import socket
 
 from kubefabric.config import Flag, add_flags, duration, parse_bool
+from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 
 from .shards import StartupError, TopologyReloader, open_shards
@@ -195,11 +195,7 @@ async def _serve(args, tls: TLSSettings | None) -> int:
         reloader = TopologyReloader(shard, args.topology, args)
         reloader.start()
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_terminated()
     log.info("shutting down: finishing in-flight requests")
     for compactor in compactors:
         compactor.stop()
