@@ -74,6 +74,35 @@ def opened_at(log: str) -> float | None:
     return datetime.strptime(stamps[-1], "%Y-%m-%d %H:%M:%S,%f").timestamp() if stamps else None
 
 
+def kill_under_load(endpoint: str, proc, ledger: Ledger, rng: random.Random, rnd: int):
+    """Write through `endpoint` (and keep a lease alive) until a random moment, SIGKILL `proc`;
+    returns (load, lease keeper, newest acknowledged revision at the kill)."""
+    keeper = LeaseKeeper(endpoint, f"/lease/{rnd}".encode(), LEASE_TTL, ledger, rnd)
+    load = Load(endpoint, ledger, rnd, rng)
+    load.wait_acked()
+    time.sleep(rng.uniform(*KILL_AFTER))
+    proc.kill()
+    proc.wait()
+    killed_at = ledger.max_rev
+    problems = load.stop()
+    keeper.stop()
+    assert not problems, problems
+    return load, keeper, killed_at
+
+
+def verify_after_restart(endpoint: str, log, keeper, ledger: Ledger, rng: random.Random, rnd: int):
+    """verify_store through `endpoint`, then the kept lease must expire after the shard that
+    restarted (its log: `log()`) opened; returns (stats, seconds until the lease key was gone)."""
+    probe = GoneProbe(endpoint, keeper.key)
+    client = Client(endpoint)
+    try:
+        stats = verify_store(client, ledger, rng, rnd)
+        opened = opened_at(log()) or probe.started
+        return stats, probe.gone_after(opened, LEASE_TTL + LEASE_SLACK)
+    finally:
+        client.close()
+
+
 @pytest.mark.timeout(60 + 30 * ITERATIONS)
 def test_sigkill_under_load_loses_no_acknowledged_write(kf, tmp_path, say):
     seed = int(os.environ.get("KUBEFABRIC_CRASH_SEED", random.SystemRandom().getrandbits(32)))
@@ -85,26 +114,9 @@ def test_sigkill_under_load_loses_no_acknowledged_write(kf, tmp_path, say):
     t_start = time.monotonic()
     checked = 0
     for rnd in range(1, ITERATIONS + 1):
-        keeper = LeaseKeeper(server.endpoint, f"/lease/{rnd}".encode(), LEASE_TTL, ledger, rnd)
-        load = Load(server.endpoint, ledger, rnd, rng)
-        load.wait_acked()
-        time.sleep(rng.uniform(*KILL_AFTER))
-        server.proc.kill()
-        server.proc.wait()
-        killed_at = ledger.max_rev
-        problems = load.stop()
-        keeper.stop()
-        assert not problems, problems
-
+        load, keeper, killed_at = kill_under_load(server.endpoint, server.proc, ledger, rng, rnd)
         server = kf(data)
-        probe = GoneProbe(server.endpoint, keeper.key)
-        client = Client(server.endpoint)
-        try:
-            stats = verify_store(client, ledger, rng, rnd)
-            opened = opened_at(server.log()) or probe.started
-            lease_gone = probe.gone_after(opened, LEASE_TTL + LEASE_SLACK)
-        finally:
-            client.close()
+        stats, lease_gone = verify_after_restart(server.endpoint, server.log, keeper, ledger, rng, rnd)
         checked += stats["range_reads"]
         say(f"crash round {rnd}: {load.acked} writes acked, killed at acked revision {killed_at} "
             f"(restart head {stats['head_at_restart']}), {sum(ledger.failures.values())} failed "

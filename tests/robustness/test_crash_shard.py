@@ -13,10 +13,9 @@ import time
 
 import pytest
 
-from harness.client import Client
 from harness.servers import start_router, start_shard
-from test_crash import KILL_AFTER, LEASE_SLACK, LEASE_TTL, GoneProbe, opened_at
-from workload import Ledger, LeaseKeeper, Load, verify_store
+from test_crash import kill_under_load, verify_after_restart
+from workload import Ledger
 
 ITERATIONS = int(os.environ.get("KUBEFABRIC_CRASH_ITERATIONS", "3"))
 
@@ -36,26 +35,9 @@ def test_shard_service_sigkill_under_load(backend, request, tmp_path, say):
     ledger = Ledger()
     try:
         for rnd in range(1, ITERATIONS + 1):
-            keeper = LeaseKeeper(router.endpoint, f"/lease/{rnd}".encode(), LEASE_TTL, ledger, rnd)
-            load = Load(router.endpoint, ledger, rnd, rng)
-            load.wait_acked()
-            time.sleep(rng.uniform(*KILL_AFTER))
-            shard.proc.kill()
-            shard.proc.wait()
-            killed_at = ledger.max_rev
-            problems = load.stop()
-            keeper.stop()
-            assert not problems, problems
-
+            load, keeper, killed_at = kill_under_load(router.endpoint, shard.proc, ledger, rng, rnd)
             shard = start_shard(tmp_path, backend, dsn, name="shard", port=port)
-            probe = GoneProbe(router.endpoint, keeper.key)
-            client = Client(router.endpoint)
-            try:
-                stats = verify_store(client, ledger, rng, rnd)
-                opened = opened_at(shard.log()) or probe.started
-                lease_gone = probe.gone_after(opened, LEASE_TTL + LEASE_SLACK)
-            finally:
-                client.close()
+            stats, lease_gone = verify_after_restart(router.endpoint, shard.log, keeper, ledger, rng, rnd)
             say(f"{backend} shard crash round {rnd}: {load.acked} writes acked, killed at acked "
                 f"revision {killed_at} (restart head {stats['head_at_restart']}), history "
                 f"{stats['events']} events to {stats['head']}, lease key gone {lease_gone:.1f}s "
