@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent / "differential"))
 
 from harness.client import Client
 from harness.mariadb import mariadb_kind, mariadb_server  # noqa: F401
+from harness.nats import nats_server  # noqa: F401
 from harness.postgres import postgres_server, postgres_kind  # noqa: F401
 from harness.servers import START, THREE_SHARDS, shard_flags, start_router, start_shard
 from normalise import LeaseIds, to_plain

@@ -60,8 +60,10 @@ class RemoteShard:
 
     # ---- lifecycle ----
 
-    async def open(self, wait_s: float = 30.0) -> None:
-        """Learn the shard's identity and revision; waits for a ready replica."""
+    async def open(self, wait_s: float = 30.0, follow: bool = True) -> None:
+        """Learn the shard's identity and revision; waits for a ready replica. follow: deliver
+        the shard's commits to `listeners` from its Feed RPC (False: another transport calls
+        `deliver`, or nobody watches)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
@@ -78,7 +80,8 @@ class RemoteShard:
         self._observe(status.committed_rev)
         self.state.compact_rev = status.compact_rev
         self.feed_committed = status.committed_rev
-        self._feed = asyncio.create_task(self._follow_feed(), name=f"feed-{self.name}")
+        if follow:
+            self._feed = asyncio.create_task(self._follow_feed(), name=f"feed-{self.name}")
 
     async def close(self) -> None:
         if self._feed:
@@ -247,11 +250,16 @@ class RemoteShard:
             await asyncio.sleep(0.1)
 
     def _deliver(self, msg: spb.FeedResponse) -> None:
-        published = [(c.rev, list(c.events)) for c in msg.commits if c.rev > self.feed_committed]
-        committed = max(msg.committed_rev, self.feed_committed)
+        self.deliver(msg.commits, msg.committed_rev, msg.compact_rev)
+
+    def deliver(self, commits, committed: int, compact_rev: int) -> None:
+        """Hand commits (HistoryResponse-like: rev, events; revision order) and the closed
+        revision to the listeners; what was delivered before is dropped (exactly once)."""
+        published = [(c.rev, list(c.events)) for c in commits if c.rev > self.feed_committed]
+        committed = max(committed, self.feed_committed)
         if published:
             committed = max(committed, published[-1][0])
-        self.state.compact_rev = max(self.state.compact_rev, msg.compact_rev)
+        self.state.compact_rev = max(self.state.compact_rev, compact_rev)
         self._observe(committed)
         if not published and committed == self.feed_committed:
             return

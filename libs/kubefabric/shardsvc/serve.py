@@ -17,6 +17,7 @@ from typing import Callable
 
 from kubefabric.config import Flag, add_flags, duration, parse_bool
 from kubefabric.dsn import DSN, DSNError, parse_dsn
+from kubefabric.events.bus import BusError, check_url
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 
@@ -60,6 +61,12 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
              "is also this replica's client certificate towards the leader (extended key usage "
              "serverAuth and clientAuth)"),
         Flag("--key-file", "", "unencrypted private key (PEM) of --cert-file"),
+        Flag("--nats-url", "", "NATS server(s) with JetStream, nats://host:port[,...]: the leader "
+             "publishes every committed txn to the stream KF_<name> (subject kf.<name>.events) "
+             "for watch-hubs, heartbeats on kf.<name>.heartbeat, and follows kf.clock (empty: no "
+             "events on NATS; kv-router then follows the Feed RPC itself)"),
+        Flag("--event-retention", "1h", "how long the JetStream stream keeps events (watch-hubs "
+             "read older revisions from the database)", type=duration),
         Flag("--trusted-ca-file", "", "CA certificate(s) (PEM) of clients (routers, other "
              "replicas): setting it requires and verifies a client certificate on every "
              "connection (mTLS); replicas also verify the leader's certificate with it (without "
@@ -84,12 +91,14 @@ def make_command(name: str, kinds: tuple[str, ...], default_port: int, dsn_examp
 def run(args, kinds: tuple[str, ...], store_of) -> int:
     setup_logging(args.log_format, args.log_level)
     try:
+        if args.nats_url:
+            check_url(args.nats_url)
         if not args.dsn:
             raise DSNError("--dsn (or KUBEFABRIC_DSN) is required")
         dsn = parse_dsn(args.dsn)
         if dsn.kind not in kinds:
             raise DSNError(f"this command serves {' or '.join(kinds)} databases, not {dsn.kind}")
-    except DSNError as err:
+    except (DSNError, BusError) as err:
         log.error("%s", err)
         return 2
     if args.event_loop == "uvloop":
@@ -159,8 +168,11 @@ async def _serve(args, dsn: DSN, store_of) -> int:
     telemetry.metrics.add_source(telemetry.sources.shard_node(node, args.name))
     log.info("shard %s: serving the Shard API on %s (advertised as %s), database %s",
              args.name, args.listen_address, address, dsn.redacted())
+    events = asyncio.create_task(_publish_events(node, args)) if args.nats_url else None
 
     await until_terminated()
+    if events is not None:
+        events.cancel()
     log.info("shutting down: finishing in-flight requests")
     await health_service.enter_graceful_shutdown()
     await GATE.drain(args.shutdown_grace)
@@ -169,3 +181,18 @@ async def _serve(args, dsn: DSN, store_of) -> int:
     await node.stop()
     log.info("stopped")
     return 0
+
+
+async def _publish_events(node, args) -> None:
+    """Connect to NATS (waiting for it as long as it takes) and publish while leading."""
+    from kubefabric.events.bus import connect
+    from kubefabric.events.publisher import EventPublisher
+
+    nc = await connect(args.nats_url, f"kubefabric-{args.telemetry_name}-{args.name}")
+    publisher = EventPublisher(node, nc, args.name, args.event_retention)
+    await publisher.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await publisher.stop()
+        await nc.close()

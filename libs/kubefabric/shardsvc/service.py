@@ -94,6 +94,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 await shard.read_head(cur)
         resp = await shard.status()
         resp.leader = self.node.leader_address if not shard.is_leader else self.node.address
+        resp.name = self.node.name
         return resp
 
     # ---- writes and leases: the leader ----

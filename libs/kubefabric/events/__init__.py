@@ -1,0 +1,1 @@
+"""The event bus between shards and watch-hubs: NATS JetStream (DESIGN §5)."""

@@ -1,0 +1,96 @@
+"""Names and connections on the NATS event bus (DESIGN §5).
+
+Per shard <name> (a topology shard name: [a-z0-9_-], so a valid NATS token):
+- JetStream stream KF_<name> holds subject kf.<name>.events: one message per published batch of
+  committed txns (kubefabric.events.v1.ShardEvents), deduplicated by Nats-Msg-Id <name>:<rev>.
+- kf.<name>.heartbeat (core NATS): ShardEvents without commits, at least every HEARTBEAT_S and
+  whenever the shard's closed revision moves without a txn.
+- kf.clock (core NATS): the highest revision a hub has seen, as decimal text; shard leaders
+  sync their clocks to it so idle shards close revisions as fast as busy ones (DESIGN §3.2).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlparse
+
+log = logging.getLogger("kubefabric.events")
+
+HEARTBEAT_S = 0.1
+CLOCK_SUBJECT = "kf.clock"
+DEDUPE_WINDOW_S = 120.0
+
+
+def events_subject(shard: str) -> str:
+    return f"kf.{shard}.events"
+
+
+def heartbeat_subject(shard: str) -> str:
+    return f"kf.{shard}.heartbeat"
+
+
+def stream_name(shard: str) -> str:
+    return f"KF_{shard}"
+
+
+class BusError(Exception):
+    pass
+
+
+def check_url(url: str, flag: str = "--nats-url") -> list[str]:
+    """nats://host:port[,nats://host:port] -> the server list nats-py takes; clear errors."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    if not servers:
+        raise BusError(f"{flag}: no NATS server given (nats://host:port)")
+    for server in servers:
+        parsed = urlparse(server)
+        if parsed.scheme not in ("nats", "tls") or not parsed.hostname:
+            raise BusError(f"{flag}: {server!r} is not a NATS URL (nats://host:port or tls://host:port)")
+        try:
+            parsed.port
+        except ValueError:
+            raise BusError(f"{flag}: {server!r} has an invalid port") from None
+    return servers
+
+
+async def connect(url: str, client_name: str, tls=None):
+    """A NATS connection that reconnects forever (the services outlive NATS restarts); it waits
+    for the first connection too, logging each failure."""
+    import nats
+
+    servers = check_url(url)
+    redacted = ", ".join(_redact(s) for s in servers)
+
+    async def disconnected():
+        log.warning("NATS %s: disconnected; reconnecting", redacted)
+
+    async def reconnected():
+        log.info("NATS %s: reconnected", redacted)
+
+    async def error(exc):
+        log.debug("NATS %s: %s", redacted, exc)
+
+    ssl_context = tls.client_context() if tls is not None else None
+    backoff = 0.2
+    while True:
+        try:
+            nc = await nats.connect(
+                servers=servers, name=client_name, allow_reconnect=True,
+                max_reconnect_attempts=-1, reconnect_time_wait=0.25, connect_timeout=2,
+                ping_interval=5, max_outstanding_pings=2, disconnected_cb=disconnected,
+                reconnected_cb=reconnected, error_cb=error, tls=ssl_context)
+            break
+        except Exception as exc:  # nats-py raises several kinds; all mean "not yet"
+            log.warning("NATS %s: cannot connect (%s); retrying in %.1fs", redacted,
+                        str(exc) or type(exc).__name__, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+    log.info("NATS %s: connected", redacted)
+    return nc
+
+
+def _redact(server: str) -> str:
+    parsed = urlparse(server)
+    if parsed.password:
+        return server.replace(f":{parsed.password}@", ":***@")
+    return server
