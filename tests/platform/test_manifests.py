@@ -10,8 +10,13 @@ schemas kubernetes-validate ships (1.37), and keep the platform's policy facts:
   generated from obviously-dev values;
 - each existing service has its Deployment, Service, ServiceAccount, ConfigMap and
   PodDisruptionBudget; ha has an HPA per service and leaves replica counts to it;
+- every service serves /metrics on 0.0.0.0 at a container and Service port named "metrics" that
+  its pod template's prometheus.io annotations name;
+- the event path is wired: kv-router to the watch-hub Service, the shards and the hub to NATS,
+  the hub to the router's topology, each shard named as the topology names it;
 - NetworkPolicies allow exactly the flows of DESIGN §1 between the pods of an overlay (checked
-  by evaluating the policies for every pod pair and declared port), plus DNS.
+  by evaluating the policies for every pod pair and declared port), plus DNS; from outside the
+  namespace only etcd clients (kv-router :2379) and Prometheus (every "metrics" port) get in.
 
 Missing kubectl is a failure (with what to install), never a skip.
 """
@@ -35,7 +40,10 @@ SERVICES = {  # service -> (port, probe service names (liveness, readiness))
     "kv-router": (2379, ("", "")),
     "backend-pg": (2391, ("liveness", "readiness")),
     "backend-mysql": (2392, ("liveness", "readiness")),
+    "watch-hub": (2480, ("liveness", "readiness")),
 }
+METRICS_PORTS = {"kv-router": 2381, "backend-pg": 2491, "backend-mysql": 2492, "watch-hub": 2580}
+SHARDS = ("backend-pg", "backend-mysql")
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 K8S_VERSION = "1.37"
 
@@ -156,18 +164,28 @@ def test_services_select_their_pods_and_named_ports(overlay):
             assert port["targetPort"] in port_names, f"{name}: {svc_name} targets {port['targetPort']}"
 
 
+def settings(objs: list[dict], svc: str) -> dict[str, str]:
+    """The KUBEFABRIC_* settings of a service: its generated ConfigMap."""
+    return next(c["data"] for n, c in by_kind(objs, "ConfigMap").items()
+                if re.fullmatch(rf"{svc}-[a-z0-9]{{10}}", n))
+
+
+def mounted_topology(objs: list[dict], svc: str) -> tuple[str, str]:
+    """(ConfigMap name, file text) of the topology file `svc` reads at KUBEFABRIC_TOPOLOGY."""
+    path = settings(objs, svc)["KUBEFABRIC_TOPOLOGY"]
+    spec = by_kind(objs, "Deployment")[svc]["spec"]["template"]["spec"]
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    cm_name = volume["configMap"]["name"]
+    return cm_name, by_kind(objs, "ConfigMap")[cm_name]["data"][path.rsplit("/", 1)[1]]
+
+
 def test_router_topology_names_the_shard_services(overlay, tmp_path):
     """kv-router's topology (a ConfigMap mounted where KUBEFABRIC_TOPOLOGY points) is valid for
     `kubefabric topology check` and routes to the overlay's shard Services on their ports."""
     name, objs = overlay
-    cm = next(c for n, c in by_kind(objs, "ConfigMap").items() if re.fullmatch(r"kv-router-[a-z0-9]{10}", n))
-    path = cm["data"]["KUBEFABRIC_TOPOLOGY"]
-    assert "KUBEFABRIC_SHARD" not in cm["data"]
-    router = by_kind(objs, "Deployment")["kv-router"]["spec"]["template"]["spec"]
-    mount = next(m for m in router["containers"][0]["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
-    volume = next(v for v in router["volumes"] if v["name"] == mount["name"])
-    topology_cm = by_kind(objs, "ConfigMap")[volume["configMap"]["name"]]
-    text = topology_cm["data"][path.rsplit("/", 1)[1]]
+    assert "KUBEFABRIC_SHARD" not in settings(objs, "kv-router")
+    _, text = mounted_topology(objs, "kv-router")
     topology = yaml.safe_load(text)
     shards = {s["name"]: s["endpoint"] for s in topology["shards"]}
     assert len(shards) >= 2, f"{name}: a topology with several shards"
@@ -185,6 +203,53 @@ def test_router_topology_names_the_shard_services(overlay, tmp_path):
     routes = dict(re.findall(r"^(\S+) -> (\S+)", done.stdout, re.M))
     assert routes["/registry/events/default/e1"] != routes["/registry/pods/default/p1"], \
         f"{name}: Events and the rest live on different shards: {routes}"
+
+
+def test_event_path_is_wired(overlay):
+    """kv-router serves Watch from the watch-hub Service; the hub reads the router's own topology
+    ConfigMap; every shard publishes to NATS under the name the topology gives it (its stream is
+    KF_<name>), and the hub reads the same NATS."""
+    name, objs = overlay
+    services = by_kind(objs, "Service")
+    hub_port = next(p["port"] for p in services["watch-hub"]["spec"]["ports"] if p["name"] != "metrics")
+    assert hub_port == SERVICES["watch-hub"][0]
+    assert settings(objs, "kv-router")["KUBEFABRIC_WATCH_HUB"] == f"grpc://watch-hub:{hub_port}"
+    router_cm, router_text = mounted_topology(objs, "kv-router")
+    hub_cm, hub_text = mounted_topology(objs, "watch-hub")
+    assert hub_cm == router_cm and hub_text == router_text, f"{name}: the hub reads the router's topology"
+    endpoints = {s["name"]: s["endpoint"] for s in yaml.safe_load(hub_text)["shards"]}
+    nats_urls = set()
+    for svc in (*SHARDS, "watch-hub"):
+        url = settings(objs, svc).get("KUBEFABRIC_NATS_URL", "")
+        assert re.fullmatch(r"nats://[a-z0-9.-]+:\d+", url), f"{name}: {svc} KUBEFABRIC_NATS_URL={url!r}"
+        nats_urls.add(url)
+    assert len(nats_urls) == 1, f"{name}: shards and hub on one NATS: {nats_urls}"
+    for svc in SHARDS:
+        shard_name = settings(objs, svc)["KUBEFABRIC_NAME"]
+        assert endpoints.get(shard_name) == f"grpc://{svc}:{SERVICES[svc][0]}", \
+            f"{name}: {svc} is shard {shard_name!r} in the topology: {endpoints}"
+    if name == "dev":  # the dev NATS Service is the one they name
+        host, port = re.fullmatch(r"nats://([a-z0-9-]+):(\d+)", nats_urls.pop()).groups()
+        assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}
+
+
+def test_every_service_is_scraped(overlay):
+    """/metrics on 0.0.0.0 at a container port named "metrics", which the Service exposes and the
+    prometheus.io annotations name (issue 8)."""
+    name, objs = overlay
+    templates = {w["metadata"]["name"]: t for w, t in pod_specs(objs)}
+    services = by_kind(objs, "Service")
+    for svc, port in METRICS_PORTS.items():
+        tmpl = templates[svc]
+        notes = tmpl["metadata"].get("annotations", {})
+        assert notes.get("prometheus.io/scrape") == "true" and notes.get("prometheus.io/path") == "/metrics" \
+            and notes.get("prometheus.io/port") == str(port), f"{name}: {svc} annotations {notes}"
+        ports = {p["name"]: p["containerPort"] for c in tmpl["spec"]["containers"] for p in c.get("ports", [])}
+        assert ports.get("metrics") == port, f"{name}: {svc} container ports {ports}"
+        assert settings(objs, svc).get("KUBEFABRIC_METRICS_ADDRESS") == f"0.0.0.0:{port}", name
+        svc_ports = {p["name"]: p for p in services[svc]["spec"]["ports"]}
+        assert svc_ports.get("metrics", {}).get("targetPort") == "metrics" and \
+            svc_ports["metrics"]["port"] == port, f"{name}: Service {svc} ports {svc_ports}"
 
 
 # ---- pod policy ----
@@ -282,7 +347,7 @@ def test_no_inline_secrets(overlay):
     dsn_refs = {(w["metadata"]["name"], env["valueFrom"]["secretKeyRef"]["name"])
                 for w, t in pod_specs(objs) for c in t["spec"]["containers"] for env in c.get("env", [])
                 if env["name"] == "KUBEFABRIC_DSN"}
-    assert {w for w, _ in dsn_refs} == {"backend-pg", "backend-mysql"}, dsn_refs
+    assert {w for w, _ in dsn_refs} == set(SHARDS), dsn_refs
 
     secrets = by_kind(objs, "Secret")
     if name == "ha":
@@ -334,6 +399,8 @@ def test_ha_scales_every_service_with_an_hpa(rendered):
     pdbs = by_kind(objs, "PodDisruptionBudget")
     for svc in SERVICES:
         assert pdbs[svc]["spec"].get("maxUnavailable") == 1
+    base = yaml.safe_load((DEPLOY / "base" / "watch-hub" / "deployment.yaml").read_text())
+    assert base["spec"]["replicas"] >= 2, "watch-hub runs two replicas unless an overlay says otherwise"
 
 
 def test_dev_only_data_services_stay_out_of_ha(rendered):
@@ -350,25 +417,34 @@ def _selects(selector: dict, labels: dict) -> bool:
     return selector.get("matchLabels", {}).items() <= labels.items()
 
 
+OUTSIDE = "outside"  # a peer in another namespace (labelled by OUTSIDE_NS) or off-cluster
+OUTSIDE_NS = {"kubernetes.io/metadata.name": "monitoring"}
+
+
 def _peer_matches(peer: dict, labels: dict) -> bool:
-    """A peer in the same namespace (pods of other namespaces never appear here)."""
+    """A peer pod with `labels`: in the same namespace, or in another one when labels[OUTSIDE]."""
     if "ipBlock" in peer:
-        return False  # pod-to-pod flows inside the namespace are judged by selectors
+        return False  # pod-to-pod flows are judged by selectors
+    if labels.get(OUTSIDE):
+        # Another namespace matches only a namespaceSelector; {} means every namespace.
+        return "namespaceSelector" in peer and _selects(peer["namespaceSelector"], OUTSIDE_NS) \
+            and _selects(peer.get("podSelector", {}), labels)
     if "namespaceSelector" in peer and peer["namespaceSelector"] != {}:
         return False  # another namespace (e.g. kube-system DNS)
     return _selects(peer.get("podSelector", {}), labels)
 
 
-def _rule_allows(rule: dict, peer_key: str, labels: dict, port: int) -> bool:
+def _rule_allows(rule: dict, peer_key: str, labels: dict, port: tuple[int, str]) -> bool:
+    """`port` is (number, container port name): a policy may name either."""
     peers = rule.get(peer_key)
     if peers is not None and peers != [] and not any(_peer_matches(p, labels) for p in peers):
         return False
     ports = rule.get("ports")
-    return not ports or any(p.get("port") in (None, port) and p.get("protocol", "TCP") == "TCP"
+    return not ports or any(p.get("port") in (None, *port) and p.get("protocol", "TCP") == "TCP"
                             for p in ports)
 
 
-def _allowed(policies: list[dict], direction: str, pod: dict, peer: dict, port: int) -> bool:
+def _allowed(policies: list[dict], direction: str, pod: dict, peer: dict, port: tuple[int, str]) -> bool:
     """Is traffic in `direction` (Ingress at `pod` from `peer`, or Egress from `pod` to `peer`)
     allowed? Pods no policy of that type selects are unrestricted."""
     selecting = [p for p in policies if direction in p["spec"].get("policyTypes", ["Ingress"])
@@ -380,11 +456,31 @@ def _allowed(policies: list[dict], direction: str, pod: dict, peer: dict, port: 
                for p in selecting for rule in p["spec"].get(key, []))
 
 
+def _pods(objs: list[dict]) -> dict[str, tuple[dict, set[tuple[int, str]]]]:
+    """workload name -> (pod labels, its containers' (port, name) pairs)."""
+    return {w["metadata"]["name"]: (t["metadata"]["labels"],
+                                    {(p["containerPort"], p.get("name", "")) for c in t["spec"]["containers"]
+                                     for p in c.get("ports", [])})
+            for w, t in pod_specs(objs)}
+
+
+def _reachable_from_outside(objs: list[dict], labels: dict) -> set[tuple[str, int]]:
+    """(workload, port) a pod with `labels` in another namespace may connect to (its own
+    namespace's egress policies are not ours)."""
+    policies = list(by_kind(objs, "NetworkPolicy").values())
+    peer = {**labels, OUTSIDE: "yes"}
+    return {(dst, port[0]) for dst, (dst_labels, ports) in _pods(objs).items() for port in ports
+            if _allowed(policies, "Ingress", dst_labels, peer, port)}
+
+
 EXPECTED_FLOWS = {  # (from, to, port): DESIGN §1
     ("kv-router", "backend-pg", 2391), ("kv-router", "backend-mysql", 2392),
     ("backend-pg", "backend-pg", 2391), ("backend-mysql", "backend-mysql", 2392),  # forwarded writes
     ("backend-pg", "postgresql", 5432), ("backend-mysql", "mariadb", 3306),
     ("backend-pg", "nats", 4222), ("backend-mysql", "nats", 4222),
+    ("kv-router", "watch-hub", 2480),  # etcd Watch streams served by the hub
+    ("watch-hub", "backend-pg", 2391), ("watch-hub", "backend-mysql", 2392),  # history backfill
+    ("watch-hub", "nats", 4222),  # the shards' event streams
 }
 
 
@@ -395,25 +491,29 @@ def test_network_policies_allow_exactly_the_design_flows(overlay):
     assert deny and deny["spec"]["podSelector"] == {} and \
         set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"} and \
         not deny["spec"].get("ingress") and not deny["spec"].get("egress"), "default deny both ways"
-    pods = {w["metadata"]["name"]: (t["metadata"]["labels"],
-                                    {p["containerPort"] for c in t["spec"]["containers"] for p in c.get("ports", [])})
-            for w, t in pod_specs(objs)}
+    pods = _pods(objs)
     allowed = set()
     for src, (src_labels, _) in pods.items():
         for dst, (dst_labels, ports) in pods.items():
             for port in ports:
                 if _allowed(policies, "Egress", src_labels, dst_labels, port) and \
                         _allowed(policies, "Ingress", dst_labels, src_labels, port):
-                    allowed.add((src, dst, port))
+                    allowed.add((src, dst, port[0]))
     expected = {f for f in EXPECTED_FLOWS if f[0] in pods and f[1] in pods}
     assert allowed == expected, f"{name}: unexpected {sorted(allowed - expected)}, " \
                                 f"missing {sorted(expected - allowed)}"
-    # Clients outside the namespace (kube-apiserver) reach kv-router's etcd port, nothing else.
+    # Clients outside the namespace (kube-apiserver) reach kv-router's etcd port, nothing else;
+    # Prometheus (any namespace) also every service's metrics port.
     router = next(p for p in policies if p["metadata"]["name"] == "kv-router")
     assert router["spec"]["ingress"] == [{"ports": [{"port": 2379, "protocol": "TCP"}]}]
     others = [p for p in policies if p["metadata"]["name"] != "kv-router"]
     assert not any(rule.get("from") in (None, []) for p in others for rule in p["spec"].get("ingress", [])), \
-        "only kv-router accepts traffic from outside the namespace"
+        "only kv-router accepts traffic from anywhere"
+    etcd_clients = {("kv-router", 2379)}
+    assert _reachable_from_outside(objs, {"app.kubernetes.io/name": "kube-apiserver"}) == etcd_clients, name
+    scraped = _reachable_from_outside(objs, {"app.kubernetes.io/name": "prometheus"})
+    assert scraped == etcd_clients | set(METRICS_PORTS.items()), \
+        f"{name}: Prometheus reaches {sorted(scraped)}, not exactly the metrics ports"
     # Every pod can resolve names.
     dns = by_kind(objs, "NetworkPolicy")["allow-dns"]
     assert dns["spec"]["podSelector"] == {} and {p["port"] for p in dns["spec"]["egress"][0]["ports"]} == {53}
@@ -425,4 +525,13 @@ def test_flow_check_catches_an_extra_flow(rendered):
     by_kind(objs, "NetworkPolicy")["postgresql"]["spec"]["ingress"][0].pop("from")
     by_kind(objs, "NetworkPolicy")["kv-router"]["spec"]["egress"].append({"ports": [{"port": 5432}]})
     with pytest.raises(AssertionError, match="kv-router', 'postgresql', 5432"):
+        test_network_policies_allow_exactly_the_design_flows(("dev", objs))
+
+
+def test_flow_check_catches_an_open_scrape_policy(rendered):
+    """The outside evaluator can fail: a scrape policy without ports lets Prometheus reach the
+    shards' Shard API."""
+    objs = copy.deepcopy(rendered["dev"])
+    by_kind(objs, "NetworkPolicy")["allow-metrics-scrape"]["spec"]["ingress"][0].pop("ports")
+    with pytest.raises(AssertionError, match="Prometheus reaches .*'backend-pg', 2391"):
         test_network_policies_allow_exactly_the_design_flows(("dev", objs))
