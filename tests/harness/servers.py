@@ -238,6 +238,23 @@ def start_shard(workdir: Path, kind: str, dsn: str, extra: list[str] | None = No
     return server
 
 
+def start_hub(workdir: Path, nats_url: str, shards: list[Server] | None = None,
+              topology: Path | None = None, shard_name: str = "shard", port: int | None = None,
+              extra: list[str] | None = None, wait: bool = True) -> Server:
+    """`kubefabric watch-hub` following the given replicas (named shard_name) or a topology."""
+    port = port or free_port()
+    log = workdir / f"hub-{port}.log"
+    target = ["--topology", str(topology)] if topology else [
+        "--shard", ",".join(f"grpc://{s.endpoint}" for s in shards), "--shard-name", shard_name]
+    argv = [sys.executable, "-m", "kubefabric.cli", "watch-hub", "--nats-url", nats_url,
+            "--listen-address", f"127.0.0.1:{port}", "--metrics-address", "", *target, *(extra or [])]
+    proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
+    server = Server("watch-hub", f"127.0.0.1:{port}", proc, workdir, log, argv)
+    if wait:
+        wait_shard_ready(server)
+    return server
+
+
 def start_router(workdir: Path, shards: list[Server] | None = None, extra: list[str] | None = None,
                  topology: Path | None = None) -> Server:
     """`kubefabric serve --shard ...` in front of the given replicas, or `--topology FILE`."""

@@ -57,6 +57,7 @@ class RemoteShard:
         self.feed_committed = 0
         self._feed: asyncio.Task | None = None
         self.is_leader = True                 # the router's view: writes are accepted
+        self.reported_name = ""               # the service's --name, from its Status
 
     # ---- lifecycle ----
 
@@ -75,6 +76,7 @@ class RemoteShard:
                     raise ConnectionError(f"no replica of shard {self.name} is ready at "
                                           f"{', '.join(self.endpoints)}: {err.message}") from None
                 await asyncio.sleep(0.2)
+        self.reported_name = status.name
         self.state.cluster_id, self.state.member_id = status.cluster_id, status.member_id
         self.state.term = status.term
         self._observe(status.committed_rev)
@@ -212,19 +214,23 @@ class RemoteShard:
 
     # ---- history and the feed ----
 
-    async def history(self, rng: KeyRange, lo: int, hi: int) -> list:
-        """Events of revisions lo..hi in `rng`, oldest first, with prev_kv."""
+    async def history(self, rng: KeyRange, lo: int, hi: int, leader: bool = False) -> list:
+        """Events of revisions lo..hi in `rng`, oldest first, with prev_kv (from any replica, or
+        the leader)."""
         end = rng.end if rng.end is not None else b""
         if rng.end == b"":
             end = b"\x00"
-        req = spb.HistoryRequest(key=rng.start, range_end=end, start_rev=lo, prev_kv=True)
+        req = spb.HistoryRequest(key=rng.start, range_end=end, start_rev=lo, prev_kv=True, end_rev=hi)
         out = []
         try:
-            async for msg in self.stubs[next(self._reads)].History(req, timeout=CALL_TIMEOUT_S):
+            stub = self.stubs[self.leader if leader else next(self._reads)]
+            async for msg in stub.History(req, timeout=CALL_TIMEOUT_S):
                 if msg.rev > hi:
                     break
                 out.extend(msg.events)
         except grpc.aio.AioRpcError as err:
+            if leader and err.code() == grpc.StatusCode.UNAVAILABLE:
+                await self._find_leader(self.leader)  # for the caller's retry
             raise EtcdError(err.code(), err.details() or "") from None
         return out
 
@@ -266,6 +272,20 @@ class RemoteShard:
         self.feed_committed = committed
         for listener in self.listeners:
             listener(published, committed)
+
+
+async def connect_shard(endpoints: str, name: str = "default", tls=None,
+                        follow: bool = True) -> RemoteShard:
+    """An opened RemoteShard for `grpc://host:port[,...]`; ValueError for a bad endpoint list,
+    ConnectionError when no replica is ready in time (both with a sentence for the operator)."""
+    shard = RemoteShard(parse_endpoints(endpoints), name=name, tls=tls)
+    try:
+        await shard.open(follow=follow)
+    except BaseException:
+        await shard.close()
+        raise
+    log.info("shard %s: shard service at %s", name, ", ".join(shard.endpoints))
+    return shard
 
 
 def _channel(endpoint: str, tls) -> grpc.aio.Channel:

@@ -74,8 +74,14 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     async def History(self, request: spb.HistoryRequest, context):
         try:
             shard = self.node.local()
+            if not shard.is_leader:  # a replica: everything committed so far, not what it last saw
+                async with shard.store.snapshot() as cur:
+                    await shard.read_head(cur)
             rng = KeyRange.of(request.key, request.range_end)
-            events = await shard.history(rng, request.start_rev, shard.state.committed)
+            hi = shard.state.committed
+            if request.end_rev:
+                hi = min(hi, request.end_rev)
+            events = await shard.history(rng, request.start_rev, hi)
         except EtcdError as err:
             await context.abort(err.code, err.message)
         for msg in commits_of(events):

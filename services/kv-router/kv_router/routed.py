@@ -23,10 +23,9 @@ from grpc import StatusCode
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
-from kubefabric.etcd.keyrange import ALL, KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.shard import txn as checks
-from kubefabric.watch.merge import MergedFeed
+from kubefabric.topology.routed import RoutedFeed, span
 
 from .crossrange import cross_range
 
@@ -37,79 +36,13 @@ def _compacted(exc: BaseException) -> bool:
     return isinstance(exc, EtcdError) and exc.message == errors.COMPACTED.message
 
 
-def span(key: bytes, range_end: bytes) -> tuple[bytes, bytes | None]:
-    """etcd's (key, range_end) as (start, end) of the topology: end None = one key, b"" = all
-    keys from start on."""
-    if not range_end:
-        return key, None
-    return key, b"" if range_end == ALL else range_end
-
-
-class RoutedState:
-    """Identity of the default shard; revisions across all shards."""
-
-    def __init__(self, routed: "RoutedShards"):
-        self._routed = routed
-        self.seen = 0  # the newest revision a read reported (it may precede its shard's state)
-
-    @property
-    def _default(self):
-        return self._routed.default.state
-
-    @property
-    def committed(self) -> int:
-        return max(self.seen, *(s.state.committed for s in self._routed.shards.values()))
-
-    @property
-    def compact_rev(self) -> int:
-        return max(s.state.compact_rev for s in self._routed.shards.values())
-
-    @property
-    def term(self) -> int:
-        return self._default.term
-
-    @property
-    def cluster_id(self) -> int:
-        return self._default.cluster_id
-
-    @property
-    def member_id(self) -> int:
-        return self._default.member_id
-
-    def fill(self, header, revision: int | None = None) -> None:
-        d = self._default
-        header.cluster_id, header.member_id, header.raft_term = d.cluster_id, d.member_id, d.term
-        header.revision = self.committed if revision is None else revision
-
-
-class RoutedShards:
-    def __init__(self, topology, shards: dict, max_txn_ops: int = 128):
-        """shards: name -> an opened shard (in-process Shard or RemoteShard), one per topology shard."""
-        self.topology = topology
+class RoutedShards(RoutedFeed):
+    def __init__(self, topology, shards: dict, max_txn_ops: int = 128, merge: bool = True):
+        """shards: name -> an opened shard (in-process Shard or RemoteShard), one per topology
+        shard. merge=False: watches are served elsewhere (a watch-hub), no merged feed here."""
+        super().__init__(topology, shards, merge=merge)
         self.max_txn_ops = max_txn_ops
-        self.shards = shards
-        self.default = shards[topology.default]
-        self.state = RoutedState(self)
-        self.feed = MergedFeed(shards, self._sync_one)
         self.is_leader = True
-
-    def add_shard(self, name: str, shard) -> None:
-        """A shard added by a topology reload (before the topology routes any key to it)."""
-        self.shards[name] = shard
-        self.feed.add_source(name, shard)
-
-    # ---- the watch hub's view ----
-
-    @property
-    def listeners(self) -> list:
-        return self.feed.listeners
-
-    @property
-    def feed_committed(self) -> int:
-        return self.feed.feed_committed
-
-    async def _sync_one(self, name: str, rev: int) -> None:
-        await self.shards[name].sync(rev)
 
     # ---- routing ----
 
@@ -262,19 +195,3 @@ class RoutedShards:
 
     async def defragment(self) -> None:
         await asyncio.gather(*(s.defragment() for s in self.shards.values()))
-
-    # ---- history (watch catch-up) ----
-
-    async def history(self, rng: KeyRange, lo: int, hi: int) -> list:
-        if rng.end is None:
-            names = [self.topology.route(rng.start)]
-        else:
-            names = self.topology.shards_for_range(rng.start, rng.end)
-        parts = await asyncio.gather(*(self.shards[n].history(rng, lo, hi) for n in names))
-        if len(parts) == 1:
-            return parts[0]
-        return sorted((e for part in parts for e in part), key=lambda e: e.kv.mod_revision)
-
-    async def close(self) -> None:
-        for shard in self.shards.values():
-            await shard.close()

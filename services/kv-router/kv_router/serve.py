@@ -29,6 +29,10 @@ FLAGS = [
          "the leader, reads to any replica)"),
     Flag("--topology", "", "serve several shards routed by this topology file (YAML: shards, "
          "rules, default; see docs/topology.md); re-read on SIGHUP and when it changes"),
+    Flag("--watch-hub", "", "serve etcd Watch streams through watch-hub(s), "
+         "grpc://host:port[,grpc://host:port...] (with --shard or --topology; streams move to "
+         "another hub, or the restarted one, without the client noticing). Without it the "
+         "router follows the shards' Feed RPC itself"),
     Flag("--name", "default", "member name reported by MemberList"),
     Flag("--initial-advertise-peer-urls", "http://localhost:2380",
          "peer URLs reported by MemberList (KubeFabric has no raft peers; etcd's default)"),
@@ -160,7 +164,7 @@ async def _serve(args, tls: TLSSettings | None) -> int:
                        watch_buffer_bytes=args.watch_stream_buffer_bytes,
                        max_watchers_per_stream=args.max_watchers_per_stream,
                        max_watch_streams_per_connection=args.max_watch_streams_per_connection,
-                       request_timeout_s=args.request_timeout,
+                       request_timeout_s=args.request_timeout, watch_hub=args.watch_hub,
                        tls=CertificateReloader(tls) if tls else None)
     try:
         compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)
@@ -173,6 +177,12 @@ async def _serve(args, tls: TLSSettings | None) -> int:
         raise StartupError(f"--listen-client-urls: {err}") from None
     if not listen:
         raise StartupError("--listen-client-urls: no URL given")
+    if args.watch_hub:
+        from kubefabric.shardsvc.client import parse_endpoints
+        try:
+            parse_endpoints(args.watch_hub)
+        except ValueError as err:
+            raise StartupError(f"--watch-hub: {err}") from None
     shard = await open_shards(args)
     try:
         server = RouterServer(shard, cfg)

@@ -17,7 +17,8 @@ from .kv import KVService
 from .lease import LeaseService
 from .maintenance import AuthService, ClusterService, MaintenanceService
 from .tls import CertificateReloader, is_tls_url
-from .watch import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
+from .watchproxy import WatchProxy
+from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
 from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS
 from kubefabric.rpc.wire import register
 from kubefabric.telemetry import server_interceptors
@@ -41,6 +42,7 @@ class ServerConfig:
     max_watchers_per_stream: int = DEFAULT_MAX_WATCHERS
     max_watch_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S  # 0: no server-side limit
+    watch_hub: str = ""  # grpc://host:port[,...]: watches are proxied to watch-hubs
     peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
     tls: CertificateReloader | None = None  # credentials for the https:// URLs
 
@@ -76,12 +78,17 @@ class RouterServer:
     def __init__(self, shard, cfg: ServerConfig):
         self.shard = shard
         self.cfg = cfg
-        self.hub = WatchHub(shard, cfg.progress_interval_s)
         self.health = HealthService()
-        # etcd splits fragmented watch responses at its gRPC receive limit, not the request limit
-        self.watch = WatchService(self.hub, shard.state.fill, cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
-                                  cfg.watch_buffer_bytes, cfg.max_watchers_per_stream,
-                                  cfg.max_watch_streams_per_connection)
+        if cfg.watch_hub:
+            self.hub = None
+            self.watch = WatchProxy(cfg.watch_hub, shard.state, cfg.max_watch_streams_per_connection)
+        else:
+            self.hub = WatchHub(shard, cfg.progress_interval_s)
+            # etcd splits fragmented watch responses at its gRPC receive limit, not the request limit
+            self.watch = WatchService(self.hub, shard.state.fill,
+                                      cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+                                      cfg.watch_buffer_bytes, cfg.max_watchers_per_stream,
+                                      cfg.max_watch_streams_per_connection)
         DEADLINE.seconds = cfg.request_timeout_s or None
         self.server = grpc.aio.server(options=grpc_options(cfg), interceptors=server_interceptors())
         kv = KVService(shard, cfg.max_request_bytes)
@@ -104,7 +111,8 @@ class RouterServer:
                 self.server.add_secure_port(addr, cfg.tls.credentials())
 
     async def start(self) -> None:
-        self.hub.start()
+        if self.hub is not None:
+            self.hub.start()
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("serving the etcd v3 API on %s", ", ".join(self.addresses))
@@ -115,5 +123,8 @@ class RouterServer:
         await GATE.drain(grace)
         self.watch.close_all()
         self.lease.close_all()
-        await self.hub.stop()
+        if self.hub is not None:
+            await self.hub.stop()
         await self.server.stop(grace)
+        if self.hub is None:
+            await self.watch.close()

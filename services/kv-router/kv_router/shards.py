@@ -40,20 +40,15 @@ async def open_embedded(data_dir: str, args):
     return shard
 
 
-async def open_remote(endpoints: str, name: str = "default", tls=None):
-    from kubefabric.shardsvc.client import RemoteShard, parse_endpoints
+async def open_remote(endpoints: str, name: str = "default", tls=None, follow: bool = True):
+    from kubefabric.shardsvc.client import connect_shard
 
     try:
-        shard = RemoteShard(parse_endpoints(endpoints), name=name, tls=tls)
+        return await connect_shard(endpoints, name, tls, follow)
     except ValueError as err:
         raise StartupError(f"shard {name}: {err}") from None
-    try:
-        await shard.open()
     except ConnectionError as err:
-        await shard.close()
         raise StartupError(str(err)) from None
-    log.info("shard %s: shard service at %s", name, ", ".join(shard.endpoints))
-    return shard
 
 
 def _shard_tls(args):
@@ -71,8 +66,13 @@ def _shard_tls(args):
 
 async def open_spec(spec, args):
     if spec.endpoint == "embedded":
+        if args.watch_hub:
+            raise StartupError(f"shard {spec.name} is embedded, and --watch-hub serves watches "
+                               "from shard services only: give it a grpc:// endpoint or drop "
+                               "--watch-hub")
         return await open_embedded(os.path.join(args.data_dir, spec.name), args)
-    return await open_remote(spec.endpoint, spec.name, spec.tls)
+    # with a watch-hub, watches are proxied there: no Feed RPC to follow here
+    return await open_remote(spec.endpoint, spec.name, spec.tls, follow=not args.watch_hub)
 
 
 async def open_shards(args):
@@ -85,8 +85,11 @@ async def open_shards(args):
                            "--shard-server-name apply to --shard endpoints only (a topology sets "
                            "TLS per shard with tls:)")
     if args.shard:
-        return await open_remote(args.shard, tls=shard_tls)
+        return await open_remote(args.shard, tls=shard_tls, follow=not args.watch_hub)
     if not args.topology:
+        if args.watch_hub:
+            raise StartupError("--watch-hub needs shard services (--shard or --topology): the "
+                               "embedded mode serves watches in-process")
         return await open_embedded(args.data_dir, args)
     from kubefabric.topology.load import TopologyError, load_topology
 
@@ -108,7 +111,7 @@ async def open_shards(args):
         raise
     log.info("topology %s: %d shards, %d rules, default %s", args.topology, len(shards),
              len(topology.rules), topology.default)
-    return RoutedShards(topology, shards, args.max_txn_ops)
+    return RoutedShards(topology, shards, args.max_txn_ops, merge=not args.watch_hub)
 
 
 class TopologyReloader:

@@ -185,18 +185,20 @@ class LeaseListResponse(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
 
 class HistoryRequest(_message.Message):
-    __slots__ = ("clock", "key", "range_end", "start_rev", "prev_kv")
+    __slots__ = ("clock", "key", "range_end", "start_rev", "prev_kv", "end_rev")
     CLOCK_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     RANGE_END_FIELD_NUMBER: _ClassVar[int]
     START_REV_FIELD_NUMBER: _ClassVar[int]
     PREV_KV_FIELD_NUMBER: _ClassVar[int]
+    END_REV_FIELD_NUMBER: _ClassVar[int]
     clock: Clock
     key: bytes
     range_end: bytes
     start_rev: int
     prev_kv: bool
-    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., start_rev: _Optional[int] = ..., prev_kv: _Optional[bool] = ...) -> None: ...
+    end_rev: int
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., start_rev: _Optional[int] = ..., prev_kv: _Optional[bool] = ..., end_rev: _Optional[int] = ...) -> None: ...
 
 class HistoryResponse(_message.Message):
     __slots__ = ("rev", "events")

@@ -1,4 +1,5 @@
-"""etcd Watch service: a bidirectional stream per client, served by the shared WatchHub.
+"""etcd Watch service: a bidirectional stream per client, served by a WatchHub (kv-router in
+the embedded mode and without a hub, watch-hub otherwise).
 
 Limits: a client connection (one TCP connection, known by its peer address) holds at most
 `max_streams_per_connection` Watch streams at once; one more is refused with RESOURCE_EXHAUSTED

@@ -1,0 +1,106 @@
+"""Several shards seen as one event source: the part of routing that kv-router and watch-hub
+share (DESIGN §3.5, §5). kv-router adds the KV, lease and maintenance surface on top.
+
+Invariants:
+- `state` has the identity of the default shard and the newest revision any shard reported.
+- The merged feed emits a revision only once every shard has closed it (watch/merge.py); a
+  shard behind the others is asked to close the newest revision through `sync(name, rev)`.
+- history() reads each shard the range touches and merges by revision.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+from kubefabric.etcd.keyrange import ALL, KeyRange
+from kubefabric.watch.merge import MergedFeed
+
+
+def span(key: bytes, range_end: bytes) -> tuple[bytes, bytes | None]:
+    """etcd's (key, range_end) as (start, end) of the topology: end None = one key, b"" = all
+    keys from start on."""
+    if not range_end:
+        return key, None
+    return key, b"" if range_end == ALL else range_end
+
+
+class RoutedState:
+    """Identity of the default shard; revisions across all shards."""
+
+    def __init__(self, routed: "RoutedFeed"):
+        self._routed = routed
+        self.seen = 0  # the newest revision a read reported (it may precede its shard's state)
+
+    @property
+    def _default(self):
+        return self._routed.default.state
+
+    @property
+    def committed(self) -> int:
+        return max(self.seen, *(s.state.committed for s in self._routed.shards.values()))
+
+    @property
+    def compact_rev(self) -> int:
+        return max(s.state.compact_rev for s in self._routed.shards.values())
+
+    @property
+    def term(self) -> int:
+        return self._default.term
+
+    @property
+    def cluster_id(self) -> int:
+        return self._default.cluster_id
+
+    @property
+    def member_id(self) -> int:
+        return self._default.member_id
+
+    def fill(self, header, revision: int | None = None) -> None:
+        d = self._default
+        header.cluster_id, header.member_id, header.raft_term = d.cluster_id, d.member_id, d.term
+        header.revision = self.committed if revision is None else revision
+
+
+class RoutedFeed:
+    def __init__(self, topology, shards: dict,
+                 sync: Callable[[str, int], Awaitable] | None = None, merge: bool = True):
+        """shards: name -> an opened shard (in-process Shard or RemoteShard), one per topology
+        shard. sync(name, rev): make that shard close rev (default: the shard's own sync call).
+        merge=False: no merged feed (nobody watches through this object)."""
+        self.topology = topology
+        self.shards = shards
+        self.default = shards[topology.default]
+        self.state = RoutedState(self)
+        self._sync = sync or self._sync_one
+        self.feed = MergedFeed(shards, self._sync) if merge else None
+
+    def add_shard(self, name: str, shard) -> None:
+        """A shard added by a topology reload (before the topology routes any key to it)."""
+        self.shards[name] = shard
+        if self.feed is not None:
+            self.feed.add_source(name, shard)
+
+    @property
+    def listeners(self) -> list:
+        return self.feed.listeners
+
+    @property
+    def feed_committed(self) -> int:
+        return self.feed.feed_committed
+
+    async def _sync_one(self, name: str, rev: int) -> None:
+        await self.shards[name].sync(rev)
+
+    async def history(self, rng: KeyRange, lo: int, hi: int) -> list:
+        if rng.end is None:
+            names = [self.topology.route(rng.start)]
+        else:
+            names = self.topology.shards_for_range(rng.start, rng.end)
+        parts = await asyncio.gather(*(self.shards[n].history(rng, lo, hi) for n in names))
+        if len(parts) == 1:
+            return parts[0]
+        return sorted((e for part in parts for e in part), key=lambda e: e.kv.mod_revision)
+
+    async def close(self) -> None:
+        for shard in self.shards.values():
+            await shard.close()

@@ -1,0 +1,270 @@
+"""etcd Watch streams served by watch-hubs (`serve --watch-hub`): each client stream is relayed
+to one hub stream, and moved to another hub (or the same, restarted) when it breaks.
+
+Invariants:
+- Responses reach the client in the hub's order; the proxy reads the hub only as fast as the
+  client reads (bounded queue), so a slow client makes the hub cancel its watchers with a
+  reason (the hub's buffer budget) instead of growing this process.
+- Per watcher the proxy knows the next revision the client has not seen (after the last event
+  or progress notification). When a hub stream breaks, every watcher is created again on a new
+  stream with its own watch ID and that start revision; the new created responses are swallowed.
+  The client sees one uninterrupted stream: no gap, no repeat (resumable, DESIGN §5).
+- "From now" (start_revision 0) becomes "after the newest revision this router acknowledged",
+  so a client that wrote, then watched, does not see its own write as a new event.
+- A progress request is answered with a revision at least as new as what this router had
+  acknowledged when it came (the hub is asked again until then, up to PROGRESS_WAIT_S).
+- No hub for HUB_LOST_S: the client stream ends with UNAVAILABLE (etcd clients re-watch).
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+
+import grpc
+
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
+from kubefabric.rpc.wire import Malformed
+from kubefabric.shardsvc.client import parse_endpoints
+from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, too_many_streams
+
+log = logging.getLogger("kubefabric.router.watchproxy")
+
+HUB_LOST_S = 15.0
+PROGRESS_WAIT_S = 2.0
+PROGRESS_RETRY_S = 0.01
+OUT_QUEUE = 256  # responses relayed ahead of the client
+
+
+class HubLost(Exception):
+    pass
+
+
+class Tracked:
+    """A watcher the client holds, as the proxy must re-create it."""
+    __slots__ = ("request", "next_rev", "fragments")
+
+    def __init__(self, request: pb.WatchCreateRequest, next_rev: int):
+        self.request = request
+        self.next_rev = next_rev  # the first revision the client has not seen
+        self.fragments = False    # inside a fragmented response
+
+
+class WatchProxy(rpc.WatchServicer):
+    def __init__(self, endpoints: str, state,
+                 max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION):
+        """state: the router's shard state (committed: the newest acknowledged revision)."""
+        self.endpoints = parse_endpoints(endpoints)
+        self.channels = [grpc.aio.insecure_channel(e, options=[
+            ("grpc.max_receive_message_length", -1), ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1)]) for e in self.endpoints]
+        self.stubs = [rpc.WatchStub(c) for c in self.channels]
+        self._next = itertools.cycle(range(len(self.stubs)))
+        self.state = state
+        self.max_streams = max_streams_per_connection
+        self.streams: set[ProxiedStream] = set()
+        self.per_peer: dict[str, int] = {}
+
+    def hub_stub(self):
+        return self.stubs[next(self._next)]
+
+    async def Watch(self, request_iterator, context):
+        peer = context.peer()
+        if self.per_peer.get(peer, 0) >= self.max_streams:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_many_streams(self.max_streams))
+        self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
+        stream = ProxiedStream(self)
+        self.streams.add(stream)
+        task = asyncio.create_task(stream.run(request_iterator))
+        try:
+            while True:
+                resp = await stream.out.get()
+                if resp is None:
+                    break
+                if isinstance(resp, Malformed):  # etcd ends the stream with INTERNAL
+                    await context.abort(resp.error.code, resp.error.message)
+                if isinstance(resp, BaseException):
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(resp))
+                yield resp
+        finally:
+            task.cancel()
+            stream.close()
+            self.streams.discard(stream)
+            left = self.per_peer.pop(peer) - 1
+            if left:
+                self.per_peer[peer] = left
+
+    def close_all(self) -> None:
+        for stream in list(self.streams):
+            stream.out.put_nowait(None)
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+
+class ProxiedStream:
+    def __init__(self, proxy: WatchProxy):
+        self.proxy = proxy
+        self.out: asyncio.Queue = asyncio.Queue(OUT_QUEUE)
+        self.watchers: dict[int, Tracked] = {}  # what the metrics sampler counts
+        self.pending: deque[tuple[pb.WatchCreateRequest, bool]] = deque()  # (create, replayed)
+        self.progress_target = 0
+        self.progress_deadline = 0.0
+        self.call = None
+        self.requests: asyncio.Queue = asyncio.Queue()  # for the current hub call
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        if self.call is not None:
+            self.call.cancel()
+
+    # ---- the client's requests ----
+
+    async def run(self, request_iterator) -> None:
+        reader = asyncio.create_task(self._read(request_iterator))
+        try:
+            await self._relay()
+        except Exception as exc:
+            await self.out.put(exc)
+        finally:
+            reader.cancel()
+
+    async def _read(self, request_iterator) -> None:
+        async for req in request_iterator:
+            if isinstance(req, Malformed):
+                await self.out.put(req)
+                return
+            kind = req.WhichOneof("request_union")
+            if kind == "create_request":
+                create = pb.WatchCreateRequest()
+                create.CopyFrom(req.create_request)
+                if create.start_revision == 0:
+                    create.start_revision = self.proxy.state.committed + 1
+                self.pending.append((create, False))
+                req = pb.WatchRequest(create_request=create)
+            elif kind == "cancel_request":
+                self.watchers.pop(req.cancel_request.watch_id, None)
+            elif kind == "progress_request":
+                loop = asyncio.get_running_loop()
+                self.progress_target = max(self.progress_target, self.proxy.state.committed)
+                self.progress_deadline = loop.time() + PROGRESS_WAIT_S
+            self.requests.put_nowait(req)
+
+    # ---- the hub's responses ----
+
+    async def _relay(self) -> None:
+        loop = asyncio.get_running_loop()
+        lost_since = None
+        first = True
+        while not self.closed:
+            requests = self.requests
+            if not first:
+                requests = self._replay_requests()
+            self.call = self.proxy.hub_stub().Watch(_drain(requests))
+            try:
+                async for resp in self.call:
+                    lost_since = None
+                    first = False
+                    await self._on_response(resp)
+                if self.closed:
+                    return
+                raise HubLost("the hub ended the stream")
+            except (grpc.aio.AioRpcError, HubLost) as err:
+                if self.closed:
+                    return
+                if isinstance(err, grpc.aio.AioRpcError) and err.code() not in (
+                        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED,
+                        grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+                    raise RuntimeError(err.details()) from None
+                if lost_since is None:
+                    lost_since = loop.time()
+                    log.info("watch stream: hub stream broke (%s); moving %d watchers to another "
+                             "hub", _details(err), len(self.watchers))
+                elif loop.time() - lost_since > HUB_LOST_S:
+                    log.warning("watch stream: no watch-hub reachable for %.0fs; ending the stream",
+                                HUB_LOST_S)
+                    raise RuntimeError("etcdserver: no watch-hub reachable; re-watch") from None
+                first = False
+                await asyncio.sleep(0.1)
+
+    def _replay_requests(self) -> asyncio.Queue:
+        """A new hub stream: every watcher again from its next revision, unanswered creates as
+        they were, a pending progress request; later client requests follow on the same queue."""
+        old, self.requests = self.requests, asyncio.Queue()
+        unanswered = [create for create, replayed in self.pending if not replayed]
+        self.pending.clear()
+        for wid in sorted(self.watchers):
+            tracked = self.watchers[wid]
+            create = pb.WatchCreateRequest()
+            create.CopyFrom(tracked.request)
+            create.watch_id = wid
+            create.start_revision = tracked.next_rev
+            self.pending.append((create, True))
+            self.requests.put_nowait(pb.WatchRequest(create_request=create))
+        for create in unanswered:
+            self.pending.append((create, False))
+            self.requests.put_nowait(pb.WatchRequest(create_request=create))
+        while not old.empty():  # client requests not sent yet: creates are in `unanswered`
+            req = old.get_nowait()
+            if req.WhichOneof("request_union") != "create_request":
+                self.requests.put_nowait(req)
+        if self.progress_target:
+            self.requests.put_nowait(pb.WatchRequest(progress_request=pb.WatchProgressRequest()))
+        return self.requests
+
+    async def _on_response(self, resp: pb.WatchResponse) -> None:
+        if resp.created:
+            create, replayed = self.pending.popleft() if self.pending else (None, False)
+            if resp.watch_id >= 0 and not resp.canceled and create is not None:
+                start = create.start_revision if create.start_revision > 0 else resp.header.revision + 1
+                tracked = self.watchers.get(resp.watch_id) if replayed else None
+                self.watchers[resp.watch_id] = tracked or Tracked(create, start)
+            if replayed:
+                if resp.canceled:  # refused on the new hub (a limit): say so to the client
+                    self.watchers.pop(create.watch_id, None)
+                    await self.out.put(pb.WatchResponse(header=resp.header, watch_id=create.watch_id,
+                                                        canceled=True, cancel_reason=resp.cancel_reason))
+                return
+        elif resp.canceled:
+            self.watchers.pop(resp.watch_id, None)
+        elif resp.watch_id == -1 and not resp.events:
+            if not self._progress_done(resp.header.revision):
+                return
+        else:
+            self._advance(resp)
+        await self.out.put(resp)
+
+    def _advance(self, resp: pb.WatchResponse) -> None:
+        tracked = self.watchers.get(resp.watch_id)
+        if tracked is None:
+            return
+        tracked.fragments = resp.fragment
+        if resp.fragment:
+            return
+        rev = resp.events[-1].kv.mod_revision if resp.events else resp.header.revision
+        tracked.next_rev = max(tracked.next_rev, rev + 1)
+
+    def _progress_done(self, revision: int) -> bool:
+        """A progress answer below what the client may know is asked for again (bounded)."""
+        loop = asyncio.get_running_loop()
+        if revision < self.progress_target and loop.time() < self.progress_deadline:
+            loop.call_later(PROGRESS_RETRY_S, lambda: self.requests.put_nowait(
+                pb.WatchRequest(progress_request=pb.WatchProgressRequest())))
+            return False
+        self.progress_target = 0
+        return True
+
+
+async def _drain(queue: asyncio.Queue):
+    while True:
+        yield await queue.get()
+
+
+def _details(err: BaseException) -> str:
+    if isinstance(err, grpc.aio.AioRpcError):
+        return f"{err.code().name}: {err.details()}"
+    return str(err)

@@ -1,0 +1,176 @@
+"""`kubefabric watch-hub`: ordered, gap-free, resumable watch feeds from the shards' event
+streams on NATS JetStream, served as the etcd Watch API (kv-router proxies its clients' watches
+here with `serve --watch-hub`; trigger and aggregation consume it the same way).
+
+Stateless: every hub follows every shard's stream on its own, so two or more replicas serve the
+same feeds. Health (grpc.health.v1): "" and "liveness" are SERVING while the process runs;
+"readiness" once NATS is connected and every shard service answered.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from kubefabric.config import Flag, add_flags, duration
+from kubefabric.lifecycle import until_terminated
+from kubefabric.logs import setup_logging
+
+log = logging.getLogger("kubefabric.hub")
+
+FLAGS = [
+    Flag("--topology", "", "the topology file kv-router uses (docs/topology.md): every shard "
+         "must be a grpc:// shard service publishing on NATS; re-read on restart"),
+    Flag("--shard", "", "one shard service instead of a topology: its replicas' Shard API "
+         "addresses, grpc://host:port[,grpc://host:port...]"),
+    Flag("--shard-name", "default", "with --shard: the shard's name (its --name; its NATS "
+         "subjects are kf.<name>.*)"),
+    Flag("--nats-url", "", "NATS server(s) with JetStream, nats://host:port[,...] (required)"),
+    Flag("--listen-address", "127.0.0.1:2480", "host:port to serve the Watch API and health on"),
+    Flag("--metrics-address", "127.0.0.1:2580", "host:port to serve Prometheus /metrics on "
+         "(empty disables). Traces: the OTEL_* environment variables"),
+    Flag("--watch-progress-notify-interval", "10m", "how often watchers that asked for progress "
+         "notifications get one when idle (0: never)", type=duration),
+    Flag("--watch-stream-buffer-bytes", "67108864", "responses a watch stream may hold for a "
+         "reader that is too slow; past it every watcher of the stream is cancelled with a "
+         "reason", type=int),
+    Flag("--max-watchers-per-stream", "100000", "most watchers one watch stream may hold", type=int),
+    Flag("--max-watch-streams-per-connection", "1000000", "most watch streams one connection may "
+         "have open at once (a kv-router relays all its clients' streams on one connection; it "
+         "limits each client itself)", type=int),
+    Flag("--max-request-bytes", "1572864", "etcd's request limit of the routers in front: watch "
+         "responses with fragment=true are split at it (plus gRPC's allowance)", type=int),
+    Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
+    Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
+    Flag("--shutdown-grace", "5s", "time watch streams get to end cleanly on SIGTERM", type=duration),
+    Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
+         choices=("uvloop", "asyncio")),
+]
+
+
+def command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "watch-hub", help="serve watch feeds from the shards' NATS JetStream streams",
+        description=__doc__.replace("`", "").strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(p, FLAGS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kubefabric.events.bus import BusError, check_url
+
+    from .sources import StartupError
+
+    setup_logging(args.log_format, args.log_level)
+    try:
+        if not args.nats_url:
+            raise StartupError("--nats-url (or KUBEFABRIC_NATS_URL) is required")
+        check_url(args.nats_url)
+        if bool(args.topology) == bool(args.shard):
+            raise StartupError("give exactly one of --topology FILE and --shard grpc://host:port")
+        if args.event_loop == "uvloop":
+            import uvloop
+            return uvloop.run(_serve(args))
+        return asyncio.run(_serve(args))
+    except (StartupError, BusError) as err:
+        log.error("%s", err)
+        return 2
+
+
+def _specs(args):
+    """(name, endpoints, tls) per shard, and the topology (None for --shard)."""
+    from .sources import StartupError
+
+    if args.shard:
+        return [(args.shard_name, args.shard, None)], None
+    from kubefabric.topology.load import TopologyError, load_topology
+
+    try:
+        topology = load_topology(args.topology)
+    except (TopologyError, OSError) as err:
+        raise StartupError(f"--topology: {err}") from None
+    embedded = [s.name for s in topology.shards.values() if s.endpoint == "embedded"]
+    if embedded:
+        raise StartupError(f"--topology: shard(s) {', '.join(embedded)} are embedded in kv-router; "
+                           "a watch-hub follows shard services only (grpc:// endpoints)")
+    return [(s.name, s.endpoint, s.tls) for s in topology.shards.values()], topology
+
+
+async def _serve(args) -> int:
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from kubefabric import telemetry
+    from kubefabric.events.bus import connect
+    from kubefabric.rpc.wire import register
+    from kubefabric.watch.hub import WatchHub
+
+    from .sources import HubSources, StartupError
+    from .watch import HubWatchService
+
+    specs, topology = _specs(args)
+    health_service = health.aio.HealthServicer()
+    watch = HubWatchService(args.max_request_bytes + 512 * 1024, args.watch_stream_buffer_bytes,
+                            args.max_watchers_per_stream, args.max_watch_streams_per_connection)
+    server = grpc.aio.server(interceptors=telemetry.server_interceptors(), options=[
+        ("grpc.max_send_message_length", -1),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", 2 ** 31 - 1),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ])
+    register(server, "Watch", watch)
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    try:
+        server.add_insecure_port(args.listen_address)
+        await server.start()
+    except RuntimeError as err:
+        raise StartupError(f"cannot listen on {args.listen_address}: {err}") from None
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", "liveness"):
+        await health_service.set(name, serving)
+    await health_service.set("readiness", not_serving)
+    telemetry.setup("watch-hub", args.metrics_address)
+    log.info("watch-hub: serving the Watch API on %s; connecting to NATS and %d shard(s)",
+             args.listen_address, len(specs))
+
+    ready = asyncio.create_task(_open(args, specs, topology, connect))
+    stop = asyncio.create_task(until_terminated())
+    done, _ = await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if ready not in done:
+        ready.cancel()
+        await server.stop(0)
+        return 0
+    nc, sources = ready.result()  # raises StartupError: the caller logs it
+    hub = WatchHub(sources.surface, args.watch_progress_notify_interval)
+    hub.start()
+    watch.serve(hub, sources.surface.state.fill)
+    telemetry.metrics.add_source(telemetry.sources.router(sources.surface, watch))
+    await health_service.set("readiness", serving)
+    log.info("watch-hub ready at revision %d (shards: %s)", hub.committed, ", ".join(sources.shards))
+
+    await stop
+    log.info("shutting down: ending watch streams")
+    await health_service.enter_graceful_shutdown()
+    watch.close_all()
+    await hub.stop()
+    await server.stop(args.shutdown_grace)
+    await sources.close()
+    await nc.close()
+    log.info("stopped")
+    return 0
+
+
+async def _open(args, specs, topology, connect):
+    nc = await connect(args.nats_url, "kubefabric-watch-hub")
+    from .sources import HubSources
+
+    sources = HubSources(nc)
+    try:
+        await sources.open(specs, topology)
+    except BaseException:
+        await nc.close()
+        raise
+    return nc, sources
