@@ -6,8 +6,9 @@
 #   docker run --rm kubefabric serve --shard grpc://backend-pg:2391    # kv-router in front of a shard service
 #   docker run --rm -e KUBEFABRIC_DSN=postgres://... kubefabric backend-pg --listen-address 0.0.0.0:2391
 #   docker run --rm -e KUBEFABRIC_DSN=mysql://...    kubefabric backend-mysql --listen-address 0.0.0.0:2392
+#   docker run --rm kubefabric watch-hub --topology topology.yaml --nats-url nats://nats:4222 --listen-address 0.0.0.0:2480
 #
-# Later services (watch-hub, trigger, aggregation) join as further subcommands of the same image.
+# Later services (trigger, aggregation) join as further subcommands of the same image.
 #
 # Stages: `uv` (the uv binary, pinned), `build` (the locked workspace installed into a virtualenv
 # with `uv sync --frozen --no-dev`; all dependencies ship wheels, so no compiler is needed), `base`
@@ -35,6 +36,7 @@ COPY libs/pyproject.toml libs/
 COPY services/kv-router/pyproject.toml services/kv-router/
 COPY services/backend-pg/pyproject.toml services/backend-pg/
 COPY services/backend-mysql/pyproject.toml services/backend-mysql/
+COPY services/watch-hub/pyproject.toml services/watch-hub/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace
 # Then the workspace itself, installed as regular (non-editable) packages so the runtime stage
@@ -48,7 +50,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # What both images share: the slim base, a non-root user, the environment.
 FROM ${PYTHON_IMAGE} AS base
 LABEL org.opencontainers.image.title="kubefabric" \
-      org.opencontainers.image.description="KubeFabric: an etcd v3 compatible, routed data layer for Kubernetes (kv-router and shard services as subcommands)" \
+      org.opencontainers.image.description="KubeFabric: an etcd v3 compatible, routed data layer for Kubernetes (kv-router, shard services and watch-hub as subcommands)" \
       org.opencontainers.image.licenses="Apache-2.0"
 # A fixed numeric uid/gid, so Kubernetes can check runAsNonRoot; /var/lib/kubefabric is the data
 # directory of the embedded and SQLite modes (mount a volume there).
@@ -62,8 +64,9 @@ ENV PATH=/opt/kubefabric/bin:$PATH \
     KUBEFABRIC_DATA_DIR=/var/lib/kubefabric/data \
     KUBEFABRIC_LISTEN_CLIENT_URLS=http://0.0.0.0:2379
 WORKDIR /var/lib/kubefabric
-# 2379: etcd v3 API (kv-router); 2390/2391/2392: Shard API of backend-sqlite/-pg/-mysql.
-EXPOSE 2379 2390 2391 2392
+# 2379: etcd v3 API (kv-router); 2390/2391/2392: Shard API of backend-sqlite/-pg/-mysql;
+# 2480: Watch API of watch-hub. /metrics: 2381 (kv-router), 2490-2492 (shards), 2580 (watch-hub).
+EXPOSE 2379 2390 2391 2392 2480
 
 # Tilt's k8s mode only (docker_build target="dev"): the same image except that the installed
 # code belongs to the service user, so live_update can sync edited sources into it.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A dev NATS server with JetStream on loopback, in the foreground (Tilt's serve_cmd).
-# The event bus of DESIGN §1/§5: the watch-hub and the shards' event streams will use it; today
-# nothing does, it is here so the dev loop already has it.
+# The event bus of DESIGN §1/§5: the shard leaders publish their committed txns to it (stream
+# KF_<shard>), the watch-hub reads them.
 #
 #   hack/nats.sh                # client 127.0.0.1:14222, monitoring http://127.0.0.1:18222
 #

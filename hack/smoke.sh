@@ -4,10 +4,14 @@
 #   /kubefabric-smoke/pg/...     -> shard pg-a    (backend-pg, the default shard)
 #   /kubefabric-smoke/mysql/...  -> shard mysql-b (backend-mysql)
 # put and get on each shard, one range across both, a delete spanning both refused naming both
-# shards (proof that two shards serve), a watch event from each, per-shard deletes, endpoint
-# status. Exits non-zero on any mismatch.
+# shards (proof that two shards serve), a watch event from each, a live watch across both (kv-router
+# serves Watch from the watch-hub), per-shard deletes, endpoint status. Exits non-zero on any
+# mismatch.
 #
 #   hack/smoke.sh [endpoint]    # default 127.0.0.1:${KF_DEV_ROUTER_PORT:-2379}
+#
+# KF_SMOKE_HUB_METRICS (a watch-hub's /metrics URL), when set, must show Watch streams served by
+# that hub: the proof that kv-router's watches went through it.
 set -euo pipefail
 endpoint="${1:-127.0.0.1:${KF_DEV_ROUTER_PORT:-2379}}"
 command -v etcdctl >/dev/null || { echo "smoke: etcdctl is missing: apt-get install etcd-client" >&2; exit 1; }
@@ -39,8 +43,27 @@ for shard in pg mysql; do
   grep -q "^PUT$" "$tmp/watch" && grep -q "^$value\$" "$tmp/watch" || fail "no watch event on shard $shard: $(cat "$tmp/watch")"
 done
 
+# A live watch across both shards, through kv-router and so through the watch-hub: opened
+# before the puts, it must deliver both events within 5 s. --rev pins its start, so an event
+# that races the watch's creation is still delivered (from history), never lost.
+rev=$(ctl get --prefix /kubefabric-smoke/ -w fields | sed -n 's/^"Revision" : //p' | head -n1)
+timeout 15 etcdctl --endpoints "$endpoint" watch --rev "$((rev + 1))" --prefix /kubefabric-smoke/ >"$tmp/live" &
+sleep 1
+ctl put /kubefabric-smoke/pg/live "$value-live" >/dev/null
+ctl put /kubefabric-smoke/mysql/live "$value-live" >/dev/null
+for _ in $(seq 50); do [ "$(grep -c "^$value-live\$" "$tmp/live")" = 2 ] && break; sleep 0.1; done
+kill %1 2>/dev/null || true; wait 2>/dev/null || true
+for shard in pg mysql; do
+  grep -q "^/kubefabric-smoke/$shard/live\$" "$tmp/live" || fail "no live watch event from shard $shard within 5 s: $(cat "$tmp/live")"
+done
+if [ -n "${KF_SMOKE_HUB_METRICS:-}" ]; then
+  streams=$(curl -fsS --max-time 5 "$KF_SMOKE_HUB_METRICS" | awk '/^grpc_server_started_total\{/ && /grpc_service="etcdserverpb.Watch"/ { n += $2 } END { print n + 0 }')
+  [ "$streams" != 0 ] || fail "the watch-hub at $KF_SMOKE_HUB_METRICS served no Watch stream: kv-router did not use it"
+fi
+
 for shard in pg mysql; do ctl del --prefix "/kubefabric-smoke/$shard/" >/dev/null; done
 left=$(ctl get --prefix --keys-only /kubefabric-smoke/ | grep -c '^/kubefabric-smoke/' || true)
 [ "$left" = 0 ] || fail "$left keys left after per-shard deletes"
 ctl endpoint status -w table
 echo "smoke: put/get on shards pg-a and mysql-b, a range across both, a cross-shard delete refused, a watch event from each, through kv-router at $endpoint: ok"
+echo "smoke: a live watch across both shards through kv-router and the watch-hub: ok"

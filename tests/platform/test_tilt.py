@@ -25,7 +25,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO.parent / "shared" / "tools" / "tilt" / "build.sh"
-SERVICES = {"kv-router", "backend-pg", "backend-mysql"}
+APPS = {"kv-router", "backend-pg", "backend-mysql"}
+SERVICES = APPS | {"watch-hub"}  # KubeFabric's own processes; the hub is labelled "events"
 K8S_MANIFESTS = SERVICES | {"postgresql", "mariadb", "nats", "smoke", "uncategorized"}
 LOCAL_MANIFESTS = SERVICES | {"postgres", "mariadb", "nats", "smoke", "uv-sync"}
 # The first build on a machine takes minutes; any test of this module may be the one that waits.
@@ -81,8 +82,8 @@ def manifests(data: dict) -> dict[str, dict]:
 
 
 def test_tilt_ci_local_mode(tilt):
-    names = ["ROUTER", "PG_SHARD", "MYSQL_SHARD", "POSTGRES", "MARIADB", "NATS", "NATS_HTTP",
-             "ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS"]
+    names = ["ROUTER", "PG_SHARD", "MYSQL_SHARD", "HUB", "POSTGRES", "MARIADB", "NATS", "NATS_HTTP",
+             "ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS", "HUB_METRICS"]
     ports = dict(zip(names, free_ports(len(names))))
     # Not pytest's tmp_path: PostgreSQL runs as the postgres OS user when we are root, and
     # pytest's temp root is private to root.
@@ -107,10 +108,11 @@ def test_tilt_ci_local_mode(tilt):
     assert "SUCCESS. All workloads are healthy." in out, out[-4000:]
     assert "smoke: put/get on shards pg-a and mysql-b, a range across both, a cross-shard delete " \
         f"refused, a watch event from each, through kv-router at 127.0.0.1:{ports['ROUTER']}: ok" in out, out[-4000:]
+    assert "smoke: a live watch across both shards through kv-router and the watch-hub: ok" in out, out[-4000:]
     assert "2 shards, 2 rules, default pg-a" in out, "kv-router runs the two-shard demo topology"
     for shard in ("pg-a", "mysql-b"):  # both shard services came up on their databases
         assert f"shard {shard}: serving the Shard API" in out, out[-4000:]
-    for name in ("ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS"):  # the /metrics links
+    for name in ("ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS", "HUB_METRICS"):  # the /metrics links
         assert f"/metrics on http://127.0.0.1:{ports[name]}/metrics" in out, out[-4000:]
     # tilt ci stops every serve_cmd it started: nothing keeps listening.
     deadline = time.monotonic() + 15
@@ -126,18 +128,24 @@ def test_local_mode_resources(tilt):
     assert set(found) == LOCAL_MANIFESTS, sorted(found)
     labels = {name: set(m.get("Labels") or {}) for name, m in found.items()}
     assert labels["postgres"] == labels["mariadb"] == {"data"}
-    assert labels["nats"] == {"events"}
-    assert all(labels[s] == {"apps"} for s in SERVICES)
+    assert labels["nats"] == labels["watch-hub"] == {"events"}
+    assert all(labels[s] == {"apps"} for s in APPS)
     deps = {name: set(m.get("ResourceDependencies") or []) for name, m in found.items()}
-    assert deps["backend-pg"] == {"uv-sync", "postgres"}
-    assert deps["backend-mysql"] == {"uv-sync", "mariadb"}
-    assert deps["kv-router"] == {"backend-pg", "backend-mysql"}
+    assert deps["backend-pg"] == {"uv-sync", "postgres", "nats"}
+    assert deps["backend-mysql"] == {"uv-sync", "mariadb", "nats"}
+    assert deps["watch-hub"] == {"nats", "backend-pg", "backend-mysql"}
+    assert deps["kv-router"] == {"backend-pg", "backend-mysql", "watch-hub"}
     assert deps["smoke"] == {"kv-router"}
     for name in SERVICES | {"postgres", "mariadb", "nats"}:
         target = found[name]["DeployTarget"]
         assert target["ServeCmd"]["Argv"], name
         assert target["ReadinessProbe"], f"{name} has a readiness probe"
     assert found["kv-router"]["DeployTarget"]["ServeCmd"]["Argv"][-1] == "hack/kv-router.sh"
+    assert found["watch-hub"]["DeployTarget"]["ServeCmd"]["Argv"][-1] == "hack/watch-hub.sh"
+    for shard in ("backend-pg", "backend-mysql"):  # the leader publishes to the dev NATS
+        argv = found[shard]["DeployTarget"]["ServeCmd"]["Argv"]
+        nats = f"nats://127.0.0.1:{os.environ.get('KF_DEV_NATS_PORT', '14222')}"
+        assert argv[argv.index("--nats-url") + 1] == nats, argv
     for name in SERVICES:
         probe = found[name]["DeployTarget"]["ReadinessProbe"]["exec"]["command"]
         assert "hack/grpc-health-probe.py" in probe
@@ -161,17 +169,20 @@ def test_k8s_mode_loads(tilt):
         live = image["LiveUpdateSpec"]
         assert {s["localPath"] for s in live["syncs"]} >= {"libs/kubefabric", "services/kv-router/kv_router",
                                                           "services/backend-pg/backend_pg",
-                                                          "services/backend-mysql/backend_mysql"}
+                                                          "services/backend-mysql/backend_mysql",
+                                                          "services/watch-hub/watch_hub"}
         assert "uv.lock" in live["stopPaths"]
         assert live["execs"], "live_update restarts the service"
         assert image["overrideCommand"]["command"][:2] == ["sh", "-c"]
-        assert found[name]["Labels"] == {"apps": "apps"}
-        assert found[name]["DeployTarget"]["portForwardTemplateSpec"]["forwards"], name
+        assert found[name]["Labels"] == ({"events": "events"} if name == "watch-hub" else {"apps": "apps"})
+        forwards = found[name]["DeployTarget"]["portForwardTemplateSpec"]["forwards"]
+        assert [(f.get("name"), f.get("path")) for f in forwards][1:] == [("metrics", "metrics")], forwards
     yaml_text = "".join(m["DeployTarget"].get("yaml", "") for m in found.values() if m["DeployTarget"])
     assert "namespace: kubefabric-dev" in yaml_text
     deps = {name: set(m.get("ResourceDependencies") or []) for name, m in found.items()}
-    assert deps["kv-router"] == {"backend-pg", "backend-mysql"} and deps["backend-pg"] == {"postgresql"}
-    assert deps["backend-mysql"] == {"mariadb"} and deps["smoke"] == {"kv-router"}
+    assert deps["kv-router"] == {"backend-pg", "backend-mysql", "watch-hub"}
+    assert deps["backend-pg"] == {"postgresql", "nats"} and deps["backend-mysql"] == {"mariadb", "nats"}
+    assert deps["watch-hub"] == {"nats", "backend-pg", "backend-mysql"} and deps["smoke"] == {"kv-router"}
     assert found["postgresql"]["Labels"] == {"data": "data"} and found["nats"]["Labels"] == {"events": "events"}
 
 
