@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -30,15 +31,17 @@ from harness.client import Client
 from harness.mariadb import mariadb_kind, mariadb_server  # noqa: F401
 from harness.nats import nats_server  # noqa: F401
 from harness.postgres import postgres_server, postgres_kind  # noqa: F401
-from harness.servers import START, THREE_SHARDS, shard_flags, start_router, start_shard
+from harness.servers import (HUB_THREE_SHARDS, START, THREE_SHARDS, hub_flags, shard_flags, start_hub,
+                             start_router, start_shard)
 from normalise import LeaseIds, to_plain
 
 
 # Where the KubeFabric side of a differential test runs: "embedded" (`kubefabric serve`),
 # kv-router in front of a shard service on "sqlite", "postgres" or "mariadb" (real servers), or
 # "topology": kv-router on three shards (harness.servers.THREE_SHARDS: test keys use the default
-# SQLite shard, while the merged watch feed and the clock sync run across all three).
-DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,postgres,mariadb,topology")
+# SQLite shard, while the merged watch feed and the clock sync run across all three), or "hub":
+# kv-router --watch-hub, a watch-hub and a SQLite shard service publishing on NATS JetStream.
+DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,postgres,mariadb,topology,hub")
                 .split(",") if t]
 
 
@@ -61,7 +64,7 @@ def server_factory(tmp_path, request):
         return d
 
     def start(kind: str, extra=None):
-        """kind: etcd, etcd37, kubefabric (embedded) or routed-<sqlite|postgres|mariadb>."""
+        """kind: etcd, etcd37, kubefabric (embedded) or routed-<sqlite|postgres|mariadb|topology|hub>."""
         if kind.startswith("routed-"):
             return start_routed(kind.removeprefix("routed-"), extra)
         s = START[kind](workdir(kind), extra)
@@ -91,6 +94,8 @@ def server_factory(tmp_path, request):
     def start_routed(backend: str, extra=None):
         if backend == "topology":
             return start_three(extra)
+        if backend == "hub":
+            return start_hub_stack(extra).router
         d = workdir(backend)
         if backend == "sqlite":
             dsn = f"sqlite://{d / 'shard'}"
@@ -102,8 +107,49 @@ def server_factory(tmp_path, request):
         started.append(router)
         return router
 
+    def start_hub_stack(extra=None, nats=None, three=False, hubs=1):
+        """kv-router --watch-hub in front of `hubs` watch-hubs on NATS JetStream (`nats`, default
+        the session's server): one SQLite shard service, or with three=True HUB_THREE_SHARDS.
+        Returns a namespace: endpoint (the router's), router, hubs, shards (name -> replicas),
+        nats, topology (path or None), workdir."""
+        d = workdir("hub")
+        nats = nats or request.getfixturevalue("nats_server")
+        publish = ["--nats-url", nats.url, *shard_flags(extra or [])]
+        stack = SimpleNamespace(workdir=d, nats=nats, shards={}, topology=None)
+        if three:
+            def shard(kind, dsn, name):
+                s = start_shard(d, kind, dsn, publish, name=name)
+                started.append(s)
+                return s
+            stack.shards["main"] = [shard("sqlite", f"sqlite://{d / 'main'}", "main")]
+            tenants_db = database("postgres")
+            stack.shards["tenants"] = [shard("postgres", tenants_db, "tenants") for _ in range(2)]
+            stack.shards["events"] = [shard("mariadb", database("mariadb"), "events")]
+            stack.topology = d / "topology.yaml"
+            stack.topology.write_text(HUB_THREE_SHARDS.format(
+                main=stack.shards["main"][0].endpoint, events=stack.shards["events"][0].endpoint,
+                tenants=",grpc://".join(r.endpoint for r in stack.shards["tenants"])))
+            stack.hubs = [start_hub(d, nats.url, topology=stack.topology, extra=hub_flags(extra or []))
+                          for _ in range(hubs)]
+        else:
+            name = f"s{len(started)}-{os.getpid()}"  # a stream of its own on the shared NATS
+            replica = start_shard(d, "sqlite", f"sqlite://{d / 'shard'}", publish, name=name)
+            started.append(replica)
+            stack.shards[name] = [replica]
+            stack.hubs = [start_hub(d, nats.url, [replica], shard_name=name, extra=hub_flags(extra or []))
+                          for _ in range(hubs)]
+        started.extend(stack.hubs)
+        hub_urls = ",".join(f"grpc://{h.endpoint}" for h in stack.hubs)
+        replicas = None if three else stack.shards[name]
+        stack.router = start_router(d, replicas, ["--watch-hub", hub_urls, *(extra or [])],
+                                    topology=stack.topology)
+        started.append(stack.router)
+        stack.endpoint = stack.router.endpoint
+        return stack
+
     start.routed = start_routed
     start.three_shards = start_three
+    start.hub = start_hub_stack
     yield start
     for s in reversed(started):
         s.stop()

@@ -106,3 +106,64 @@ def test_topology_spreads_prefixes_evenly():
         targets = [line.split(": ")[1] for line in text.splitlines() if line.strip().startswith("shard:")]
         assert len(targets) == len(backends.SHARD_PREFIXES)
         assert {targets.count(f"s{i}") for i in range(n)} == {len(targets) // n}, text
+
+
+def _watch_hub_available() -> bool:
+    """The watch-hub command exists and nats-server is installed (the kf-hub stack needs both)."""
+    try:
+        bench_run.backends_module().nats_server_binary()
+    except RuntimeError:
+        return False
+    r = bench_run.subprocess.run([sys.executable, "-m", "kubefabric.cli", "watch-hub", "--help"],
+                                 capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def _run_watch_mode(tmp_path, capsys, servers: list[str]) -> None:
+    out = tmp_path / "watch.json"
+    rc = bench_run.main(["--watch", ",".join(servers), "--clients", "2", "--rate", "20",
+                         "--watchers", "40", "--watch-conns", "4", "--fanout-rates", "20",
+                         "--duration", "0.5", "--warmup", "0.1", "--json", str(out)])
+    assert rc == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["server"], r["workload"]) for r in results] == [
+        (s, w) for s in servers for w in ("watch-latency", "watch-fanout")]
+    for r in results:
+        assert "failed" not in r, r
+        assert r["ops"] > 0 and r["errors"] == 0 and r.get("missed_events", 0) == 0, r
+        assert r["send_to_event_p50_ms"] > 0 and r["slowest_send_p99_ms"] >= r["send_to_event_p50_ms"], r
+        assert sum(r["cpu"]["procs"].values()) > 0, r
+        if r["workload"] == "watch-fanout":  # 40 watchers on 4 streams (one per connection)
+            assert (r["watchers"], r["streams"], r["conns"]) == (40, 4, 4), r
+        else:  # a stream per watcher
+            assert (r["watchers"], r["streams"]) == (2, 2), r
+    table = capsys.readouterr().out
+    assert "fan-out 40 watchers/4 streams, 20 writes/s" in table and "load average" in table
+    assert all(f"\n{s} " in table for s in servers), table
+    assert not bench_run.LIVE, "a server was left running"
+
+
+def test_watch_mode_embedded_and_shard_service(loadgen, tmp_path, capsys):
+    """`run.py --watch`: watch-latency and a small fan-out (40 watchers sharing 4 streams) through
+    the embedded bus and through kv-router following a shard service; every event delivered."""
+    _run_watch_mode(tmp_path, capsys, ["kubefabric", "kf-sqlite-svc"])
+
+
+@pytest.mark.skipif(not _watch_hub_available(), reason="needs `kubefabric watch-hub` and nats-server")
+def test_watch_mode_through_the_hub(loadgen, tmp_path, capsys):
+    """The same through NATS JetStream and the watch-hub (kf-hub: nats-server, shard service,
+    watch-hub, kv-router), all started, measured and removed again."""
+    _run_watch_mode(tmp_path, capsys, ["kf-hub"])
+
+
+def test_watch_table_ratios_to_etcd():
+    case = bench_run.WatchCase("watch-fanout", 1000, 10.0, 10)
+    base = {"workload": "watch-fanout", "case": case.label, "errors": 0, "missed_events": 0, "ops_per_sec": 10000,
+            "watchers": 1000, "p50_ms": 1.0, "p99_ms": 2.0, "put_p50_ms": 1.0}
+    results = [dict(base, server="etcd", send_to_event_p50_ms=2.0, send_to_event_p99_ms=4.0, slowest_send_p99_ms=5.0),
+               dict(base, server="kf-hub", send_to_event_p50_ms=3.0, send_to_event_p99_ms=12.0, slowest_send_p99_ms=20.0,
+                    cpu={"procs": {"router": 40.0, "hub": 50.0}})]
+    table = bench_run.render_watch_table(results, ["etcd", "kf-hub"], [case])
+    row = next(line for line in table.splitlines() if line.startswith("kf-hub "))
+    assert row.split("|")[-1].split() == ["1.50", "3.00", "4.00"], row
+    assert "90 (hub 50)" in row, row

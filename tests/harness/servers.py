@@ -168,20 +168,50 @@ rules:
     shard: events
 """
 
+# THREE_SHARDS with every shard a service, for a watch-hub (which follows shard services only):
+# main is a SQLite shard service, tenants two replicas on one PostgreSQL database (leader
+# failover), events on MariaDB.
+HUB_THREE_SHARDS = """\
+shards:
+  - name: main
+    endpoint: grpc://{main}
+  - name: tenants
+    endpoint: grpc://{tenants}
+  - name: events
+    endpoint: grpc://{events}
+default: main
+rules:
+  - namespace: tenant-a
+    resources: [pods]
+    shard: tenants
+  - prefix: /registry/events/
+    shard: events
+"""
+
 SHARD_COMMANDS = {"sqlite": "backend-sqlite", "postgres": "backend-pg", "mariadb": "backend-mysql"}
 # flags of `kubefabric serve` that the shard core applies, so a routed setup gets them too
 SHARD_FLAGS = ("--max-txn-ops", "--quota-backend-bytes", "--max-request-bytes")
 
 
-def shard_flags(extra: list[str]) -> list[str]:
+# flags of `kubefabric serve` that a watch-hub applies (with --watch-hub the router does not)
+HUB_FLAGS = ("--watch-progress-notify-interval", "--watch-stream-buffer-bytes",
+             "--max-watchers-per-stream")
+
+
+def shard_flags(extra: list[str], names: tuple[str, ...] = SHARD_FLAGS) -> list[str]:
+    """The flags among `extra` (a router's) named in `names`, with their values."""
     out = []
     for i, arg in enumerate(extra):
         name = arg.split("=", 1)[0]
-        if name in SHARD_FLAGS:
+        if name in names:
             out.append(arg)
             if "=" not in arg and i + 1 < len(extra):
                 out.append(extra[i + 1])
     return out
+
+
+def hub_flags(extra: list[str]) -> list[str]:
+    return shard_flags(extra, HUB_FLAGS)
 
 
 def client_channel(endpoint: str, tls=None) -> grpc.Channel:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from histcheck import (KV, Event, Read, Response, WatchLog, Write, check_history, check_resumed,
+from harness.histcheck import (KV, Event, Read, Response, WatchLog, Write, check_history, check_resumed,
                        check_watch)
 
 A, B, C = b"/registry/pods/tenant-a/a", b"/registry/pods/tenant-b/b", b"/registry/events/ns/c"

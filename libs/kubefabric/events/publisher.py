@@ -127,7 +127,7 @@ class EventPublisher:
         """Publish the txns of the log the stream lacks, up to `committed`."""
         from kubefabric.shardsvc.service import EVERY_KEY, commits_of
 
-        last = await self._last_published()
+        last = await self._last_published(shard)
         if last is None or last > committed:
             if last is not None:
                 log.warning("shard %s: stream %s is ahead of the database (%d > %d); it belongs "
@@ -151,14 +151,22 @@ class EventPublisher:
                 await self._publish(shard, commits, hi)
             lo = hi + 1
 
-    async def _last_published(self) -> int | None:
+    async def _last_published(self, shard) -> int | None:
+        """The committed_rev of the stream's last message; None for an empty stream or one
+        whose last message came from another database (a reused shard name)."""
         from nats.js.errors import NotFoundError
 
         try:
             msg = await self.js.get_last_msg(self.stream, self.subject)
         except NotFoundError:
             return None
-        return ShardEvents.FromString(msg.data).committed_rev
+        last = ShardEvents.FromString(msg.data)
+        if last.cluster_id != shard.state.cluster_id:
+            log.warning("shard %s: stream %s ends with events of another database (cluster id "
+                        "%x, ours %x); publishing ours from now on", self.name, self.stream,
+                        last.cluster_id, shard.state.cluster_id)
+            return None
+        return last.committed_rev
 
     async def _publish(self, shard, commits: list, committed: int) -> None:
         """Publish commits (revision order, all above published_to) in as few messages as fit."""
@@ -177,7 +185,7 @@ class EventPublisher:
     async def _send(self, shard, commits: list, committed: int) -> None:
         msg = ShardEvents(shard=self.name, prev_rev=self.published_to, commits=commits,
                           committed_rev=committed, compact_rev=shard.state.compact_rev,
-                          term=shard.state.term)
+                          term=shard.state.term, cluster_id=shard.state.cluster_id)
         data = msg.SerializeToString()
         if len(data) > self.nc.max_payload - HEADER_ROOM:
             # one txn larger than a NATS message: consumers read it from the History RPC
@@ -192,7 +200,8 @@ class EventPublisher:
 
     async def _heartbeat(self, shard, committed: int) -> None:
         msg = ShardEvents(shard=self.name, prev_rev=self.published_to, committed_rev=committed,
-                          compact_rev=shard.state.compact_rev, term=shard.state.term)
+                          compact_rev=shard.state.compact_rev, term=shard.state.term,
+                          cluster_id=shard.state.cluster_id)
         await self.nc.publish(heartbeat_subject(self.name), msg.SerializeToString())
 
     async def _ensure_stream(self) -> None:

@@ -50,6 +50,7 @@ class ShardSubscription:
         self._subs: list = []
         self._tasks: list[asyncio.Task] = []
         self._stalled = False
+        self._warned_foreign = False
 
     async def start(self) -> None:
         hb = await self.nc.subscribe(heartbeat_subject(self.name), cb=self._on_heartbeat)
@@ -110,10 +111,20 @@ class ShardSubscription:
                 self._stalled = False
                 log.info("shard %s: events flowing again", self.name)
             msg = ShardEvents.FromString(data)
+            if msg.cluster_id != self.shard.state.cluster_id:
+                self._foreign(msg)
+                continue
             if is_event:
                 await self._retry(self._apply, msg)
             else:
                 self._heartbeat(msg, loop.time())
+
+    def _foreign(self, msg: ShardEvents) -> None:
+        if not self._warned_foreign:
+            self._warned_foreign = True
+            log.warning("shard %s: dropping messages of another database (cluster id %x, this "
+                        "shard's %x): do two shards use the name %r on this NATS?", self.name,
+                        msg.cluster_id, self.shard.state.cluster_id, self.name)
 
     async def _retry(self, step, *args) -> None:
         """Run a step that reads the shard until it succeeds (the shard may be failing over)."""

@@ -138,11 +138,14 @@ class WatchHub:
 
     # ---- adding and removing ----
 
-    async def add(self, w: Watcher, start_rev: int) -> None:
-        if self.committed < self.head:
+    async def add(self, w: Watcher, start_rev: int, known: int = 0) -> None:
+        """known: a revision the client was acknowledged elsewhere (kv-router in front of a
+        watch-hub): part of "now" like head."""
+        head = max(self.head, known)
+        if self.committed < head:
             # a remote or merged feed trails what clients were told: let it catch up first, so a
             # watcher from an acknowledged revision replays it like etcd instead of waiting live
-            await self._caught_up(self.head, CATCH_UP_WAIT_S)
+            await self._caught_up(head, CATCH_UP_WAIT_S)
         committed = self.committed
         if start_rev < 0:
             # etcd 3.4: below the compact revision (-1 when never compacted) is compacted,
@@ -153,7 +156,7 @@ class WatchHub:
             start_rev = 0
         if start_rev == 0 or start_rev > committed:
             # "from now": after everything a client may already have been acknowledged
-            w.next_rev = start_rev or self.head + 1
+            w.next_rev = start_rev or max(self.head, known) + 1
             w.synced = True
             self.watchers.add(w)
             return

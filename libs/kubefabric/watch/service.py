@@ -32,13 +32,15 @@ def too_many_streams(limit: int) -> str:
 class WatchService(rpc.WatchServicer):
     def __init__(self, hub, fill_header, max_response_bytes: int, buffer_budget: int,
                  max_watchers_per_stream: int = DEFAULT_MAX_WATCHERS,
-                 max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION):
+                 max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION,
+                 trust_known: bool = False):
         self.buffer_budget = buffer_budget
         self.hub = hub
         self.fill = fill_header
         self.max_bytes = max_response_bytes
         self.max_watchers = max_watchers_per_stream
         self.max_streams = max_streams_per_connection
+        self.trust_known = trust_known  # see WatchStream
         self.streams: set[WatchStream] = set()
         self.per_peer: dict[str, int] = {}  # open streams per connection; no entry for 0
 
@@ -47,7 +49,8 @@ class WatchService(rpc.WatchServicer):
         if self.per_peer.get(peer, 0) >= self.max_streams:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_many_streams(self.max_streams))
         self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
-        stream = WatchStream(self.hub, self.fill, self.max_bytes, self.buffer_budget, self.max_watchers)
+        stream = WatchStream(self.hub, self.fill, self.max_bytes, self.buffer_budget,
+                             self.max_watchers, self.trust_known)
         self.streams.add(stream)
         reader = asyncio.create_task(self._read(request_iterator, stream))
         try:

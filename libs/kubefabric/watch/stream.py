@@ -35,8 +35,13 @@ def too_many_watchers(limit: int) -> str:
 
 class WatchStream:
     def __init__(self, hub: WatchHub, fill_header, max_response_bytes: int,
-                 buffer_budget: int = 64 * 1024 * 1024, max_watchers: int = DEFAULT_MAX_WATCHERS):
+                 buffer_budget: int = 64 * 1024 * 1024, max_watchers: int = DEFAULT_MAX_WATCHERS,
+                 trust_known: bool = False):
+        """trust_known: honour kubefabric_known_revision in requests (a watch-hub behind
+        kv-router; an etcd client's value is ignored)."""
         self.hub = hub
+        self.trust_known = trust_known
+        self.progress_known = 0  # a pending progress request is answered at or above it
         self.max_watchers = max_watchers
         self.fill = fill_header  # fill(header, revision)
         self.max_bytes = max_response_bytes
@@ -96,12 +101,16 @@ class WatchStream:
             self.cancel(req.cancel_request.watch_id)
         elif kind == "progress_request":
             self.progress_pending = True
+            if self.trust_known:
+                self.progress_known = max(self.progress_known,
+                                          req.progress_request.kubefabric_known_revision)
             self.on_synced()
 
     async def create(self, creq: pb.WatchCreateRequest) -> None:
         # etcd watches the key "\0" when no key is given
         rng = KeyRange.of(creq.key or b"\x00", creq.range_end)
-        committed = self.hub.head
+        known = creq.kubefabric_known_revision if self.trust_known else 0
+        committed = max(self.hub.head, known)
         if creq.watch_id and creq.watch_id in self.watchers:
             self._send_refused(DUPLICATE_ID, committed)
             return
@@ -122,7 +131,7 @@ class WatchStream:
         resp = pb.WatchResponse(watch_id=wid, created=True)
         self.fill(resp.header, committed)
         self._send(resp)
-        await self.hub.add(w, creq.start_revision)
+        await self.hub.add(w, creq.start_revision, known)
 
     def _send_refused(self, reason: str, revision: int) -> None:
         resp = pb.WatchResponse(watch_id=-1, created=True, canceled=True, cancel_reason=reason)
@@ -159,20 +168,7 @@ class WatchStream:
             self._send(resp)
 
     def _send_fragments(self, whole: pb.WatchResponse) -> None:
-        """Split like etcd: each fragment takes events while it stays under the limit (at least
-        one event each); every fragment but the last has fragment=true."""
-        events = list(whole.events)
-        i = 0
-        while i < len(events):
-            frag = pb.WatchResponse(watch_id=whole.watch_id, fragment=True)
-            frag.header.CopyFrom(whole.header)
-            while i < len(events):
-                frag.events.append(events[i])
-                if len(frag.events) > 1 and frag.ByteSize() >= self.max_bytes:
-                    del frag.events[-1]
-                    break
-                i += 1
-            frag.fragment = i < len(events)
+        for frag in split_fragments(whole, self.max_bytes):
             self._send(frag)
 
     def send_progress(self, w: Watcher, revision: int) -> None:
@@ -195,12 +191,33 @@ class WatchStream:
             return
         if any(not w.synced for w in self.watchers.values()):
             return
-        if self.hub.committed < self.hub.head:
+        if self.hub.committed < max(self.hub.head, self.progress_known):
             # a remote shard acknowledged a revision its feed has not delivered yet: answer once
             # it has, so the progress revision is true for every watcher of the stream
             self.hub.feed_waiters.add(self)
             return
         self.progress_pending = False
+        self.progress_known = 0
         resp = pb.WatchResponse(watch_id=-1)
         self.fill(resp.header, self.hub.committed)
         self._send(resp)
+
+
+def split_fragments(whole: pb.WatchResponse, max_bytes: int) -> list[pb.WatchResponse]:
+    """Split like etcd: each fragment takes events while it stays under the limit (at least one
+    event each); every fragment but the last has fragment=true."""
+    out = []
+    events = list(whole.events)
+    i = 0
+    while i < len(events):
+        frag = pb.WatchResponse(watch_id=whole.watch_id, fragment=True)
+        frag.header.CopyFrom(whole.header)
+        while i < len(events):
+            frag.events.append(events[i])
+            if len(frag.events) > 1 and frag.ByteSize() >= max_bytes:
+                del frag.events[-1]
+                break
+            i += 1
+        frag.fragment = i < len(events)
+        out.append(frag)
+    return out

@@ -81,7 +81,8 @@ class RouterServer:
         self.health = HealthService()
         if cfg.watch_hub:
             self.hub = None
-            self.watch = WatchProxy(cfg.watch_hub, shard.state, cfg.max_watch_streams_per_connection)
+            self.watch = WatchProxy(cfg.watch_hub, shard.state, cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+                                    cfg.max_watch_streams_per_connection)
         else:
             self.hub = WatchHub(shard, cfg.progress_interval_s)
             # etcd splits fragmented watch responses at its gRPC receive limit, not the request limit

@@ -9,10 +9,12 @@ Invariants:
   or progress notification). When a hub stream breaks, every watcher is created again on a new
   stream with its own watch ID and that start revision; the new created responses are swallowed.
   The client sees one uninterrupted stream: no gap, no repeat (resumable, DESIGN §5).
-- "From now" (start_revision 0) becomes "after the newest revision this router acknowledged",
-  so a client that wrote, then watched, does not see its own write as a new event.
-- A progress request is answered with a revision at least as new as what this router had
-  acknowledged when it came (the hub is asked again until then, up to PROGRESS_WAIT_S).
+- Creates and progress requests carry kubefabric_known_revision, the newest revision this
+  router acknowledged: "now" for the hub is at least that (a client that wrote, then watched,
+  does not see its write as new; a watch from an acknowledged revision replays it from history,
+  batched like etcd), and a progress answer is never below it.
+- fragment=true is done here, at this router's request limit: the hub is asked for whole
+  responses, so one setting decides the split.
 - No hub for HUB_LOST_S: the client stream ends with UNAVAILABLE (etcd clients re-watch).
 """
 from __future__ import annotations
@@ -29,12 +31,11 @@ from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.rpc.wire import Malformed
 from kubefabric.shardsvc.client import parse_endpoints
 from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, too_many_streams
+from kubefabric.watch.stream import split_fragments
 
 log = logging.getLogger("kubefabric.router.watchproxy")
 
 HUB_LOST_S = 15.0
-PROGRESS_WAIT_S = 2.0
-PROGRESS_RETRY_S = 0.01
 OUT_QUEUE = 256  # responses relayed ahead of the client
 
 
@@ -44,18 +45,20 @@ class HubLost(Exception):
 
 class Tracked:
     """A watcher the client holds, as the proxy must re-create it."""
-    __slots__ = ("request", "next_rev", "fragments")
+    __slots__ = ("request", "next_rev", "fragment")
 
-    def __init__(self, request: pb.WatchCreateRequest, next_rev: int):
-        self.request = request
+    def __init__(self, request: pb.WatchCreateRequest, next_rev: int, fragment: bool):
+        self.request = request    # as sent to the hub
         self.next_rev = next_rev  # the first revision the client has not seen
-        self.fragments = False    # inside a fragmented response
+        self.fragment = fragment  # the client asked for fragmented responses
 
 
 class WatchProxy(rpc.WatchServicer):
-    def __init__(self, endpoints: str, state,
+    def __init__(self, endpoints: str, state, max_response_bytes: int,
                  max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION):
-        """state: the router's shard state (committed: the newest acknowledged revision)."""
+        """state: the router's shard state (committed: the newest acknowledged revision);
+        max_response_bytes: where fragment=true splits a response."""
+        self.max_bytes = max_response_bytes
         self.endpoints = parse_endpoints(endpoints)
         self.channels = [grpc.aio.insecure_channel(e, options=[
             ("grpc.max_receive_message_length", -1), ("grpc.keepalive_time_ms", 10_000),
@@ -110,9 +113,9 @@ class ProxiedStream:
         self.proxy = proxy
         self.out: asyncio.Queue = asyncio.Queue(OUT_QUEUE)
         self.watchers: dict[int, Tracked] = {}  # what the metrics sampler counts
-        self.pending: deque[tuple[pb.WatchCreateRequest, bool]] = deque()  # (create, replayed)
-        self.progress_target = 0
-        self.progress_deadline = 0.0
+        # creates sent and not answered yet: (request as sent, replayed, client asked fragment)
+        self.pending: deque[tuple[pb.WatchCreateRequest, bool, bool]] = deque()
+        self.progress_known = 0  # a progress request is pending, to be answered at or above it
         self.call = None
         self.requests: asyncio.Queue = asyncio.Queue()  # for the current hub call
         self.closed = False
@@ -139,19 +142,20 @@ class ProxiedStream:
                 await self.out.put(req)
                 return
             kind = req.WhichOneof("request_union")
+            known = self.proxy.state.committed
             if kind == "create_request":
                 create = pb.WatchCreateRequest()
                 create.CopyFrom(req.create_request)
-                if create.start_revision == 0:
-                    create.start_revision = self.proxy.state.committed + 1
-                self.pending.append((create, False))
+                create.kubefabric_known_revision = known
+                create.fragment = False
+                self.pending.append((create, False, req.create_request.fragment))
                 req = pb.WatchRequest(create_request=create)
             elif kind == "cancel_request":
                 self.watchers.pop(req.cancel_request.watch_id, None)
             elif kind == "progress_request":
-                loop = asyncio.get_running_loop()
-                self.progress_target = max(self.progress_target, self.proxy.state.committed)
-                self.progress_deadline = loop.time() + PROGRESS_WAIT_S
+                self.progress_known = max(self.progress_known, known)
+                req = pb.WatchRequest(progress_request=pb.WatchProgressRequest(
+                    kubefabric_known_revision=known))
             self.requests.put_nowait(req)
 
     # ---- the hub's responses ----
@@ -161,14 +165,11 @@ class ProxiedStream:
         lost_since = None
         first = True
         while not self.closed:
-            requests = self.requests
-            if not first:
-                requests = self._replay_requests()
+            requests = self.requests if first else self._replay_requests()
             self.call = self.proxy.hub_stub().Watch(_drain(requests))
             try:
                 async for resp in self.call:
                     lost_since = None
-                    first = False
                     await self._on_response(resp)
                 if self.closed:
                     return
@@ -195,34 +196,34 @@ class ProxiedStream:
         """A new hub stream: every watcher again from its next revision, unanswered creates as
         they were, a pending progress request; later client requests follow on the same queue."""
         old, self.requests = self.requests, asyncio.Queue()
-        unanswered = [create for create, replayed in self.pending if not replayed]
+        unanswered = [(create, fragment) for create, replayed, fragment in self.pending if not replayed]
         self.pending.clear()
-        for wid in sorted(self.watchers):
+        for wid in sorted(self.watchers):  # 0 first: a hub picks 0 for watch_id 0 on a new stream
             tracked = self.watchers[wid]
             create = pb.WatchCreateRequest()
             create.CopyFrom(tracked.request)
             create.watch_id = wid
             create.start_revision = tracked.next_rev
-            self.pending.append((create, True))
+            self.pending.append((create, True, tracked.fragment))
             self.requests.put_nowait(pb.WatchRequest(create_request=create))
-        for create in unanswered:
-            self.pending.append((create, False))
+        for create, fragment in unanswered:
+            self.pending.append((create, False, fragment))
             self.requests.put_nowait(pb.WatchRequest(create_request=create))
         while not old.empty():  # client requests not sent yet: creates are in `unanswered`
             req = old.get_nowait()
             if req.WhichOneof("request_union") != "create_request":
                 self.requests.put_nowait(req)
-        if self.progress_target:
-            self.requests.put_nowait(pb.WatchRequest(progress_request=pb.WatchProgressRequest()))
+        if self.progress_known:
+            self.requests.put_nowait(pb.WatchRequest(progress_request=pb.WatchProgressRequest(
+                kubefabric_known_revision=self.progress_known)))
         return self.requests
 
     async def _on_response(self, resp: pb.WatchResponse) -> None:
         if resp.created:
-            create, replayed = self.pending.popleft() if self.pending else (None, False)
-            if resp.watch_id >= 0 and not resp.canceled and create is not None:
+            create, replayed, fragment = self.pending.popleft() if self.pending else (None, False, False)
+            if resp.watch_id >= 0 and not resp.canceled and create is not None and not replayed:
                 start = create.start_revision if create.start_revision > 0 else resp.header.revision + 1
-                tracked = self.watchers.get(resp.watch_id) if replayed else None
-                self.watchers[resp.watch_id] = tracked or Tracked(create, start)
+                self.watchers[resp.watch_id] = Tracked(create, start, fragment)
             if replayed:
                 if resp.canceled:  # refused on the new hub (a limit): say so to the client
                     self.watchers.pop(create.watch_id, None)
@@ -232,31 +233,22 @@ class ProxiedStream:
         elif resp.canceled:
             self.watchers.pop(resp.watch_id, None)
         elif resp.watch_id == -1 and not resp.events:
-            if not self._progress_done(resp.header.revision):
-                return
+            self.progress_known = 0
         else:
-            self._advance(resp)
+            tracked = self.watchers.get(resp.watch_id)
+            if tracked is not None:
+                if (not resp.events and resp.header.revision < tracked.next_rev
+                        and resp.header.revision < self.proxy.state.committed):
+                    # a periodic notification the hub sent before it heard of a newer revision
+                    # this router acknowledged: no news for the client, and older than etcd's
+                    return
+                rev = resp.events[-1].kv.mod_revision if resp.events else resp.header.revision
+                tracked.next_rev = max(tracked.next_rev, rev + 1)
+                if tracked.fragment and len(resp.events) > 1 and resp.ByteSize() >= self.proxy.max_bytes:
+                    for frag in split_fragments(resp, self.proxy.max_bytes):
+                        await self.out.put(frag)
+                    return
         await self.out.put(resp)
-
-    def _advance(self, resp: pb.WatchResponse) -> None:
-        tracked = self.watchers.get(resp.watch_id)
-        if tracked is None:
-            return
-        tracked.fragments = resp.fragment
-        if resp.fragment:
-            return
-        rev = resp.events[-1].kv.mod_revision if resp.events else resp.header.revision
-        tracked.next_rev = max(tracked.next_rev, rev + 1)
-
-    def _progress_done(self, revision: int) -> bool:
-        """A progress answer below what the client may know is asked for again (bounded)."""
-        loop = asyncio.get_running_loop()
-        if revision < self.progress_target and loop.time() < self.progress_deadline:
-            loop.call_later(PROGRESS_RETRY_S, lambda: self.requests.put_nowait(
-                pb.WatchRequest(progress_request=pb.WatchProgressRequest())))
-            return False
-        self.progress_target = 0
-        return True
 
 
 async def _drain(queue: asyncio.Queue):

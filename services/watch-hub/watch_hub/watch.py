@@ -12,7 +12,8 @@ NOT_READY = "watch-hub not ready: connecting to NATS and the shard services"
 class HubWatchService(WatchService):
     def __init__(self, max_response_bytes: int, buffer_budget: int, max_watchers: int,
                  max_streams: int):
-        super().__init__(None, None, max_response_bytes, buffer_budget, max_watchers, max_streams)
+        super().__init__(None, None, max_response_bytes, buffer_budget, max_watchers, max_streams,
+                         trust_known=True)  # its clients are kv-routers
 
     def serve(self, hub, fill_header) -> None:
         self.hub, self.fill = hub, fill_header

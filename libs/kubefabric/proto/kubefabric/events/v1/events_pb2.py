@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as kubefabric_dot_shard_dot_v1_dot_shard__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!kubefabric/events/v1/events.proto\x12\x14kubefabric.events.v1\x1a\x1fkubefabric/shard/v1/shard.proto\"\xb2\x01\n\x0bShardEvents\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x10\n\x08prev_rev\x18\x02 \x01(\x03\x12\x35\n\x07\x63ommits\x18\x03 \x03(\x0b\x32$.kubefabric.shard.v1.HistoryResponse\x12\x15\n\rcommitted_rev\x18\x04 \x01(\x03\x12\x13\n\x0b\x63ompact_rev\x18\x05 \x01(\x03\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x12\x0c\n\x04term\x18\x07 \x01(\x04\x42+Z)kubefabric.dev/proto/kubefabric/events/v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!kubefabric/events/v1/events.proto\x12\x14kubefabric.events.v1\x1a\x1fkubefabric/shard/v1/shard.proto\"\xc6\x01\n\x0bShardEvents\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x10\n\x08prev_rev\x18\x02 \x01(\x03\x12\x35\n\x07\x63ommits\x18\x03 \x03(\x0b\x32$.kubefabric.shard.v1.HistoryResponse\x12\x15\n\rcommitted_rev\x18\x04 \x01(\x03\x12\x13\n\x0b\x63ompact_rev\x18\x05 \x01(\x03\x12\x11\n\ttruncated\x18\x06 \x01(\x08\x12\x0c\n\x04term\x18\x07 \x01(\x04\x12\x12\n\ncluster_id\x18\x08 \x01(\x04\x42+Z)kubefabric.dev/proto/kubefabric/events/v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z)kubefabric.dev/proto/kubefabric/events/v1'
   _globals['_SHARDEVENTS']._serialized_start=93
-  _globals['_SHARDEVENTS']._serialized_end=271
+  _globals['_SHARDEVENTS']._serialized_end=291
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ShardEvents(_message.Message):
-    __slots__ = ("shard", "prev_rev", "commits", "committed_rev", "compact_rev", "truncated", "term")
+    __slots__ = ("shard", "prev_rev", "commits", "committed_rev", "compact_rev", "truncated", "term", "cluster_id")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     PREV_REV_FIELD_NUMBER: _ClassVar[int]
     COMMITS_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class ShardEvents(_message.Message):
     COMPACT_REV_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     shard: str
     prev_rev: int
     commits: _containers.RepeatedCompositeFieldContainer[_shard_pb2.HistoryResponse]
@@ -23,4 +24,5 @@ class ShardEvents(_message.Message):
     compact_rev: int
     truncated: bool
     term: int
-    def __init__(self, shard: _Optional[str] = ..., prev_rev: _Optional[int] = ..., commits: _Optional[_Iterable[_Union[_shard_pb2.HistoryResponse, _Mapping]]] = ..., committed_rev: _Optional[int] = ..., compact_rev: _Optional[int] = ..., truncated: _Optional[bool] = ..., term: _Optional[int] = ...) -> None: ...
+    cluster_id: int
+    def __init__(self, shard: _Optional[str] = ..., prev_rev: _Optional[int] = ..., commits: _Optional[_Iterable[_Union[_shard_pb2.HistoryResponse, _Mapping]]] = ..., committed_rev: _Optional[int] = ..., compact_rev: _Optional[int] = ..., truncated: _Optional[bool] = ..., term: _Optional[int] = ..., cluster_id: _Optional[int] = ...) -> None: ...
