@@ -8,6 +8,12 @@ each with `kubefabric serve --shard grpc://...` in front; `<kind>-nogc` runs the
 `--group-commit false` (one database transaction per write). A stack has the surface run.py uses
 for a server (kind, endpoint, alive(), log_tail(), stop()).
 
+    kf-hub          kf-sqlite-svc with the NATS watch path (run.py --watch): a nats-server with
+                    JetStream, the shard service publishing to it (--nats-url), a `kubefabric
+                    watch-hub` following it, and `kubefabric serve --shard ... --watch-hub ...`
+                    serving etcd watches from the hub (kf-sqlite-svc: the router follows the
+                    shard's Feed RPC itself)
+
 start_sharded(n) (run.py --shards): n shard services, each on a database of its own, behind one
 `kubefabric serve --topology FILE` whose prefix rules spread the SHARD_PREFIXES evenly over them.
 
@@ -22,9 +28,11 @@ import itertools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +45,7 @@ from harness.servers import die_with_parent, free_port, wait_ready, wait_shard_r
 NOGC = "-nogc"
 DATABASES = {"kf-sqlite-svc": "sqlite", "kf-pg": "postgres", "kf-mysql": "mariadb"}
 SHARD_COMMANDS = {"sqlite": "backend-sqlite", "postgres": "backend-pg", "mariadb": "backend-mysql"}
-KINDS = tuple(k + s for k in DATABASES for s in ("", NOGC))
+KINDS = tuple(k + s for k in DATABASES for s in ("", NOGC)) + ("kf-hub",)
 DB_SERVERS = {"postgres": None, "mariadb": None}  # the running database servers, by kind
 
 _names = itertools.count()
@@ -86,14 +94,41 @@ class Proc:
                 continue
 
 
-def spawn(kind: str, args: list[str], port: int, workdir: Path) -> Proc:
-    """`python -m kubefabric.cli ARGS` in its own session, without KUBEFABRIC_* settings."""
+def spawn(kind: str, args: list[str], port: int, workdir: Path, argv0: list[str] | None = None) -> Proc:
+    """`python -m kubefabric.cli ARGS` (or `argv0 ARGS`) in its own session, without KUBEFABRIC_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFABRIC_")}
     log_path = workdir / f"{kind}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "kubefabric.cli", *args], cwd=workdir, env=env,
+    argv0 = argv0 or [sys.executable, "-m", "kubefabric.cli"]
+    proc = subprocess.Popen([*argv0, *args], cwd=workdir, env=env,
                             stdin=subprocess.DEVNULL, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True, preexec_fn=die_with_parent)
     return Proc(kind, f"127.0.0.1:{port}", proc, log_path)
+
+
+def nats_server_binary() -> str:
+    """nats-server from PATH, else Debian's /usr/sbin/nats-server (sbin is not on every PATH)."""
+    path = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin")
+    if not path:
+        raise RuntimeError("nats-server is not installed (apt-get install nats-server)")
+    return path
+
+
+def wait_nats_ready(nats: Proc, timeout: float) -> None:
+    """Until nats-server's log says it is ready (JetStream enabled before that) and its port accepts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if nats.proc.poll() is not None:
+            raise RuntimeError(f"nats-server exited with {nats.proc.returncode}:\n{nats.log()[-2000:]}")
+        if "Server is ready" in nats.log():
+            try:
+                host, port = nats.endpoint.rsplit(":", 1)
+                socket.create_connection((host, int(port)), timeout=1).close()
+                return
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nats-server not ready after {timeout:.0f}s:\n{nats.log()[-2000:]}")
+        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------------------- databases
@@ -181,6 +216,8 @@ class Stack:
 def start_stack(kind: str, live: list, ready_timeout: float = 60.0) -> Stack:
     """A shard service on a fresh database and a router in front; appended to `live` at once,
     so an interrupted start is cleaned up too."""
+    if kind == "kf-hub":
+        return start_hub_stack(live, ready_timeout)
     db, group_commit = split_kind(kind)
     workdir = Path(tempfile.mkdtemp(prefix=f"kf-bench-{kind}-"))
     stack = Stack(kind, "", workdir, db)
@@ -244,6 +281,41 @@ def start_sharded(n: int, live: list, ready_timeout: float = 60.0, db: str = "sq
     client_port = free_port()
     router = spawn("router", ["serve", "--listen-client-urls", f"http://127.0.0.1:{client_port}",
                               "--data-dir", str(workdir / "router"), "--topology", str(topology)],
+                   client_port, workdir)
+    stack.procs.append(router)
+    wait_ready(router, ready_timeout)
+    stack.endpoint = router.endpoint
+    return stack
+
+
+# ---------------------------------------------------------------------- the NATS watch path
+
+def start_hub_stack(live: list, ready_timeout: float = 60.0, kind: str = "kf-hub") -> Stack:
+    """nats-server (JetStream, store in the stack's directory), `backend-sqlite --nats-url`
+    publishing the shard's events to it, `watch-hub` following the shard's stream, and
+    `serve --shard ... --watch-hub ...` in front; appended to `live` at once. Processes in start
+    order (stop() goes router, hub, shard, nats-server)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"kf-bench-{kind}-"))
+    stack = Stack(kind, "", workdir, "sqlite")
+    live.append(stack)
+    nats_port, shard_port, hub_port, client_port = free_port(), free_port(), free_port(), free_port()
+    nats = spawn("nats", ["--jetstream", "--store_dir", str(workdir / "jetstream"), "--addr", "127.0.0.1",
+                          "--port", str(nats_port)], nats_port, workdir, argv0=[nats_server_binary()])
+    stack.procs.append(nats)
+    wait_nats_ready(nats, ready_timeout)
+    nats_url = f"nats://{nats.endpoint}"
+    shard = spawn("shard", ["backend-sqlite", "--name", "default", "--dsn", f"sqlite://{workdir / 'shard'}",
+                            "--listen-address", f"127.0.0.1:{shard_port}", "--nats-url", nats_url],
+                  shard_port, workdir)
+    stack.procs.append(shard)
+    wait_shard_ready(shard, ready_timeout)
+    hub = spawn("hub", ["watch-hub", "--shard", f"grpc://{shard.endpoint}", "--shard-name", "default",
+                        "--nats-url", nats_url, "--listen-address", f"127.0.0.1:{hub_port}",
+                        "--metrics-address", ""], hub_port, workdir)
+    stack.procs.append(hub)
+    wait_shard_ready(hub, ready_timeout)  # its grpc.health.v1 "readiness"
+    router = spawn("router", ["serve", "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+                              "--shard", f"grpc://{shard.endpoint}", "--watch-hub", f"grpc://{hub.endpoint}"],
                    client_port, workdir)
     stack.procs.append(router)
     wait_ready(router, ready_timeout)

@@ -6,12 +6,13 @@
     uv run python bench/run.py --only put,get --servers etcd,kubefabric --json out.json
     uv run python bench/run.py --backends            # shard backends, group commit on/off: ~6 minutes
     uv run python bench/run.py --shards              # write scaling over 1, 2, 3 shard services: ~2 minutes
+    uv run python bench/run.py --watch               # watch event latency and 1,000-watcher fan-out: ~5 minutes
 
 For every server and workload it starts the server on loopback with a fresh temporary data
 directory, runs bench/bin/loadgen (Go, etcd's clientv3) at each client count, then stops the
 server and removes its data. Servers are stopped and data removed on exit, Ctrl-C and SIGTERM too.
 Standard library only, except the shard-service kinds (kf-sqlite-svc, kf-pg, kf-mysql and their
--nogc variants), which bench/backends.py starts with the test harness from the uv environment.
+-nogc variants, kf-hub), which bench/backends.py starts with the test harness from the uv environment.
 See bench/README.md.
 """
 from __future__ import annotations
@@ -40,9 +41,18 @@ BUILD_SH = "../shared/tools/etcd/build.sh"
 
 ALL_SERVERS = ("etcd", "kine", "kubefabric")  # the default comparison
 # kv-router in front of a shard service, with group commit and without (-nogc): bench/backends.py
-STACK_KINDS = tuple(k + s for k in ("kf-sqlite-svc", "kf-pg", "kf-mysql") for s in ("", "-nogc"))
+# kf-hub: the kf-sqlite-svc stack with NATS JetStream and the watch-hub serving the router's watches
+STACK_KINDS = tuple(k + s for k in ("kf-sqlite-svc", "kf-pg", "kf-mysql") for s in ("", "-nogc")) + ("kf-hub",)
 KNOWN_SERVERS = ALL_SERVERS + STACK_KINDS
-ALL_WORKLOADS = ("put", "get", "range", "watch-latency")
+ALL_WORKLOADS = ("put", "get", "range", "watch-latency")  # the default run
+WORKLOADS = ALL_WORKLOADS + ("watch-fanout",)  # --only may also ask for these
+# --watch: event latency through each watch path, one writer at a modest rate
+WATCH_SERVERS = ("etcd", "kubefabric", "kf-sqlite-svc", "kf-hub")
+WATCH_WORKLOADS = ("watch-latency", "watch-fanout")
+WATCH_CLIENTS = (1, 16)  # watch-latency watchers, each on a stream of its own (unless --clients)
+WATCH_RATE = 50  # watch-latency writes per second
+FANOUT_WATCHERS, FANOUT_CONNS, FANOUT_RATES = 1000, 10, (10, 50)
+FANOUT_DRAIN = 30.0  # seconds a fan-out run waits for the last write's events before counting misses
 # --backends: every shard backend with group commit on and off ("kubefabric" is the embedded shard,
 # which has no --group-commit flag, so it runs with group commit only)
 BACKENDS = ("kubefabric", "kf-sqlite-svc", "kf-pg", "kf-mysql")
@@ -426,6 +436,83 @@ def render_shards_table(results: list[dict], counts: list[int], plan: list[tuple
     return "\n".join(lines + notes)
 
 
+def writes_per_sec(r: dict) -> float | None:
+    """The watch writer's measured Puts per second."""
+    return r["writes"] / r["seconds"] if r.get("writes") and r.get("seconds") else None
+
+
+def render_watch_table(results: list[dict], servers: list[str], cases: list) -> str:
+    """--watch: one row per case and server: write->event and ack->event percentiles over every
+    (watcher, event) pair, the slowest watcher per event, and the ratios to etcd."""
+    by: dict = {}  # each cell's best round (lowest write->event p99; a failed round only if all failed)
+    for r in results:
+        k = (r["server"], r["case"])
+        def key(x):
+            return (0, x.get("send_to_event_p99_ms") or 0) if "failed" not in x else (1, 0)
+        if k not in by or key(r) < key(by[k]):
+            by[k] = r
+    rounds = max((r.get("round", 1) for r in results), default=1)
+
+    def val(server: str, case: str, k: str) -> float | None:
+        r = by.get((server, case))
+        return None if r is None or "failed" in r else r.get(k)
+
+    w = max([len(s) for s in servers] + [14])
+    head1 = (f"{'server':<{w}} | {'write -> event ms':^15} | {'ack -> event ms':^15} | {'slowest watcher':^15} | "
+             f"{'put ms':>6} | {'writes/s':>8} | {'missed':>6} | {'CPU %':<16} | {'vs etcd: write -> event':^23}")
+    head2 = (f"{'':<{w}} | {'p50':>7} {'p99':>7} | {'p50':>7} {'p99':>7} | {'p50':>7} {'p99':>7} | "
+             f"{'p50':>6} | {'':>8} | {'':>6} | {'all (busiest)':<16} | {'p50':>7} {'p99':>7} {'slow99':>7}")
+    lines = [head1, head2, "-" * len(head2)]
+    notes: list[str] = []
+    for case in cases:
+        lines.append(case.label)
+        fanout = case.workload == "watch-fanout"
+        for s in servers:
+            r = by.get((s, case.label))
+            if r is None:
+                continue
+            if "failed" in r:
+                notes.append(f"! {s} {case.label}: {r['failed'][:300]}")
+                lines.append(f"{s:<{w}} | failed (see below)")
+                continue
+            mark = "!" if r.get("errors") else " "
+            if r.get("errors"):
+                notes.append(f"! {s} {case.label}: {r['errors']} errors, first: {r.get('first_error', '')}")
+            cpu = (r.get("cpu") or {}).get("procs") or {}
+            busiest = max(cpu.items(), key=lambda kv: kv[1], default=("", 0))
+            cpu_cell = (f"{sum(cpu.values()):.0f}" + (f" ({busiest[0]} {busiest[1]:.0f})" if len(cpu) > 1 else "")
+                        if cpu else "-")
+            several = fanout or case.watchers > 1  # with one watcher, the slowest is that one
+            slow = ((fmt_ms(r.get("slowest_send_p50_ms"), 7), fmt_ms(r.get("slowest_send_p99_ms"), 7)) if several
+                    else ("-".rjust(7), "-".rjust(7)))
+
+            def vs_etcd(k: str) -> str:
+                return ratio(val(s, case.label, k), val("etcd", case.label, k)).rjust(7)
+            ratios = "" if s == "etcd" else (f"{vs_etcd('send_to_event_p50_ms')} {vs_etcd('send_to_event_p99_ms')} "
+                                             + (vs_etcd("slowest_send_p99_ms") if several else "-".rjust(7)))
+            lines.append(f"{s:<{w}} | {fmt_ms(r.get('send_to_event_p50_ms'), 7)} {fmt_ms(r.get('send_to_event_p99_ms'), 7)} | "
+                         f"{fmt_ms(r.get('p50_ms'), 7)} {fmt_ms(r.get('p99_ms'), 7)} | {slow[0]} {slow[1]} | "
+                         f"{fmt_ms(r.get('put_p50_ms'), 6)} | {fmt_num(writes_per_sec(r), 8, 1)}{mark}| "
+                         f"{r.get('missed_events', 0):>6} | {cpu_cell:<16} | {ratios}".rstrip())
+        lines.append("")
+    lines += [
+        "write -> event: the writer's Put sent -> a watcher has the event, over every (watcher, event) pair (includes the Put).",
+        "ack -> event: the Put's response (commit ack) -> a watcher has the event; an event that beats the ack counts as 0.",
+        "slowest watcher: per write, write -> event of the last watcher to get it (writes that some watcher missed are "
+        "counted in missed instead).",
+        "missed: (watcher, event) pairs not delivered by the end of the run (fan-out: " f"{FANOUT_DRAIN:g} s after the last "
+        "write); must be 0. writes/s: the writer's rate reached (below the target: its Puts took longer than the interval).",
+        "CPU %: the server's processes during the loadgen run (watch set-up and drain included), % of one core; "
+        "busiest: its busiest process.",
+        "vs etcd: the server's write -> event latency over etcd's (p50, p99, slowest watcher p99); > 1: slower than etcd.",
+        "kubefabric: embedded (`kubefabric serve`, in-process bus); kf-sqlite-svc: kv-router following the shard "
+        "service's Feed RPC; kf-hub: kv-router serving watches from the watch-hub on NATS JetStream.",
+    ]
+    if rounds > 1:
+        lines.append(f"{rounds} rounds, servers in alternating order; each cell shows its best round (lowest write -> event p99).")
+    return "\n".join(lines + notes)
+
+
 # ---------------------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -441,8 +528,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shards", nargs="?", const=",".join(map(str, SHARD_COUNTS)), metavar="COUNTS",
                    help="shard scaling: kv-router over each of COUNTS (default 1,2,3) shard services, "
                    "put at 16 and 64 clients and get at 16 unless --only/--clients say otherwise, one table")
+    p.add_argument("--watch", nargs="?", const=",".join(WATCH_SERVERS), metavar="LIST",
+                   help="watch event latency: each of LIST (default: "
+                   f"{','.join(WATCH_SERVERS)}) with watch-latency ({'/'.join(map(str, WATCH_CLIENTS))} watchers, "
+                   f"--rate) and watch-fanout (--watchers over --watch-conns streams at each of --fanout-rates), "
+                   "one table with the ratios to etcd")
+    p.add_argument("--rate", type=float, help=f"--watch: watch-latency writer puts per second (default {WATCH_RATE})")
+    p.add_argument("--watchers", type=int, default=FANOUT_WATCHERS,
+                   help=f"--watch: fan-out watchers (default {FANOUT_WATCHERS})")
+    p.add_argument("--watch-conns", type=int, default=FANOUT_CONNS,
+                   help=f"--watch: fan-out client connections, one watch stream each (default {FANOUT_CONNS}); "
+                   "the watchers are spread evenly over them")
+    p.add_argument("--fanout-rates", default=",".join(map(str, FANOUT_RATES)),
+                   help=f"--watch: fan-out writer puts per second, one run each (default {','.join(map(str, FANOUT_RATES))})")
     p.add_argument("--rounds", type=int, default=1,
-                   help="--shards: run the shard counts this many times, every other round in reverse order "
+                   help="--shards, --watch: run the servers this many times, every other round in reverse order "
                    "(1,2,3 then 3,2,1: load from elsewhere that rises or falls over the run favours no N); "
                    "the table shows each cell's best round, --json has them all")
     p.add_argument("--shard-db", default="sqlite", choices=SHARD_DBS,
@@ -456,14 +556,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kubefabric-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for `kubefabric serve`, e.g. --kubefabric-arg=--sqlite-synchronous=NORMAL")
     a = p.parse_args(argv)
-    a.workloads = split_list(a.only or ",".join(BACKEND_WORKLOADS if a.backends or a.shards else ALL_WORKLOADS))
-    a.client_counts = [int(c) for c in split_list(a.clients or "1,16,64")]
+    default_workloads = (BACKEND_WORKLOADS if a.backends or a.shards else WATCH_WORKLOADS if a.watch
+                         else ALL_WORKLOADS)
+    a.workloads = split_list(a.only or ",".join(default_workloads))
+    a.client_counts = [int(c) for c in split_list(a.clients or
+                                                  (",".join(map(str, WATCH_CLIENTS)) if a.watch else "1,16,64"))]
     # client counts per workload: --shards has its own plan unless --clients is given
     a.workload_clients = {w: (SHARD_CLIENTS.get(w, a.client_counts) if a.shards and not a.clients
                               else a.client_counts) for w in a.workloads}
     for w in a.workloads:
-        if w not in ALL_WORKLOADS:
-            p.error(f"unknown workload {w!r} (choose from {', '.join(ALL_WORKLOADS)})")
+        if w not in WORKLOADS:
+            p.error(f"unknown workload {w!r} (choose from {', '.join(WORKLOADS)})")
+    if a.watch and (a.servers or a.backends or a.shards):
+        p.error("--watch LIST chooses the servers: drop --servers/--backends/--shards")
+    if a.watch and not set(a.workloads) <= set(WATCH_WORKLOADS):
+        p.error(f"--watch runs {' and '.join(WATCH_WORKLOADS)} only")
+    if not a.watch and (a.rate is not None or a.watchers != FANOUT_WATCHERS or a.watch_conns != FANOUT_CONNS
+                        or a.fanout_rates != ",".join(map(str, FANOUT_RATES))):
+        p.error("--rate, --watchers, --watch-conns and --fanout-rates go with --watch")
+    a.fanout_rate_list = [float(r) for r in split_list(a.fanout_rates)]
+    if a.watchers < 1 or a.watch_conns < 1 or not a.fanout_rate_list or any(r <= 0 for r in a.fanout_rate_list):
+        p.error("--watchers, --watch-conns and --fanout-rates must be positive")
+    a.watch_rate = WATCH_RATE if a.rate is None else a.rate
     if a.backends and a.servers:
         p.error("--backends LIST chooses the servers: drop --servers")
     if a.shards and (a.servers or a.backends):
@@ -471,8 +585,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.shard_counts = [int(n) for n in split_list(a.shards or "")]
     if a.shards and (not a.shard_counts or any(n < 1 for n in a.shard_counts)):
         p.error("--shards COUNTS: positive integers, e.g. 1,2,3")
-    if a.rounds < 1 or (a.rounds > 1 and not a.shards):
-        p.error("--rounds N: N >= 1, and only with --shards")
+    if a.rounds < 1 or (a.rounds > 1 and not (a.shards or a.watch)):
+        p.error("--rounds N: N >= 1, and only with --shards or --watch")
     if a.shards and not set(a.workloads) <= {"put", "get"}:
         p.error("--shards runs put and get only (range and watch-latency would cross shards)")
     a.backend_list = split_list(a.backends or "")
@@ -481,6 +595,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"unknown backend {b!r} (choose from {', '.join(BACKENDS)})")
     if a.shards:
         a.server_list = [f"shards-{n}" for n in a.shard_counts]
+    elif a.watch:
+        a.server_list = split_list(a.watch)
     else:
         a.server_list = backend_servers(a.backend_list) if a.backends else split_list(a.servers or ",".join(ALL_SERVERS))
     for s in a.server_list:
@@ -490,7 +606,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.duration = 1.0 if a.quick else 5.0
     if a.warmup is None:
         a.warmup = 0.25 if a.quick else 1.0
+    a.watch_cases = watch_cases(a) if a.watch else []
     return a
+
+
+@dataclass(frozen=True)
+class WatchCase:
+    """One loadgen run of --watch: a watch workload, its watchers, connections and write rate."""
+    workload: str
+    watchers: int
+    rate: float
+    conns: int = 0  # 0: loadgen's default (watch-latency: a connection per 8 watchers)
+
+    @property
+    def label(self) -> str:
+        if self.workload == "watch-fanout":
+            return f"fan-out {self.watchers} watchers/{self.conns} streams, {self.rate:g} writes/s"
+        return f"watch-latency {self.watchers} watcher{'s' if self.watchers > 1 else ''}, {self.rate:g} writes/s"
+
+    def loadgen_args(self) -> list[str]:
+        out = [f"--rate={self.rate:g}"]
+        if self.workload == "watch-fanout":  # one stream per connection (loadgen's default for fan-out)
+            out += [f"--conns={self.conns}", f"--streams={self.conns}", f"--drain={FANOUT_DRAIN:g}s"]
+        return out
+
+
+def watch_cases(a: argparse.Namespace) -> list[WatchCase]:
+    cases = []
+    if "watch-latency" in a.workloads:
+        cases += [WatchCase("watch-latency", c, a.watch_rate) for c in a.client_counts]
+    if "watch-fanout" in a.workloads:
+        conns = min(a.watch_conns, a.watchers)
+        cases += [WatchCase("watch-fanout", a.watchers, r, conns) for r in a.fanout_rate_list]
+    return cases
 
 
 def split_list(text: str) -> list[str]:
@@ -532,6 +680,44 @@ def run_workload(kind: str, workload: str, args: argparse.Namespace, bins: Path 
     finally:
         stop_server(server)
     return results
+
+
+def run_watch_workload(kind: str, workload: str, args: argparse.Namespace, bins: Path | None) -> list[dict]:
+    """--watch: a fresh server for one watch workload, its cases (watchers, rate) in turn on it,
+    with the CPU of the server's processes during each."""
+    cases = [c for c in args.watch_cases if c.workload == workload]
+    try:
+        server = start_server(kind, bins, extra=args.kubefabric_arg if kind == "kubefabric" else None)
+    except RuntimeError as e:
+        log(f"[{kind}] failed to start: {e}")
+        return [{"server": kind, "workload": workload, "clients": c.watchers, "case": c.label, "rate": c.rate,
+                 "failed": f"start: {brief_error(e)}"} for c in cases]
+    results = []
+    try:
+        for case in cases:
+            if not server.alive():
+                r = {"workload": workload, "clients": case.watchers, "failed": f"server exited: {server.log_tail(5)}"}
+            else:
+                pids = server.pids() if hasattr(server, "pids") else {kind: server.proc.pid}
+                sample = CpuSample(pids)
+                r = run_loadgen(server.endpoint, workload, case.watchers, args.duration, args.warmup,
+                                [*args.loadgen_arg, *case.loadgen_args()])
+                r["cpu"] = sample.finish()
+            r.update(server=kind, case=case.label, rate=case.rate)
+            results.append(r)
+            log_watch_result(kind, case, r)
+    finally:
+        stop_server(server)
+    return results
+
+
+def log_watch_result(kind: str, case, r: dict) -> None:
+    if "failed" in r:
+        log(f"[{kind}] {case.label}: FAILED: {r['failed'][:300]}")
+    else:
+        log(f"[{kind}] {case.label}: write->event p50 {r.get('send_to_event_p50_ms', 0):.2f} "
+            f"p99 {r.get('send_to_event_p99_ms', 0):.2f} ms, slowest watcher p99 {r.get('slowest_send_p99_ms', 0):.2f} ms, "
+            f"{r['ops_per_sec']:,.0f} events/s, missed {r.get('missed_events', 0)}, errors {r['errors']}")
 
 
 class CpuSample:
@@ -594,7 +780,8 @@ class CpuSample:
         machine = round(100 * (self._machine() - machine0) / wall, 1)
         database = round(sum(v for name, v in pct.items() if name.startswith("db-")), 1)
         return {"router": router, "shards": shards, "loadgen": loadgen, "database": database, "machine": machine,
-                "other": round(machine - router - sum(shards) - loadgen - database, 1), "seconds": round(wall, 2)}
+                "other": round(machine - router - sum(shards) - loadgen - database, 1), "seconds": round(wall, 2),
+                "procs": {name: round(v, 1) for name, v in pct.items() if not name.startswith("db-")}}
 
 
 def brief_error(e: Exception) -> str:
@@ -625,6 +812,8 @@ def write_json(path: str, args: argparse.Namespace, results: list[dict], started
             "servers": args.server_list, "workloads": args.workloads, "loadgen_args": args.loadgen_arg,
             "kubefabric_args": args.kubefabric_arg, "backends": args.backend_list,
             "shards": args.shard_counts, "shard_db": args.shard_db if args.shards else None,
+            "watch_cases": [{"workload": c.workload, "watchers": c.watchers, "rate": c.rate, "conns": c.conns,
+                             "label": c.label} for c in args.watch_cases],
             "versions": {"etcd": "3.7.3", "kine": "v0.17.5"},
         },
         "results": results,
@@ -672,7 +861,7 @@ def run_bench(args: argparse.Namespace) -> int:
         for rnd in range(args.rounds):
             for kind in (args.server_list if rnd % 2 == 0 else args.server_list[::-1]):
                 for w in args.workloads:
-                    part = run_workload(kind, w, args, bins)
+                    part = run_watch_workload(kind, w, args, bins) if args.watch else run_workload(kind, w, args, bins)
                     if args.rounds > 1:
                         for r in part:
                             r["round"] = rnd + 1
@@ -688,6 +877,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.shards:
         plan = [(w, c) for w in args.workloads for c in args.workload_clients[w]]
         table = render_shards_table(results, args.shard_counts, plan, args.shard_db)
+    elif args.watch:
+        table = render_watch_table(results, args.server_list, args.watch_cases)
     elif args.backends:
         table = render_backends_table(results, args.backend_list, args.workloads, args.client_counts)
     else:

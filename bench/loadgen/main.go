@@ -7,8 +7,13 @@
 //	get            point Range (linearizable unless --serializable) of a random key out of
 //	               --get-keys keys pre-loaded under the prefix.
 //	range          Range over a prefix holding --range-keys pre-loaded keys (all returned).
-//	watch-latency  one writer Puts at --rate per second, --clients watchers watch the prefix;
-//	               latency = event received minus the writer's Put response (commit ack).
+//	watch-latency  one writer Puts at --rate per second, --clients watchers watch the prefix, each
+//	               on a watch stream of its own; latency = event received minus the writer's Put
+//	               response (commit ack).
+//	watch-fanout   the same with many watchers sharing few streams (default: one stream per
+//	               connection, one connection per 100 watchers, as informers sharing a clientv3
+//	               client do), e.g. --clients 1000 --conns 10: 100 watchers on each of 10 streams;
+//	               adds the latency of the slowest watcher per event.
 //
 // --clients goroutines run closed loops (one request in flight each). They share --conns client
 // connections round-robin (default: one connection per 8 clients, like etcd's own benchmark tool
@@ -51,6 +56,8 @@ type config struct {
 	getKeys     int
 	rangeKeys   int
 	rate        float64
+	streams     int           // watch workloads: watch streams the watchers share (0: per workload)
+	drain       time.Duration // watch workloads: how long to wait for the last write's events
 	prefix      string
 	prefixes    []string // put/get keys, spread over these (default: just prefix); see keyAt
 	serializble bool
@@ -85,6 +92,15 @@ type Result struct {
 	PutP50Ms    float64 `json:"put_p50_ms,omitempty"`
 	SendToEvP50 float64 `json:"send_to_event_p50_ms,omitempty"`
 	SendToEvP99 float64 `json:"send_to_event_p99_ms,omitempty"`
+	Streams     int     `json:"streams,omitempty"`
+	// per measured write, the latency of the last watcher to get it (ack -> event)
+	SlowP50Ms float64 `json:"slowest_p50_ms,omitempty"`
+	SlowP99Ms float64 `json:"slowest_p99_ms,omitempty"`
+	SlowMaxMs float64 `json:"slowest_max_ms,omitempty"`
+	// the same from the writer's Put being sent (commit ack not needed: includes the Put itself)
+	SlowSendP50 float64 `json:"slowest_send_p50_ms,omitempty"`
+	SlowSendP99 float64 `json:"slowest_send_p99_ms,omitempty"`
+	Unordered   int64   `json:"unordered_events,omitempty"` // duplicate or out-of-order events at a watcher
 }
 
 func main() {
@@ -114,9 +130,12 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	c := &config{}
 	endpoints := fs.String("endpoints", "127.0.0.1:2379", "comma-separated host:port or http://host:port list")
-	fs.StringVar(&c.workload, "workload", "put", "put | get | range | watch-latency | status (readiness probe: Maintenance.Status until it answers or --max-time)")
-	fs.IntVar(&c.clients, "clients", 1, "concurrent clients (watchers for watch-latency)")
-	fs.IntVar(&c.conns, "conns", 0, "gRPC connections shared round-robin by the clients (0: ceil(clients/8))")
+	fs.StringVar(&c.workload, "workload", "put", "put | get | range | watch-latency | watch-fanout | status (readiness probe: Maintenance.Status until it answers or --max-time)")
+	fs.IntVar(&c.clients, "clients", 1, "concurrent clients (watchers for watch-latency and watch-fanout)")
+	fs.IntVar(&c.conns, "conns", 0, "gRPC connections shared round-robin by the clients (0: ceil(clients/8); watch-fanout: ceil(clients/100))")
+	fs.IntVar(&c.streams, "streams", 0, "watch workloads: watch streams, spread round-robin over the connections, the watchers spread round-robin over them "+
+		"(0: watch-latency one per watcher, watch-fanout one per connection)")
+	fs.DurationVar(&c.drain, "drain", 5*time.Second, "watch workloads: after the last write, wait up to this long for its events")
 	fs.DurationVar(&c.duration, "duration", 5*time.Second, "measured time (ignored when --total > 0)")
 	fs.DurationVar(&c.warmup, "warmup", time.Second, "unmeasured time before measuring")
 	fs.Int64Var(&c.total, "total", 0, "measure exactly this many operations instead of --duration (watch-latency: writes)")
@@ -125,7 +144,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.keySpace, "key-space", 10000, "put: number of distinct keys written at random")
 	fs.IntVar(&c.getKeys, "get-keys", 1000, "get: number of keys pre-loaded and read at random")
 	fs.IntVar(&c.rangeKeys, "range-keys", 1000, "range: number of keys pre-loaded under the range prefix")
-	fs.Float64Var(&c.rate, "rate", 100, "watch-latency: writer puts per second (0: as fast as possible)")
+	fs.Float64Var(&c.rate, "rate", 100, "watch workloads: writer puts per second (0: as fast as possible)")
 	fs.StringVar(&c.prefix, "prefix", "/bench/", "key prefix; the workload name is appended")
 	prefixes := fs.String("prefixes", "", "put/get: comma-separated key prefixes instead of --prefix, e.g. /bench/s0/,/bench/s1/; "+
 		"the workload name is appended to each and key i lives under prefix i mod count (spread evenly)")
@@ -151,16 +170,28 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("key counts must be >= 1")
 	}
 	if c.conns <= 0 {
-		c.conns = (c.clients + 7) / 8
+		if c.workload == "watch-fanout" {
+			c.conns = (c.clients + 99) / 100
+		} else {
+			c.conns = (c.clients + 7) / 8
+		}
 	}
 	if c.conns > c.clients {
 		c.conns = c.clients
 	}
 	switch c.workload {
-	case "put", "get", "range", "watch-latency", "status":
+	case "put", "get", "range", "watch-latency", "watch-fanout", "status":
 	default:
 		return nil, fmt.Errorf("unknown --workload %q", c.workload)
 	}
+	if c.streams <= 0 {
+		if c.workload == "watch-fanout" {
+			c.streams = c.conns
+		} else {
+			c.streams = c.clients
+		}
+	}
+	c.streams = min(c.streams, c.clients)
 	c.prefix = strings.TrimSuffix(c.prefix, "/") + "/" + c.workload + "/"
 	for _, p := range strings.Split(*prefixes, ",") {
 		if p = strings.TrimSpace(p); p != "" {
@@ -234,7 +265,7 @@ func run(cfg *config) (*Result, error) {
 	if len(cfg.prefixes) > 1 {
 		res.Prefixes = len(cfg.prefixes)
 	}
-	if cfg.workload == "watch-latency" {
+	if cfg.workload == "watch-latency" || cfg.workload == "watch-fanout" {
 		return res, watchLatency(ctx, cfg, clis, res)
 	}
 
@@ -453,10 +484,13 @@ func fill(res *Result, lats []time.Duration, elapsed time.Duration) {
 	res.P99Ms = ms(percentile(lats, 0.99))
 }
 
-// watchLatency: cfg.clients watchers, each on its own watch stream, spread over the connections;
-// one writer puts "<unix-nanos>" padded to --val-size at --rate. For each event the latency is
-// (time the watcher got it) - (time the writer's Put returned); when an event beats the Put
-// response the latency counts as 0. ops = events delivered in the measured window.
+// watchLatency (watch-latency and watch-fanout): cfg.clients watchers on cfg.streams watch streams
+// (watcher w on stream w mod streams, stream s on connection s mod conns); one writer puts
+// "<unix-nanos>" padded to --val-size at --rate. For each event the latency is (time the watcher
+// got it) - (time the writer's Put returned); when an event beats the Put response the latency
+// counts as 0. ops = events delivered in the measured window, at all watchers; slowest_* = per
+// measured write, the latency of the last watcher to get it (writes some watcher missed are
+// counted in missed_events instead).
 func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res *Result) error {
 	type event struct {
 		rev  int64
@@ -465,7 +499,9 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 	}
 	W := cfg.clients
 	res.Watchers = W
+	res.Streams = cfg.streams
 	var errs errCounter
+	var unordered atomic.Int64
 	events := make([][]event, W)
 	seen := make([]atomic.Int64, W) // highest revision each watcher has received
 	wctx, wcancel := context.WithCancel(ctx)
@@ -474,9 +510,11 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 	ready := make(chan error, W)
 	for w := 0; w < W; w++ {
 		// The client multiplexes watches with equal outgoing metadata onto one gRPC stream;
-		// distinct metadata gives each watcher a stream of its own, as separate informers would have.
-		sctx := metadata.AppendToOutgoingContext(wctx, "bench-watcher", strconv.Itoa(w))
-		wch := clis[w%len(clis)].Watch(sctx, cfg.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+		// distinct metadata per stream number gives each stream its own (watch-latency: one per
+		// watcher, as separate informers would have; watch-fanout: many watchers share one).
+		s := w % cfg.streams
+		sctx := metadata.AppendToOutgoingContext(wctx, "bench-watcher", strconv.Itoa(s))
+		wch := clis[s%len(clis)].Watch(sctx, cfg.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
@@ -499,6 +537,9 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 					ready <- nil
 				}
 				for _, ev := range resp.Events {
+					if n := len(local); n > 0 && ev.Kv.ModRevision <= local[n-1].rev {
+						unordered.Add(1)
+					}
 					sent, _ := strconv.ParseInt(strings.TrimRight(string(ev.Kv.Value[:min(len(ev.Kv.Value), 20)]), " "), 10, 64)
 					local = append(local, event{rev: ev.Kv.ModRevision, at: now, sent: sent})
 				}
@@ -594,8 +635,8 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 	if len(writes) > 0 {
 		lastRev = writes[len(writes)-1].rev
 	}
-	// Give the watchers up to 5 s to deliver the last write.
-	drainUntil := time.Now().Add(5 * time.Second)
+	// Give the watchers up to --drain to deliver the last write.
+	drainUntil := time.Now().Add(cfg.drain)
 	for lastRev > 0 && time.Now().Before(drainUntil) {
 		behind := false
 		for w := range seen {
@@ -614,6 +655,9 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 
 	var lats, sendLats, putLats []time.Duration
 	var got, early int64
+	slowest := make(map[int64]time.Duration, len(writes))  // per measured write: its last delivery
+	slowSend := make(map[int64]time.Duration, len(writes)) // the same from the Put's send time
+	deliveries := make(map[int64]int, len(writes))         // and how many watchers got it
 	for _, evs := range events {
 		for _, ev := range evs {
 			wr, ok := byRev[ev.rev]
@@ -627,8 +671,12 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 				d = 0
 			}
 			lats = append(lats, d)
+			deliveries[ev.rev]++
+			slowest[ev.rev] = max(slowest[ev.rev], d)
 			if ev.sent > 0 {
-				sendLats = append(sendLats, ev.at.Sub(time.Unix(0, ev.sent)))
+				sd := ev.at.Sub(time.Unix(0, ev.sent))
+				sendLats = append(sendLats, sd)
+				slowSend[ev.rev] = max(slowSend[ev.rev], sd)
 			}
 		}
 	}
@@ -638,6 +686,23 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 		}
 	}
 	fill(res, lats, measureSecs)
+	var slow, slowS []time.Duration
+	for rev, d := range slowest {
+		if deliveries[rev] == W {
+			slow = append(slow, d)
+			slowS = append(slowS, slowSend[rev])
+		}
+	}
+	sort.Slice(slow, func(i, j int) bool { return slow[i] < slow[j] })
+	sort.Slice(slowS, func(i, j int) bool { return slowS[i] < slowS[j] })
+	res.SlowSendP50 = ms(percentile(slowS, 0.5))
+	res.SlowSendP99 = ms(percentile(slowS, 0.99))
+	res.SlowP50Ms = ms(percentile(slow, 0.5))
+	res.SlowP99Ms = ms(percentile(slow, 0.99))
+	if len(slow) > 0 {
+		res.SlowMaxMs = ms(slow[len(slow)-1])
+	}
+	res.Unordered = unordered.Load()
 	res.Writes = int64(len(putLats))
 	res.Missed = max(0, want-got)
 	res.EarlyEvents = early
@@ -646,10 +711,13 @@ func watchLatency(ctx context.Context, cfg *config, clis []*clientv3.Client, res
 	res.SendToEvP50 = ms(percentile(sendLats, 0.5))
 	res.SendToEvP99 = ms(percentile(sendLats, 0.99))
 	res.PutP50Ms = ms(percentile(putLats, 0.5))
-	res.Errors = errs.n.Load() + res.Missed
+	res.Errors = errs.n.Load() + res.Missed + res.Unordered
 	res.FirstError = errs.first
 	if res.Missed > 0 && res.FirstError == "" {
 		res.FirstError = fmt.Sprintf("%d of %d watch events not delivered", res.Missed, want)
+	}
+	if res.Unordered > 0 && res.FirstError == "" {
+		res.FirstError = fmt.Sprintf("%d watch events duplicated or out of order", res.Unordered)
 	}
 	return nil
 }
