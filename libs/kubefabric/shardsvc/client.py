@@ -216,23 +216,26 @@ class RemoteShard:
 
     async def history(self, rng: KeyRange, lo: int, hi: int, leader: bool = False) -> list:
         """Events of revisions lo..hi in `rng`, oldest first, with prev_kv (from any replica, or
-        the leader)."""
+        the leader); a replica that cannot answer is replaced by another for RETRY_FOR_S."""
         end = rng.end if rng.end is not None else b""
         if rng.end == b"":
             end = b"\x00"
         req = spb.HistoryRequest(key=rng.start, range_end=end, start_rev=lo, prev_kv=True, end_rev=hi)
-        out = []
-        try:
-            stub = self.stubs[self.leader if leader else next(self._reads)]
-            async for msg in stub.History(req, timeout=CALL_TIMEOUT_S):
-                if msg.rev > hi:
-                    break
-                out.extend(msg.events)
-        except grpc.aio.AioRpcError as err:
-            if leader and err.code() == grpc.StatusCode.UNAVAILABLE:
-                await self._find_leader(self.leader)  # for the caller's retry
-            raise EtcdError(err.code(), err.details() or "") from None
-        return out
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RETRY_FOR_S
+        target = self.leader if leader else next(self._reads)
+        while True:
+            out = []
+            try:
+                async for msg in self.stubs[target].History(req, timeout=CALL_TIMEOUT_S):
+                    if msg.rev > hi:
+                        break
+                    out.extend(msg.events)
+                return out
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or loop.time() > deadline:
+                    raise EtcdError(err.code(), err.details() or "") from None
+            target = await self._find_leader(target)
 
     async def _follow_feed(self) -> None:
         """Deliver the leader's commits to the listeners, resuming after the last one."""

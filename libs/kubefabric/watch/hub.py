@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
@@ -167,7 +168,14 @@ class WatchHub:
         self.catching_up.add(w)
         try:
             hi = committed
-            events = await self.shard.history(w.rng, start_rev, hi)
+            try:
+                events = await self.shard.history(w.rng, start_rev, hi)
+            except EtcdError as err:  # the shard is unreachable: say so, the client re-watches
+                log.warning("watcher from revision %d: reading history failed: %s", start_rev,
+                            err.message)
+                w.stream.cancel_with_reason(w, f"kubefabric: cannot read the history to replay: "
+                                               f"{err.message}; re-watch from revision {start_rev}")
+                return
             if w.closed:
                 return
             if self.shard.state.compact_rev > start_rev and self.shard.state.compact_rev > compact:

@@ -185,6 +185,14 @@ class WatchStream:
         self._send(resp)
         self.on_synced()
 
+    def cancel_with_reason(self, w: Watcher, reason: str) -> None:
+        self.watchers.pop(w.id, None)
+        self.hub.remove(w)
+        resp = pb.WatchResponse(watch_id=w.id, canceled=True, cancel_reason=reason)
+        self.fill(resp.header, self.hub.committed)
+        self._send(resp)
+        self.on_synced()
+
     def on_synced(self) -> None:
         """Answer a pending progress request once no watcher of the stream is catching up."""
         if not self.progress_pending:

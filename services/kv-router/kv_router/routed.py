@@ -32,6 +32,13 @@ from .crossrange import cross_range
 log = logging.getLogger("kubefabric.router.routed")
 
 
+REVOKE_RETRY_S = 15.0
+
+
+def _lease_gone(exc: BaseException) -> bool:
+    return isinstance(exc, EtcdError) and exc.message == errors.LEASE_NOT_FOUND.message
+
+
 def _compacted(exc: BaseException) -> bool:
     return isinstance(exc, EtcdError) and exc.message == errors.COMPACTED.message
 
@@ -144,10 +151,25 @@ class RoutedShards(RoutedFeed):
                                       for s in self.shards.values()), return_exceptions=True)
 
     async def lease_revoke(self, lease_id: int) -> int:
+        """Revoked on every shard before it is acknowledged: a shard that failed (failing over,
+        say) is asked again until it revoked or says the lease is gone (a revoke is idempotent),
+        for up to REVOKE_RETRY_S; then its error reaches the client."""
+        shards = list(self.shards.values())
         results = await self._revoke_everywhere(lease_id)
-        default = results[list(self.shards.values()).index(self.default)]
+        default = results[shards.index(self.default)]
         if isinstance(default, BaseException):
             raise default
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REVOKE_RETRY_S
+        for i, shard in enumerate(shards):
+            while isinstance(results[i], BaseException) and not _lease_gone(results[i]):
+                if loop.time() > deadline:
+                    raise results[i]
+                await asyncio.sleep(0.1)
+                try:
+                    results[i] = await shard.lease_revoke(lease_id, self.state.committed)
+                except EtcdError as err:
+                    results[i] = err
         return max([r for r in results if isinstance(r, int)] or [self.state.committed])
 
     async def lease_renew(self, lease_id: int) -> int:

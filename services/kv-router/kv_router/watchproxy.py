@@ -36,7 +36,7 @@ from kubefabric.watch.stream import split_fragments
 log = logging.getLogger("kubefabric.router.watchproxy")
 
 HUB_LOST_S = 15.0
-OUT_QUEUE = 256  # responses relayed ahead of the client
+OUT_BUDGET_BYTES = 4 * 1024 * 1024  # responses relayed ahead of the client (at least one)
 
 
 class HubLost(Exception):
@@ -90,6 +90,7 @@ class WatchProxy(rpc.WatchServicer):
                     await context.abort(resp.error.code, resp.error.message)
                 if isinstance(resp, BaseException):
                     await context.abort(grpc.StatusCode.UNAVAILABLE, str(resp))
+                stream.out.taken(resp)
                 yield resp
         finally:
             task.cancel()
@@ -111,7 +112,7 @@ class WatchProxy(rpc.WatchServicer):
 class ProxiedStream:
     def __init__(self, proxy: WatchProxy):
         self.proxy = proxy
-        self.out: asyncio.Queue = asyncio.Queue(OUT_QUEUE)
+        self.out = BoundedQueue(OUT_BUDGET_BYTES)
         self.watchers: dict[int, Tracked] = {}  # what the metrics sampler counts
         # creates sent and not answered yet: (request as sent, replayed, client asked fragment)
         self.pending: deque[tuple[pb.WatchCreateRequest, bool, bool]] = deque()
@@ -249,6 +250,41 @@ class ProxiedStream:
                         await self.out.put(frag)
                     return
         await self.out.put(resp)
+
+
+class BoundedQueue:
+    """A FIFO whose put() waits while more than `budget` bytes of responses are queued."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.bytes = 0
+        self.items: deque = deque()
+        self.room = asyncio.Event()
+        self.room.set()
+        self.ready = asyncio.Event()
+
+    async def put(self, item) -> None:
+        await self.room.wait()
+        self.put_nowait(item)
+
+    def put_nowait(self, item) -> None:
+        if isinstance(item, pb.WatchResponse):
+            self.bytes += item.ByteSize()
+            if self.bytes > self.budget:
+                self.room.clear()
+        self.items.append(item)
+        self.ready.set()
+
+    async def get(self):
+        while not self.items:
+            self.ready.clear()
+            await self.ready.wait()
+        return self.items.popleft()
+
+    def taken(self, item) -> None:
+        self.bytes -= item.ByteSize()
+        if self.bytes <= self.budget:
+            self.room.set()
 
 
 async def _drain(queue: asyncio.Queue):
