@@ -225,13 +225,15 @@ def test_progress_notify(differential):
 
     def notified(w, revision, expected=frozenset({0, 4}), timeout=5.0):
         """(watch_id, revision) of the progress notifications until every watcher in `expected`
-        got one at `revision` (or the timeout), plus the events that arrived meanwhile."""
+        got one at `revision` (or the timeout), plus the events that arrived meanwhile. A
+        notification below `revision` is one the server sent before the write that made it
+        (in flight on either server when the put returned): not recorded."""
         pairs, events, seen = set(), [], set()
 
         def done(r):
             if r.events:
                 events.append(r)
-            elif is_progress(r):
+            elif is_progress(r) and r.header.revision >= revision:
                 pairs.add((r.watch_id, r.header.revision))
                 if r.header.revision == revision:
                     seen.add(r.watch_id)

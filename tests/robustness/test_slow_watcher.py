@@ -1,12 +1,15 @@
 """A watch client that stops reading must not make the server buffer without bound, and must not
 silently lose events: past --watch-stream-buffer-bytes its watchers are cancelled, each with a
 reason, after the events already queued (which arrive in order, without gaps). Other streams are
-unaffected."""
+unaffected. Embedded, and through a watch-hub (the hub cancels; kv-router relays within a bounded
+buffer, so the slow client's backlog stops at the hub)."""
 from __future__ import annotations
 
 import queue
 import threading
 import time
+
+import pytest
 
 from harness.client import Client
 from harness.servers import start_kubefabric
@@ -25,8 +28,13 @@ def open_watch(client: Client, key: bytes):
     return requests, responses
 
 
-def test_slow_watcher_is_cancelled_with_a_reason(tmp_path):
-    server = start_kubefabric(tmp_path, ["--watch-stream-buffer-bytes", str(1024 * 1024)])
+@pytest.mark.parametrize("target", ["embedded", "hub"])
+def test_slow_watcher_is_cancelled_with_a_reason(tmp_path, server_factory, target):
+    flags = ["--watch-stream-buffer-bytes", str(1024 * 1024)]
+    if target == "hub":
+        server = server_factory.hub(flags).router
+    else:
+        server = start_kubefabric(tmp_path, flags)
     writer, slow, fast = Client(server.endpoint), Client(server.endpoint), Client(server.endpoint)
     try:
         slow_requests, slow_responses = open_watch(slow, b"/w/")
