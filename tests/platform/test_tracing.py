@@ -227,35 +227,75 @@ def test_write_forwarded_by_a_replica_stays_in_the_trace(tmp_path, exporter):
     ]
 
 
+class OtlpCollector:
+    """A tiny OTLP/gRPC trace collector on loopback; the OTEL_* variables of the processes the
+    test starts point at it."""
+
+    def __init__(self, monkeypatch):
+        from concurrent import futures
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tpb
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as tgrpc
+
+        self.received = []
+        received = self.received
+
+        class Collector(tgrpc.TraceServiceServicer):
+            def Export(self, request, context):
+                received.append(request)
+                return tpb.ExportTraceServiceResponse()
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(4))
+        tgrpc.add_TraceServiceServicer_to_server(Collector(), self.server)
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+        monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+        monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+        monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+
+    def spans(self):
+        out = []
+        for req in list(self.received):
+            for rs in req.resource_spans:
+                service = next(a.value.string_value for a in rs.resource.attributes
+                               if a.key == "service.name")
+                out.extend((service, s) for ss in rs.scope_spans for s in ss.spans)
+        return out
+
+    def trace_of(self, name: str) -> set:
+        """(service, span name) of every span in the trace of the first span called `name`."""
+        spans = self.spans()
+        first = next((s for _, s in spans if s.name == name), None)
+        if first is None:
+            return set()
+        return {(svc, s.name) for svc, s in spans if s.trace_id == first.trace_id}
+
+    def wait_for(self, name: str, expected: set, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not expected <= self.trace_of(name) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert expected <= self.trace_of(name), (self.trace_of(name), [(v, s.name) for v, s in self.spans()])
+
+    def stop(self) -> None:
+        self.server.stop(0)
+
+
+PUT_TRACE = {("kv-router", "etcdserverpb.KV/Put"), ("kv-router", "kubefabric.shard.v1.Shard/Put"),
+             ("backend-sqlite", "kubefabric.shard.v1.Shard/Put"),
+             ("backend-sqlite", "kubefabric.writer.commit")}
+
+
 def test_processes_export_one_trace_over_otlp(tmp_path, monkeypatch):
     """The real commands, configured only by OTEL_* variables, export OTLP/gRPC to a collector
     (a tiny one on loopback): a put through `kubefabric serve` and `kubefabric backend-sqlite`
     arrives as one trace from two services."""
-    from concurrent import futures
-
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tpb
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as tgrpc
-
     from harness.client import Client
     from harness.servers import start_router, start_shard
 
-    received = []
-
-    class Collector(tgrpc.TraceServiceServicer):
-        def Export(self, request, context):
-            received.append(request)
-            return tpb.ExportTraceServiceResponse()
-
-    collector = grpc.server(futures.ThreadPoolExecutor(4))
-    tgrpc.add_TraceServiceServicer_to_server(Collector(), collector)
-    port = collector.add_insecure_port("127.0.0.1:0")
-    collector.start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
-    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
-    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    collector = OtlpCollector(monkeypatch)
     shard = start_shard(tmp_path, "sqlite", f"sqlite:///{tmp_path / 'shard'}", name="a",
                         extra=["--metrics-address", ""])
     router = start_router(tmp_path, [shard], extra=["--metrics-address", ""])
@@ -263,30 +303,38 @@ def test_processes_export_one_trace_over_otlp(tmp_path, monkeypatch):
         c = Client(router.endpoint)
         c.put(b"/registry/configmaps/default/traced", b"v")
         c.close()
-
-        def spans():
-            out = []
-            for req in list(received):
-                for rs in req.resource_spans:
-                    service = next(a.value.string_value for a in rs.resource.attributes
-                                   if a.key == "service.name")
-                    out.extend((service, s) for ss in rs.scope_spans for s in ss.spans)
-            return out
-
-        def put_trace():
-            puts = [(svc, s) for svc, s in spans() if s.name == "etcdserverpb.KV/Put"]
-            if not puts:
-                return []
-            return [(svc, s.name) for svc, s in spans() if s.trace_id == puts[0][1].trace_id]
-
-        deadline = time.monotonic() + 20
-        expected = {("kv-router", "etcdserverpb.KV/Put"), ("kv-router", "kubefabric.shard.v1.Shard/Put"),
-                    ("backend-sqlite", "kubefabric.shard.v1.Shard/Put"),
-                    ("backend-sqlite", "kubefabric.writer.commit")}
-        while not expected <= set(put_trace()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert expected <= set(put_trace()), (put_trace(), [(v, s.name) for v, s in spans()])
+        collector.wait_for("etcdserverpb.KV/Put", PUT_TRACE)
     finally:
         router.stop()
         shard.stop()
-        collector.stop(0)
+        collector.stop()
+
+
+def test_write_and_its_watch_delivery_are_one_trace(tmp_path, monkeypatch, nats_server):
+    """Through NATS: the shard leader publishes the write's trace context with its events, the
+    watch-hub continues it while it hands the event to its watchers (kube-apiserver -> router
+    -> shard -> writer -> hub -> watcher)."""
+    from harness.client import Client
+    from harness.servers import start_hub, start_router, start_shard
+    from harness.stream import WatchStream
+
+    collector = OtlpCollector(monkeypatch)
+    name = f"traced{time.monotonic_ns() % 10**9}"
+    shard = start_shard(tmp_path, "sqlite", f"sqlite:///{tmp_path / 'shard'}", name=name,
+                        extra=["--metrics-address", "", "--nats-url", nats_server.url])
+    hub = start_hub(tmp_path, nats_server.url, [shard], shard_name=name)
+    router = start_router(tmp_path, [shard], extra=["--metrics-address", "", "--watch-hub",
+                                                    f"grpc://{hub.endpoint}"])
+    try:
+        c = Client(router.endpoint)
+        with WatchStream(c) as w:
+            assert w.created(b"/registry/configmaps/", range_end=b"/registry/configmaps0").created
+            c.put(b"/registry/configmaps/default/traced", b"v")
+            assert w.events(1)[0].events[0].kv.value == b"v"
+        c.close()
+        collector.wait_for("etcdserverpb.KV/Put", PUT_TRACE | {("watch-hub", "kubefabric.hub.deliver")})
+    finally:
+        router.stop()
+        hub.stop()
+        shard.stop()
+        collector.stop()

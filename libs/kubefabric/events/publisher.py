@@ -19,6 +19,7 @@ import logging
 
 from kubefabric.proto.kubefabric.events.v1.events_pb2 import ShardEvents
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
+from kubefabric.telemetry import tracing
 
 from .bus import (CLOCK_SUBJECT, DEDUPE_WINDOW_S, HEARTBEAT_S, events_subject, heartbeat_subject,
                   stream_name)
@@ -95,7 +96,10 @@ class EventPublisher:
     async def _lead(self, shard) -> None:
         await self._ensure_stream()
         queue: asyncio.Queue = asyncio.Queue()
-        listener = lambda published, committed: queue.put_nowait((published, committed))  # noqa: E731
+
+        def listener(published, committed) -> None:
+            trace = shard.writer.last_trace if tracing.ENABLED and shard.writer else None
+            queue.put_nowait((published, committed, trace))
         shard.listeners.append(listener)  # before reading the log: nothing falls in between
         try:
             committed = shard.state.committed
@@ -112,11 +116,12 @@ class EventPublisher:
                 if len(items) > MAX_BACKLOG:  # publishing fell behind: the log is cheaper
                     raise Backlog(f"{len(items)} commits waiting")
                 commits = [spb.HistoryResponse(rev=rev, events=events)
-                           for published, _ in items for rev, events in published
+                           for published, _, _ in items for rev, events in published
                            if rev > self.published_to]
                 committed = max(committed, items[-1][1])
                 if commits:
-                    await self._publish(shard, commits, committed)
+                    trace = next((t for _, _, t in reversed(items) if t), None)
+                    await self._publish(shard, commits, committed, trace)
                 else:
                     await self._heartbeat(shard, committed)
         finally:
@@ -168,21 +173,22 @@ class EventPublisher:
             return None
         return last.committed_rev
 
-    async def _publish(self, shard, commits: list, committed: int) -> None:
-        """Publish commits (revision order, all above published_to) in as few messages as fit."""
+    async def _publish(self, shard, commits: list, committed: int, trace=None) -> None:
+        """Publish commits (revision order, all above published_to) in as few messages as fit;
+        trace: the trace context (headers) of a request among them."""
         limit = max(self.nc.max_payload - HEADER_ROOM, 1024)
         part: list = []
         size = 0
-        for i, commit in enumerate(commits):
+        for commit in commits:
             n = commit.ByteSize() + 8
             if part and size + n > limit:
                 await self._send(shard, part, part[-1].rev)
                 part, size = [], 0
             part.append(commit)
             size += n
-        await self._send(shard, part, committed)
+        await self._send(shard, part, committed, trace)
 
-    async def _send(self, shard, commits: list, committed: int) -> None:
+    async def _send(self, shard, commits: list, committed: int, trace=None) -> None:
         msg = ShardEvents(shard=self.name, prev_rev=self.published_to, commits=commits,
                           committed_rev=committed, compact_rev=shard.state.compact_rev,
                           term=shard.state.term, cluster_id=shard.state.cluster_id)
@@ -193,8 +199,10 @@ class EventPublisher:
             msg.truncated = True
             data = msg.SerializeToString()
         last_rev = commits[-1].rev if commits else committed
-        await self.js.publish(self.subject, data, stream=self.stream,
-                              headers={"Nats-Msg-Id": f"{self.name}:{last_rev}"})
+        headers = {"Nats-Msg-Id": f"{self.name}:{last_rev}"}
+        if trace:
+            headers.update(trace)
+        await self.js.publish(self.subject, data, stream=self.stream, headers=headers)
         self.published_to = committed
         self.published_txns += len(commits)
 

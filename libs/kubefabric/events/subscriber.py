@@ -23,6 +23,7 @@ from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import ALL, KeyRange
 from kubefabric.proto.kubefabric.events.v1.events_pb2 import ShardEvents
+from kubefabric.telemetry import tracing
 
 from .bus import events_subject, heartbeat_subject
 
@@ -68,10 +69,10 @@ class ShardSubscription:
                 pass
 
     async def _on_heartbeat(self, msg) -> None:
-        self.queue.put_nowait((False, msg.data))
+        self.queue.put_nowait((False, msg.data, None))
 
     async def _on_event(self, msg) -> None:
-        self.queue.put_nowait((True, msg.data))
+        self.queue.put_nowait((True, msg.data, msg.headers))
 
     async def _subscribe_events(self) -> None:
         """An ordered JetStream consumer from the stream's last message on (older revisions
@@ -102,7 +103,7 @@ class ShardSubscription:
             if self.pending_need:
                 timeout = max(0.0, self.pending_since + GAP_GRACE_S - loop.time())
             try:
-                is_event, data = await asyncio.wait_for(self.queue.get(), timeout)
+                is_event, data, headers = await asyncio.wait_for(self.queue.get(), timeout)
             except asyncio.TimeoutError:
                 await self._retry(self._on_quiet)
                 continue
@@ -114,7 +115,12 @@ class ShardSubscription:
             if msg.cluster_id != self.shard.state.cluster_id:
                 self._foreign(msg)
                 continue
-            if is_event:
+            if is_event and tracing.ENABLED and headers and "traceparent" in headers:
+                # the write's trace goes on: delivery to this hub's watchers is part of it
+                with tracing.span_from_headers("kubefabric.hub.deliver", headers, {
+                        "kubefabric.shard": self.name, "kubefabric.revision": msg.committed_rev}):
+                    await self._retry(self._apply, msg)
+            elif is_event:
                 await self._retry(self._apply, msg)
             else:
                 self._heartbeat(msg, loop.time())

@@ -34,13 +34,14 @@ class Fenced(Exception):
 
 
 class Op:
-    __slots__ = ("handler", "arg", "future", "sync_rev")
+    __slots__ = ("handler", "arg", "future", "sync_rev", "trace")
 
     def __init__(self, handler, arg, future, sync_rev: int = 0):
         self.handler = handler
         self.arg = arg
         self.future = future
         self.sync_rev = sync_rev  # the caller's clock: applied before the request (DESIGN §3.2)
+        self.trace = None         # the request's trace context (headers), when tracing is on
 
 
 class Writer:
@@ -59,6 +60,9 @@ class Writer:
         self.on_fenced = on_fenced
         self.max_batch = max_batch  # 1: one database transaction per request (no group commit)
         self.abort_error: EtcdError = errors.STOPPING  # what submit() raises once stopping
+        # the trace context of a request in the batch being published (listeners read it: the
+        # event bus carries it on, so a write and its watch delivery are one trace)
+        self.last_trace: dict | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="shard-writer")
@@ -97,8 +101,14 @@ class Writer:
         if self.stopping:
             raise self.abort_error
         fut = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(Op(handler, arg, fut, sync_rev))
-        return await (tracing.in_span("kubefabric.writer.commit", fut) if tracing.ENABLED else fut)
+        op = Op(handler, arg, fut, sync_rev)
+        self.queue.put_nowait(op)
+        if not tracing.ENABLED:
+            return await fut
+
+        def capture() -> None:
+            op.trace = tracing.carrier()
+        return await tracing.in_span("kubefabric.writer.commit", fut, started=capture)
 
     async def _run(self) -> None:
         while True:
@@ -207,6 +217,8 @@ class Writer:
                 op.future.set_exception(err)
             else:
                 op.future.set_result(result)
+        if tracing.ENABLED:
+            self.last_trace = next((op.trace for op in reversed(batch) if op.trace), None)
         try:
             self.publish(published, state.committed)
         except Exception:  # a broken listener must not stop the writer

@@ -189,8 +189,11 @@ async def _publish_events(node, args) -> None:
     from kubefabric.events.publisher import EventPublisher
 
     nc = await connect(args.nats_url, f"kubefabric-{args.telemetry_name}-{args.name}")
+    from kubefabric import telemetry
+
     publisher = EventPublisher(node, nc, args.name, args.event_retention)
     await publisher.start()
+    telemetry.metrics.add_source(telemetry.sources.publisher(publisher))
     try:
         await asyncio.Event().wait()
     finally:

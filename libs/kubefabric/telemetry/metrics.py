@@ -87,12 +87,36 @@ router_shard_requests = Counter("kubefabric_router_shard_requests",
 router_shard_request_seconds = Histogram(
     "kubefabric_router_shard_request_seconds", "Latency of calls from this process to shard services.",
     ("shard", "method"), buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
+# the event bus (DESIGN §5): sampled from the publisher (shard leaders) and the hub's subscriptions
+events_published_revision = Gauge(
+    "kubefabric_events_published_revision",
+    "The shard's revision up to which every committed txn is on its NATS stream (this leader).",
+    ("shard",), registry=None)
+events_published_txns = Gauge(
+    "kubefabric_events_published_txns_total", "Txns this process published on NATS.", ("shard",),
+    registry=None)
+hub_feed_revision = Gauge(
+    "kubefabric_hub_feed_revision",
+    "The revision up to which this hub delivered the shard's txns to its watchers.", ("shard",),
+    registry=None)
+hub_feed_lag = Gauge(
+    "kubefabric_hub_feed_lag_revisions",
+    "How far this hub's feed of the shard trails the newest revision the shard reported.",
+    ("shard",), registry=None)
+hub_messages = Gauge(
+    "kubefabric_hub_messages_received_total", "NATS messages (events and heartbeats) this hub "
+    "received from the shard.", ("shard",), registry=None)
+hub_backfilled_txns = Gauge(
+    "kubefabric_hub_backfilled_txns_total", "Txns this hub read from the shard's History RPC "
+    "because the stream missed them (gaps, lost messages, NATS down).", ("shard",), registry=None)
 
 
 STORAGE = (db_total_size, db_total_size_in_use, proposals_committed, proposals_applied,
            proposals_failed, has_leader, is_leader, quota_backend_bytes, backend_commit_seconds,
            shard_role, shard_db_size, writer_batch_size)
 WATCH = (watch_streams, watchers)
+EVENTS = (events_published_revision, events_published_txns)
+HUB = (hub_feed_revision, hub_feed_lag, hub_messages, hub_backfilled_txns)
 _registered: set[int] = set()
 
 

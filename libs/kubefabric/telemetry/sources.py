@@ -74,3 +74,28 @@ def shard_node(node, name: str):
         m.db_total_size.set(size)
         m.db_total_size_in_use.set(in_use)
     return sample
+
+
+def publisher(pub):
+    """A sampler of a shard service's event publisher (kubefabric.events.publisher)."""
+    m.export(m.EVENTS)
+
+    def sample() -> None:
+        m.events_published_revision.labels(pub.name).set(pub.published_to)
+        m.events_published_txns.labels(pub.name).set(pub.published_txns)
+    return sample
+
+
+def hub(subscriptions):
+    """A sampler of a watch-hub's shard subscriptions (kubefabric.events.subscriber)."""
+    m.export(m.HUB)
+
+    def sample() -> None:
+        for sub in subscriptions:
+            shard = sub.shard
+            m.hub_feed_revision.labels(sub.name).set(shard.feed_committed)
+            m.hub_feed_lag.labels(sub.name).set(max(0, shard.state.committed - shard.feed_committed))
+            m.hub_messages.labels(sub.name).set(sub.received)
+            m.hub_backfilled_txns.labels(sub.name).set(sub.backfilled_txns)
+    return sample
+

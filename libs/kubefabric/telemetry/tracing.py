@@ -138,8 +138,28 @@ def metadata_with_context(metadata):
     return (*(metadata or ()), *carrier.items())
 
 
-async def in_span(name: str, awaitable, attributes=None):
-    """Await `awaitable` inside an INTERNAL span `name` (a child of the current span). Callers
-    test ENABLED first, so this costs nothing with tracing off."""
+async def in_span(name: str, awaitable, attributes=None, started=None):
+    """Await `awaitable` inside an INTERNAL span `name` (a child of the current span); started():
+    called inside the span before awaiting (to capture its context). Callers test ENABLED first,
+    so this costs nothing with tracing off."""
     with _tracer.start_as_current_span(name, kind=api.INTERNAL, attributes=attributes):
+        if started is not None:
+            started()
         return await awaitable
+
+
+# ---- W3C trace context in message headers (NATS) ----
+
+def carrier() -> dict[str, str]:
+    """The current trace context as headers (traceparent, tracestate); {} without a span."""
+    out: dict[str, str] = {}
+    api.propagate.inject(out)
+    return out
+
+
+def span_from_headers(name: str, headers, attributes=None):
+    """A CONSUMER span `name` whose parent is the context in message `headers` (a new trace if
+    there is none); a context manager."""
+    parent = api.propagate.extract(dict(headers or {}))
+    return _tracer.start_as_current_span(name, context=parent, kind=api.trace.SpanKind.CONSUMER,
+                                         attributes=attributes)

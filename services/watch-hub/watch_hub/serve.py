@@ -148,6 +148,7 @@ async def _serve(args) -> int:
     hub.start()
     watch.serve(hub, sources.surface.state.fill)
     telemetry.metrics.add_source(telemetry.sources.router(sources.surface, watch))
+    telemetry.metrics.add_source(telemetry.sources.hub(sources.subscriptions))
     await health_service.set("readiness", serving)
     log.info("watch-hub ready at revision %d (shards: %s)", hub.committed, ", ".join(sources.shards))
 
