@@ -108,17 +108,6 @@ def test_topology_spreads_prefixes_evenly():
         assert {targets.count(f"s{i}") for i in range(n)} == {len(targets) // n}, text
 
 
-def _watch_hub_available() -> bool:
-    """The watch-hub command exists and nats-server is installed (the kf-hub stack needs both)."""
-    try:
-        bench_run.backends_module().nats_server_binary()
-    except RuntimeError:
-        return False
-    r = bench_run.subprocess.run([sys.executable, "-m", "kubefabric.cli", "watch-hub", "--help"],
-                                 capture_output=True, text=True)
-    return r.returncode == 0
-
-
 def _run_watch_mode(tmp_path, capsys, servers: list[str]) -> None:
     out = tmp_path / "watch.json"
     rc = bench_run.main(["--watch", ",".join(servers), "--clients", "2", "--rate", "20",
@@ -149,7 +138,6 @@ def test_watch_mode_embedded_and_shard_service(loadgen, tmp_path, capsys):
     _run_watch_mode(tmp_path, capsys, ["kubefabric", "kf-sqlite-svc"])
 
 
-@pytest.mark.skipif(not _watch_hub_available(), reason="needs `kubefabric watch-hub` and nats-server")
 def test_watch_mode_through_the_hub(loadgen, tmp_path, capsys):
     """The same through NATS JetStream and the watch-hub (kf-hub: nats-server, shard service,
     watch-hub, kv-router), all started, measured and removed again."""
