@@ -19,6 +19,7 @@ otherwise it did not take effect. Values must be unique per put.
 """
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -166,7 +167,34 @@ def resolve(writes: list[Write], reads: list[Read], watch_events: list[Event],
     for e in watch_events:
         if e.type == "DELETE" and (e.key, e.kv.mod) not in known_deletes and e.kv.mod not in loose_deletes[e.key]:
             loose_deletes[e.key].append(e.kv.mod)
+    # a revision-less delete took effect after every write acknowledged before its invocation
+    # and (acknowledged) before every write invoked after its response: only such a watched
+    # delete can be its own. Acknowledged ones choose first; unknown ones take what is left.
+    done = sorted((w.resp, w.rev) for w in writes if w.rev is not None and w.resp is not None)
+    started = sorted((w.inv, w.rev) for w in writes if w.rev is not None)
+    done_max = list(itertools.accumulate((rev for _, rev in done), max))
+    started_min = list(itertools.accumulate((rev for _, rev in reversed(started)), min))[::-1]
+
+    def window(w: Write) -> tuple[int, float]:
+        i = bisect_right(done, (w.inv, float("inf")))
+        lo = done_max[i - 1] if i else 0
+        hi = float("inf")
+        if w.resp is not None:
+            j = bisect_right(started, (w.resp, float("inf")))
+            hi = started_min[j] if j < len(started) else hi
+        return lo, hi
+
     out = []
+    deletes_placed: dict[int, int] = {}  # id(write) -> revision, for revision-less deletes
+    for acked in (True, False):
+        for w in sorted(writes, key=lambda w: w.inv):
+            if w.rev is not None or w.value is not None or w.acked != acked:
+                continue
+            lo, hi = window(w)
+            fits = [rev for rev in loose_deletes[w.key] if lo < rev < hi]
+            if fits:
+                loose_deletes[w.key].remove(fits[0])
+                deletes_placed[id(w)] = fits[0]
     for w in sorted(writes, key=lambda w: w.inv):
         if w.rev is not None:
             out.append(w)
@@ -187,8 +215,8 @@ def resolve(writes: list[Write], reads: list[Read], watch_events: list[Event],
             else:
                 report.figures["unknown not applied"] += 1
         else:
-            if loose_deletes[w.key]:
-                out.append(replace(w, rev=loose_deletes[w.key].pop(0)))
+            if id(w) in deletes_placed:
+                out.append(replace(w, rev=deletes_placed[id(w)]))
                 report.figures["revisions from evidence" if w.acked else "unknown applied"] += 1
             elif w.acked:
                 report.bad("lost write",

@@ -157,6 +157,24 @@ def test_unknown_delete_resolved_from_watch():
     assert report.violations == []
 
 
+def test_acknowledged_revision_less_deletes_claim_their_own_watched_delete():
+    """Lease revokes (deletes without a revision): one with an unknown outcome that did not
+    apply, then two acknowledged ones. Each watched delete belongs to the acknowledged revoke
+    whose real-time window holds it; the unknown one must not take the first of them."""
+    K = b"/registry/pods/tenant-a/leased"
+    writes = [put(K, b"l1", 0, 10, 2, 1),
+              delete(K, 20, None, None, 2),          # unknown outcome: did not apply
+              delete(K, 30, 40, None, 3),            # acknowledged: the delete at 3
+              put(K, b"l2", 50, 60, 4, 4),
+              delete(K, 70, 80, None, 5)]            # acknowledged: the delete at 5
+    reads = [get(K, 45, 46, 3, None, 6), get(K, 85, 86, 5, None, 7)]
+    watched = [Event("PUT", K, kv(b"l1", 2)), Event("DELETE", K, KV(b"", 3, 0, 0)),
+               Event("PUT", K, kv(b"l2", 4)), Event("DELETE", K, KV(b"", 5, 0, 0))]
+    report, _ = check_history(writes, reads, watched)
+    assert report.violations == [], report.summary()
+    assert report.figures["unknown not applied"] == 1
+
+
 @pytest.mark.parametrize("mutate, expect", [
     (lambda rs: rs.insert(2, rs[1]), "delivered twice"),
     (lambda rs: rs.__setitem__(slice(0, 2), [rs[1], rs[0]]), "must increase across responses"),
