@@ -117,6 +117,8 @@ class RouterServer:
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("serving the etcd v3 API on %s", ", ".join(self.addresses))
+        if self.hub is None:
+            log.info("watch streams are relayed to watch-hub %s", ", ".join(self.watch.endpoints))
 
     async def stop(self, grace: float = 10.0) -> None:
         """Refuse new calls (UNAVAILABLE), let in-flight ones finish, end streams cleanly."""
