@@ -171,22 +171,7 @@ rules:
 # THREE_SHARDS with every shard a service, for a watch-hub (which follows shard services only):
 # main is a SQLite shard service, tenants two replicas on one PostgreSQL database (leader
 # failover), events on MariaDB.
-HUB_THREE_SHARDS = """\
-shards:
-  - name: main
-    endpoint: grpc://{main}
-  - name: tenants
-    endpoint: grpc://{tenants}
-  - name: events
-    endpoint: grpc://{events}
-default: main
-rules:
-  - namespace: tenant-a
-    resources: [pods]
-    shard: tenants
-  - prefix: /registry/events/
-    shard: events
-"""
+HUB_THREE_SHARDS = THREE_SHARDS.replace("endpoint: embedded", "endpoint: grpc://{main}")
 
 SHARD_COMMANDS = {"sqlite": "backend-sqlite", "postgres": "backend-pg", "mariadb": "backend-mysql"}
 # flags of `kubefabric serve` that the shard core applies, so a routed setup gets them too

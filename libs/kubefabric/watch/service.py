@@ -29,6 +29,27 @@ def too_many_streams(limit: int) -> str:
             "another connection")
 
 
+class StreamsPerPeer:
+    """Open watch streams per client connection (known by its peer address), limited."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.open: dict[str, int] = {}  # no entry for 0
+
+    async def admit(self, context) -> str:
+        """Count a new stream of the caller's connection, or end the call: one too many."""
+        peer = context.peer()
+        if self.open.get(peer, 0) >= self.limit:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_many_streams(self.limit))
+        self.open[peer] = self.open.get(peer, 0) + 1
+        return peer
+
+    def release(self, peer: str) -> None:
+        left = self.open.pop(peer) - 1
+        if left:
+            self.open[peer] = left
+
+
 class WatchService(rpc.WatchServicer):
     def __init__(self, hub, fill_header, max_response_bytes: int, buffer_budget: int,
                  max_watchers_per_stream: int = DEFAULT_MAX_WATCHERS,
@@ -39,16 +60,12 @@ class WatchService(rpc.WatchServicer):
         self.fill = fill_header
         self.max_bytes = max_response_bytes
         self.max_watchers = max_watchers_per_stream
-        self.max_streams = max_streams_per_connection
         self.trust_known = trust_known  # see WatchStream
         self.streams: set[WatchStream] = set()
-        self.per_peer: dict[str, int] = {}  # open streams per connection; no entry for 0
+        self.per_peer = StreamsPerPeer(max_streams_per_connection)
 
     async def Watch(self, request_iterator, context):
-        peer = context.peer()
-        if self.per_peer.get(peer, 0) >= self.max_streams:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_many_streams(self.max_streams))
-        self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
+        peer = await self.per_peer.admit(context)
         stream = WatchStream(self.hub, self.fill, self.max_bytes, self.buffer_budget,
                              self.max_watchers, self.trust_known)
         self.streams.add(stream)
@@ -66,9 +83,7 @@ class WatchService(rpc.WatchServicer):
             reader.cancel()
             stream.close()
             self.streams.discard(stream)
-            left = self.per_peer.pop(peer) - 1
-            if left:
-                self.per_peer[peer] = left
+            self.per_peer.release(peer)
 
     async def _read(self, request_iterator, stream: WatchStream) -> None:
         try:

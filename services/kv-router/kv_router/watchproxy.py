@@ -30,7 +30,7 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.rpc.wire import Malformed
 from kubefabric.shardsvc.client import parse_endpoints
-from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, too_many_streams
+from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, StreamsPerPeer
 from kubefabric.watch.stream import split_fragments
 
 log = logging.getLogger("kubefabric.router.watchproxy")
@@ -66,18 +66,14 @@ class WatchProxy(rpc.WatchServicer):
         self.stubs = [rpc.WatchStub(c) for c in self.channels]
         self._next = itertools.cycle(range(len(self.stubs)))
         self.state = state
-        self.max_streams = max_streams_per_connection
         self.streams: set[ProxiedStream] = set()
-        self.per_peer: dict[str, int] = {}
+        self.per_peer = StreamsPerPeer(max_streams_per_connection)
 
     def hub_stub(self):
         return self.stubs[next(self._next)]
 
     async def Watch(self, request_iterator, context):
-        peer = context.peer()
-        if self.per_peer.get(peer, 0) >= self.max_streams:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_many_streams(self.max_streams))
-        self.per_peer[peer] = self.per_peer.get(peer, 0) + 1
+        peer = await self.per_peer.admit(context)
         stream = ProxiedStream(self)
         self.streams.add(stream)
         task = asyncio.create_task(stream.run(request_iterator))
@@ -96,9 +92,7 @@ class WatchProxy(rpc.WatchServicer):
             task.cancel()
             stream.close()
             self.streams.discard(stream)
-            left = self.per_peer.pop(peer) - 1
-            if left:
-                self.per_peer[peer] = left
+            self.per_peer.release(peer)
 
     def close_all(self) -> None:
         for stream in list(self.streams):
