@@ -1,6 +1,7 @@
 """deploy/grafana/kubefabric.json names only metrics that exist: `kubefabric serve` in front of a
-`kubefabric backend-sqlite` shard service, some traffic (puts, a get, a watch), then every metric
-name in the dashboard's expressions must be in one of their /metrics pages. Also checks the
+`kubefabric backend-sqlite` shard service publishing on NATS and a watch-hub, some traffic (puts, a
+get, a watch through the hub), then every metric name in the dashboard's expressions must be in
+one of their /metrics pages. Also checks the
 etcd metric names KubeFabric promises (README "Observe") against the scrape."""
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 from harness.client import Client
-from harness.servers import free_port, start_router, start_shard
+from harness.servers import free_port, start_hub, start_router, start_shard
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "kubefabric.json"
@@ -33,7 +34,12 @@ ETCD_NAMES = {
               "etcd_server_proposals_committed_total", "etcd_debugging_mvcc_current_revision",
               "etcd_disk_backend_commit_duration_seconds_bucket", "etcd_server_is_leader",
               "grpc_server_handled_total", "kubefabric_shard_role", "kubefabric_writer_batch_size_bucket",
-              "kubefabric_shard_committed_revision"},
+              "kubefabric_shard_committed_revision", "kubefabric_events_published_revision",
+              "kubefabric_events_published_txns_total"},
+    "hub": {"grpc_server_handled_total", "etcd_debugging_mvcc_watcher_total",
+            "etcd_debugging_mvcc_watch_stream_total", "kubefabric_hub_feed_revision",
+            "kubefabric_hub_feed_lag_revisions", "kubefabric_hub_messages_received_total",
+            "kubefabric_hub_backfilled_txns_total"},
 }
 
 
@@ -83,12 +89,16 @@ def test_metric_name_extraction():
 
 
 @pytest.fixture(scope="module")
-def scraped(tmp_path_factory):
+def scraped(tmp_path_factory, nats_server):
     work = tmp_path_factory.mktemp("dashboard")
-    shard_metrics, router_metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    shard = start_shard(work, "sqlite", f"sqlite:///{work / 'shard'}", name="a",
-                        extra=["--metrics-address", shard_metrics])
-    router = start_router(work, [shard], extra=["--metrics-address", router_metrics])
+    shard_metrics, router_metrics, hub_metrics = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    name = f"dash{time.monotonic_ns() % 10**9}"
+    shard = start_shard(work, "sqlite", f"sqlite:///{work / 'shard'}", name=name,
+                        extra=["--metrics-address", shard_metrics, "--nats-url", nats_server.url])
+    hub = start_hub(work, nats_server.url, [shard], shard_name=name,
+                    extra=["--metrics-address", hub_metrics])
+    router = start_router(work, [shard], extra=["--metrics-address", router_metrics,
+                                                "--watch-hub", f"grpc://{hub.endpoint}"])
     try:
         c = Client(router.endpoint)
         for i in range(5):
@@ -105,17 +115,19 @@ def scraped(tmp_path_factory):
         c.put(b"/registry/pods/default/p9", b"v")
         assert next(watch).events
         time.sleep(2.5)  # one sampling round with the watch open (metrics.SAMPLE_INTERVAL_S)
-        yield {"router": scrape(router_metrics), "shard": scrape(shard_metrics)}
+        yield {"router": scrape(router_metrics), "shard": scrape(shard_metrics),
+               "hub": scrape(hub_metrics)}
         done.set()
         watch.cancel()
         c.close()
     finally:
         router.stop()
+        hub.stop()
         shard.stop()
 
 
 def test_dashboard_names_only_exported_metrics(scraped):
-    exported = scraped["router"] | scraped["shard"]
+    exported = scraped["router"] | scraped["shard"] | scraped["hub"]
     exprs = dashboard_exprs()
     assert len(exprs) >= 20
     used = set().union(*(metric_names(e) for e in exprs))
@@ -123,7 +135,7 @@ def test_dashboard_names_only_exported_metrics(scraped):
     assert not missing, f"the dashboard queries metrics nobody exports: {missing}"
 
 
-@pytest.mark.parametrize("service", ["router", "shard"])
+@pytest.mark.parametrize("service", ["router", "shard", "hub"])
 def test_etcd_metric_names(scraped, service):
     assert ETCD_NAMES[service] <= scraped[service], ETCD_NAMES[service] - scraped[service]
 
