@@ -28,7 +28,7 @@ import pytest
 from certs import CA, Pair
 
 from harness.client import Client
-from harness.servers import Server, start_router, start_shard, wait_shard_ready
+from harness.servers import Server, free_port, start_router, start_shard, wait_shard_ready
 from harness.stream import Stream
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
@@ -168,6 +168,26 @@ def test_router_shard_flag_errors(pki, tmp_path):
                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert out.returncode == 2, out
     assert "--shard-cert-file is set but --shard-key-file is not" in out.stderr + out.stdout, out
+
+
+@pytest.mark.parametrize("who", ["no certificate", "wrong server CA", "plaintext"])
+def test_router_refused_by_a_shard_stops_at_once(pki, shard, tmp_path, who):
+    """`serve` whose TLS settings the shard refuses exits within seconds with a sentence naming
+    the TLS handshake (it does not wait 30 s as for a shard that is down)."""
+    ca, other = str(pki.ca.cert_file), str(pki.other_ca.cert_file)
+    flags = {"no certificate": ["--shard-ca-file", ca],
+             "wrong server CA": router_flags(ClientTLS(other, str(pki.router.cert_file), str(pki.router.key_file))),
+             "plaintext": []}[who]
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "kubefabric.cli", "serve", "--listen-client-urls",
+                          f"http://127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d"),
+                          "--metrics-address", "", "--shard", f"grpc://{shard.endpoint}", *flags],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    took = time.monotonic() - started
+    assert out.returncode == 2, out
+    assert "TLS handshake" in out.stderr + out.stdout, out
+    assert "Traceback" not in out.stderr + out.stdout, out
+    assert took < 15, f"gave up only after {took:.1f}s"
 
 
 # ---- replica → leader ----

@@ -31,7 +31,14 @@ from kubefabric.telemetry import instrument_shard_stub
 log = logging.getLogger("kubefabric.shard.client")
 
 RETRY_FOR_S = 10.0        # how long a call looks for a leader before giving up
+TLS_REFUSALS = 5          # handshake refusals in a row at open(): a TLS mismatch, not a restart
 CALL_TIMEOUT_S = 60.0
+
+
+def _tls_refusal(details: str) -> bool:
+    """grpc's words for a handshake the other side refused: a failed verification here, or the
+    server closing the socket as it rejects our certificate (or plaintext meets TLS)."""
+    return "handshake failed" in details.lower() or details.endswith("Socket closed")
 
 
 def _not_applied(err: grpc.aio.AioRpcError) -> bool:
@@ -67,15 +74,24 @@ class RemoteShard:
         `deliver`, or nobody watches)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        refused = 0
         while True:
-            try:
-                status = await self._call("Status", spb.StatusRequest(), write=False)
+            status, errors_seen = await self._first_status()
+            if status is not None:
                 break
-            except EtcdError as err:
-                if loop.time() > deadline:
-                    raise ConnectionError(f"no replica of shard {self.name} is ready at "
-                                          f"{', '.join(self.endpoints)}: {err.message}") from None
-                await asyncio.sleep(0.2)
+            # a TLS mismatch does not heal by waiting: say so at once (after a few rounds, so
+            # replicas that are only restarting do not count)
+            refused = refused + 1 if all(_tls_refusal(e) for e in errors_seen) else 0
+            if refused >= TLS_REFUSALS:
+                raise ConnectionError(
+                    f"shard {self.name} at {', '.join(self.endpoints)} refused the connection "
+                    f"during the TLS handshake ({errors_seen[-1]}): check that both sides use TLS, "
+                    "that this router's CA file verifies the shard's certificate, and that its "
+                    "client certificate is signed by the shard's --trusted-ca-file")
+            if loop.time() > deadline:
+                raise ConnectionError(f"no replica of shard {self.name} is ready at "
+                                      f"{', '.join(self.endpoints)}: {errors_seen[-1]}")
+            await asyncio.sleep(0.2)
         self.reported_name = status.name
         self.state.cluster_id, self.state.member_id = status.cluster_id, status.member_id
         self.state.term = status.term
@@ -84,6 +100,22 @@ class RemoteShard:
         self.feed_committed = status.committed_rev
         if follow:
             self._feed = asyncio.create_task(self._follow_feed(), name=f"feed-{self.name}")
+
+    async def _first_status(self) -> tuple[spb.StatusResponse | None, list[str]]:
+        """The Status of the first replica that answers (preferring the leader), or the errors."""
+        errors_seen = []
+        found = None
+        for i, stub in enumerate(self.stubs):
+            try:
+                status = await stub.Status(spb.StatusRequest(), timeout=2.0)
+            except grpc.aio.AioRpcError as err:
+                errors_seen.append(err.details() or err.code().name)
+                continue
+            if found is None or status.role == "leader":
+                found = status
+                if status.role == "leader":
+                    self.leader = i
+        return found, errors_seen
 
     async def close(self) -> None:
         if self._feed:
