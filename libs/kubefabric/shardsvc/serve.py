@@ -17,6 +17,7 @@ from typing import Callable
 
 from kubefabric.config import Flag, add_flags, duration, parse_bool
 from kubefabric.dsn import DSN, DSNError, parse_dsn
+from kubefabric.events import natstls
 from kubefabric.events.bus import BusError, check_url
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
@@ -61,10 +62,12 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
              "is also this replica's client certificate towards the leader (extended key usage "
              "serverAuth and clientAuth)"),
         Flag("--key-file", "", "unencrypted private key (PEM) of --cert-file"),
-        Flag("--nats-url", "", "NATS server(s) with JetStream, nats://host:port[,...]: the leader "
+        Flag("--nats-url", "", "NATS server(s) with JetStream, nats://host:port[,...] (or "
+             "tls://, see --nats-ca-file): the leader "
              "publishes every committed txn to the stream KF_<name> (subject kf.<name>.events) "
              "for watch-hubs, heartbeats on kf.<name>.heartbeat, and follows kf.clock (empty: no "
              "events on NATS; kv-router then follows the Feed RPC itself)"),
+        *natstls.FLAGS,  # TLS towards NATS: --nats-ca-file, --nats-cert-file, --nats-key-file
         Flag("--event-retention", "1h", "how long the JetStream stream keeps events (watch-hubs "
              "read older revisions from the database)", type=duration),
         Flag("--trusted-ca-file", "", "CA certificate(s) (PEM) of clients (routers, other "
@@ -90,24 +93,31 @@ def make_command(name: str, kinds: tuple[str, ...], default_port: int, dsn_examp
 
 def run(args, kinds: tuple[str, ...], store_of) -> int:
     setup_logging(args.log_format, args.log_level)
+    from kubefabric.tlsconfig import TLSError
+
     try:
+        nats_tls = None
         if args.nats_url:
             check_url(args.nats_url)
+            nats_tls = natstls.from_flags(args.nats_url, args.nats_ca_file, args.nats_cert_file,
+                                          args.nats_key_file)
+        elif args.nats_ca_file or args.nats_cert_file or args.nats_key_file:
+            raise BusError("--nats-ca-file, --nats-cert-file and --nats-key-file need --nats-url")
         if not args.dsn:
             raise DSNError("--dsn (or KUBEFABRIC_DSN) is required")
         dsn = parse_dsn(args.dsn)
         if dsn.kind not in kinds:
             raise DSNError(f"this command serves {' or '.join(kinds)} databases, not {dsn.kind}")
-    except (DSNError, BusError) as err:
+    except (DSNError, BusError, TLSError) as err:
         log.error("%s", err)
         return 2
     if args.event_loop == "uvloop":
         import uvloop
-        return uvloop.run(_serve(args, dsn, store_of))
-    return asyncio.run(_serve(args, dsn, store_of))
+        return uvloop.run(_serve(args, dsn, store_of, nats_tls))
+    return asyncio.run(_serve(args, dsn, store_of, nats_tls))
 
 
-async def _serve(args, dsn: DSN, store_of) -> int:
+async def _serve(args, dsn: DSN, store_of, nats_tls) -> int:
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -168,7 +178,7 @@ async def _serve(args, dsn: DSN, store_of) -> int:
     telemetry.metrics.add_source(telemetry.sources.shard_node(node, args.name))
     log.info("shard %s: serving the Shard API on %s (advertised as %s), database %s",
              args.name, args.listen_address, address, dsn.redacted())
-    events = asyncio.create_task(_publish_events(node, args)) if args.nats_url else None
+    events = asyncio.create_task(_publish_events(node, args, nats_tls)) if args.nats_url else None
 
     await until_terminated()
     if events is not None:
@@ -183,12 +193,13 @@ async def _serve(args, dsn: DSN, store_of) -> int:
     return 0
 
 
-async def _publish_events(node, args) -> None:
-    """Connect to NATS (waiting for it as long as it takes) and publish while leading."""
+async def _publish_events(node, args, nats_tls) -> None:
+    """Connect to NATS (waiting for it as long as it takes) and publish while leading.
+    nats_tls: natstls.NatsTLS, or None for plaintext."""
     from kubefabric.events.bus import connect
     from kubefabric.events.publisher import EventPublisher
 
-    nc = await connect(args.nats_url, f"kubefabric-{args.telemetry_name}-{args.name}")
+    nc = await connect(args.nats_url, f"kubefabric-{args.telemetry_name}-{args.name}", nats_tls)
     from kubefabric import telemetry
 
     publisher = EventPublisher(node, nc, args.name, args.event_retention)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from kubefabric.config import Flag, add_flags, duration
+from kubefabric.events import natstls
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 
@@ -25,7 +26,9 @@ FLAGS = [
          "addresses, grpc://host:port[,grpc://host:port...]"),
     Flag("--shard-name", "default", "with --shard: the shard's name (its --name; its NATS "
          "subjects are kf.<name>.*)"),
-    Flag("--nats-url", "", "NATS server(s) with JetStream, nats://host:port[,...] (required)"),
+    Flag("--nats-url", "", "NATS server(s) with JetStream, nats://host:port[,...] or "
+         "tls://host:port[,...] (required)"),
+    *natstls.FLAGS,  # TLS towards NATS: --nats-ca-file, --nats-cert-file, --nats-key-file
     Flag("--listen-address", "127.0.0.1:2480", "host:port to serve the Watch API and health on"),
     Flag("--metrics-address", "127.0.0.1:2580", "host:port to serve Prometheus /metrics on "
          "(empty disables). Traces: the OTEL_* environment variables"),
@@ -59,6 +62,7 @@ def command(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kubefabric.events.bus import BusError, check_url
+    from kubefabric.tlsconfig import TLSError
 
     from .sources import StartupError
 
@@ -67,13 +71,15 @@ def run(args: argparse.Namespace) -> int:
         if not args.nats_url:
             raise StartupError("--nats-url (or KUBEFABRIC_NATS_URL) is required")
         check_url(args.nats_url)
+        nats_tls = natstls.from_flags(args.nats_url, args.nats_ca_file, args.nats_cert_file,
+                                      args.nats_key_file)
         if bool(args.topology) == bool(args.shard):
             raise StartupError("give exactly one of --topology FILE and --shard grpc://host:port")
         if args.event_loop == "uvloop":
             import uvloop
-            return uvloop.run(_serve(args))
-        return asyncio.run(_serve(args))
-    except (StartupError, BusError) as err:
+            return uvloop.run(_serve(args, nats_tls))
+        return asyncio.run(_serve(args, nats_tls))
+    except (StartupError, BusError, TLSError) as err:
         log.error("%s", err)
         return 2
 
@@ -97,7 +103,7 @@ def _specs(args):
     return [(s.name, s.endpoint, s.tls) for s in topology.shards.values()], topology
 
 
-async def _serve(args) -> int:
+async def _serve(args, nats_tls) -> int:
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -136,7 +142,7 @@ async def _serve(args) -> int:
     log.info("watch-hub: serving the Watch API on %s; connecting to NATS and %d shard(s)",
              args.listen_address, len(specs))
 
-    ready = asyncio.create_task(_open(args, specs, topology, connect))
+    ready = asyncio.create_task(_open(args, specs, topology, connect, nats_tls))
     stop = asyncio.create_task(until_terminated())
     done, _ = await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
     if ready not in done:
@@ -164,8 +170,8 @@ async def _serve(args) -> int:
     return 0
 
 
-async def _open(args, specs, topology, connect):
-    nc = await connect(args.nats_url, "kubefabric-watch-hub")
+async def _open(args, specs, topology, connect, nats_tls):
+    nc = await connect(args.nats_url, "kubefabric-watch-hub", nats_tls)
     from .sources import HubSources
 
     sources = HubSources(nc)
