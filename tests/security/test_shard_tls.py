@@ -27,7 +27,7 @@ import grpc
 import pytest
 from certs import CA, Pair
 
-from harness.client import Client
+from harness.client import Client, Failure
 from harness.servers import Server, free_port, start_router, start_shard, wait_shard_ready
 from harness.stream import Stream
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
@@ -188,6 +188,38 @@ def test_router_refused_by_a_shard_stops_at_once(pki, shard, tmp_path, who):
     assert "TLS handshake" in out.stderr + out.stdout, out
     assert "Traceback" not in out.stderr + out.stdout, out
     assert took < 15, f"gave up only after {took:.1f}s"
+
+
+def test_router_client_certificate_reloads(pki, shard, tmp_path):
+    """The router re-reads its client certificate files when they change: swapped for an expired
+    certificate the shard refuses, writes fail; swapped back, they work again, no restart."""
+    cert, key = tmp_path / "router.pem", tmp_path / "router-key.pem"
+
+    def install(pair) -> None:
+        for src, dst in ((pair.cert_file, cert), (pair.key_file, key)):
+            tmp = dst.with_suffix(".new")
+            tmp.write_bytes(Path(src).read_bytes())
+            tmp.replace(dst)  # atomically, as a Secret volume or cert-manager does
+    install(pki.router)
+    router = start_router(tmp_path, [shard], extra=router_flags(
+        ClientTLS(str(pki.ca.cert_file), str(cert), str(key))))
+    client = Client(router.endpoint)
+    try:
+        assert not isinstance(client.put(b"/rotate/a", b"1"), Failure)
+        install(pki.expired_client)
+        deadline = time.monotonic() + 20
+        while not isinstance(client.call(client.kv.Put, pb.PutRequest(key=b"/rotate/b", value=b"2"), timeout=3), Failure):
+            assert time.monotonic() < deadline, "the expired certificate was never used"
+            time.sleep(0.5)
+        install(pki.router)
+        deadline = time.monotonic() + 20
+        while isinstance(client.call(client.kv.Put, pb.PutRequest(key=b"/rotate/c", value=b"3"), timeout=3), Failure):
+            assert time.monotonic() < deadline, "the renewed certificate was never used"
+            time.sleep(0.5)
+        assert "TLS files changed" in router.log()
+    finally:
+        client.close()
+        router.stop()
 
 
 # ---- replica → leader ----

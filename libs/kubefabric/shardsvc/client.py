@@ -27,10 +27,13 @@ from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.shard.state import ShardState
 from kubefabric.telemetry import instrument_shard_stub
+from kubefabric.tlsconfig import ClientTLS, TLSError
 
 log = logging.getLogger("kubefabric.shard.client")
 
 RETRY_FOR_S = 10.0        # how long a call looks for a leader before giving up
+TLS_RECHECK_S = 2.0       # how often the TLS files are checked for changes
+TLS_GRACE_S = 60.0        # calls on channels replaced by a TLS reload get this long to finish
 TLS_REFUSALS = 5          # handshake refusals in a row at open(): a TLS mismatch, not a restart
 CALL_TIMEOUT_S = 60.0
 
@@ -55,14 +58,18 @@ class RemoteShard:
             raise ValueError("a remote shard needs at least one endpoint")
         self.name = name
         self.endpoints = endpoints
-        self.channels = [_channel(e, tls) for e in endpoints]
-        self.stubs = [instrument_shard_stub(shard_pb2_grpc.ShardStub(c), name) for c in self.channels]
+        self.tls = _client_tls(tls)
+        self.channels: list = []
+        self.stubs: list = []
+        self._connect()
+        self._old_channels: list = []
         self.leader = 0                       # index of the replica last known as leader
         self._reads = itertools.cycle(range(len(endpoints)))
         self.state = ShardState(committed=0, clock=0)
         self.listeners: list = []
         self.feed_committed = 0
         self._feed: asyncio.Task | None = None
+        self._tls_task: asyncio.Task | None = None
         self.is_leader = True                 # the router's view: writes are accepted
         self.reported_name = ""               # the service's --name, from its Status
 
@@ -98,6 +105,8 @@ class RemoteShard:
         self._observe(status.committed_rev)
         self.state.compact_rev = status.compact_rev
         self.feed_committed = status.committed_rev
+        if self.tls is not None:
+            self._tls_task = asyncio.create_task(self._reload_tls(), name=f"tls-{self.name}")
         if follow:
             self._feed = asyncio.create_task(self._follow_feed(), name=f"feed-{self.name}")
 
@@ -117,10 +126,40 @@ class RemoteShard:
                     self.leader = i
         return found, errors_seen
 
+    def _connect(self) -> None:
+        """New channels from the TLS files as they are now; calls on the old ones finish there."""
+        self._old_channels = [*getattr(self, "_old_channels", []), *self.channels]
+        self.channels = [_channel(e, self.tls) for e in self.endpoints]
+        self.stubs = [instrument_shard_stub(shard_pb2_grpc.ShardStub(c), self.name)
+                      for c in self.channels]
+
+    async def _reload_tls(self) -> None:
+        """Changed certificate files reach new connections without a restart (issue 9)."""
+        while True:
+            await asyncio.sleep(TLS_RECHECK_S)
+            if self.tls.changed():
+                old = self.channels
+                try:
+                    self._connect()
+                except TLSError as err:  # mid-rotation: keep the old files' channels, try again
+                    log.warning("shard %s: TLS files changed but cannot be used yet: %s",
+                                self.name, err)
+                    continue
+                log.info("shard %s: TLS files changed; new connections use them", self.name)
+                asyncio.get_running_loop().call_later(
+                    TLS_GRACE_S, lambda old=old: asyncio.ensure_future(self._retire(old)))
+
+    async def _retire(self, channels: list) -> None:
+        for c in channels:
+            if c in self._old_channels:
+                self._old_channels.remove(c)
+                await c.close()
+
     async def close(self) -> None:
-        if self._feed:
-            self._feed.cancel()
-        for c in self.channels:
+        for task in (self._feed, self._tls_task):
+            if task:
+                task.cancel()
+        for c in [*self.channels, *self._old_channels]:
             await c.close()
 
     def _observe(self, committed: int) -> None:
@@ -313,7 +352,10 @@ async def connect_shard(endpoints: str, name: str = "default", tls=None,
                         follow: bool = True) -> RemoteShard:
     """An opened RemoteShard for `grpc://host:port[,...]`; ValueError for a bad endpoint list,
     ConnectionError when no replica is ready in time (both with a sentence for the operator)."""
-    shard = RemoteShard(parse_endpoints(endpoints), name=name, tls=tls)
+    try:
+        shard = RemoteShard(parse_endpoints(endpoints), name=name, tls=tls)
+    except TLSError as err:
+        raise ValueError(str(err)) from None
     try:
         await shard.open(follow=follow)
     except BaseException:
@@ -323,21 +365,19 @@ async def connect_shard(endpoints: str, name: str = "default", tls=None,
     return shard
 
 
+def _client_tls(tls):
+    """A ClientTLS (re-readable files) from a ClientTLS or a topology TLSSpec; None: plaintext."""
+    if tls is None or isinstance(tls, ClientTLS):
+        return tls
+    return ClientTLS(tls.ca_file, tls.cert_file, tls.key_file, getattr(tls, "server_name", None))
+
+
 def _channel(endpoint: str, tls) -> grpc.aio.Channel:
     options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
                ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_permit_without_calls", 1)]
     if tls is None:
         return grpc.aio.insecure_channel(endpoint, options=options)
-
-    def read(path):
-        if not path:
-            return None
-        with open(path, "rb") as f:
-            return f.read()
-    creds = grpc.ssl_channel_credentials(read(tls.ca_file), read(tls.key_file), read(tls.cert_file))
-    if getattr(tls, "server_name", None):
-        options.append(("grpc.ssl_target_name_override", tls.server_name))
-    return grpc.aio.secure_channel(endpoint, creds, options=options)
+    return grpc.aio.secure_channel(endpoint, tls.credentials(), options=options + tls.options())
 
 
 def parse_endpoints(text: str) -> list[str]:
