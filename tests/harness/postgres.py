@@ -7,6 +7,15 @@
     server.kill(); server.start()  # crash (SIGKILL) and crash recovery; restart() = stop + start
     server.remove()                # stop and delete the data directory
 
+A private server with other settings and pg_hba rules (the TLS tests):
+
+    server = PostgresServer(settings={"ssl": "on", "ssl_cert_file": ...},
+                            hba=["hostssl all all 127.0.0.1/32 scram-sha-256"])
+    key = server.put_file("server.key", pem)   # in its root, owned by `postgres`, mode 0600
+
+`settings` are added to (or override) SETTINGS; `hba` replaces initdb's pg_hba.conf, after the
+line `local all all trust` the administration needs. Give them before the first start.
+
 The server runs as the `postgres` OS user (PostgreSQL refuses to run as root), in its own process
 group with its data directory and unix socket in a private temp dir. fsync stays on: the tests
 check durability. Only initdb skips its final sync (a crashed *process* loses no page cache, so
@@ -67,8 +76,11 @@ def _binary(name: str) -> str:
 
 
 class PostgresServer:
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, settings: dict[str, str] | None = None,
+                 hba: list[str] | None = None):
         self.root = Path(root or tempfile.mkdtemp(prefix="kf-pg-"))
+        self.settings = {**SETTINGS, **(settings or {})}
+        self.hba = hba
         self.data = self.root / "data"
         self.socket_dir = self.root
         self.log_path = self.root / "postgres.log"
@@ -145,6 +157,17 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         self.sql(f'DROP DATABASE IF EXISTS "{_identifier(name)}" WITH (FORCE)')
 
+    def put_file(self, name: str, data: bytes) -> Path:
+        """Write a file the server reads (a key, a certificate) into its root: owned by the
+        `postgres` OS user, mode 0600 (PostgreSQL refuses a key file others can read)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / name
+        path.write_bytes(data)
+        path.chmod(0o600)
+        if self._as:
+            os.chown(path, self._as["user"], self._as["group"])
+        return path
+
     def sql(self, statement: str, dbname: str = "postgres") -> str:
         """Run one statement as the superuser over the unix socket; its output, unaligned."""
         argv = [_binary("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
@@ -168,11 +191,13 @@ class PostgresServer:
         done = subprocess.run(argv, capture_output=True, text=True, cwd=self.root, timeout=120, **self._as)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        if self.hba is not None:  # the file initdb wrote belongs to `postgres`: keep it so
+            (self.data / "pg_hba.conf").write_text("\n".join(["local all all trust", *self.hba]) + "\n")
 
     def _launch(self, timeout: float) -> bool:
         """Start the postmaster; True once it accepts connections, False if the port was taken."""
         argv = [_binary("postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.socket_dir)]
-        for name, value in SETTINGS.items():
+        for name, value in self.settings.items():
             argv += ["-c", f"{name}={value}"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,

@@ -108,6 +108,7 @@ def run(args, kinds: tuple[str, ...], store_of) -> int:
         dsn = parse_dsn(args.dsn)
         if dsn.kind not in kinds:
             raise DSNError(f"this command serves {' or '.join(kinds)} databases, not {dsn.kind}")
+        store_of(dsn, args)  # built, not opened: checks the DSN's settings and TLS files now
     except (DSNError, BusError, TLSError) as err:
         log.error("%s", err)
         return 2

@@ -69,23 +69,38 @@ class WriterLost(ConnectionError):
 
 
 def ssl_option(dsn: DSN):
-    """asyncpg's `ssl` argument from libpq-style sslmode/sslrootcert/sslcert/sslkey params."""
+    """asyncpg's `ssl` argument from libpq-style sslmode/sslrootcert/sslcert/sslkey params.
+    With sslrootcert or sslcert, TLS is required whatever the mode (no plaintext fallback)."""
     mode = dsn.param("sslmode") or ""
     root, cert, key = dsn.param("sslrootcert"), dsn.param("sslcert"), dsn.param("sslkey")
     if mode and mode not in SSL_MODES:
         raise DSNError(f"sslmode={mode!r} is not one of {', '.join(SSL_MODES)}")
+    if key and not cert:
+        raise DSNError("sslkey needs sslcert (the client certificate it belongs to)")
     if mode == "disable":
         return False
     if not (root or cert):
         return mode or None  # None: asyncpg's default ("prefer", or $PGSSLMODE)
-    ctx = ssl.create_default_context(cafile=root)
+    try:
+        ctx = ssl.create_default_context(cafile=root)  # no root: the system's trust roots
+        if cert:
+            ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        files = ", ".join(f"{n}={v}" for n, v in (("sslrootcert", root), ("sslcert", cert),
+                                                  ("sslkey", key)) if v)
+        raise DSNError(f"cannot load the TLS files of the PostgreSQL DSN ({files}): "
+                       f"{err.strerror or err}") from None
     if mode in ("", "allow", "prefer", "require", "verify-ca"):
         ctx.check_hostname = False  # libpq: only verify-full checks the host name
-    if not root and mode != "verify-full":
+    if not root and mode in ("", "allow", "prefer", "require"):
         ctx.verify_mode = ssl.CERT_NONE  # libpq: without a root cert, require does not verify
-    if cert:
-        ctx.load_cert_chain(cert, key)
     return ctx
+
+
+def _causes(err: BaseException):
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
 
 
 class PostgresStore:
@@ -122,6 +137,14 @@ class PostgresStore:
                 server_settings={"application_name": d.param("application_name") or "kubefabric"})
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             reason = str(err) or type(err).__name__
+            if d.param("sslcert") and isinstance(err, (ConnectionResetError,
+                                                       asyncpg.ConnectionDoesNotExistError)):
+                # TLS 1.3: the server checks the client certificate after the handshake and
+                # its alert reaches asyncpg as a closed connection (sometimes with the alert)
+                alert = next((f"{c.reason or c}; " for c in _causes(err)
+                              if isinstance(c, ssl.SSLError)), "")
+                reason += (f" ({alert}did the server refuse the client certificate sslcert? "
+                           "it must be signed by a CA in the server's ssl_ca_file)")
             if d.password:
                 reason = reason.replace(d.password, "***")
             raise StoreUnavailable(f"cannot connect to PostgreSQL {d.redacted()} "
