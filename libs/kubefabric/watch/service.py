@@ -29,6 +29,21 @@ def too_many_streams(limit: int) -> str:
             "another connection")
 
 
+async def responses(out, taken, context):
+    """A watch stream's queued responses, in order, until None. A Malformed request ends the
+    call with etcd's INTERNAL, an exception with UNAVAILABLE; taken(resp) as each one leaves."""
+    while True:
+        resp = await out.get()
+        if resp is None:
+            return
+        if isinstance(resp, Malformed):  # etcd ends the stream with INTERNAL
+            await context.abort(resp.error.code, resp.error.message)
+        if isinstance(resp, BaseException):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(resp))
+        taken(resp)
+        yield resp
+
+
 class StreamsPerPeer:
     """Open watch streams per client connection (known by its peer address), limited."""
 
@@ -71,13 +86,7 @@ class WatchService(rpc.WatchServicer):
         self.streams.add(stream)
         reader = asyncio.create_task(self._read(request_iterator, stream))
         try:
-            while True:
-                resp = await stream.out.get()
-                if resp is None:
-                    break
-                if isinstance(resp, Malformed):  # etcd ends the stream with INTERNAL
-                    await context.abort(resp.error.code, resp.error.message)
-                stream.taken(resp)
+            async for resp in responses(stream.out, stream.taken, context):
                 yield resp
         finally:
             reader.cancel()

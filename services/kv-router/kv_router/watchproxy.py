@@ -30,7 +30,7 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.rpc.wire import Malformed
 from kubefabric.shardsvc.client import parse_endpoints
-from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, StreamsPerPeer
+from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, StreamsPerPeer, responses
 from kubefabric.watch.stream import split_fragments
 
 log = logging.getLogger("kubefabric.router.watchproxy")
@@ -78,15 +78,7 @@ class WatchProxy(rpc.WatchServicer):
         self.streams.add(stream)
         task = asyncio.create_task(stream.run(request_iterator))
         try:
-            while True:
-                resp = await stream.out.get()
-                if resp is None:
-                    break
-                if isinstance(resp, Malformed):  # etcd ends the stream with INTERNAL
-                    await context.abort(resp.error.code, resp.error.message)
-                if isinstance(resp, BaseException):
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(resp))
-                stream.out.taken(resp)
+            async for resp in responses(stream.out, stream.out.taken, context):
                 yield resp
         finally:
             task.cancel()
