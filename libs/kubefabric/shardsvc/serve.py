@@ -105,6 +105,11 @@ def run(args, kinds: tuple[str, ...], store_of) -> int:
             raise BusError("--nats-ca-file, --nats-cert-file and --nats-key-file need --nats-url")
         if not args.dsn:
             raise DSNError("--dsn (or KUBEFABRIC_DSN) is required")
+        for flag, value in (("--read-pool-size", args.read_pool_size),
+                            ("--max-txn-ops", args.max_txn_ops),
+                            ("--max-request-bytes", args.max_request_bytes)):
+            if value < 1:
+                raise DSNError(f"{flag} must be at least 1, not {value}")
         dsn = parse_dsn(args.dsn)
         if dsn.kind not in kinds:
             raise DSNError(f"this command serves {' or '.join(kinds)} databases, not {dsn.kind}")
