@@ -276,6 +276,12 @@ class RemoteShard:
         self._observe(resp.committed_rev)
         return resp
 
+    async def refresh_compaction(self) -> int:
+        """The shard's compact revision as of now (any replica), into state.compact_rev."""
+        resp = await self._call("Status", spb.StatusRequest(), write=False)
+        self.state.compact_rev = max(self.state.compact_rev, resp.compact_rev)
+        return self.state.compact_rev
+
     async def alarm(self, req: pb.AlarmRequest) -> list[pb.AlarmMember]:
         resp = await self._call("Alarm", spb.AlarmRequest(alarm=req))
         return list(resp.alarms)

@@ -91,6 +91,11 @@ class RoutedFeed:
     async def _sync_one(self, name: str, rev: int) -> None:
         await self.shards[name].sync(rev)
 
+    async def refresh_compaction(self) -> None:
+        """Every remote shard's compact revision as of now (watch/hub.py)."""
+        await asyncio.gather(*(s.refresh_compaction() for s in self.shards.values()
+                               if hasattr(s, "refresh_compaction")))
+
     async def history(self, rng: KeyRange, lo: int, hi: int) -> list:
         if rng.end is None:
             names = [self.topology.route(rng.start)]

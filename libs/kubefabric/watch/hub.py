@@ -147,6 +147,10 @@ class WatchHub:
             # a remote or merged feed trails what clients were told: let it catch up first, so a
             # watcher from an acknowledged revision replays it like etcd instead of waiting live
             await self._caught_up(head, CATCH_UP_WAIT_S)
+        if start_rev < 0 or 0 < start_rev <= self.committed:
+            await self._refresh_compaction()
+        # no await from here until the watcher is registered (synced or catching up): a commit
+        # delivered in between would reach neither its replay nor its buffer
         committed = self.committed
         if start_rev < 0:
             # etcd 3.4: below the compact revision (-1 when never compacted) is compacted,
@@ -195,6 +199,17 @@ class WatchHub:
             w.buffer = []
             self.catching_up.discard(w)
         w.stream.on_synced()
+
+    async def _refresh_compaction(self) -> None:
+        """A remote source learns compactions from its feed, which may trail a Compact a client
+        just got answered: ask the shards before deciding that a start revision is compacted."""
+        refresh = getattr(self.shard, "refresh_compaction", None)
+        if refresh is None:
+            return
+        try:
+            await refresh()
+        except EtcdError as err:  # unreachable: decide on what the feed said
+            log.debug("refreshing the compact revision failed: %s", err.message)
 
     def _replay(self, w: Watcher, events: list[Event], hi: int) -> None:
         """Send history to a catching-up watcher, at most MAX_REPLAY_REVS revisions per

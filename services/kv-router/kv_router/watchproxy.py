@@ -217,7 +217,9 @@ class ProxiedStream:
                     await self.out.put(pb.WatchResponse(header=resp.header, watch_id=create.watch_id,
                                                         canceled=True, cancel_reason=resp.cancel_reason))
                 return
-        elif resp.canceled:
+        elif resp.canceled or resp.compact_revision or (not resp.events and not resp.header.revision):
+            # a cancel, or a compaction answer (etcd leaves canceled unset for compact_revision
+            # 0, with header revision 0): the watcher is gone either way
             self.watchers.pop(resp.watch_id, None)
         elif resp.watch_id == -1 and not resp.events:
             self.progress_known = 0
