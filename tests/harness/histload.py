@@ -348,7 +348,8 @@ def wait_delivered(recorders, rec: Recorder, upto: int, timeout: float = 15.0) -
     return late
 
 
-def run_history(ep: str, say, fault=None, load_seconds: float = LOAD_SECONDS) -> dict:
+def run_history(ep: str, say, fault=None, load_seconds: float = LOAD_SECONDS,
+                min_writes: int = 300, min_events: int = 1000) -> dict:
     """The workload against the router at `ep` (started with --watch-progress-notify-interval
     300ms), checked; fault(): called in its own thread 40 % into the load (it injects a failure
     and returns a line for the report). Asserts; returns the checker's figures."""
@@ -431,5 +432,6 @@ def run_history(ep: str, say, fault=None, load_seconds: float = LOAD_SECONDS) ->
                 + [f"watch {log.name} canceled" for log in logs if any(x.canceled for x in log.responses)])
     assert not problems and not report.violations, "\n".join(problems + [report.summary()])
     assert fault is None or fault_report, "the fault was not injected"
-    assert f["writes"] > 300 and f["events checked"] > 1000, f
+    # the history must have been big enough to mean something (min_*: what a loaded CI reaches)
+    assert f["writes"] > min_writes and f["events checked"] > min_events, f
     return f
