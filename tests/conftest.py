@@ -115,7 +115,8 @@ def server_factory(tmp_path, request):
         d = workdir("hub")
         nats = nats or request.getfixturevalue("nats_server")
         publish = ["--nats-url", nats.url, *shard_flags(extra or [])]
-        stack = SimpleNamespace(workdir=d, nats=nats, shards={}, topology=None)
+        # track: a process a test starts for the stack later (a restarted hub), stopped at the end
+        stack = SimpleNamespace(workdir=d, nats=nats, shards={}, topology=None, track=started.append)
         if three:
             def shard(kind, dsn, name):
                 s = start_shard(d, kind, dsn, publish, name=name)

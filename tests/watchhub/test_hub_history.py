@@ -49,6 +49,7 @@ def restart_hub(stack):
     port = int(hub.endpoint.rsplit(":", 1)[1])
     stack.hubs[0] = start_hub(stack.workdir, stack.nats.url, topology=stack.topology, port=port,
                               extra=["--watch-progress-notify-interval=300ms"])
+    stack.track(stack.hubs[0])
     return f"watch-hub {hub.endpoint} killed (SIGKILL), its streams moved, restarted after 1s"
 
 
