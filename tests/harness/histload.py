@@ -263,11 +263,17 @@ class WatchRecorder(threading.Thread):
         self.stream = WatchStream(self.client, timeout=300)
         self.logs: dict[int, WatchLog] = {}
         self.progress_every, self.done, self.failure, self.progress_responses = progress_every, False, None, 0
+        early = []  # an earlier watcher's progress notification may come before a created
         for name, lo, hi, start, kw in specs:
             created = self.stream.created(lo, hi, start_revision=start, **kw)
+            while not created.created and not created.events and not created.canceled:
+                early.append(created)
+                created = self.stream.recv(5)
             assert created.created and not created.canceled, created
             self.logs[created.watch_id] = WatchLog(name, lo, hi, start or created.header.revision + 1)
             self.logs[created.watch_id].prev_kv = kw.get("prev_kv", False)
+        for r in early:
+            self.record(r)
         self.start()
 
     def run(self) -> None:
