@@ -214,6 +214,16 @@ def client_channel(endpoint: str, tls=None) -> grpc.Channel:
                                options=[("grpc.ssl_target_name_override", name)] if name else [])
 
 
+def wait_log(server: Server, text: str, timeout: float = 30.0) -> str:
+    """Until `text` is in the server's log (which is returned); fails if it exits first."""
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        assert server.proc.poll() is None, f"{server.kind} exited:\n{server.log()}"
+        assert time.monotonic() < deadline, f"{text!r} not logged in {timeout}s:\n{server.log()}"
+        time.sleep(0.1)
+    return server.log()
+
+
 def wait_shard_ready(server: Server, timeout: float = 60.0, tls=None) -> None:
     """Until the replica's readiness health check says SERVING (database up, role known). tls
     (default: server.tls): how to reach a shard service that serves TLS (see client_channel)."""

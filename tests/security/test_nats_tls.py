@@ -28,7 +28,7 @@ from certs import CA, Pair
 
 from harness.client import Client
 from harness.nats import NatsServer, NatsTLS
-from harness.servers import Server, start_hub, start_router, start_shard, wait_shard_ready
+from harness.servers import Server, start_hub, start_router, start_shard, wait_log, wait_shard_ready
 from harness.stream import Stream
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
@@ -79,13 +79,6 @@ def hub_args(flags: list[str]) -> tuple[str, list[str]]:
     return flags[1], flags[2:]
 
 
-def wait_log(server: Server, text: str, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while text not in server.log():
-        assert server.proc.poll() is None, f"{server.kind} exited:\n{server.log()}"
-        assert time.monotonic() < deadline, f"{text!r} not logged in {timeout}s:\n{server.log()}"
-        time.sleep(0.1)
-    return server.log()
 
 
 def assert_keeps_running(server: Server) -> None:

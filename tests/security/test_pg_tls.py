@@ -29,7 +29,7 @@ from certs import CA, Pair
 
 from harness.client import Client
 from harness.postgres import PASSWORD, ROLE, PostgresServer
-from harness.servers import Server, start_router, start_shard
+from harness.servers import Server, start_router, start_shard, wait_log
 
 RETRYING_S = 2.0  # a refused service must still be running (and not ready) this long after
 
@@ -85,13 +85,6 @@ def readiness(shard: Server) -> int:
             health_pb2.HealthCheckRequest(service="readiness"), timeout=5).status
 
 
-def wait_log(server: Server, text: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while text not in server.log():
-        assert server.proc.poll() is None, f"{server.kind} exited:\n{server.log()}"
-        assert time.monotonic() < deadline, f"{text!r} not logged in {timeout}s:\n{server.log()}"
-        time.sleep(0.1)
-    return server.log()
 
 
 def assert_clean_log(server: Server) -> None:
@@ -128,20 +121,25 @@ def stop_all(started: list[Server]) -> None:
 
 # ---- end to end ----
 
+def put_get_through_router(tmp_path, shard: Server, key: bytes, value: bytes) -> Server:
+    """A put and a get through `kubefabric serve --shard`; returns the router (to stop)."""
+    router = start_router(tmp_path, [shard])
+    client = Client(router.endpoint)
+    try:
+        client.put(key, value)
+        assert client.get(key).kvs[0].value == value
+    finally:
+        client.close()
+    return router
+
+
 def test_verify_full_serves_through_the_router(pki, pg_tls, tmp_path):
     started = []
     try:
         shard = start_shard(tmp_path, "postgres", dsn(pg_tls, "tls", sslmode="verify-full",
                                                       sslrootcert=pki.ca.cert_file), name="pgtls")
         started.append(shard)
-        router = start_router(tmp_path, [shard])
-        started.append(router)
-        client = Client(router.endpoint)
-        try:
-            client.put(b"/tls/k", b"over TLS")
-            assert client.get(b"/tls/k").kvs[0].value == b"over TLS"
-        finally:
-            client.close()
+        started.append(put_get_through_router(tmp_path, shard, b"/tls/k", b"over TLS"))
         sessions = ssl_connections(pg_tls, "tls")
         assert sessions and all(s.startswith("true") for s in sessions), sessions
         assert_clean_log(shard)
@@ -156,14 +154,7 @@ def test_client_certificate_for_cert_auth(pki, pg_tls, tmp_path):
             pg_tls, "mtls", sslmode="verify-full", sslrootcert=pki.ca.cert_file,
             sslcert=pki.client.cert_file, sslkey=pki.client.key_file), name="pgmtls")
         started.append(shard)
-        router = start_router(tmp_path, [shard])
-        started.append(router)
-        client = Client(router.endpoint)
-        try:
-            client.put(b"/mtls/k", b"with a client certificate")
-            assert client.get(b"/mtls/k").kvs[0].value == b"with a client certificate"
-        finally:
-            client.close()
+        started.append(put_get_through_router(tmp_path, shard, b"/mtls/k", b"with a client certificate"))
         sessions = ssl_connections(pg_tls, "mtls")
         assert sessions and all(s == f"true /CN={ROLE}" for s in sessions), sessions
         assert_clean_log(shard)
