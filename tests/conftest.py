@@ -16,6 +16,7 @@ stores a normalised value; after both runs the recordings must be equal, label b
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -41,6 +42,7 @@ from normalise import LeaseIds, to_plain
 # "topology": kv-router on three shards (harness.servers.THREE_SHARDS: test keys use the default
 # SQLite shard, while the merged watch feed and the clock sync run across all three), or "hub":
 # kv-router --watch-hub, a watch-hub and a SQLite shard service publishing on NATS JetStream.
+SHARD_NAMES = itertools.count()  # hub-target shards: unique per session (NATS dedupes by name:rev)
 DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,postgres,mariadb,topology,hub")
                 .split(",") if t]
 
@@ -133,7 +135,7 @@ def server_factory(tmp_path, request):
             stack.hubs = [start_hub(d, nats.url, topology=stack.topology, extra=hub_flags(extra or []))
                           for _ in range(hubs)]
         else:
-            name = f"s{len(started)}-{os.getpid()}"  # a stream of its own on the shared NATS
+            name = f"s{next(SHARD_NAMES)}-{os.getpid()}"  # a stream of its own on the shared NATS
             replica = start_shard(d, "sqlite", f"sqlite://{d / 'shard'}", publish, name=name)
             started.append(replica)
             stack.shards[name] = [replica]

@@ -43,7 +43,7 @@ def test_commits_heartbeats_and_the_clock(tmp_path, nats_server):
         assert committed_revisions(messages) == revs
         check_chain(messages)
         for headers, m in messages:
-            assert headers["Nats-Msg-Id"] == f"{name}:{m.commits[-1].rev}"
+            assert headers["Nats-Msg-Id"] == f"{name}:{m.cluster_id:x}:{m.commits[-1].rev}"
             assert m.shard == name and m.cluster_id != 0 and m.term > 0
         event = messages[-1][1].commits[-1].events[0]
         assert event.kv.key == b"/p/019" and event.kv.value == b"v19"

@@ -2,7 +2,8 @@
 
 Per shard <name> (a topology shard name: [a-z0-9_-], so a valid NATS token):
 - JetStream stream KF_<name> holds subject kf.<name>.events: one message per published batch of
-  committed txns (kubefabric.events.v1.ShardEvents), deduplicated by Nats-Msg-Id <name>:<rev>.
+  committed txns (kubefabric.events.v1.ShardEvents), deduplicated by Nats-Msg-Id
+  <name>:<cluster id>:<rev> (the cluster id: a recreated database never collides with the old one).
 - kf.<name>.heartbeat (core NATS): ShardEvents without commits, at least every HEARTBEAT_S and
   whenever the shard's closed revision moves without a txn.
 - kf.clock (core NATS): the highest revision a hub has seen, as decimal text; shard leaders

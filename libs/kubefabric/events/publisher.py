@@ -199,7 +199,7 @@ class EventPublisher:
             msg.truncated = True
             data = msg.SerializeToString()
         last_rev = commits[-1].rev if commits else committed
-        headers = {"Nats-Msg-Id": f"{self.name}:{last_rev}"}
+        headers = {"Nats-Msg-Id": f"{self.name}:{shard.state.cluster_id:x}:{last_rev}"}
         if trace:
             headers.update(trace)
         await self.js.publish(self.subject, data, stream=self.stream, headers=headers)

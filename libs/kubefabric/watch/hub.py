@@ -139,14 +139,14 @@ class WatchHub:
 
     # ---- adding and removing ----
 
-    async def add(self, w: Watcher, start_rev: int, known: int = 0) -> None:
-        """known: a revision the client was acknowledged elsewhere (kv-router in front of a
-        watch-hub): part of "now" like head."""
-        head = max(self.head, known)
-        if self.committed < head:
+    async def add(self, w: Watcher, start_rev: int, now: int) -> None:
+        """now: the revision of the watcher's created response (>= head when it was sent, and
+        >= what kv-router acknowledged in front of a watch-hub). "From now" is from now + 1, also
+        when the feed delivers more while this waits: those commits are replayed, not skipped."""
+        if self.committed < now:
             # a remote or merged feed trails what clients were told: let it catch up first, so a
             # watcher from an acknowledged revision replays it like etcd instead of waiting live
-            await self._caught_up(head, CATCH_UP_WAIT_S)
+            await self._caught_up(now, CATCH_UP_WAIT_S)
         if start_rev < 0 or 0 < start_rev <= self.committed:
             await self._refresh_compaction()
         # no await from here until the watcher is registered (synced or catching up): a commit
@@ -159,9 +159,10 @@ class WatchHub:
                 w.stream.cancel_compacted(w, self.shard.state.compact_rev)
                 return
             start_rev = 0
-        if start_rev == 0 or start_rev > committed:
-            # "from now": after everything a client may already have been acknowledged
-            w.next_rev = start_rev or max(self.head, known) + 1
+        if start_rev == 0:
+            start_rev = now + 1
+        if start_rev > committed:
+            w.next_rev = start_rev
             w.synced = True
             self.watchers.add(w)
             return

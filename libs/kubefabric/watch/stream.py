@@ -131,7 +131,7 @@ class WatchStream:
         resp = pb.WatchResponse(watch_id=wid, created=True)
         self.fill(resp.header, committed)
         self._send(resp)
-        await self.hub.add(w, creq.start_revision, known)
+        await self.hub.add(w, creq.start_revision, committed)
 
     def _send_refused(self, reason: str, revision: int) -> None:
         resp = pb.WatchResponse(watch_id=-1, created=True, canceled=True, cancel_reason=reason)
