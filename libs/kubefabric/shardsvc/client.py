@@ -395,10 +395,10 @@ def parse_endpoints(text: str) -> list[str]:
         if "://" in part:
             scheme, part = part.split("://", 1)
             if scheme not in ("grpc", "http"):
-                raise ValueError(f"unsupported shard endpoint scheme {scheme!r} (use grpc://host:port)")
+                raise ValueError(f"unsupported endpoint scheme {scheme!r} (use grpc://host:port)")
         if ":" not in part:
-            raise ValueError(f"shard endpoint {part!r} has no port (grpc://host:port)")
+            raise ValueError(f"endpoint {part!r} has no port (grpc://host:port)")
         out.append(part.rstrip("/"))
     if not out:
-        raise ValueError("no shard endpoint given (grpc://host:port)")
+        raise ValueError("no endpoint given (grpc://host:port)")
     return out
