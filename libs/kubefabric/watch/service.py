@@ -13,6 +13,8 @@ import logging
 
 import grpc
 
+from kubefabric.etcd import errors
+from kubefabric.etcd.errors import EtcdError
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS, WatchStream
 
@@ -31,13 +33,16 @@ def too_many_streams(limit: int) -> str:
 
 async def responses(out, taken, context):
     """A watch stream's queued responses, in order, until None. A Malformed request ends the
-    call with etcd's INTERNAL, an exception with UNAVAILABLE; taken(resp) as each one leaves."""
+    call with etcd's INTERNAL, an EtcdError with its own status, any other exception with
+    UNAVAILABLE; taken(resp) as each one leaves."""
     while True:
         resp = await out.get()
         if resp is None:
             return
         if isinstance(resp, Malformed):  # etcd ends the stream with INTERNAL
             await context.abort(resp.error.code, resp.error.message)
+        if isinstance(resp, EtcdError):
+            await context.abort(resp.code, resp.message)
         if isinstance(resp, BaseException):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(resp))
         taken(resp)
@@ -109,6 +114,9 @@ class WatchService(rpc.WatchServicer):
         # the client half-closed: etcd keeps sending until the client goes away
 
     def close_all(self) -> None:
-        """End every stream cleanly (graceful shutdown)."""
+        """End every stream as etcd's do when it stops (graceful shutdown): after the responses
+        already queued, with UNAVAILABLE "etcdserver: server stopped". etcd's clients (clientv3,
+        etcdctl watch, kube-apiserver) retry UNAVAILABLE and re-watch from their last revision;
+        a stream that ended with OK would count as finished and never come back."""
         for stream in list(self.streams):
-            stream.out.put_nowait(None)
+            stream.out.put_nowait(errors.STOPPING)

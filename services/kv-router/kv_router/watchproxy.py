@@ -26,6 +26,7 @@ from collections import deque
 
 import grpc
 
+from kubefabric.etcd import errors
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.rpc.wire import Malformed
@@ -87,8 +88,10 @@ class WatchProxy(rpc.WatchServicer):
             self.per_peer.release(peer)
 
     def close_all(self) -> None:
+        """Graceful shutdown: every client stream ends with UNAVAILABLE, as etcd's do (see
+        WatchService.close_all), so clients re-watch on another router or this one restarted."""
         for stream in list(self.streams):
-            stream.out.put_nowait(None)
+            stream.out.put_nowait(errors.STOPPING)
 
     async def close(self) -> None:
         for channel in self.channels:
