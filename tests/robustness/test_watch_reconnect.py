@@ -13,6 +13,7 @@ Debian's etcdctl and a Go program on clientv3 3.7 (tests/robustness/watchclient,
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import queue
 import shutil
@@ -35,15 +36,18 @@ PREFIX = b"/reconnect/"
 
 
 def watchclient_binary() -> str:
-    """go build tests/robustness/watchclient (cached; rebuilt when a source is newer)."""
+    """go build tests/robustness/watchclient (cached; rebuilt when a source is newer), once at a
+    time across pytest workers."""
     sources = [p for p in WATCHCLIENT_SRC.iterdir() if p.suffix == ".go" or p.name in ("go.mod", "go.sum")]
-    if WATCHCLIENT.exists() and WATCHCLIENT.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
-        return str(WATCHCLIENT)
-    if not shutil.which("go"):
-        raise RuntimeError("go is required to build tests/robustness/watchclient (clientv3)")
     WATCHCLIENT.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["go", "build", "-trimpath", "-o", str(WATCHCLIENT), "."], cwd=WATCHCLIENT_SRC,
-                   check=True, timeout=1200)
+    with open(WATCHCLIENT.parent / "watchclient.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if WATCHCLIENT.exists() and WATCHCLIENT.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
+            return str(WATCHCLIENT)
+        if not shutil.which("go"):
+            raise RuntimeError("go is required to build tests/robustness/watchclient (clientv3)")
+        subprocess.run(["go", "build", "-trimpath", "-o", str(WATCHCLIENT), "."], cwd=WATCHCLIENT_SRC,
+                       check=True, timeout=1200)
     return str(WATCHCLIENT)
 
 
