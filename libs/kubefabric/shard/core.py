@@ -18,6 +18,7 @@ from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as shard_pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
+from kubefabric.query.execute import run_query
 from kubefabric.store import schema
 from kubefabric.store.statements import shape_of
 
@@ -179,6 +180,10 @@ class Shard:
         if writer.committing:
             return max(self.state.committed, await cur.scalar("max_rev", {}) or 0)
         return self.state.committed
+
+    async def query(self, req, sync_rev: int = 0):
+        """The Query API on this shard (kubefabric.query): requirements over a range at a revision."""
+        return await run_query(self, req, sync_rev)
 
     async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:
         checks.check_put(req)

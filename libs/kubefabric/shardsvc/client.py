@@ -217,6 +217,13 @@ class RemoteShard:
         self._observe(max(resp.committed_rev, resp.range.header.revision))
         return resp.range
 
+    async def query(self, req, sync_rev: int = 0):
+        """The Query API on this shard; sync_rev > 0: on the leader, as range()."""
+        resp = await self._call("Query", spb.QueryRequest(clock=self._clock(sync_rev), query=req),
+                                write=sync_rev > 0)
+        self._observe(max(resp.committed_rev, resp.query.header.revision))
+        return resp.query
+
     async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:
         resp = await self._call("Put", spb.PutRequest(clock=self._clock(sync_rev), put=req))
         self._observe(resp.committed_rev)

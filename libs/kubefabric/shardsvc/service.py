@@ -71,6 +71,14 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         return spb.RangeResponse(range=resp, committed_rev=max(shard.state.committed,
                                                                 resp.header.revision))
 
+    @etcd_unary
+    async def Query(self, request: spb.QueryRequest, context) -> spb.QueryResponse:
+        shard = self.node.local()
+        if request.clock.sync_rev and not shard.is_leader:
+            return await self.forward("Query", request)  # only the leader can move the clock
+        resp = await shard.query(request.query, request.clock.sync_rev)
+        return spb.QueryResponse(query=resp, committed_rev=shard.state.committed)
+
     async def History(self, request: spb.HistoryRequest, context):
         try:
             shard = self.node.local()

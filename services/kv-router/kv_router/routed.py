@@ -24,6 +24,7 @@ from grpc import StatusCode
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.query.routing import cross_query
 from kubefabric.shard import txn as checks
 from kubefabric.topology.routed import RoutedFeed, span
 
@@ -93,6 +94,16 @@ class RoutedShards(RoutedFeed):
         else:
             resp = await cross_range([self.shards[n] for n in names], req, self.state.committed)
         # a later write anywhere must get a revision above this one (DESIGN §3.2)
+        self.state.seen = max(self.state.seen, resp.header.revision)
+        return resp
+
+    async def query(self, req, sync_rev: int = 0):
+        """The Query API (kubefabric.query): one shard, or a snapshot across the shards."""
+        names = self._names(req.key, req.range_end) if req.key else [self.topology.default]
+        if len(names) == 1:
+            resp = await self.shards[names[0]].query(req, sync_rev)
+        else:
+            resp = await cross_query([self.shards[n] for n in names], req, self.state.committed)
         self.state.seen = max(self.state.seen, resp.header.revision)
         return resp
 

@@ -21,6 +21,7 @@ from .watchproxy import WatchProxy
 from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
 from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS
 from kubefabric.rpc.wire import register
+from kubefabric.query.service import add_to_server as add_query_service
 from kubefabric.telemetry import server_interceptors
 
 log = logging.getLogger("kubefabric.router")
@@ -101,6 +102,7 @@ class RouterServer:
         register(self.server, "Cluster",
                  ClusterService(shard, cfg.name, cfg.advertise_client_urls, cfg.peer_urls))
         register(self.server, "Auth", AuthService())
+        add_query_service(self.server, shard)  # KubeFabric's own Query API (not etcd's)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.addresses = [listen_address(u) for u in cfg.listen_client_urls]
         for url, addr in zip(cfg.listen_client_urls, self.addresses):

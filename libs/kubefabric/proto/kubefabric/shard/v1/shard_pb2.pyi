@@ -1,5 +1,6 @@
 from kubefabric.proto.etcdserverpb import rpc_pb2 as _rpc_pb2
 from kubefabric.proto.mvccpb import kv_pb2 as _kv_pb2
+from kubefabric.proto.kubefabric.query.v1 import query_pb2 as _query_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -283,3 +284,19 @@ class DefragmentRequest(_message.Message):
 class DefragmentResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class QueryRequest(_message.Message):
+    __slots__ = ("clock", "query")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    query: _query_pb2.QueryRequest
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., query: _Optional[_Union[_query_pb2.QueryRequest, _Mapping]] = ...) -> None: ...
+
+class QueryResponse(_message.Message):
+    __slots__ = ("query", "committed_rev")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    query: _query_pb2.QueryResponse
+    committed_rev: int
+    def __init__(self, query: _Optional[_Union[_query_pb2.QueryResponse, _Mapping]] = ..., committed_rev: _Optional[int] = ...) -> None: ...

@@ -112,6 +112,11 @@ class ShardStub:
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentRequest.SerializeToString,
                 response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentResponse.FromString,
                 _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/kubefabric.shard.v1.Shard/Query',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -215,6 +220,15 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Query(self, request, context):
+        """Label and field queries over the shard's objects (kubefabric/query/v1): from the shard's
+        index where it covers the range, else a scan of the range. Any replica; with sync_rev set,
+        the leader (as for Range).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -292,6 +306,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Defragment,
                     request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentRequest.FromString,
                     response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentResponse.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -702,6 +721,33 @@ class Shard:
             '/kubefabric.shard.v1.Shard/Defragment',
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentRequest.SerializeToString,
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.DefragmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubefabric.shard.v1.Shard/Query',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

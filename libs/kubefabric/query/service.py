@@ -1,0 +1,23 @@
+"""kubefabric.query.v1.Query on kv-router: a KubeFabric service beside the etcd services, over
+the router's shard surface (the embedded shard, one shard service, or shards routed by a
+topology). Errors travel like etcd's: a gRPC code and a one-line message."""
+from __future__ import annotations
+
+import grpc
+
+from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
+from kubefabric.proto.kubefabric.query.v1 import query_pb2_grpc
+from kubefabric.rpc.handlers import etcd_unary
+
+
+class QueryService(query_pb2_grpc.QueryServicer):
+    def __init__(self, shard):
+        self.shard = shard
+
+    @etcd_unary
+    async def Query(self, request: qpb.QueryRequest, context) -> qpb.QueryResponse:
+        return await self.shard.query(request)
+
+
+def add_to_server(server: grpc.aio.Server, shard) -> None:
+    query_pb2_grpc.add_QueryServicer_to_server(QueryService(shard), server)
