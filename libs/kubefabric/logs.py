@@ -15,6 +15,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+def causes(exc: BaseException, limit: int = 3) -> str:
+    """An exception and what it was raised from, on one line, for a log line that replaces a
+    traceback: "outer (from: inner; from: root)". Each message's first line only."""
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen and len(parts) < limit:
+        seen.add(id(exc))
+        text = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
+        if not parts or text not in parts[-1]:
+            parts.append(text)
+        exc = exc.__cause__ or exc.__context__
+    return parts[0] + "".join(f" (from: {p})" for p in parts[1:]) if parts else ""
+
+
 def setup_logging(fmt: str = "text", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":

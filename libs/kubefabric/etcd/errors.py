@@ -40,6 +40,10 @@ TIMEOUT = _e(StatusCode.UNAVAILABLE, "etcdserver: request timed out")
 # Not etcd's: a shard replica that is not (or no longer) the writer. UNAVAILABLE, nothing applied:
 # clients retry (etcd's clients treat UNAVAILABLE as retriable).
 NOT_LEADER = _e(StatusCode.UNAVAILABLE, "etcdserver: not leader")
+# Not etcd's: the shard's database cannot be reached (or dropped the connection) and the request
+# was not applied. Clients are told no more than this (never the DSN's user, host, port or
+# database); the shard service logs the cause.
+DB_UNAVAILABLE = _e(StatusCode.UNAVAILABLE, "kubefabric: the shard's database is unavailable")
 
 
 def key_too_large(limit: int, database: str) -> EtcdError:

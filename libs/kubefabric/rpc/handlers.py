@@ -1,8 +1,10 @@
 """The shape every unary etcd handler has: validate → core → map errors → header.
 
 `etcd_unary` turns an EtcdError raised anywhere below into the gRPC status etcd would send
-(code and exact message), and any other exception into INTERNAL with a one-line reason (logged
-with its traceback here, never sent to the client).
+(code and exact message); a failure the servicer classifies as its database being unreachable
+(`is_unavailable`) into UNAVAILABLE "the shard's database is unavailable" (the cause logged on
+one line, nothing of the DSN sent); any other exception into INTERNAL with a one-line reason
+(logged with its traceback here).
 
 Deadlines: a request that has not finished after `DEADLINE.seconds` (kv-router's
 --request-timeout) fails with etcd's `etcdserver: request timed out` (UNAVAILABLE: the outcome
@@ -22,6 +24,7 @@ import grpc
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
+from kubefabric.logs import causes
 
 from kubefabric.rpc.wire import Malformed
 
@@ -82,6 +85,13 @@ class Deadline:
 DEADLINE = Deadline()
 
 
+def database_unavailable(servicer, exc: BaseException) -> bool:
+    """Whether `exc` means the servicer's database cannot be reached: asked of the servicer's
+    `is_unavailable(exc)` (a shard service: its store's classification); False without one."""
+    check = getattr(servicer, "is_unavailable", None)
+    return check is not None and check(exc)
+
+
 def etcd_unary(method):
     bounded = method.__name__ not in UNBOUNDED
 
@@ -103,6 +113,10 @@ def etcd_unary(method):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # a bug or a storage failure: say so, keep serving
+            if database_unavailable(self, exc):  # routine: one line with the cause, no traceback
+                log.warning("%s failed: the database is unavailable: %s", method.__qualname__,
+                            causes(exc))
+                await context.abort(errors.DB_UNAVAILABLE.code, errors.DB_UNAVAILABLE.message)
             log.exception("%s failed", method.__qualname__)
             await context.abort(grpc.StatusCode.INTERNAL, f"kubefabric: internal error: {exc}")
         finally:

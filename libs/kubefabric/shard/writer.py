@@ -18,6 +18,7 @@ from typing import Awaitable, Callable
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
+from kubefabric.logs import causes
 from kubefabric.store import schema
 
 from kubefabric.telemetry import metrics, tracing
@@ -159,6 +160,8 @@ class Writer:
                 try:
                     result = await op.handler(applier, op.arg)
                 except Exception as exc:
+                    if self.store.is_unavailable(exc):
+                        raise  # the whole batch is lost with the connection
                     await self.store.rollback_to_savepoint()
                     if not isinstance(exc, EtcdError):
                         if self.store.is_disk_full(exc):
@@ -186,8 +189,9 @@ class Writer:
             self.leases.drop_staged()
             try:
                 await self.store.rollback()
-            except Exception:
-                log.exception("rollback failed")
+            except Exception as rollback_exc:
+                if not self.store.is_unavailable(rollback_exc):
+                    log.exception("rollback failed")
             err = None
             if isinstance(exc, Fenced):
                 log.error("write batch refused: %s; stepping down", exc)
@@ -197,6 +201,11 @@ class Writer:
                 log.warning("a batch of %d requests failed for lack of space: %s", len(batch), exc)
                 self.quota.raise_nospace(f"the database refused a write: {exc}")
                 err = errors.NO_SPACE
+            elif self.store.is_unavailable(exc):  # routine: one line, the cause, no traceback
+                log.warning("write batch of %d requests failed: the database is unavailable: %s",
+                            len(batch), causes(exc))
+                # a COMMIT sent may have landed: unknown outcome, etcd's "request timed out"
+                err = errors.TIMEOUT if unknown else errors.DB_UNAVAILABLE
             else:
                 log.exception("write batch of %d requests failed: %s", len(batch), exc)
             metrics.batch_failed()

@@ -138,7 +138,7 @@ async def _serve(args, dsn: DSN, store_of, nats_tls) -> int:
     options = {"max_txn_ops": args.max_txn_ops, "quota_bytes": args.quota_backend_bytes,
                "group_commit": args.group_commit}
     node = ShardNode(lambda: store_of(dsn, args), options, address, args.name)
-    service = ShardService(node)
+    service = ShardService(node, type(store_of(dsn, args)).is_unavailable)
     health_service = health.aio.HealthServicer()
     server = grpc.aio.server(interceptors=telemetry.server_interceptors(), options=[
         ("grpc.max_receive_message_length", args.max_request_bytes + 512 * 1024),

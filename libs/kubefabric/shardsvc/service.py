@@ -17,6 +17,7 @@ import grpc
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import ALL, KeyRange
+from kubefabric.logs import causes
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.handlers import etcd_unary
@@ -46,8 +47,11 @@ def on_leader(method):
 
 
 class ShardService(shard_pb2_grpc.ShardServicer):
-    def __init__(self, node: ShardNode):
+    def __init__(self, node: ShardNode, is_unavailable=lambda exc: False):
+        """is_unavailable(exc): the store's classification of "the database cannot be reached"
+        (the store class's static method), for etcd_unary's answer to clients."""
         self.node = node
+        self.is_unavailable = is_unavailable
         self.feeds: set[asyncio.Queue] = set()
 
     async def forward(self, name: str, request):
@@ -92,6 +96,11 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             events = await shard.history(rng, request.start_rev, hi)
         except EtcdError as err:
             await context.abort(err.code, err.message)
+        except Exception as exc:
+            if not self.is_unavailable(exc):
+                raise
+            log.warning("History failed: the database is unavailable: %s", causes(exc))
+            await context.abort(errors.DB_UNAVAILABLE.code, errors.DB_UNAVAILABLE.message)
         for msg in commits_of(events):
             if not request.prev_kv:
                 for ev in msg.events:

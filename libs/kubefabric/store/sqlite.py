@@ -116,6 +116,11 @@ class SqliteStore:
         return writable, self.WAL_CHECKPOINT_PAGES * page_size, st.f_blocks * st.f_frsize
 
     @staticmethod
+    def is_unavailable(exc: BaseException) -> bool:
+        """A local file has no connection to lose: every failure is reported as it is."""
+        return False
+
+    @staticmethod
     def is_disk_full(exc: Exception) -> bool:
         """True when SQLite refused a write for lack of space (SQLITE_FULL)."""
         return isinstance(exc, sqlite3.OperationalError) and (

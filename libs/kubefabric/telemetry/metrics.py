@@ -111,6 +111,12 @@ hub_backfilled_txns = Gauge(
     "because the stream missed them (gaps, lost messages, NATS down).", ("shard",), registry=None)
 
 
+# every process: a count that only grows under a steady load is a leak (a task that outlived
+# the stream or request it served)
+asyncio_tasks = Gauge("kubefabric_asyncio_tasks", "Asyncio tasks not yet done in this process "
+                      "(requests, streams, background loops).")
+
+
 STORAGE = (db_total_size, db_total_size_in_use, proposals_committed, proposals_applied,
            proposals_failed, has_leader, is_leader, quota_backend_bytes, backend_commit_seconds,
            shard_role, shard_db_size, writer_batch_size)
@@ -163,6 +169,7 @@ def _run_source(sample) -> None:
 async def _sample_forever() -> None:
     while True:
         await asyncio.sleep(SAMPLE_INTERVAL_S)
+        asyncio_tasks.set(len(asyncio.all_tasks()))
         for sample in list(_sources):
             _run_source(sample)
 

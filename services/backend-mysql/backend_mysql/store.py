@@ -55,8 +55,18 @@ ERRNO_28 = re.compile(r"(errno|Errcode|error)[: ]+28\b|No space left on device",
 SSL_MODES = ("DISABLED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
 
 
+# client and server errors that mean the server is gone for now: cannot connect (2002, 2003),
+# server gone away / lost during query (2006, 2013, 2055), too many connections (1040), shutdown
+# in progress (1053), connection killed (1927), disconnected for inactivity (4031)
+UNAVAILABLE_CODES = {2002, 2003, 2006, 2013, 2055, 1040, 1053, 1927, 4031}
+
+
 class MysqlStoreError(RuntimeError):
     """The store cannot be used as configured (connection, server settings, schema, leadership)."""
+
+
+class WriterClosed(MysqlStoreError, ConnectionError):
+    """The writer connection is gone: this store can no longer write (reopen it)."""
 
 
 class MysqlStore:
@@ -193,6 +203,20 @@ class MysqlStore:
         self._size = (int(used) + int(free), int(used))
 
     @staticmethod
+    def is_unavailable(exc: BaseException) -> bool:
+        """True when `exc` (or what it was raised from) means the server cannot be reached or
+        dropped the connection (UNAVAILABLE_CODES, socket errors, a closed writer)."""
+        while exc is not None:
+            if isinstance(exc, (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError)):
+                return True  # ConnectionError (WriterClosed) is an OSError
+            if isinstance(exc, pymysql.err.InterfaceError):
+                return True  # "(0, 'Not connected')" and friends: the socket is gone
+            if isinstance(exc, pymysql.err.MySQLError) and exc.args and exc.args[0] in UNAVAILABLE_CODES:
+                return True
+            exc = exc.__cause__ or exc.__context__
+        return False
+
+    @staticmethod
     def is_disk_full(exc: Exception) -> bool:
         """The server refused a write for lack of space: 1021 / 1114, or an OS errno 28 (ENOSPC)
         reported through 1026 / 1030 and friends."""
@@ -219,7 +243,7 @@ class MysqlStore:
     def _writer(self) -> "_Cursor":
         w = self._w
         if w is None or w.conn.closed:
-            raise MysqlStoreError(f"the writer connection to {self._where()} is closed: reopen the "
+            raise WriterClosed(f"the writer connection to {self._where()} is closed: reopen the "
                                   f"store (or take the leader lock again) before writing")
         if self._leadership and self._lock_holder is not w:
             raise MysqlStoreError(f"this store does not hold the leader lock of {self._where()}")

@@ -60,6 +60,11 @@ UNLOCK = "SELECT pg_advisory_unlock($1::bigint)"
 LOCK_DDL = "SELECT pg_advisory_xact_lock($1::bigint)"
 
 
+# connection exceptions, operator intervention (shutdown, crash, cannot connect now), too many
+# connections: the server is unreachable for now, not refusing this request
+UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+
+
 class StoreUnavailable(ConnectionError):
     """The database cannot be reached or refused us; the message never holds the password."""
 
@@ -210,6 +215,24 @@ class PostgresStore:
     def disk_space(self) -> tuple[int, int, int]:
         """Unknown for a server database: its own limits apply (a full disk is SQLSTATE 53100)."""
         return 2 ** 62, 0, 0
+
+    @staticmethod
+    def is_unavailable(exc: BaseException) -> bool:
+        """True when `exc` (or what it was raised from) means the server cannot be reached or
+        dropped the connection: connection-level SQLSTATEs (class 08, 57P0x shutdowns, 53300
+        too many connections), asyncpg's closed-connection errors, socket errors."""
+        while exc is not None:
+            if isinstance(exc, (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError)):
+                return True  # ConnectionError (StoreUnavailable, WriterLost) is an OSError
+            if isinstance(exc, asyncpg.exceptions.InterfaceError) and "closed" in str(exc):
+                return True  # "connection is closed" (other InterfaceErrors are our bugs)
+            if isinstance(exc, asyncpg.exceptions.InternalClientError):
+                return True  # "cannot switch to state N": a connection whose socket died mid-call
+            state = getattr(exc, "sqlstate", None) or ""
+            if state.startswith(UNAVAILABLE_SQLSTATES):
+                return True
+            exc = exc.__cause__ or exc.__context__
+        return False
 
     @staticmethod
     def is_disk_full(exc: BaseException) -> bool:

@@ -156,7 +156,11 @@ class ProxiedStream:
         first = True
         while not self.closed:
             requests = self.requests if first else self._replay_requests()
-            self.call = self.proxy.hub_stub().Watch(_drain(requests))
+            # requests are written by a pump task that lives exactly as long as this hub call
+            # (a request iterator handed to grpc would leave its consumer task blocked on the
+            # queue of a call that is gone, one per move)
+            self.call = self.proxy.hub_stub().Watch()
+            pump = asyncio.create_task(_pump(requests, self.call), name="watch-proxy-pump")
             try:
                 async for resp in self.call:
                     lost_since = None
@@ -181,6 +185,9 @@ class ProxiedStream:
                     raise RuntimeError("etcdserver: no watch-hub reachable; re-watch") from None
                 first = False
                 await asyncio.sleep(0.1)
+            finally:
+                self.call.cancel()
+                await _stopped(pump)
 
     def _replay_requests(self) -> asyncio.Queue:
         """A new hub stream: every watcher again from its next revision, unanswered creates as
@@ -278,9 +285,22 @@ class BoundedQueue:
             self.room.set()
 
 
-async def _drain(queue: asyncio.Queue):
+async def _pump(queue: asyncio.Queue, call) -> None:
+    """Write the queued requests to a hub call until it ends (or the task is cancelled)."""
     while True:
-        yield await queue.get()
+        req = await queue.get()
+        try:
+            await call.write(req)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            return  # the call is over: _relay sees why and replays on the next one
+
+
+async def _stopped(task: asyncio.Task) -> None:
+    """Cancel `task` and wait until it is done, without swallowing our own cancellation."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("watch stream: request pump ended: %s", task.exception())
 
 
 def _details(err: BaseException) -> str:
