@@ -11,42 +11,19 @@ Kubernetes layout (kube-apiserver with the default `--etcd-prefix=/registry`):
     /registry/<group>/<plural>/<namespace>/<name>     namespaced custom resources
     /registry/<group>/<plural>/<name>                 cluster-scoped custom resources
 
-A first segment containing a dot is an API group (custom resources, and the two API groups
-kube-apiserver stores under their group name: apiextensions.k8s.io, apiregistration.k8s.io).
-Built-in kinds of every other group are stored under the plural alone (no group), some under
-another name (SPECIAL_PREFIXES, copied from kube-apiserver's SpecialDefaultResourcePrefixes).
+The layout itself (which groups keep their segment, kube-apiserver's special storage paths)
+is kubefabric.k8s's.
 """
 from __future__ import annotations
 
 import re
 
+from kubefabric.k8s.keys import storage_path as k8s_storage_path
+from kubefabric.k8s.resources import BUILTIN_GROUPS
+
 Interval = tuple[bytes, bytes]
 
 REGISTRY = b"/registry/"
-
-# API resource plural -> storage path under /registry/ (k8s.io/kubernetes
-# pkg/kubeapiserver/default_storage_factory_builder.go SpecialDefaultResourcePrefixes).
-SPECIAL_PREFIXES = {
-    "replicationcontrollers": "controllers",
-    "endpoints": "services/endpoints",
-    "nodes": "minions",
-    "services": "services/specs",
-    "ingresses": "ingress",
-    "podsecuritypolicies": "podsecuritypolicy",
-}
-# The two resources stored two segments deep without an API group.
-TWO_SEGMENT_BUILTINS = (b"services/specs", b"services/endpoints")
-
-# Built-in API groups whose objects are stored under /registry/<plural>/ (no group segment).
-# `pods.apps`-style names with these groups are translated to the built-in storage path.
-BUILTIN_GROUPS = frozenset({
-    "", "core", "apps", "batch", "autoscaling", "policy", "extensions",
-    "admissionregistration.k8s.io", "certificates.k8s.io", "coordination.k8s.io",
-    "discovery.k8s.io", "events.k8s.io", "flowcontrol.apiserver.k8s.io",
-    "internal.apiserver.k8s.io", "networking.k8s.io", "node.k8s.io",
-    "rbac.authorization.k8s.io", "resource.k8s.io", "scheduling.k8s.io", "storage.k8s.io",
-    "storagemigration.k8s.io", "authentication.k8s.io", "authorization.k8s.io",
-})
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 RESOURCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")
@@ -164,18 +141,14 @@ def namespaced_parts(key: bytes) -> tuple[bytes, bytes] | None:
 def storage_path(resource: str) -> tuple[str, str | None]:
     """Storage path under /registry/ of a resource written in a namespace rule, or an error.
 
-    `pods` -> pods; `services` -> services/specs (SPECIAL_PREFIXES); `deployments.apps` ->
+    `pods` -> pods; `services` -> services/specs (kube-apiserver's special paths); `deployments.apps` ->
     deployments (built-in group); `widgets.example.com` -> example.com/widgets (custom resource).
     """
     if not RESOURCE_NAME.match(resource):
         return "", (f"bad resource {resource!r}: use a lowercase plural like 'pods' or "
                     f"'widgets.example.com'")
     plural, _, group = resource.partition(".")
-    if group in BUILTIN_GROUPS:
-        return SPECIAL_PREFIXES.get(plural, plural), None
-    if group in ("apiextensions.k8s.io", "apiregistration.k8s.io"):
-        return f"{group}/{plural}", None
-    if "." not in group:
-        return "", (f"bad resource {resource!r}: a custom resource is 'plural.group' with a "
-                    f"group containing a dot (like widgets.example.com)")
-    return f"{group}/{plural}", None
+    if group in BUILTIN_GROUPS or "." in group:
+        return k8s_storage_path(group, plural), None
+    return "", (f"bad resource {resource!r}: a custom resource is 'plural.group' with a "
+                f"group containing a dot (like widgets.example.com)")
