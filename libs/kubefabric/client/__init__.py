@@ -18,6 +18,7 @@ from .connection import Connection, parse_endpoints
 from .errors import ClientError, Compacted, LeaseLost, Unavailable
 from .kv import KV, KeyValue, RangeResult, TxnResult, prefix_end
 from .lease import KeepAlive, Lease, Leases
+from .query import Query, QueryPage
 from .watch import Watch, WatchBatch
 
 
@@ -26,6 +27,7 @@ class EtcdClient:
         self.conn = conn
         self.kv = KV(conn)
         self.leases = Leases(conn)
+        self.query = Query(conn)  # kv-router's Query API (not etcd's)
 
     @classmethod
     def connect(cls, endpoints: str | list[str], tls=None, **kw) -> "EtcdClient":
@@ -63,4 +65,4 @@ class _SystemRoots:
 
 
 __all__ = ["parse_endpoints", "EtcdClient", "Watch", "WatchBatch", "KeepAlive", "Lease", "RangeResult", "TxnResult",
-           "KeyValue", "prefix_end", "ClientError", "Compacted", "LeaseLost", "Unavailable"]
+           "KeyValue", "prefix_end", "Query", "QueryPage", "ClientError", "Compacted", "LeaseLost", "Unavailable"]

@@ -18,6 +18,10 @@ import time
 import grpc
 
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
+from kubefabric.proto.kubefabric.query.v1 import query_pb2_grpc
+
+# services beside etcd's that kv-router serves on the same endpoint
+_KUBEFABRIC_STUBS = {"Query": query_pb2_grpc.QueryStub}
 
 from .errors import ClientError, Unavailable, from_rpc
 
@@ -96,13 +100,14 @@ class Connection:
         return ch
 
     def stub(self, service: str, index: int | None = None):
-        """The generated stub of `service` (KV, Watch, Lease, Maintenance, Cluster) on the
-        current endpoint (or endpoint `index`)."""
+        """The generated stub of `service` (KV, Watch, Lease, Maintenance, Cluster, and
+        kv-router's Query) on the current endpoint (or endpoint `index`)."""
         i = self.current if index is None else index
         key = (i, service)
         s = self._stubs.get(key)
         if s is None:
-            s = getattr(rpc, f"{service}Stub")(self.channel(i))
+            factory = _KUBEFABRIC_STUBS.get(service) or getattr(rpc, f"{service}Stub")
+            s = factory(self.channel(i))
             self._stubs[key] = s
         return s
 

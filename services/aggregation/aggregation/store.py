@@ -55,6 +55,16 @@ class Unavailable(Exception):
     """The data layer could not answer (kv-router or the watch-hub unreachable, timeouts)."""
 
 
+class WatchStream(Protocol):
+    def __aiter__(self) -> AsyncIterator[WatchBatch]: ...
+
+    async def request_progress(self) -> None:
+        """Ask for a progress notification: a batch without events whose revision every
+        event up to has been delivered."""
+
+    async def aclose(self) -> None: ...
+
+
 class Store(Protocol):
     async def get(self, key: str) -> tuple[KV | None, int]:
         """The key's newest value and the header revision."""
@@ -74,11 +84,8 @@ class Store(Protocol):
     async def delete(self, key: str, mod_revision: int) -> tuple[bool, int, KV | None]:
         """Delete the key if its mod_revision is still the given one, as update does."""
 
-    def watch(self, start: str, end: str, start_revision: int) -> AsyncIterator[WatchBatch]:
+    def watch(self, start: str, end: str, start_revision: int) -> "WatchStream":
         """Changes of [start, end) from start_revision on, with previous values; raises
         Compacted when start_revision is no longer retained."""
-
-    async def progress(self) -> int:
-        """The newest revision every watch has caught up with (for bookmarks)."""
 
     async def close(self) -> None: ...

@@ -157,9 +157,23 @@ async def serve(request: web.Request, store: Store, served: Served, namespace: s
 async def _follow(response, encoder: _Encoder, store: Store, served: Served, sel: Selection,
                   prefix: str, end: str, after: int, rv_text: str, bookmarks: bool,
                   deadline: float, settings: WatchSettings) -> None:
-    sent = after
+    """Relay the feed from revision `after` + 1 until the deadline, the client leaving or the
+    feed failing. A reader task fills a queue so that waiting for the next batch can time out
+    (for bookmarks) without cancelling a read on the gRPC stream."""
+    stream = store.watch(prefix, end, after + 1)
+    queue: asyncio.Queue = asyncio.Queue(maxsize=64)
+
+    async def read() -> None:
+        try:
+            async for batch in stream:
+                await queue.put(batch)
+        except Exception as err:  # handed to the writer: Compacted, Unavailable, ...
+            await queue.put(err)
+            return
+        await queue.put(StopAsyncIteration())
+
+    reader = asyncio.create_task(read())
     next_bookmark = time.monotonic() + settings.bookmark_interval
-    stream = store.watch(prefix, end, after + 1).__aiter__()
     try:
         while True:
             now = time.monotonic()
@@ -167,30 +181,34 @@ async def _follow(response, encoder: _Encoder, store: Store, served: Served, sel
                 return
             wait = min(deadline, next_bookmark) - now if bookmarks else deadline - now
             try:
-                batch = await asyncio.wait_for(stream.__anext__(), timeout=max(wait, 0.01))
+                item = await asyncio.wait_for(queue.get(), timeout=max(wait, 0.01))
             except asyncio.TimeoutError:
                 if bookmarks and time.monotonic() >= next_bookmark:
-                    revision = await store.progress()
-                    if revision > sent:
-                        sent = revision
-                    await response.write(encoder.line("BOOKMARK", _bookmark(served, sent)))
+                    await stream.request_progress()
                     next_bookmark = time.monotonic() + settings.bookmark_interval
                 continue
-            except StopAsyncIteration:
+            if isinstance(item, StopAsyncIteration):
                 return
-            for event in batch.events:
+            if isinstance(item, Compacted):
+                expired = status.expired(f"too old resource version: {rv_text or after} "
+                                         f"({item.compact_revision})")
+                await response.write(encoder.line("ERROR", expired.status()))
+                return
+            if isinstance(item, BaseException):
+                log.warning("watch of %s ended: %s", prefix, item)
+                return
+            if not item.events:
+                if bookmarks:
+                    await response.write(encoder.line("BOOKMARK", _bookmark(served, item.revision)))
+                continue
+            for event in item.events:
                 line = _event_line(encoder, served, sel, event)
                 if line:
                     await response.write(line)
-            sent = max(sent, batch.revision)
-    except Compacted as err:
-        expired = status.expired(f"too old resource version: {rv_text or after} "
-                                 f"({err.compact_revision})")
-        await response.write(encoder.line("ERROR", expired.status()))
     finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await stream.aclose()
 
 
 def _event_line(encoder: _Encoder, served: Served, sel: Selection, event) -> bytes | None:

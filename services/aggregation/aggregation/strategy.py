@@ -1,0 +1,255 @@
+"""What kube-apiserver does to a custom resource between the request and the store: pruning,
+defaulting, the fields the server owns (uid, creationTimestamp, generation, status on the main
+resource), metadata validation, schema and CEL validation (with ratcheting on update: a value
+that did not change is not refused again), and the hooks' validate/mutate functions."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import re
+import secrets
+import uuid
+from typing import Any
+
+from . import cel, schema, status
+from . import fielderrors as fe
+from .fielderrors import FieldError
+from .registry import Served
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                 "characters, '-' or '.', and must start and end with an alphanumeric character "
+                 "(e.g. 'example.com', regex used for validation is "
+                 "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
+_QUALIFIED_MSG = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must "
+                  "start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  "
+                  "or '123-abc', regex used for validation is "
+                  "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
+_LABEL_MSG = ("a valid label must be an empty string or consist of alphanumeric characters, '-', "
+              "'_' or '.', and must start and end with an alphanumeric character (e.g. "
+              "'MyValue',  or 'my_value',  or '12345', regex used for validation is "
+              "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def generate_name(prefix: str) -> str:
+    """kube-apiserver's SimpleNameGenerator: the prefix (cut to 58) and 5 random characters."""
+    return prefix[:58] + "".join(secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
+
+
+def decode_body(body: Any, served: Served) -> dict:
+    """The request's object: a JSON object of this resource's apiVersion and kind."""
+    if not isinstance(body, dict):
+        raise status.bad_request("the object provided is unrecognized (must be a JSON object)")
+    kind = body.get("kind")
+    if not kind:
+        raise status.bad_request(f"Object 'Kind' is missing in '{json.dumps(body, separators=(',', ':'))[:200]}'")
+    api_version = body.get("apiVersion", "")
+    if api_version != served.api_version:
+        raise status.bad_request(f"the API version in the data ({api_version}) does not match "
+                                 f"the expected API version ({served.api_version})")
+    if kind != served.resource.kind:
+        raise status.bad_request(f"the kind in the data ({kind}) does not match the expected "
+                                 f"kind ({served.resource.kind})")
+    meta = body.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise status.bad_request("metadata must be an object")
+    return body
+
+
+def prune_and_default(obj: dict, served: Served) -> list[str]:
+    """Unknown fields dropped (returned, for fieldValidation), defaults set."""
+    unknown = schema.prune(obj, served.version.schema)
+    schema.default(obj, served.version.schema)
+    return unknown
+
+
+def default_read(obj: dict, served: Served) -> dict:
+    """Defaults apply to stored objects too (a CRD may gain one later)."""
+    schema.default(obj, served.version.schema)
+    return obj
+
+
+def check_namespace(obj: dict, namespace: str, served: Served) -> None:
+    meta = obj.setdefault("metadata", {})
+    if served.resource.namespaced:
+        have = meta.get("namespace")
+        if have and have != namespace:
+            raise status.bad_request("the namespace of the provided object does not match the "
+                                     "namespace sent on the request")
+        meta["namespace"] = namespace
+    else:
+        meta.pop("namespace", None)
+
+
+def prepare_create(obj: dict, served: Served) -> None:
+    meta = obj["metadata"]
+    if served.version.status:
+        obj.pop("status", None)
+    meta["generation"] = 1
+    meta["uid"] = str(uuid.uuid4())
+    meta["creationTimestamp"] = now()
+    for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+        meta.pop(k, None)
+    if not meta.get("name") and meta.get("generateName"):
+        meta["name"] = generate_name(meta["generateName"])
+
+
+def _non_metadata(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k != "metadata"}
+
+
+def prepare_update(new: dict, old: dict, served: Served, subresource: str) -> dict:
+    """The object to store: `new` with what the endpoint may not change taken from `old`."""
+    if subresource == "status":
+        out = copy.deepcopy(old)
+        out["metadata"]["managedFields"] = new["metadata"].get("managedFields")
+        if out["metadata"]["managedFields"] is None:
+            out["metadata"].pop("managedFields")
+        if "status" in new:
+            out["status"] = new["status"]
+        else:
+            out.pop("status", None)
+        return out
+    out = copy.deepcopy(new)
+    meta, old_meta = out["metadata"], old["metadata"]
+    meta["generation"] = old_meta.get("generation", 0)
+    if served.version.status:
+        if "status" in old:
+            out["status"] = copy.deepcopy(old["status"])
+        else:
+            out.pop("status", None)
+    if _non_metadata(out) != _non_metadata(old):
+        meta["generation"] = old_meta.get("generation", 0) + 1
+    if not meta.get("uid"):
+        meta["uid"] = old_meta.get("uid")
+    if old_meta.get("creationTimestamp"):
+        meta["creationTimestamp"] = old_meta["creationTimestamp"]
+    if old_meta.get("deletionTimestamp"):
+        meta["deletionTimestamp"] = old_meta["deletionTimestamp"]
+    if old_meta.get("deletionGracePeriodSeconds") is not None and meta.get("deletionGracePeriodSeconds") is None:
+        meta["deletionGracePeriodSeconds"] = old_meta["deletionGracePeriodSeconds"]
+    meta.pop("selfLink", None)
+    return out
+
+
+# ---- validation ----
+
+def _qualified_name_errors(value: str) -> list[str]:
+    prefix, slash, name = value.rpartition("/")
+    errs = []
+    if value.count("/") > 1 or (slash and not prefix):
+        return ["a qualified name must consist of alphanumeric characters, '-', '_' or '.', and "
+                "must start and end with an alphanumeric character (e.g. 'MyName',  or "
+                "'my.name',  or '123-abc', regex used for validation is "
+                "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain "
+                "prefix and '/' (e.g. 'example.com/MyName')"]
+    if prefix and (len(prefix) > 253 or not _DNS1123.match(prefix)):
+        errs.append("prefix part " + SUBDOMAIN_MSG)
+    if not name:
+        errs.append("name part must be non-empty")
+    elif len(name) > 63:
+        errs.append("name part must be no more than 63 characters")
+    if name and not _NAME_PART.match(name):
+        errs.append(_QUALIFIED_MSG)
+    return errs
+
+
+def validate_metadata(obj: dict, served: Served, old: dict | None) -> list[FieldError]:
+    meta = obj.get("metadata") or {}
+    errs: list[FieldError] = []
+    name = meta.get("name", "")
+    if not name:
+        if not meta.get("generateName"):
+            errs.append(fe.required("metadata.name", "name or generateName is required"))
+    else:
+        if len(name) > 253:
+            errs.append(fe.invalid("metadata.name", name, "must be no more than 253 characters"))
+        if not _DNS1123.match(name):
+            errs.append(fe.invalid("metadata.name", name, SUBDOMAIN_MSG))
+    if served.resource.namespaced and not meta.get("namespace"):
+        errs.append(fe.required("metadata.namespace", ""))
+    for key, value in (meta.get("labels") or {}).items():
+        for msg in _qualified_name_errors(key):
+            errs.append(fe.invalid("metadata.labels", key, msg))
+        if not isinstance(value, str):
+            errs.append(fe.invalid("metadata.labels", value, "must be a string"))
+        elif len(value) > 63:
+            errs.append(fe.invalid("metadata.labels", value, "must be no more than 63 characters"))
+        elif not _LABEL_VALUE.match(value):
+            errs.append(fe.invalid("metadata.labels", value, _LABEL_MSG))
+    for key in (meta.get("annotations") or {}):
+        for msg in _qualified_name_errors(key.lower()):
+            errs.append(fe.invalid("metadata.annotations", key, msg))
+    finalizers = meta.get("finalizers") or []
+    for i, f in enumerate(finalizers):
+        for msg in _qualified_name_errors(f):
+            errs.append(fe.invalid(f"metadata.finalizers[{i}]", f, msg))
+    if old is not None:
+        old_meta = old.get("metadata") or {}
+        for key in ("name", "namespace", "uid"):
+            if meta.get(key) != old_meta.get(key) and not (key == "namespace" and not served.resource.namespaced):
+                errs.append(fe.invalid(f"metadata.{key}", meta.get(key, ""), "field is immutable"))
+        if old_meta.get("deletionTimestamp"):
+            added = [f for f in finalizers if f not in (old_meta.get("finalizers") or [])]
+            if added:
+                errs.append(fe.forbidden("metadata.finalizers", "no new finalizers can be added if "
+                                         f"the object is being deleted, found new finalizers "
+                                         f"[]string{{{', '.join(json.dumps(f) for f in added)}}}"))
+    return errs
+
+
+def validate(obj: dict, served: Served, old: dict | None, extra: list[FieldError] = ()) -> None:
+    """422 Invalid with every problem, or nothing."""
+    errs = list(extra) + validate_metadata(obj, served, old)
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    schema_errs = schema.validate(body, served.version.schema)
+    if old is not None:
+        schema_errs = _ratchet(schema_errs, obj, old)
+    errs += schema_errs
+    if not any(e.kind in ("TypeInvalid", "Required") for e in schema_errs):
+        old_body = None if old is None else {k: v for k, v in old.items() if k not in ("apiVersion", "kind", "metadata")}
+        cel_errs = cel.validate(body, old_body if old is not None else cel._MISSING, served.version.schema)
+        if old is not None:
+            cel_errs = _ratchet(cel_errs, obj, old)
+        errs += cel_errs
+    if errs:
+        meta = obj.get("metadata") or {}
+        raise fe.to_status(served.resource.group, served.resource.kind, meta.get("name", ""), errs)
+
+
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def _at(obj: Any, path: str) -> tuple[bool, Any]:
+    cur = obj
+    for part in re.split(r"\.(?![^\[]*\])", path) if path else []:
+        name, _, rest = part.partition("[")
+        if name:
+            if not isinstance(cur, dict) or name not in cur:
+                return False, None
+            cur = cur[name]
+        for idx in _INDEX.findall("[" + rest if rest else ""):
+            if not isinstance(cur, list) or int(idx) >= len(cur):
+                return False, None
+            cur = cur[int(idx)]
+    return True, cur
+
+
+def _ratchet(errs: list[FieldError], new: dict, old: dict) -> list[FieldError]:
+    """Drop errors about values the update did not change (CRD validation ratcheting)."""
+    kept = []
+    for e in errs:
+        found_new, v_new = _at(new, e.field)
+        found_old, v_old = _at(old, e.field)
+        if found_new and found_old and v_new == v_old and e.kind != "Required":
+            continue
+        kept.append(e)
+    return kept
