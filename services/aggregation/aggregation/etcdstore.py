@@ -2,6 +2,8 @@
 kv-router relaying to it) for watches."""
 from __future__ import annotations
 
+import grpc
+
 from kubefabric.client import ClientError, EtcdClient
 from kubefabric.client import Compacted as ClientCompacted
 from kubefabric.client import Unavailable as ClientUnavailable
@@ -10,7 +12,7 @@ from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 
 from . import metrics
 from .selectors import (DOES_NOT_EXIST, EQUALS, EXISTS, IN, NOT_EQUALS, NOT_IN, Requirement)
-from .store import KV, Compacted, Event, Page, Unavailable, WatchBatch
+from .store import KV, Compacted, Event, Page, Refused, Unavailable, WatchBatch
 
 _LABEL_OPS = {EQUALS: qpb.LabelRequirement.EQUALS, NOT_EQUALS: qpb.LabelRequirement.NOT_EQUALS,
               IN: qpb.LabelRequirement.IN, NOT_IN: qpb.LabelRequirement.NOT_IN,
@@ -40,6 +42,8 @@ class _Errors:
             raise Compacted(err.compact_revision) from None
         if isinstance(err, ClientUnavailable):
             raise Unavailable(str(err)) from None
+        if err.code == grpc.StatusCode.INVALID_ARGUMENT:
+            raise Refused(str(err)) from None
         raise Unavailable(str(err)) from None
 
 

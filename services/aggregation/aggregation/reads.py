@@ -2,13 +2,16 @@
 pinned to one revision by continue tokens, and kube-apiserver's errors for each."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from . import objects, status
 from .registry import Served
 from .selectors import (GREATER_THAN, LESS_THAN, EXISTS, Requirement, SelectorError,
                         matches_all, parse_fields, parse_labels, selectable_fields)
-from .store import Compacted, Store
+from .store import Compacted, Refused, Store
+
+log = logging.getLogger("kubefabric.aggregation.reads")
 
 EXPIRED = "The resourceVersion for the provided list is too old."
 INCONSISTENT_CONTINUE = (
@@ -43,12 +46,19 @@ def list_options_error(errors: list[str]) -> status.ApiError:
                            {"group": "meta.k8s.io", "kind": "ListOptions", "causes": causes})
 
 
+# (resource, field) pairs the topology does not index: selected here, not by the Query API
+_UNDECLARED: set[tuple[str, str]] = set()
+_META_FIELDS = ("metadata.name", "metadata.namespace")
+
+
 @dataclass(frozen=True)
 class Selection:
-    """A list's or watch's selectors: pushed down to the index, and checked again here (the
-    Query API has no Gt/Lt; those are sent as Exists and filtered in Python)."""
+    """A list's or watch's selectors: pushed down to the index, and checked again here for
+    what the Query API cannot answer (Gt/Lt label requirements are sent as Exists; fields the
+    topology does not index are not sent)."""
     labels: tuple[Requirement, ...] = ()
     fields: tuple[Requirement, ...] = ()
+    resource: str = ""
 
     @property
     def empty(self) -> bool:
@@ -58,9 +68,19 @@ class Selection:
         return tuple(Requirement(r.key, EXISTS) if r.op in (GREATER_THAN, LESS_THAN) else r
                      for r in self.labels)
 
+    def pushdown_fields(self) -> tuple[Requirement, ...]:
+        return tuple(r for r in self.fields if (self.resource, r.key) not in _UNDECLARED)
+
     @property
     def needs_filter(self) -> bool:
-        return any(r.op in (GREATER_THAN, LESS_THAN) for r in self.labels)
+        return (any(r.op in (GREATER_THAN, LESS_THAN) for r in self.labels)
+                or len(self.pushdown_fields()) != len(self.fields))
+
+    def undeclared(self) -> None:
+        """The data layer refused our field requirements: select the custom fields here."""
+        for r in self.fields:
+            if r.key not in _META_FIELDS:
+                _UNDECLARED.add((self.resource, r.key))
 
     def matches(self, obj: dict, served: Served) -> bool:
         meta = obj.get("metadata") or {}
@@ -84,7 +104,7 @@ def selection(query, served: Served) -> Selection:
         fields = parse_fields(query.get("fieldSelector", ""), allowed)
     except SelectorError as err:
         raise status.bad_request(str(err)) from None
-    return Selection(labels, fields)
+    return Selection(labels, fields, served.resource.name)
 
 
 async def get(store: Store, served: Served, namespace: str, name: str, query) -> dict:
@@ -183,7 +203,15 @@ async def _read(store: Store, served: Served, start: str, end: str, revision: in
     pushed_labels = sel.pushdown_labels()
     while True:
         want = limit - len(items) if limit else 0
-        page = await store.query(start, end, revision, want, pushed_labels, sel.fields)
+        try:
+            page = await store.query(start, end, revision, want, pushed_labels, sel.pushdown_fields())
+        except Refused as err:
+            if "not declared" not in str(err) or not sel.pushdown_fields() or \
+                    all(r.key in _META_FIELDS for r in sel.pushdown_fields()):
+                raise status.bad_request(str(err)) from None
+            log.info("%s: %s; selecting those fields here", sel.resource, err)
+            sel.undeclared()
+            continue
         revision = page.revision
         for kv in page.kvs:
             obj = objects.decode(kv, served)

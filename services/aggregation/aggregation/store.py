@@ -51,6 +51,11 @@ class Compacted(Exception):
         self.compact_revision = compact_revision
 
 
+class Refused(Exception):
+    """The data layer refused the request as asked (e.g. a field selector on a field the
+    topology does not index); str() is its reason."""
+
+
 class Unavailable(Exception):
     """The data layer could not answer (kv-router or the watch-hub unreachable, timeouts)."""
 
