@@ -1,0 +1,1 @@
+"""KubeFabric trigger service (issue 16)."""
