@@ -37,6 +37,7 @@ COPY services/kv-router/pyproject.toml services/kv-router/
 COPY services/backend-pg/pyproject.toml services/backend-pg/
 COPY services/backend-mysql/pyproject.toml services/backend-mysql/
 COPY services/watch-hub/pyproject.toml services/watch-hub/
+COPY services/trigger/pyproject.toml services/trigger/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace
 # Then the workspace itself, installed as regular (non-editable) packages so the runtime stage
@@ -50,7 +51,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # What both images share: the slim base, a non-root user, the environment.
 FROM ${PYTHON_IMAGE} AS base
 LABEL org.opencontainers.image.title="kubefabric" \
-      org.opencontainers.image.description="KubeFabric: an etcd v3 compatible, routed data layer for Kubernetes (kv-router, shard services and watch-hub as subcommands)" \
+      org.opencontainers.image.description="KubeFabric: an etcd v3 compatible, routed data layer for Kubernetes (kv-router, shard services, watch-hub and trigger as subcommands)" \
       org.opencontainers.image.licenses="Apache-2.0"
 # A fixed numeric uid/gid, so Kubernetes can check runAsNonRoot; /var/lib/kubefabric is the data
 # directory of the embedded and SQLite modes (mount a volume there).
