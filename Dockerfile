@@ -38,6 +38,7 @@ COPY services/backend-pg/pyproject.toml services/backend-pg/
 COPY services/backend-mysql/pyproject.toml services/backend-mysql/
 COPY services/watch-hub/pyproject.toml services/watch-hub/
 COPY services/trigger/pyproject.toml services/trigger/
+COPY services/aggregation/pyproject.toml services/aggregation/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace
 # Then the workspace itself, installed as regular (non-editable) packages so the runtime stage
