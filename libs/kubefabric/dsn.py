@@ -11,13 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from kubefabric.rpc.startup import StartupError
+
 SCHEMES = {"postgres": "postgres", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql",
            "sqlite": "sqlite"}
 DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
 
 
-class DSNError(ValueError):
-    pass
+class DSNError(StartupError, ValueError):
+    """A DSN that cannot work; the message is one line and never holds the password."""
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,14 @@ import threading
 import time
 from dataclasses import dataclass
 
+from kubefabric.rpc.startup import StartupError
+
 log = logging.getLogger("kubefabric.tls")
 
 RECHECK_S = 5.0  # re-read the files this often even when their mtime/size/inode look the same
 
 
-class TLSError(ValueError):
+class TLSError(StartupError, ValueError):
     """A TLS flag, flag combination or file that cannot work; the message is one line."""
 
 

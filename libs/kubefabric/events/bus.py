@@ -16,6 +16,8 @@ import logging
 import time
 from urllib.parse import urlparse
 
+from kubefabric.rpc.startup import StartupError
+
 log = logging.getLogger("kubefabric.events")
 
 HEARTBEAT_S = 0.1
@@ -36,8 +38,8 @@ def stream_name(shard: str) -> str:
     return f"KF_{shard}"
 
 
-class BusError(Exception):
-    pass
+class BusError(StartupError):
+    """A --nats-* setting that cannot work."""
 
 
 def check_url(url: str, flag: str = "--nats-url") -> list[str]:

@@ -25,6 +25,7 @@ from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+from kubefabric.rpc.channel import open_channel, parse_endpoints
 from kubefabric.shard.state import ShardState
 from kubefabric.telemetry import instrument_shard_stub
 from kubefabric.tlsconfig import ClientTLS, TLSError
@@ -129,7 +130,7 @@ class RemoteShard:
     def _connect(self) -> None:
         """New channels from the TLS files as they are now; calls on the old ones finish there."""
         self._old_channels = [*getattr(self, "_old_channels", []), *self.channels]
-        self.channels = [_channel(e, self.tls) for e in self.endpoints]
+        self.channels = [open_channel(e, self.tls) for e in self.endpoints]
         self.stubs = [instrument_shard_stub(shard_pb2_grpc.ShardStub(c), self.name)
                       for c in self.channels]
 
@@ -383,29 +384,3 @@ def _client_tls(tls):
     if tls is None or isinstance(tls, ClientTLS):
         return tls
     return ClientTLS(tls.ca_file, tls.cert_file, tls.key_file, getattr(tls, "server_name", None))
-
-
-def _channel(endpoint: str, tls) -> grpc.aio.Channel:
-    options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
-               ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_permit_without_calls", 1)]
-    if tls is None:
-        return grpc.aio.insecure_channel(endpoint, options=options)
-    return grpc.aio.secure_channel(endpoint, tls.credentials(), options=options + tls.options())
-
-
-def parse_endpoints(text: str) -> list[str]:
-    """grpc://host:port[,grpc://host:port...] -> ["host:port", ...]"""
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if "://" in part:
-            scheme, part = part.split("://", 1)
-            if scheme not in ("grpc", "http"):
-                raise ValueError(f"unsupported endpoint scheme {scheme!r} (use grpc://host:port)")
-        if ":" not in part:
-            raise ValueError(f"endpoint {part!r} has no port (grpc://host:port)")
-        out.append(part.rstrip("/"))
-    if not out:
-        raise ValueError("no endpoint given (grpc://host:port)")
-    return out

@@ -21,14 +21,15 @@ from kubefabric.events import natstls
 from kubefabric.events.bus import BusError, check_url
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
+from kubefabric.rpc import startup
+from kubefabric.rpc.startup import StartupError
 
 # grpc is imported only when a shard service runs: every `kubefabric` command loads this module
 # to list its subcommand, and `serve --cipher-suites` must set its environment before grpc loads.
 
 log = logging.getLogger("kubefabric.shard.serve")
 
-READINESS = ("readiness", "kubefabric.shard.v1.Shard")
-LIVENESS = ("", "liveness")
+READINESS = ("readiness", "kubefabric.shard.v1.Shard")  # the database answers, the role is known
 
 
 def flags(default_port: int, dsn_example: str) -> list[Flag]:
@@ -93,43 +94,39 @@ def make_command(name: str, kinds: tuple[str, ...], default_port: int, dsn_examp
 
 def run(args, kinds: tuple[str, ...], store_of) -> int:
     setup_logging(args.log_format, args.log_level)
-    from kubefabric.tlsconfig import TLSError
-
-    try:
-        nats_tls = None
-        if args.nats_url:
-            check_url(args.nats_url)
-            nats_tls = natstls.from_flags(args.nats_url, args.nats_ca_file, args.nats_cert_file,
-                                          args.nats_key_file)
-        elif args.nats_ca_file or args.nats_cert_file or args.nats_key_file:
-            raise BusError("--nats-ca-file, --nats-cert-file and --nats-key-file need --nats-url")
-        if not args.dsn:
-            raise DSNError("--dsn (or KUBEFABRIC_DSN) is required")
-        for flag, value in (("--read-pool-size", args.read_pool_size),
-                            ("--max-txn-ops", args.max_txn_ops),
-                            ("--max-request-bytes", args.max_request_bytes)):
-            if value < 1:
-                raise DSNError(f"{flag} must be at least 1, not {value}")
-        dsn = parse_dsn(args.dsn)
-        if dsn.kind not in kinds:
-            raise DSNError(f"this command serves {' or '.join(kinds)} databases, not {dsn.kind}")
-        store_of(dsn, args)  # built, not opened: checks the DSN's settings and TLS files now
-    except (DSNError, BusError, TLSError) as err:
-        log.error("%s", err)
-        return 2
-    if args.event_loop == "uvloop":
-        import uvloop
-        return uvloop.run(_serve(args, dsn, store_of, nats_tls))
-    return asyncio.run(_serve(args, dsn, store_of, nats_tls))
+    return startup.run(lambda: _serve(args, *_checked(args, kinds, store_of), store_of),
+                       args.event_loop, log)
 
 
-async def _serve(args, dsn: DSN, store_of, nats_tls) -> int:
-    import grpc
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+def _checked(args, kinds: tuple[str, ...], store_of) -> tuple[DSN, natstls.NatsTLS | None]:
+    """The DSN and NATS TLS settings, checked before anything starts (StartupError)."""
+    nats_tls = None
+    if args.nats_url:
+        check_url(args.nats_url)
+        nats_tls = natstls.from_flags(args.nats_url, args.nats_ca_file, args.nats_cert_file,
+                                      args.nats_key_file)
+    elif args.nats_ca_file or args.nats_cert_file or args.nats_key_file:
+        raise BusError("--nats-ca-file, --nats-cert-file and --nats-key-file need --nats-url")
+    if not args.dsn:
+        raise DSNError("--dsn (or KUBEFABRIC_DSN) is required")
+    for flag, value in (("--read-pool-size", args.read_pool_size),
+                        ("--max-txn-ops", args.max_txn_ops),
+                        ("--max-request-bytes", args.max_request_bytes)):
+        if value < 1:
+            raise StartupError(f"{flag} must be at least 1, not {value}")
+    dsn = parse_dsn(args.dsn)
+    if dsn.kind not in kinds:
+        raise DSNError(f"this command serves {' or '.join(kinds)} databases, not {dsn.kind}")
+    store_of(dsn, args)  # built, not opened: checks the DSN's settings and TLS files now
+    return dsn, nats_tls
 
+
+async def _serve(args, dsn: DSN, nats_tls, store_of) -> int:
     from kubefabric import telemetry
     from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
     from kubefabric.rpc.handlers import GATE
+    from kubefabric.rpc.server import LIVENESS, listen, make_server
+    from kubefabric.tlsconfig import CertificateReloader, ClientTLS, TLSSettings, check_files
 
     from .node import ShardNode
     from .service import ShardService
@@ -139,44 +136,20 @@ async def _serve(args, dsn: DSN, store_of, nats_tls) -> int:
                "group_commit": args.group_commit}
     node = ShardNode(lambda: store_of(dsn, args), options, address, args.name)
     service = ShardService(node, type(store_of(dsn, args)).is_unavailable)
-    health_service = health.aio.HealthServicer()
-    server = grpc.aio.server(interceptors=telemetry.server_interceptors(), options=[
-        ("grpc.max_receive_message_length", args.max_request_bytes + 512 * 1024),
-        ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 0),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-        ("grpc.http2.max_ping_strikes", 0),
-    ])
+    server, health = make_server(args.max_request_bytes)
     shard_pb2_grpc.add_ShardServicer_to_server(service, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
-    from kubefabric.tlsconfig import (CertificateReloader, ClientTLS, TLSError, TLSSettings,
-                                      check_files)
-    try:
-        if args.cert_file or args.key_file or args.trusted_ca_file:
-            check_files(args.cert_file, args.key_file, args.trusted_ca_file)
-            tls = TLSSettings(args.cert_file, args.key_file, args.trusted_ca_file,
-                              (args.listen_address,))
-            server.add_secure_port(args.listen_address, CertificateReloader(tls).credentials())
-            node.peer_tls = ClientTLS(args.trusted_ca_file, args.cert_file, args.key_file)
-        else:
-            server.add_insecure_port(args.listen_address)
-        await server.start()
-    except TLSError as err:
-        log.error("%s", err)
-        return 2
-    except RuntimeError as err:
-        log.error("cannot listen on %s: %s", args.listen_address, err)
-        return 2
+    credentials = None
+    if args.cert_file or args.key_file or args.trusted_ca_file:
+        check_files(args.cert_file, args.key_file, args.trusted_ca_file)
+        tls = TLSSettings(args.cert_file, args.key_file, args.trusted_ca_file, (args.listen_address,))
+        credentials = CertificateReloader(tls).credentials()
+        node.peer_tls = ClientTLS(args.trusted_ca_file, args.cert_file, args.key_file)
+    await listen(server, [(args.listen_address, credentials)], "--listen-address")
 
     async def set_health(role: str) -> None:  # noqa: E306
-        serving = health_pb2.HealthCheckResponse.SERVING
-        ready = serving if role in ("leader", "replica") else health_pb2.HealthCheckResponse.NOT_SERVING
-        for svc in READINESS:
-            await health_service.set(svc, ready)
+        await health.mark(READINESS, serving=role in ("leader", "replica"))
 
-    for svc in LIVENESS:
-        await health_service.set(svc, health_pb2.HealthCheckResponse.SERVING)
+    await health.mark(LIVENESS, serving=True)
     await set_health("starting")
     node.on_role_change = lambda role: asyncio.get_running_loop().create_task(set_health(role))
     node.start()
@@ -190,7 +163,7 @@ async def _serve(args, dsn: DSN, store_of, nats_tls) -> int:
     if events is not None:
         events.cancel()
     log.info("shutting down: finishing in-flight requests")
-    await health_service.enter_graceful_shutdown()
+    await health.enter_graceful_shutdown()
     await GATE.drain(args.shutdown_grace)
     service.close_feeds()
     await server.stop(args.shutdown_grace)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import grpc
-from grpc_health.v1 import health
+
+from kubefabric.rpc.server import Health
 
 
-class HealthService(health.aio.HealthServicer):
+class HealthService(Health):
     async def Check(self, request, context):
         if request.service:
             await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")

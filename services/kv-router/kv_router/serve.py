@@ -3,17 +3,16 @@ event bus in one process, serving the etcd v3 API."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import errno
 import logging
-import socket
 
 from kubefabric.config import Flag, add_flags, duration, parse_bool
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
+from kubefabric.rpc import startup
+from kubefabric.rpc.startup import StartupError
 
-from .shards import StartupError, TopologyReloader, open_shards
-from .tls import CertificateReloader, TLSError, TLSSettings, settings_from_args
+from .shards import TopologyReloader, open_shards
+from .tls import CertificateReloader, TLSSettings, settings_from_args
 
 log = logging.getLogger("kubefabric.serve")
 
@@ -119,33 +118,8 @@ def command(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
-    if args.event_loop == "uvloop":
-        import uvloop
-        runner = lambda coro: uvloop.run(coro)  # noqa: E731
-    else:
-        runner = asyncio.run
-    try:
-        tls = settings_from_args(args)  # before grpc is loaded: it reads GRPC_SSL_CIPHER_SUITES once
-        return runner(_serve(args, tls))
-    except (StartupError, TLSError) as err:
-        log.error("%s", err)
-        return 2
-
-
-def bind_problem(urls: list[str]) -> str | None:
-    """Why binding one of `urls` fails, in the operating system's words (gRPC does not say)."""
-    from .server import listen_address
-
-    for url in urls:
-        host, _, port = listen_address(url).rpartition(":")
-        family = socket.AF_INET6 if host.startswith("[") else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host.strip("[]"), int(port)))
-            except OSError as err:
-                hint = " (another etcd or KubeFabric?)" if err.errno == errno.EADDRINUSE else ""
-                return f"{host}:{port}: {err.strerror.lower()}{hint}"
-    return None
+    # the TLS flags are checked before grpc is loaded: it reads GRPC_SSL_CIPHER_SUITES once
+    return startup.run(lambda: _serve(args, settings_from_args(args)), args.event_loop, log)
 
 
 async def _serve(args, tls: TLSSettings | None) -> int:
@@ -178,18 +152,18 @@ async def _serve(args, tls: TLSSettings | None) -> int:
     if not listen:
         raise StartupError("--listen-client-urls: no URL given")
     if args.watch_hub:
-        from kubefabric.shardsvc.client import parse_endpoints
+        from kubefabric.rpc.channel import parse_endpoints
         try:
             parse_endpoints(args.watch_hub)
         except ValueError as err:
             raise StartupError(f"--watch-hub: {err}") from None
     shard = await open_shards(args)
+    server = RouterServer(shard, cfg)
     try:
-        server = RouterServer(shard, cfg)
         await server.start()
-    except (RuntimeError, ValueError) as err:
+    except StartupError:
         await shard.close()
-        raise StartupError(f"cannot listen on {', '.join(listen)}: {bind_problem(listen) or err}") from None
+        raise
     telemetry.setup("kv-router", args.metrics_address)
     telemetry.metrics.add_source(telemetry.sources.router(shard, server.watch))
     compactors = [AutoCompactor(shard, *compactor_cfg)]

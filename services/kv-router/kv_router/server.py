@@ -5,28 +5,23 @@ import logging
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubefabric.query.service import add_to_server as add_query_service
+from kubefabric.rpc.handlers import DEADLINE, DEFAULT_REQUEST_TIMEOUT_S, GATE
+from kubefabric.rpc.server import DEFAULT_MAX_REQUEST_BYTES, Keepalive, listen, make_server, max_message_bytes
+from kubefabric.rpc.startup import StartupError
+from kubefabric.rpc.wire import register
+from kubefabric.watch.hub import WatchHub
+from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
+from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS
 
 from .health import HealthService
-
-from kubefabric.watch.hub import WatchHub
-
-from kubefabric.rpc.handlers import DEADLINE, DEFAULT_REQUEST_TIMEOUT_S, GATE
 from .kv import KVService
 from .lease import LeaseService
 from .maintenance import AuthService, ClusterService, MaintenanceService
 from .tls import CertificateReloader, is_tls_url
 from .watchproxy import WatchProxy
-from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
-from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS
-from kubefabric.rpc.wire import register
-from kubefabric.query.service import add_to_server as add_query_service
-from kubefabric.telemetry import server_interceptors
 
 log = logging.getLogger("kubefabric.router")
-
-GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd's allowance for gRPC framing on top of the request limit
 
 
 @dataclass
@@ -34,10 +29,8 @@ class ServerConfig:
     listen_client_urls: list[str]
     advertise_client_urls: list[str]
     name: str = "default"
-    max_request_bytes: int = 1572864
-    keepalive_min_time_s: float = 5.0
-    keepalive_interval_s: float = 7200.0
-    keepalive_timeout_s: float = 20.0
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    keepalive: Keepalive = field(default_factory=Keepalive)
     progress_interval_s: float = 600.0
     watch_buffer_bytes: int = 64 * 1024 * 1024
     max_watchers_per_stream: int = DEFAULT_MAX_WATCHERS
@@ -61,38 +54,24 @@ def listen_address(url: str) -> str:
     return f"{host}:{parsed.port}"
 
 
-def grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
-        ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
-        ("grpc.max_concurrent_streams", 2 ** 31 - 1),
-        ("grpc.keepalive_time_ms", int(cfg.keepalive_interval_s * 1000)),
-        ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.keepalive_min_time_s * 1000)),
-        ("grpc.http2.max_ping_strikes", 0),
-    ]
-
-
 class RouterServer:
     def __init__(self, shard, cfg: ServerConfig):
         self.shard = shard
         self.cfg = cfg
-        self.health = HealthService()
         if cfg.watch_hub:
             self.hub = None
-            self.watch = WatchProxy(cfg.watch_hub, shard.state, cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+            self.watch = WatchProxy(cfg.watch_hub, shard.state, max_message_bytes(cfg.max_request_bytes),
                                     cfg.max_watch_streams_per_connection)
         else:
             self.hub = WatchHub(shard, cfg.progress_interval_s)
             # etcd splits fragmented watch responses at its gRPC receive limit, not the request limit
             self.watch = WatchService(self.hub, shard.state.fill,
-                                      cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+                                      max_message_bytes(cfg.max_request_bytes),
                                       cfg.watch_buffer_bytes, cfg.max_watchers_per_stream,
                                       cfg.max_watch_streams_per_connection)
         DEADLINE.seconds = cfg.request_timeout_s or None
-        self.server = grpc.aio.server(options=grpc_options(cfg), interceptors=server_interceptors())
+        self.server, self.health = make_server(cfg.max_request_bytes, keepalive=cfg.keepalive,
+                                               health_service=HealthService())
         kv = KVService(shard, cfg.max_request_bytes)
         register(self.server, "KV", kv)
         register(self.server, "Watch", self.watch)
@@ -103,21 +82,28 @@ class RouterServer:
                  ClusterService(shard, cfg.name, cfg.advertise_client_urls, cfg.peer_urls))
         register(self.server, "Auth", AuthService())
         add_query_service(self.server, shard)  # KubeFabric's own Query API (not etcd's)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.addresses = [listen_address(u) for u in cfg.listen_client_urls]
-        for url, addr in zip(cfg.listen_client_urls, self.addresses):
-            if not is_tls_url(url):
-                self.server.add_insecure_port(addr)
-            elif cfg.tls is None:
-                raise ValueError(f"{url} is https:// and needs --cert-file and --key-file")
-            else:
-                self.server.add_secure_port(addr, cfg.tls.credentials())
 
     async def start(self) -> None:
+        """Listen on every URL (StartupError when one cannot be served) and answer SERVING."""
+        ports = []
+        for url, addr in zip(self.cfg.listen_client_urls, self.addresses):
+            if not is_tls_url(url):
+                ports.append((addr, None))
+            elif self.cfg.tls is None:
+                raise StartupError(f"--listen-client-urls: {url} is https:// and needs --cert-file "
+                                   "and --key-file")
+            else:
+                ports.append((addr, self.cfg.tls.credentials()))
         if self.hub is not None:
             self.hub.start()
-        await self.server.start()
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        try:
+            await listen(self.server, ports, "--listen-client-urls")
+        except StartupError:
+            if self.hub is not None:
+                await self.hub.stop()
+            raise
+        await self.health.mark([""], serving=True)
         log.info("serving the etcd v3 API on %s", ", ".join(self.addresses))
         if self.hub is None:
             log.info("watch streams are relayed to watch-hub %s", ", ".join(self.watch.endpoints))

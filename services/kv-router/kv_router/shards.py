@@ -12,13 +12,11 @@ import logging
 import os
 import signal
 
+from kubefabric.rpc.startup import StartupError
+
 log = logging.getLogger("kubefabric.router.shards")
 
 RELOAD_POLL_S = 2.0
-
-
-class StartupError(Exception):
-    pass
 
 
 async def open_embedded(data_dir: str, args):

@@ -29,8 +29,8 @@ import grpc
 from kubefabric.etcd import errors
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
+from kubefabric.rpc.channel import open_channel, parse_endpoints
 from kubefabric.rpc.wire import Malformed
-from kubefabric.shardsvc.client import parse_endpoints
 from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, StreamsPerPeer, responses
 from kubefabric.watch.stream import split_fragments
 
@@ -61,9 +61,7 @@ class WatchProxy(rpc.WatchServicer):
         max_response_bytes: where fragment=true splits a response."""
         self.max_bytes = max_response_bytes
         self.endpoints = parse_endpoints(endpoints)
-        self.channels = [grpc.aio.insecure_channel(e, options=[
-            ("grpc.max_receive_message_length", -1), ("grpc.keepalive_time_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1)]) for e in self.endpoints]
+        self.channels = [open_channel(e) for e in self.endpoints]
         self.stubs = [rpc.WatchStub(c) for c in self.channels]
         self._next = itertools.cycle(range(len(self.stubs)))
         self.state = state

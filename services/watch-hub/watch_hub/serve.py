@@ -14,10 +14,15 @@ import logging
 
 from kubefabric.config import Flag, add_flags, duration
 from kubefabric.events import natstls
+from kubefabric.events.bus import check_url
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
+from kubefabric.rpc import startup
+from kubefabric.rpc.startup import StartupError
 
 log = logging.getLogger("kubefabric.hub")
+
+READINESS = ("readiness",)  # NATS connected and every shard service answered
 
 FLAGS = [
     Flag("--topology", "", "the topology file kv-router uses (docs/topology.md): every shard "
@@ -61,33 +66,24 @@ def command(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubefabric.events.bus import BusError, check_url
-    from kubefabric.tlsconfig import TLSError
-
-    from .sources import StartupError
-
     setup_logging(args.log_format, args.log_level)
-    try:
-        if not args.nats_url:
-            raise StartupError("--nats-url (or KUBEFABRIC_NATS_URL) is required")
-        check_url(args.nats_url)
-        nats_tls = natstls.from_flags(args.nats_url, args.nats_ca_file, args.nats_cert_file,
-                                      args.nats_key_file)
-        if bool(args.topology) == bool(args.shard):
-            raise StartupError("give exactly one of --topology FILE and --shard grpc://host:port")
-        if args.event_loop == "uvloop":
-            import uvloop
-            return uvloop.run(_serve(args, nats_tls))
-        return asyncio.run(_serve(args, nats_tls))
-    except (StartupError, BusError, TLSError) as err:
-        log.error("%s", err)
-        return 2
+    return startup.run(lambda: _serve(args, _nats_tls(args)), args.event_loop, log)
+
+
+def _nats_tls(args) -> natstls.NatsTLS | None:
+    """The NATS settings checked (StartupError), and TLS towards NATS (None: plaintext)."""
+    if not args.nats_url:
+        raise StartupError("--nats-url (or KUBEFABRIC_NATS_URL) is required")
+    check_url(args.nats_url)
+    nats_tls = natstls.from_flags(args.nats_url, args.nats_ca_file, args.nats_cert_file,
+                                  args.nats_key_file)
+    if bool(args.topology) == bool(args.shard):
+        raise StartupError("give exactly one of --topology FILE and --shard grpc://host:port")
+    return nats_tls
 
 
 def _specs(args):
     """(name, endpoints, tls) per shard, and the topology (None for --shard)."""
-    from .sources import StartupError
-
     if args.shard:
         return [(args.shard_name, args.shard, None)], None
     from kubefabric.topology.load import TopologyError, load_topology
@@ -104,40 +100,22 @@ def _specs(args):
 
 
 async def _serve(args, nats_tls) -> int:
-    import grpc
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
     from kubefabric import telemetry
     from kubefabric.events.bus import connect
+    from kubefabric.rpc.server import LIVENESS, listen, make_server, max_message_bytes
     from kubefabric.rpc.wire import register
     from kubefabric.watch.hub import WatchHub
 
-    from .sources import HubSources, StartupError
     from .watch import HubWatchService
 
     specs, topology = _specs(args)
-    health_service = health.aio.HealthServicer()
-    watch = HubWatchService(args.max_request_bytes + 512 * 1024, args.watch_stream_buffer_bytes,
+    watch = HubWatchService(max_message_bytes(args.max_request_bytes), args.watch_stream_buffer_bytes,
                             args.max_watchers_per_stream, args.max_watch_streams_per_connection)
-    server = grpc.aio.server(interceptors=telemetry.server_interceptors(), options=[
-        ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 0),
-        ("grpc.max_concurrent_streams", 2 ** 31 - 1),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-        ("grpc.http2.max_ping_strikes", 0),
-    ])
+    server, health = make_server(args.max_request_bytes)
     register(server, "Watch", watch)
-    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
-    try:
-        server.add_insecure_port(args.listen_address)
-        await server.start()
-    except RuntimeError as err:
-        raise StartupError(f"cannot listen on {args.listen_address}: {err}") from None
-    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", "liveness"):
-        await health_service.set(name, serving)
-    await health_service.set("readiness", not_serving)
+    await listen(server, [(args.listen_address, None)], "--listen-address")
+    await health.mark(LIVENESS, serving=True)
+    await health.mark(READINESS, serving=False)
     telemetry.setup("watch-hub", args.metrics_address)
     log.info("watch-hub: serving the Watch API on %s; connecting to NATS and %d shard(s)",
              args.listen_address, len(specs))
@@ -155,12 +133,12 @@ async def _serve(args, nats_tls) -> int:
     watch.serve(hub, sources.surface.state.fill)
     telemetry.metrics.add_source(telemetry.sources.router(sources.surface, watch))
     telemetry.metrics.add_source(telemetry.sources.hub(sources.subscriptions))
-    await health_service.set("readiness", serving)
+    await health.mark(READINESS, serving=True)
     log.info("watch-hub ready at revision %d (shards: %s)", hub.committed, ", ".join(sources.shards))
 
     await stop
     log.info("shutting down: ending watch streams")
-    await health_service.enter_graceful_shutdown()
+    await health.enter_graceful_shutdown()
     watch.close_all()
     await hub.stop()
     await server.stop(args.shutdown_grace)

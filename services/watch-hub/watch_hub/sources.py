@@ -15,15 +15,12 @@ import logging
 
 from kubefabric.events.bus import CLOCK_SUBJECT
 from kubefabric.events.subscriber import ShardSubscription
+from kubefabric.rpc.startup import StartupError
 from kubefabric.shardsvc.client import connect_shard
 
 log = logging.getLogger("kubefabric.hub.sources")
 
 CLOCK_EVERY_S = 0.1  # DESIGN §3.2: the hub broadcasts the highest revision it has seen
-
-
-class StartupError(Exception):
-    pass
 
 
 class HubSources:
