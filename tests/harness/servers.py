@@ -55,7 +55,7 @@ class Server:
     log_path: Path
     argv: list[str] = field(default_factory=list)
     tls: object = None        # how a client reaches it with TLS: ca_file, cert_file, key_file (a
-                              # kubefabric.tlsconfig.ClientTLS, say); None: plaintext
+                              # kubefabric.tls.ClientTLS, say); None: plaintext
 
     @property
     def url(self) -> str:

@@ -213,7 +213,7 @@ def test_certificate_replaced_while_refused_is_used_on_reconnect(pki, nats_tls, 
 
 def test_files_that_do_not_load_keep_the_previous_context(pki, tmp_path, caplog):
     """Half-way through a rotation (a certificate without its key): the context in use stays."""
-    from kubefabric.events.natstls import NatsTLS
+    from kubefabric.tls.nats import NatsTLS
 
     caplog.set_level(logging.INFO, "kubefabric.events")
     cert, key = tmp_path / "c.pem", tmp_path / "c-key.pem"

@@ -33,7 +33,7 @@ from harness.stream import Stream
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.shardsvc.client import RemoteShard
-from kubefabric.tlsconfig import ClientTLS
+from kubefabric.tls import ClientTLS
 
 FAST = 5.0  # a refused client must learn so within this many seconds
 

@@ -61,7 +61,7 @@ def check_url(url: str, flag: str = "--nats-url") -> list[str]:
 async def connect(url: str, client_name: str, tls=None):
     """A NATS connection that reconnects forever (the services outlive NATS restarts); it waits
     for the first connection too, logging why it fails (a repeated reason every WARN_EVERY_S).
-    tls: a natstls.NatsTLS (natstls.from_flags), or None for plaintext; natsclient.py says
+    tls: a kubefabric.tls.nats.NatsTLS (from_flags), or None for plaintext; natsclient.py says
     what holds on every (re)connect."""
     from .natsclient import Client
 

@@ -1,4 +1,4 @@
-"""nats-py's client holding KubeFabric's TLS decision (natstls.from_flags) on every connection
+"""nats-py's client holding KubeFabric's TLS decision (kubefabric.tls.nats.from_flags) on every connection
 and reconnection (SECURITY.md, "Shard services and watch-hubs → NATS").
 
 Invariants, checked on each (re)connect:
@@ -20,7 +20,7 @@ import ssl
 import nats.aio.client
 import nats.errors
 
-from .natstls import NatsTLS
+from kubefabric.tls.nats import NatsTLS
 
 
 class TLSMismatch(nats.errors.Error):

@@ -28,7 +28,7 @@ from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import open_channel, parse_endpoints
 from kubefabric.shard.state import ShardState
 from kubefabric.telemetry import instrument_shard_stub
-from kubefabric.tlsconfig import ClientTLS, TLSError
+from kubefabric.tls import ClientTLS, TLSError
 
 log = logging.getLogger("kubefabric.shard.client")
 

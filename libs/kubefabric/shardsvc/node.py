@@ -22,7 +22,7 @@ from kubefabric.etcd import errors
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.shard.core import Shard
 from kubefabric.telemetry import instrument_shard_stub
-from kubefabric.tlsconfig import TLSError
+from kubefabric.tls import TLSError
 
 log = logging.getLogger("kubefabric.shard.node")
 
@@ -43,7 +43,7 @@ class ShardNode:
         self.leader_address = ""
         self._leader_channel: grpc.aio.Channel | None = None
         self._leader_stub = None
-        self.peer_tls = None          # kubefabric.tlsconfig.ClientTLS: dial the leader with TLS
+        self.peer_tls = None          # kubefabric.tls.ClientTLS: dial the leader with TLS
         self._task: asyncio.Task | None = None
         self._stopping = False
         self.on_role_change = lambda role: None

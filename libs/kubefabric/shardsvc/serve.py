@@ -17,12 +17,12 @@ from typing import Callable
 
 from kubefabric.config import Flag, add_flags, duration, parse_bool
 from kubefabric.dsn import DSN, DSNError, parse_dsn
-from kubefabric.events import natstls
 from kubefabric.events.bus import BusError, check_url
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
 from kubefabric.rpc.startup import StartupError
+from kubefabric.tls import nats as natstls
 
 # grpc is imported only when a shard service runs: every `kubefabric` command loads this module
 # to list its subcommand, and `serve --cipher-suites` must set its environment before grpc loads.
@@ -55,7 +55,7 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
              choices=("uvloop", "asyncio")),
         Flag("--metrics-address", f"127.0.0.1:{default_port + 100}", "host:port to serve "
              "Prometheus /metrics on (empty disables). Traces: the OTEL_* environment variables"),
-        # TLS on the Shard API (kubefabric/tlsconfig.py); replicas use the same files to reach
+        # TLS on the Shard API (kubefabric/tls/server.py); replicas use the same files to reach
         # their leader: the certificate as client certificate, --trusted-ca-file to verify it
         Flag("--cert-file", "", "TLS certificate (PEM) of the Shard API; when set the API is "
              "served with TLS only. Re-read when it changes. Its SANs must cover the address "
@@ -126,7 +126,7 @@ async def _serve(args, dsn: DSN, nats_tls, store_of) -> int:
     from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
     from kubefabric.rpc.handlers import GATE
     from kubefabric.rpc.server import LIVENESS, listen, make_server
-    from kubefabric.tlsconfig import CertificateReloader, ClientTLS, TLSSettings, check_files
+    from kubefabric.tls import CertificateReloader, ClientTLS, TLSSettings, check_files
 
     from .node import ShardNode
     from .service import ShardService

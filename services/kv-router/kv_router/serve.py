@@ -10,9 +10,10 @@ from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
 from kubefabric.rpc.startup import StartupError
+from kubefabric.tls import CertificateReloader, TLSSettings
 
 from .shards import TopologyReloader, open_shards
-from .tls import CertificateReloader, TLSSettings, settings_from_args
+from .tls import settings_from_args
 
 log = logging.getLogger("kubefabric.serve")
 
@@ -78,7 +79,7 @@ FLAGS = [
     Flag("--metrics-address", "127.0.0.1:2381", "host:port to serve Prometheus /metrics on (like "
          "etcd's --listen-metrics-urls; empty disables). Traces: the OTEL_* environment variables "
          "(README, Observe)"),
-    # TLS on https:// client URLs (kv_router/tls.py says what grpc can and cannot enforce)
+    # TLS on https:// client URLs (kubefabric/tls/suites.py says what grpc can and cannot enforce)
     Flag("--cert-file", "", "server TLS certificate (PEM) for https:// client URLs; re-read when "
          "it changes, so a rotated certificate reaches new connections without a restart"),
     Flag("--key-file", "", "unencrypted private key (PEM) of --cert-file"),

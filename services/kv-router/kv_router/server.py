@@ -7,9 +7,11 @@ from urllib.parse import urlparse
 
 from kubefabric.query.service import add_to_server as add_query_service
 from kubefabric.rpc.handlers import DEADLINE, DEFAULT_REQUEST_TIMEOUT_S, GATE
-from kubefabric.rpc.server import DEFAULT_MAX_REQUEST_BYTES, Keepalive, listen, make_server, max_message_bytes
+from kubefabric.rpc.server import (DEFAULT_MAX_REQUEST_BYTES, Keepalive, listen, make_server,
+                                   max_message_bytes)
 from kubefabric.rpc.startup import StartupError
 from kubefabric.rpc.wire import register
+from kubefabric.tls import CertificateReloader
 from kubefabric.watch.hub import WatchHub
 from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
 from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS
@@ -18,7 +20,7 @@ from .health import HealthService
 from .kv import KVService
 from .lease import LeaseService
 from .maintenance import AuthService, ClusterService, MaintenanceService
-from .tls import CertificateReloader, is_tls_url
+from .tls import is_tls_url
 from .watchproxy import WatchProxy
 
 log = logging.getLogger("kubefabric.router")

@@ -51,7 +51,7 @@ async def open_remote(endpoints: str, name: str = "default", tls=None, follow: b
 
 def _shard_tls(args):
     """TLS for the --shard endpoints, from the --shard-* flags; None: plaintext."""
-    from kubefabric.tlsconfig import ClientTLS, TLSError
+    from kubefabric.tls import ClientTLS, TLSError
 
     files = [getattr(args, f"shard_{n}", "") for n in ("ca_file", "cert_file", "key_file", "server_name")]
     if not any(files):

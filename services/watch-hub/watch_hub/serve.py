@@ -13,12 +13,12 @@ import asyncio
 import logging
 
 from kubefabric.config import Flag, add_flags, duration
-from kubefabric.events import natstls
 from kubefabric.events.bus import check_url
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
 from kubefabric.rpc.startup import StartupError
+from kubefabric.tls import nats as natstls
 
 log = logging.getLogger("kubefabric.hub")
 

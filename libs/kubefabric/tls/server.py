@@ -1,37 +1,24 @@
-"""TLS server certificates shared by every KubeFabric service that serves gRPC (kv-router's
-client port, the shard services' Shard API), and client credentials for the hops between them.
-
-- `CertificateReloader`: a certificate, its key and (optionally) the CA of client certificates
-  as grpc server credentials, re-read when the files change, so a rotated certificate reaches
-  new connections without a restart (connections already open keep theirs). With a CA, client
-  certificates are required and verified on every connection (mTLS).
-- `ClientTLS`: the CA (to verify the server), and optionally a client certificate and key, as
-  grpc channel credentials, with a cheap check whether the files changed since they were read
-  (callers make new channels then).
+"""Server side of TLS for every KubeFabric service that serves gRPC (kv-router's client port,
+the shard services' Shard API): a certificate, its key and optionally the CA of client
+certificates as grpc server credentials, re-read when the files change, so a rotated
+certificate reaches new connections without a restart (connections already open keep theirs).
+With a CA, client certificates are required and verified on every connection (mTLS).
 
 grpc is imported only inside the functions that build credentials: kv-router's --cipher-suites
 sets GRPC_SSL_CIPHER_SUITES, which grpc's core reads once, when grpc is first loaded.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import ssl
 import threading
 import time
 from dataclasses import dataclass
 
-from kubefabric.rpc.startup import StartupError
+from .files import RECHECK_S, TLSError, fingerprint
 
 log = logging.getLogger("kubefabric.tls")
-
-RECHECK_S = 5.0  # re-read the files this often even when their mtime/size/inode look the same
-
-
-class TLSError(StartupError, ValueError):
-    """A TLS flag, flag combination or file that cannot work; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -44,22 +31,6 @@ class TLSSettings:
     @property
     def verify_clients(self) -> bool:
         return bool(self.trusted_ca_file)
-
-
-def check_files(cert_file: str, key_file: str, trusted_ca_file: str, prefix: str = "--") -> None:
-    """Flag combinations that cannot work (flag names `{prefix}cert-file` and so on)."""
-    if bool(cert_file) != bool(key_file):
-        given, missing = (("cert-file", "key-file") if cert_file else ("key-file", "cert-file"))
-        raise TLSError(f"{prefix}{given} is set but {prefix}{missing} is not: give both")
-    if trusted_ca_file and not cert_file:
-        raise TLSError(f"{prefix}trusted-ca-file needs {prefix}cert-file and {prefix}key-file "
-                       "(client certificates are checked during a TLS handshake)")
-
-
-def _fingerprint(cert_pem: bytes) -> str:
-    m = re.search(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", cert_pem, re.S)
-    der = ssl.PEM_cert_to_DER_cert(m[0].decode()) if m else cert_pem
-    return hashlib.sha256(der).hexdigest()[:16]
 
 
 def _no_password(key_file: str) -> bytes:
@@ -91,7 +62,7 @@ class CertificateReloader:
         clients = (f"required, verified against {settings.trusted_ca_file}"
                    if settings.verify_clients else "not requested")
         log.info("TLS on %s: certificate %s (sha256 %s), client certificates %s",
-                 ", ".join(settings.listeners), settings.cert_file, _fingerprint(material[0]), clients)
+                 ", ".join(settings.listeners), settings.cert_file, fingerprint(material[0]), clients)
 
     def credentials(self):
         """Server credentials for one listener: each has its own view of what it has served."""
@@ -143,7 +114,7 @@ class CertificateReloader:
             if ok:
                 self._install(stamp, material)
                 log.info("TLS certificate reloaded from %s (sha256 %s): new connections get it",
-                         self.settings.cert_file, _fingerprint(material[0]))
+                         self.settings.cert_file, fingerprint(material[0]))
 
     def _stat(self) -> tuple:
         return tuple((st.st_mtime_ns, st.st_size, st.st_ino)
@@ -194,62 +165,3 @@ class CertificateReloader:
         self._config = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
         self._stamp, self._material, self._checked = stamp, material, time.monotonic()
         self._generation += 1
-
-
-def _stamp(paths) -> tuple:
-    out = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        except OSError:
-            out.append(None)
-    return tuple(out)
-
-
-class ClientTLS:
-    """Client side of a TLS hop: ca_file verifies the server ('' or None: the system's trust
-    roots, or $GRPC_DEFAULT_SSL_ROOTS_FILE_PATH); cert_file/key_file are the client certificate
-    presented when the server asks for one; server_name overrides the name checked against the
-    server's certificate (default: the host of the address dialled)."""
-
-    def __init__(self, ca_file: str | None = None, cert_file: str | None = None,
-                 key_file: str | None = None, server_name: str | None = None,
-                 flag_prefix: str = "--"):
-        check_files(cert_file or "", key_file or "", "", flag_prefix)
-        self.ca_file, self.cert_file, self.key_file = ca_file or None, cert_file or None, key_file or None
-        self.server_name = server_name or None
-        self._paths = [p for p in (self.ca_file, self.cert_file, self.key_file) if p]
-        self._stamp = _stamp(self._paths)
-        self._checked = time.monotonic()
-
-    def credentials(self):
-        """grpc channel credentials from the files as they are now."""
-        import grpc
-
-        def read(flag, path):
-            if not path:
-                return None
-            try:
-                with open(path, "rb") as f:
-                    return f.read()
-            except OSError as err:
-                raise TLSError(f"cannot read {flag} {path}: {err.strerror}") from None
-        stamp = _stamp(self._paths)
-        creds = grpc.ssl_channel_credentials(read("CA file", self.ca_file),
-                                             read("key file", self.key_file),
-                                             read("certificate file", self.cert_file))
-        self._stamp, self._checked = stamp, time.monotonic()
-        return creds
-
-    def options(self) -> list[tuple[str, str]]:
-        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
-
-    def changed(self) -> bool:
-        """Whether the files changed since credentials() read them (checked at most every
-        RECHECK_S / 5 seconds, so it can sit on a hot path)."""
-        now = time.monotonic()
-        if now - self._checked < RECHECK_S / 5:
-            return False
-        self._checked = now
-        return _stamp(self._paths) != self._stamp

@@ -1,5 +1,5 @@
 """TLS settings of the services → NATS hop (SECURITY.md, "Shard services and watch-hubs →
-NATS"); natsclient.py holds them on every connection.
+NATS"); kubefabric.events.natsclient holds them on every connection.
 
 - `FLAGS`: --nats-ca-file, --nats-cert-file, --nats-key-file, shared by the shard services and
   watch-hub (KUBEFABRIC_NATS_CA_FILE and so on come with them).
@@ -19,7 +19,8 @@ import ssl
 from urllib.parse import urlparse
 
 from kubefabric.config import Flag
-from kubefabric.tlsconfig import TLSError, _stamp, check_files
+
+from .files import TLSError, check_files, file_stamp
 
 log = logging.getLogger("kubefabric.events")
 
@@ -56,7 +57,7 @@ class NatsTLS:
         self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
         self._files = [(flag, path) for flag, path in (("--nats-ca-file", ca_file),
                        ("--nats-cert-file", cert_file), ("--nats-key-file", key_file)) if path]
-        self._stamp = _stamp(p for _, p in self._files)
+        self._stamp = file_stamp(p for _, p in self._files)
         self._context = self._build()  # TLSError at start-up: nothing to fall back on
 
     def describe(self) -> str:
@@ -68,7 +69,7 @@ class NatsTLS:
         """The context for the connection being made: rebuilt when a file changed since the last
         build. Files that do not load (say half-way through a rotation) are logged once per
         change and the previous context is kept; the next change is tried again."""
-        stamp = _stamp(p for _, p in self._files)  # before reading: a later write is not missed
+        stamp = file_stamp(p for _, p in self._files)  # before reading: a later write is not missed
         if stamp != self._stamp:
             self._stamp = stamp
             try:
