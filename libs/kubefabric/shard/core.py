@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Callable
 
-from kubefabric.etcd import errors
+from kubefabric.etcd import checks, errors
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as shard_pb
@@ -22,11 +22,10 @@ from kubefabric.query.execute import run_query
 from kubefabric.store import schema
 from kubefabric.store.statements import shape_of
 
-from . import txn as checks
 from .apply import Applier
 from .leases import Leases
 from .quota import Quota, txn_cost
-from .reads import check_range, execute_range
+from .reads import execute_range
 from .state import ShardState
 from .writer import MAX_BATCH, Writer
 
@@ -151,7 +150,7 @@ class Shard:
     async def range(self, req: pb.RangeRequest, sync_rev: int = 0) -> pb.RangeResponse:
         """sync_rev > 0 (cross-shard reads, DESIGN §3.5): first make the shard's closed revision
         at least sync_rev, so a read at that revision is a consistent snapshot."""
-        check_range(req)
+        checks.check_range(req)
         if sync_rev > self.state.committed:
             await self.sync(sync_rev)
         async with self.store.snapshot() as cur:

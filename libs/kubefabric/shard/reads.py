@@ -14,8 +14,6 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import KeyValue
 from kubefabric.store.statements import shape_of
 
-_SORT_ORDERS = set(pb.RangeRequest.SortOrder.values())
-_SORT_TARGETS = set(pb.RangeRequest.SortTarget.values())
 _SORT_KEYS = {
     pb.RangeRequest.KEY: lambda r: r[0],
     pb.RangeRequest.VERSION: lambda r: r[3],
@@ -23,13 +21,6 @@ _SORT_KEYS = {
     pb.RangeRequest.MOD: lambda r: r[2],
     pb.RangeRequest.VALUE: lambda r: r[5],
 }
-
-
-def check_range(req: pb.RangeRequest) -> None:
-    if not req.key:
-        raise errors.EMPTY_KEY
-    if req.sort_order not in _SORT_ORDERS or req.sort_target not in _SORT_TARGETS:
-        raise errors.INVALID_SORT_OPTION
 
 
 def to_kv(row) -> KeyValue:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from grpc import StatusCode
 
 from kubefabric.etcd import errors
-from kubefabric.shard.reads import check_range
+from kubefabric.etcd.checks import check_range
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 

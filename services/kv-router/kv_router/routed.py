@@ -21,11 +21,10 @@ import logging
 
 from grpc import StatusCode
 
-from kubefabric.etcd import errors
+from kubefabric.etcd import checks, errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.query.routing import cross_query
-from kubefabric.shard import txn as checks
 from kubefabric.topology.routed import RoutedFeed, span
 
 from .crossrange import cross_range

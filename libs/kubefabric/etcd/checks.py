@@ -1,7 +1,7 @@
-"""Validation of write requests that needs no state: etcd's request checks, in etcd's order.
-
-These run before a request reaches the writer, so a bad request never costs the writer time.
-"""
+"""etcd's request checks: what etcd refuses before looking at any state, in etcd's order, with
+etcd's errors. The shard runs them before a request reaches the writer (a bad request never
+costs the writer time); kv-router runs them before routing (etcd's request errors come before
+any routing refusal)."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -9,7 +9,15 @@ from typing import NamedTuple
 from kubefabric.etcd import errors
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from .reads import check_range
+_SORT_ORDERS = set(pb.RangeRequest.SortOrder.values())
+_SORT_TARGETS = set(pb.RangeRequest.SortTarget.values())
+
+
+def check_range(req: pb.RangeRequest) -> None:
+    if not req.key:
+        raise errors.EMPTY_KEY
+    if req.sort_order not in _SORT_ORDERS or req.sort_target not in _SORT_TARGETS:
+        raise errors.INVALID_SORT_OPTION
 
 
 def check_put(req: pb.PutRequest) -> None:
