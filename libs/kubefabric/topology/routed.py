@@ -92,7 +92,7 @@ class RoutedFeed:
         await self.shards[name].sync(rev)
 
     async def refresh_compaction(self) -> None:
-        """Every remote shard's compact revision as of now (watch/hub.py)."""
+        """Every remote shard's compact revision as of now (watch/registry.py)."""
         await asyncio.gather(*(s.refresh_compaction() for s in self.shards.values()
                                if hasattr(s, "refresh_compaction")))
 

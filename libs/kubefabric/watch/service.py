@@ -1,5 +1,5 @@
-"""etcd Watch service: a bidirectional stream per client, served by a WatchHub (kv-router in
-the embedded mode and without a hub, watch-hub otherwise).
+"""etcd Watch service: a bidirectional stream per client, served from a WatcherRegistry (in
+kv-router without --watch-hub, in watch-hub otherwise).
 
 Limits: a client connection (one TCP connection, known by its peer address) holds at most
 `max_streams_per_connection` Watch streams at once; one more is refused with RESOURCE_EXHAUSTED
@@ -71,12 +71,12 @@ class StreamsPerPeer:
 
 
 class WatchService(rpc.WatchServicer):
-    def __init__(self, hub, fill_header, max_response_bytes: int, buffer_budget: int,
+    def __init__(self, registry, fill_header, max_response_bytes: int, buffer_budget: int,
                  max_watchers_per_stream: int = DEFAULT_MAX_WATCHERS,
                  max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION,
                  trust_known: bool = False):
         self.buffer_budget = buffer_budget
-        self.hub = hub
+        self.registry = registry
         self.fill = fill_header
         self.max_bytes = max_response_bytes
         self.max_watchers = max_watchers_per_stream
@@ -86,7 +86,7 @@ class WatchService(rpc.WatchServicer):
 
     async def Watch(self, request_iterator, context):
         peer = await self.per_peer.admit(context)
-        stream = WatchStream(self.hub, self.fill, self.max_bytes, self.buffer_budget,
+        stream = WatchStream(self.registry, self.fill, self.max_bytes, self.buffer_budget,
                              self.max_watchers, self.trust_known)
         self.streams.add(stream)
         reader = asyncio.create_task(self._read(request_iterator, stream))

@@ -21,7 +21,7 @@ import asyncio
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from .hub import Watcher, WatchHub
+from .registry import Watcher, WatcherRegistry
 
 DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 EMPTY_RANGE = "mvcc: watcher range is empty"
@@ -34,12 +34,12 @@ def too_many_watchers(limit: int) -> str:
 
 
 class WatchStream:
-    def __init__(self, hub: WatchHub, fill_header, max_response_bytes: int,
+    def __init__(self, registry: WatcherRegistry, fill_header, max_response_bytes: int,
                  buffer_budget: int = 64 * 1024 * 1024, max_watchers: int = DEFAULT_MAX_WATCHERS,
                  trust_known: bool = False):
         """trust_known: honour kubefabric_known_revision in requests (a watch-hub behind
         kv-router; an etcd client's value is ignored)."""
-        self.hub = hub
+        self.registry = registry
         self.trust_known = trust_known
         self.progress_known = 0  # a pending progress request is answered at or above it
         self.max_watchers = max_watchers
@@ -84,9 +84,9 @@ class WatchStream:
                   "waiting for the client; re-watch from the last revision received")
         for w in list(self.watchers.values()):
             self.watchers.pop(w.id, None)
-            self.hub.remove(w)
+            self.registry.remove(w)
             resp = pb.WatchResponse(watch_id=w.id, canceled=True, cancel_reason=reason)
-            self.fill(resp.header, self.hub.committed)
+            self.fill(resp.header, self.registry.committed)
             self.buffered += resp.ByteSize()  # counted like any response: taken() subtracts it
             self.out.put_nowait(resp)
         self.overflowed = False
@@ -110,7 +110,7 @@ class WatchStream:
         # etcd watches the key "\0" when no key is given
         rng = KeyRange.of(creq.key or b"\x00", creq.range_end)
         known = creq.kubefabric_known_revision if self.trust_known else 0
-        committed = max(self.hub.head, known)
+        committed = max(self.registry.head, known)
         if creq.watch_id and creq.watch_id in self.watchers:
             self._send_refused(DUPLICATE_ID, committed)
             return
@@ -131,7 +131,7 @@ class WatchStream:
         resp = pb.WatchResponse(watch_id=wid, created=True)
         self.fill(resp.header, committed)
         self._send(resp)
-        await self.hub.add(w, creq.start_revision, committed)
+        await self.registry.add(w, creq.start_revision, committed)
 
     def _send_refused(self, reason: str, revision: int) -> None:
         resp = pb.WatchResponse(watch_id=-1, created=True, canceled=True, cancel_reason=reason)
@@ -142,19 +142,19 @@ class WatchStream:
         w = self.watchers.pop(wid, None)
         if w is None:
             return
-        self.hub.remove(w)
+        self.registry.remove(w)
         resp = pb.WatchResponse(watch_id=wid, canceled=True)
-        self.fill(resp.header, self.hub.committed)
+        self.fill(resp.header, self.registry.committed)
         self._send(resp)
         self.on_synced()
 
     def close(self) -> None:
         self.closed = True
         for w in self.watchers.values():
-            self.hub.remove(w)
+            self.registry.remove(w)
         self.watchers.clear()
 
-    # ---- called by the hub ----
+    # ---- called by the registry ----
 
     def send_events(self, w: Watcher, revision: int, events: list) -> None:
         if w.closed:
@@ -178,7 +178,7 @@ class WatchStream:
 
     def cancel_compacted(self, w: Watcher, compact_rev: int) -> None:
         self.watchers.pop(w.id, None)
-        self.hub.remove(w)
+        self.registry.remove(w)
         # etcd marks the response canceled only when compact_revision != 0
         resp = pb.WatchResponse(watch_id=w.id, canceled=compact_rev != 0, compact_revision=compact_rev)
         self.fill(resp.header, 0)
@@ -187,9 +187,9 @@ class WatchStream:
 
     def cancel_with_reason(self, w: Watcher, reason: str) -> None:
         self.watchers.pop(w.id, None)
-        self.hub.remove(w)
+        self.registry.remove(w)
         resp = pb.WatchResponse(watch_id=w.id, canceled=True, cancel_reason=reason)
-        self.fill(resp.header, self.hub.committed)
+        self.fill(resp.header, self.registry.committed)
         self._send(resp)
         self.on_synced()
 
@@ -199,15 +199,15 @@ class WatchStream:
             return
         if any(not w.synced for w in self.watchers.values()):
             return
-        if self.hub.committed < max(self.hub.head, self.progress_known):
+        if self.registry.committed < max(self.registry.head, self.progress_known):
             # a remote shard acknowledged a revision its feed has not delivered yet: answer once
             # it has, so the progress revision is true for every watcher of the stream
-            self.hub.feed_waiters.add(self)
+            self.registry.feed_waiters.add(self)
             return
         self.progress_pending = False
         self.progress_known = 0
         resp = pb.WatchResponse(watch_id=-1)
-        self.fill(resp.header, self.hub.committed)
+        self.fill(resp.header, self.registry.committed)
         self._send(resp)
 
 

@@ -12,7 +12,7 @@ from kubefabric.rpc.server import (DEFAULT_MAX_REQUEST_BYTES, Keepalive, listen,
 from kubefabric.rpc.startup import StartupError
 from kubefabric.rpc.wire import register
 from kubefabric.tls import CertificateReloader
-from kubefabric.watch.hub import WatchHub
+from kubefabric.watch.registry import WatcherRegistry
 from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
 from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS
 
@@ -61,13 +61,13 @@ class RouterServer:
         self.shard = shard
         self.cfg = cfg
         if cfg.watch_hub:
-            self.hub = None
+            self.registry = None
             self.watch = WatchProxy(cfg.watch_hub, shard.state, max_message_bytes(cfg.max_request_bytes),
                                     cfg.max_watch_streams_per_connection)
         else:
-            self.hub = WatchHub(shard, cfg.progress_interval_s)
+            self.registry = WatcherRegistry(shard, cfg.progress_interval_s)
             # etcd splits fragmented watch responses at its gRPC receive limit, not the request limit
-            self.watch = WatchService(self.hub, shard.state.fill,
+            self.watch = WatchService(self.registry, shard.state.fill,
                                       max_message_bytes(cfg.max_request_bytes),
                                       cfg.watch_buffer_bytes, cfg.max_watchers_per_stream,
                                       cfg.max_watch_streams_per_connection)
@@ -97,17 +97,17 @@ class RouterServer:
                                    "and --key-file")
             else:
                 ports.append((addr, self.cfg.tls.credentials()))
-        if self.hub is not None:
-            self.hub.start()
+        if self.registry is not None:
+            self.registry.start()
         try:
             await listen(self.server, ports, "--listen-client-urls")
         except StartupError:
-            if self.hub is not None:
-                await self.hub.stop()
+            if self.registry is not None:
+                await self.registry.stop()
             raise
         await self.health.mark([""], serving=True)
         log.info("serving the etcd v3 API on %s", ", ".join(self.addresses))
-        if self.hub is None:
+        if self.registry is None:
             log.info("watch streams are relayed to watch-hub %s", ", ".join(self.watch.endpoints))
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -116,8 +116,8 @@ class RouterServer:
         await GATE.drain(grace)
         self.watch.close_all()
         self.lease.close_all()
-        if self.hub is not None:
-            await self.hub.stop()
+        if self.registry is not None:
+            await self.registry.stop()
         await self.server.stop(grace)
-        if self.hub is None:
+        if self.registry is None:
             await self.watch.close()

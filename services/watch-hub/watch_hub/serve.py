@@ -104,7 +104,7 @@ async def _serve(args, nats_tls) -> int:
     from kubefabric.events.bus import connect
     from kubefabric.rpc.server import LIVENESS, listen, make_server, max_message_bytes
     from kubefabric.rpc.wire import register
-    from kubefabric.watch.hub import WatchHub
+    from kubefabric.watch.registry import WatcherRegistry
 
     from .watch import HubWatchService
 
@@ -128,19 +128,19 @@ async def _serve(args, nats_tls) -> int:
         await server.stop(0)
         return 0
     nc, sources = ready.result()  # raises StartupError: the caller logs it
-    hub = WatchHub(sources.surface, args.watch_progress_notify_interval)
-    hub.start()
-    watch.serve(hub, sources.surface.state.fill)
+    registry = WatcherRegistry(sources.surface, args.watch_progress_notify_interval)
+    registry.start()
+    watch.serve(registry, sources.surface.state.fill)
     telemetry.metrics.add_source(telemetry.sources.router(sources.surface, watch))
     telemetry.metrics.add_source(telemetry.sources.hub(sources.subscriptions))
     await health.mark(READINESS, serving=True)
-    log.info("watch-hub ready at revision %d (shards: %s)", hub.committed, ", ".join(sources.shards))
+    log.info("watch-hub ready at revision %d (shards: %s)", registry.committed, ", ".join(sources.shards))
 
     await stop
     log.info("shutting down: ending watch streams")
     await health.enter_graceful_shutdown()
     watch.close_all()
-    await hub.stop()
+    await registry.stop()
     await server.stop(args.shutdown_grace)
     await sources.close()
     await nc.close()

@@ -28,7 +28,7 @@ class HubSources:
         self.nc = nc
         self.shards: dict = {}
         self.subscriptions: list[ShardSubscription] = []
-        self.surface = None          # what the WatchHub watches: one RemoteShard or a RoutedFeed
+        self.surface = None          # what the WatcherRegistry watches: one RemoteShard or a RoutedFeed
         self._broadcast = 0
         self._clock_task: asyncio.Task | None = None
 

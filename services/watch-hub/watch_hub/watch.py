@@ -15,11 +15,11 @@ class HubWatchService(WatchService):
         super().__init__(None, None, max_response_bytes, buffer_budget, max_watchers, max_streams,
                          trust_known=True)  # its clients are kv-routers
 
-    def serve(self, hub, fill_header) -> None:
-        self.hub, self.fill = hub, fill_header
+    def serve(self, registry, fill_header) -> None:
+        self.registry, self.fill = registry, fill_header
 
     async def Watch(self, request_iterator, context):
-        if self.hub is None:
+        if self.registry is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_READY)
         async for resp in super().Watch(request_iterator, context):
             yield resp

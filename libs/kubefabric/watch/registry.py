@@ -6,8 +6,9 @@ starts at or below the closed revision first replays history (from the shard's l
 events for it are buffered, then drains the buffer past the replayed revision and turns synced:
 nothing is skipped or repeated across the switch.
 
-The hub is transport-agnostic: kv-router feeds it from the in-process shard today and from
-watch-hub later; streams receive plain WatchResponse messages.
+The registry is transport-agnostic: kv-router feeds it from its shards (embedded, or a shard
+service's Feed RPC), watch-hub from the shards' NATS streams; streams receive plain WatchResponse
+messages.
 """
 from __future__ import annotations
 
@@ -66,14 +67,14 @@ def strip_prev(events: list[Event]) -> list[Event]:
     return [Event(type=e.type, kv=e.kv) if e.HasField("prev_kv") else e for e in events]
 
 
-class WatchHub:
+class WatcherRegistry:
     def __init__(self, shard, progress_interval: float = 600.0):
         self.shard = shard
         self.watchers: set[Watcher] = set()  # synced watchers
         self.catching_up: set[Watcher] = set()
         self.progress_interval = progress_interval
         self._task: asyncio.Task | None = None
-        # the last revision whose commits were delivered here: the hub's own position, which for
+        # the last revision whose commits were delivered here: the registry's own position, which for
         # a remote shard may trail the revisions its responses report
         self._committed = getattr(shard, "feed_committed", shard.state.committed)
         self.feed_waiters: set = set()  # streams waiting for the feed to reach `head`
