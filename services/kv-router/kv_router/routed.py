@@ -25,7 +25,7 @@ from kubefabric.etcd import checks, errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.query.routing import cross_query
-from kubefabric.topology.routed import RoutedFeed, span
+from kubefabric.topology.shardset import ShardSet, span
 
 from .crossrange import cross_range
 
@@ -43,7 +43,7 @@ def _compacted(exc: BaseException) -> bool:
     return isinstance(exc, EtcdError) and exc.message == errors.COMPACTED.message
 
 
-class RoutedShards(RoutedFeed):
+class RoutedShards(ShardSet):
     def __init__(self, topology, shards: dict, max_txn_ops: int = 128, merge: bool = True):
         """shards: name -> an opened shard (in-process Shard or RemoteShard), one per topology
         shard. merge=False: watches are served elsewhere (a watch-hub), no merged feed here."""

@@ -28,7 +28,7 @@ class HubSources:
         self.nc = nc
         self.shards: dict = {}
         self.subscriptions: list[ShardSubscription] = []
-        self.surface = None          # what the WatcherRegistry watches: one RemoteShard or a RoutedFeed
+        self.surface = None          # what the WatcherRegistry watches: one RemoteShard or a ShardSet
         self._broadcast = 0
         self._clock_task: asyncio.Task | None = None
 
@@ -43,8 +43,8 @@ class HubSources:
         if topology is None:
             (self.surface,) = self.shards.values()
         else:
-            from kubefabric.topology.routed import RoutedFeed
-            self.surface = RoutedFeed(topology, self.shards, sync=self._request_clock)
+            from kubefabric.topology.shardset import ShardSet
+            self.surface = ShardSet(topology, self.shards, sync=self._request_clock)
             self._clock_task = asyncio.create_task(self._clock_loop(), name="clock-broadcast")
         for shard in self.shards.values():
             sub = ShardSubscription(shard, self.nc)

@@ -1,5 +1,6 @@
-"""Several shards seen as one event source: the part of routing that kv-router and watch-hub
-share (DESIGN §3.5, §5). kv-router adds the KV, lease and maintenance surface on top.
+"""A shard set: several shards seen as one event source (one revision state, one merged feed,
+one history), the part of routing that kv-router and watch-hub share (DESIGN §3.5, §5).
+kv-router's RoutedShards adds the KV, lease and maintenance surface and the routing decisions.
 
 Invariants:
 - `state` has the identity of the default shard and the newest revision any shard reported.
@@ -24,24 +25,24 @@ def span(key: bytes, range_end: bytes) -> tuple[bytes, bytes | None]:
     return key, b"" if range_end == ALL else range_end
 
 
-class RoutedState:
+class ShardSetState:
     """Identity of the default shard; revisions across all shards."""
 
-    def __init__(self, routed: "RoutedFeed"):
-        self._routed = routed
+    def __init__(self, shard_set: "ShardSet"):
+        self._set = shard_set
         self.seen = 0  # the newest revision a read reported (it may precede its shard's state)
 
     @property
     def _default(self):
-        return self._routed.default.state
+        return self._set.default.state
 
     @property
     def committed(self) -> int:
-        return max(self.seen, *(s.state.committed for s in self._routed.shards.values()))
+        return max(self.seen, *(s.state.committed for s in self._set.shards.values()))
 
     @property
     def compact_rev(self) -> int:
-        return max(s.state.compact_rev for s in self._routed.shards.values())
+        return max(s.state.compact_rev for s in self._set.shards.values())
 
     @property
     def term(self) -> int:
@@ -61,7 +62,7 @@ class RoutedState:
         header.revision = self.committed if revision is None else revision
 
 
-class RoutedFeed:
+class ShardSet:
     def __init__(self, topology, shards: dict,
                  sync: Callable[[str, int], Awaitable] | None = None, merge: bool = True):
         """shards: name -> an opened shard (in-process Shard or RemoteShard), one per topology
@@ -70,7 +71,7 @@ class RoutedFeed:
         self.topology = topology
         self.shards = shards
         self.default = shards[topology.default]
-        self.state = RoutedState(self)
+        self.state = ShardSetState(self)
         self._sync = sync or self._sync_one
         self.feed = MergedFeed(shards, self._sync) if merge else None
 
