@@ -36,11 +36,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests"))
+from harness.servers import die_with_parent, free_port, wait_ready, wait_shard_ready
 
-from harness.servers import die_with_parent, free_port, wait_ready, wait_shard_ready  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 NOGC = "-nogc"
 DATABASES = {"kf-sqlite-svc": "sqlite", "kf-pg": "postgres", "kf-mysql": "mariadb"}

@@ -1,7 +1,8 @@
 """Shared test setup.
 
-tests/ is the root for the test helpers (harness/, differential/normalise.py), and the server
-fixtures live here so tests/differential, tests/etcdctl and tests/*.py share them.
+The test helpers are one package, `harness` (tests/harness, a workspace member installed with
+the dev group, so tests, bench/ and scripts import it without path edits); the server fixtures
+live here so tests/differential, tests/etcdctl and tests/*.py share them.
 
 The differential fixture: one test body, run against real etcd and against KubeFabric.
 
@@ -19,14 +20,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "differential"))
 
 from harness.client import Client
 from harness.mariadb import mariadb_kind, mariadb_server  # noqa: F401
@@ -34,7 +31,7 @@ from harness.nats import nats_server  # noqa: F401
 from harness.postgres import postgres_server, postgres_kind  # noqa: F401
 from harness.servers import (HUB_THREE_SHARDS, START, THREE_SHARDS, hub_flags, shard_flags, start_hub,
                              start_router, start_shard)
-from normalise import LeaseIds, to_plain
+from harness.normalise import LeaseIds, to_plain
 
 
 # Where the KubeFabric side of a differential test runs: "embedded" (`kubefabric serve`),

@@ -2,7 +2,7 @@
 revision, repeated, stale and future compactions, physical compaction and the header revision."""
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from kvhelpers import (EQUAL, MOD, VERSION, compact, compare, grant, put_op, random_history,
+from harness.kvhelpers import (EQUAL, MOD, VERSION, compact, compare, grant, put_op, random_history,
                        range_op, record_all, record_rev)
 
 L1 = 7001

@@ -10,7 +10,7 @@ import time
 
 from harness.stream import KeepAliveStream, NoResponse, WatchStream, by_watch_id
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-from normalise import to_plain
+from harness.normalise import to_plain
 
 EXPLICIT = {7, 100, 101, 102, 103, 200, 201, -5, 9000}
 

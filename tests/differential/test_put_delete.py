@@ -2,7 +2,7 @@
 ignore_value/ignore_lease, range and prefix deletes, no-op deletes and request errors."""
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from kvhelpers import grant, prefix_end, record_all, record_rev, revoke, seed
+from harness.kvhelpers import grant, prefix_end, record_all, record_rev, revoke, seed
 
 L1, L2, UNKNOWN = 7001, 7002, 7999
 

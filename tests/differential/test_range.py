@@ -4,7 +4,7 @@ from itertools import product
 
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from kvhelpers import (compact, prefix_end, put_op, random_history, record_all, record_rev,
+from harness.kvhelpers import (compact, prefix_end, put_op, random_history, record_all, record_rev,
                        seed)
 
 R = pb.RangeRequest

@@ -5,7 +5,7 @@ from itertools import product
 
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from kvhelpers import (CREATE, EQUAL, GREATER, LEASE, LESS, MOD, NOT_EQUAL, RESULTS, TARGETS,
+from harness.kvhelpers import (CREATE, EQUAL, GREATER, LEASE, LESS, MOD, NOT_EQUAL, RESULTS, TARGETS,
                        VALUE, VERSION, compact, compare, delete_op, grant, prefix_end, put_op,
                        range_op, record_all, record_rev, txn_op)
 

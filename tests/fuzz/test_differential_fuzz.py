@@ -1,7 +1,7 @@
 """Differential fuzzing: hypothesis generates sequences of up to 40 operations (Put, DeleteRange,
-Txn with nested Txns, Range, Compact, LeaseGrant/LeaseRevoke, Watch; fuzz_strategies.py), each
-sequence runs on a fresh etcd and a fresh `kubefabric serve` (fuzz_pairs.py), and every response
-and every watch event is compared as the `differential` fixture compares them (fuzz_ops.py says
+Txn with nested Txns, Range, Compact, LeaseGrant/LeaseRevoke, Watch; harness/fuzz/strategies.py), each
+sequence runs on a fresh etcd and a fresh `kubefabric serve` (harness/fuzz/pairs.py), and every response
+and every watch event is compared as the `differential` fixture compares them (harness/fuzz/ops.py says
 how watch events are collected).
 
 CI runs 25 examples, derandomized: the same examples on every run. A soak runs more, from a
@@ -28,9 +28,9 @@ import time
 import pytest
 from hypothesis import HealthCheck, Phase, given, note, seed, settings
 
-from fuzz_ops import Back, Cmp, Compact, Delete, Get, Grant, Put, Revoke, Txn, Watch, body_of  # noqa: F401
-from fuzz_pairs import PairPool, differential_on
-from fuzz_strategies import R, sequences
+from harness.fuzz.ops import Back, Cmp, Compact, Delete, Get, Grant, Put, Revoke, Txn, Watch, body_of  # noqa: F401
+from harness.fuzz.pairs import PairPool, differential_on
+from harness.fuzz.strategies import R, sequences
 
 SOAK = os.environ.get("KUBEFABRIC_SOAK", "")
 EXAMPLES = (500 if SOAK in ("1", "true", "yes") else int(SOAK)) if SOAK else \

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from fuzz_frames import (EGROUP, GRPC_LIMIT, I32, KEEPALIVE, LEN, MAX_REQUEST_BYTES, MIB, SGROUP,
+from harness.fuzz.frames import (EGROUP, GRPC_LIMIT, I32, KEEPALIVE, LEN, MAX_REQUEST_BYTES, MIB, SGROUP,
                          UNARY, VARINT, WATCH, channel, field_bytes, garbage, oversized, parses,
                          put_of_size, raw_stream, raw_unary, tag, varint, watch_create,
                          well_formed, wrong_wire_frames)

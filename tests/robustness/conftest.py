@@ -1,15 +1,12 @@
 """Fixtures of the robustness tests: servers that are always killed at teardown, and a way to
-print per-test figures even when pytest captures output. Helpers live in workload.py."""
+print per-test figures even when pytest captures output. Helpers live in harness.workload."""
 from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 from harness.servers import start_kubefabric
 

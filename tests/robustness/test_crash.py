@@ -24,7 +24,7 @@ from datetime import datetime
 import pytest
 
 from harness.client import Client, Failure
-from workload import Ledger, LeaseKeeper, Load, verify_store
+from harness.workload import Ledger, LeaseKeeper, Load, verify_store
 
 ITERATIONS = int(os.environ.get("KUBEFABRIC_CRASH_ITERATIONS", "5"))
 LEASE_TTL = 2          # seconds (the shortest lease KubeFabric grants)

@@ -15,7 +15,7 @@ import pytest
 
 from harness.servers import start_router, start_shard
 from test_crash import kill_under_load, verify_after_restart
-from workload import Ledger
+from harness.workload import Ledger
 
 ITERATIONS = int(os.environ.get("KUBEFABRIC_CRASH_ITERATIONS", "3"))
 

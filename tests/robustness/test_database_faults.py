@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from harness.client import Client, Failure
 from harness.servers import start_router, start_shard
-from workload import Ledger, Load, verify_store
+from harness.workload import Ledger, Load, verify_store
 
 BACKENDS = ["postgres", "mariadb"]
 KEY_LIMITS = {"postgres": 2676, "mariadb": 3056}

@@ -19,7 +19,7 @@ from harness.client import Client, Failure
 from harness.servers import start_router, start_shard
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
-from workload import Ledger, Load, verify_store
+from harness.workload import Ledger, Load, verify_store
 
 FAILOVER_LIMIT_S = 5.0  # "a new leader serves writes within a few seconds"
 BACKENDS = ["postgres", "mariadb", "sqlite"]

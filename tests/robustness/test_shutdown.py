@@ -30,7 +30,7 @@ import pytest
 from harness.client import Client, Failure
 from harness.servers import free_port
 from harness.stream import NoResponse, WatchStream
-from workload import ALL_KEYS, Ledger, LeaseKeeper, Load, open_watch, verify_store
+from harness.workload import ALL_KEYS, Ledger, LeaseKeeper, Load, open_watch, verify_store
 
 GRACE = 3.0
 

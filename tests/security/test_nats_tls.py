@@ -1,6 +1,6 @@
 """TLS and client certificates on the services → NATS hop, against a real nats-server that
 requires TLS and verifies client certificates (harness.nats.NatsTLS), with certificates made for
-this run (certs.py).
+this run (harness/certs.py).
 
 - A shard service and a watch-hub with --nats-ca-file and a client certificate from the CA the
   server trusts: a put through `kubefabric serve --shard ... --watch-hub ...` arrives on a
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from certs import CA, Pair
+from harness.certs import CA, Pair
 
 from harness.client import Client
 from harness.nats import NatsServer, NatsTLS

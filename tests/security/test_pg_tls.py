@@ -1,5 +1,5 @@
 """TLS on the shard service → PostgreSQL hop, against a private PostgreSQL 15 server (not the
-session's) with `ssl = on`, a certificate from a CA made for this run (certs.py), and pg_hba
+session's) with `ssl = on`, a certificate from a CA made for this run (harness/certs.py), and pg_hba
 rules that accept TCP over TLS only (`hostssl`), so a plaintext connection is refused:
 
 - `backend-pg --dsn ...?sslmode=verify-full&sslrootcert=<CA>` becomes ready, serves a put and a
@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import grpc
 import pytest
-from certs import CA, Pair
+from harness.certs import CA, Pair
 
 from harness.client import Client
 from harness.postgres import PASSWORD, ROLE, PostgresServer

@@ -1,5 +1,5 @@
 """TLS and mTLS on the kv-router → shard service hop and between a shard's replicas, with
-certificates made for this run (certs.py).
+certificates made for this run (harness/certs.py).
 
 - kv-router with --shard-ca-file/--shard-cert-file/--shard-key-file in front of a shard service
   that requires client certificates (--trusted-ca-file): put, get and watch through the router.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from certs import CA, Pair
+from harness.certs import CA, Pair
 
 from harness.client import Client, Failure
 from harness.servers import Server, free_port, start_router, start_shard, wait_shard_ready

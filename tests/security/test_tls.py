@@ -1,4 +1,4 @@
-"""TLS and mTLS on the client port (kv_router/tls.py), with certificates made for this run (certs.py).
+"""TLS and mTLS on the client port (kv_router/tls.py, kubefabric/tls/), with certificates made for this run (harness/certs.py).
 
 - TLS put/get with the CA; an http:// listener beside an https:// one stays plaintext.
 - --client-cert-auth (and, as in etcd, --trusted-ca-file alone): no client certificate, one from
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from certs import CA, Pair
+from harness.certs import CA, Pair
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 

@@ -1,7 +1,7 @@
 """Shard conformance: the storage model (DESIGN §2) and the revision invariants (DESIGN §3),
 driven in-process on `Shard` over every store kind of `store_factory` (see conftest.py).
 
-Expected results come from shardkit.Model (etcd's MVCC semantics), never from the shard itself.
+Expected results come from harness.shard.model.Model (etcd's MVCC semantics), never from the shard itself.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
 from kubefabric.shard import core
-from shardkit import (EVERY_KEY, Recorder, check_every_revision, check_request, expect, head, log_rows, opened,
+from harness.shard.kit import (EVERY_KEY, Recorder, check_every_revision, check_request, expect, head, log_rows, opened,
                       outcome, random_history, run_shard, show, without_prev)
-from shardmodel import Model, prefix_end
+from harness.shard.model import Model, prefix_end
 
 ALL = dict(key=b"\x00", range_end=b"\x00")
 

@@ -1,7 +1,7 @@
 """Model-based test of a shard: hypothesis runs random sequences of puts, delete ranges, txns with
 compares, ranges (at the head and at random past, compacted or future revisions), physical
 compactions, lease grants and revokes, clock syncs and restarts against one Shard, and the
-in-memory model of etcd's MVCC store (shardkit.Model) predicts every response: kvs, count, more,
+in-memory model of etcd's MVCC store (harness.shard.model.Model) predicts every response: kvs, count, more,
 deleted, prev_kv(s), succeeded, header revision and the COMPACTED / FUTURE_REV / lease errors.
 After every step, the log table holds exactly the rows compaction must keep, and the shard's
 history equals what its listener received (and the model's events, prev_kv aside: that is
@@ -28,9 +28,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.shard.core import Shard
-from shardgen import LEASES, Draw, gen_delete, gen_put, gen_range, gen_txn
-from shardkit import EVERY_KEY, Recorder, check_request, expect, head, log_rows, outcome, show, without_prev
-from shardmodel import Model
+from harness.shard.gen import LEASES, Draw, gen_delete, gen_put, gen_range, gen_txn
+from harness.shard.kit import EVERY_KEY, Recorder, check_request, expect, head, log_rows, outcome, show, without_prev
+from harness.shard.model import Model
 
 SOAK = os.environ.get("KUBEFABRIC_SOAK") == "1"
 SHRINK = SOAK or os.environ.get("KUBEFABRIC_SHRINK") == "1"

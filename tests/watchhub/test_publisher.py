@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import time
 
-from bus import check_chain, committed_revisions, heartbeats, publish, stream_messages
+from harness.eventstream import check_chain, committed_revisions, heartbeats, publish, stream_messages
 from harness.client import Client
 from harness.nats import NatsServer
 from harness.servers import start_router, start_shard

@@ -3,7 +3,7 @@ differential comparison of tests/conftest.py for one body run on both servers of
 
 Starting `kubefabric serve` takes seconds, so the pool keeps the next pair(s) starting in the
 background while an example runs, and kills and deletes a used pair in the background too.
-Recordings are normalised exactly as the `differential` fixture does (tests/differential/normalise.py)
+Recordings are normalised exactly as the `differential` fixture does (harness/normalise.py)
 and compared label by label with the same messages. KUBEFABRIC_DIFF_AGAINST=etcd runs the second
 side on etcd as well (a determinism check of the generated bodies, as for the fixture).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness.client import Client
 from harness.servers import START, Server
-from normalise import LeaseIds, to_plain
+from harness.normalise import LeaseIds, to_plain
 
 KINDS = ("etcd", "kubefabric")
 

@@ -7,7 +7,7 @@ import random
 from hypothesis import strategies as st
 
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-from shardmodel import Model, prefix_end
+from harness.shard.model import Model, prefix_end
 
 C = pb.Compare
 

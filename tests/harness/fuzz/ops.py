@@ -16,7 +16,7 @@ before going on (so a compaction never races a watcher's catch-up, and prev_kv i
 state), and at the end records each watcher's flat list: its control responses (created,
 compaction) and events in arrival order. The model is checked against etcd: where etcd does not
 send what the model expects, the etcd side fails ("model") and the model must be fixed.
-Sorted Ranges are recorded with their ties as groups (fuzz_ties.py).
+Sorted Ranges are recorded with their ties as groups (harness/fuzz/ties.py).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from fuzz_ties import range_plain, txn_plain
+from harness.fuzz.ties import range_plain, txn_plain
 from harness.client import Failure
 from harness.stream import NoResponse, WatchStream
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
@@ -250,7 +250,7 @@ class Runner:
         elif isinstance(op, Get):
             resp = self.call(kv.Range, req := op.request(now))
             if not isinstance(resp, Failure):
-                return range_plain(req, resp)  # ties of a sort compared as groups (fuzz_ties.py)
+                return range_plain(req, resp)  # ties of a sort compared as groups (harness/fuzz/ties.py)
         elif isinstance(op, Txn):
             resp = self.call(kv.Txn, req := op.request(now))
             if not isinstance(resp, Failure):

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for fuzz_ops sequences.
+"""Hypothesis strategies for harness.fuzz.ops sequences.
 
 Keys are short words over a small alphabet that collides often and holds the awkward bytes
 (NUL, 0xff, lone UTF-8 lead and continuation bytes, SQL LIKE metacharacters, backslash), plus
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from fuzz_ops import (ALL_LEASES, Back, Cmp, Compact, Delete, Get, Grant, Put, Revoke, Txn,
+from harness.fuzz.ops import (ALL_LEASES, Back, Cmp, Compact, Delete, Get, Grant, Put, Revoke, Txn,
                       Watch)
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-from kvhelpers import prefix_end
+from harness.kvhelpers import prefix_end
 
 PIECES = [b"a", b"b", b"\x00", b"\xff", b"%", b"_", b"\\", b"\xc3", b"\x80", b"/"]
 R = pb.RangeRequest

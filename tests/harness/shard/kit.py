@@ -1,6 +1,6 @@
 """Shared by the shard tests: a Shard run in-process, a listener recorder, comparable outcomes,
-and the checks that hold a shard to the model (shardmodel.Model) over generated requests
-(shardgen).
+and the checks that hold a shard to the model (harness.shard.model.Model) over generated requests
+(harness.shard.gen).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
 from kubefabric.shard.core import Shard
-from shardgen import LEASES, Draw, gen_write
-from shardmodel import Model
+from harness.shard.gen import LEASES, Draw, gen_write
+from harness.shard.model import Model
 
 EVERY_KEY = KeyRange(b"\x00", b"")
 

@@ -1,4 +1,4 @@
-"""The one normalisation the fuzz runner adds to tests/differential/normalise.py: the order of
+"""The one normalisation the fuzz runner adds to harness/normalise.py: the order of
 ties in a sorted Range.
 
 etcd sorts a Range by VERSION, CREATE, MOD or VALUE with Go's sort.Sort (pdqsort, not stable
@@ -12,7 +12,7 @@ not in the response: all kvs form one group. Everything else stays compared fiel
 from __future__ import annotations
 
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-from normalise import to_plain
+from harness.normalise import to_plain
 
 R = pb.RangeRequest
 _SORT_VALUE = {R.VERSION: lambda kv: kv.version, R.CREATE: lambda kv: kv.create_revision,
