@@ -18,7 +18,7 @@ import pytest
 from harness.client import Client, Failure
 from harness.servers import start_router, start_shard
 from test_database_faults import new_database, wait_for
-from workload import Ledger, Load
+from harness.workload import Ledger, Load
 
 ALLOWED = {
     "kubefabric: the shard's database is unavailable",  # the request was not applied

@@ -13,7 +13,7 @@ import pytest
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
-from shardkit import run_shard
+from harness.shard.kit import run_shard
 
 L = qpb.LabelRequirement
 F = qpb.FieldRequirement

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import ssl
 
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
+from kubefabric.rpc import startup
+from kubefabric.rpc.startup import StartupError
 
 from . import auth, metrics
 from .crd import CRDError, load_directory
@@ -16,39 +17,33 @@ from .registry import Registry
 log = logging.getLogger("kubefabric.aggregation")
 
 
-class StartupError(Exception):
-    """A setting or dependency that keeps the server from starting; one line, exit code 2."""
-
-
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
+    return startup.run(lambda: _checked(args), args.event_loop, log)
+
+
+def _checked(args: argparse.Namespace):
+    """The settings checked (StartupError); the server's coroutine."""
+    if not args.crd_dir:
+        raise StartupError("--crd-dir (or KUBEFABRIC_CRD_DIR) is required: the directory of "
+                           "CustomResourceDefinition manifests to serve")
     try:
-        if not args.crd_dir:
-            raise StartupError("--crd-dir (or KUBEFABRIC_CRD_DIR) is required: the directory of "
-                               "CustomResourceDefinition manifests to serve")
-        try:
-            resources = load_directory(args.crd_dir)
-        except (CRDError, OSError) as err:
-            raise StartupError(f"--crd-dir: {err}") from None
-        if not resources:
-            raise StartupError(f"--crd-dir {args.crd_dir}: no CustomResourceDefinition found")
-        from .hooks import HookError, attach_hooks
-        try:
-            attach_hooks(resources, args.crd_dir)
-        except HookError as err:
-            raise StartupError(str(err)) from None
-        host, _, port = args.listen_address.rpartition(":")
-        if not host or not port.isdigit():
-            raise StartupError(f"--listen-address {args.listen_address!r}: use host:port")
-        if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
-            raise StartupError("--tls-cert-file and --tls-private-key-file go together")
-        if args.event_loop == "uvloop":
-            import uvloop
-            return uvloop.run(_serve(args, Registry(resources), host.strip("[]"), int(port)))
-        return asyncio.run(_serve(args, Registry(resources), host.strip("[]"), int(port)))
-    except StartupError as err:
-        log.error("%s", err)
-        return 2
+        resources = load_directory(args.crd_dir)
+    except (CRDError, OSError) as err:
+        raise StartupError(f"--crd-dir: {err}") from None
+    if not resources:
+        raise StartupError(f"--crd-dir {args.crd_dir}: no CustomResourceDefinition found")
+    from .hooks import HookError, attach_hooks
+    try:
+        attach_hooks(resources, args.crd_dir)
+    except HookError as err:
+        raise StartupError(str(err)) from None
+    host, _, port = args.listen_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise StartupError(f"--listen-address {args.listen_address!r}: use host:port")
+    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
+        raise StartupError("--tls-cert-file and --tls-private-key-file go together")
+    return _serve(args, Registry(resources), host.strip("[]"), int(port))
 
 
 async def _auth(args) -> tuple[auth.Authenticator, auth.Authorizer, list[str], auth.Reviewer | None]:
