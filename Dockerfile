@@ -45,6 +45,8 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # needs nothing from /src.
 COPY libs/ libs/
 COPY services/ services/
+# the test harness member: its pyproject.toml only, for the workspace (--no-dev never installs it)
+COPY tests/pyproject.toml tests/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable \
     && /opt/kubefabric/bin/kubefabric --help > /dev/null

@@ -20,6 +20,8 @@ import sys
 from kubefabric.config import Flag, add_flags, duration
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
+from kubefabric.rpc import startup
+from kubefabric.rpc.startup import StartupError
 
 log = logging.getLogger("kubefabric.trigger")
 
@@ -72,17 +74,10 @@ def command(subparsers) -> None:
     st.set_defaults(func=run_status)
 
 
-class StartupError(Exception):
-    pass
-
-
 def client_tls(args):
     if not (args.ca_file or args.cert_file or args.key_file):
         return None
-    try:
-        from kubefabric.tls import ClientTLS  # after the seams refactor
-    except ImportError:
-        from kubefabric.tlsconfig import ClientTLS
+    from kubefabric.tls import ClientTLS
     return ClientTLS(args.ca_file, args.cert_file, args.key_file)
 
 
@@ -96,32 +91,30 @@ def client_for(args):
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
+    return startup.run(lambda: _checked(args), args.event_loop, log)
+
+
+def _checked(args: argparse.Namespace):
+    """The settings checked (StartupError); the service's coroutine."""
+    if args.lease_ttl < 2:
+        raise StartupError("--lease-ttl: at least 2 seconds")
+    if args.checkpoint_interval <= 0:
+        raise StartupError("--checkpoint-interval: must be above 0")
     try:
-        if args.lease_ttl < 2:
-            raise StartupError("--lease-ttl: at least 2 seconds")
-        if args.checkpoint_interval <= 0:
-            raise StartupError("--checkpoint-interval: must be above 0")
+        args.service_url_template.format(scheme="http", name="n", namespace="ns", port=80)
+    except (KeyError, IndexError, ValueError) as err:
+        raise StartupError(f"--service-url-template: unknown field {err}") from None
+    file_triggers = []
+    if args.triggers:
+        from .sources import SourceError, load_file
         try:
-            args.service_url_template.format(scheme="http", name="n", namespace="ns", port=80)
-        except (KeyError, IndexError, ValueError) as err:
-            raise StartupError(f"--service-url-template: unknown field {err}") from None
-        file_triggers = []
-        if args.triggers:
-            from .sources import SourceError, load_file
-            try:
-                file_triggers = load_file(args.triggers)
-            except SourceError as err:
-                raise StartupError(str(err)) from None
-        if not file_triggers and not args.cluster_triggers:
-            raise StartupError("nothing to run: give --triggers FILE or leave --cluster-triggers on")
-        client_for(args)  # check the endpoints before starting
-        if args.event_loop == "uvloop":
-            import uvloop
-            return uvloop.run(_serve(args, file_triggers))
-        return asyncio.run(_serve(args, file_triggers))
-    except StartupError as err:
-        log.error("%s", err)
-        return 2
+            file_triggers = load_file(args.triggers)
+        except SourceError as err:
+            raise StartupError(str(err)) from None
+    if not file_triggers and not args.cluster_triggers:
+        raise StartupError("nothing to run: give --triggers FILE or leave --cluster-triggers on")
+    client_for(args)  # check the endpoints before starting
+    return _serve(args, file_triggers)
 
 
 async def _serve(args, file_triggers) -> int:
