@@ -85,3 +85,35 @@ def widget(name: str, namespace: str = "default", **fields) -> tuple[bytes, byte
            "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}",
                         "generation": 1, "labels": fields.pop("labels", {})}, **fields}
     return f"/registry/example.com/widgets/{namespace}/{name}".encode(), json.dumps(obj).encode()
+
+
+def secret(name: str, data: dict, namespace: str = "default") -> tuple[bytes, bytes]:
+    """A Secret as JSON (kube-apiserver stores built-ins as protobuf; the decoder reads both)."""
+    import base64
+    obj = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+           "metadata": {"name": name, "namespace": namespace, "uid": f"uid-secret-{name}"},
+           "data": {k: base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode()
+                    for k, v in data.items()}}
+    return f"/registry/secrets/{namespace}/{name}".encode(), json.dumps(obj).encode()
+
+
+def service(name: str, ports: list[dict], namespace: str = "default") -> tuple[bytes, bytes]:
+    obj = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+           "spec": {"ports": ports}}
+    return f"/registry/services/specs/{namespace}/{name}".encode(), json.dumps(obj).encode()
+
+
+def deployment(name: str, namespace: str = "default", labels=None, available: int = 0) -> tuple[bytes, bytes]:
+    obj = {"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1,
+                        "labels": labels or {}},
+           "spec": {"replicas": 3}, "status": {"availableReplicas": available}}
+    return f"/registry/deployments/{namespace}/{name}".encode(), json.dumps(obj).encode()
+
+
+def run_cli(endpoint: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "kubefabric.cli", "trigger", *args,
+                          "--endpoints", f"http://{endpoint}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout

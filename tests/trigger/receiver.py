@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from harness.servers import free_port
 
@@ -21,6 +22,7 @@ class Call:
     headers: dict
     body: bytes
     status: int = 0
+    peer_cert: object = None
 
     @property
     def ce_id(self) -> str:
@@ -40,8 +42,9 @@ class Behaviour:
 
 
 class Receiver:
-    def __init__(self):
+    def __init__(self, ssl_context=None):
         self.port = free_port()
+        self.ssl_context = ssl_context
         self.calls: list[Call] = []
         self.lock = threading.Lock()
         self.plan = None            # plan(call_number, Call) -> Behaviour, or None: 200
@@ -55,7 +58,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -63,13 +66,16 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
-        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port,
+                                                            ssl_context=self.ssl_context).start())
         self._ready.set()
         self._loop.run_forever()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        call = Call(time.monotonic(), request.method, request.path_qs, dict(request.headers), body)
+        call = Call(time.monotonic(), request.method, request.path_qs, CIMultiDict(request.headers), body)
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        call.peer_cert = peer
         with self.lock:
             n = len(self.calls)
             self.calls.append(call)
