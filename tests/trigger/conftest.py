@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -67,7 +68,7 @@ def start_trigger(tmp_path):
     yield start
     for s in started:
         s.stop()
-        if s.proc.returncode not in (0, -9, None):
+        if s.proc.returncode not in (0, -9, None) or os.environ.get("KF_TRIGGER_LOGS"):
             print(f"trigger exited {s.proc.returncode}:\n{s.log()[-4000:]}")
 
 
@@ -117,3 +118,24 @@ def run_cli(endpoint: str, *args: str) -> str:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def records(c, prefix: bytes) -> list[dict]:
+    """The JSON records under a /kubefabric/trigger/ prefix (read directly: quicker than the CLI)."""
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    return [json.loads(kv.value) for kv in c.get(prefix, range_end=end).kvs]
+
+
+def statuses(c) -> dict:
+    return {r["trigger"]: r["status"] for r in records(c, b"/kubefabric/trigger/status/")}
+
+
+def wait_until(fn, timeout: float = 60.0, what: str = "a condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
