@@ -200,10 +200,13 @@ def test_validation_errors(agg, ns):
     assert st["message"] == (
         'Widget.example.kubefabric.io "bad" is invalid: [spec.color: Unsupported value: "purple": '
         'supported values: "red", "green", "blue", spec.replicas: Invalid value: -1: '
-        'spec.replicas in body should be greater than or equal to 0]')
+        'spec.replicas in body should be greater than or equal to 0, .spec.replicas: Invalid '
+        'value: -1: should be a non-negative integer, <nil>: Invalid value: null: some validation '
+        'rules were not checked because the object was invalid; correct the existing errors to '
+        'complete validation]')
     code, st = agg.fail("POST", path(ns), widget("cel", replicas=20, maxReplicas=5))
     assert st["message"] == ('Widget.example.kubefabric.io "cel" is invalid: spec: Invalid value: '
-                             '"object": replicas must not exceed maxReplicas')
+                             'replicas must not exceed maxReplicas')
     code, st = agg.fail("POST", path(ns), {**widget("noc"), "spec": {}})
     assert "spec.color: Required value" in st["message"]
     code, st = agg.fail("POST", path(ns), widget("Upper"))
@@ -214,7 +217,8 @@ def test_pruning_and_field_validation(agg, ns):
     body = widget("p1", unknown=1)
     code, text = agg.request("POST", path(ns, query="fieldValidation=Strict"), body)
     assert code == 400
-    assert json.loads(text)["message"] == 'strict decoding error: unknown field "spec.unknown"'
+    assert json.loads(text)["message"] == ('Widget in version "v1" cannot be handled as a Widget: '
+                                           'strict decoding error: unknown field "spec.unknown"')
     created = agg.json("POST", path(ns), body)
     assert "unknown" not in created["spec"]
 
@@ -240,7 +244,7 @@ def test_delete_preconditions_and_collection(agg, ns):
     agg.json("POST", path(ns), widget("d2", labels={"tier": "x"}))
     agg.json("POST", path(ns), widget("d3", labels={"tier": "y"}))
     code, st = agg.fail("DELETE", path(ns, "d1"), {"preconditions": {"uid": "other"}})
-    assert code == 409 and "Precondition failed: UID in precondition: other" in st["message"]
+    assert code == 409 and "the UID in the precondition (other) does not match" in st["message"]
     gone = agg.json("DELETE", path(ns, query="labelSelector=tier%3Dx"))
     assert gone["kind"] == "WidgetList" and sorted(names(gone)) == ["d1", "d2"]
     assert names(agg.json("GET", path(ns))) == ["d3"]
@@ -410,11 +414,21 @@ def test_watch_initial_events_and_bookmark(agg, ns):
     assert code == 422 and "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan" in st["message"]
 
 
-def test_readyz_and_shutdown(tmp_path, stack):
+def test_shutdown_ends_watches(tmp_path, stack):
+    """SIGTERM: open watch streams end (clients re-watch), the process exits 0 promptly."""
     kf, _ = stack
-    agg = start_aggregation(tmp_path, kf.url)
-    code, _ = agg.request("GET", "/readyz")
-    assert code == 200
+    agg = start_aggregation(tmp_path, kf.url, extra=["--auth", "none", "--event-loop", "uvloop",
+                                                     "--shutdown-grace", "2s"])
+    assert agg.request("GET", "/readyz")[0] == 200
+    ended = threading.Event()
+
+    def watch():
+        agg.watch(path("shutdown", query="watch=1&resourceVersion=1"), timeout=60)
+        ended.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    time.sleep(1)
     t0 = time.monotonic()
-    assert agg.stop(timeout=20) == 0
+    assert agg.stop(timeout=30) == 0, agg.log()[-2000:]
     assert time.monotonic() - t0 < 15
+    assert ended.wait(10), "the watch stream did not end"

@@ -151,10 +151,10 @@ def test_cel_rules():
         "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}, "name": {"type": "string"}}}}}
     errs = cel.validate({"spec": {"min": 3, "max": 1, "name": "Ab"}}, cel._MISSING, s)
     assert [str(e) for e in errs] == [
-        'spec: Invalid value: "object": min must not exceed max',
-        'spec: Invalid value: "object": failed rule: self.name.lowerAscii() == self.name']
+        'spec: Invalid value: min must not exceed max',
+        'spec: Invalid value: failed rule: self.name.lowerAscii() == self.name']
     errs = cel.validate({"spec": {"min": 1, "max": 5, "name": "a"}}, {"spec": {"min": 2, "max": 5, "name": "a"}}, s)
-    assert [str(e) for e in errs] == ['spec.min: Invalid value: "object": min may only grow']
+    assert [str(e) for e in errs] == ['spec.min: Invalid value: min may only grow']
 
 
 def test_crd_loading(tmp_path):

@@ -127,7 +127,7 @@ def start_aggregation(workdir: Path, kv_router: str, crd_dir: Path = CRDS,
     proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir,
                             preexec_fn=die_with_parent, env={**os.environ, **(env or {})})
     agg = Aggregation(port, proc, log)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"kubefabric aggregation exited with {proc.returncode}:\n{agg.log()}")
@@ -140,5 +140,5 @@ def start_aggregation(workdir: Path, kv_router: str, crd_dir: Path = CRDS,
             pass
         if time.monotonic() > deadline:
             agg.stop()
-            raise RuntimeError(f"kubefabric aggregation not ready after 60s:\n{agg.log()}")
+            raise RuntimeError(f"kubefabric aggregation not ready after 180s:\n{agg.log()}")
         time.sleep(0.1)

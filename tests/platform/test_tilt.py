@@ -28,7 +28,7 @@ BUILD = REPO.parent / "shared" / "tools" / "tilt" / "build.sh"
 APPS = {"kv-router", "backend-pg", "backend-mysql"}
 SERVICES = APPS | {"watch-hub"}  # KubeFabric's own processes; the hub is labelled "events"
 K8S_MANIFESTS = SERVICES | {"postgresql", "mariadb", "nats", "smoke", "uncategorized"}
-LOCAL_MANIFESTS = SERVICES | {"postgres", "mariadb", "nats", "smoke", "uv-sync"}
+LOCAL_MANIFESTS = SERVICES | {"postgres", "mariadb", "nats", "smoke", "uv-sync", "aggregation"}
 # The first build on a machine takes minutes; any test of this module may be the one that waits.
 pytestmark = pytest.mark.timeout(1500)
 
@@ -83,7 +83,8 @@ def manifests(data: dict) -> dict[str, dict]:
 
 def test_tilt_ci_local_mode(tilt):
     names = ["ROUTER", "PG_SHARD", "MYSQL_SHARD", "HUB", "POSTGRES", "MARIADB", "NATS", "NATS_HTTP",
-             "ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS", "HUB_METRICS"]
+             "ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS", "HUB_METRICS",
+             "AGGREGATION", "AGGREGATION_METRICS"]
     ports = dict(zip(names, free_ports(len(names))))
     # Not pytest's tmp_path: PostgreSQL runs as the postgres OS user when we are root, and
     # pytest's temp root is private to root.
@@ -136,7 +137,10 @@ def test_local_mode_resources(tilt):
     assert deps["watch-hub"] == {"nats", "backend-pg", "backend-mysql"}
     assert deps["kv-router"] == {"backend-pg", "backend-mysql", "watch-hub"}
     assert deps["smoke"] == {"kv-router"}
-    for name in SERVICES | {"postgres", "mariadb", "nats"}:
+    assert deps["aggregation"] == {"kv-router"} and labels["aggregation"] == {"apps"}
+    probe = found["aggregation"]["DeployTarget"]["ReadinessProbe"]["httpGet"]
+    assert (probe["scheme"], probe["path"]) == ("HTTPS", "/readyz")
+    for name in SERVICES | {"postgres", "mariadb", "nats", "aggregation"}:
         target = found[name]["DeployTarget"]
         assert target["ServeCmd"]["Argv"], name
         assert target["ReadinessProbe"], f"{name} has a readiness probe"

@@ -153,6 +153,10 @@ class Authenticator:
                 if key.lower().startswith(prefix.lower()):
                     extra_key = urllib.parse.unquote(key[len(prefix):]).lower()
                     extra.setdefault(extra_key, []).extend(headers.getall(key))
+        # as kube-apiserver's AuthenticatedGroupAdder: every authenticated user is in
+        # system:authenticated (RBAC's discovery and public-info roles are bound to it)
+        if "system:authenticated" not in groups and "system:unauthenticated" not in groups:
+            groups.append("system:authenticated")
         return User(name, tuple(groups), tuple((k, tuple(v)) for k, v in sorted(extra.items())), uid)
 
     async def _from_token(self, token: str) -> User | None:

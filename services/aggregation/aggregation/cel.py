@@ -157,8 +157,7 @@ def _check(rule: dict, value: Any, old: Any, s: dict, path: str) -> FieldError |
         field_path = path + rule["fieldPath"] if rule["fieldPath"].startswith("[") else \
             _join(path, rule["fieldPath"].lstrip("."))
     kind = _REASONS.get(rule.get("reason", ""), "Invalid")
-    if kind == "Invalid":
-        return fe.invalid(field_path, _type_name(s), _message(rule))
+    # kube-apiserver leaves the value out of CEL failures
     return fe.FieldError(kind, field_path, detail=_message(rule))
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-KEY_ROOT = "/registry"
+from kubefabric import k8s
+
 _KUBE_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -81,9 +82,9 @@ class Resource:
         return self.served_versions[0]
 
     def prefix(self, namespace: str | None = None) -> str:
-        """The key prefix of every object (namespace None) or of one namespace's objects."""
-        base = f"{KEY_ROOT}/{self.group}/{self.plural}/"
-        return base + f"{namespace}/" if namespace else base
+        """The key prefix of every object (namespace None) or of one namespace's objects:
+        kube-apiserver's layout for a custom resource (kubefabric.k8s)."""
+        return k8s.resource_prefix(self.group, self.plural, namespace or None).decode()
 
     def key(self, namespace: str | None, name: str) -> str:
         return self.prefix(namespace if self.namespaced else None) + name

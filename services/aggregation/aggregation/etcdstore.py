@@ -67,6 +67,12 @@ class EtcdStore:
             r = await self.router.kv.range(b"\0", count_only=True)
         return r.revision
 
+    async def count(self, start: str, end: str, revision: int) -> int:
+        with _Errors("count"):
+            r = await self.router.kv.range(start.encode(), end.encode(), revision=revision,
+                                           count_only=True)
+        return r.count
+
     async def query(self, start: str, end: str, revision: int, limit: int,
                     labels: tuple[Requirement, ...], fields: tuple[Requirement, ...]) -> Page:
         lreqs = [qpb.LabelRequirement(key=r.key, operator=_LABEL_OPS[r.op], values=list(r.values))

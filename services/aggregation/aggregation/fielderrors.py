@@ -92,9 +92,18 @@ def duplicate(field: str, value: Any) -> FieldError:
 
 def to_status(group: str, kind: str, name: str, errors: list[FieldError]) -> status.ApiError:
     """kube-apiserver's NewInvalid: `Kind.group "name" is invalid: <errors>`."""
-    texts = [str(e) for e in errors]
+    texts = list(dict.fromkeys(str(e) for e in errors))  # the message lists each error once
     joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
     qualified = f"{kind}.{group}" if group else kind
     details = {"name": name} if name else {}
     details.update({"group": group, "kind": kind, "causes": [e.cause() for e in errors]})
     return status.ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {joined}', details)
+
+
+def options_invalid(kind: str, errors: list[FieldError]) -> status.ApiError:
+    """A request's options (ListOptions, CreateOptions, ...) refused: 422 on meta.k8s.io."""
+    texts = list(dict.fromkeys(str(e) for e in errors))
+    joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
+    return status.ApiError(422, "Invalid", f'{kind}.meta.k8s.io "" is invalid: {joined}',
+                           {"group": "meta.k8s.io", "kind": kind,
+                            "causes": [e.cause() for e in errors]})

@@ -12,20 +12,20 @@ import base64
 import json
 from typing import Any
 
+from kubefabric import k8s
+
 from . import status
 from .registry import Served
 from .store import KV
 
 
 def decode(kv: KV, served: Served) -> dict:
+    """The stored object (kubefabric.k8s, the one decoder of stored objects) at the requested
+    version."""
     try:
-        obj = json.loads(kv.value)
-    except (ValueError, UnicodeDecodeError):
-        raise status.internal(f"the stored value of {kv.key} is not a JSON object") from None
-    if not isinstance(obj, dict):
-        raise status.internal(f"the stored value of {kv.key} is not a JSON object")
-    meta = obj.setdefault("metadata", {})
-    meta["resourceVersion"] = str(kv.mod_revision)
+        obj = k8s.decode(kv.key, kv.value, kv.mod_revision)
+    except k8s.DecodeError as err:
+        raise status.internal(str(err)) from None
     obj["apiVersion"] = served.api_version
     return obj
 
@@ -58,17 +58,25 @@ def encode_continue(next_key: str, prefix: str, revision: int) -> str:
 
 
 def decode_continue(token: str, prefix: str) -> tuple[str, int]:
-    """(the key to continue from, the revision; -1 means the newest)."""
+    """(the key to continue from, the revision; -1 means the newest). Errors worded as
+    kube-apiserver's (which reports Go's base64 and JSON decoding errors)."""
     def invalid(why: str) -> status.ApiError:
         return status.bad_request(f"invalid continue token: continue key is not valid{why}")
+    alphabet = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    bad = next((i for i, c in enumerate(token) if c not in alphabet), None)
+    if bad is None and len(token) % 4 == 1:
+        bad = len(token) - 1
+    if bad is not None:
+        raise invalid(f": illegal base64 data at input byte {bad}")
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     try:
-        data: Any = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        data: Any = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise invalid("") from None
+        raise invalid(f": {_json_error(raw)}") from None
     if not isinstance(data, dict):
-        raise invalid("")
+        raise invalid(": json: cannot unmarshal into Go value of type storage.continueToken")
     if data.get("v") != "meta.k8s.io/v1":
-        raise invalid(": server does not recognize this encoded version")
+        raise invalid(f": server does not recognize this encoded version {data.get('v', '')}")
     rv, start = data.get("rv"), data.get("start")
     if not isinstance(rv, int) or rv == 0:
         raise invalid(": incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
@@ -76,8 +84,28 @@ def decode_continue(token: str, prefix: str) -> tuple[str, int]:
         raise invalid(": encoded start key empty (version meta.k8s.io/v1)")
     key = start if start.startswith("/") else "/" + start
     if _clean(key) != key:
-        raise invalid("")
+        raise invalid(f": {start}")
     return prefix + key[1:], rv
+
+
+def _json_error(raw: bytes) -> str:
+    """Go's encoding/json message for bytes that are not JSON, for the usual case: a first
+    character that cannot start a value."""
+    text = raw.lstrip(b" \t\r\n")
+    if not text:
+        return "unexpected end of JSON input"
+    c = text[0]
+    if chr(c) in '{["-0123456789tfn':
+        return "invalid JSON"
+    if c == ord("'"):
+        quoted = "'\\''"
+    elif c == ord('"'):
+        quoted = "'\"'"
+    else:
+        inner = json.dumps(chr(c))[1:-1] if c < 0x80 and chr(c).isprintable() else \
+            (f"\\u{c:04x}" if c >= 0x7f or c < 0x20 else chr(c))
+        quoted = f"'{inner}'"
+    return f"invalid character {quoted} looking for beginning of value"
 
 
 def _clean(path: str) -> str:

@@ -48,8 +48,10 @@ def apply_patch(kind: str, live: dict, body: bytes) -> dict:
         except (jsonpatch.InvalidJsonPatch, TypeError) as err:
             raise status.bad_request(str(err)) from None
         except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchTestFailed,
-                jsonpatch.JsonPointerException, KeyError, IndexError) as err:
-            raise status.ApiError(422, "", str(err) or type(err).__name__) from None
+                jsonpatch.JsonPointerException, KeyError, IndexError):
+            # kube-apiserver says no more than this when a JSON patch does not apply
+            raise status.ApiError(422, "Invalid", "the server rejected our request due to an "
+                                  "error in our request", {}) from None
         if not isinstance(out, dict):
             raise status.ApiError(422, "", "the patch replaced the object with a non-object")
         return out

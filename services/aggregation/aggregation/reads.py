@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from . import fielderrors as fe
 from . import objects, status
+from .fielderrors import FieldError
 from .registry import Served
 from .selectors import (GREATER_THAN, LESS_THAN, EXISTS, Requirement, SelectorError,
                         matches_all, parse_fields, parse_labels, selectable_fields)
@@ -38,12 +40,8 @@ def parse_rv(text: str, field: str = "resourceVersion") -> int:
     return int(text)
 
 
-def list_options_error(errors: list[str]) -> status.ApiError:
-    causes = [{"reason": "FieldValueForbidden", "message": e.split(": ", 1)[1],
-               "field": e.split(": ", 1)[0]} for e in errors]
-    text = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
-    return status.ApiError(422, "Invalid", f'ListOptions.meta.k8s.io "" is invalid: {text}',
-                           {"group": "meta.k8s.io", "kind": "ListOptions", "causes": causes})
+def list_options_error(errors: list[FieldError]) -> status.ApiError:
+    return fe.options_invalid("ListOptions", errors)
 
 
 # (resource, field) pairs the topology does not index: selected here, not by the Query API
@@ -125,9 +123,8 @@ class ListResult:
     remaining: int | None = None
 
     def meta(self) -> dict:
-        out: dict = {"resourceVersion": str(self.revision)}
-        if self.continue_token:
-            out["continue"] = self.continue_token
+        # kube-apiserver's watch cache always sets continue, "" on the last page
+        out: dict = {"continue": self.continue_token, "resourceVersion": str(self.revision)}
         if self.remaining is not None:
             out["remainingItemCount"] = self.remaining
         return out
@@ -146,22 +143,21 @@ def _limit(query) -> int:
 async def list_objects(store: Store, served: Served, namespace: str, query) -> ListResult:
     rv_text, match = query.get("resourceVersion", ""), query.get("resourceVersionMatch", "")
     token = query.get("continue", "")
-    errors = []
+    errors: list[FieldError] = []
     if match:
         if not rv_text:
-            errors.append("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden "
-                          "unless resourceVersion is provided")
+            errors.append(fe.forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden "
+                                       "unless resourceVersion is provided"))
         if token:
-            errors.append("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden "
-                          "when continue is provided")
+            errors.append(fe.forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden "
+                                       "when continue is provided"))
         if match not in ("Exact", "NotOlderThan"):
-            errors.append(f'resourceVersionMatch: Unsupported value: "{match}": supported '
-                          'values: "Exact", "NotOlderThan", ""')
+            errors.append(fe.not_supported("resourceVersionMatch", match, ["Exact", "NotOlderThan", ""]))
         if match == "Exact" and rv_text == "0":
-            errors.append('resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is '
-                          'forbidden for resourceVersion "0"')
+            errors.append(fe.forbidden("resourceVersionMatch", 'resourceVersionMatch "exact" is '
+                                       'forbidden for resourceVersion "0"'))
     if "sendInitialEvents" in query:
-        errors.append("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list")
+        errors.append(fe.forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"))
     if errors:
         raise list_options_error(errors)
     sel = selection(query, served)
@@ -192,6 +188,11 @@ async def list_objects(store: Store, served: Served, namespace: str, query) -> L
     result = ListResult(items, read_revision)
     if more:
         result.continue_token = objects.encode_continue(next_key, prefix, read_revision)
+        if sel.empty:
+            try:
+                result.remaining = await store.count(next_key, range_end(prefix), read_revision)
+            except Compacted:
+                pass
     return result
 
 

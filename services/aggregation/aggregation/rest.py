@@ -42,10 +42,8 @@ class Resources:
     async def _dispatch(self, request, info: RequestInfo, served: Served, target: Target):
         verb, sub, query = info.verb, info.subresource, request.query
         hooks = served.resource.hooks
-        if sub and sub not in ("status", "scale"):
-            if hooks is not None and sub in hooks.subresources:
-                return await hooks.serve_subresource(request, info, served, self.store)
-            raise _no_such_path()
+        if info.name == "-" or (sub and sub not in ("status", "scale")):
+            return await self._hook_endpoint(request, info, served)
         if sub == "status" and not served.version.status:
             raise _no_such_path()
         if sub == "scale" and served.version.scale is None:
@@ -76,6 +74,20 @@ class Resources:
             raise status.method_not_allowed(request.method, "")
         return await self.writes.handle(request, info, served, target)
 
+    async def _hook_endpoint(self, request, info: RequestInfo, served: Served):
+        """A hooks module's collection endpoint (<plural>/-/<name>) or subresource."""
+        from .hooks import HookContext
+        hooks, sub = served.resource.hooks, info.subresource
+        ctx = HookContext(request, served, info.namespace, info.name, request.method.upper(),
+                          request.get("user"), None, self)
+        if hooks is not None and info.name == "-" and sub in hooks.collections:
+            ctx.name = ""
+            return await hooks.serve(hooks.collections[sub], ctx)
+        if hooks is None or info.name == "-" or sub not in hooks.subresources:
+            raise _no_such_path()
+        ctx.object = await reads.get(self.store, served, info.namespace, info.name, {})
+        return await hooks.serve(hooks.subresources[sub], ctx)
+
     def table_for(self, served: Served) -> TableConvertor:
         key = (served.resource.name, served.version.name)
         if key not in self._tables:
@@ -98,6 +110,8 @@ class Resources:
         return respond(request, code, body, target.media)
 
     def render_list(self, request, served: Served, target: Target, items: list[dict], meta: dict):
+        if target.transform and not meta.get("continue"):
+            meta = {k: v for k, v in meta.items() if k != "continue"}  # typed ListMeta: omitempty
         if target.transform == "Table":
             body = self.table_for(served).table(items, meta, request.query.get("includeObject", ""),
                                                 _no_headers(request), target.meta_api_version)

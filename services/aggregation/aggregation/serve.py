@@ -19,6 +19,8 @@ log = logging.getLogger("kubefabric.aggregation")
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # lightkube's HTTP client, per request
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     return startup.run(lambda: _checked(args), args.event_loop, log)
 
 

@@ -20,7 +20,7 @@ class ApiError(Exception):
                                "status": "Failure", "message": self.message}
         if self.reason:
             out["reason"] = self.reason
-        if self.details:
+        if self.details is not None:
             out["details"] = self.details
         out["code"] = self.code
         return out

@@ -79,6 +79,9 @@ class Store(Protocol):
         """Objects of [start, end) matching every requirement, in key order, read at
         `revision` (0: the newest); raises Compacted."""
 
+    async def count(self, start: str, end: str, revision: int) -> int:
+        """Keys in [start, end) at `revision` (remainingItemCount of an unfiltered page)."""
+
     async def create(self, key: str, value: bytes) -> tuple[bool, int, KV | None]:
         """Put the key if it does not exist: (created, revision, the existing kv if not)."""
 

@@ -193,6 +193,17 @@ def validate_metadata(obj: dict, served: Served, old: dict | None) -> list[Field
         for msg in _qualified_name_errors(f):
             errs.append(fe.invalid(f"metadata.finalizers[{i}]", f, msg))
     if old is not None:
+        # kube-apiserver checks metadata updates twice (generic and strategy validation): each
+        # of these errors is listed twice among the causes, once in the message
+        before = len(errs)
+        _metadata_update_errors(meta, finalizers, old, served, errs)
+        errs += errs[before:]
+    return errs
+
+
+def _metadata_update_errors(meta: dict, finalizers: list, old: dict, served: Served,
+                            errs: list[FieldError]) -> None:
+    if True:
         old_meta = old.get("metadata") or {}
         for key in ("name", "namespace", "uid"):
             if meta.get(key) != old_meta.get(key) and not (key == "namespace" and not served.resource.namespaced):
@@ -203,18 +214,26 @@ def validate_metadata(obj: dict, served: Served, old: dict | None) -> list[Field
                 errs.append(fe.forbidden("metadata.finalizers", "no new finalizers can be added if "
                                          f"the object is being deleted, found new finalizers "
                                          f"[]string{{{', '.join(json.dumps(f) for f in added)}}}"))
-    return errs
+
+
+_BLOCKING = ("NotSupported", "Required", "TooLong", "TooMany", "TypeInvalid")
 
 
 def validate(obj: dict, served: Served, old: dict | None, extra: list[FieldError] = ()) -> None:
-    """422 Invalid with every problem, or nothing."""
+    """422 Invalid with every problem, or nothing. Order and rules as kube-apiserver's custom
+    resource strategy: metadata, schema, scale paths, then CEL rules unless an error above
+    already makes the object unfit for them."""
     errs = list(extra) + validate_metadata(obj, served, old)
     body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-    schema_errs = schema.validate(body, served.version.schema)
+    schema_errs = schema.validate(body, served.version.schema) + _scale_errors(obj, served)
     if old is not None:
         schema_errs = _ratchet(schema_errs, obj, old)
     errs += schema_errs
-    if not any(e.kind in ("TypeInvalid", "Required") for e in schema_errs):
+    if any(e.kind in _BLOCKING for e in errs):
+        errs.append(FieldError("Invalid", "<nil>", None, "some validation rules were not "
+                               "checked because the object was invalid; correct the existing "
+                               "errors to complete validation"))
+    elif _has_rules(served.version.schema):
         old_body = None if old is None else {k: v for k, v in old.items() if k not in ("apiVersion", "kind", "metadata")}
         cel_errs = cel.validate(body, old_body if old is not None else cel._MISSING, served.version.schema)
         if old is not None:
@@ -223,6 +242,45 @@ def validate(obj: dict, served: Served, old: dict | None, extra: list[FieldError
     if errs:
         meta = obj.get("metadata") or {}
         raise fe.to_status(served.resource.group, served.resource.kind, meta.get("name", ""), errs)
+
+
+def _has_rules(s: Any) -> bool:
+    if isinstance(s, dict):
+        return "x-kubernetes-validations" in s or any(_has_rules(v) for v in s.values())
+    if isinstance(s, list):
+        return any(_has_rules(v) for v in s)
+    return False
+
+
+def _scale_errors(obj: dict, served: Served) -> list[FieldError]:
+    """The scale subresource's replicas paths hold non-negative int32s (kube-apiserver checks
+    them on every write of a resource that has one)."""
+    scale = served.version.scale
+    if scale is None:
+        return []
+    errs = []
+    for key in ("specReplicasPath", "statusReplicasPath"):
+        text = scale.get(key)
+        if not text:
+            continue
+        cur: Any = obj
+        for part in text.lstrip(".").split("."):
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        if cur is None:
+            continue
+        if isinstance(cur, bool) or not isinstance(cur, int):
+            errs.append(fe.invalid(text, 0, f"{text.lstrip('.')} accessor error: {fe.go_value(cur)} "
+                                   f"is of the type {_go_type(cur)}, expected int64"))
+        elif cur < 0:
+            errs.append(fe.invalid(text, cur, "should be a non-negative integer"))
+        elif cur > 2 ** 31 - 1:
+            errs.append(fe.invalid(text, cur, f"should be less than or equal to {2 ** 31 - 1}"))
+    return errs
+
+
+def _go_type(v: Any) -> str:
+    return {bool: "bool", str: "string", float: "float64", list: "[]interface {}",
+            dict: "map[string]interface {}"}.get(type(v), type(v).__name__)
 
 
 _INDEX = re.compile(r"\[(\d+)\]")

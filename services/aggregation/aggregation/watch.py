@@ -21,6 +21,7 @@ import time
 
 from aiohttp import web
 
+from . import fielderrors as fe
 from . import metrics, objects, status
 from .negotiate import Target
 from .reads import Selection, _read, list_options_error, parse_rv, range_end, selection
@@ -45,18 +46,17 @@ def check_options(query) -> None:
     send_initial = _flag(query, "sendInitialEvents")
     match = query.get("resourceVersionMatch", "")
     if send_initial is not None and match != "NotOlderThan":
-        errors.append("resourceVersionMatch: Forbidden: sendInitialEvents requires setting "
-                      "resourceVersionMatch to NotOlderThan")
+        errors.append(fe.forbidden("resourceVersionMatch", "sendInitialEvents requires setting "
+                                   "resourceVersionMatch to NotOlderThan"))
     if match:
         if send_initial is None:
-            errors.append("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden "
-                          "for watch unless sendInitialEvents is provided")
+            errors.append(fe.forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden "
+                                       "for watch unless sendInitialEvents is provided"))
         if match != "NotOlderThan":
-            errors.append(f'resourceVersionMatch: Unsupported value: "{match}": supported '
-                          'values: "NotOlderThan"')
+            errors.append(fe.not_supported("resourceVersionMatch", match, ["NotOlderThan"]))
         if query.get("continue"):
-            errors.append("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden "
-                          "when continue is provided")
+            errors.append(fe.forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden "
+                                       "when continue is provided"))
     if errors:
         raise list_options_error(errors)
 
@@ -92,7 +92,7 @@ class _Encoder:
 
 
 def _bookmark(served: Served, revision: int, initial_end: bool = False) -> dict:
-    meta: dict = {"resourceVersion": str(revision), "creationTimestamp": None}
+    meta: dict = {"resourceVersion": str(revision)}
     if initial_end:
         meta["annotations"] = {INITIAL_EVENTS_END: "true"}
     return {"kind": served.resource.kind, "apiVersion": served.api_version, "metadata": meta}

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from . import objects, patching, reads, schema, status, strategy
 from .app import respond
+from . import fielderrors as fe
 from .fielderrors import FieldError
 from .managedfields import FieldManager
 from .negotiate import Target, patch_type, read_body
@@ -36,42 +37,43 @@ class _Options:
     def __init__(self, request: web.Request, kind: str, apply: bool = False):
         q = request.query
         self.dry_run = q.getall("dryRun", [])
-        errs = []
+        errs: list[FieldError] = []
         for v in self.dry_run:
             if v != "All":
-                errs.append(f'dryRun: Unsupported value: "{v}": supported values: "All"')
+                errs.append(fe.not_supported("dryRun", v, ["All"]))
         manager = q.get("fieldManager", "")
         if apply and not manager:
-            errs.append("fieldManager: Required value: is required for apply patch")
+            errs.append(fe.required("fieldManager", "is required for apply patch"))
         if len(manager) > 128:
-            errs.append("fieldManager: Too long: may not be more than 128 bytes")
+            errs.append(fe.too_long("fieldManager", 128))
         if not manager:
             agent = request.headers.get("User-Agent", "").split("/")[0]
             manager = "".join(c for c in agent if c.isprintable())[:128]
         self.manager = manager
         self.validation = q.get("fieldValidation", "Warn" if not apply else "Strict")
         if self.validation not in ("Ignore", "Warn", "Strict"):
-            errs.append(f'fieldValidation: Unsupported value: "{self.validation}": supported '
-                        'values: "Ignore", "Warn", "Strict"')
+            errs.append(fe.not_supported("fieldValidation", self.validation, ["Ignore", "Warn", "Strict"]))
         force = q.get("force", "")
         self.force = force.lower() in ("1", "true")
         if force and not apply:
-            errs.append("force: Forbidden: may not be specified for non-apply patch")
+            errs.append(fe.forbidden("force", "may not be specified for non-apply patch"))
         if errs:
-            text = errs[0] if len(errs) == 1 else "[" + ", ".join(errs) + "]"
-            raise status.ApiError(422, "Invalid", f'{kind}.meta.k8s.io "" is invalid: {text}',
-                                  {"group": "meta.k8s.io", "kind": kind})
+            raise fe.options_invalid(kind, errs)
         self.warnings: list[str] = []
 
     @property
     def dry(self) -> bool:
         return bool(self.dry_run)
 
-    def unknown_fields(self, unknown: list[str]) -> None:
+    def unknown_fields(self, unknown: list[str], served: Served | None = None) -> None:
         if not unknown or self.validation == "Ignore":
             return
         if self.validation == "Strict":
-            raise status.bad_request("strict decoding error: " +
+            prefix = ""
+            if served is not None:
+                kind = served.resource.kind
+                prefix = f'{kind} in version "{served.version.name}" cannot be handled as a {kind}: '
+            raise status.bad_request(prefix + "strict decoding error: " +
                                      ", ".join(f'unknown field "{u}"' for u in unknown))
         self.warnings += [f'unknown field "{u}"' for u in unknown]
 
@@ -119,9 +121,9 @@ class Writes:
     async def create(self, request, info: RequestInfo, served: Served, target: Target):
         opts = _Options(request, "CreateOptions")
         obj = strategy.decode_body(read_body(request.content_type, await request.read()), served)
-        opts.unknown_fields(strategy.prune_and_default(obj, served))
+        opts.unknown_fields(strategy.prune_and_default(obj, served), served)
         strategy.check_namespace(obj, info.namespace, served)
-        obj = await self._admit(served, obj, None, "CREATE", info)
+        obj = await self._admit(served, obj, None, "CREATE", info, request)
         out = await self._create(served, obj, opts, info)
         return self._respond(request, served, target, out, 201, opts)
 
@@ -150,7 +152,7 @@ class Writes:
         if info.subresource == "scale":
             return await self._update_scale(request, info, served, target, body, opts)
         obj = strategy.decode_body(body, served)
-        opts.unknown_fields(strategy.prune_and_default(obj, served))
+        opts.unknown_fields(strategy.prune_and_default(obj, served), served)
         meta = obj.setdefault("metadata", {})
         if meta.get("name") != info.name:
             raise status.bad_request(f"the name of the object ({meta.get('name', '')}) does not "
@@ -160,7 +162,8 @@ class Writes:
         if not rv or rv == "0":
             raise strategy_invalid(served, info.name, [FieldError(
                 "Invalid", "metadata.resourceVersion", 0, "must be specified for an update")])
-        out = await self._write(served, info, opts, lambda live: copy.deepcopy(obj), int(rv) if rv.isdigit() else -1)
+        out = await self._write(served, info, opts, lambda live: copy.deepcopy(obj),
+                                int(rv) if rv.isdigit() else -1, request=request)
         return self._respond(request, served, target, out, 200, opts)
 
     async def _update_scale(self, request, info, served, target, body, opts):
@@ -186,10 +189,10 @@ class Writes:
             if info.subresource == "scale":
                 return apply_scale(copy.deepcopy(live), patched, served)
             unknown = strategy.prune_and_default(patched, served)
-            opts.unknown_fields(unknown)
+            opts.unknown_fields(unknown, served)
             return patched
 
-        out = await self._write(served, info, opts, mutate, 0, patch=True)
+        out = await self._write(served, info, opts, mutate, 0, patch=True, request=request)
         if info.subresource == "scale":
             return respond(request, 200, to_scale(out, served), target.media)
         return self._respond(request, served, target, out, 200, opts)
@@ -203,7 +206,7 @@ class Writes:
                                      f"the name on the URL ({info.name})")
         meta["name"] = info.name
         # the configuration is pruned but not defaulted: defaults belong to no applier
-        opts.unknown_fields(schema.prune(config, served.version.schema))
+        opts.unknown_fields(schema.prune(config, served.version.schema), served)
         strategy.check_namespace(config, info.namespace, served)
         fm = self.manager_for(served)
         sub = info.subresource
@@ -218,7 +221,7 @@ class Writes:
             if sub:
                 raise status.not_found(served.resource.group, served.resource.plural, info.name)
             obj = apply(None)
-            obj = await self._admit(served, obj, None, "CREATE", info)
+            obj = await self._admit(served, obj, None, "CREATE", info, request)
             try:
                 out = await self._create(served, obj, opts, info, applied=True)
             except status.ApiError as err:
@@ -228,14 +231,14 @@ class Writes:
                 return self._respond(request, served, target, out, 201, opts)
         rv = meta.get("resourceVersion", "")
         out = await self._write(served, info, opts, apply, int(rv) if rv.isdigit() else 0,
-                                patch=True, applied=True)
+                                patch=True, applied=True, request=request)
         return self._respond(request, served, target, out, 200, opts)
 
     # ---- the update loop ----
 
     async def _write(self, served: Served, info: RequestInfo, opts: _Options, mutate,
                      expected_rv: int, patch: bool = False, applied: bool = False,
-                     subresource_override: str | None = None) -> dict:
+                     subresource_override: str | None = None, request=None) -> dict:
         sub = info.subresource if subresource_override is None else subresource_override
         for _ in range(RETRIES):
             live, kv = await self._live(served, info.namespace, info.name)
@@ -256,7 +259,7 @@ class Writes:
                                              f"does not match the name on the URL ({info.name})")
                 strategy.check_namespace(new, info.namespace, served)
             new = strategy.prepare_update(new, live, served, sub)
-            new = await self._admit(served, new, live, "UPDATE", info)
+            new = await self._admit(served, new, live, "UPDATE", info, request)
             strategy.validate(new, served, live)
             if not applied:
                 ignored = _STATUS_RESET if sub == "status" else (_MAIN_RESET if served.version.status else ())
@@ -280,11 +283,26 @@ class Writes:
                               status.MODIFIED)
 
     async def _admit(self, served: Served, obj: dict, old: dict | None, operation: str,
-                     info: RequestInfo) -> dict:
+                     info: RequestInfo, request=None) -> dict:
         hooks = served.resource.hooks
         if hooks is None:
             return obj
-        return await hooks.admit(obj, old, operation, info)
+        from .hooks import HookContext
+        ctx = HookContext(request, served, info.namespace, info.name, operation,
+                          request.get("user") if request is not None else None, old,
+                          self.resources)
+        return await hooks.admit(obj, old, operation, ctx)
+
+    async def replace_from_hook(self, ctx, obj: dict, subresource: str = "") -> dict:
+        """A hook's write: PUT semantics on obj (its resourceVersion guards the write)."""
+        info = RequestInfo(path=ctx.request.path, verb="update", resource_request=True,
+                           group=ctx.served.resource.group, version=ctx.served.version.name,
+                           namespace=ctx.namespace, resource=ctx.served.resource.plural,
+                           name=obj["metadata"]["name"], subresource=subresource)
+        opts = _Options(ctx.request, "UpdateOptions")
+        rv = str(obj["metadata"].get("resourceVersion", ""))
+        return await self._write(ctx.served, info, opts, lambda live: copy.deepcopy(obj),
+                                 int(rv) if rv.isdigit() else 0, request=ctx.request)
 
     # ---- delete ----
 
@@ -303,15 +321,18 @@ class Writes:
             if live is None:
                 raise status.not_found(served.resource.group, served.resource.plural, name)
             meta = live["metadata"]
+            # worded as kube-apiserver's delete (qualified by kind, as it does there)
             if pre.get("uid") and pre["uid"] != meta.get("uid"):
-                raise status.conflict(served.resource.group, served.resource.plural, name,
-                                      f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                      f"UID in object meta: {meta.get('uid', '')}")
+                raise status.conflict(served.resource.group, served.resource.kind, name,
+                                      f"the UID in the precondition ({pre['uid']}) does not match "
+                                      f"the UID in record ({meta.get('uid', '')}). The object might "
+                                      "have been deleted and then recreated")
             if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
-                raise status.conflict(served.resource.group, served.resource.plural, name,
-                                      "Precondition failed: ResourceVersion in precondition: "
-                                      f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                                      f"{meta.get('resourceVersion')}")
+                raise status.conflict(served.resource.group, served.resource.kind, name,
+                                      f"the ResourceVersion in the precondition "
+                                      f"({pre['resourceVersion']}) does not match the ResourceVersion "
+                                      f"in record ({meta.get('resourceVersion')}). The object might "
+                                      "have been modified")
             finalizers = list(meta.get("finalizers") or [])
             wanted = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}.get(policy)
             if wanted and wanted not in finalizers and (finalizers or wanted):
@@ -358,7 +379,7 @@ class Writes:
                 raise
             deleted.append(out)
         return self.resources.render_list(request, served, target, deleted,
-                                          {"resourceVersion": str(listed.revision)})
+                                          {"continue": "", "resourceVersion": str(listed.revision)})
 
 
 async def _delete_options(request) -> dict:
