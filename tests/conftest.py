@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness.client import Client
+from harness.kubeapiserver import KubeAPIServer
 from harness.mariadb import mariadb_kind, mariadb_server  # noqa: F401
 from harness.nats import nats_server  # noqa: F401
 from harness.postgres import postgres_server, postgres_kind  # noqa: F401
@@ -153,6 +154,31 @@ def server_factory(tmp_path, request):
     yield start
     for s in reversed(started):
         s.stop()
+
+
+@pytest.fixture
+def kube_apiserver_factory(server_factory, tmp_path):
+    """Start real kube-apiservers (tests/harness/kubeapiserver.py), each on a fresh
+    `kubefabric serve` unless etcd_url names a storage endpoint; stopped at the end.
+
+        api = kube_apiserver_factory()                  # api.kubectl(...), api.kubeconfig
+        api = kube_apiserver_factory(aggregation=True)  # front proxy, aggregator routing
+        api.storage                                     # the harness Server under it (or None)
+    """
+    started = []
+
+    def start(aggregation: bool = False, etcd_url: str | None = None, extra=None) -> KubeAPIServer:
+        storage = None if etcd_url else server_factory("kubefabric")
+        api = KubeAPIServer(tmp_path / f"kube-apiserver-{len(started)}", etcd_url or storage.url,
+                            aggregation=aggregation, extra=extra)
+        api.storage = storage
+        started.append(api)
+        api.start()
+        return api
+
+    yield start
+    for api in reversed(started):
+        api.stop()
 
 
 @pytest.fixture

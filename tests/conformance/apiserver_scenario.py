@@ -7,7 +7,9 @@ seeing ADDED/MODIFIED/DELETED; namespace deletion (finalized by hand: no kube-co
 runs here); consistent reads served from the watch cache; a compaction cycle after which an old
 resourceVersion (exact list, continue token) answers 410 Gone; deploy/overlays/dev and ha applied
 with server-side dry run; kube-apiserver restart, then storage server restart, with the
-data intact. Standard library only; prints "N passed, N failed" at the end, exits 1 on failure.
+data intact. Prints "N passed, N failed" at the end, exits 1 on failure. Runs in the project's
+environment with tests/ on PYTHONPATH (apiserver_scenario.sh does that): kube-apiserver is the
+test harness's (tests/harness/kubeapiserver.py).
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import traceback
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from harness.kubeapiserver import KubeAPIServer
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -73,28 +77,20 @@ class Proc:
 
 
 class Cluster:
+    """The storage server under test and a kube-apiserver on it (tests/harness/kubeapiserver.py)."""
+
     def __init__(self, args, work: Path):
         self.args, self.work = args, work
         self.storage: Proc | None = None
-        self.apiserver: Proc | None = None
         self.storage_port = free_port()
         self.peer_port = free_port()
-        self.api_port = free_port()
         self.storage_dir = work / "storage-data"
-        self.token = "kubefabric-admin-token"
-        (work / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
-        subprocess.run(["openssl", "genrsa", "-out", str(work / "sa.key"), "2048"],
-                       check=True, capture_output=True)
-        subprocess.run(["openssl", "rsa", "-in", str(work / "sa.key"), "-pubout",
-                        "-out", str(work / "sa.pub")], check=True, capture_output=True)
-        self.kubeconfig = work / "kubeconfig"
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "kf",
-            "clusters": [{"name": "kf", "cluster": {
-                "server": f"https://127.0.0.1:{self.api_port}", "insecure-skip-tls-verify": True}}],
-            "users": [{"name": "admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "kf", "context": {"cluster": "kf", "user": "admin"}}],
-        }))
+        self.apiserver = KubeAPIServer(
+            work, f"http://127.0.0.1:{self.storage_port}", compaction_interval=args.compaction_interval,
+            extra=["--feature-gates=WatchList=true,ListFromCacheSnapshot=true,"
+                   "ConsistentListFromCacheSkipTimeoutFallback=true"])
+        self.kubeconfig = self.apiserver.kubeconfig
+        self.token = self.apiserver.token
         self.ssl = ssl.create_default_context()
         self.ssl.check_hostname = False
         self.ssl.verify_mode = ssl.CERT_NONE
@@ -128,56 +124,17 @@ class Cluster:
                 time.sleep(0.1)
 
     def start_apiserver(self) -> float:
-        a, w = self.args, self.work
-        argv = [a.kube_apiserver,
-                f"--etcd-servers=http://127.0.0.1:{self.storage_port}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-                f"--secure-port={self.api_port}", f"--cert-dir={w / 'certs'}",
-                "--endpoint-reconciler-type=none",
-                f"--token-auth-file={w / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={w / 'sa.pub'}",
-                f"--service-account-signing-key-file={w / 'sa.key'}",
-                "--service-cluster-ip-range=10.96.0.0/16",
-                f"--etcd-compaction-interval={a.compaction_interval}s",
-                "--feature-gates=WatchList=true,ListFromCacheSnapshot=true,"
-                "ConsistentListFromCacheSkipTimeoutFallback=true",
-                "--v=1"]
-        t0 = time.monotonic()
-        self.apiserver = Proc("kube-apiserver", argv, w)
-        deadline = t0 + 120
-        while True:
-            if not self.apiserver.alive():
-                raise RuntimeError(f"kube-apiserver exited:\n{self.apiserver.tail()}")
-            try:
-                code, body = self.raw("/readyz")
-                if code == 200:
-                    return time.monotonic() - t0
-            except (OSError, urllib.error.URLError):
-                pass
-            if time.monotonic() > deadline:
-                _, body = self.raw("/readyz?verbose")
-                raise RuntimeError(f"kube-apiserver not ready after 120s:\n{body}\n{self.apiserver.tail()}")
-            time.sleep(0.2)
+        return self.apiserver.start()
 
     def stop(self) -> None:
-        for p in (self.apiserver, self.storage):
-            if p:
-                p.stop()
+        self.apiserver.stop()
+        if self.storage:
+            self.storage.stop()
 
     # -- clients -----------------------------------------------------------------------------
     def raw(self, path: str, method: str = "GET", body: dict | None = None,
             timeout: float = 30) -> tuple[int, str]:
-        req = urllib.request.Request(
-            f"https://127.0.0.1:{self.api_port}{path}", method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, context=self.ssl, timeout=timeout) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
+        return self.apiserver.raw(path, method, body, timeout)
 
     def first_watch_event(self, path: str, timeout: float = 15) -> tuple[int, dict]:
         """The HTTP status and the first event of a watch stream (the stream stays open)."""
@@ -190,18 +147,11 @@ class Cluster:
             return e.code, json.loads(e.read() or b"{}")
 
     def rawj(self, path: str, **kw) -> dict:
-        code, body = self.raw(path, **kw)
-        if code >= 300:
-            raise AssertionError(f"{kw.get('method', 'GET')} {path}: HTTP {code}: {body[:500]}")
-        return json.loads(body)
+        return self.apiserver.rawj(path, **kw)
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 300) -> str:
-        r = subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], input=input,
-                           capture_output=True, text=True, timeout=timeout)
-        if check and r.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
-        return r.stdout
+        return self.apiserver.kubectl(*args, input=input, check=check, timeout=timeout)
 
 
 def expect(cond: bool, msg: str) -> None:
@@ -532,11 +482,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", choices=("kubefabric", "etcd"), default="kubefabric")
     ap.add_argument("--etcd", default="etcd")
-    ap.add_argument("--kube-apiserver", required=True)
+    ap.add_argument("--kube-apiserver", help="default: $KUBEFABRIC_TEST_KUBE_APISERVER or build.sh's")
     ap.add_argument("--compaction-interval", type=int, default=10, help="seconds")
     ap.add_argument("--workdir", default="")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = ap.parse_args()
+    if args.kube_apiserver:
+        os.environ["KUBEFABRIC_TEST_KUBE_APISERVER"] = args.kube_apiserver
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kfconf-apiserver-"))
     work.mkdir(parents=True, exist_ok=True)

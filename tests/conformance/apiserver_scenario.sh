@@ -25,8 +25,9 @@ if [ "$server" = etcd ]; then
     if [ -n "${KUBEFABRIC_TEST_ETCD:-}" ]; then etcd_bin=$KUBEFABRIC_TEST_ETCD
     else etcd_bin="$(bash "$repo/../shared/tools/etcd/build.sh" | tail -n1)/etcd"; fi
     extra=(--etcd "$etcd_bin")
-else
-    (cd "$repo" && uv sync --frozen --quiet) >&2
 fi
+(cd "$repo" && uv sync --frozen --quiet) >&2
 echo "kube-apiserver: $("$kas" --version)   storage: $server" >&2
-exec python3 "$here/apiserver_scenario.py" --server "$server" --kube-apiserver "$kas" "${extra[@]}" "${args[@]}"
+cd "$repo"
+PYTHONPATH="$repo/tests" exec uv run --frozen --no-sync python "$here/apiserver_scenario.py" \
+    --server "$server" --kube-apiserver "$kas" "${extra[@]}" "${args[@]}"

@@ -90,9 +90,10 @@ class CA:
         return self.pair.cert_file
 
     def issue(self, name: str, directory: Path, server: bool = False, expired: bool = False,
-              peer: bool = False) -> Pair:
+              peer: bool = False, hosts: list[str] | None = None) -> Pair:
         """peer: a server certificate that is also a client certificate (shard replicas
-        present theirs to the leader)."""
+        present theirs to the leader). hosts: a server certificate's SANs (IP addresses or DNS
+        names; default 127.0.0.1 and localhost)."""
         key = _key()
         now = dt.datetime.now(dt.timezone.utc)
         if expired:
@@ -112,13 +113,19 @@ class CA:
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                        self.pair.key.public_key()), critical=False))
         if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName([
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False)
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [_san(h) for h in (hosts or ["127.0.0.1", "localhost"])]), critical=False)
         cert = builder.sign(self.pair.key, hashes.SHA256())
         pair = Pair(cert, key, directory / f"{_slug(name)}.pem", directory / f"{_slug(name)}-key.pem")
         pair.write_to(pair.cert_file, pair.key_file)
         return pair
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def _slug(text: str) -> str:

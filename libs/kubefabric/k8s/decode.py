@@ -4,7 +4,8 @@ What kube-apiserver stores (one value per key, DESIGN §8):
 - JSON: custom resources (always), and built-ins when kube-apiserver runs with
   --storage-media-type=application/json. The stored object lacks only metadata.resourceVersion,
   which kube-apiserver sets from the key's mod_revision on every read.
-- b"k8s\\x00" + runtime.Unknown: built-in kinds (the default protobuf storage; kubefabric.k8s.pb).
+- b"k8s\\x00" + runtime.Unknown: built-in kinds (the default protobuf storage; kubefabric.k8s.pb,
+  rendered by kubefabric.k8s.gojson).
 - b"k8s:enc:...": encrypted at rest (--encryption-provider-config): not readable here.
 - CBOR (self-described, 0xd9d9f7): custom resources under the alpha CBORServingAndStorage
   feature gate: not readable here.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from .convert import to_served
 from .errors import DecodeError
 
 PROTOBUF_MAGIC = b"k8s\x00"
@@ -22,9 +24,10 @@ CBOR_MAGIC = b"\xd9\xd9\xf7"
 
 
 def decode(key: bytes | str, value: bytes, mod_revision: int) -> dict:
-    """The object stored at `key` as kube-apiserver serves it (apiVersion and kind of the stored
-    version, metadata.resourceVersion = str(mod_revision)); DecodeError when it does not decode."""
-    obj = _object(key, value)
+    """The object stored at `key` as kube-apiserver serves it by default (its stored version, or
+    the served one where the stored version is not served: convert.py), with
+    metadata.resourceVersion = str(mod_revision); DecodeError when it does not decode."""
+    obj = to_served(_object(key, value))
     obj["metadata"]["resourceVersion"] = str(mod_revision)
     return obj
 
