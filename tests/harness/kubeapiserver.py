@@ -29,7 +29,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -220,8 +219,10 @@ class KubeAPIServer:
                             namespace: str = "default", name: str | None = None,
                             ca_bundle: bytes | None = None, wait: bool = True) -> None:
         """An APIService for group/version served by https://host:port (default local_ip()),
-        through a Service and an EndpointSlice (no controllers run here); with wait, until
-        kube-apiserver reports it Available (it probes the server's discovery)."""
+        through a Service `name` (default <first label of group>-api) and an EndpointSlice (no
+        controllers run here); with wait, until kube-apiserver reports it Available (it probes
+        the server's discovery). Without ca_bundle kube-apiserver skips TLS verification; with
+        one it checks the certificate against <name>.<namespace>.svc (serving_certificate)."""
         assert self.aggregation, "register_apiservice needs KubeAPIServer(..., aggregation=True)"
         import base64
         name = name or f"{group.split('.')[0]}-api"
@@ -245,16 +246,24 @@ class KubeAPIServer:
             {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
              "metadata": {"name": f"{version}.{group}"}, "spec": spec})
         if wait:
+            conditions: list = []
+
             def available():
                 s = self.kubectl_json("get", "apiservice", f"{version}.{group}")
-                return any(c["type"] == "Available" and c["status"] == "True"
-                           for c in s.get("status", {}).get("conditions", []))
-            self.wait_for(available, 60, f"APIService {version}.{group} Available", 0.5)
+                conditions[:] = s.get("status", {}).get("conditions", [])
+                return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+            try:
+                self.wait_for(available, 60, f"APIService {version}.{group} Available", 0.5)
+            except AssertionError as e:
+                raise AssertionError(f"{e}: {conditions}") from None
 
-    def serving_certificate(self, name: str, hosts: list[str] | None = None):
-        """(CA, certificate) for an aggregated server on `hosts` (default: local_ip()): the
-        certificate's cert_file/key_file to serve, the CA's pair.cert_pem for register_apiservice's
-        ca_bundle (tests/security/certs.py)."""
+    def serving_certificate(self, service: str, namespace: str = "default"):
+        """(CA, certificate) for an aggregated server behind Service `service`: kube-apiserver
+        checks the name <service>.<namespace>.svc; also valid for local_ip(), 127.0.0.1 and
+        localhost. Serve the certificate's cert_file/key_file; pass the CA's pair.cert_pem to
+        register_apiservice as ca_bundle (tests/security/certs.py)."""
         from security.certs import CA
-        ca = CA.new(f"{name}-ca", self.workdir)
-        return ca, ca.issue(name, self.workdir, server=True, hosts=hosts or [local_ip()])
+        ca = CA.new(f"{service}-ca", self.workdir)
+        hosts = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local",
+                 local_ip(), "127.0.0.1", "localhost"]
+        return ca, ca.issue(service, self.workdir, server=True, hosts=hosts)

@@ -29,6 +29,21 @@ CRD = {
                                    "phase": {"type": "string"}}}}}}}]},
 }
 
+# two versions: schemas differ (kept per version), printer columns equal (hoisted in storage)
+CRD2 = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": f"gadgets.{GROUP}"},
+    "spec": {"group": GROUP, "scope": "Cluster",
+             "names": {"plural": "gadgets", "kind": "Gadget", "shortNames": ["gd"], "categories": ["all"]},
+             "versions": [{"name": v, "served": True, "storage": v == "v1", "deprecated": v == "v1alpha1",
+                           "additionalPrinterColumns": [{"name": "Age", "type": "date",
+                                                         "jsonPath": ".metadata.creationTimestamp"}],
+                           "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                               "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                                        **({"description": "old"} if v == "v1alpha1" else {})}}}}}
+                          for v in ("v1", "v1alpha1")]},
+}
+
 CONTAINER = {
     "name": "app", "image": "registry.example/app:1.2", "imagePullPolicy": "IfNotPresent",
     "command": ["/app"], "args": ["--port=8080", ""],
@@ -64,7 +79,7 @@ POD_SPEC = {
                     {"secret": {"name": "binary", "optional": True}},
                     {"downwardAPI": {"items": [{"path": "labels",
                                                 "fieldRef": {"fieldPath": "metadata.labels"}}]}}]}}],
-    "terminationGracePeriodSeconds": 45, "activeDeadlineSeconds": 600,
+    "terminationGracePeriodSeconds": 45,
     "nodeSelector": {"disk": "ssd"},
     "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
                     {"operator": "Exists"}],
@@ -106,6 +121,7 @@ def objects(binary: bytes) -> list[dict]:
          "stringData": {"password": "p@ss", "unicode": "żółw"}},
         {"apiVersion": "v1", "kind": "Pod", "metadata": meta("solo", labels={"app": "web"}),
          "spec": {**POD_SPEC, "priority": 0, "hostname": "solo", "subdomain": "svc",
+                  "activeDeadlineSeconds": 600,
                   "restartPolicy": "OnFailure", "enableServiceLinks": False}},
         {"apiVersion": "v1", "kind": "Pod", "metadata": meta("minimal"),
          "spec": {"containers": [{"name": "c", "image": "busybox"}],

@@ -43,7 +43,7 @@ class Echo(BaseHTTPRequestHandler):
 
 def test_aggregated_api_through_the_front_proxy(kube_apiserver_factory):
     api = kube_apiserver_factory(aggregation=True)
-    ca, cert = api.serving_certificate("echo")
+    ca, cert = api.serving_certificate("echo-api")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert.cert_file, cert.key_file)
     ctx.verify_mode = ssl.CERT_REQUIRED                       # only kube-apiserver's front proxy
@@ -52,7 +52,8 @@ def test_aggregated_api_through_the_front_proxy(kube_apiserver_factory):
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        api.register_apiservice(GROUP, "v1", server.server_address[1], ca_bundle=ca.pair.cert_pem)
+        api.register_apiservice(GROUP, "v1", server.server_address[1], name="echo-api",
+                                ca_bundle=ca.pair.cert_pem)
         got = json.loads(api.kubectl("get", "--raw", f"/apis/{GROUP}/v1/echoes/hello"))
         assert got["metadata"]["name"] == "hello"
         assert got["user"] == "admin"

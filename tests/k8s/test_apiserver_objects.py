@@ -17,7 +17,7 @@ from harness.servers import start_kubefabric
 from kubefabric.k8s import DecodeError, decode, object_key, parse_key, summarize
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from k8s_objects import CR_KIND, CRD, GROUP, NS, objects
+from k8s_objects import CR_KIND, CRD, CRD2, GROUP, NS, objects
 
 BINARY = bytes(range(256))
 
@@ -31,8 +31,10 @@ def cluster(tmp_path_factory):
     try:
         api.start()
         api.kubectl("create", "namespace", NS)
-        api.apply(CRD)
-        api.kubectl("wait", "--for=condition=Established", f"crd/{CRD['metadata']['name']}", "--timeout=60s")
+        api.apply(CRD, CRD2)
+        for crd in (CRD, CRD2):
+            api.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}",
+                        "--timeout=60s")
         api.wait_for(lambda: api.raw(f"/apis/{GROUP}/v1/namespaces/{NS}/widgets")[0] == 200, 60,
                      "widgets served")
         api.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
@@ -80,29 +82,50 @@ CREATED = [(o["kind"], o["apiVersion"], o["metadata"]["name"], "namespace" in o[
 def test_created_object_decodes_as_kubectl_shows_it(cluster, kind, api_version, name, namespaced):
     api, client = cluster
     group = api_version.rpartition("/")[0]
-    resource = plural(api, group, kind)
     namespace = NS if namespaced else ""
-    key = object_key(group, resource, namespace, name)
-    for _ in range(10):
-        kv = raw_kv(client, key)
-        if kind != CR_KIND:
-            assert kv.value.startswith(b"k8s\x00"), f"{kind} is not stored as protobuf"
-        got = decode(key, kv.value, kv.mod_revision)
-        args = ["get", f"{resource}.{group}" if group else resource, name, "--show-managed-fields"]
-        shown = api.kubectl_json(*args, *(["-n", namespace] if namespace else []))
-        if shown["metadata"]["resourceVersion"] == got["metadata"]["resourceVersion"]:
-            break
+    key = object_key(group, plural(api, group, kind), namespace, name)
+    kv = raw_kv(client, key)
+    if kind != CR_KIND:
+        assert kv.value.startswith(b"k8s\x00"), f"{kind} is not stored as protobuf"
+    got, shown = decoded_and_shown(api, client, key, namespace, name)
     assert got == shown, diff(shown, got)
     s = summarize(key, kv.value, ("metadata.name", "metadata.namespace", "spec.nodeName",
-                                  "status.phase", "type"))
+                                  "status.phase", "type", "spec.replicas"))
     assert (s.name, s.namespace, s.labels) == (name, namespace, shown["metadata"].get("labels", {}))
     assert s.fields["metadata.name"] == name
     assert s.fields["metadata.namespace"] == (namespace or None)
-    for path in ("spec.nodeName", "status.phase", "type"):
+    for path in ("spec.nodeName", "status.phase", "type", "spec.replicas"):
         value = shown
         for part in path.split("."):
             value = value.get(part) if isinstance(value, dict) else None
-        assert s.fields[path] == (value if isinstance(value, str) else None), path
+        want = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        assert s.fields[path] == (want if isinstance(want, str) else None), path
+
+
+def decoded_and_shown(api: KubeAPIServer, client: Client, key: bytes, namespace: str, name: str):
+    """decode() of the stored value and `kubectl get -o json` of the object at its decoded
+    apiVersion, at one resourceVersion."""
+    for _ in range(10):
+        kv = raw_kv(client, key)
+        got = decode(key, kv.value, kv.mod_revision)
+        group, _, version = got["apiVersion"].rpartition("/")
+        resource = plural(api, group, got["kind"])
+        target = f"{resource}.{version}.{group}" if group else resource
+        shown = api.kubectl_json("get", target, name, "--show-managed-fields",
+                                 *(["-n", namespace] if namespace else []))
+        if shown["metadata"]["resourceVersion"] == got["metadata"]["resourceVersion"]:
+            return got, shown
+    raise AssertionError(f"{key!r} kept changing")
+
+
+@pytest.mark.parametrize("crd", [CRD, CRD2], ids=lambda c: c["metadata"]["name"])
+def test_crd_decodes_as_served_v1(cluster, crd):
+    """CRDs are stored as apiextensions.k8s.io/v1beta1, which is no longer served."""
+    api, client = cluster
+    key = object_key("apiextensions.k8s.io", "customresourcedefinitions", "", crd["metadata"]["name"])
+    got, shown = decoded_and_shown(api, client, key, "", crd["metadata"]["name"])
+    assert shown["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert got == shown, diff(shown, got)
 
 
 def test_secret_binary_data(cluster):
@@ -121,16 +144,16 @@ def test_every_stored_object_decodes_and_equals_what_is_served(cluster):
     api, client = cluster
     resp = client.kv.Range(pb.RangeRequest(key=b"/registry/", range_end=b"/registry0"), timeout=30)
     assert len(resp.kvs) > 100
-    compared, kinds = 0, set()
+    compared, kinds, mismatches = 0, set(), []
     for kv in resp.kvs:
         where = parse_key(kv.key)
         assert where is not None, kv.key
         obj = decode(kv.key, kv.value, kv.mod_revision)
         kinds.add(f"{obj['apiVersion']}/{obj['kind']}")
-        if where.resource == "rangeallocations":     # allocator state, not an API object
+        if where.resource in ("rangeallocations", "peerserverleases"):   # internal state, no API objects
             continue
         meta = obj["metadata"]
-        assert (meta.get("namespace", ""), meta["name"]) == (where.namespace, where.name), kv.key
+        assert (meta.get("namespace", ""), meta.get("name")) == (where.namespace, where.name), kv.key
         if where.resource == "masterleases":
             continue
         path = lambda o, w=where: api_path(o["apiVersion"], w.resource, w.namespace, w.name)  # noqa: E731
@@ -138,13 +161,15 @@ def test_every_stored_object_decodes_and_equals_what_is_served(cluster):
         if code == 404:   # stored version not served (CRDs are stored as v1beta1)
             continue
         served, got = served_and_decoded(api, client, kv.key, path)
-        assert got == served, f"{kv.key!r}\n{diff(served, got)}"
+        if got != served:
+            mismatches.append(f"{kv.key.decode()}\n{diff(served, got)}")
         compared += 1
+    assert not mismatches, "\n".join(mismatches)
     assert compared > 100
     for kind in ("v1/Namespace", "v1/Service", "rbac.authorization.k8s.io/v1/ClusterRole",
                  "apiregistration.k8s.io/v1/APIService", "coordination.k8s.io/v1/Lease",
                  "flowcontrol.apiserver.k8s.io/v1/FlowSchema", "scheduling.k8s.io/v1/PriorityClass",
-                 "apiextensions.k8s.io/v1beta1/CustomResourceDefinition", f"{GROUP}/v1/{CR_KIND}"):
+                 "apiextensions.k8s.io/v1/CustomResourceDefinition", f"{GROUP}/v1/{CR_KIND}"):
         assert kind in kinds, sorted(kinds)
 
 

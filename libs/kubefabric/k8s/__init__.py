@@ -19,17 +19,31 @@ Keys (kubefabric.k8s.keys; kube-apiserver v1.37's layout, default --etcd-prefix=
 Values (kubefabric.k8s.decode):
 
     decode(key, value, mod_revision) -> dict
-        The object as `kubectl get -o json --show-managed-fields` shows it: custom resources
-        (JSON) as stored, built-in kinds (protobuf, b"k8s\\x00" + runtime.Unknown) rendered as
-        Go's encoding/json renders the typed object, and metadata.resourceVersion =
-        str(mod_revision), which kube-apiserver sets on read. apiVersion is the storage version
-        (what kube-apiserver serves unless a client asks for another version).
+        The object as `kubectl get -o json --show-managed-fields` shows it (kubectl itself drops
+        metadata.managedFields without that flag), with metadata.resourceVersion =
+        str(mod_revision), which kube-apiserver sets on read:
+        - JSON (custom resources; built-ins under --storage-media-type=application/json): as stored;
+        - protobuf (built-ins: b"k8s\x00" + runtime.Unknown) rendered as Go's encoding/json renders
+          the typed object (kubefabric.k8s.gojson, driven by a table generated from k8s.io/api's Go
+          types): json names, omitempty/omitzero, RFC 3339 times, canonical quantities,
+          IntOrString, embedded JSON, []byte as base64, int64 as numbers;
+        - apiVersion is the stored version, which kube-apiserver serves unless asked for another,
+          except CustomResourceDefinitions: stored as v1beta1, returned as v1 (convert.py).
+        Not applied: what kube-apiserver adds on read beyond resourceVersion, which is nothing for
+        built-ins and, for custom resources, the CRD schema's defaults (when a default was added
+        after the object was written) and conversion to another stored version.
     summarize(key, value, fields=("spec.nodeName",)) -> Summary(namespace, name, labels, fields)
-        The cheap path for an index: no full rendering. fields map each dotted path to its
-        value as a field selector compares it (str), or None.
+        The cheap path for an index: labels, name and namespace without rendering the object;
+        fields maps each dotted JSON path to the value a field selector compares (str: strings
+        as they are, integers in decimal, booleans "true"/"false"), None when the path is absent
+        from decode()'s output or not a scalar (selectors treat that as "").
 
 Every failure to decode a value raises DecodeError (a ValueError; one-line str naming the key):
-log it once and go on.
+log it once and go on. Decoding costs (bench/k8s_decode.py): see bench/README.md.
+
+Generated code: kubefabric.proto.k8s (the .proto files of k8s.io/api, apimachinery,
+apiextensions-apiserver, kube-aggregator v0.37.2) and kubefabric/proto/k8s/gojson.json, both
+written by `uv run python scripts/gen_proto.py` (checked in CI with --check).
 """
 from .decode import Summary, decode, summarize
 from .errors import DecodeError

@@ -3,11 +3,13 @@ contentType}, raw being the typed object's protobuf encoding (k8s.io/apimachiner
 pkg/runtime/serializer/protobuf). Objects render through kubefabric.k8s.gojson."""
 from __future__ import annotations
 
+from functools import cache
+
 from google.protobuf.message import DecodeError as ProtobufError
 
 from kubefabric.proto.k8s.apimachinery.pkg.runtime.generated_pb2 import Unknown
 
-from . import gojson
+from . import convert, gojson
 from .errors import DecodeError
 
 MAGIC_LEN = 4
@@ -35,7 +37,10 @@ def _message(key: bytes | str, value: bytes):
 
 
 def decode(key: bytes | str, value: bytes) -> dict:
-    api_version, kind, name, msg = _message(key, value)
+    return _render(key, *_message(key, value))
+
+
+def _render(key: bytes | str, api_version: str, kind: str, name: str, msg) -> dict:
     obj = {"kind": kind, "apiVersion": api_version}
     try:
         obj.update(gojson.renderer().renderer(name)(msg))
@@ -47,38 +52,49 @@ def decode(key: bytes | str, value: bytes) -> dict:
 
 
 def summarize(key: bytes | str, value: bytes, fields: tuple[str, ...]):
-    from .decode import Summary, scalar_string
+    from .decode import Summary, field_value, scalar_string
     api_version, kind, name, msg = _message(key, value)
+    if (api_version, kind) in convert.DEFAULTS:    # what defaulting on read adds counts too
+        obj = convert.to_served(_render(key, api_version, kind, name, msg))
+        meta = obj["metadata"]
+        return Summary(meta.get("namespace", ""), meta.get("name", ""), meta.get("labels") or {},
+                       {path: field_value(obj, path) for path in fields})
     meta = msg.metadata
     return Summary(meta.namespace, meta.name, dict(meta.labels),
-                   {path: scalar_string(_field(name, msg, path)) for path in fields})
+                   {path: scalar_string(_accessor(name, path)(msg)) for path in fields})
 
 
-def _field(name: str, msg, path: str):
-    """The JSON value at a dotted path of a message, rendering only the leaf."""
+@cache
+def _accessor(name: str, path: str):
+    """A function message -> the JSON value at a dotted path of messages of type `name`, None
+    when absent (as in decode()'s output); it renders only what the path ends on."""
     r = gojson.renderer()
-    types = r.types
+    steps = []                               # (protobuf attribute, Go pointer?) per part
     type_ = name
     for part in path.split("."):
-        info = types.get(type_.lstrip("*"))
-        if info is None or "fields" not in info or info.get("marshaler"):
-            return None
-        f = _json_field(info, part)
-        if f is None or not f["proto"]:
-            return None
-        attr = msg.DESCRIPTOR.fields_by_number[f["proto"]].name
-        if f["type"].startswith("*") and not msg.HasField(attr):
-            return None
-        msg, type_, omitempty = getattr(msg, attr), f["type"], f.get("omitempty")
-    if type_.lstrip("*") in types:
-        return r.renderer(type_.lstrip("*"))(msg)
-    if type_.lstrip("*") not in gojson.SCALARS or (omitempty and type_[0] != "*" and not msg):
-        return None                          # absent from the JSON
-    return msg
+        info = r.types.get(type_.lstrip("*"), {})
+        f = next((f for f in info.get("fields", []) if f.get("json") == part), None)
+        if f is None or not f["proto"] or info.get("marshaler"):
+            return lambda m: None
+        fd = gojson.message_class(type_.lstrip("*")).DESCRIPTOR.fields_by_number[f["proto"]]
+        if fd.is_repeated:                   # lists and maps are no field selector's
+            return lambda m: None
+        steps.append((fd.name, f["type"].startswith("*") or fd.message_type is not None, f))
+        type_ = f["type"]
+    leaf = type_.lstrip("*")
+    last = steps[-1][2]
+    if leaf in r.types:
+        render = r.renderer(leaf)
+    elif leaf in gojson.SCALARS:
+        omit_zero = (last.get("omitempty") or last.get("omitzero")) and not type_.startswith("*")
+        render = (lambda v: v or None) if omit_zero else (lambda v: v)
+    else:
+        return lambda m: None
 
-
-def _json_field(info: dict, key: str) -> dict | None:
-    for f in info["fields"]:
-        if f.get("json") == key:
-            return f
-    return None
+    def get(m):
+        for attr, check, _ in steps:
+            if check and not m.HasField(attr):
+                return None
+            m = getattr(m, attr)
+        return render(m)
+    return get

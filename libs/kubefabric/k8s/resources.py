@@ -20,6 +20,9 @@ class Builtin(NamedTuple):
 
 
 # group, plural, storage path when not the plural, scope (N: namespaced, C: cluster).
+# rangeallocations (the service IP and node port allocators' RangeAllocation objects),
+# masterleases and peerserverleases (kube-apiserver's endpoint leases) are internal records, no
+# API resources (pkg/registry/core/rest/storage_core.go, pkg/controlplane).
 # Resources two groups serve from one storage (events and events.k8s.io, ingresses of
 # extensions and networking.k8s.io) are listed once, under the group they are stored as.
 _TABLE = """
@@ -40,6 +43,7 @@ _TABLE = """
 '' services services/specs N
 '' rangeallocations ranges C
 '' masterleases - C
+'' peerserverleases - C
 admissionregistration.k8s.io mutatingadmissionpolicies - C
 admissionregistration.k8s.io mutatingadmissionpolicybindings - C
 admissionregistration.k8s.io mutatingwebhookconfigurations - C
