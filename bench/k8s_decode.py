@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What kubefabric.k8s costs per object: decode() and the index's cheap path summarize().
 
-    PYTHONPATH=tests uv run python bench/k8s_decode.py [--iterations 2000] [--json FILE]
+    uv run python bench/k8s_decode.py [--iterations 2000] [--json FILE]
 
 Starts `kubefabric serve` and a real kube-apiserver (the test harness; kube-apiserver is built
 once by tests/conformance/kube-apiserver/build.sh), creates typical objects with kubectl — a

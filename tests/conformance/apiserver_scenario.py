@@ -8,8 +8,8 @@ runs here); consistent reads served from the watch cache; a compaction cycle aft
 resourceVersion (exact list, continue token) answers 410 Gone; deploy/overlays/dev and ha applied
 with server-side dry run; kube-apiserver restart, then storage server restart, with the
 data intact. Prints "N passed, N failed" at the end, exits 1 on failure. Runs in the project's
-environment with tests/ on PYTHONPATH (apiserver_scenario.sh does that): kube-apiserver is the
-test harness's (tests/harness/kubeapiserver.py).
+environment (apiserver_scenario.sh does that): kube-apiserver is the test harness's
+(harness.kubeapiserver).
 """
 from __future__ import annotations
 

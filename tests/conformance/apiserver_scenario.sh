@@ -29,5 +29,5 @@ fi
 (cd "$repo" && uv sync --frozen --quiet) >&2
 echo "kube-apiserver: $("$kas" --version)   storage: $server" >&2
 cd "$repo"
-PYTHONPATH="$repo/tests" exec uv run --frozen --no-sync python "$here/apiserver_scenario.py" \
+exec uv run --frozen --no-sync python "$here/apiserver_scenario.py" \
     --server "$server" --kube-apiserver "$kas" "${extra[@]}" "${args[@]}"

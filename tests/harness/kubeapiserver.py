@@ -21,7 +21,7 @@ its cluster IP). register_apiservice(group, version, port) then points an APISer
 server of the test on this machine (EndpointSlice addresses may not be loopback: the server
 must listen on local_ip() or 0.0.0.0); serving_certificate() gives it a certificate.
 
-Certificates come from tests/security/certs.py (cryptography).
+Certificates come from harness.certs (cryptography).
 """
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ class KubeAPIServer:
             "contexts": [{"name": "kf", "context": {"cluster": "kf", "user": "admin"}}],
         }))
         if self.aggregation:
-            from security.certs import CA
+            from .certs import CA
             self.front_proxy_ca = CA.new("front-proxy-ca", w)
             self.front_proxy_client = self.front_proxy_ca.issue(FRONT_PROXY_CLIENT, w)
 
@@ -261,8 +261,8 @@ class KubeAPIServer:
         """(CA, certificate) for an aggregated server behind Service `service`: kube-apiserver
         checks the name <service>.<namespace>.svc; also valid for local_ip(), 127.0.0.1 and
         localhost. Serve the certificate's cert_file/key_file; pass the CA's pair.cert_pem to
-        register_apiservice as ca_bundle (tests/security/certs.py)."""
-        from security.certs import CA
+        register_apiservice as ca_bundle (harness.certs)."""
+        from .certs import CA
         ca = CA.new(f"{service}-ca", self.workdir)
         hosts = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local",
                  local_ip(), "127.0.0.1", "localhost"]

@@ -17,7 +17,7 @@ from harness.servers import start_kubefabric
 from kubefabric.k8s import DecodeError, decode, object_key, parse_key, summarize
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from k8s_objects import CR_KIND, CRD, CRD2, GROUP, NS, objects
+from harness.k8s_objects import CR_KIND, CRD, CRD2, GROUP, NS, objects
 
 BINARY = bytes(range(256))
 

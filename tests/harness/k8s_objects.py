@@ -1,6 +1,7 @@
-"""Objects for the decoder's kube-apiserver tests: many kinds, and in them the field types whose
-JSON rendering is special (Quantity, IntOrString, Time, MicroTime, RawExtension, []byte, maps,
-int64, pointers to zero values, empty strings, nested templates)."""
+"""Kubernetes objects of many kinds for tests against a real kube-apiserver (tests/k8s first):
+the field types whose JSON rendering is special (Quantity, IntOrString, Time, MicroTime,
+RawExtension, []byte, maps, int64, pointers to zero values, empty strings, nested templates),
+two CRDs and custom resources. objects() lists them in an order admission accepts."""
 from __future__ import annotations
 
 import base64
