@@ -40,6 +40,10 @@ command -v go >/dev/null || { echo "Go is required (bench client, conformance ha
 
 uv sync --frozen --quiet
 uv run --frozen --no-sync python scripts/gen_proto.py --check
+# kube-apiserver for the tests that run one (tests/k8s ...; built once, cached), before pytest
+# so that no test waits for the 10-15 minute cold build
+KUBEFABRIC_TEST_KUBE_APISERVER=$(bash tests/conformance/kube-apiserver/build.sh | tail -n1)
+export KUBEFABRIC_TEST_KUBE_APISERVER
 if (($#)); then
   exec uv run --frozen --no-sync pytest -n 2 "$@"
 fi

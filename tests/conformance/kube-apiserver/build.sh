@@ -7,6 +7,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)      # v1.37.2
 out="${KUBEFABRIC_TOOLS_DIR:-$HOME/.cache/kubefabric-tools}/kube-apiserver-$version"
+mkdir -p "$(dirname "$out")"
+# one build at a time (pytest workers, the scenario, other checkouts): the others wait for it
+exec 9>"$out.lock"
+flock 9
 if [ ! -x "$out" ]; then
     minor=${version#v1.}; minor=${minor%%.*}
     mkdir -p "$(dirname "$out")"
