@@ -2,20 +2,27 @@
 `kubefabric.commands` entry-point group, so libs/ never imports a service."""
 from __future__ import annotations
 
-import argparse
 import sys
 from importlib.metadata import entry_points
 
+from kubefabric.config import FlagParser
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+
+def build_parser() -> FlagParser:
+    """The whole command line: `kubefabric` and every installed subcommand."""
+    parser = FlagParser(
         prog="kubefabric",
         description="KubeFabric: an etcd v3 compatible, routed data layer for Kubernetes.",
     )
+    # subcommands' parsers are FlagParsers too: a bad flag is one line and exit status 2
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for ep in sorted(entry_points(group="kubefabric.commands"), key=lambda e: e.name):
         ep.load()(sub)  # each entry point adds its parser and sets func=
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
 

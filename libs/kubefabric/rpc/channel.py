@@ -14,15 +14,17 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_mess
 
 
 def parse_endpoints(text: str) -> list[str]:
-    """grpc://host:port[,grpc://host:port...] -> ["host:port", ...]"""
+    """grpc://host:port[,grpc://host:port...] -> ["host:port", ...] (the scheme is required:
+    the flags' own checker, config.Endpoints, has said so at start-up already)."""
     out = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        if "://" in part:
-            scheme, part = part.split("://", 1)
-            if scheme not in ("grpc", "http"):
-                raise ValueError(f"unsupported endpoint scheme {scheme!r} (use grpc://host:port)")
+        scheme, sep, part = part.partition("://")
+        if not sep:
+            raise ValueError(f"endpoint {scheme!r} has no scheme (use grpc://host:port)")
+        if scheme != "grpc":
+            raise ValueError(f"unsupported endpoint scheme {scheme!r} (use grpc://host:port)")
         if ":" not in part:
             raise ValueError(f"endpoint {part!r} has no port (grpc://host:port)")
         out.append(part.rstrip("/"))

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Callable
 
-from kubefabric.config import Flag, add_flags, duration, parse_bool
+from kubefabric.config import Bool, Count, Duration, Flag, HostPort, URLs, add_flags
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.events.bus import BusError, check_url
 from kubefabric.lifecycle import until_terminated
@@ -30,31 +30,39 @@ from kubefabric.tls import nats as natstls
 log = logging.getLogger("kubefabric.shard.serve")
 
 READINESS = ("readiness", "kubefabric.shard.v1.Shard")  # the database answers, the role is known
+# --max-request-bytes plus gRPC's framing allowance must fit gRPC's int32 message limit
+REQUEST_BYTES = Count(1, 2 ** 31 - 1 - 512 * 1024)
+# NATS servers: the port may be left out (4222)
+NATS_URLS = URLs(("nats", "tls"), optional=True, port_required=False)
 
 
 def flags(default_port: int, dsn_example: str) -> list[Flag]:
     return [
         Flag("--dsn", "", f"the shard's database, e.g. {dsn_example} (the password is never "
              "logged; prefer the environment variable)"),
-        Flag("--listen-address", f"127.0.0.1:{default_port}", "host:port to serve the Shard API on"),
+        Flag("--listen-address", f"127.0.0.1:{default_port}", "host:port to serve the Shard API on",
+             type=HostPort()),
         Flag("--advertise-address", "", "host:port other replicas and routers use to reach this "
-             "one (default: --listen-address)"),
+             "one (default: --listen-address)", type=HostPort(optional=True, host_required=True)),
         Flag("--name", "default", "the shard's name, used in logs"),
-        Flag("--read-pool-size", "8", "database connections for reads", type=int),
-        Flag("--max-txn-ops", "128", "most operations in one txn branch (etcd's default)", type=int),
+        Flag("--read-pool-size", "8", "database connections for reads", type=Count(1, 1000)),
+        Flag("--max-txn-ops", "128", "most operations in one txn branch (etcd's default)",
+             type=Count(1)),
         Flag("--quota-backend-bytes", "0", "database size at which the NOSPACE alarm is raised "
-             "(0: etcd's default, 2 GiB)", type=int),
-        Flag("--max-request-bytes", "1572864", "largest request accepted (etcd's 1.5 MiB)", type=int),
+             "(0: etcd's default, 2 GiB)", type=Count(0)),
+        Flag("--max-request-bytes", "1572864", "largest request accepted (etcd's 1.5 MiB)",
+             type=REQUEST_BYTES),
         Flag("--group-commit", "true", "batch concurrent writes into one database transaction "
-             "(false: one transaction per write, for comparison)", type=parse_bool),
+             "(false: one transaction per write, for comparison)", type=Bool()),
         Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
         Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
         Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM",
-             type=duration),
+             type=Duration()),
         Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
              choices=("uvloop", "asyncio")),
         Flag("--metrics-address", f"127.0.0.1:{default_port + 100}", "host:port to serve "
-             "Prometheus /metrics on (empty disables). Traces: the OTEL_* environment variables"),
+             "Prometheus /metrics on (empty disables). Traces: the OTEL_* environment variables",
+             type=HostPort(optional=True)),
         # TLS on the Shard API (kubefabric/tls/server.py); replicas use the same files to reach
         # their leader: the certificate as client certificate, --trusted-ca-file to verify it
         Flag("--cert-file", "", "TLS certificate (PEM) of the Shard API; when set the API is "
@@ -67,10 +75,10 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
              "tls://, see --nats-ca-file): the leader "
              "publishes every committed txn to the stream KF_<name> (subject kf.<name>.events) "
              "for watch-hubs, heartbeats on kf.<name>.heartbeat, and follows kf.clock (empty: no "
-             "events on NATS; kv-router then follows the Feed RPC itself)"),
+             "events on NATS; kv-router then follows the Feed RPC itself)", type=NATS_URLS),
         *natstls.FLAGS,  # TLS towards NATS: --nats-ca-file, --nats-cert-file, --nats-key-file
         Flag("--event-retention", "1h", "how long the JetStream stream keeps events (watch-hubs "
-             "read older revisions from the database)", type=duration),
+             "read older revisions from the database)", type=Duration(positive=True)),
         Flag("--trusted-ca-file", "", "CA certificate(s) (PEM) of clients (routers, other "
              "replicas): setting it requires and verifies a client certificate on every "
              "connection (mTLS); replicas also verify the leader's certificate with it (without "
@@ -109,11 +117,6 @@ def _checked(args, kinds: tuple[str, ...], store_of) -> tuple[DSN, natstls.NatsT
         raise BusError("--nats-ca-file, --nats-cert-file and --nats-key-file need --nats-url")
     if not args.dsn:
         raise DSNError("--dsn (or KUBEFABRIC_DSN) is required")
-    for flag, value in (("--read-pool-size", args.read_pool_size),
-                        ("--max-txn-ops", args.max_txn_ops),
-                        ("--max-request-bytes", args.max_request_bytes)):
-        if value < 1:
-            raise StartupError(f"{flag} must be at least 1, not {value}")
     dsn = parse_dsn(args.dsn)
     if dsn.kind not in kinds:
         raise DSNError(f"this command serves {' or '.join(kinds)} databases, not {dsn.kind}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from kubefabric.config import Flag, add_flags, duration, parse_bool
+from kubefabric.config import Bool, Count, Duration, Endpoints, Flag, HostPort, URLs, add_flags
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
@@ -17,35 +17,43 @@ from .tls import settings_from_args
 
 log = logging.getLogger("kubefabric.serve")
 
+# --max-request-bytes plus gRPC's framing allowance (server.GRPC_OVERHEAD_BYTES) must fit gRPC's
+# int32 message limit
+REQUEST_BYTES = Count(1, 2 ** 31 - 1 - 512 * 1024)
+
 FLAGS = [
     Flag("--listen-client-urls", "http://127.0.0.1:2379",
-         "comma-separated URLs to serve the etcd v3 gRPC API on (etcd's flag name)"),
+         "comma-separated URLs to serve the etcd v3 gRPC API on (etcd's flag name)",
+         type=URLs(("http", "https"))),
     Flag("--advertise-client-urls", "",
-         "URLs reported to clients in MemberList (default: the listen URLs)"),
+         "URLs reported to clients in MemberList (default: the listen URLs)",
+         type=URLs(("http", "https"), optional=True)),
     Flag("--data-dir", "kubefabric-data",
          "directory of the embedded SQLite shard; created if missing (not used with --shard)"),
     Flag("--shard", "", "serve a shard service instead of the embedded SQLite shard: its "
          "replicas' Shard API addresses, grpc://host:port[,grpc://host:port...] (writes go to "
-         "the leader, reads to any replica)"),
+         "the leader, reads to any replica)", type=Endpoints("grpc")),
     Flag("--topology", "", "serve several shards routed by this topology file (YAML: shards, "
          "rules, default; see docs/topology.md); re-read on SIGHUP and when it changes"),
     Flag("--watch-hub", "", "serve etcd Watch streams through watch-hub(s), "
          "grpc://host:port[,grpc://host:port...] (with --shard or --topology; streams move to "
          "another hub, or the restarted one, without the client noticing). Without it the "
-         "router follows the shards' Feed RPC itself"),
+         "router follows the shards' Feed RPC itself", type=Endpoints("grpc")),
     Flag("--name", "default", "member name reported by MemberList"),
     Flag("--initial-advertise-peer-urls", "http://localhost:2380",
-         "peer URLs reported by MemberList (KubeFabric has no raft peers; etcd's default)"),
+         "peer URLs reported by MemberList (KubeFabric has no raft peers; etcd's default)",
+         type=URLs(("http", "https"))),
     Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
     Flag("--log-level", "info", "log level: debug, info, warning or error",
          choices=("debug", "info", "warning", "error")),
     Flag("--max-request-bytes", "1572864",
          "largest request accepted, in bytes (etcd's default 1.5 MiB); larger puts and txns get "
-         "'etcdserver: request is too large'", type=int),
-    Flag("--max-txn-ops", "128", "most operations in one txn branch (etcd's default)", type=int),
+         "'etcdserver: request is too large'", type=REQUEST_BYTES),
+    Flag("--max-txn-ops", "128", "most operations in one txn branch (etcd's default)",
+         type=Count(1)),
     Flag("--quota-backend-bytes", "0",
          "database size at which the NOSPACE alarm is raised and writes are refused "
-         "(0: etcd's default, 2 GiB)", type=int),
+         "(0: etcd's default, 2 GiB)", type=Count(0)),
     Flag("--auto-compaction-mode", "periodic",
          "periodic: keep history for --auto-compaction-retention as a duration; revision: keep "
          "that many revisions", choices=("periodic", "revision")),
@@ -54,31 +62,32 @@ FLAGS = [
          "every 5 minutes on its own). periodic: a duration such as 1h or 30m; revision: a number"),
     Flag("--watch-progress-notify-interval", "10m",
          "how often watchers that asked for progress notifications get one when idle (0: never)",
-         type=duration),
+         type=Duration()),
     Flag("--watch-stream-buffer-bytes", "67108864",
          "responses a watch stream may hold for a client that reads too slowly; past it every "
-         "watcher of the stream is cancelled with a reason (clients re-watch)", type=int),
+         "watcher of the stream is cancelled with a reason (clients re-watch)", type=Count(1)),
     Flag("--max-watchers-per-stream", "100000",
          "most watchers one watch stream may hold (etcd has no limit; kube-apiserver puts all "
          "its uncached watches on one stream); one more is refused like etcd refuses a watch: "
-         "created and canceled with a reason", type=int),
+         "created and canceled with a reason", type=Count(1)),
     Flag("--max-watch-streams-per-connection", "10000",
          "most watch streams one client connection may have open at once (etcd has no limit; "
          "etcd clients share one stream per connection and context); one more is refused with "
-         "RESOURCE_EXHAUSTED", type=int),
+         "RESOURCE_EXHAUSTED", type=Count(1)),
     Flag("--request-timeout", "7s",
          "how long a unary request may take before it fails with etcd's 'etcdserver: request "
          "timed out' (etcd's 5s + 2 election timeouts; 0: no limit). Defragment and Compact "
-         "are not limited, as in etcd", type=duration),
+         "are not limited, as in etcd", type=Duration()),
     Flag("--sqlite-synchronous", "FULL",
          "SQLite durability: FULL fsyncs every commit (like etcd); NORMAL may lose the last "
          "commits on power loss", choices=("FULL", "NORMAL")),
-    Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM", type=duration),
+    Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM",
+         type=Duration()),
     Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
          choices=("uvloop", "asyncio")),
     Flag("--metrics-address", "127.0.0.1:2381", "host:port to serve Prometheus /metrics on (like "
          "etcd's --listen-metrics-urls; empty disables). Traces: the OTEL_* environment variables "
-         "(README, Observe)"),
+         "(README, Observe)", type=HostPort(optional=True)),
     # TLS on https:// client URLs (kubefabric/tls/suites.py says what grpc can and cannot enforce)
     Flag("--cert-file", "", "server TLS certificate (PEM) for https:// client URLs; re-read when "
          "it changes, so a rotated certificate reaches new connections without a restart"),
@@ -86,7 +95,7 @@ FLAGS = [
     Flag("--trusted-ca-file", "", "CA certificate(s) (PEM) that sign client certificates; as in "
          "etcd, setting it requires and verifies a client certificate on every connection"),
     Flag("--client-cert-auth", "false", "require client certificates signed by "
-         "--trusted-ca-file (needs it)", type=parse_bool, const="true"),
+         "--trusted-ca-file (needs it)", type=Bool(), const="true"),
     Flag("--cipher-suites", "", "comma-separated TLS 1.2 cipher suites by etcd's (Go's) names, "
          "e.g. TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 (empty: grpc's defaults); TLS 1.3 suites "
          "are always on and cannot be chosen"),
@@ -127,7 +136,7 @@ async def _serve(args, tls: TLSSettings | None) -> int:
     from kubefabric import telemetry
 
     from .compaction import AutoCompactor
-    from .server import RouterServer, ServerConfig, listen_address
+    from .server import RouterServer, ServerConfig
 
     listen = [u.strip() for u in args.listen_client_urls.split(",") if u.strip()]
     advertise = [u.strip() for u in (args.advertise_client_urls or args.listen_client_urls).split(",")
@@ -145,19 +154,6 @@ async def _serve(args, tls: TLSSettings | None) -> int:
         compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)
     except ValueError as err:
         raise StartupError(f"--auto-compaction-retention: {err}") from None
-    try:
-        for url in listen:
-            listen_address(url)
-    except ValueError as err:
-        raise StartupError(f"--listen-client-urls: {err}") from None
-    if not listen:
-        raise StartupError("--listen-client-urls: no URL given")
-    if args.watch_hub:
-        from kubefabric.rpc.channel import parse_endpoints
-        try:
-            parse_endpoints(args.watch_hub)
-        except ValueError as err:
-            raise StartupError(f"--watch-hub: {err}") from None
     shard = await open_shards(args)
     server = RouterServer(shard, cfg)
     try:

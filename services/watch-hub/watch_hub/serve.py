@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import logging
 
-from kubefabric.config import Flag, add_flags, duration
+from kubefabric.config import Count, Duration, Endpoints, Flag, HostPort, URLs, add_flags
 from kubefabric.events.bus import check_url
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
@@ -28,29 +28,34 @@ FLAGS = [
     Flag("--topology", "", "the topology file kv-router uses (docs/topology.md): every shard "
          "must be a grpc:// shard service publishing on NATS; re-read on restart"),
     Flag("--shard", "", "one shard service instead of a topology: its replicas' Shard API "
-         "addresses, grpc://host:port[,grpc://host:port...]"),
+         "addresses, grpc://host:port[,grpc://host:port...]", type=Endpoints("grpc")),
     Flag("--shard-name", "default", "with --shard: the shard's name (its --name; its NATS "
          "subjects are kf.<name>.*)"),
     Flag("--nats-url", "", "NATS server(s) with JetStream, nats://host:port[,...] or "
-         "tls://host:port[,...] (required)"),
+         "tls://host:port[,...] (required)",
+         type=URLs(("nats", "tls"), optional=True, port_required=False)),
     *natstls.FLAGS,  # TLS towards NATS: --nats-ca-file, --nats-cert-file, --nats-key-file
-    Flag("--listen-address", "127.0.0.1:2480", "host:port to serve the Watch API and health on"),
+    Flag("--listen-address", "127.0.0.1:2480", "host:port to serve the Watch API and health on",
+         type=HostPort()),
     Flag("--metrics-address", "127.0.0.1:2580", "host:port to serve Prometheus /metrics on "
-         "(empty disables). Traces: the OTEL_* environment variables"),
+         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True)),
     Flag("--watch-progress-notify-interval", "10m", "how often watchers that asked for progress "
-         "notifications get one when idle (0: never)", type=duration),
+         "notifications get one when idle (0: never)", type=Duration()),
     Flag("--watch-stream-buffer-bytes", "67108864", "responses a watch stream may hold for a "
          "reader that is too slow; past it every watcher of the stream is cancelled with a "
-         "reason", type=int),
-    Flag("--max-watchers-per-stream", "100000", "most watchers one watch stream may hold", type=int),
+         "reason", type=Count(1)),
+    Flag("--max-watchers-per-stream", "100000", "most watchers one watch stream may hold",
+         type=Count(1)),
     Flag("--max-watch-streams-per-connection", "1000000", "most watch streams one connection may "
          "have open at once (a kv-router relays all its clients' streams on one connection; it "
-         "limits each client itself)", type=int),
+         "limits each client itself)", type=Count(1)),
     Flag("--max-request-bytes", "1572864", "etcd's request limit of the routers in front: watch "
-         "responses with fragment=true are split at it (plus gRPC's allowance)", type=int),
+         "responses with fragment=true are split at it (plus gRPC's allowance)",
+         type=Count(1, 2 ** 31 - 1 - 512 * 1024)),
     Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
     Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
-    Flag("--shutdown-grace", "5s", "time watch streams get to end cleanly on SIGTERM", type=duration),
+    Flag("--shutdown-grace", "5s", "time watch streams get to end cleanly on SIGTERM",
+         type=Duration()),
     Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
          choices=("uvloop", "asyncio")),
 ]
