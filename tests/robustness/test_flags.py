@@ -10,6 +10,7 @@ nothing listens, nothing is logged beyond the one line.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -21,19 +22,30 @@ import pytest
 from kubefabric import cli
 from kubefabric.config import Bool, Choice, Count, Duration, HostPort, URLs
 
+def subcommands(parser, prefix: tuple[str, ...] = ()):
+    """(words, parser) of every command and nested subcommand, e.g. ("trigger", "dlq", "list")."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from subcommands(sub, (*prefix, name))
+
+
 PARSER = cli.build_parser()
-COMMANDS = {name: sub for action in PARSER._subparsers._group_actions
-            for name, sub in action.choices.items()}
+COMMANDS = {" ".join(words): sub for words, sub in subcommands(PARSER)}
 # Flags whose value is text by nature: files, names, the DSN, TLS names, or checked with other
 # flags by the command itself (--auto-compaction-retention depends on --auto-compaction-mode,
 # --cipher-suites and --tls-min-version on grpc's TLS library: test_shutdown, tests/security).
 TEXT = {"--data-dir", "--topology", "--name", "--dsn", "--shard-name", "--cert-file", "--key-file",
         "--trusted-ca-file", "--shard-ca-file", "--shard-cert-file", "--shard-key-file",
         "--shard-server-name", "--nats-ca-file", "--nats-cert-file", "--nats-key-file",
-        "--cipher-suites", "--tls-min-version", "--auto-compaction-retention"}
+        "--cipher-suites", "--tls-min-version", "--auto-compaction-retention",
+        "--service-url-template", "--authorization-always-allow-paths"}
 # names that say "number" or "address": such a flag must have a checker
 NUMERIC_OR_ADDRESS = ("bytes", "size", "ops", "-per-", "interval", "timeout", "grace", "retention",
-                      "address", "url", "shard", "watch-hub", "commit", "auth")
+                      "address", "url", "shard", "watch-hub", "commit", "ttl", "endpoints",
+                      "router", "replicas", "priority")
+CHECKERS = (Count, Duration, Bool, Choice, HostPort, URLs)
 
 
 def flags():
@@ -81,6 +93,8 @@ def bad_values(flag) -> list[str]:
 
 
 CASES = [(cmd, name, value) for cmd, name, (_, flag) in flags() for value in bad_values(flag)]
+# nested commands with their parent's flags would repeat them: their own flags only once
+CASES = list(dict.fromkeys(CASES))
 
 
 def parse(argv: list[str], capsys, env: dict | None = None) -> tuple[int, str]:
@@ -118,26 +132,32 @@ def test_every_numeric_and_address_flag_is_checked():
             flag = getattr(action.type, "flag", None)
             if flag is None:
                 continue  # not a Flag (e.g. topology check's own arguments)
-            if flag.type in (str, int, float) and not flag.choices and any(
-                    word in opt for word in NUMERIC_OR_ADDRESS):
-                unchecked.append(f"{name} {opt}")
+            if flag.choices or isinstance(flag.type, CHECKERS):
+                continue
+            if flag.type is not str or (opt not in TEXT and any(w in opt for w in NUMERIC_OR_ADDRESS)):
+                unchecked.append(f"{name} {opt} ({flag.type!r})")
     assert not unchecked, f"numeric or address flags without a checker: {unchecked}"
     assert len(CASES) > 200, len(CASES)
 
 
 @pytest.mark.parametrize("command, flag, value", CASES)
 def test_bad_value_is_refused_on_one_line(command, flag, value, capsys):
-    code, output = parse([command, f"{flag}={value}"], capsys)
+    code, output = parse([*command.split(), f"{flag}={value}"], capsys)
     assert_one_line(code, output, flag)
     env = "KUBEFABRIC_" + flag.lstrip("-").upper().replace("-", "_")
-    code, output = parse([command], capsys, {env: value})
+    code, output = parse(command.split(), capsys, {env: value})
     assert_one_line(code, output, flag, env)
 
 
-@pytest.mark.parametrize("command", ["serve", "backend-sqlite", "backend-pg", "backend-mysql", "watch-hub"])
+# commands that run with no argument at all (no required subcommand or positional)
+LEAVES = [name for name, sub in COMMANDS.items()
+          if not any(not a.option_strings and a.required for a in sub._actions)]
+
+
+@pytest.mark.parametrize("command", LEAVES)
 def test_defaults_and_good_values_parse(command):
-    args = cli.build_parser().parse_args([command])  # every default passes its own check
-    assert args.command == command
+    args = cli.build_parser().parse_args(command.split())  # every default passes its own check
+    assert args.command == command.split()[0]
     good = {"--metrics-address": ["", "[::1]:2381", "0.0.0.0:1", "localhost:65535"],
             "--listen-client-urls": ["http://127.0.0.1:2379,https://[::1]:2379", "http://localhost:1"],
             "--shard": ["grpc://a:1,grpc://b-2.example:65535", ""],
@@ -145,10 +165,11 @@ def test_defaults_and_good_values_parse(command):
             "--listen-address": [":2390", "[::]:2390", "127.0.0.1:2390"],
             "--shutdown-grace": ["0", "1.5", "500ms", "2h"],
             "--group-commit": ["false", "ON", "0"]}
-    for action in cli.build_parser()._subparsers._group_actions[0].choices[command]._actions:
+    for action in COMMANDS[command]._actions:
         for opt in action.option_strings:
             for value in good.get(opt, []):
-                cli.build_parser().parse_args([command, f"{opt}={value}"])
+                if getattr(action.type, "flag", None) is not None:
+                    cli.build_parser().parse_args([*command.split(), f"{opt}={value}"])
 
 
 def test_compaction_retention_is_checked_before_start(tmp_path):
@@ -159,7 +180,7 @@ def test_compaction_retention_is_checked_before_start(tmp_path):
 
 # ---- as a user runs them: real processes ----
 
-def run(tmp_path, argv: list[str], timeout: float = 30.0) -> tuple[int | None, str, float]:
+def run(tmp_path, argv: list[str], timeout: float = 120.0) -> tuple[int | None, str, float]:
     """(exit status or None if still running after `timeout`, output, seconds)."""
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "kubefabric.cli", *argv], cwd=tmp_path,

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import argparse
 
-from kubefabric.config import Flag, add_flags, duration
+from kubefabric.config import Count, Duration, Flag, HostPort, URLs, add_flags
+
+ENDPOINTS = URLs(("http", "https"))
 
 SERVE_FLAGS = [
     Flag("--crd-dir", "", "directory of CustomResourceDefinition manifests (*.yaml, *.yml, "
          "*.json; apiextensions.k8s.io/v1) declaring the resources to serve; a <file>.py beside "
          "a manifest holds its Python hooks (docs/aggregation.md)"),
     Flag("--kv-router", "http://127.0.0.1:2379", "kv-router endpoint(s) for reads, writes and "
-         "queries, http://host:port[,http://host:port...]"),
+         "queries, http://host:port[,http://host:port...]", type=ENDPOINTS),
     Flag("--watch-hub", "", "watch-hub endpoint(s) for watches, http://host:port[,...] "
-         "(default: --kv-router, which relays watches to its hub)"),
-    Flag("--listen-address", "127.0.0.1:8443", "host:port to serve the API on (HTTPS)"),
+         "(default: --kv-router, which relays watches to its hub)",
+         type=URLs(("http", "https"), optional=True)),
+    Flag("--listen-address", "127.0.0.1:8443", "host:port to serve the API on (HTTPS)",
+         type=HostPort()),
     Flag("--tls-cert-file", "", "serving certificate (PEM); with none a self-signed one is made "
          "at start (register the APIService with insecureSkipTLSVerify then)"),
     Flag("--tls-private-key-file", "", "the serving certificate's unencrypted key (PEM)"),
@@ -48,17 +52,17 @@ SERVE_FLAGS = [
     Flag("--authorization-always-allow-paths", "/healthz,/readyz,/livez", "comma-separated paths "
          "served without authorization"),
     Flag("--auth-cache-ttl", "10s", "how long TokenReview and SubjectAccessReview answers are "
-         "reused", type=duration),
+         "reused", type=Duration()),
     Flag("--watch-bookmark-interval", "1m", "how often a watch that allows bookmarks gets one",
-         type=duration),
+         type=Duration(positive=True)),
     Flag("--min-request-timeout", "30m", "a watch without timeoutSeconds ends after a random "
-         "time between this and twice this (as kube-apiserver's)", type=duration),
+         "time between this and twice this (as kube-apiserver's)", type=Duration(positive=True)),
     Flag("--metrics-address", "127.0.0.1:2680", "host:port to serve Prometheus /metrics on "
-         "(empty disables). Traces: the OTEL_* environment variables"),
+         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True)),
     Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
     Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
     Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM (watches "
-         "end at once; clients re-watch)", type=duration),
+         "end at once; clients re-watch)", type=Duration()),
     Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
          choices=("uvloop", "asyncio")),
 ]
@@ -69,11 +73,14 @@ MANIFEST_FLAGS = [
     Flag("--namespace", "kubefabric", "namespace of the Service and Deployment"),
     Flag("--name", "kubefabric-aggregation", "name of the Service, Deployment and RBAC objects"),
     Flag("--image", "kubefabric:dev", "container image with the kubefabric command"),
-    Flag("--replicas", "2", "Deployment replicas (stateless; any number)", type=int),
-    Flag("--kv-router", "http://kv-router:2379", "kv-router endpoint(s) as the pods reach them"),
-    Flag("--watch-hub", "", "watch-hub endpoint(s) as the pods reach them (empty: via kv-router)"),
-    Flag("--group-priority-minimum", "1000", "APIService groupPriorityMinimum", type=int),
-    Flag("--version-priority", "100", "APIService versionPriority", type=int),
+    Flag("--replicas", "2", "Deployment replicas (stateless; any number)", type=Count(0, 10000)),
+    Flag("--kv-router", "http://kv-router:2379", "kv-router endpoint(s) as the pods reach them",
+         type=ENDPOINTS),
+    Flag("--watch-hub", "", "watch-hub endpoint(s) as the pods reach them (empty: via kv-router)",
+         type=URLs(("http", "https"), optional=True)),
+    Flag("--group-priority-minimum", "1000", "APIService groupPriorityMinimum",
+         type=Count(1, 20000)),
+    Flag("--version-priority", "100", "APIService versionPriority", type=Count(1, 1000)),
 ]
 
 

@@ -17,7 +17,7 @@ import logging
 import socket
 import sys
 
-from kubefabric.config import Flag, add_flags, duration
+from kubefabric.config import Bool, Count, Duration, Flag, HostPort, URLs, add_flags
 from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
@@ -27,7 +27,8 @@ log = logging.getLogger("kubefabric.trigger")
 
 CLIENT_FLAGS = [
     Flag("--endpoints", "http://127.0.0.1:2379", "the etcd API to read and record through: "
-         "kv-router (or kubefabric serve), http(s)://host:port[,...]"),
+         "kv-router (or kubefabric serve), http(s)://host:port[,...]",
+         type=URLs(("http", "https"))),
     Flag("--ca-file", "", "CA that signs the router's certificate (https:// endpoints)"),
     Flag("--cert-file", "", "client certificate for a router that requires one"),
     Flag("--key-file", "", "the client certificate's key"),
@@ -37,21 +38,20 @@ FLAGS = [
     Flag("--triggers", "", "a YAML file of HTTPTrigger objects (apiVersion triggers.kubefabric.io/v1), "
          "for use without a cluster; read at start"),
     Flag("--cluster-triggers", "true", "also run the HTTPTrigger objects stored in the data layer "
-         "(applied with kubectl), picked up and changed live", type=lambda s: s.lower() in ("1", "true", "yes", "on"),
-         const="true"),
+         "(applied with kubectl), picked up and changed live", type=Bool(), const="true"),
     Flag("--replica-name", socket.gethostname(), "this replica's name among the replicas (its "
          "progress records are kept under it: keep it stable across restarts, e.g. the pod name)"),
     Flag("--lease-ttl", "10", "seconds a replica's lease lasts: a replica that dies loses its "
-         "share to the others within it", type=int),
+         "share to the others within it", type=Count(1, 86400)),
     Flag("--event-source", "https://kubernetes.default.svc", "the CloudEvents `source` "
          "attribute (Knative's ApiServerSource uses the API server's URL); spec.cloudEvents.source "
          "overrides it per trigger"),
     Flag("--service-url-template", "{scheme}://{name}.{namespace}.svc:{port}",
          "how url.service becomes a URL: {scheme}, {name}, {namespace}, {port} (the Service's port)"),
     Flag("--checkpoint-interval", "1s", "how often watermarks and counters are recorded in "
-         "KubeFabric (a crash redelivers at most this much)", type=duration),
+         "KubeFabric (a crash redelivers at most this much)", type=Duration(positive=True)),
     Flag("--listen-address", "127.0.0.1:2680", "host:port for /livez, /readyz and /metrics "
-         "(empty disables). Traces: the OTEL_* environment variables"),
+         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True)),
     Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
     Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
     Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio", choices=("uvloop", "asyncio")),
