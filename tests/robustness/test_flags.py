@@ -222,3 +222,14 @@ def test_refused_before_anything_starts(tmp_path, argv, flag):
     assert_one_line(code, output, flag)
     assert "Traceback" not in output and "serving" not in output, output
     assert not any(tmp_path.iterdir()), f"it created files: {list(tmp_path.iterdir())}"
+
+
+def test_listing_the_commands_loads_no_grpc():
+    """Every command's module is loaded to build the command line; none may load grpc there:
+    `serve --cipher-suites` configures grpc's TLS before grpc is loaded (a command that imported
+    it early broke that flag for every command)."""
+    probe = ("import sys; from kubefabric import cli; cli.build_parser(); "
+             "print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"grpc loaded while building the command line: {out.stdout}"

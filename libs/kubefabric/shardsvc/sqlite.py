@@ -2,12 +2,14 @@
 Replicas on the same host and directory share the file; the writer holds its lock file."""
 from __future__ import annotations
 
-from kubefabric.store.sqlite import SqliteStore
-
 from .serve import make_command
 
 
-def _store(dsn, args) -> SqliteStore:
+def _store(dsn, args):
+    # imported here: every `kubefabric` command loads this module to list its subcommand, and
+    # the store pulls in SQLAlchemy
+    from kubefabric.store.sqlite import SqliteStore
+
     return SqliteStore(dsn.database)
 
 

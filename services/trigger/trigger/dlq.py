@@ -16,16 +16,18 @@ import json
 import logging
 import sys
 
-from kubefabric.client import ClientError, Compacted, EtcdClient, prefix_end
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 from . import metrics, records
-from .delivery import Outcome, deliver
 from .events import Event
 from .objects import ObjectRef
 from .records import DeadLetter
 
 log = logging.getLogger("kubefabric.trigger.dlq")
+
+# kubefabric.client (hence grpc) is imported inside the functions: every `kubefabric` command
+# loads this module to list its subcommands, and `serve --cipher-suites` must configure grpc's
+# TLS before grpc is loaded.
 
 
 async def letters(client: EtcdClient, prefix: bytes, trigger: str = "", ids=()) -> list:
@@ -58,6 +60,8 @@ async def move(client: EtcdClient, kv, to_prefix: bytes, letter: DeadLetter) -> 
 async def replay_loop(svc) -> None:
     """Deliver letters that appear under /kubefabric/trigger/replay/ for triggers this replica
     runs and objects it owns."""
+    from kubefabric.client import ClientError, Compacted, prefix_end
+
     rev = 0
     while True:
         try:
@@ -88,6 +92,8 @@ async def _replay_one(svc, kv) -> None:
                     (letter.object.get("metadata") or {}).get("name", ""))
     ev = Event(letter.type, key, letter.revision, letter.object, letter.old_object, ref)
     s = p.t.spec
+    # the delivery stack (CEL) loads where it runs: every `kubefabric` command imports this module
+    from .delivery import Outcome, deliver
     from .request import build
 
     outcome: Outcome = await deliver(p.caller, lambda: build(p.t, ev, p.plural, svc.source, svc.lookups),
@@ -123,6 +129,8 @@ def add_commands(sub, common_flags) -> None:
 
 
 def run_command(args) -> int:
+    from kubefabric.client import ClientError
+
     from .serve import client_for
 
     async def go() -> int:

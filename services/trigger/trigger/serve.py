@@ -42,7 +42,7 @@ FLAGS = [
     Flag("--replica-name", socket.gethostname(), "this replica's name among the replicas (its "
          "progress records are kept under it: keep it stable across restarts, e.g. the pod name)"),
     Flag("--lease-ttl", "10", "seconds a replica's lease lasts: a replica that dies loses its "
-         "share to the others within it", type=Count(1, 86400)),
+         "share to the others within it", type=Count(2, 86400)),
     Flag("--event-source", "https://kubernetes.default.svc", "the CloudEvents `source` "
          "attribute (Knative's ApiServerSource uses the API server's URL); spec.cloudEvents.source "
          "overrides it per trigger"),
