@@ -39,6 +39,8 @@ COPY services/backend-mysql/pyproject.toml services/backend-mysql/
 COPY services/watch-hub/pyproject.toml services/watch-hub/
 COPY services/trigger/pyproject.toml services/trigger/
 COPY services/aggregation/pyproject.toml services/aggregation/
+# The example app (examples/shop) is a member too; only the dev group installs it, never this image.
+COPY examples/shop/pyproject.toml examples/shop/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace
 # Then the workspace itself, installed as regular (non-editable) packages so the runtime stage

@@ -158,7 +158,8 @@ def _dockerignored(rel: Path) -> bool:
     parts = rel.parts
     return "__pycache__" in parts or rel.suffix == ".pyc" or any(p.endswith(".egg-info") for p in parts) \
         or ".pytest_cache" in parts or (parts[0] not in ("pyproject.toml", "uv.lock", "libs", "services")
-                                        and rel != Path("tests/pyproject.toml"))
+                                        and rel not in (Path("tests/pyproject.toml"),
+                                                    Path("examples/shop/pyproject.toml")))
 
 
 def test_build_stage_runs_without_docker(tmp_path):

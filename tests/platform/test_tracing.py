@@ -227,60 +227,7 @@ def test_write_forwarded_by_a_replica_stays_in_the_trace(tmp_path, exporter):
     ]
 
 
-class OtlpCollector:
-    """A tiny OTLP/gRPC trace collector on loopback; the OTEL_* variables of the processes the
-    test starts point at it."""
-
-    def __init__(self, monkeypatch):
-        from concurrent import futures
-
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as tpb
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as tgrpc
-
-        self.received = []
-        received = self.received
-
-        class Collector(tgrpc.TraceServiceServicer):
-            def Export(self, request, context):
-                received.append(request)
-                return tpb.ExportTraceServiceResponse()
-
-        self.server = grpc.server(futures.ThreadPoolExecutor(4))
-        tgrpc.add_TraceServiceServicer_to_server(Collector(), self.server)
-        port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-        monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
-        monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
-        monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
-
-    def spans(self):
-        out = []
-        for req in list(self.received):
-            for rs in req.resource_spans:
-                service = next(a.value.string_value for a in rs.resource.attributes
-                               if a.key == "service.name")
-                out.extend((service, s) for ss in rs.scope_spans for s in ss.spans)
-        return out
-
-    def trace_of(self, name: str) -> set:
-        """(service, span name) of every span in the trace of the first span called `name`."""
-        spans = self.spans()
-        first = next((s for _, s in spans if s.name == name), None)
-        if first is None:
-            return set()
-        return {(svc, s.name) for svc, s in spans if s.trace_id == first.trace_id}
-
-    def wait_for(self, name: str, expected: set, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not expected <= self.trace_of(name) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert expected <= self.trace_of(name), (self.trace_of(name), [(v, s.name) for v, s in self.spans()])
-
-    def stop(self) -> None:
-        self.server.stop(0)
+from harness.otlp import OtlpCollector  # noqa: E402
 
 
 PUT_TRACE = {("kv-router", "etcdserverpb.KV/Put"), ("kv-router", "kubefabric.shard.v1.Shard/Put"),
