@@ -1,0 +1,220 @@
+// k8sload: the Kubernetes-API load of issue 18's benchmark, with client-go. N concurrent clients
+// each loop: create a namespaced object labelled with its client and sequence number, then read
+// it back by that label selector (a list that must return exactly that object). It stops when
+// the namespace holds --objects objects, printing one JSON line per --report-every objects:
+// requests per second, p50/p99 of creates and of lists, errors, and the RSS of the processes
+// named by --pid (read from /proc), so the caller sees how each grows with the object count.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+type pidFlags map[string]int
+
+func (p pidFlags) String() string { return fmt.Sprint(map[string]int(p)) }
+func (p pidFlags) Set(v string) error {
+	name, pid, ok := strings.Cut(v, "=")
+	if !ok {
+		return fmt.Errorf("--pid wants name=pid, got %q", v)
+	}
+	n, err := strconv.Atoi(pid)
+	if err != nil {
+		return err
+	}
+	p[name] = n
+	return nil
+}
+
+type window struct {
+	mu      sync.Mutex
+	creates []time.Duration
+	lists   []time.Duration
+	errors  int64
+	samples []string
+}
+
+func (w *window) add(create, list time.Duration, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err != nil {
+		w.errors++
+		if len(w.samples) < 3 {
+			w.samples = append(w.samples, err.Error())
+		}
+		return
+	}
+	w.creates = append(w.creates, create)
+	w.lists = append(w.lists, list)
+}
+
+func (w *window) take() (creates, lists []time.Duration, errors int64, samples []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	creates, lists, errors, samples = w.creates, w.lists, w.errors, w.samples
+	w.creates, w.lists, w.errors, w.samples = nil, nil, 0, nil
+	return
+}
+
+func pct(d []time.Duration, p float64) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	i := int(float64(len(d)-1) * p)
+	return float64(d[i].Microseconds()) / 1000
+}
+
+func rssMiB(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return -1
+}
+
+func main() {
+	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the API server to load")
+	gvr := flag.String("resource", "widgets.v1.example.kubefabric.io", "plural.version.group of the resource")
+	kind := flag.String("kind", "Widget", "the resource's kind")
+	namespace := flag.String("namespace", "bench", "namespace the objects are created in")
+	clients := flag.Int("clients", 120, "concurrent clients (each with its own connection)")
+	objects := flag.Int64("objects", 100000, "stop when this many objects exist")
+	start := flag.Int64("start", 0, "objects already in the namespace (a resumed run)")
+	every := flag.Int64("report-every", 10000, "print a line every this many objects")
+	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
+	pids := pidFlags{}
+	flag.Var(pids, "pid", "name=pid of a process whose RSS to report (repeatable)")
+	flag.Parse()
+
+	parts := strings.SplitN(*gvr, ".", 3)
+	if len(parts) != 3 {
+		fmt.Fprintln(os.Stderr, "--resource wants plural.version.group")
+		os.Exit(2)
+	}
+	res := schema.GroupVersionResource{Resource: parts[0], Version: parts[1], Group: parts[2]}
+	base, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kubeconfig:", err)
+		os.Exit(2)
+	}
+	base.QPS, base.Burst = -1, 0 // no client-side rate limit
+	base.Timeout = 60 * time.Second
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	var created atomic.Int64
+	created.Store(*start)
+	var w window
+	var wg sync.WaitGroup
+	began := time.Now()
+	for c := 0; c < *clients; c++ {
+		cfg := rest.CopyConfig(base)
+		// A dialer of its own keeps client-go from sharing one transport (and one HTTP/2
+		// connection) between the clients, as separate processes would not share one.
+		dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+		cfg.Dial = dialer.DialContext
+		client, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "client:", err)
+			os.Exit(2)
+		}
+		api := client.Resource(res).Namespace(*namespace)
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for seq := 0; ctx.Err() == nil && created.Load() < *objects; seq++ {
+				name := fmt.Sprintf("c%d-%d", c, seq)
+				obj := &unstructured.Unstructured{Object: map[string]interface{}{
+					"apiVersion": res.Group + "/" + res.Version, "kind": *kind,
+					"metadata": map[string]interface{}{"name": name, "labels": map[string]interface{}{
+						"bench-client": strconv.Itoa(c), "bench-seq": strconv.Itoa(seq)}},
+					"spec": map[string]interface{}{"color": "red", "replicas": int64(seq % 10)},
+				}}
+				t0 := time.Now()
+				_, err := api.Create(ctx, obj, metav1.CreateOptions{})
+				t1 := time.Now()
+				if err != nil {
+					w.add(0, 0, fmt.Errorf("create %s: %w", name, err))
+					continue
+				}
+				n := created.Add(1)
+				list, err := api.List(ctx, metav1.ListOptions{
+					LabelSelector: fmt.Sprintf("bench-client=%d,bench-seq=%d", c, seq)})
+				t2 := time.Now()
+				if err == nil && (len(list.Items) != 1 || list.Items[0].GetName() != name) {
+					err = fmt.Errorf("list by label found %d objects, not %s", len(list.Items), name)
+				}
+				w.add(t1.Sub(t0), t2.Sub(t1), err)
+				_ = n
+			}
+		}(c)
+	}
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	next := (*start / *every + 1) * *every
+	last := time.Now()
+	report := func(final bool) {
+		creates, lists, errors, samples := w.take()
+		now := time.Now()
+		secs := now.Sub(last).Seconds()
+		last = now
+		line := map[string]interface{}{
+			"objects": created.Load(), "elapsed_s": now.Sub(began).Seconds(), "window_s": secs,
+			"requests": len(creates) + len(lists), "req_per_s": float64(len(creates)+len(lists)) / secs,
+			"create_p50_ms": pct(creates, 0.5), "create_p99_ms": pct(creates, 0.99),
+			"list_p50_ms": pct(lists, 0.5), "list_p99_ms": pct(lists, 0.99),
+			"errors": errors, "final": final,
+		}
+		if len(samples) > 0 {
+			line["error_samples"] = samples
+		}
+		rss := map[string]float64{}
+		for name, pid := range pids {
+			rss[name] = rssMiB(pid)
+		}
+		line["rss_mib"] = rss
+		out, _ := json.Marshal(line)
+		fmt.Println(string(out))
+	}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			report(true)
+			return
+		case <-tick.C:
+			if created.Load() >= next {
+				report(false)
+				next += *every
+			}
+		}
+	}
+}
