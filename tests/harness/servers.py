@@ -91,6 +91,7 @@ def wait_ready(server: Server, timeout: float = 60.0) -> None:
                 return
             except grpc.RpcError:
                 if time.monotonic() > deadline:
+                    server.stop()   # nobody else holds it: it must not outlive the failure
                     raise RuntimeError(f"{server.kind} not ready after {timeout}s:\n{server.log()}")
                 time.sleep(0.05)
     finally:

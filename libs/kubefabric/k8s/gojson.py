@@ -22,7 +22,7 @@ import base64
 import datetime as dt
 import importlib
 import json
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -101,7 +101,12 @@ def _embedded_json(raw: bytes) -> Any:
 def _time(m) -> Any:                      # metav1.Time: seconds only, RFC 3339, UTC
     if not m.HasField("seconds"):         # the zero time is encoded as an empty message
         return None
-    return _utc(m.seconds).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339(m.seconds)
+
+
+@lru_cache(maxsize=4096)                  # an object's times are often equal (managedFields)
+def _rfc3339(seconds: int) -> str:
+    return _utc(seconds).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _micro_time(m) -> Any:                # metav1.MicroTime: RFC3339Micro, UTC, truncated
@@ -227,24 +232,39 @@ class Renderer:
             present[number] = self._present(f)
             if defaults := self._absent(f):
                 absent.append((number, defaults))
-        absent_numbers = frozenset(n for n, _ in absent)
+        # keyed by descriptor: ListFields hands back the pool's descriptor objects
+        by_field = {descriptor.fields_by_number[n]: step for n, step in present.items()}
+        absent_fields = [(descriptor.fields_by_number[n], d) for n, d in absent]
+        constant_mutable = any(isinstance(v, (dict, list)) for v in constant.values())
 
         def render(m) -> dict:
             out: dict = {}
+            for fd, v in m.ListFields():
+                step = by_field.get(fd)
+                if step is not None:
+                    step(v, out)
+            if constant:
+                out.update(_clone(constant) if constant_mutable else constant)
+            return out
+
+        if not absent_fields:
+            return render
+
+        def render_with_absent(m) -> dict:
+            out: dict = {}
             seen = set()
             for fd, v in m.ListFields():
-                step = present.get(fd.number)
+                step = by_field.get(fd)
                 if step is not None:
-                    seen.add(fd.number)
+                    seen.add(fd)
                     step(v, out)
-            if absent_numbers - seen:
-                for number, defaults in absent:
-                    if number not in seen:
-                        out.update(_copy(defaults))
+            for fd, defaults in absent_fields:
+                if fd not in seen:
+                    out.update(_copy(defaults))
             if constant:
-                out.update(_copy(constant))
+                out.update(_clone(constant) if constant_mutable else constant)
             return out
-        return render
+        return render_with_absent
 
     def zero(self, type_: str) -> Any:
         """The JSON of a Go zero value of type_ (what a field absent from protobuf renders)."""
@@ -340,9 +360,18 @@ class Renderer:
 
 def _copy(defaults: dict) -> dict:
     """Defaults are shared: copy the mutable ones (zero structs) for each object."""
-    if all(not isinstance(v, (dict, list)) for v in defaults.values()):
-        return defaults
-    return json.loads(json.dumps(defaults))
+    for v in defaults.values():
+        if isinstance(v, (dict, list)):
+            return _clone(defaults)
+    return defaults
+
+
+def _clone(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _clone(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_clone(x) for x in v]
+    return v
 
 
 @cache
