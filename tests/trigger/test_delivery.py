@@ -3,14 +3,11 @@ process, an aiohttp receiver. CloudEvents as Knative's ApiServerSource sends the
 order, concurrency across objects, and the durable watermark across a crash."""
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import time
 
-from conftest import http_trigger, widget
+from triggertest import http_trigger, widget
 from harness.client import Client
-from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 
 def put(c: Client, key: bytes, value: bytes) -> int:

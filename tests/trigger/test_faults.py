@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import http_trigger, records, run_cli, secret, statuses, wait_until, widget
+from triggertest import http_trigger, records, run_cli, secret, statuses, wait_until, widget
 from harness.client import Client
 from harness.servers import free_port
 from receiver import Behaviour

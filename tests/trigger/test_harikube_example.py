@@ -13,10 +13,10 @@ import ssl
 
 import yaml
 
-from conftest import deployment, secret
+from triggertest import deployment, secret
 from harness.client import Client
 from receiver import Receiver
-from security.certs import CA
+from harness.certs import CA
 from trigger.compiled import compile_trigger
 
 # HariKube's example, as published (only apiVersion changed).
@@ -114,8 +114,8 @@ def test_example_compiles_unchanged():
 
 def test_full_example_end_to_end(server_factory, start_trigger, tmp_path):
     ca = CA.new("function CA", tmp_path)
-    server = ca.issue("function", tmp_path, server=True)
-    client = ca.issue("trigger", tmp_path)
+    ca.issue("function", tmp_path, server=True)
+    ca.issue("trigger", tmp_path)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(tmp_path / "function.pem", tmp_path / "function-key.pem")
     ctx.load_verify_locations(ca.cert_file)

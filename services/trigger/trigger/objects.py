@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 try:  # the shared decoder (decoder engineer, libs/kubefabric/k8s)
-    from kubefabric.k8s import DecodeError, decode as _decode, parse_key as _parse_key
+    from kubefabric.k8s import DecodeError, decode as _decode
     from kubefabric.k8s import resource_prefix as _resource_prefix
     HAVE_DECODER = True
 except ImportError:  # pragma: no cover - depends on what main holds
