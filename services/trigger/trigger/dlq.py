@@ -16,21 +16,17 @@ import json
 import logging
 import sys
 
-from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-
-from . import metrics, records
-from .events import Event
-from .objects import ObjectRef
+from . import records
 from .records import DeadLetter
 
 log = logging.getLogger("kubefabric.trigger.dlq")
 
-# kubefabric.client (hence grpc) is imported inside the functions: every `kubefabric` command
-# loads this module to list its subcommands, and `serve --cipher-suites` must configure grpc's
-# TLS before grpc is loaded.
+# Every `kubefabric` command loads this module to list its subcommands: kubefabric.client (hence
+# grpc: `serve --cipher-suites` must configure grpc's TLS before grpc is loaded), protobuf and
+# the delivery stack (aiohttp, CloudEvents, CEL) are imported inside the functions that use them.
 
 
-async def letters(client: EtcdClient, prefix: bytes, trigger: str = "", ids=()) -> list:
+async def letters(client, prefix: bytes, trigger: str = "", ids=()) -> list:
     kvs, _ = await client.kv.list(prefix)
     out = []
     for kv in kvs:
@@ -44,8 +40,10 @@ async def letters(client: EtcdClient, prefix: bytes, trigger: str = "", ids=()) 
     return out
 
 
-async def move(client: EtcdClient, kv, to_prefix: bytes, letter: DeadLetter) -> bool:
+async def move(client, kv, to_prefix: bytes, letter: DeadLetter) -> bool:
     """Move one letter (guarded by its mod_revision: a letter is moved once)."""
+    from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+
     name = kv.key.rsplit(b"/", 1)[1]
     dest = to_prefix + letter.uid.encode() + b"/" + name
     r = await client.kv.txn(
@@ -61,7 +59,6 @@ async def replay_loop(svc) -> None:
     """Deliver letters that appear under /kubefabric/trigger/replay/ for triggers this replica
     runs and objects it owns."""
     from kubefabric.client import ClientError, Compacted, prefix_end
-
     rev = 0
     while True:
         try:
@@ -80,6 +77,10 @@ async def replay_loop(svc) -> None:
 
 
 async def _replay_one(svc, kv) -> None:
+    from . import metrics
+    from .delivery import Outcome, deliver
+    from .events import Event
+    from .objects import ObjectRef
     try:
         letter = DeadLetter.decode(kv.value)
     except (ValueError, TypeError):
@@ -92,8 +93,6 @@ async def _replay_one(svc, kv) -> None:
                     (letter.object.get("metadata") or {}).get("name", ""))
     ev = Event(letter.type, key, letter.revision, letter.object, letter.old_object, ref)
     s = p.t.spec
-    # the delivery stack (CEL) loads where it runs: every `kubefabric` command imports this module
-    from .delivery import Outcome, deliver
     from .request import build
 
     outcome: Outcome = await deliver(p.caller, lambda: build(p.t, ev, p.plural, svc.source, svc.lookups),
@@ -129,11 +128,10 @@ def add_commands(sub, common_flags) -> None:
 
 
 def run_command(args) -> int:
-    from kubefabric.client import ClientError
-
     from .serve import client_for
 
     async def go() -> int:
+        from kubefabric.client import ClientError
         client = client_for(args)
         try:
             found = await letters(client, records.DLQ, args.trigger, tuple(args.id))
