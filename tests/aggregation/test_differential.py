@@ -98,7 +98,7 @@ def cluster(tmp_path_factory):
                         extra=["--enable-aggregator-routing=false"])
     agg = None
     try:
-        api.start()
+        api.start(timeout=300)  # a loaded machine takes minutes to bootstrap RBAC
         api.apply(manifest("crd"))
         api.wait_for(lambda: _established(api), 60, "the CRD Established")
         agg = start_aggregation(work, kf.url, crd_dir=write_crd_dir(work / "crds"), extra=[

@@ -33,7 +33,7 @@ def cluster(tmp_path_factory):
         f.write(f'{VIEWER_TOKEN},viewer,viewer,"team"\n')
     agg = None
     try:
-        api.start()
+        api.start(timeout=300)  # a loaded machine takes minutes to bootstrap RBAC
         agg = start_aggregation(work, kf.url, crd_dir=write_crd_dir(work / "crds"), extra=[
             "--auth", "delegated", "--kubeconfig", str(api.kubeconfig),
             "--requestheader-client-ca-file", str(api.front_proxy_ca.cert_file),
