@@ -327,35 +327,33 @@ class Renderer:
         value = self._value(type_)
         if f.get("inline"):
             return lambda v, out: out.update(value(v))
-        if type_ in SCALARS:                 # gogo writes non-pointer scalars even when zero
-            if omitempty or omitzero:
-                def step(v, out):
-                    if v:
-                        out[key] = v
-                return step
-        elif type_ == "bytes":               # present: non-nil, maybe empty
-            if omitempty:
-                def step(v, out):
-                    if v:
-                        out[key] = value(v)
-                return step
-        elif omitzero and type_[0] != "*":
+        if type_ in SCALARS and (omitempty or omitzero):
+            def scalar(v, out):              # gogo writes non-pointer scalars even when zero
+                if v:
+                    out[key] = v
+            return scalar
+        if type_ == "bytes" and omitempty:   # present: non-nil, maybe empty
+            def nonempty_bytes(v, out):
+                if v:
+                    out[key] = value(v)
+            return nonempty_bytes
+        if type_ not in SCALARS and type_ != "bytes" and omitzero and type_[0] != "*":
             is_zero = self._is_zero(type_)
 
-            def step(v, out):
+            def nonzero(v, out):
                 if not is_zero(v):
                     out[key] = value(v)
-            return step
-        elif omitempty and "underlying" in self.types.get(type_, {}):
-            def step(v, out):
+            return nonzero
+        if omitempty and "underlying" in self.types.get(type_, {}):
+            def nonempty(v, out):
                 rendered = value(v)
                 if rendered:
                     out[key] = rendered
-            return step
+            return nonempty
 
-        def step(v, out):
+        def always(v, out):
             out[key] = value(v)
-        return step
+        return always
 
 
 def _copy(defaults: dict) -> dict:

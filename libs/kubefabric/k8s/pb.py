@@ -7,17 +7,16 @@ from functools import cache
 
 from google.protobuf.message import DecodeError as ProtobufError
 
-from kubefabric.proto.k8s.apimachinery.pkg.runtime.generated_pb2 import Unknown
-
 from . import convert, gojson
 from .errors import DecodeError
 
 MAGIC_LEN = 4
+UNKNOWN = "k8s.io.apimachinery.pkg.runtime.Unknown"
 
 
 def _message(key: bytes | str, value: bytes):
     """(apiVersion, kind, parsed typed message) of a stored value."""
-    envelope = Unknown()
+    envelope = gojson.message_class(UNKNOWN)()
     try:
         envelope.ParseFromString(memoryview(value)[MAGIC_LEN:])
     except ProtobufError:
