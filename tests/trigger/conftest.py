@@ -22,7 +22,7 @@ def receiver():
     r.close()
 
 
-def wait_http(url: str, proc, log: Path, timeout: float = 120.0) -> None:
+def wait_http(url: str, proc, log: Path, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

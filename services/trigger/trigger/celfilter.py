@@ -12,7 +12,31 @@ an expression must give a bool.
 """
 from __future__ import annotations
 
-import cel
+import importlib.machinery
+import importlib.util
+import os
+
+
+def _load_cel():
+    """cel-rust's extension module itself: the `cel` package's __init__ also imports its CLI
+    (typer, rich, prompt_toolkit: seconds of start-up for nothing the service uses)."""
+    spec = importlib.util.find_spec("cel")
+    if spec is None or not spec.origin:
+        raise ImportError("common-expression-language is not installed")
+    folder = os.path.dirname(spec.origin)
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(folder, "cel" + suffix)
+        if os.path.exists(path):
+            loader = importlib.machinery.ExtensionFileLoader("cel.cel", path)
+            module = importlib.util.module_from_spec(
+                importlib.util.spec_from_file_location("cel.cel", path, loader=loader))
+            loader.exec_module(module)
+            return module
+    import cel  # an unusual layout: the package as it is
+    return cel
+
+
+cel = _load_cel()
 
 VARIABLES = frozenset({"event", "object", "oldObject"})
 
