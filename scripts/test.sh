@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Debian packages when
-# run as root, uv and the locked Python environment), checks that generated code is fresh, then
-# runs every suite against real servers:
+# run as root, uv and the locked Python environment), checks that generated code is fresh and
+# that libs/ and services/ type-check (mypy), then runs every suite against real servers:
 #   1. pytest: differential (etcd vs KubeFabric), etcdctl, shard conformance and model, fuzzing,
 #      robustness (crash, shutdown, disk full), TLS, bench smoke;
 #   2. Kubernetes conformance: k8s.io/apiserver's storage tests against `kubefabric serve`;
@@ -48,6 +48,7 @@ if (($#)); then
   exec uv run --frozen --no-sync pytest -n 2 "$@"
 fi
 status=0
+uv run --frozen --no-sync mypy || status=1  # libs/ and services/ (pyproject.toml [tool.mypy])
 uv run --frozen --no-sync pytest -n 2 || status=1
 tests/conformance/run.sh kubefabric || status=1
 tests/conformance/apiserver_scenario.sh kubefabric || status=1

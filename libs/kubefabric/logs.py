@@ -18,7 +18,8 @@ class JsonFormatter(logging.Formatter):
 def causes(exc: BaseException, limit: int = 3) -> str:
     """An exception and what it was raised from, on one line, for a log line that replaces a
     traceback: "outer (from: inner; from: root)". Each message's first line only."""
-    parts, seen = [], set()
+    parts: list[str] = []
+    seen: set[int] = set()
     while exc is not None and id(exc) not in seen and len(parts) < limit:
         seen.add(id(exc))
         text = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__

@@ -56,7 +56,7 @@ class Watch:
         self.next_revision = start_revision
         self.max_backoff = max_backoff
         self.reconnects = 0
-        self._call = None
+        self._call: grpc.aio.StreamStreamCall | None = None
         self._closed = False
         self._failing_since = 0.0
         self._logged = 0.0

@@ -53,7 +53,7 @@ class Client(nats.aio.client.Client):
         async def report(exc):
             if error_cb is not None and not self._kf_closing:
                 await error_cb(exc)
-        await super().connect(*args, error_cb=report, **kwargs)
+        await super().connect(*args, error_cb=report, **kwargs)  # type: ignore[misc]
 
     async def _close(self, *args, **kwargs) -> None:
         self._kf_closing = True

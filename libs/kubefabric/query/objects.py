@@ -18,7 +18,7 @@ from .requirements import NAME_FIELD, NAMESPACE_FIELD
 PROTOBUF_MAGIC = b"k8s\x00"
 
 try:  # the shared decoder of stored Kubernetes objects (DESIGN §8), when it has landed
-    from kubefabric.k8s import decode as _k8s_decode  # type: ignore[import-not-found]
+    from kubefabric.k8s import decode as _k8s_decode
 except ImportError:  # pragma: no cover - depends on the tree
     _k8s_decode = None
 
@@ -54,7 +54,9 @@ def _mapping(value: bytes) -> dict | None:
         return obj if isinstance(obj, dict) else None
     if value.startswith(PROTOBUF_MAGIC) and _k8s_decode is not None:
         try:
-            obj = _k8s_decode(value)
+            # kubefabric.k8s.decode takes (key, value, mod_revision): until this passes them,
+            # protobuf-stored objects never decode here (the TypeError is caught below)
+            obj = _k8s_decode(value)  # type: ignore[call-arg]
         except Exception:  # noqa: BLE001 - any decoding failure means "not an object"
             return None
         return obj if isinstance(obj, dict) else None

@@ -8,10 +8,11 @@ import grpc
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.proto.kubefabric.query.v1 import query_pb2_grpc
 from kubefabric.rpc.handlers import etcd_unary
+from kubefabric.shard.surface import ShardSurface
 
 
 class QueryService(query_pb2_grpc.QueryServicer):
-    def __init__(self, shard):
+    def __init__(self, shard: ShardSurface) -> None:
         self.shard = shard
 
     @etcd_unary
@@ -19,5 +20,5 @@ class QueryService(query_pb2_grpc.QueryServicer):
         return await self.shard.query(request)
 
 
-def add_to_server(server: grpc.aio.Server, shard) -> None:
+def add_to_server(server: grpc.aio.Server, shard: ShardSurface) -> None:
     query_pb2_grpc.add_QueryServicer_to_server(QueryService(shard), server)

@@ -1,9 +1,10 @@
-"""One shard: the MVCC store behind the etcd API (DESIGN §2–3).
+"""One shard: the MVCC store behind the etcd API (DESIGN §2–3), a ShardSurface
+(kubefabric.shard.surface) over a Store (kubefabric.store.contract).
 
-The same object serves the embedded default (kv-router calls it in-process) and, later, the shard
-services (the Shard gRPC API calls it). Reads run on snapshots; every mutation goes through the
-one Writer. Committed changes go to `listeners` as (revision, events) in revision order, followed
-by the new closed revision.
+The same object serves the embedded default (kv-router calls it in-process) and every shard
+service replica (the Shard gRPC API calls it). Reads run on snapshots; every mutation goes
+through the one Writer. Committed changes go to `listeners` as (revision, events) in revision
+order, followed by the new closed revision.
 """
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import asyncio
 import functools
 import logging
 import time
-from typing import Callable
-
 from kubefabric.etcd import checks, errors
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
@@ -20,6 +19,7 @@ from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as shard_pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
 from kubefabric.query.execute import run_query
 from kubefabric.store import schema
+from kubefabric.store.contract import Store
 from kubefabric.store.statements import shape_of
 
 from .apply import Applier
@@ -27,6 +27,7 @@ from .leases import Leases
 from .quota import Quota, txn_cost
 from .reads import execute_range
 from .state import ShardState
+from .surface import Listener
 from .writer import MAX_BATCH, Writer
 
 log = logging.getLogger("kubefabric.shard")
@@ -35,7 +36,6 @@ COMPACT_WINDOW = 10_000   # revisions scanned per compaction step
 COMPACT_BATCH = 1_000     # rows deleted per compaction step (one short write transaction)
 HISTORY_PAGE = 10_000
 
-Listener = Callable[[list[tuple[int, list[Event]]], int], None]
 
 
 class ShardBusy(Exception):
@@ -43,8 +43,8 @@ class ShardBusy(Exception):
 
 
 class Shard:
-    def __init__(self, store, *, max_txn_ops: int = 128, min_lease_ttl: int = 2,
-                 quota_bytes: int = 0, group_commit: bool = True):
+    def __init__(self, store: Store, *, max_txn_ops: int = 128, min_lease_ttl: int = 2,
+                 quota_bytes: int = 0, group_commit: bool = True) -> None:
         self.store = store
         self.group_commit = group_commit
         self.quota = Quota(quota_bytes)
@@ -131,6 +131,15 @@ class Shard:
         if self.writer:
             await self.writer.stop()
         await self.store.close()
+
+    @property
+    def feed_committed(self) -> int:
+        """Listeners hear of every commit as it happens: the feed is at the closed revision."""
+        return self.state.committed
+
+    async def refresh_compaction(self) -> int:
+        """This process runs the compactions: state.compact_rev is always current."""
+        return self.state.compact_rev
 
     def _writer(self) -> Writer:
         if self.writer is None:

@@ -43,9 +43,9 @@ class Quota:
     def __init__(self, quota_bytes: int = DEFAULT_QUOTA_BYTES):
         self.quota_bytes = quota_bytes if quota_bytes > 0 else DEFAULT_QUOTA_BYTES
         self.size = 0                      # database bytes, refreshed after each commit
-        self.free = None                   # free bytes on the data filesystem (None: unknown)
+        self.free: int | None = None       # free bytes on the data filesystem (None: unknown)
         self.reserve = 0
-        self.alarms: set[tuple[int, int]] = set()  # (member id, AlarmType)
+        self.alarms: set[tuple[int, pb.AlarmType]] = set()  # (member id, AlarmType)
         self.member_id = 0
 
     @property
@@ -95,10 +95,10 @@ class Quota:
             listed = sorted(a for a in self.alarms if req.alarm in (pb.NONE, a[1]))
         return [pb.AlarmMember(memberID=m, alarm=a) for m, a in listed]
 
-    def activate(self, member: int, alarm: int) -> None:
+    def activate(self, member: int, alarm: pb.AlarmType) -> None:
         self.alarms.add((member, alarm))
 
-    def deactivate(self, member: int, alarm: int) -> bool:
+    def deactivate(self, member: int, alarm: pb.AlarmType) -> bool:
         if (member, alarm) in self.alarms:
             self.alarms.discard((member, alarm))
             log.info("alarm %s disarmed", pb.AlarmType.Name(alarm))

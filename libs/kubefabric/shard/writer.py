@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from time import perf_counter
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
@@ -34,6 +34,10 @@ class Fenced(Exception):
     """Another replica was elected: this writer's term is over (checked in every batch)."""
 
 
+A = TypeVar("A")  # a writer handler's argument
+R = TypeVar("R")  # and its result
+
+
 class Op:
     __slots__ = ("handler", "arg", "future", "sync_rev", "trace")
 
@@ -42,7 +46,7 @@ class Op:
         self.arg = arg
         self.future = future
         self.sync_rev = sync_rev  # the caller's clock: applied before the request (DESIGN §3.2)
-        self.trace = None         # the request's trace context (headers), when tracing is on
+        self.trace: dict | None = None  # the request's trace context (headers), when tracing is on
 
 
 class Writer:
@@ -96,7 +100,7 @@ class Writer:
                 op.future.set_exception(err)
             self.queue.task_done()
 
-    async def submit(self, handler: Callable[[Applier, object], Awaitable], arg, sync_rev: int = 0):
+    async def submit(self, handler: Callable[[Applier, A], Awaitable[R]], arg: A, sync_rev: int = 0) -> R:
         """Run `handler(applier, arg)` inside the next batch, after moving the clock to at least
         `sync_rev`; returns its result."""
         if self.stopping:

@@ -147,8 +147,13 @@ class RemoteShard:
                                 self.name, err)
                     continue
                 log.info("shard %s: TLS files changed; new connections use them", self.name)
-                asyncio.get_running_loop().call_later(
-                    TLS_GRACE_S, lambda old=old: asyncio.ensure_future(self._retire(old)))
+                self._retire_later(old)
+
+    def _retire_later(self, channels: list) -> None:
+        """Close `channels` once calls on them had TLS_GRACE_S to finish."""
+        def retire() -> None:
+            asyncio.ensure_future(self._retire(channels))
+        asyncio.get_running_loop().call_later(TLS_GRACE_S, retire)
 
     async def _retire(self, channels: list) -> None:
         for c in channels:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from typing import Callable
 
 import grpc
 
@@ -22,7 +23,7 @@ from kubefabric.etcd import errors
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.shard.core import Shard
 from kubefabric.telemetry import instrument_shard_stub
-from kubefabric.tls import TLSError
+from kubefabric.tls import ClientTLS, TLSError
 
 log = logging.getLogger("kubefabric.shard.node")
 
@@ -43,10 +44,10 @@ class ShardNode:
         self.leader_address = ""
         self._leader_channel: grpc.aio.Channel | None = None
         self._leader_stub = None
-        self.peer_tls = None          # kubefabric.tls.ClientTLS: dial the leader with TLS
+        self.peer_tls: ClientTLS | None = None  # dial the leader with TLS
         self._task: asyncio.Task | None = None
         self._stopping = False
-        self.on_role_change = lambda role: None
+        self.on_role_change: Callable[[str], object] = lambda role: None
 
     # ---- lifecycle ----
 

@@ -2,10 +2,17 @@
 Replicas on the same host and directory share the file; the writer holds its lock file."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from kubefabric.dsn import DSN
+
 from .serve import make_command
 
+if TYPE_CHECKING:
+    from kubefabric.store.contract import Store
 
-def _store(dsn, args):
+
+def _store(dsn: DSN, args) -> Store:
     # imported here: every `kubefabric` command loads this module to list its subcommand, and
     # the store pulls in SQLAlchemy
     from kubefabric.store.sqlite import SqliteStore

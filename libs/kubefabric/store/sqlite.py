@@ -1,7 +1,5 @@
-"""(Every store implements the surface described in CONTRACT.md in this folder.)
-
-The embedded SQLite store: one write connection owned by the shard writer, one read
-connection used from the event loop.
+"""The SQLite store (a kubefabric.store.contract.Store): one write connection owned by the shard
+writer, one read connection used from the event loop.
 
 WAL mode lets reads run while the writer commits. Reads are synchronous calls on the event-loop
 thread (a point read costs microseconds; a thread hop would cost more); the writer's COMMIT,
@@ -23,7 +21,7 @@ LOCK_FILE = "kubefabric.lock"
 
 class SqliteStore:
     dialect_name = "sqlite"
-    max_key_bytes = None  # SQLite's b-trees hold keys of any length
+    max_key_bytes: int | None = None  # SQLite's b-trees hold keys of any length
     reads_interleave_commits = False  # reads run synchronously on the loop (see read_head)
 
     def __init__(self, data_dir: str | os.PathLike, synchronous: str = "FULL"):
@@ -121,7 +119,7 @@ class SqliteStore:
         return False
 
     @staticmethod
-    def is_disk_full(exc: Exception) -> bool:
+    def is_disk_full(exc: BaseException) -> bool:
         """True when SQLite refused a write for lack of space (SQLITE_FULL)."""
         return isinstance(exc, sqlite3.OperationalError) and (
             getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL

@@ -52,6 +52,11 @@ class CertificateReloader:
         self._lock = threading.Lock()
         self._generation = 0
         self._rejected: tuple[bytes, ...] | None = None
+        # what is served (set by _install): the files' stamps and contents, when last checked
+        self._stamp: tuple | None = None
+        self._material: tuple[bytes, ...] = ()
+        self._checked = 0.0
+        self._config = None
         for _ in range(3):  # the files may be in the middle of a rotation
             stamp, material = self._read()
             if self._check(material):

@@ -92,10 +92,10 @@ class ShardSet:
     async def _sync_one(self, name: str, rev: int) -> None:
         await self.shards[name].sync(rev)
 
-    async def refresh_compaction(self) -> None:
-        """Every remote shard's compact revision as of now (watch/registry.py)."""
-        await asyncio.gather(*(s.refresh_compaction() for s in self.shards.values()
-                               if hasattr(s, "refresh_compaction")))
+    async def refresh_compaction(self) -> int:
+        """Every shard's compact revision as of now (watch/registry.py)."""
+        await asyncio.gather(*(s.refresh_compaction() for s in self.shards.values()))
+        return self.state.compact_rev
 
     async def history(self, rng: KeyRange, lo: int, hi: int) -> list:
         if rng.end is None:

@@ -26,7 +26,7 @@ class MergedFeed:
         sync(name, rev): make that shard close at least `rev`."""
         self.listeners: list = []
         self.names = list(sources)
-        self.pending = {name: deque() for name in sources}
+        self.pending: dict[str, deque] = {name: deque() for name in sources}
         self.closed = {name: _position(src) for name, src in sources.items()}
         self.feed_committed = min(self.closed.values())
         self._sync = sync
@@ -99,7 +99,7 @@ class MergedFeed:
 
 
 def _position(src) -> int:
-    return getattr(src, "feed_committed", None) or src.state.committed
+    return src.feed_committed or src.state.committed
 
 
 def _take_upto(queue: deque, rev: int) -> list:

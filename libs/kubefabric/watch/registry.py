@@ -19,6 +19,7 @@ from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
+from kubefabric.shard.surface import EventSource
 
 log = logging.getLogger("kubefabric.watch")
 
@@ -68,18 +69,18 @@ def strip_prev(events: list[Event]) -> list[Event]:
 
 
 class WatcherRegistry:
-    def __init__(self, shard, progress_interval: float = 600.0):
-        self.shard = shard
+    def __init__(self, source: EventSource, progress_interval: float = 600.0) -> None:
+        self.source = source
         self.watchers: set[Watcher] = set()  # synced watchers
         self.catching_up: set[Watcher] = set()
         self.progress_interval = progress_interval
         self._task: asyncio.Task | None = None
         # the last revision whose commits were delivered here: the registry's own position, which for
         # a remote shard may trail the revisions its responses report
-        self._committed = getattr(shard, "feed_committed", shard.state.committed)
+        self._committed = source.feed_committed
         self.feed_waiters: set = set()  # streams waiting for the feed to reach `head`
         self._catch_up: list = []       # (revision, future) of watcher creations waiting for it
-        shard.listeners.append(self.on_commit)
+        source.listeners.append(self.on_commit)
 
     @property
     def committed(self) -> int:
@@ -89,7 +90,7 @@ class WatcherRegistry:
     def head(self) -> int:
         """The newest revision a client may have been told of (>= committed): what a new
         watcher's created response reports, and where a watch "from now" starts after."""
-        return max(self._committed, self.shard.state.committed)
+        return max(self._committed, self.source.state.committed)
 
     def start(self) -> None:
         if self.progress_interval > 0:  # 0 turns periodic progress notifications off
@@ -156,8 +157,8 @@ class WatcherRegistry:
         if start_rev < 0:
             # etcd 3.4: below the compact revision (-1 when never compacted) is compacted,
             # otherwise a negative start means from now on
-            if start_rev < self.shard.state.compact_rev:
-                w.stream.cancel_compacted(w, self.shard.state.compact_rev)
+            if start_rev < self.source.state.compact_rev:
+                w.stream.cancel_compacted(w, self.source.state.compact_rev)
                 return
             start_rev = 0
         if start_rev == 0:
@@ -167,7 +168,7 @@ class WatcherRegistry:
             w.synced = True
             self.watchers.add(w)
             return
-        compact = self.shard.state.compact_rev
+        compact = self.source.state.compact_rev
         if start_rev < compact:
             w.stream.cancel_compacted(w, compact)
             return
@@ -175,7 +176,7 @@ class WatcherRegistry:
         try:
             hi = committed
             try:
-                events = await self.shard.history(w.rng, start_rev, hi)
+                events = await self.source.history(w.rng, start_rev, hi)
             except EtcdError as err:  # the shard is unreachable: say so, the client re-watches
                 log.warning("watcher from revision %d: reading history failed: %s", start_rev,
                             err.message)
@@ -184,8 +185,8 @@ class WatcherRegistry:
                 return
             if w.closed:
                 return
-            if self.shard.state.compact_rev > start_rev and self.shard.state.compact_rev > compact:
-                w.stream.cancel_compacted(w, self.shard.state.compact_rev)
+            if self.source.state.compact_rev > start_rev and self.source.state.compact_rev > compact:
+                w.stream.cancel_compacted(w, self.source.state.compact_rev)
                 return
             self._replay(w, events, hi)
             for rev, evs in w.buffer:
@@ -205,11 +206,8 @@ class WatcherRegistry:
     async def _refresh_compaction(self) -> None:
         """A remote source learns compactions from its feed, which may trail a Compact a client
         just got answered: ask the shards before deciding that a start revision is compacted."""
-        refresh = getattr(self.shard, "refresh_compaction", None)
-        if refresh is None:
-            return
         try:
-            await refresh()
+            await self.source.refresh_compaction()
         except EtcdError as err:  # unreachable: decide on what the feed said
             log.debug("refreshing the compact revision failed: %s", err.message)
 

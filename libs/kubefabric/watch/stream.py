@@ -20,6 +20,7 @@ import asyncio
 
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.rpc.wire import Malformed
 
 from .registry import Watcher, WatcherRegistry
 
@@ -45,7 +46,8 @@ class WatchStream:
         self.max_watchers = max_watchers
         self.fill = fill_header  # fill(header, revision)
         self.max_bytes = max_response_bytes
-        self.out: asyncio.Queue[pb.WatchResponse | None] = asyncio.Queue()
+        # responses, then None (the end), or what ends the call: a Malformed request, an error
+        self.out: asyncio.Queue[pb.WatchResponse | Malformed | BaseException | None] = asyncio.Queue()
         self.buffer_budget = buffer_budget
         self.buffered = 0  # bytes queued and not yet taken by the transport
         # set while buffered <= buffer_budget: the stream's requests are read only then, so a

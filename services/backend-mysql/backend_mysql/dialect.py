@@ -35,7 +35,7 @@ def upsert_meta(shape: str = "", limited: bool = False):
     return stmt.on_duplicate_key_update(value=stmt.inserted.value)
 
 
-def dialect() -> mysql.dialect:
+def dialect() -> mysql.base.MySQLDialect:
     return mysql.dialect(paramstyle="format")
 
 

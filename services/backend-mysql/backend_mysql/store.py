@@ -1,4 +1,4 @@
-"""The MySQL 8 / MariaDB 10.6+ shard store (aiomysql), per libs/kubefabric/store/CONTRACT.md.
+"""The MySQL 8 / MariaDB 10.6+ shard store (aiomysql), a kubefabric.store.contract.Store.
 
 Invariants:
 - InnoDB tables only (ENGINE=InnoDB, NO_ENGINE_SUBSTITUTION), ROW_FORMAT=DYNAMIC; keys are
@@ -217,7 +217,7 @@ class MysqlStore:
         return False
 
     @staticmethod
-    def is_disk_full(exc: Exception) -> bool:
+    def is_disk_full(exc: BaseException) -> bool:
         """The server refused a write for lack of space: 1021 / 1114, or an OS errno 28 (ENOSPC)
         reported through 1026 / 1030 and friends."""
         if not isinstance(exc, pymysql.err.MySQLError) or not exc.args:

@@ -1,10 +1,16 @@
 """`kubefabric backend-pg`: one replica of a shard service on PostgreSQL."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from kubefabric.dsn import DSN
 from kubefabric.shardsvc.serve import make_command
 
+if TYPE_CHECKING:  # the CLI loads this module to list its command: no SQLAlchemy here
+    from kubefabric.store.contract import Store
 
-def _store(dsn, args):
+
+def _store(dsn: DSN, args) -> Store:
     from .store import PostgresStore
     return PostgresStore(dsn, read_pool_size=args.read_pool_size)
 

@@ -1,4 +1,4 @@
-"""The PostgreSQL store of one shard (asyncpg), per libs/kubefabric/store/CONTRACT.md.
+"""The PostgreSQL store of one shard (asyncpg), a kubefabric.store.contract.Store.
 
 Invariants:
 - One writer connection per open store, never replaced while the store is open. Every write
@@ -427,6 +427,7 @@ class _Snapshot:
                 raise
             self.conn = conn
             return _Cursor(conn, self.stmts)
+        raise AssertionError("unreachable: a fresh connection either begins or raises")
 
     async def __aexit__(self, exc_type, exc, tb) -> None:
         conn, self.conn = self.conn, None

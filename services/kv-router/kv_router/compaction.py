@@ -15,6 +15,7 @@ from argparse import ArgumentTypeError
 
 from kubefabric.config import duration
 from kubefabric.etcd.errors import EtcdError
+from kubefabric.shard.surface import ShardSurface
 
 log = logging.getLogger("kubefabric.compaction")
 
@@ -22,7 +23,7 @@ REVISION_MODE_PERIOD = 300.0
 
 
 class AutoCompactor:
-    def __init__(self, shard, mode: str, retention: float):
+    def __init__(self, shard: ShardSurface, mode: str, retention: float) -> None:
         self.shard = shard
         self.mode = mode
         self.retention = retention

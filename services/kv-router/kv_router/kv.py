@@ -10,6 +10,7 @@ from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
 from kubefabric.rpc.handlers import etcd_unary
 from kubefabric.rpc.wire import Malformed
+from kubefabric.shard.surface import ShardSurface
 
 
 RAFT_ENVELOPE_BYTES = 16
@@ -51,7 +52,7 @@ def chunks(resp: pb.RangeResponse, target_bytes: int):
 
 
 class KVService(rpc.KVServicer):
-    def __init__(self, shard, max_request_bytes: int):
+    def __init__(self, shard: ShardSurface, max_request_bytes: int) -> None:
         self.shard = shard
         self.max_request_bytes = max_request_bytes
 

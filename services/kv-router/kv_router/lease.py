@@ -8,6 +8,7 @@ from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
 from kubefabric.rpc.handlers import etcd_unary
 from kubefabric.rpc.wire import Malformed
+from kubefabric.shard.surface import ShardSurface
 
 
 async def _pump(request_iterator, queue: asyncio.Queue) -> None:
@@ -21,7 +22,7 @@ async def _pump(request_iterator, queue: asyncio.Queue) -> None:
 
 
 class LeaseService(rpc.LeaseServicer):
-    def __init__(self, shard):
+    def __init__(self, shard: ShardSurface) -> None:
         self.shard = shard
         self.streams: set[asyncio.Queue] = set()
 

@@ -11,6 +11,7 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
 from kubefabric.rpc.handlers import etcd_unary, unimplemented
+from kubefabric.shard.surface import ShardSurface
 
 # The etcd API level KubeFabric implements. kube-apiserver enables consistent reads from its
 # watch cache and WatchList only for etcd >= 3.5.13 (progress requests answered correctly).
@@ -19,7 +20,7 @@ STORAGE_VERSION = "3.5.0"
 
 
 class MaintenanceService(rpc.MaintenanceServicer):
-    def __init__(self, shard):
+    def __init__(self, shard: ShardSurface) -> None:
         self.shard = shard
 
     @etcd_unary
@@ -57,7 +58,8 @@ class MaintenanceService(rpc.MaintenanceServicer):
 
 
 class ClusterService(rpc.ClusterServicer):
-    def __init__(self, shard, name: str, client_urls: list[str], peer_urls: list[str]):
+    def __init__(self, shard: ShardSurface, name: str, client_urls: list[str],
+                 peer_urls: list[str]) -> None:
         self.shard = shard
         self.name = name
         self.client_urls = client_urls

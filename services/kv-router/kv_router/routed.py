@@ -24,6 +24,8 @@ from grpc import StatusCode
 from kubefabric.etcd import checks, errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.query.routing import cross_query
 from kubefabric.topology.shardset import ShardSet, span
 
@@ -96,7 +98,7 @@ class RoutedShards(ShardSet):
         self.state.seen = max(self.state.seen, resp.header.revision)
         return resp
 
-    async def query(self, req, sync_rev: int = 0):
+    async def query(self, req: qpb.QueryRequest, sync_rev: int = 0) -> qpb.QueryResponse:
         """The Query API (kubefabric.query): one shard, or a snapshot across the shards."""
         names = self._names(req.key, req.range_end) if req.key else [self.topology.default]
         if len(names) == 1:
@@ -106,30 +108,36 @@ class RoutedShards(ShardSet):
         self.state.seen = max(self.state.seen, resp.header.revision)
         return resp
 
-    async def put(self, req: pb.PutRequest) -> pb.PutResponse:
-        shard = self.shards[self.topology.route(req.key)] if req.key else self.default
-        return await shard.put(req, self.state.committed)
+    def _sync_rev(self, sync_rev: int) -> int:
+        """What a write carries: at least every revision any shard reported (DESIGN §3.2)."""
+        return max(sync_rev, self.state.committed)
 
-    async def delete_range(self, req: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
+    async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:
+        shard = self.shards[self.topology.route(req.key)] if req.key else self.default
+        return await shard.put(req, self._sync_rev(sync_rev))
+
+    async def delete_range(self, req: pb.DeleteRangeRequest, sync_rev: int = 0) -> pb.DeleteRangeResponse:
         checks.check_delete(req)  # etcd's request errors come before any routing refusal
         shard = self._one(self._names(req.key, req.range_end), "this delete") if req.key else self.default
-        return await shard.delete_range(req, self.state.committed)
+        return await shard.delete_range(req, self._sync_rev(sync_rev))
 
-    async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
+    async def txn(self, req: pb.TxnRequest, sync_rev: int = 0) -> pb.TxnResponse:
         checks.check_txn(req, self.max_txn_ops)  # etcd's request errors come before any refusal
         names = self._txn_names(req, set()) or {self.topology.default}
-        return await self._one(names, "this txn").txn(req, self.state.committed)
+        return await self._one(names, "this txn").txn(req, self._sync_rev(sync_rev))
 
     async def sync(self, rev: int) -> int:
         await asyncio.gather(*(s.sync(rev) for s in self.shards.values()))
         return self.state.committed
 
-    async def compact(self, revision: int, physical: bool = False) -> pb.CompactionResponse:
+    async def compact(self, revision: int, physical: bool = False,
+                      sync_rev: int = 0) -> pb.CompactionResponse:
         """Compaction at `revision` on every shard (each first brought to that revision)."""
         if revision > self.state.committed:
             raise errors.FUTURE_REV
+        sync_rev = max(revision, sync_rev)
         results = await asyncio.gather(
-            *(s.compact(revision, physical, sync_rev=revision) for s in self.shards.values()),
+            *(s.compact(revision, physical, sync_rev=sync_rev) for s in self.shards.values()),
             return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         real = [f for f in failures if not _compacted(f)]
@@ -146,9 +154,9 @@ class RoutedShards(ShardSet):
     def _others(self) -> list:
         return [s for s in self.shards.values() if s is not self.default]
 
-    async def lease_grant(self, lease_id: int, ttl: int) -> tuple[int, int]:
-        lease_id, ttl = await self.default.lease_grant(lease_id, ttl, self.state.committed)
-        results = await asyncio.gather(*(s.lease_grant(lease_id, ttl, self.state.committed)
+    async def lease_grant(self, lease_id: int, ttl: int, sync_rev: int = 0) -> tuple[int, int]:
+        lease_id, ttl = await self.default.lease_grant(lease_id, ttl, self._sync_rev(sync_rev))
+        results = await asyncio.gather(*(s.lease_grant(lease_id, ttl, self._sync_rev(sync_rev))
                                          for s in self._others()), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
@@ -156,16 +164,16 @@ class RoutedShards(ShardSet):
             raise failed[0]
         return lease_id, ttl
 
-    async def _revoke_everywhere(self, lease_id: int) -> list:
-        return await asyncio.gather(*(s.lease_revoke(lease_id, self.state.committed)
+    async def _revoke_everywhere(self, lease_id: int, sync_rev: int = 0) -> list:
+        return await asyncio.gather(*(s.lease_revoke(lease_id, self._sync_rev(sync_rev))
                                       for s in self.shards.values()), return_exceptions=True)
 
-    async def lease_revoke(self, lease_id: int) -> int:
+    async def lease_revoke(self, lease_id: int, sync_rev: int = 0) -> int:
         """Revoked on every shard before it is acknowledged: a shard that failed (failing over,
         say) is asked again until it revoked or says the lease is gone (a revoke is idempotent),
         for up to REVOKE_RETRY_S; then its error reaches the client."""
         shards = list(self.shards.values())
-        results = await self._revoke_everywhere(lease_id)
+        results = await self._revoke_everywhere(lease_id, sync_rev)
         default = results[shards.index(self.default)]
         if isinstance(default, BaseException):
             raise default
@@ -177,7 +185,7 @@ class RoutedShards(ShardSet):
                     raise results[i]
                 await asyncio.sleep(0.1)
                 try:
-                    results[i] = await shard.lease_revoke(lease_id, self.state.committed)
+                    results[i] = await shard.lease_revoke(lease_id, self._sync_rev(sync_rev))
                 except EtcdError as err:
                     results[i] = err
         return max([r for r in results if isinstance(r, int)] or [self.state.committed])
@@ -199,7 +207,7 @@ class RoutedShards(ShardSet):
 
     # ---- maintenance ----
 
-    async def status(self):
+    async def status(self) -> spb.StatusResponse:
         parts = await asyncio.gather(*(s.status() for s in self.shards.values()))
         resp = parts[list(self.shards.values()).index(self.default)]
         out = type(resp)()

@@ -136,6 +136,7 @@ async def _serve(args, tls: TLSSettings | None) -> int:
     from kubefabric import telemetry
 
     from .compaction import AutoCompactor
+    from .routed import RoutedShards
     from .server import RouterServer, ServerConfig
 
     listen = [u.strip() for u in args.listen_client_urls.split(",") if u.strip()]
@@ -164,17 +165,16 @@ async def _serve(args, tls: TLSSettings | None) -> int:
     telemetry.setup("kv-router", args.metrics_address)
     telemetry.metrics.add_source(telemetry.sources.router(shard, server.watch))
     compactors = [AutoCompactor(shard, *compactor_cfg)]
-    if args.topology:  # shards with their own retention compact on their own
-        for spec in shard.topology.shards.values():
+    reloader = None
+    if isinstance(shard, RoutedShards):  # --topology
+        for spec in shard.topology.shards.values():  # shards with their own retention
             if spec.compaction_retention:
                 compactors.append(AutoCompactor(shard.shards[spec.name], *AutoCompactor.parse(
                     args.auto_compaction_mode, spec.compaction_retention)))
-    for compactor in compactors:
-        compactor.start()
-    reloader = None
-    if args.topology:
         reloader = TopologyReloader(shard, args.topology, args)
         reloader.start()
+    for compactor in compactors:
+        compactor.start()
 
     await until_terminated()
     log.info("shutting down: finishing in-flight requests")

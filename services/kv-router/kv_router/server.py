@@ -11,6 +11,7 @@ from kubefabric.rpc.server import (DEFAULT_MAX_REQUEST_BYTES, Keepalive, listen,
                                    max_message_bytes)
 from kubefabric.rpc.startup import StartupError
 from kubefabric.rpc.wire import register
+from kubefabric.shard.surface import ShardSurface
 from kubefabric.tls import CertificateReloader
 from kubefabric.watch.registry import WatcherRegistry
 from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
@@ -57,13 +58,17 @@ def listen_address(url: str) -> str:
 
 
 class RouterServer:
-    def __init__(self, shard, cfg: ServerConfig):
+    def __init__(self, shard: ShardSurface, cfg: ServerConfig) -> None:
         self.shard = shard
         self.cfg = cfg
+        # watches: relayed to watch-hubs (proxy), or served here from a registry of watchers
+        self.proxy: WatchProxy | None = None
+        self.registry: WatcherRegistry | None = None
+        self.watch: WatchProxy | WatchService
         if cfg.watch_hub:
-            self.registry = None
-            self.watch = WatchProxy(cfg.watch_hub, shard.state, max_message_bytes(cfg.max_request_bytes),
-                                    cfg.max_watch_streams_per_connection)
+            self.watch = self.proxy = WatchProxy(cfg.watch_hub, shard.state,
+                                                 max_message_bytes(cfg.max_request_bytes),
+                                                 cfg.max_watch_streams_per_connection)
         else:
             self.registry = WatcherRegistry(shard, cfg.progress_interval_s)
             # etcd splits fragmented watch responses at its gRPC receive limit, not the request limit
@@ -107,8 +112,8 @@ class RouterServer:
             raise
         await self.health.mark([""], serving=True)
         log.info("serving the etcd v3 API on %s", ", ".join(self.addresses))
-        if self.registry is None:
-            log.info("watch streams are relayed to watch-hub %s", ", ".join(self.watch.endpoints))
+        if self.proxy is not None:
+            log.info("watch streams are relayed to watch-hub %s", ", ".join(self.proxy.endpoints))
 
     async def stop(self, grace: float = 10.0) -> None:
         """Refuse new calls (UNAVAILABLE), let in-flight ones finish, end streams cleanly."""
@@ -119,5 +124,5 @@ class RouterServer:
         if self.registry is not None:
             await self.registry.stop()
         await self.server.stop(grace)
-        if self.registry is None:
-            await self.watch.close()
+        if self.proxy is not None:
+            await self.proxy.close()

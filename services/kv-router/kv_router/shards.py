@@ -11,15 +11,19 @@ import asyncio
 import logging
 import os
 import signal
+from typing import TYPE_CHECKING
 
 from kubefabric.rpc.startup import StartupError
+
+if TYPE_CHECKING:
+    from kubefabric.shard.surface import ShardSurface
 
 log = logging.getLogger("kubefabric.router.shards")
 
 RELOAD_POLL_S = 2.0
 
 
-async def open_embedded(data_dir: str, args):
+async def open_embedded(data_dir: str, args) -> ShardSurface:
     from kubefabric.shard.core import Shard, ShardBusy
     from kubefabric.store.sqlite import SqliteStore
 
@@ -38,7 +42,8 @@ async def open_embedded(data_dir: str, args):
     return shard
 
 
-async def open_remote(endpoints: str, name: str = "default", tls=None, follow: bool = True):
+async def open_remote(endpoints: str, name: str = "default", tls=None,
+                      follow: bool = True) -> ShardSurface:
     from kubefabric.shardsvc.client import connect_shard
 
     try:
@@ -62,7 +67,7 @@ def _shard_tls(args):
         raise StartupError(str(err)) from None
 
 
-async def open_spec(spec, args):
+async def open_spec(spec, args) -> ShardSurface:
     if spec.endpoint == "embedded":
         if args.watch_hub:
             raise StartupError(f"shard {spec.name} is embedded, and --watch-hub serves watches "
@@ -73,7 +78,7 @@ async def open_spec(spec, args):
     return await open_remote(spec.endpoint, spec.name, spec.tls, follow=not args.watch_hub)
 
 
-async def open_shards(args):
+async def open_shards(args) -> ShardSurface:
     """The shard surface kv-router serves, per the flags."""
     if args.topology and args.shard:
         raise StartupError("--topology and --shard exclude each other (name the shard in the topology)")

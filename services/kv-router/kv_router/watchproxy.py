@@ -104,7 +104,7 @@ class ProxiedStream:
         # creates sent and not answered yet: (request as sent, replayed, client asked fragment)
         self.pending: deque[tuple[pb.WatchCreateRequest, bool, bool]] = deque()
         self.progress_known = 0  # a progress request is pending, to be answered at or above it
-        self.call = None
+        self.call: grpc.aio.StreamStreamCall | None = None
         self.requests: asyncio.Queue = asyncio.Queue()  # for the current hub call
         self.closed = False
 

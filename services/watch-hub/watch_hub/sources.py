@@ -16,7 +16,8 @@ import logging
 from kubefabric.events.bus import CLOCK_SUBJECT
 from kubefabric.events.subscriber import ShardSubscription
 from kubefabric.rpc.startup import StartupError
-from kubefabric.shardsvc.client import connect_shard
+from kubefabric.shard.surface import EventSource
+from kubefabric.shardsvc.client import RemoteShard, connect_shard
 
 log = logging.getLogger("kubefabric.hub.sources")
 
@@ -24,11 +25,11 @@ CLOCK_EVERY_S = 0.1  # DESIGN §3.2: the hub broadcasts the highest revision it 
 
 
 class HubSources:
-    def __init__(self, nc):
+    def __init__(self, nc) -> None:
         self.nc = nc
-        self.shards: dict = {}
+        self.shards: dict[str, RemoteShard] = {}
         self.subscriptions: list[ShardSubscription] = []
-        self.surface = None          # what the WatcherRegistry watches: one RemoteShard or a ShardSet
+        self.surface: EventSource | None = None  # what the WatcherRegistry watches: one RemoteShard or a ShardSet
         self._broadcast = 0
         self._clock_task: asyncio.Task | None = None
 
@@ -51,7 +52,7 @@ class HubSources:
             await sub.start()
             self.subscriptions.append(sub)
 
-    async def _open_one(self, name: str, endpoints: str, tls):
+    async def _open_one(self, name: str, endpoints: str, tls) -> RemoteShard:
         try:
             shard = await connect_shard(endpoints, name, tls, follow=False)
         except ValueError as err:

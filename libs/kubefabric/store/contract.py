@@ -1,0 +1,112 @@
+"""The store contract: what kubefabric.shard.core.Shard (and the shard service around it) uses
+of a shard's database, and nothing else. Three stores implement it: SqliteStore
+(services/backend-sqlite), PostgresStore (services/backend-pg) and MysqlStore
+(services/backend-mysql); the shard conformance suite (tests/shard) runs unchanged against each,
+and the type checker holds each to `Store` where it is built (each service's `_store`).
+
+SQL: every statement comes from kubefabric.store.statements (SQLAlchemy Core, compiled once
+per dialect into a StatementCache and run through the raw driver, every value a bound
+parameter); a dialect module adds only `upsert_kv` and `upsert_meta`. Keys and values are bytes
+compared bytewise (BLOB / bytea / VARBINARY, never a text collation, never LIKE): keys with NUL,
+0xFF, invalid UTF-8, %, _ or \\ store, range and sort exactly as bytes.
+"""
+from __future__ import annotations
+
+from typing import Any, AsyncContextManager, Protocol
+
+from .statements import StatementCache
+
+
+class Cursor(Protocol):
+    """Runs named statements (statements.BUILDERS, upsert_kv, upsert_meta) with named values
+    (a dict; Compiled.args orders them); the same surface inside a snapshot and inside the
+    writer's transaction. Keys and values come back as bytes, integers as int."""
+
+    async def rows(self, name: str, values: dict, shape: str = "",
+                   limited: bool = False) -> list: ...
+    async def scalar(self, name: str, values: dict, shape: str = "") -> Any: ...
+    async def execute(self, name: str, values: dict) -> None: ...
+    async def executemany(self, name: str, many: list[dict]) -> None: ...
+
+
+class Store(Protocol):
+    """One shard's MVCC log in one database.
+
+    Invariants:
+    - Writes run only on the ONE writer connection, and only while it holds the leader lock:
+      when the lock is lost (the connection closed or killed) its uncommitted writes are lost
+      with it, so a deposed leader cannot commit.
+    - A snapshot's read transaction is established when `__aenter__` returns: every txn
+      committed before that is visible (PostgreSQL: REPEATABLE READ READ ONLY with a statement
+      in the same round trip; MySQL/MariaDB: START TRANSACTION WITH CONSISTENT SNAPSHOT). Many
+      snapshots run at once, on a pool of read connections separate from the writer's.
+    - The password of a DSN is never logged nor put in an error; outages are reported through
+      `is_unavailable`, never as a traceback.
+    """
+
+    dialect_name: str
+    stmts: StatementCache
+    # False when a snapshot read can never overlap a commit (SQLite: reads run synchronously on
+    # the event loop); True for server databases: the shard then takes a read's header revision
+    # from the snapshot itself (the clock meta row)
+    reads_interleave_commits: bool
+    # the longest key the database's indexes hold (None: no limit), measured with random
+    # incompressible keys against the real server; the Shard refuses longer keys with an error
+    max_key_bytes: int | None
+
+    async def open(self) -> None:
+        """Connect (errors name host, port and database and the driver's reason), create the
+        schema if missing (idempotent DDL from stmts.ddl()), check the schema version."""
+
+    async def close(self) -> None: ...
+
+    def size(self) -> tuple[int, int]:
+        """(bytes allocated, bytes in use); synchronous, called after each commit: a server
+        database answers from values a background task refreshes every few seconds."""
+
+    def disk_space(self) -> tuple[int, int, int]:
+        """(bytes the database can still write, bytes it must keep free, filesystem size);
+        (2**62, 0, 0) when unknown (a server database's own limits apply)."""
+
+    @staticmethod
+    def is_disk_full(exc: BaseException) -> bool:
+        """The database refused a write for lack of space (the writer raises etcd's NOSPACE)."""
+
+    @staticmethod
+    def is_unavailable(exc: BaseException) -> bool:
+        """The database cannot be reached or dropped the connection (looking through
+        __cause__/__context__): clients get errors.DB_UNAVAILABLE, the log one WARNING line.
+        SQLite: always False."""
+
+    async def defragment(self) -> None:
+        """Give free space back (VACUUM, OPTIMIZE TABLE); the writer is idle meanwhile."""
+
+    # ---- reads ----
+
+    def snapshot(self) -> AsyncContextManager[Cursor]:
+        """`async with store.snapshot() as cur`: one consistent read-only transaction."""
+
+    # ---- the writer (one coroutine at a time) ----
+
+    async def begin(self) -> Cursor:
+        """A read-write transaction on the writer connection."""
+
+    async def savepoint(self) -> None: ...            # SAVEPOINT request
+    async def release(self) -> None: ...              # RELEASE request
+    async def rollback_to_savepoint(self) -> None: ...  # back to "request", and release it
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None:
+        """No-op without an open transaction; never raises on a broken connection."""
+
+    # ---- leadership: the shard service elects its writer through the database ----
+
+    async def try_lock_leader(self) -> bool:
+        """Take the shard's leader lock on the writer connection without waiting (PostgreSQL: a
+        session advisory lock; MySQL/MariaDB: GET_LOCK; SQLite: flock on the data directory);
+        True when this store holds it (also when it already did)."""
+
+    async def unlock_leader(self) -> None: ...
+
+    async def writer_alive(self) -> bool:
+        """A cheap check of the writer connection (the leader loop's heartbeat)."""
