@@ -19,11 +19,12 @@ import grpc
 
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.proto.kubefabric.query.v1 import query_pb2_grpc
+from kubefabric.rpc.channel import never_reached
+
+from .errors import ClientError, Unavailable, from_rpc
 
 # services beside etcd's that kv-router serves on the same endpoint
 _KUBEFABRIC_STUBS = {"Query": query_pb2_grpc.QueryStub}
-
-from .errors import ClientError, Unavailable, from_rpc
 
 log = logging.getLogger("kubefabric.client")
 
@@ -60,14 +61,6 @@ def parse_endpoints(text: str | list[str]) -> tuple[list[str], bool]:
     if len(schemes) > 1:
         raise ValueError("endpoints mix TLS and plaintext schemes: use one kind")
     return out, schemes.pop()
-
-
-def never_sent(err: grpc.aio.AioRpcError) -> bool:
-    """The call certainly did not reach the server (so even a write may be retried)."""
-    details = (err.details() or "").lower()
-    return err.code() == grpc.StatusCode.UNAVAILABLE and (
-        "failed to connect" in details or "connection refused" in details
-        or "dns resolution failed" in details or "no connection" in details)
 
 
 class Connection:
@@ -130,7 +123,7 @@ class Connection:
                 return await fn(request, timeout=timeout or self.call_timeout, metadata=metadata)
             except grpc.aio.AioRpcError as err:
                 retriable = err.code() == grpc.StatusCode.UNAVAILABLE and (
-                    not write or never_sent(err))
+                    not write or never_reached(err))
                 if not retriable or time.monotonic() + delay > deadline:
                     raise from_rpc(err, what or f"{service}.{method}") from None
                 self.failover(index)
@@ -143,4 +136,4 @@ class Connection:
             await ch.close()
 
 
-__all__ = ["Connection", "parse_endpoints", "never_sent", "ClientError", "Unavailable"]
+__all__ = ["Connection", "parse_endpoints", "ClientError", "Unavailable"]

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import grpc
 
+from kubefabric.etcd import errors
+from kubefabric.rpc.channel import status_error
+
 
 class ClientError(Exception):
     """A call failed; `code` is the gRPC status code (None when no call was made)."""
@@ -35,7 +38,7 @@ def from_rpc(err: grpc.aio.AioRpcError, what: str) -> ClientError:
     """The client error for a failed call `what` (e.g. "Range /registry/...")."""
     details = err.details() or ""
     code = err.code()
-    if code == grpc.StatusCode.OUT_OF_RANGE and "compacted" in details:
+    if status_error(err) is errors.COMPACTED:
         return Compacted(0, f"{what}: {details}")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"{what}: {details or code.name}", code)

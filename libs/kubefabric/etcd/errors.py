@@ -1,5 +1,9 @@
 """etcd's errors, with etcd's exact gRPC status codes and messages (DESIGN §6): clients such as
-kube-apiserver and etcdctl match on the message text, so these strings are part of the API."""
+kube-apiserver and etcdctl match on the message text, so these strings are part of the API.
+
+Inside KubeFabric errors are compared by identity (`err is errors.COMPACTED`), never by text: a
+status that crossed a gRPC hop (a shard service, its leader) is mapped back to the canonical
+instance once, by `from_status`, as etcd's clients do with errStringToError."""
 from __future__ import annotations
 
 from grpc import StatusCode
@@ -44,6 +48,10 @@ NOT_LEADER = _e(StatusCode.UNAVAILABLE, "etcdserver: not leader")
 # was not applied. Clients are told no more than this (never the DSN's user, host, port or
 # database); the shard service logs the cause.
 DB_UNAVAILABLE = _e(StatusCode.UNAVAILABLE, "kubefabric: the shard's database is unavailable")
+# Not etcd's: a shard replica that cannot serve yet (its database is unreachable or the election
+# is running); nothing was applied.
+SHARD_NOT_READY = _e(StatusCode.UNAVAILABLE,
+                     "etcdserver: shard not ready (database unreachable or election running)")
 
 
 def key_too_large(limit: int, database: str) -> EtcdError:
@@ -57,3 +65,13 @@ MEMBER_NOT_FOUND = _e(StatusCode.NOT_FOUND, "etcdserver: member not found")
 
 def unimplemented(what: str) -> EtcdError:
     return EtcdError(StatusCode.UNIMPLEMENTED, f"{what} is not implemented by KubeFabric")
+
+
+# (code, message) -> the canonical instance, for every fixed error above
+_CANONICAL = {(e.code, e.message): e for e in globals().values() if isinstance(e, EtcdError)}
+
+
+def from_status(code: StatusCode, message: str) -> EtcdError:
+    """The error a gRPC status stands for: the canonical instance when it is one of the fixed
+    errors above (so callers compare with `is`), otherwise a new EtcdError carrying it."""
+    return _CANONICAL.get((code, message)) or EtcdError(code, message)

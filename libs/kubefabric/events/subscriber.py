@@ -197,7 +197,7 @@ class ShardSubscription:
             try:
                 events = await self.shard.history(EVERY_KEY, lo, top, leader=True)
             except EtcdError as err:
-                if err.message != errors.COMPACTED.message:
+                if err is not errors.COMPACTED:
                     raise
                 log.error("shard %s: revisions %d..%d were compacted before this hub received "
                           "them; watchers that needed them must re-list", self.name, lo, top)

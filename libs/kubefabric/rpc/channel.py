@@ -1,5 +1,6 @@
-"""Channels between KubeFabric services (kv-router → shard services and watch-hubs): how an
-endpoint list is written and the options every internal channel has.
+"""Channels between KubeFabric services (kv-router → shard services and watch-hubs, a replica →
+its leader, the services that use the etcd API): how an endpoint list is written, the options
+every internal channel has, and what a failed call means.
 
 Invariants: an internal channel never limits message sizes (the server in front already applied
 the client's request limit) and pings every 10 s even when idle, so a dead peer is noticed
@@ -8,6 +9,12 @@ within seconds instead of at the next call.
 from __future__ import annotations
 
 import grpc
+
+from kubefabric.etcd import errors
+from kubefabric.etcd.errors import EtcdError
+
+# grpc's own words for a call that never left this process: no connection could be made
+_NOT_CONNECTED = ("failed to connect", "connection refused", "dns resolution failed", "no connection")
 
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
                    ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_permit_without_calls", 1)]
@@ -31,6 +38,19 @@ def parse_endpoints(text: str) -> list[str]:
     if not out:
         raise ValueError("no endpoint given (grpc://host:port)")
     return out
+
+
+def status_error(err: grpc.aio.AioRpcError) -> EtcdError:
+    """What a failed call ended with, as an EtcdError: the canonical instance when the peer
+    answered one of etcd's (or KubeFabric's) fixed errors, so callers compare with `is`."""
+    return errors.from_status(err.code(), err.details() or "")
+
+
+def never_reached(err: grpc.aio.AioRpcError) -> bool:
+    """The call certainly did not reach the peer (no connection could be made), so even a write
+    may be sent again. grpc reports this only in its status text, read here and nowhere else."""
+    details = (err.details() or "").lower()
+    return err.code() == grpc.StatusCode.UNAVAILABLE and any(p in details for p in _NOT_CONNECTED)
 
 
 def open_channel(endpoint: str, tls=None) -> grpc.aio.Channel:

@@ -20,12 +20,11 @@ import logging
 import grpc
 
 from kubefabric.etcd import errors
-from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
-from kubefabric.rpc.channel import open_channel, parse_endpoints
+from kubefabric.rpc.channel import never_reached, open_channel, parse_endpoints, status_error
 from kubefabric.shard.state import ShardState
 from kubefabric.telemetry import instrument_shard_stub
 from kubefabric.tls import ClientTLS, TLSError
@@ -47,9 +46,7 @@ def _tls_refusal(details: str) -> bool:
 
 def _not_applied(err: grpc.aio.AioRpcError) -> bool:
     """The call certainly did not reach a writer."""
-    details = err.details() or ""
-    return err.code() == grpc.StatusCode.UNAVAILABLE and (
-        "not leader" in details or "failed to connect" in details or "not ready" in details)
+    return never_reached(err) or status_error(err) in (errors.NOT_LEADER, errors.SHARD_NOT_READY)
 
 
 class RemoteShard:
@@ -186,7 +183,7 @@ class RemoteShard:
             except grpc.aio.AioRpcError as err:
                 retry = _not_applied(err) or (not write and err.code() == grpc.StatusCode.UNAVAILABLE)
                 if not retry or loop.time() > deadline:
-                    raise EtcdError(err.code(), err.details() or "") from None
+                    raise status_error(err) from None
             target = await self._find_leader(target)
 
     async def _find_leader(self, failed: int) -> int:
@@ -324,7 +321,7 @@ class RemoteShard:
                 return out
             except grpc.aio.AioRpcError as err:
                 if err.code() != grpc.StatusCode.UNAVAILABLE or loop.time() > deadline:
-                    raise EtcdError(err.code(), err.details() or "") from None
+                    raise status_error(err) from None
             target = await self._find_leader(target)
 
     async def _follow_feed(self) -> None:

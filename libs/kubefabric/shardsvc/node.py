@@ -169,8 +169,7 @@ class ShardNode:
     def local(self) -> Shard:
         """The shard, when this replica can serve reads."""
         if self.shard is None or not self.ready.is_set():
-            raise errors.EtcdError(grpc.StatusCode.UNAVAILABLE,
-                                   "etcdserver: shard not ready (database unreachable or election running)")
+            raise errors.SHARD_NOT_READY
         return self.shard
 
 

@@ -20,6 +20,7 @@ from kubefabric.etcd.keyrange import ALL, KeyRange
 from kubefabric.logs import causes
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+from kubefabric.rpc.channel import status_error
 from kubefabric.rpc.handlers import etcd_unary
 
 from .node import ShardNode
@@ -58,10 +59,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         try:
             return await getattr(self.node.leader_stub(), name)(request, timeout=30)
         except grpc.aio.AioRpcError as err:
-            code = err.code()
-            if code == grpc.StatusCode.UNAVAILABLE and "not leader" not in (err.details() or ""):
+            error = status_error(err)
+            if error.code == grpc.StatusCode.UNAVAILABLE and error is not errors.NOT_LEADER:
                 raise errors.NOT_LEADER from None  # the leader went away: nothing was applied
-            raise EtcdError(code, err.details() or "") from None
+            raise error from None
 
     # ---- reads: any replica ----
 

@@ -37,14 +37,6 @@ log = logging.getLogger("kubefabric.router.routed")
 REVOKE_RETRY_S = 15.0
 
 
-def _lease_gone(exc: BaseException) -> bool:
-    return isinstance(exc, EtcdError) and exc.message == errors.LEASE_NOT_FOUND.message
-
-
-def _compacted(exc: BaseException) -> bool:
-    return isinstance(exc, EtcdError) and exc.message == errors.COMPACTED.message
-
-
 class RoutedShards(ShardSet):
     def __init__(self, topology, shards: dict, max_txn_ops: int = 128, merge: bool = True):
         """shards: name -> an opened shard (in-process Shard or RemoteShard), one per topology
@@ -140,7 +132,7 @@ class RoutedShards(ShardSet):
             *(s.compact(revision, physical, sync_rev=sync_rev) for s in self.shards.values()),
             return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
-        real = [f for f in failures if not _compacted(f)]
+        real = [f for f in failures if f is not errors.COMPACTED]
         if real:
             raise real[0]
         if len(failures) == len(results):  # every shard was compacted at or past it already
@@ -180,7 +172,7 @@ class RoutedShards(ShardSet):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REVOKE_RETRY_S
         for i, shard in enumerate(shards):
-            while isinstance(results[i], BaseException) and not _lease_gone(results[i]):
+            while isinstance(results[i], BaseException) and results[i] is not errors.LEASE_NOT_FOUND:
                 if loop.time() > deadline:
                     raise results[i]
                 await asyncio.sleep(0.1)
