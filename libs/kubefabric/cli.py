@@ -1,5 +1,12 @@
 """The `kubefabric` command. Each service contributes its subcommand through the
-`kubefabric.commands` entry-point group, so libs/ never imports a service."""
+`kubefabric.commands` entry-point group, so libs/ never imports a service.
+
+Every invocation loads every command module to build the parser, so a command module imports
+only its flags and checks; its process (`main`, with everything it needs imported at the top)
+is imported inside `run`, once the flags are checked. This is the one place imports wait: grpc
+must not load before kv-router's --cipher-suites has set GRPC_SSL_CIPHER_SUITES (grpc reads it
+once, when it loads), and `kubefabric --help` stays quick. kubefabric.tls builds credentials
+the same way (it is used by the checks)."""
 from __future__ import annotations
 
 import sys

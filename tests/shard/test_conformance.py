@@ -13,11 +13,11 @@ import pytest
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
-from kubefabric.etcd.keyrange import KeyRange
+from kubefabric.etcd.keyrange import EVERY_KEY, KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
 from kubefabric.shard import core
-from harness.shard.kit import (EVERY_KEY, Recorder, check_every_revision, check_request, expect, head, log_rows, opened,
+from harness.shard.kit import (Recorder, check_every_revision, check_request, expect, head, log_rows, opened,
                       outcome, random_history, run_shard, show, without_prev)
 from harness.shard.model import Model, prefix_end
 

@@ -27,9 +27,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from kubefabric.etcd.errors import EtcdError
+from kubefabric.etcd.keyrange import EVERY_KEY
 from kubefabric.shard.core import Shard
 from harness.shard.gen import LEASES, Draw, gen_delete, gen_put, gen_range, gen_txn
-from harness.shard.kit import EVERY_KEY, Recorder, check_request, expect, head, log_rows, outcome, show, without_prev
+from harness.shard.kit import Recorder, check_request, expect, head, log_rows, outcome, show, without_prev
 from harness.shard.model import Model
 
 SOAK = os.environ.get("KUBEFABRIC_SOAK") == "1"

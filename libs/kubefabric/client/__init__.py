@@ -12,6 +12,8 @@ Works against etcd itself, `kubefabric serve` and kv-router alike.
 """
 from __future__ import annotations
 
+import grpc
+
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 from .connection import Connection, parse_endpoints
@@ -57,7 +59,6 @@ class EtcdClient:
 
 class _SystemRoots:
     def credentials(self):
-        import grpc
         return grpc.ssl_channel_credentials()
 
     def options(self):

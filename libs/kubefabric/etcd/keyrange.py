@@ -58,3 +58,6 @@ def prefix_end(prefix: bytes) -> bytes:
             return bytes(b)
         b.pop()
     return ALL
+
+
+EVERY_KEY = KeyRange(ALL, b"")  # the whole keyspace

@@ -17,8 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from kubefabric.etcd.keyrange import EVERY_KEY
 from kubefabric.proto.kubefabric.events.v1.events_pb2 import ShardEvents
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
+from kubefabric.shard.history import commits_of
 from kubefabric.telemetry import tracing
 
 from .bus import (CLOCK_SUBJECT, DEDUPE_WINDOW_S, HEARTBEAT_S, events_subject, heartbeat_subject,
@@ -130,8 +135,6 @@ class EventPublisher:
 
     async def _catch_up(self, shard, committed: int) -> None:
         """Publish the txns of the log the stream lacks, up to `committed`."""
-        from kubefabric.shardsvc.service import EVERY_KEY, commits_of
-
         last = await self._last_published(shard)
         if last is None or last > committed:
             if last is not None:
@@ -159,8 +162,6 @@ class EventPublisher:
     async def _last_published(self, shard) -> int | None:
         """The committed_rev of the stream's last message; None for an empty stream or one
         whose last message came from another database (a reused shard name)."""
-        from nats.js.errors import NotFoundError
-
         try:
             msg = await self.js.get_last_msg(self.stream, self.subject)
         except NotFoundError:
@@ -213,9 +214,6 @@ class EventPublisher:
         await self.nc.publish(heartbeat_subject(self.name), msg.SerializeToString())
 
     async def _ensure_stream(self) -> None:
-        from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-        from nats.js.errors import BadRequestError
-
         config = StreamConfig(name=self.stream, subjects=[self.subject],
                               retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
                               discard=DiscardPolicy.OLD, max_age=self.retention_s,

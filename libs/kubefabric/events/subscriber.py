@@ -16,20 +16,21 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+
+from nats.js.api import DeliverPolicy
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
-from kubefabric.etcd.keyrange import ALL, KeyRange
+from kubefabric.etcd.keyrange import EVERY_KEY
 from kubefabric.proto.kubefabric.events.v1.events_pb2 import ShardEvents
+from kubefabric.shard.history import commits_of
 from kubefabric.telemetry import tracing
 
 from .bus import events_subject, heartbeat_subject
 
 log = logging.getLogger("kubefabric.events.subscriber")
 
-EVERY_KEY = KeyRange(ALL, b"")
 GAP_GRACE_S = 0.25
 STALL_S = 1.0
 BACKFILL_PAGE_REVS = 5_000
@@ -77,8 +78,6 @@ class ShardSubscription:
     async def _subscribe_events(self) -> None:
         """An ordered JetStream consumer from the stream's last message on (older revisions
         come from the shard); retried until the shard's stream exists."""
-        from nats.js.api import DeliverPolicy
-
         js = self.nc.jetstream()
         while True:
             try:
@@ -203,15 +202,6 @@ class ShardSubscription:
                           "them; watchers that needed them must re-list", self.name, lo, top)
                 self.shard.deliver((), top, self.shard.state.compact_rev)
                 continue
-            commits = [_Commit(rev, list(group)) for rev, group in
-                       itertools.groupby(events, key=lambda e: e.kv.mod_revision)]
+            commits = commits_of(events)
             self.backfilled_txns += len(commits)
             self.shard.deliver(commits, top, self.shard.state.compact_rev)
-
-
-class _Commit:
-    __slots__ = ("rev", "events")
-
-    def __init__(self, rev: int, events: list):
-        self.rev = rev
-        self.events = events

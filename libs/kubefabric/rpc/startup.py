@@ -1,8 +1,8 @@
 """How a service refuses to start: one `StartupError` type and the runner that turns it into
 one log line and exit code 2 (a bad flag, file, address or dependency; never a traceback).
 
-No grpc import here (nor in anything this module imports): kv-router's --cipher-suites must set
-GRPC_SSL_CIPHER_SUITES before grpc loads, and it is checked by code that raises StartupError.
+No grpc import here (nor in anything this module imports): the command modules that raise
+StartupError run before grpc may load (kubefabric.cli says why).
 """
 from __future__ import annotations
 

@@ -9,22 +9,21 @@ order, followed by the new closed revision.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from kubefabric.etcd import checks, errors
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as shard_pb
-from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
+from kubefabric.proto.mvccpb.kv_pb2 import Event
 from kubefabric.query.execute import run_query
 from kubefabric.store import schema
 from kubefabric.store.contract import Store
-from kubefabric.store.statements import shape_of
 
 from .apply import Applier
 from .leases import Leases
 from .quota import Quota, txn_cost
+from .history import read_history
 from .reads import execute_range
 from .state import ShardState
 from .surface import Listener
@@ -34,7 +33,6 @@ log = logging.getLogger("kubefabric.shard")
 
 COMPACT_WINDOW = 10_000   # revisions scanned per compaction step
 COMPACT_BATCH = 1_000     # rows deleted per compaction step (one short write transaction)
-HISTORY_PAGE = 10_000
 
 
 
@@ -304,29 +302,7 @@ class Shard:
 
     async def history(self, rng: KeyRange, lo: int, hi: int) -> list[Event]:
         """Events of revisions lo..hi in `rng`, oldest first, each with its prev_kv."""
-        out: list[Event] = []
-        if rng.empty:
-            return out
-        shape = shape_of(rng.end)
-        _event = functools.partial(_history_event, self.state.compact_rev)
-        while lo <= hi:
-            values = {"start": rng.start, "end": rng.end, "lo": lo, "hi": hi, "limit": HISTORY_PAGE}
-            async with self.store.snapshot() as cur:
-                rows = await cur.rows("history", values, shape, limited=True)
-                if len(rows) == HISTORY_PAGE and rows[0][0] == rows[-1][0]:
-                    # one revision fills the page: read that revision whole
-                    values["hi"] = rows[0][0]
-                    rows = await cur.rows("history", values, shape)
-            if len(rows) < HISTORY_PAGE or rows[0][0] == rows[-1][0]:
-                out.extend(_event(r) for r in rows)
-                if len(rows) < HISTORY_PAGE:
-                    return out
-                lo = rows[-1][0] + 1
-                continue
-            last = rows[-1][0]  # may be incomplete: read it again with the next page
-            out.extend(_event(r) for r in rows if r[0] != last)
-            lo = last
-        return out
+        return await read_history(self.store, self.state.compact_rev, rng, lo, hi)
 
     async def defragment(self) -> None:
         async with self._writer().lock:
@@ -349,22 +325,6 @@ class Shard:
         """etcd's Alarm: activate, deactivate or list; returns the alarms the response lists."""
         self._writer()
         return self.quota.alarm(req, self.state.member_id)
-
-
-def _history_event(compact_rev: int, r) -> Event:
-    """An event from a history row. Like etcd, prev_kv is the key at revision rev - 1 and is
-    left out when that revision is compacted (even before compaction removed the row)."""
-    rev, key, create_rev, prev_rev, version, lease, deleted, value = r[:8]
-    if deleted:
-        ev = Event(type=Event.DELETE, kv=KeyValue(key=key, mod_revision=rev))
-    else:
-        ev = Event(type=Event.PUT, kv=KeyValue(key=key, create_revision=create_rev, mod_revision=rev,
-                                                 version=version, lease=lease, value=value))
-    created = not deleted and create_rev == rev  # a creation has no prev_kv (etcd)
-    if prev_rev and r[9] is not None and rev - 1 >= compact_rev and not created:
-        ev.prev_kv.CopyFrom(KeyValue(key=key, create_revision=r[8], mod_revision=prev_rev,
-                                     version=r[9], lease=r[10], value=r[11]))
-    return ev
 
 
 # ---- writer handlers: run inside a batch, return the request's result ----

@@ -11,25 +11,18 @@ role (leader or replica) is known.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from typing import Callable
 
 from kubefabric.config import Bool, Count, Duration, Flag, HostPort, URLs, add_flags
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.events.bus import BusError, check_url
-from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
-from kubefabric.rpc.startup import StartupError
 from kubefabric.tls import nats as natstls
-
-# grpc is imported only when a shard service runs: every `kubefabric` command loads this module
-# to list its subcommand, and `serve --cipher-suites` must set its environment before grpc loads.
 
 log = logging.getLogger("kubefabric.shard.serve")
 
-READINESS = ("readiness", "kubefabric.shard.v1.Shard")  # the database answers, the role is known
 # --max-request-bytes plus gRPC's framing allowance must fit gRPC's int32 message limit
 REQUEST_BYTES = Count(1, 2 ** 31 - 1 - 512 * 1024)
 # NATS servers: the port may be left out (4222)
@@ -102,8 +95,13 @@ def make_command(name: str, kinds: tuple[str, ...], default_port: int, dsn_examp
 
 def run(args, kinds: tuple[str, ...], store_of) -> int:
     setup_logging(args.log_format, args.log_level)
-    return startup.run(lambda: _serve(args, *_checked(args, kinds, store_of), store_of),
-                       args.event_loop, log)
+    return startup.run(lambda: _start(args, kinds, store_of), args.event_loop, log)
+
+
+def _start(args, kinds: tuple[str, ...], store_of):
+    dsn, nats_tls = _checked(args, kinds, store_of)
+    from .main import main  # grpc loads now (kubefabric.cli)
+    return main(args, dsn, nats_tls, store_of)
 
 
 def _checked(args, kinds: tuple[str, ...], store_of) -> tuple[DSN, natstls.NatsTLS | None]:
@@ -122,73 +120,3 @@ def _checked(args, kinds: tuple[str, ...], store_of) -> tuple[DSN, natstls.NatsT
         raise DSNError(f"this command serves {' or '.join(kinds)} databases, not {dsn.kind}")
     store_of(dsn, args)  # built, not opened: checks the DSN's settings and TLS files now
     return dsn, nats_tls
-
-
-async def _serve(args, dsn: DSN, nats_tls, store_of) -> int:
-    from kubefabric import telemetry
-    from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
-    from kubefabric.rpc.handlers import GATE
-    from kubefabric.rpc.server import LIVENESS, listen, make_server
-    from kubefabric.tls import CertificateReloader, ClientTLS, TLSSettings, check_files
-
-    from .node import ShardNode
-    from .service import ShardService
-
-    address = args.advertise_address or args.listen_address
-    options = {"max_txn_ops": args.max_txn_ops, "quota_bytes": args.quota_backend_bytes,
-               "group_commit": args.group_commit}
-    node = ShardNode(lambda: store_of(dsn, args), options, address, args.name)
-    service = ShardService(node, type(store_of(dsn, args)).is_unavailable)
-    server, health = make_server(args.max_request_bytes)
-    shard_pb2_grpc.add_ShardServicer_to_server(service, server)
-    credentials = None
-    if args.cert_file or args.key_file or args.trusted_ca_file:
-        check_files(args.cert_file, args.key_file, args.trusted_ca_file)
-        tls = TLSSettings(args.cert_file, args.key_file, args.trusted_ca_file, (args.listen_address,))
-        credentials = CertificateReloader(tls).credentials()
-        node.peer_tls = ClientTLS(args.trusted_ca_file, args.cert_file, args.key_file)
-    await listen(server, [(args.listen_address, credentials)], "--listen-address")
-
-    async def set_health(role: str) -> None:  # noqa: E306
-        await health.mark(READINESS, serving=role in ("leader", "replica"))
-
-    await health.mark(LIVENESS, serving=True)
-    await set_health("starting")
-    node.on_role_change = lambda role: asyncio.get_running_loop().create_task(set_health(role))
-    node.start()
-    telemetry.setup(args.telemetry_name, args.metrics_address)
-    telemetry.metrics.add_source(telemetry.sources.shard_node(node, args.name))
-    log.info("shard %s: serving the Shard API on %s (advertised as %s), database %s",
-             args.name, args.listen_address, address, dsn.redacted())
-    events = asyncio.create_task(_publish_events(node, args, nats_tls)) if args.nats_url else None
-
-    await until_terminated()
-    if events is not None:
-        events.cancel()
-    log.info("shutting down: finishing in-flight requests")
-    await health.enter_graceful_shutdown()
-    await GATE.drain(args.shutdown_grace)
-    service.close_feeds()
-    await server.stop(args.shutdown_grace)
-    await node.stop()
-    log.info("stopped")
-    return 0
-
-
-async def _publish_events(node, args, nats_tls) -> None:
-    """Connect to NATS (waiting for it as long as it takes) and publish while leading.
-    nats_tls: natstls.NatsTLS, or None for plaintext."""
-    from kubefabric.events.bus import connect
-    from kubefabric.events.publisher import EventPublisher
-
-    nc = await connect(args.nats_url, f"kubefabric-{args.telemetry_name}-{args.name}", nats_tls)
-    from kubefabric import telemetry
-
-    publisher = EventPublisher(node, nc, args.name, args.event_retention)
-    await publisher.start()
-    telemetry.metrics.add_source(telemetry.sources.publisher(publisher))
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await publisher.stop()
-        await nc.close()

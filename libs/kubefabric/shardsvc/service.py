@@ -9,25 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
 
 import grpc
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
-from kubefabric.etcd.keyrange import ALL, KeyRange
+from kubefabric.etcd.keyrange import EVERY_KEY, KeyRange
 from kubefabric.logs import causes
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import status_error
 from kubefabric.rpc.handlers import etcd_unary
+from kubefabric.shard.history import commits_of
 
 from .node import ShardNode
 
 log = logging.getLogger("kubefabric.shard.service")
 
-EVERY_KEY = KeyRange(ALL, b"")
 FEED_HEARTBEAT_S = 0.1      # DESIGN §5: idle shards publish their closed revision
 FEED_MAX_BACKLOG = 10_000   # commits queued for one slow feed before it is cut (it resumes)
 
@@ -234,9 +233,3 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     def close_feeds(self) -> None:
         for queue in list(self.feeds):
             queue.put_nowait(None)
-
-
-def commits_of(events) -> list[spb.HistoryResponse]:
-    """Events (revision order) grouped into one message per txn revision."""
-    return [spb.HistoryResponse(rev=rev, events=list(group))
-            for rev, group in itertools.groupby(events, key=lambda e: e.kv.mod_revision)]

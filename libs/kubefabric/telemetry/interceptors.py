@@ -23,6 +23,8 @@ from time import perf_counter
 
 import grpc
 
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2
+
 from . import metrics as m
 from . import tracing
 
@@ -281,6 +283,4 @@ class InstrumentedStub:
 
 def instrument_shard_stub(stub, shard: str):
     """A kubefabric.shard.v1.Shard stub whose calls are counted (and traced) per shard."""
-    from kubefabric.proto.kubefabric.shard.v1 import shard_pb2
-
     return InstrumentedStub(stub, shard_pb2.DESCRIPTOR.services_by_name["Shard"], shard)

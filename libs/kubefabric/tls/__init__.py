@@ -7,7 +7,7 @@
 - suites.py: what a grpc server can enforce of etcd's --tls-min-version and --cipher-suites;
 - nats.py: the --nats-* flags and NatsTLS, an ssl context re-read at each NATS (re)connect.
 
-Nothing here imports grpc at module level: GRPC_SSL_CIPHER_SUITES must be set before grpc loads.
+Nothing here imports grpc at module level (kubefabric.cli says why).
 """
 from .client import ClientTLS
 from .files import TLSError, check_files

@@ -1,7 +1,7 @@
 """Client side of a TLS hop between KubeFabric services (kv-router → shard services, a replica →
 its leader): the CA that verifies the server, optionally a client certificate, as grpc channel
 credentials, with a cheap check whether the files changed since they were read (callers make
-new channels then). grpc is imported only when credentials are built (see server.py)."""
+new channels then). grpc is imported only when credentials are built (kubefabric.cli)."""
 from __future__ import annotations
 
 import time

@@ -3,9 +3,6 @@ the shard services' Shard API): a certificate, its key and optionally the CA of 
 certificates as grpc server credentials, re-read when the files change, so a rotated
 certificate reaches new connections without a restart (connections already open keep theirs).
 With a CA, client certificates are required and verified on every connection (mTLS).
-
-grpc is imported only inside the functions that build credentials: kv-router's --cipher-suites
-sets GRPC_SSL_CIPHER_SUITES, which grpc's core reads once, when grpc is first loaded.
 """
 from __future__ import annotations
 
@@ -71,7 +68,7 @@ class CertificateReloader:
 
     def credentials(self):
         """Server credentials for one listener: each has its own view of what it has served."""
-        import grpc  # only now: see the module docstring (GRPC_SSL_CIPHER_SUITES)
+        import grpc  # not at module level (kubefabric.cli)
 
         with self._lock:
             served = {"generation": self._generation}

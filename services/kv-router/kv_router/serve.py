@@ -6,13 +6,9 @@ import argparse
 import logging
 
 from kubefabric.config import Bool, Count, Duration, Endpoints, Flag, HostPort, URLs, add_flags
-from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
-from kubefabric.rpc.startup import StartupError
-from kubefabric.tls import CertificateReloader, TLSSettings
 
-from .shards import TopologyReloader, open_shards
 from .tls import settings_from_args
 
 log = logging.getLogger("kubefabric.serve")
@@ -128,61 +124,10 @@ def command(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
-    # the TLS flags are checked before grpc is loaded: it reads GRPC_SSL_CIPHER_SUITES once
-    return startup.run(lambda: _serve(args, settings_from_args(args)), args.event_loop, log)
+    return startup.run(lambda: _start(args), args.event_loop, log)
 
 
-async def _serve(args, tls: TLSSettings | None) -> int:
-    from kubefabric import telemetry
-
-    from .compaction import AutoCompactor
-    from .routed import RoutedShards
-    from .server import RouterServer, ServerConfig
-
-    listen = [u.strip() for u in args.listen_client_urls.split(",") if u.strip()]
-    advertise = [u.strip() for u in (args.advertise_client_urls or args.listen_client_urls).split(",")
-                 if u.strip()]
-    cfg = ServerConfig(listen_client_urls=listen, advertise_client_urls=advertise, name=args.name,
-                       max_request_bytes=args.max_request_bytes,
-                       peer_urls=[u.strip() for u in args.initial_advertise_peer_urls.split(",")],
-                       progress_interval_s=args.watch_progress_notify_interval,
-                       watch_buffer_bytes=args.watch_stream_buffer_bytes,
-                       max_watchers_per_stream=args.max_watchers_per_stream,
-                       max_watch_streams_per_connection=args.max_watch_streams_per_connection,
-                       request_timeout_s=args.request_timeout, watch_hub=args.watch_hub,
-                       tls=CertificateReloader(tls) if tls else None)
-    try:
-        compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)
-    except ValueError as err:
-        raise StartupError(f"--auto-compaction-retention: {err}") from None
-    shard = await open_shards(args)
-    server = RouterServer(shard, cfg)
-    try:
-        await server.start()
-    except StartupError:
-        await shard.close()
-        raise
-    telemetry.setup("kv-router", args.metrics_address)
-    telemetry.metrics.add_source(telemetry.sources.router(shard, server.watch))
-    compactors = [AutoCompactor(shard, *compactor_cfg)]
-    reloader = None
-    if isinstance(shard, RoutedShards):  # --topology
-        for spec in shard.topology.shards.values():  # shards with their own retention
-            if spec.compaction_retention:
-                compactors.append(AutoCompactor(shard.shards[spec.name], *AutoCompactor.parse(
-                    args.auto_compaction_mode, spec.compaction_retention)))
-        reloader = TopologyReloader(shard, args.topology, args)
-        reloader.start()
-    for compactor in compactors:
-        compactor.start()
-
-    await until_terminated()
-    log.info("shutting down: finishing in-flight requests")
-    for compactor in compactors:
-        compactor.stop()
-    if reloader:
-        reloader.stop()
-    await server.stop(args.shutdown_grace)
-    await shard.close()
-    log.info("stopped cleanly at revision %d", shard.state.committed)
-    return 0
+def _start(args: argparse.Namespace):
+    tls = settings_from_args(args)  # applies --cipher-suites: before grpc loads (kubefabric.cli)
+    from .main import main
+    return main(args, tls)

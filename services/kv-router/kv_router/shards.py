@@ -11,12 +11,18 @@ import asyncio
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING
 
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.rpc.startup import StartupError
+from kubefabric.shard.core import Shard, ShardBusy
+from kubefabric.shard.surface import ShardSurface
+from kubefabric.shardsvc.client import connect_shard
+from kubefabric.store.sqlite import SqliteStore
+from kubefabric.tls import ClientTLS, TLSError
+from kubefabric.topology.load import TopologyError, load_topology
+from kubefabric.topology.reload import check_reload, find_moved_key
 
-if TYPE_CHECKING:
-    from kubefabric.shard.surface import ShardSurface
+from .routed import RoutedShards
 
 log = logging.getLogger("kubefabric.router.shards")
 
@@ -24,9 +30,6 @@ RELOAD_POLL_S = 2.0
 
 
 async def open_embedded(data_dir: str, args) -> ShardSurface:
-    from kubefabric.shard.core import Shard, ShardBusy
-    from kubefabric.store.sqlite import SqliteStore
-
     data_dir = os.path.abspath(data_dir)
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise StartupError(f"--data-dir {data_dir} exists and is not a directory")
@@ -44,8 +47,6 @@ async def open_embedded(data_dir: str, args) -> ShardSurface:
 
 async def open_remote(endpoints: str, name: str = "default", tls=None,
                       follow: bool = True) -> ShardSurface:
-    from kubefabric.shardsvc.client import connect_shard
-
     try:
         return await connect_shard(endpoints, name, tls, follow)
     except ValueError as err:
@@ -56,8 +57,6 @@ async def open_remote(endpoints: str, name: str = "default", tls=None,
 
 def _shard_tls(args):
     """TLS for the --shard endpoints, from the --shard-* flags; None: plaintext."""
-    from kubefabric.tls import ClientTLS, TLSError
-
     files = [getattr(args, f"shard_{n}", "") for n in ("ca_file", "cert_file", "key_file", "server_name")]
     if not any(files):
         return None
@@ -94,10 +93,6 @@ async def open_shards(args) -> ShardSurface:
             raise StartupError("--watch-hub needs shard services (--shard or --topology): the "
                                "embedded mode serves watches in-process")
         return await open_embedded(args.data_dir, args)
-    from kubefabric.topology.load import TopologyError, load_topology
-
-    from .routed import RoutedShards
-
     try:
         topology = load_topology(args.topology)
     except (TopologyError, OSError) as err:
@@ -146,9 +141,6 @@ class TopologyReloader:
                 await self.reload("file changed")
 
     async def reload(self, why: str) -> bool:
-        from kubefabric.topology.load import TopologyError, load_topology
-        from kubefabric.topology.reload import check_reload, find_moved_key
-
         async with self._lock:
             old = self.routed.topology
             try:
@@ -174,8 +166,6 @@ class TopologyReloader:
 
     async def _list_keys(self, shard_name: str, start: bytes, end: bytes):
         """Existing keys of one shard in [start, end), in pages."""
-        from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-
         shard = self.routed.shards.get(shard_name)
         if shard is None:
             return

@@ -9,20 +9,16 @@ same feeds. Health (grpc.health.v1): "" and "liveness" are SERVING while the pro
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 
 from kubefabric.config import Count, Duration, Endpoints, Flag, HostPort, URLs, add_flags
 from kubefabric.events.bus import check_url
-from kubefabric.lifecycle import until_terminated
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
 from kubefabric.rpc.startup import StartupError
 from kubefabric.tls import nats as natstls
 
 log = logging.getLogger("kubefabric.hub")
-
-READINESS = ("readiness",)  # NATS connected and every shard service answered
 
 FLAGS = [
     Flag("--topology", "", "the topology file kv-router uses (docs/topology.md): every shard "
@@ -72,7 +68,13 @@ def command(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
-    return startup.run(lambda: _serve(args, _nats_tls(args)), args.event_loop, log)
+    return startup.run(lambda: _start(args), args.event_loop, log)
+
+
+def _start(args: argparse.Namespace):
+    nats_tls = _nats_tls(args)
+    from .main import main  # grpc loads now (kubefabric.cli)
+    return main(args, nats_tls)
 
 
 def _nats_tls(args) -> natstls.NatsTLS | None:
@@ -85,82 +87,3 @@ def _nats_tls(args) -> natstls.NatsTLS | None:
     if bool(args.topology) == bool(args.shard):
         raise StartupError("give exactly one of --topology FILE and --shard grpc://host:port")
     return nats_tls
-
-
-def _specs(args):
-    """(name, endpoints, tls) per shard, and the topology (None for --shard)."""
-    if args.shard:
-        return [(args.shard_name, args.shard, None)], None
-    from kubefabric.topology.load import TopologyError, load_topology
-
-    try:
-        topology = load_topology(args.topology)
-    except (TopologyError, OSError) as err:
-        raise StartupError(f"--topology: {err}") from None
-    embedded = [s.name for s in topology.shards.values() if s.endpoint == "embedded"]
-    if embedded:
-        raise StartupError(f"--topology: shard(s) {', '.join(embedded)} are embedded in kv-router; "
-                           "a watch-hub follows shard services only (grpc:// endpoints)")
-    return [(s.name, s.endpoint, s.tls) for s in topology.shards.values()], topology
-
-
-async def _serve(args, nats_tls) -> int:
-    from kubefabric import telemetry
-    from kubefabric.events.bus import connect
-    from kubefabric.rpc.server import LIVENESS, listen, make_server, max_message_bytes
-    from kubefabric.rpc.wire import register
-    from kubefabric.watch.registry import WatcherRegistry
-
-    from .watch import HubWatchService
-
-    specs, topology = _specs(args)
-    watch = HubWatchService(max_message_bytes(args.max_request_bytes), args.watch_stream_buffer_bytes,
-                            args.max_watchers_per_stream, args.max_watch_streams_per_connection)
-    server, health = make_server(args.max_request_bytes)
-    register(server, "Watch", watch)
-    await listen(server, [(args.listen_address, None)], "--listen-address")
-    await health.mark(LIVENESS, serving=True)
-    await health.mark(READINESS, serving=False)
-    telemetry.setup("watch-hub", args.metrics_address)
-    log.info("watch-hub: serving the Watch API on %s; connecting to NATS and %d shard(s)",
-             args.listen_address, len(specs))
-
-    ready = asyncio.create_task(_open(args, specs, topology, connect, nats_tls))
-    stop = asyncio.create_task(until_terminated())
-    done, _ = await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
-    if ready not in done:
-        ready.cancel()
-        await server.stop(0)
-        return 0
-    nc, sources = ready.result()  # raises StartupError: the caller logs it
-    registry = WatcherRegistry(sources.surface, args.watch_progress_notify_interval)
-    registry.start()
-    watch.serve(registry, sources.surface.state.fill)
-    telemetry.metrics.add_source(telemetry.sources.router(sources.surface, watch))
-    telemetry.metrics.add_source(telemetry.sources.hub(sources.subscriptions))
-    await health.mark(READINESS, serving=True)
-    log.info("watch-hub ready at revision %d (shards: %s)", registry.committed, ", ".join(sources.shards))
-
-    await stop
-    log.info("shutting down: ending watch streams")
-    await health.enter_graceful_shutdown()
-    watch.close_all()
-    await registry.stop()
-    await server.stop(args.shutdown_grace)
-    await sources.close()
-    await nc.close()
-    log.info("stopped")
-    return 0
-
-
-async def _open(args, specs, topology, connect, nats_tls):
-    nc = await connect(args.nats_url, "kubefabric-watch-hub", nats_tls)
-    from .sources import HubSources
-
-    sources = HubSources(nc)
-    try:
-        await sources.open(specs, topology)
-    except BaseException:
-        await nc.close()
-        raise
-    return nc, sources

@@ -18,6 +18,7 @@ from kubefabric.events.subscriber import ShardSubscription
 from kubefabric.rpc.startup import StartupError
 from kubefabric.shard.surface import EventSource
 from kubefabric.shardsvc.client import RemoteShard, connect_shard
+from kubefabric.topology.shardset import ShardSet
 
 log = logging.getLogger("kubefabric.hub.sources")
 
@@ -44,7 +45,6 @@ class HubSources:
         if topology is None:
             (self.surface,) = self.shards.values()
         else:
-            from kubefabric.topology.shardset import ShardSet
             self.surface = ShardSet(topology, self.shards, sync=self._request_clock)
             self._clock_task = asyncio.create_task(self._clock_loop(), name="clock-broadcast")
         for shard in self.shards.values():

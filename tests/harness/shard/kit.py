@@ -12,14 +12,11 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 
 from kubefabric.etcd.errors import EtcdError
-from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
 from kubefabric.shard.core import Shard
 from harness.shard.gen import LEASES, Draw, gen_write
 from harness.shard.model import Model
-
-EVERY_KEY = KeyRange(b"\x00", b"")
 
 # ---- running a shard ----
 
