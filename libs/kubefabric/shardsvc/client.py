@@ -132,7 +132,7 @@ class RemoteShard:
                       for c in self.channels]
 
     async def _reload_tls(self) -> None:
-        """Changed certificate files reach new connections without a restart (issue 9)."""
+        """Changed certificate files reach new connections without a restart."""
         while True:
             await asyncio.sleep(TLS_RECHECK_S)
             if self.tls.changed():

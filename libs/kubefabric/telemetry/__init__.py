@@ -1,4 +1,4 @@
-"""Traces and metrics of every KubeFabric service (issue 8 §4; README "Observe").
+"""Traces and metrics of every KubeFabric service (README "Observe").
 
 - tracing.py: OpenTelemetry, configured only through the OTEL_* environment variables; off (and
   free) unless they ask for an exporter. `tracing.install(provider)` is the hook for tests.

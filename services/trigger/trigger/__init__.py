@@ -1,1 +1,1 @@
-"""KubeFabric trigger service (issue 16)."""
+"""KubeFabric trigger service: HTTPTrigger delivery as CloudEvents (DESIGN §9)."""

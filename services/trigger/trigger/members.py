@@ -1,4 +1,4 @@
-"""Replicas sharing the triggers (DESIGN §9, issue 16 point 6): each holds a lease and a member
+"""Replicas sharing the triggers (DESIGN §9): each holds a lease and a member
 record under /kubefabric/trigger/members/; object keys are spread over the live members by
 rendezvous hashing, so a member joining or leaving moves only its share.
 

@@ -1,4 +1,4 @@
-"""A trigger's status (issue 16 point 5), written by the one replica that owns the trigger
+"""A trigger's status, written by the one replica that owns the trigger
 (rendezvous hashing of its uid) from every replica's progress record:
 
     status:
