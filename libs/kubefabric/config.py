@@ -255,7 +255,7 @@ def _checker(flag: Flag):
             raise argparse.ArgumentTypeError(why) from None
         return value
     check.__name__ = getattr(convert, "__name__", "value")
-    check.flag = flag  # what the value must be, for --help and tests
+    check.flag = flag  # type: ignore[attr-defined]  # what the value must be, for --help and tests
     return check
 
 

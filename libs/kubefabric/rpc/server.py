@@ -3,8 +3,8 @@ policy (DESIGN §6), the telemetry interceptors, grpc.health.v1, and listening w
 StartupError when an address cannot be bound.
 
 Invariants:
-- A server receives messages up to the service's request limit plus GRPC_OVERHEAD_BYTES (etcd's
-  allowance for framing); what it sends is never limited.
+- A server receives messages up to the service's request limit plus etcd's framing allowance
+  (kubefabric.rpc.limits); what it sends is never limited.
 - Clients may ping every `Keepalive.min_time_s` even without calls (kube-apiserver pings every
   30 s) and are never sent GOAWAY for pinging; a second server on a bound port fails to start
   instead of sharing it.
@@ -19,20 +19,13 @@ from typing import Iterable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from kubefabric.rpc.limits import DEFAULT_MAX_REQUEST_BYTES, max_message_bytes
 from kubefabric.rpc.startup import StartupError
 from kubefabric.telemetry import server_interceptors
 
-DEFAULT_MAX_REQUEST_BYTES = 1572864  # etcd's --max-request-bytes, 1.5 MiB
-GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd's allowance for gRPC framing on top of the request limit
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 LIVENESS = ("", "liveness")  # SERVING while the process runs
-
-
-def max_message_bytes(max_request_bytes: int) -> int:
-    """The largest gRPC message for a request limit: also where etcd splits fragmented watch
-    responses."""
-    return max_request_bytes + GRPC_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True)

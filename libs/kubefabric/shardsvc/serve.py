@@ -19,12 +19,11 @@ from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.events.bus import BusError, check_url
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
+from kubefabric.rpc.limits import REQUEST_BYTES
 from kubefabric.tls import nats as natstls
 
 log = logging.getLogger("kubefabric.shard.serve")
 
-# --max-request-bytes plus gRPC's framing allowance must fit gRPC's int32 message limit
-REQUEST_BYTES = Count(1, 2 ** 31 - 1 - 512 * 1024)
 # NATS servers: the port may be left out (4222)
 NATS_URLS = URLs(("nats", "tls"), optional=True, port_required=False)
 

@@ -8,14 +8,12 @@ import logging
 from kubefabric.config import Bool, Count, Duration, Endpoints, Flag, HostPort, URLs, add_flags
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
+from kubefabric.rpc.limits import REQUEST_BYTES
 
 from .tls import settings_from_args
 
 log = logging.getLogger("kubefabric.serve")
 
-# --max-request-bytes plus gRPC's framing allowance (server.GRPC_OVERHEAD_BYTES) must fit gRPC's
-# int32 message limit
-REQUEST_BYTES = Count(1, 2 ** 31 - 1 - 512 * 1024)
 
 FLAGS = [
     Flag("--listen-client-urls", "http://127.0.0.1:2379",

@@ -7,8 +7,8 @@ from urllib.parse import urlparse
 
 from kubefabric.query.service import add_to_server as add_query_service
 from kubefabric.rpc.handlers import DEADLINE, DEFAULT_REQUEST_TIMEOUT_S, GATE
-from kubefabric.rpc.server import (DEFAULT_MAX_REQUEST_BYTES, Keepalive, listen, make_server,
-                                   max_message_bytes)
+from kubefabric.rpc.limits import DEFAULT_MAX_REQUEST_BYTES, max_message_bytes
+from kubefabric.rpc.server import Keepalive, listen, make_server
 from kubefabric.rpc.startup import StartupError
 from kubefabric.rpc.wire import register
 from kubefabric.shard.surface import ShardSurface

@@ -14,7 +14,8 @@ import logging
 from kubefabric import telemetry
 from kubefabric.events.bus import connect
 from kubefabric.lifecycle import until_terminated
-from kubefabric.rpc.server import LIVENESS, listen, make_server, max_message_bytes
+from kubefabric.rpc.limits import max_message_bytes
+from kubefabric.rpc.server import LIVENESS, listen, make_server
 from kubefabric.rpc.startup import StartupError
 from kubefabric.rpc.wire import register
 from kubefabric.tls.nats import NatsTLS

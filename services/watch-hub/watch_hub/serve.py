@@ -15,6 +15,7 @@ from kubefabric.config import Count, Duration, Endpoints, Flag, HostPort, URLs, 
 from kubefabric.events.bus import check_url
 from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
+from kubefabric.rpc.limits import REQUEST_BYTES
 from kubefabric.rpc.startup import StartupError
 from kubefabric.tls import nats as natstls
 
@@ -47,7 +48,7 @@ FLAGS = [
          "limits each client itself)", type=Count(1)),
     Flag("--max-request-bytes", "1572864", "etcd's request limit of the routers in front: watch "
          "responses with fragment=true are split at it (plus gRPC's allowance)",
-         type=Count(1, 2 ** 31 - 1 - 512 * 1024)),
+         type=REQUEST_BYTES),
     Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
     Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
     Flag("--shutdown-grace", "5s", "time watch streams get to end cleanly on SIGTERM",
