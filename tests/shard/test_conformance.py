@@ -16,7 +16,7 @@ from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import EVERY_KEY, KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
-from kubefabric.shard import core
+from kubefabric.shard import history
 from harness.shard.kit import (Recorder, check_every_revision, check_request, expect, head, log_rows, opened,
                       outcome, random_history, run_shard, show, without_prev)
 from harness.shard.model import Model, prefix_end
@@ -381,7 +381,7 @@ def test_keys_of_any_bytes_store_range_and_sort_bytewise(store_factory):
 
 @pytest.mark.parametrize("page", [1, 3, 7])
 def test_history_pages_never_split_or_repeat_a_revision(store_factory, monkeypatch, page):
-    monkeypatch.setattr(core, "HISTORY_PAGE", page)
+    monkeypatch.setattr(history, "HISTORY_PAGE", page)
 
     async def body(shard):
         m, rec = Model(), Recorder(shard)
