@@ -115,9 +115,11 @@ class Choice:
         return text
 
 
-def parse_host_port(text: str, host_required: bool = True) -> tuple[str, int]:
+def parse_host_port(text: str, host_required: bool = True,
+                    any_port: bool = False) -> tuple[str, int]:
     """(host, port) of 'host:port', '[v6]:port' (host without brackets); ValueError says why.
-    host: a DNS name or an IP address; port 1..65535."""
+    host: a DNS name or an IP address; port 1..65535, or 0 with any_port (a listening socket:
+    the system picks a free port)."""
     text = text.strip()
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
@@ -138,16 +140,18 @@ def parse_host_port(text: str, host_required: bool = True) -> tuple[str, int]:
             raise ValueError(f"{text!r}: {host!r} is not a host name or IP address")
     if not host and host_required:
         raise ValueError(f"{text!r} has no host")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    lowest = 0 if any_port else 1
+    if not port.isdigit() or not lowest <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from {lowest} to 65535")
     return host, int(port)
 
 
 class HostPort:
-    """host:port (also [IPv6]:port); optional: '' is accepted (the feature is off)."""
+    """host:port (also [IPv6]:port); optional: '' is accepted (the feature is off); listen: an
+    address to listen on, where port 0 asks the system for a free one."""
 
-    def __init__(self, optional: bool = False, host_required: bool = False):
-        self.optional, self.host_required = optional, host_required
+    def __init__(self, optional: bool = False, host_required: bool = False, listen: bool = False):
+        self.optional, self.host_required, self.listen = optional, host_required, listen
         self.__name__ = "address"
 
     def __call__(self, text: str) -> str:
@@ -155,7 +159,7 @@ class HostPort:
         if not text and self.optional:
             return ""
         try:
-            parse_host_port(text, self.host_required)
+            parse_host_port(text, self.host_required, any_port=self.listen)
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
         return text
@@ -166,11 +170,12 @@ class HostPort:
 
 class URLs:
     """Comma-separated URLs SCHEME://host:port with one of `schemes` (the scheme is required);
-    port_required=False: the port may be left out. optional: '' is accepted."""
+    port_required=False: the port may be left out. optional: '' is accepted. listen: URLs to
+    listen on, where port 0 asks the system for a free one."""
 
     def __init__(self, schemes: tuple[str, ...], optional: bool = False, port_required: bool = True,
-                 host_required: bool = True):
-        self.schemes, self.optional = schemes, optional
+                 host_required: bool = True, listen: bool = False):
+        self.schemes, self.optional, self.listen = schemes, optional, listen
         self.port_required, self.host_required = port_required, host_required
         self.__name__ = "URL list"
 
@@ -206,7 +211,7 @@ class URLs:
             if not self.port_required and not netloc.rsplit("]", 1)[-1].count(":"):
                 parse_host_port(f"{netloc}:1", self.host_required)  # the host alone
             else:
-                parse_host_port(netloc, self.host_required)
+                parse_host_port(netloc, self.host_required, any_port=self.listen)
         except ValueError as err:
             raise argparse.ArgumentTypeError(f"{url!r}: {err}") from None
 

@@ -106,12 +106,22 @@ def cluster(tmp_path_factory):
             "--requestheader-client-ca-file", str(api.front_proxy_ca.cert_file),
             "--requestheader-allowed-names", "front-proxy-client"])
         register(api, agg.port)
+        # kube-apiserver downloads an APIService's OpenAPI in the background (and retries a
+        # failed download only after a back-off): explain is compared once both sides have one.
+        api.wait_for(lambda: all(_explains(api, side) for side in SIDES), 180,
+                     "kubectl explain answering for both groups", 2)
         yield api
     finally:
         if agg is not None:
             agg.stop()
         api.stop()
         kf.stop()
+
+
+def _explains(api, side: str) -> bool:
+    r = subprocess.run(["kubectl", f"--kubeconfig={api.kubeconfig}", "explain",
+                        f"widgets.{GROUPS[side]}.spec"], capture_output=True, text=True, timeout=60)
+    return r.returncode == 0 and "FIELDS" in r.stdout
 
 
 def _established(api) -> bool:

@@ -73,7 +73,9 @@ def bad_values(flag) -> list[str]:
     if isinstance(t, Bool):
         return ["maybe", "2"]
     if isinstance(t, HostPort):
-        out = ["nope", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:port", "::1:80", "[::1]", "bad host:1"]
+        out = ["nope", "127.0.0.1:65536", "127.0.0.1:port", "::1:80", "[::1]", "bad host:1"]
+        if not t.listen:  # a listening address may ask for any free port
+            out.append("127.0.0.1:0")
         if t.host_required:
             out.append(":2390")
         return out + ([] if t.optional else [""])
@@ -82,6 +84,8 @@ def bad_values(flag) -> list[str]:
         out = ["127.0.0.1:2379", f"ftp://127.0.0.1:1", f"{scheme}://127.0.0.1:70000",
                f"{scheme}://127.0.0.1:1/path", f"{scheme}://[::1:1", f"{scheme}://bad host:1",
                f"{scheme}://127.0.0.1:1,127.0.0.1:2"]
+        if not t.listen:
+            out.append(f"{scheme}://127.0.0.1:0")
         if t.port_required:
             out.append(f"{scheme}://127.0.0.1")
         if "http" in t.schemes:
@@ -159,10 +163,11 @@ def test_defaults_and_good_values_parse(command):
     args = cli.build_parser().parse_args(command.split())  # every default passes its own check
     assert args.command == command.split()[0]
     good = {"--metrics-address": ["", "[::1]:2381", "0.0.0.0:1", "localhost:65535"],
-            "--listen-client-urls": ["http://127.0.0.1:2379,https://[::1]:2379", "http://localhost:1"],
+            "--listen-client-urls": ["http://127.0.0.1:2379,https://[::1]:2379", "http://localhost:1",
+                                     "http://127.0.0.1:0"],
             "--shard": ["grpc://a:1,grpc://b-2.example:65535", ""],
             "--nats-url": ["nats://h", "tls://h:4222,nats://[::1]:1"],
-            "--listen-address": [":2390", "[::]:2390", "127.0.0.1:2390"],
+            "--listen-address": [":2390", "[::]:2390", "127.0.0.1:2390", "127.0.0.1:0"],
             "--shutdown-grace": ["0", "1.5", "500ms", "2h"],
             "--group-commit": ["false", "ON", "0"]}
     for action in COMMANDS[command]._actions:

@@ -33,7 +33,7 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
         Flag("--dsn", "", f"the shard's database, e.g. {dsn_example} (the password is never "
              "logged; prefer the environment variable)"),
         Flag("--listen-address", f"127.0.0.1:{default_port}", "host:port to serve the Shard API on",
-             type=HostPort()),
+             type=HostPort(listen=True)),
         Flag("--advertise-address", "", "host:port other replicas and routers use to reach this "
              "one (default: --listen-address)", type=HostPort(optional=True, host_required=True)),
         Flag("--name", "default", "the shard's name, used in logs"),
@@ -54,7 +54,7 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
              choices=("uvloop", "asyncio")),
         Flag("--metrics-address", f"127.0.0.1:{default_port + 100}", "host:port to serve "
              "Prometheus /metrics on (empty disables). Traces: the OTEL_* environment variables",
-             type=HostPort(optional=True)),
+             type=HostPort(optional=True, listen=True)),
         # TLS on the Shard API (kubefabric/tls/server.py); replicas use the same files to reach
         # their leader: the certificate as client certificate, --trusted-ca-file to verify it
         Flag("--cert-file", "", "TLS certificate (PEM) of the Shard API; when set the API is "

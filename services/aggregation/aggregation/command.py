@@ -29,7 +29,7 @@ SERVE_FLAGS = [
          "(default: --kv-router, which relays watches to its hub)",
          type=URLs(("http", "https"), optional=True)),
     Flag("--listen-address", "127.0.0.1:8443", "host:port to serve the API on (HTTPS)",
-         type=HostPort()),
+         type=HostPort(listen=True)),
     Flag("--tls-cert-file", "", "serving certificate (PEM); with none a self-signed one is made "
          "at start (register the APIService with insecureSkipTLSVerify then)"),
     Flag("--tls-private-key-file", "", "the serving certificate's unencrypted key (PEM)"),
@@ -58,7 +58,7 @@ SERVE_FLAGS = [
     Flag("--min-request-timeout", "30m", "a watch without timeoutSeconds ends after a random "
          "time between this and twice this (as kube-apiserver's)", type=Duration(positive=True)),
     Flag("--metrics-address", "127.0.0.1:2680", "host:port to serve Prometheus /metrics on "
-         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True)),
+         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True, listen=True)),
     Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
     Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
     Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM (watches "

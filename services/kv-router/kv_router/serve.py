@@ -18,7 +18,7 @@ log = logging.getLogger("kubefabric.serve")
 FLAGS = [
     Flag("--listen-client-urls", "http://127.0.0.1:2379",
          "comma-separated URLs to serve the etcd v3 gRPC API on (etcd's flag name)",
-         type=URLs(("http", "https"))),
+         type=URLs(("http", "https"), listen=True)),
     Flag("--advertise-client-urls", "",
          "URLs reported to clients in MemberList (default: the listen URLs)",
          type=URLs(("http", "https"), optional=True)),
@@ -81,7 +81,7 @@ FLAGS = [
          choices=("uvloop", "asyncio")),
     Flag("--metrics-address", "127.0.0.1:2381", "host:port to serve Prometheus /metrics on (like "
          "etcd's --listen-metrics-urls; empty disables). Traces: the OTEL_* environment variables "
-         "(README, Observe)", type=HostPort(optional=True)),
+         "(README, Observe)", type=HostPort(optional=True, listen=True)),
     # TLS on https:// client URLs (kubefabric/tls/suites.py says what grpc can and cannot enforce)
     Flag("--cert-file", "", "server TLS certificate (PEM) for https:// client URLs; re-read when "
          "it changes, so a rotated certificate reaches new connections without a restart"),

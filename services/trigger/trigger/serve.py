@@ -51,7 +51,7 @@ FLAGS = [
     Flag("--checkpoint-interval", "1s", "how often watermarks and counters are recorded in "
          "KubeFabric (a crash redelivers at most this much)", type=Duration(positive=True)),
     Flag("--listen-address", "127.0.0.1:2680", "host:port for /livez, /readyz and /metrics "
-         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True)),
+         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True, listen=True)),
     Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
     Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
     Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio", choices=("uvloop", "asyncio")),

@@ -33,9 +33,9 @@ FLAGS = [
          type=URLs(("nats", "tls"), optional=True, port_required=False)),
     *natstls.FLAGS,  # TLS towards NATS: --nats-ca-file, --nats-cert-file, --nats-key-file
     Flag("--listen-address", "127.0.0.1:2480", "host:port to serve the Watch API and health on",
-         type=HostPort()),
+         type=HostPort(listen=True)),
     Flag("--metrics-address", "127.0.0.1:2580", "host:port to serve Prometheus /metrics on "
-         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True)),
+         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True, listen=True)),
     Flag("--watch-progress-notify-interval", "10m", "how often watchers that asked for progress "
          "notifications get one when idle (0: never)", type=Duration()),
     Flag("--watch-stream-buffer-bytes", "67108864", "responses a watch stream may hold for a "
