@@ -187,6 +187,8 @@ def test_create_get_and_errors(cluster):
         s.norm.generated(gen["metadata"]["name"])
         record("generateName", (code, gen))
         record("dry run", s.http("POST", s.path(query="dryRun=All"), s.widget("dry")))
+        record("missing namespace", s.http("POST", s.path().replace(f"/namespaces/{s.ns}/",
+                                                                     "/namespaces/nowhere/"), s.widget("x")))
         record("dry run left nothing", s.http("GET", s.path("dry")))
         record("kubectl get", s.kubectl("get", f"widgets.{s.group}")[1])
         record("kubectl get wide", s.kubectl("get", f"widgets.{s.group}", "-o", "wide", "--show-labels")[1])

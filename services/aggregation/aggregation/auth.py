@@ -252,6 +252,18 @@ class Reviewer:
                                    namespace="kube-system")
         return dict(cm.data or {})
 
+    async def namespace_phase(self, name: str) -> str | None:
+        """The namespace's phase (Active, Terminating), None when it does not exist."""
+        from lightkube import ApiError
+        from lightkube.resources.core_v1 import Namespace
+        try:
+            ns = await self.client.get(Namespace, name)
+        except ApiError as err:
+            if err.status.code == 404:
+                return None
+            raise
+        return (ns.status.phase if ns.status else None) or "Active"
+
     async def close(self) -> None:
         await self.client.close()
 

@@ -122,7 +122,7 @@ async def _serve(args, registry: Registry, host: str, port: int) -> int:
     from .etcdstore import EtcdStore
     from .rest import Resources
     from .watch import WatchSettings
-    from .writes import Writes
+    from .writes import Namespaces, Writes
 
     authenticator, authorizer, ca_files, reviewer = await _auth(args)
     cert, key = args.tls_cert_file, args.tls_private_key_file
@@ -148,7 +148,8 @@ async def _serve(args, registry: Registry, host: str, port: int) -> int:
 
     health.checks["data-layer"] = data_layer
     resources = Resources(store, WatchSettings(args.watch_bookmark_interval, args.min_request_timeout))
-    resources.writes = Writes(store, resources)
+    namespaces = Namespaces(reviewer) if reviewer is not None else None
+    resources.writes = Writes(store, resources, namespaces)
     server = Server(registry, authenticator, authorizer, resources, health)
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False,
                            shutdown_timeout=args.shutdown_grace)

@@ -79,9 +79,10 @@ class _Options:
 
 
 class Writes:
-    def __init__(self, store: Store, resources):
+    def __init__(self, store: Store, resources, namespaces=None):
         self.store = store
         self.resources = resources  # rest.Resources: renders objects as negotiated
+        self.namespaces = namespaces  # Namespaces (kube-apiserver's), None: not checked
         self._managers: dict[tuple[str, str], FieldManager] = {}
 
     def manager_for(self, served: Served) -> FieldManager:
@@ -129,6 +130,8 @@ class Writes:
 
     async def _create(self, served: Served, obj: dict, opts: _Options, info: RequestInfo,
                       applied: bool = False) -> dict:
+        if served.resource.namespaced and self.namespaces is not None:
+            await self.namespaces.admit(info.namespace, served, obj["metadata"].get("name", ""))
         strategy.prepare_create(obj, served)
         strategy.validate(obj, served, None)
         if not applied:
@@ -415,3 +418,38 @@ def strategy_invalid(served: Served, name: str, errs: list[FieldError]) -> statu
 
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class Namespaces:
+    """kube-apiserver's NamespaceLifecycle admission for creates: the namespace must exist and
+    not be terminating. Answers are cached briefly (existing namespaces for a minute, missing
+    ones for a second, as an informer would lag)."""
+
+    def __init__(self, reviewer, ttl: float = 60.0):
+        self.reviewer, self.ttl = reviewer, ttl
+        self._cache: dict[str, tuple[float, str | None]] = {}
+
+    async def admit(self, namespace: str, served: Served, name: str) -> None:
+        import time
+        now = time.monotonic()
+        hit = self._cache.get(namespace)
+        if hit is None or hit[0] < now:
+            try:
+                phase = await self.reviewer.namespace_phase(namespace)
+            except Exception as err:  # kube-apiserver unreachable: do not block writes on it
+                log.warning("cannot check namespace %s: %s", namespace, err)
+                return
+            ttl = self.ttl if phase == "Active" else 1.0
+            self._cache[namespace] = hit = (now + ttl, phase)
+        phase = hit[1]
+        if phase is None:
+            raise status.ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
+                                  {"name": namespace, "kind": "namespaces"})
+        if phase == "Terminating":
+            err = status.forbidden(served.resource.group, served.resource.plural, name,
+                                   f"unable to create new content in namespace {namespace} "
+                                   "because it is being terminated")
+            err.details = {**(err.details or {}), "causes": [{
+                "reason": "NamespaceTerminating", "message": f"namespace {namespace} is being terminated",
+                "field": "metadata.namespace"}]}
+            raise err
