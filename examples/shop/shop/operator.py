@@ -2,9 +2,11 @@
 into an entry of the invoice archive outside Kubernetes.
 
 - The ConfigMap `invoice-<order>` carries an ownerReference to its Order (controller: true), so
-  deleting the Order deletes it (kube-controller-manager's garbage collector does that).
+  in a cluster kube-controller-manager's garbage collector deletes it with the Order. The
+  operator does not rely on it: its finalizer deletes the invoice too (a platform without the
+  garbage collector, like the local stack and the tests, still loses no invoice and keeps none).
 - The archive entry is outside Kubernetes: a finalizer (shop.example.com/invoice-archive) keeps
-  a deleted Order until the operator removed its entry.
+  a deleted Order until the operator removed its entry and its invoice.
 - The invoice follows the order: written on create, on spec changes, when the pricing function
   sets status.total, and at every operator start (resume). Writes are server-side apply with
   one field manager: repeating one is a no-op, so reconciling twice is harmless.
@@ -21,7 +23,7 @@ import signal
 import socket
 
 import kopf
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import ConfigMap
 
@@ -92,13 +94,31 @@ async def order_priced(body, memo, patch, **_) -> None:
     await reconcile(body, memo, patch)
 
 
+async def delete_invoice(client: AsyncClient, namespace: str, name: str, uid: str) -> bool:
+    """Deletes the order's invoice if this order (this uid) owns it: an invoice of an older
+    order of the same name, or someone else's ConfigMap, is left alone. False: nothing deleted."""
+    try:
+        config_map = await client.get(ConfigMap, model.invoice_name(name), namespace=namespace)
+        owners = config_map.metadata.ownerReferences or []
+        if not any(o.uid == uid and o.kind == model.KIND for o in owners):
+            return False
+        await client.delete(ConfigMap, model.invoice_name(name), namespace=namespace)
+    except ApiError as err:
+        if err.status.code == 404:   # never written, or the garbage collector was first
+            return False
+        raise
+    return True
+
+
 @kopf.on.delete(model.GROUP, model.PLURAL)
 async def order_deleted(body, memo, **_) -> None:
-    """The finalizer's work: the archive entry goes with the order (the ConfigMap goes by
-    ownerReference)."""
-    name, namespace = body.metadata.name, body.metadata.namespace
-    removed = memo.archive.remove(namespace, name, body.metadata.uid)
-    log.info("order %s/%s deleted: archive entry %s", namespace, name, "removed" if removed else "absent")
+    """The finalizer's work: the archive entry and the invoice go with the order (in a cluster
+    the garbage collector would also delete the invoice, by its ownerReference)."""
+    name, namespace, uid = body.metadata.name, body.metadata.namespace, body.metadata.uid
+    removed = memo.archive.remove(namespace, name, uid)
+    deleted = await delete_invoice(memo.client, namespace, name, uid)
+    log.info("order %s/%s deleted: archive entry %s, invoice %s", namespace, name,
+             "removed" if removed else "absent", "deleted" if deleted else "absent")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,191 @@
+"""The example app (examples/shop) on the whole platform, as local processes: what its tests and
+bench/shop_scale.py run.
+
+    stack = ShopStack(workdir, postgres_server, events=True)
+    stack.start()                          # shards, (NATS, watch-hub,) kv-router, kube-apiserver,
+                                           # the Order CRD
+    stack.api.kubectl("get", "orders", "-A")
+    fn = stack.start_function()            # `shop function` on a free port: fn.url
+    op = stack.start_operator("a")         # `shop operator --identity a`
+    stack.stop()                           # everything it started, in reverse order
+    order("o1", "acme", [("widget", 2)])    # an Order manifest (dict); wait_for(pred, timeout, what)
+
+The routing is the example's own topology (examples/shop/deploy/platform/topology.yaml) with
+loopback endpoints: Orders on shard "orders" (backend-pg on a database of its own), everything
+else on shard "main" (a SQLite shard service). events=True adds what the trigger and the
+aggregation service need: both shards publish to a private NATS JetStream, a watch-hub follows
+them and kv-router serves Watch from it (DESIGN §5). `env` (e.g. OTEL_* variables) is added to
+every process's environment. No kube-controller-manager: the operator's finalizer deletes
+the invoices itself (the garbage collector is not needed; building it would cost CI minutes).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from harness.kubeapiserver import KubeAPIServer
+from harness.nats import NatsServer
+from harness.servers import REPO, die_with_parent, free_port, start_hub, start_router, start_shard
+
+SHOP = REPO / "examples" / "shop"
+CRD = SHOP / "crd" / "order.yaml"
+TOPOLOGY = SHOP / "deploy" / "platform" / "topology.yaml"
+DATABASES = itertools.count()
+
+
+def example_topology(path: Path, endpoints: dict[str, str]) -> Path:
+    """The example's topology with its shards' endpoints replaced (name -> host:port)."""
+    topology = yaml.safe_load(TOPOLOGY.read_text())
+    for shard in topology["shards"]:
+        shard["endpoint"] = f"grpc://{endpoints[shard['name']]}"
+    path.write_text(yaml.safe_dump(topology, sort_keys=False))
+    return path
+
+
+@dataclass
+class ShopProcess:
+    """One of the example app's processes (`shop function`, `shop operator`)."""
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+    url: str = ""
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_log(self, text: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            assert self.proc.poll() is None, f"{self.name} exited ({self.proc.returncode}):\n{self.log()[-3000:]}"
+            assert time.monotonic() < deadline, f"{text!r} not logged by {self.name} in {timeout}s:\n{self.log()[-3000:]}"
+            time.sleep(0.1)
+        return self.log()
+
+    def stop(self, sig: int = 15, timeout: float = 20.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class ShopStack:
+    def __init__(self, workdir: Path, postgres, events: bool = False, env: dict[str, str] | None = None,
+                 apiserver_flags: list[str] | None = None):
+        self.workdir, self.postgres, self.events = Path(workdir), postgres, events
+        self.env = dict(env or {})
+        self.apiserver_flags = list(apiserver_flags or [])
+        self.database = f"shop_{os.getpid()}_{next(DATABASES)}"
+        self.started: list = []
+        self.shards: dict = {}
+        self.nats = self.hub = self.router = self.api = None
+        self._names = itertools.count()
+
+    def start(self) -> "ShopStack":
+        saved = dict(os.environ)
+        os.environ.update(self.env)   # the harness's start_* inherit this process's environment
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return self
+
+    def _start(self) -> None:
+        w = self.workdir
+        self.postgres.create_database(self.database)
+        publish: list[str] = ["--metrics-address", ""]   # no fixed metrics ports: stacks run side by side
+        if self.events:
+            self.nats = NatsServer(w)
+            self.nats.start()
+            self.started.append(self.nats)
+            publish += ["--nats-url", self.nats.url]
+        main = self._track(start_shard(w, "sqlite", f"sqlite://{w / 'main'}", publish, name="main"))
+        orders = self._track(start_shard(w, "postgres", self.postgres.dsn(self.database), publish, name="orders"))
+        self.shards = {"main": main, "orders": orders}
+        self.topology = example_topology(w / "topology.yaml", {n: s.endpoint for n, s in self.shards.items()})
+        router_flags: list[str] = ["--metrics-address", ""]
+        if self.events:
+            self.hub = self._track(start_hub(w, self.nats.url, topology=self.topology))
+            router_flags += ["--watch-hub", f"grpc://{self.hub.endpoint}"]
+        self.router = self._track(start_router(w, extra=router_flags, topology=self.topology))
+        self.api = self._track(KubeAPIServer(w / "kube", f"http://{self.router.endpoint}", extra=self.apiserver_flags))
+        self.api.start()
+        self.api.kubectl("apply", "-f", str(CRD))
+        self.api.kubectl("wait", "--for=condition=Established", "crd/orders.shop.example.com", "--timeout=60s")
+        deadline = time.monotonic() + 60
+        while self.api.raw("/apis/shop.example.com/v1/orders")[0] != 200:
+            assert time.monotonic() < deadline, "orders.shop.example.com not served within 60s"
+            time.sleep(0.2)
+
+    def _track(self, process):
+        self.started.append(process)
+        return process
+
+    def stop(self) -> None:
+        for p in reversed(self.started):
+            p.stop()
+        self.started.clear()
+        try:
+            self.postgres.drop_database(self.database)
+        except Exception:  # noqa: BLE001 - never created, or the server is gone: nothing to drop
+            pass
+
+    # -- the example app's processes -------------------------------------------------------
+    def start_shop(self, kind: str, *args: str, name: str | None = None) -> ShopProcess:
+        name = name or f"{kind}-{next(self._names)}"
+        log = self.workdir / f"{name}.log"
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.api.kubeconfig), "OTEL_SERVICE_NAME": f"shop-{kind}"}
+        proc = subprocess.Popen([sys.executable, "-m", "shop.cli", kind, *args], stdout=log.open("ab"),
+                                stderr=subprocess.STDOUT, env=env, cwd=self.workdir, preexec_fn=die_with_parent)
+        return self._track(ShopProcess(name, proc, log))
+
+    def start_operator(self, identity: str, *extra: str, archive: Path | None = None,
+                       lease_duration: float = 15) -> ShopProcess:
+        archive = archive or self.workdir / "archive"
+        return self.start_shop("operator", "--identity", identity, "--archive-dir", str(archive),
+                               "--lease-duration", str(lease_duration), *extra, name=f"operator-{identity}")
+
+    def start_function(self) -> ShopProcess:
+        port = free_port()
+        fn = self.start_shop("function", "--listen", f"127.0.0.1:{port}")
+        fn.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert fn.proc.poll() is None, f"function exited:\n{fn.log()}"
+            try:
+                urllib.request.urlopen(fn.url + "/healthz", timeout=2).read()
+                return fn
+            except OSError:
+                assert time.monotonic() < deadline, f"function not serving after 30s:\n{fn.log()}"
+                time.sleep(0.1)
+
+
+def order(name: str, customer: str = "acme", items=(("widget", 2),), labels: dict | None = None) -> dict:
+    return {"apiVersion": "shop.example.com/v1", "kind": "Order",
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"customer": customer, "items": [{"sku": s, "quantity": q} for s, q in items]}}
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(interval)
