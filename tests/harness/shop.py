@@ -7,6 +7,7 @@ bench/shop_scale.py run.
     stack.api.kubectl("get", "orders", "-A")
     fn = stack.start_function()            # `shop function` on a free port: fn.url
     op = stack.start_operator("a")         # `shop operator --identity a`
+    tr = stack.start_trigger()             # `kubefabric trigger` on the HTTPTrigger objects stored
     stack.stop()                           # everything it started, in reverse order
     order("o1", "acme", [("widget", 2)])    # an Order manifest (dict); wait_for(pred, timeout, what)
 
@@ -33,10 +34,11 @@ import yaml
 
 from harness.kubeapiserver import KubeAPIServer
 from harness.nats import NatsServer
-from harness.servers import REPO, die_with_parent, free_port, start_hub, start_router, start_shard
+from harness.servers import REPO, Server, die_with_parent, free_port, start_hub, start_router, start_shard
 
 SHOP = REPO / "examples" / "shop"
 CRD = SHOP / "crd" / "order.yaml"
+TRIGGER_CRD = REPO / "deploy" / "crds" / "httptriggers.triggers.kubefabric.io.yaml"
 TOPOLOGY = SHOP / "deploy" / "platform" / "topology.yaml"
 DATABASES = itertools.count()
 
@@ -126,11 +128,19 @@ class ShopStack:
         self.api = self._track(KubeAPIServer(w / "kube", f"http://{self.router.endpoint}", extra=self.apiserver_flags))
         self.api.start()
         self.api.kubectl("apply", "-f", str(CRD))
-        self.api.kubectl("wait", "--for=condition=Established", "crd/orders.shop.example.com", "--timeout=60s")
+        self.wait_established("orders.shop.example.com")
         deadline = time.monotonic() + 60
         while self.api.raw("/apis/shop.example.com/v1/orders")[0] != 200:
             assert time.monotonic() < deadline, "orders.shop.example.com not served within 60s"
             time.sleep(0.2)
+
+    def wait_established(self, crd: str, timeout: float = 60) -> None:
+        """Until the CRD is Established (not `kubectl wait`: it fails on a CRD whose status has no
+        conditions yet, as just after its creation)."""
+        def established() -> bool:
+            conditions = self.api.kubectl_json("get", "crd", crd).get("status", {}).get("conditions") or []
+            return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+        wait_for(established, timeout, f"CRD {crd} to be Established")
 
     def _track(self, process):
         self.started.append(process)
@@ -159,6 +169,31 @@ class ShopStack:
         archive = archive or self.workdir / "archive"
         return self.start_shop("operator", "--identity", identity, "--archive-dir", str(archive),
                                "--lease-duration", str(lease_duration), *extra, name=f"operator-{identity}")
+
+    def start_trigger(self, name: str = "trigger") -> Server:
+        """`kubefabric trigger` through kv-router, running the HTTPTrigger objects applied with
+        kubectl (its CRD is applied here); returns once /readyz answers 200."""
+        self.api.kubectl("apply", "-f", str(TRIGGER_CRD))
+        self.wait_established("httptriggers.triggers.kubefabric.io")
+        listen = f"127.0.0.1:{free_port()}"
+        argv = [sys.executable, "-m", "kubefabric.cli", "trigger", "--endpoints", f"http://{self.router.endpoint}",
+                "--cluster-triggers", "true", "--replica-name", name, "--listen-address", listen,
+                "--checkpoint-interval", "200ms", "--lease-ttl", "3"]
+        log = self.workdir / f"{name}.log"
+        env = {**os.environ, **self.env, "OTEL_SERVICE_NAME": "kubefabric-trigger"}
+        proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+                                preexec_fn=die_with_parent)
+        server = self._track(Server("trigger", listen, proc, self.workdir, log, argv))
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"trigger exited ({proc.returncode}):\n{server.log()[-3000:]}"
+            try:
+                if urllib.request.urlopen(f"http://{listen}/readyz", timeout=2).status == 200:
+                    return server
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"trigger not ready after 60s:\n{server.log()[-3000:]}"
+            time.sleep(0.2)
 
     def start_function(self) -> ShopProcess:
         port = free_port()

@@ -1,0 +1,131 @@
+"""The example app end to end through the real layers, no cluster and no Docker: Orders written
+with kubectl to a kube-apiserver on KubeFabric (kv-router routing them to a PostgreSQL shard by
+the example's topology), `kubefabric trigger` running an HTTPTrigger applied with kubectl that
+calls the pricing function on each Order ADDED, the function patching status.total, the kopf
+operator keeping an invoice ConfigMap per Order and deleting it with the order.
+
+One test on one stack: kube-apiserver takes seconds to start and CI minutes are scarce (a module
+of several tests would start one stack per pytest-xdist worker)."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.request
+
+import pytest
+
+from harness.shop import order, wait_for
+from kubefabric.store.sqlite import DB_FILE
+
+pytestmark = pytest.mark.timeout(300)
+
+NS = "shop-e2e"
+PREFIX = f"/registry/shop.example.com/orders/{NS}/"
+# name -> (customer, items, total in cents by the example's price list)
+ORDERS = {
+    "e1": ("acme", [("widget", 2), ("gizmo", 1)], 2 * 1250 + 300),
+    "e2": ("globex", [("gadget", 1)], 4999),
+    "e3": ("acme", [("sprocket", 4)], 4 * 75),
+    "e4": ("initech", [("doohickey", 1), ("widget", 1)], 1999 + 1250),
+}
+TRIGGER = {
+    "apiVersion": "triggers.kubefabric.io/v1", "kind": "HTTPTrigger",
+    "metadata": {"name": "price-orders", "namespace": NS},
+    "spec": {"resource": {"apiVersion": "shop.example.com/v1", "kind": "Order"},
+             "eventTypes": ["ADDED"]},   # url: the function's, set by the test
+}
+
+
+def get(api, kind: str, name: str) -> dict | None:
+    path = (f"/apis/shop.example.com/v1/namespaces/{NS}/orders/{name}" if kind == "orders"
+            else f"/api/v1/namespaces/{NS}/{kind}/{name}")
+    code, text = api.raw(path)
+    if code == 404:
+        return None
+    assert code == 200, f"GET {path}: HTTP {code}: {text[:500]}"
+    return json.loads(text)
+
+
+def trigger_status(api) -> dict:
+    return api.kubectl_json("get", "httptrigger", "price-orders", "-n", NS).get("status") or {}
+
+
+def ready(status: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def order_keys_in_postgres(shop) -> tuple[set[str], set[str]]:
+    """Order keys in the orders shard's database: (live keys, keys in its history)."""
+    def keys(table: str) -> set[str]:
+        out = shop.postgres.sql(f"SELECT DISTINCT encode(key, 'escape') FROM {table}", dbname=shop.database)
+        return {k for k in out.splitlines() if k.startswith("/registry/shop.example.com/orders/")}
+    return keys("kf_kv"), keys("kf_log")
+
+
+def order_keys_in_sqlite(shop) -> set[str]:
+    """Order keys anywhere in the default shard's SQLite database (live or history)."""
+    db = sqlite3.connect(shop.workdir / "main" / DB_FILE, timeout=10)   # WAL: a reader beside the shard
+    try:
+        rows = [r for t in ("kf_kv", "kf_log") for r in db.execute(f"SELECT key FROM {t}")]
+        assert rows, "the default shard holds the cluster's other objects"
+    finally:
+        db.close()
+    return {bytes(k).decode(errors="replace") for (k,) in rows if bytes(k).startswith(b"/registry/shop.example.com/")}
+
+
+def test_orders_through_trigger_function_and_operator(shop):
+    api = shop.api
+    api.kubectl("create", "namespace", NS)
+    fn = shop.start_function()
+    op = shop.start_operator("e2e", "--namespace", NS, "--lease-namespace", NS, lease_duration=6)
+    shop.start_trigger()
+    trigger = json.loads(json.dumps(TRIGGER))
+    trigger["spec"]["url"] = {"static": fn.url + "/"}
+    api.kubectl("apply", "-f", "-", input=json.dumps(trigger))
+    wait_for(lambda: ready(trigger_status(api)), 60, "the HTTPTrigger to be Ready")
+    op.wait_log("acquired by e2e: leading")
+
+    # create: each order is priced once, by the event of its creation, and invoiced
+    created = {}
+    for name, (customer, items, _) in ORDERS.items():
+        out = api.kubectl("create", "-n", NS, "-o", "json", "-f", "-", input=json.dumps(order(name, customer, items)))
+        created[name] = json.loads(out)
+    for name, (_, _, total) in ORDERS.items():
+        priced = wait_for(lambda: (o := get(api, "orders", name)) and "total" in o.get("status", {}) and o,
+                          90, f"the function to price {name} (trigger log: {shop.workdir / 'trigger.log'})")
+        assert priced["status"]["total"] == total, priced["status"]
+        # the trigger's event id is the key at the revision that created the order
+        assert priced["status"]["pricedBy"]["eventId"] == f"{PREFIX}{name}@{created[name]['metadata']['resourceVersion']}"
+        invoice = wait_for(lambda: (cm := get(api, "configmaps", f"invoice-{name}"))
+                           and cm["data"]["state"] == "final" and cm, 60, f"the final invoice of {name}")
+        assert invoice["data"]["total"] == str(total)
+        (owner,) = invoice["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"]) == ("Order", created[name]["metadata"]["uid"])
+    stats = json.loads(urllib.request.urlopen(fn.url + "/stats", timeout=10).read())
+    assert stats["priced"] == {o["status"]["pricedBy"]["eventId"]: 1
+                               for o in (get(api, "orders", n) for n in ORDERS)}, stats
+
+    # update: the invoice follows the spec; MODIFIED is not the trigger's event type, so no repricing
+    api.kubectl("patch", "order", "e2", "-n", NS, "--type=merge",
+                "-p", json.dumps({"spec": {"items": [{"sku": "gadget", "quantity": 2}]}}))
+    wait_for(lambda: get(api, "configmaps", "invoice-e2")["data"]["lines"] == "2 x gadget", 60, "e2's invoice lines")
+    assert get(api, "orders", "e2")["status"]["total"] == 4999, "priced once, at creation"
+
+    # delete: the operator's finalizer removes the invoice before the order goes
+    api.kubectl("delete", "order", "e3", "-n", NS, "--wait=true", "--timeout=60s")
+    assert get(api, "orders", "e3") is None
+    assert get(api, "configmaps", "invoice-e3") is None
+    assert "order shop-e2e/e3 deleted: archive entry removed, invoice deleted" in op.log()
+
+    # every event id priced exactly once, nothing priced by any other event (the function's own
+    # status patches and the operator's writes are MODIFIED events, filtered by the trigger)
+    wait_for(lambda: trigger_status(api).get("delivered", 0) >= len(ORDERS), 30, "the trigger's delivered count")
+    stats = json.loads(urllib.request.urlopen(fn.url + "/stats", timeout=10).read())
+    assert sorted(stats["priced"].values()) == [1] * len(ORDERS), stats
+    assert stats["outcomes"].get("priced") == len(ORDERS), stats
+
+    # the Orders live in the PostgreSQL shard and nowhere else
+    live, history = order_keys_in_postgres(shop)
+    assert live == {PREFIX + n for n in ("e1", "e2", "e4")}, live
+    assert PREFIX + "e3" in history, "the deleted order's history is in the orders shard"
+    assert order_keys_in_sqlite(shop) == set(), "no Order key on the default shard"
