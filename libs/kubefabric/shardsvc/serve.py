@@ -17,7 +17,6 @@ from typing import Callable
 from kubefabric.config import Bool, Count, Duration, Flag, HostPort, URLs, add_flags
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.events.bus import BusError, check_url
-from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
 from kubefabric.rpc.limits import REQUEST_BYTES
 from kubefabric.tls import nats as natstls
@@ -46,15 +45,7 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
              type=REQUEST_BYTES),
         Flag("--group-commit", "true", "batch concurrent writes into one database transaction "
              "(false: one transaction per write, for comparison)", type=Bool()),
-        Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
-        Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
-        Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM",
-             type=Duration()),
-        Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
-             choices=("uvloop", "asyncio")),
-        Flag("--metrics-address", f"127.0.0.1:{default_port + 100}", "host:port to serve "
-             "Prometheus /metrics on (empty disables). Traces: the OTEL_* environment variables",
-             type=HostPort(optional=True, listen=True)),
+        *startup.process_flags("10s", metrics_address=f"127.0.0.1:{default_port + 100}"),
         # TLS on the Shard API (kubefabric/tls/server.py); replicas use the same files to reach
         # their leader: the certificate as client certificate, --trusted-ca-file to verify it
         Flag("--cert-file", "", "TLS certificate (PEM) of the Shard API; when set the API is "
@@ -93,8 +84,7 @@ def make_command(name: str, kinds: tuple[str, ...], default_port: int, dsn_examp
 
 
 def run(args, kinds: tuple[str, ...], store_of) -> int:
-    setup_logging(args.log_format, args.log_level)
-    return startup.run(lambda: _start(args, kinds, store_of), args.event_loop, log)
+    return startup.run(args, lambda: _start(args, kinds, store_of), log)
 
 
 def _start(args, kinds: tuple[str, ...], store_of):

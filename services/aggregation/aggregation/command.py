@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from kubefabric.config import Count, Duration, Flag, HostPort, URLs, add_flags
+from kubefabric.rpc import startup
 
 ENDPOINTS = URLs(("http", "https"))
 
@@ -57,14 +58,8 @@ SERVE_FLAGS = [
          type=Duration(positive=True)),
     Flag("--min-request-timeout", "30m", "a watch without timeoutSeconds ends after a random "
          "time between this and twice this (as kube-apiserver's)", type=Duration(positive=True)),
-    Flag("--metrics-address", "127.0.0.1:2680", "host:port to serve Prometheus /metrics on "
-         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True, listen=True)),
-    Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
-    Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
-    Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM (watches "
-         "end at once; clients re-watch)", type=Duration()),
-    Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
-         choices=("uvloop", "asyncio")),
+    *startup.process_flags("10s", "time in-flight requests get to finish on SIGTERM (watches "
+                           "end at once; clients re-watch)", metrics_address="127.0.0.1:2680"),
 ]
 
 MANIFEST_FLAGS = [

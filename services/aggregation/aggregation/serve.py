@@ -6,7 +6,6 @@ import logging
 import ssl
 
 from kubefabric.lifecycle import until_terminated
-from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
 from kubefabric.rpc.startup import StartupError
 
@@ -18,14 +17,13 @@ log = logging.getLogger("kubefabric.aggregation")
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_format, args.log_level)
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # lightkube's HTTP client, per request
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    return startup.run(lambda: _checked(args), args.event_loop, log)
+    return startup.run(args, lambda: _checked(args), log)
 
 
 def _checked(args: argparse.Namespace):
     """The settings checked (StartupError); the server's coroutine."""
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # lightkube's HTTP client, per request
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if not args.crd_dir:
         raise StartupError("--crd-dir (or KUBEFABRIC_CRD_DIR) is required: the directory of "
                            "CustomResourceDefinition manifests to serve")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from kubefabric.config import Bool, Count, Duration, Endpoints, Flag, HostPort, URLs, add_flags
-from kubefabric.logs import setup_logging
+from kubefabric.config import Bool, Count, Duration, Endpoints, Flag, URLs, add_flags
 from kubefabric.rpc import startup
 from kubefabric.rpc.limits import REQUEST_BYTES
 
@@ -37,9 +36,6 @@ FLAGS = [
     Flag("--initial-advertise-peer-urls", "http://localhost:2380",
          "peer URLs reported by MemberList (KubeFabric has no raft peers; etcd's default)",
          type=URLs(("http", "https"))),
-    Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
-    Flag("--log-level", "info", "log level: debug, info, warning or error",
-         choices=("debug", "info", "warning", "error")),
     Flag("--max-request-bytes", "1572864",
          "largest request accepted, in bytes (etcd's default 1.5 MiB); larger puts and txns get "
          "'etcdserver: request is too large'", type=REQUEST_BYTES),
@@ -75,13 +71,6 @@ FLAGS = [
     Flag("--sqlite-synchronous", "FULL",
          "SQLite durability: FULL fsyncs every commit (like etcd); NORMAL may lose the last "
          "commits on power loss", choices=("FULL", "NORMAL")),
-    Flag("--shutdown-grace", "10s", "time in-flight requests get to finish on SIGTERM",
-         type=Duration()),
-    Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
-         choices=("uvloop", "asyncio")),
-    Flag("--metrics-address", "127.0.0.1:2381", "host:port to serve Prometheus /metrics on (like "
-         "etcd's --listen-metrics-urls; empty disables). Traces: the OTEL_* environment variables "
-         "(README, Observe)", type=HostPort(optional=True, listen=True)),
     # TLS on https:// client URLs (kubefabric/tls/suites.py says what grpc can and cannot enforce)
     Flag("--cert-file", "", "server TLS certificate (PEM) for https:// client URLs; re-read when "
          "it changes, so a rotated certificate reaches new connections without a restart"),
@@ -104,6 +93,8 @@ FLAGS = [
     Flag("--shard-key-file", "", "unencrypted private key (PEM) of --shard-cert-file"),
     Flag("--shard-server-name", "", "name to check the --shard services' certificates against "
          "(default: the host of each endpoint)"),
+    *startup.process_flags("10s", metrics_address="127.0.0.1:2381",
+                           metrics_note=" (like etcd's --listen-metrics-urls)"),
 ]
 
 
@@ -121,8 +112,7 @@ def command(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_format, args.log_level)
-    return startup.run(lambda: _start(args), args.event_loop, log)
+    return startup.run(args, lambda: _start(args), log)
 
 
 def _start(args: argparse.Namespace):

@@ -19,7 +19,6 @@ import sys
 
 from kubefabric.config import Bool, Count, Duration, Flag, HostPort, URLs, add_flags
 from kubefabric.lifecycle import until_terminated
-from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
 from kubefabric.rpc.startup import StartupError
 
@@ -52,9 +51,7 @@ FLAGS = [
          "KubeFabric (a crash redelivers at most this much)", type=Duration(positive=True)),
     Flag("--listen-address", "127.0.0.1:2680", "host:port for /livez, /readyz and /metrics "
          "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True, listen=True)),
-    Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
-    Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
-    Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio", choices=("uvloop", "asyncio")),
+    *startup.process_flags(shutdown_grace=None),
 ]
 
 
@@ -90,8 +87,7 @@ def client_for(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_format, args.log_level)
-    return startup.run(lambda: _checked(args), args.event_loop, log)
+    return startup.run(args, lambda: _checked(args), log)
 
 
 def _checked(args: argparse.Namespace):

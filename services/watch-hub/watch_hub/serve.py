@@ -13,7 +13,6 @@ import logging
 
 from kubefabric.config import Count, Duration, Endpoints, Flag, HostPort, URLs, add_flags
 from kubefabric.events.bus import check_url
-from kubefabric.logs import setup_logging
 from kubefabric.rpc import startup
 from kubefabric.rpc.limits import REQUEST_BYTES
 from kubefabric.rpc.startup import StartupError
@@ -34,8 +33,6 @@ FLAGS = [
     *natstls.FLAGS,  # TLS towards NATS: --nats-ca-file, --nats-cert-file, --nats-key-file
     Flag("--listen-address", "127.0.0.1:2480", "host:port to serve the Watch API and health on",
          type=HostPort(listen=True)),
-    Flag("--metrics-address", "127.0.0.1:2580", "host:port to serve Prometheus /metrics on "
-         "(empty disables). Traces: the OTEL_* environment variables", type=HostPort(optional=True, listen=True)),
     Flag("--watch-progress-notify-interval", "10m", "how often watchers that asked for progress "
          "notifications get one when idle (0: never)", type=Duration()),
     Flag("--watch-stream-buffer-bytes", "67108864", "responses a watch stream may hold for a "
@@ -49,12 +46,8 @@ FLAGS = [
     Flag("--max-request-bytes", "1572864", "etcd's request limit of the routers in front: watch "
          "responses with fragment=true are split at it (plus gRPC's allowance)",
          type=REQUEST_BYTES),
-    Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
-    Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
-    Flag("--shutdown-grace", "5s", "time watch streams get to end cleanly on SIGTERM",
-         type=Duration()),
-    Flag("--event-loop", "uvloop", "asyncio event loop: uvloop or asyncio",
-         choices=("uvloop", "asyncio")),
+    *startup.process_flags("5s", "time watch streams get to end cleanly on SIGTERM",
+                           metrics_address="127.0.0.1:2580"),
 ]
 
 
@@ -68,8 +61,7 @@ def command(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging(args.log_format, args.log_level)
-    return startup.run(lambda: _start(args), args.event_loop, log)
+    return startup.run(args, lambda: _start(args), log)
 
 
 def _start(args: argparse.Namespace):
