@@ -3,7 +3,8 @@ PostgreSQL shard service, everything else on the router's embedded SQLite shard.
 
 - a cluster-wide list, paginated and pinned at one revision, is exactly the store at that
   revision; a cluster-wide watch from an old revision sees every change once, in revision order;
-- a write that would span shards is refused naming them, and nothing of it is applied;
+- a write that would span shards is refused naming them, and nothing of it is applied; a txn of
+  reads only is answered at one snapshot across the shards;
 - a lease spans shards: revoking it (or letting it expire) deletes its keys on every shard;
 - compaction reaches every shard;
 - reloading the topology: appended rules apply, a change that would re-route existing keys or
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 
 import grpc
@@ -141,9 +143,57 @@ def test_spanning_writes_are_refused(routed):
     assert "main" in resp.details and "tenants" in resp.details
     resp = c.delete(b"/registry/pods/", range_end=b"/registry/pods0")
     assert isinstance(resp, Failure) and resp.code == "FAILED_PRECONDITION", resp
+    read = pb.RequestOp(request_range=pb.RangeRequest(key=b"/registry/pods/tenant-a/x"))
+    resp = c.txn(success=[read, put(b"/registry/pods/tenant-b/x")])  # one write is enough
+    assert isinstance(resp, Failure) and resp.code == "FAILED_PRECONDITION", resp
     after = ok(c.get(b"\0", range_end=b"\0"))
     assert after.count == 0 and after.header.revision == before, "nothing may be applied"
     c.close()
+
+
+def test_read_only_txn_is_one_snapshot(routed):
+    """A writer sets A (tenants shard) then B (main shard) to 1, 2, 3...; read-only txns reading
+    both, with a compare on each, must see the store at one revision: never B ahead of A, every
+    value no newer than the txn's header revision, the compares decided on the same state."""
+    router, _, _ = routed
+    a, b = b"/registry/pods/tenant-a/snap", b"/registry/pods/tenant-b/snap"
+    writer, reader = Client(router.endpoint), Client(router.endpoint)
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            ok(writer.put(a, b"%06d" % i))
+            ok(writer.put(b, b"%06d" % i))
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    try:
+        seen = set()
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline or len(seen) < 20:
+            resp = ok(reader.txn(
+                compare=[pb.Compare(key=a, target=pb.Compare.VERSION, result=pb.Compare.GREATER, version=0),
+                         pb.Compare(key=b, target=pb.Compare.VERSION, result=pb.Compare.GREATER, version=0)],
+                success=[pb.RequestOp(request_range=pb.RangeRequest(key=a)),
+                         pb.RequestOp(request_range=pb.RangeRequest(key=b))],
+                failure=[pb.RequestOp(request_range=pb.RangeRequest(key=a))]))
+            if not resp.succeeded:  # B not written yet: then A alone was read
+                continue
+            got_a, got_b = (r.response_range.kvs[0] for r in resp.responses)
+            rev = resp.header.revision
+            assert got_b.value <= got_a.value, f"B ahead of A: {got_a} {got_b} at {rev}"
+            assert max(got_a.mod_revision, got_b.mod_revision) <= rev, resp
+            assert all(r.response_range.header.revision == rev for r in resp.responses), resp
+            seen.add((got_a.value, got_b.value))
+            assert time.monotonic() < deadline + 30, f"only {len(seen)} distinct snapshots"
+    finally:
+        stop.set()
+        thread.join(10)
+        writer.close()
+        reader.close()
+    assert any(x != y for x, y in seen), "never read between the two writes: the test proved nothing"
 
 
 def test_lease_spans_shards(routed):

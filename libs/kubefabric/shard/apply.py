@@ -11,7 +11,7 @@ Invariants:
 """
 from __future__ import annotations
 
-from kubefabric.etcd import errors
+from kubefabric.etcd import compare, errors
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
@@ -22,13 +22,6 @@ from .reads import execute_range, range_values, to_kv
 from .state import FLOOR_STEP
 
 PUT, DELETE = Event.PUT, Event.DELETE
-_CMP_FIELD = {
-    pb.Compare.VERSION: ("version", 3),
-    pb.Compare.CREATE: ("create_revision", 1),
-    pb.Compare.MOD: ("mod_revision", 2),
-    pb.Compare.VALUE: ("value", 5),
-    pb.Compare.LEASE: ("lease", 4),
-}
 
 
 class Applier:
@@ -220,27 +213,4 @@ class Applier:
         return resp
 
     async def _compare(self, cmp: pb.Compare) -> bool:
-        rows = await self.latest_range(KeyRange.of(cmp.key, cmp.range_end))
-        if not rows:
-            if cmp.target == pb.Compare.VALUE:
-                return False  # a missing key has no value to compare
-            rows = [(cmp.key, 0, 0, 0, 0, b"")]
-        field, col = _CMP_FIELD.get(cmp.target, ("version", 3))
-        given = getattr(cmp, field) if cmp.WhichOneof("target_union") == field else (
-            b"" if cmp.target == pb.Compare.VALUE else 0)
-        result = cmp.result
-        for row in rows:
-            have = row[col]
-            if result == pb.Compare.EQUAL:
-                ok = have == given
-            elif result == pb.Compare.NOT_EQUAL:
-                ok = have != given
-            elif result == pb.Compare.GREATER:
-                ok = have > given
-            elif result == pb.Compare.LESS:
-                ok = have < given
-            else:
-                ok = True
-            if not ok:
-                return False
-        return True
+        return compare.holds(cmp, await self.latest_range(KeyRange.of(cmp.key, cmp.range_end)))

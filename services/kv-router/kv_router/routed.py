@@ -3,8 +3,9 @@ by the topology.
 
 Invariants:
 - A key lives on exactly one shard: topology.route(key). Single-shard requests are forwarded
-  unchanged; a Txn or DeleteRange that may touch keys of more than one shard is refused with
-  FailedPrecondition naming them, before anything is applied: never a partial write.
+  unchanged; a Txn or DeleteRange that may write keys of more than one shard is refused with
+  FailedPrecondition naming them, before anything is applied: never a partial write. A Txn of
+  reads only is answered across shards at one snapshot revision (crosstxn).
 - Every write carries sync_rev = the newest revision the router has seen on any shard, applied
   in the writer batch of the write itself: a shard never assigns a revision at or below one any
   shard already reported, so revisions are globally ordered.
@@ -30,6 +31,7 @@ from kubefabric.query.routing import cross_query
 from kubefabric.topology.shardset import ShardSet, span
 
 from .crossrange import cross_range
+from .crosstxn import SnapshotTxn, read_only
 
 log = logging.getLogger("kubefabric.router.routed")
 
@@ -60,7 +62,8 @@ class RoutedShards(ShardSet):
         if len(names) > 1:
             raise EtcdError(StatusCode.FAILED_PRECONDITION,
                             f"kubefabric: {what} touches keys on shards {', '.join(names)}; a "
-                            "write must stay on one shard (see the topology)")
+                            "write must stay on one shard (see the topology); a txn of reads "
+                            "only may span shards")
         return self.shards[names[0]]
 
     def _txn_names(self, req: pb.TxnRequest, out: set[str]) -> set[str]:
@@ -116,6 +119,11 @@ class RoutedShards(ShardSet):
     async def txn(self, req: pb.TxnRequest, sync_rev: int = 0) -> pb.TxnResponse:
         checks.check_txn(req, self.max_txn_ops)  # etcd's request errors come before any refusal
         names = self._txn_names(req, set()) or {self.topology.default}
+        if len(names) > 1 and read_only(req):  # all reads: one snapshot across the shards
+            rev = self._sync_rev(sync_rev)
+            resp = await SnapshotTxn(self, rev).answer(req)
+            self.state.seen = max(self.state.seen, rev)
+            return resp
         return await self._one(names, "this txn").txn(req, self._sync_rev(sync_rev))
 
     async def sync(self, rev: int) -> int:
