@@ -23,15 +23,23 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts a packaged server where an init system runs. The tests start their own on
+    # loopback (free ports, their own data): stop only the servers this script just installed,
+    # and say so. Servers that were installed before are never touched.
+    declare -A service_of=([etcd-server]=etcd [postgresql]=postgresql [mariadb-server]=mariadb
+                           [nats-server]=nats-server)
+    for p in "${missing[@]}"; do
+      svc=${service_of[$p]:-}
+      [ -n "$svc" ] || continue
+      if systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1; then
+        echo "stopped and disabled the $svc service that installing $p started (the tests run their own)"
+      fi
+    done
   else
     echo "missing Debian packages: ${missing[*]} (run as root or: sudo apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi
-# Debian starts packaged servers where an init system runs; the tests start their own on loopback.
-for svc in etcd postgresql mariadb nats-server; do
-  systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
-done
 
 if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet uv

@@ -33,6 +33,23 @@ class FlagParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class IntermixedParser(FlagParser):
+    """Options and positionals in any order (`check FILE --against OLD KEY...`): argparse's
+    plain parsing stops filling `KEY...` at the first option. Only for parsers whose positionals
+    are plain (no subcommands of their own)."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:  # parse_known_intermixed_args calls back in here
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def duration(text: str) -> float:
     """Seconds from '500ms', '30s', '10m', '1h' or a bare number of seconds."""
     m = _DURATION.match(str(text).strip())

@@ -94,6 +94,19 @@ def test_against(tmp_path, good):
     assert f"{new}:7: rule #2 changed" in r.stderr and r.stderr.endswith("refused\n")
 
 
+def test_keys_and_options_in_any_order(tmp_path, good):
+    """`check FILE --against OLD KEY...` (README) parses like `check FILE KEY... --against OLD`."""
+    keys = ["/registry/pods/tenant-a/web", "/registry/events/ns/e"]
+    orders = [[good, *keys, "--against", good], [good, "--against", good, *keys],
+              ["--against", good, good, keys[0], "--range", "/a", "/b", keys[1]]]
+    outputs = []
+    for argv in orders:
+        r = check(*argv)
+        assert r.returncode == 0, (argv, r.stderr)
+        outputs.append([line for line in r.stdout.splitlines() if " -> " in line and "[" not in line])
+    assert outputs[0] == outputs[1] == outputs[2] and len(outputs[0]) == 2, outputs
+
+
 def test_help_points_at_the_docs():
     r = check("--help")
     assert r.returncode == 0

@@ -9,6 +9,8 @@ import argparse
 import re
 import sys
 
+from kubefabric.config import IntermixedParser
+
 from .load import TopologyError, load_topology
 from .model import show
 from .reload import check_reload, scan_ranges
@@ -41,7 +43,9 @@ def command(subparsers) -> None:
     p = subparsers.add_parser(
         "topology", help="Check a topology file and show where keys are routed",
         description="Topology files: which shard owns which key.")
-    sub = p.add_subparsers(dest="topology_command", metavar="ACTION", required=True)
+    # KEY... may come before or after the options (`check FILE --against OLD KEY...`)
+    sub = p.add_subparsers(dest="topology_command", metavar="ACTION", required=True,
+                           parser_class=IntermixedParser)
     c = sub.add_parser(
         "check", help="Validate a topology file; print the shard of each KEY",
         description=FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
