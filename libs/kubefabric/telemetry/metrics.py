@@ -111,6 +111,11 @@ hub_backfilled_txns = Gauge(
     "because the stream missed them (gaps, lost messages, NATS down).", ("shard",), registry=None)
 
 
+misplaced_keys = Gauge(
+    "kubefabric_topology_misplaced_keys", "Keys this shard holds that the topology routes to "
+    "another shard, as the last scan (or a read) found them: reads skip them; move them "
+    "(docs/topology.md).", ("shard",))
+
 # every process: a count that only grows under a steady load is a leak (a task that outlived
 # the stream or request it served)
 asyncio_tasks = Gauge("kubefabric_asyncio_tasks", "Asyncio tasks not yet done in this process "

@@ -6,10 +6,13 @@ refused reload (--against); 2 bad command line (including a malformed KEY escape
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import sys
 
-from kubefabric.config import IntermixedParser
+from kubefabric.config import Bool, Flag, IntermixedParser, URLs, add_flags
+
+from . import live
 
 from .load import TopologyError, load_topology
 from .model import show
@@ -59,7 +62,29 @@ def command(subparsers) -> None:
     c.add_argument("--against", metavar="OLD",
                    help="also check that a router running topology OLD may reload FILE (the "
                         "data-free part: rules only appended, shards kept, same default)")
+    c.add_argument("--live", action="store_true",
+                   help="also connect to FILE's shard services and list every key a shard holds "
+                        "that FILE routes to another shard (misplaced keys; exit status 1 if "
+                        "any); see docs/topology.md#misplaced-keys")
     c.set_defaults(func=run)
+    m = sub.add_parser(
+        "move", help="Move misplaced keys to the shards FILE routes them to",
+        description=live.__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("file", metavar="FILE", help="the topology YAML file kv-router runs")
+    add_flags(m, MOVE_FLAGS)
+    m.set_defaults(func=run_move)
+
+
+MOVE_FLAGS = [
+    Flag("--endpoints", "http://127.0.0.1:2379", "kv-router running FILE: keys are written to "
+         "their owners through it", type=URLs(("http", "https"))),
+    Flag("--ca-file", "", "CA of the router's certificate (https:// endpoints)"),
+    Flag("--cert-file", "", "client certificate for a router that requires one"),
+    Flag("--key-file", "", "the client certificate's key"),
+    Flag("--drop-shadowed", "false", "also delete misplaced copies of keys their owner has too "
+         "(clients see the owner's; the copy's value is printed first)", type=Bool(), const="true"),
+    Flag("--dry-run", "false", "only print what would be done", type=Bool(), const="true"),
+]
 
 
 def parse_key(text: str) -> bytes:
@@ -106,9 +131,23 @@ def run(args) -> int:
         end = b"" if end == b"\x00" else end
         shown = show(end) if end else "+inf"
         print(f"[{show(start)}, {shown}) -> {', '.join(topo.shards_for_range(start, end))}")
-    if args.against:
-        return _against(args.against, topo)
-    return 0
+    status = _against(args.against, topo) if args.against else 0
+    if args.live:
+        status = max(status, asyncio.run(live.check_live(topo)))
+    return status
+
+
+def run_move(args) -> int:
+    try:
+        topo = load_topology(args.file)
+    except TopologyError as err:
+        print(err, file=sys.stderr)
+        return 1
+    tls = None
+    if args.ca_file or args.cert_file or args.key_file:
+        from kubefabric.tls import ClientTLS
+        tls = ClientTLS(args.ca_file, args.cert_file, args.key_file)
+    return asyncio.run(live.move(topo, args.endpoints, tls, args.drop_shadowed, args.dry_run))
 
 
 def _against(path: str, new) -> int:

@@ -7,6 +7,8 @@ Invariants:
 - The merged feed emits a revision only once every shard has closed it (watch/merge.py); a
   shard behind the others is asked to close the newest revision through `sync(name, rev)`.
 - history() reads each shard the range touches and merges by revision.
+- Events come only from the shard that owns their key (`owns`): a misplaced copy of a key on
+  another shard (topology/misplaced.py) never reaches a watcher, live or replayed.
 """
 from __future__ import annotations
 
@@ -73,7 +75,11 @@ class ShardSet:
         self.default = shards[topology.default]
         self.state = ShardSetState(self)
         self._sync = sync or self._sync_one
-        self.feed = MergedFeed(shards, self._sync) if merge else None
+        self.feed = MergedFeed(shards, self._sync, self.owns) if merge else None
+
+    def owns(self, name: str, key: bytes) -> bool:
+        """Whether the current topology routes `key` to shard `name`."""
+        return self.topology.route(key) == name
 
     def add_shard(self, name: str, shard) -> None:
         """A shard added by a topology reload (before the topology routes any key to it)."""
@@ -104,8 +110,10 @@ class ShardSet:
             names = self.topology.shards_for_range(rng.start, rng.end)
         parts = await asyncio.gather(*(self.shards[n].history(rng, lo, hi) for n in names))
         if len(parts) == 1:
-            return parts[0]
-        return sorted((e for part in parts for e in part), key=lambda e: e.kv.mod_revision)
+            return parts[0]  # the range is that shard's alone: every key of it is its own
+        route = self.topology.route
+        return sorted((e for name, part in zip(names, parts) for e in part if route(e.kv.key) == name),
+                      key=lambda e: e.kv.mod_revision)
 
     async def close(self) -> None:
         for shard in self.shards.values():

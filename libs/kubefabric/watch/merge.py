@@ -3,7 +3,8 @@
 Each shard delivers (published, closed) in its own revision order: the txns it committed and the
 revision below which it will never commit again. The merged feed emits a revision only once every
 shard has closed it, so it never has to take back an order; txns of different shards that share a
-revision are emitted as one (as if they were one etcd txn), in shard order.
+revision are emitted as one (as if they were one etcd txn), in shard order. With `owns`, a shard
+contributes only events of keys the topology routes to it.
 
 A shard that is idle would hold the merged feed back forever: when one shard closes a revision the
 others have not reached, they are asked to sync their clocks to it (a writer op that writes no
@@ -21,9 +22,13 @@ log = logging.getLogger("kubefabric.watch.merge")
 
 
 class MergedFeed:
-    def __init__(self, sources: dict[str, object], sync: Callable[[str, int], Awaitable]):
+    def __init__(self, sources: dict[str, object], sync: Callable[[str, int], Awaitable],
+                 owns: Callable[[str, bytes], bool] | None = None):
         """sources: name -> a shard (local or remote) with `listeners` and a feed position;
-        sync(name, rev): make that shard close at least `rev`."""
+        sync(name, rev): make that shard close at least `rev`. owns(name, key): whether the
+        topology routes `key` to shard `name`; events of other keys (a misplaced copy written
+        there) are not merged."""
+        self.owns = owns
         self.listeners: list = []
         self.names = list(sources)
         self.pending: dict[str, deque] = {name: deque() for name in sources}
@@ -47,7 +52,16 @@ class MergedFeed:
         self._request_sync(name, max(self.closed.values()))
 
     def _on_commit(self, name: str, published, closed: int) -> None:
-        self.pending[name].extend(published)
+        if self.owns is not None:
+            owns = self.owns
+            kept = []
+            for rev, events in published:
+                mine = [e for e in events if owns(name, e.kv.key)]
+                if mine:
+                    kept.append((rev, mine if len(mine) < len(events) else events))
+            self.pending[name].extend(kept)
+        else:
+            self.pending[name].extend(published)
         self.closed[name] = max(self.closed[name], closed, published[-1][0] if published else 0)
         high = max(self.closed.values())
         for other, position in self.closed.items():

@@ -5,6 +5,8 @@ brought to at least R (sync_rev) and then read at R, so the union is the store a
 etcd's range rules hold on the union: `count` is every key of the range at R (filters ignored),
 `kvs` the first `limit` in the requested order, `more` whether any were left out; pagination
 pinned at R (kube-apiserver's continue tokens) therefore walks the union without gaps or repeats.
+A key is taken only from the shard the topology routes it to: a misplaced copy elsewhere is
+never shown, counted or paged over (owned_part).
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import heapq
 
 from kubefabric.etcd import errors
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.topology import misplaced
+from kubefabric.topology.shardset import span
 
 _FIELDS = {
     pb.RangeRequest.KEY: lambda kv: kv.key,
@@ -23,16 +27,21 @@ _FIELDS = {
 }
 
 
-async def cross_range(shards: list, req: pb.RangeRequest, head: int) -> pb.RangeResponse:
-    """Answer `req` from `shards` (each holds a disjoint part of the range); `head` is the
-    newest revision the router knows of."""
+async def cross_range(shards: dict, req: pb.RangeRequest, head: int,
+                      ownership=None) -> pb.RangeResponse:
+    """Answer `req` from `shards` (name -> shard; each owns a disjoint part of the range); `head`
+    is the newest revision the router knows of. ownership (kv-router's RoutedShards): each
+    shard's part keeps only the keys the topology routes to it (`owned_part`)."""
     if req.revision > head:
         raise errors.FUTURE_REV
     rev = req.revision if req.revision > 0 else head
     sub = pb.RangeRequest()
     sub.CopyFrom(req)
     sub.revision = rev
-    parts = await asyncio.gather(*(s.range(sub, rev) for s in shards))
+    parts = await asyncio.gather(*(s.range(sub, rev) for s in shards.values()))
+    if ownership is not None:
+        parts = await asyncio.gather(*(owned_part(name, shard, part, sub, ownership)
+                                       for (name, shard), part in zip(shards.items(), parts)))
 
     resp = pb.RangeResponse()
     # etcd: the header carries the store's current revision, also when reading an older one
@@ -61,3 +70,43 @@ def _merge(lists, req: pb.RangeRequest) -> list:
         return list(heapq.merge(*lists, key=key))
     return sorted((kv for kvs in lists for kv in kvs), key=key,
                   reverse=order == pb.RangeRequest.DESCEND)
+
+
+async def owned_part(name: str, shard, part: pb.RangeResponse, sub: pb.RangeRequest,
+                     ownership) -> pb.RangeResponse:
+    """`part`, shard `name`'s answer to `sub`, without the keys the topology routes elsewhere
+    (misplaced keys, topology/misplaced.py), with etcd's count, limit and more still exact.
+
+    A shard known clean (a complete scan found none) costs one route() per key returned; any
+    other shard is first asked which of its keys in the range, at the same revision, are
+    misplaced (its suspect intervals only: empty for prefix-like rules unless keys are
+    misplaced), then `count` drops them and, with a limit, the page is asked again with room
+    for them, so `limit` owned keys come back whenever the shard has them."""
+    topology = ownership.topology
+    met = [kv.key for kv in part.kvs if topology.route(kv.key) != name]
+    if met:
+        ownership.met(name, met)
+    elif ownership.is_clean(name):
+        return part
+    start, end = span(sub.key, sub.range_end)
+    found = await misplaced.scan(shard, name, topology, start, end or b"", sub.revision, budget=None)
+    strays = {key for key, _ in found.misplaced}
+    if not strays:
+        return part
+    fixed = pb.RangeResponse()
+    fixed.header.CopyFrom(part.header)
+    fixed.count = part.count - len(strays)
+    if sub.count_only:
+        return fixed
+    if part.more and sub.limit > 0:
+        again = pb.RangeRequest()
+        again.CopyFrom(sub)
+        again.limit = sub.limit + len(strays)
+        part = await shard.range(again, sub.revision)
+    kvs = [kv for kv in part.kvs if kv.key not in strays]
+    fixed.more = part.more
+    if 0 < sub.limit < len(kvs):
+        del kvs[sub.limit:]
+        fixed.more = True
+    fixed.kvs.extend(kvs)
+    return fixed

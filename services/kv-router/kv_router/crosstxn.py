@@ -53,7 +53,8 @@ class SnapshotTxn:
             sub.revision = self.rev
         if len(names) == 1:
             return await routed.shards[names[0]].range(sub, self.rev)
-        return await cross_range([routed.shards[n] for n in names], sub, self.rev)
+        return await cross_range({n: routed.shards[n] for n in names}, sub, self.rev,
+                                 routed.misplacement)
 
     async def _decide(self, req: pb.TxnRequest, path: list[bool]) -> None:
         ok = True

@@ -46,12 +46,14 @@ async def main(args: argparse.Namespace, tls: TLSSettings | None) -> int:
     telemetry.setup("kv-router", args.metrics_address)
     telemetry.metrics.add_source(telemetry.sources.router(shard, server.watch))
     compactors = [AutoCompactor(shard, *compactor_cfg)]
-    reloader = None
+    reloader, routed = None, None
     if isinstance(shard, RoutedShards):  # --topology
         for spec in shard.topology.shards.values():  # shards with their own retention
             if spec.compaction_retention:
                 compactors.append(AutoCompactor(shard.shards[spec.name], *AutoCompactor.parse(
                     args.auto_compaction_mode, spec.compaction_retention)))
+        routed = shard
+        routed.misplacement.check("start-up")  # in the background: keys on the wrong shard
         reloader = TopologyReloader(shard, args.topology, args)
         reloader.start()
     for compactor in compactors:
@@ -63,6 +65,8 @@ async def main(args: argparse.Namespace, tls: TLSSettings | None) -> int:
         compactor.stop()
     if reloader:
         reloader.stop()
+    if routed:
+        routed.misplacement.stop()
     await server.stop(args.shutdown_grace)
     await shard.close()
     log.info("stopped cleanly at revision %d", shard.state.committed)

@@ -2,8 +2,10 @@
 by the topology.
 
 Invariants:
-- A key lives on exactly one shard: topology.route(key). Single-shard requests are forwarded
-  unchanged; a Txn or DeleteRange that may write keys of more than one shard is refused with
+- A key lives on exactly one shard: topology.route(key). A read that spans shards takes each key
+  only from that shard (a misplaced copy elsewhere is never shown, misplacement.py); one whose
+  range the topology gives to one shard is forwarded: that shard owns every key of it.
+  Single-shard requests are forwarded unchanged; a Txn or DeleteRange that may write keys of more than one shard is refused with
   FailedPrecondition naming them, before anything is applied: never a partial write. A Txn of
   reads only is answered across shards at one snapshot revision (crosstxn).
 - Every write carries sync_rev = the newest revision the router has seen on any shard, applied
@@ -32,6 +34,7 @@ from kubefabric.topology.shardset import ShardSet, span
 
 from .crossrange import cross_range
 from .crosstxn import SnapshotTxn, read_only
+from .misplacement import Misplacement
 
 log = logging.getLogger("kubefabric.router.routed")
 
@@ -46,6 +49,7 @@ class RoutedShards(ShardSet):
         super().__init__(topology, shards, merge=merge)
         self.max_txn_ops = max_txn_ops
         self.is_leader = True
+        self.misplacement = Misplacement(self)  # what crossrange asks before trusting a shard
 
     # ---- routing ----
 
@@ -88,7 +92,8 @@ class RoutedShards(ShardSet):
         if len(names) == 1:
             resp = await self.shards[names[0]].range(req, sync_rev)
         else:
-            resp = await cross_range([self.shards[n] for n in names], req, self.state.committed)
+            resp = await cross_range({n: self.shards[n] for n in names}, req, self.state.committed,
+                                     self.misplacement)
         # a later write anywhere must get a revision above this one (DESIGN §3.2)
         self.state.seen = max(self.state.seen, resp.header.revision)
         return resp
@@ -197,9 +202,13 @@ class RoutedShards(ShardSet):
     async def lease_time_to_live(self, lease_id: int, keys: bool) -> tuple[int, int, list[bytes]]:
         ttl, granted, attached = await self.default.lease_time_to_live(lease_id, keys)
         if keys and ttl >= 0:
-            for other in await asyncio.gather(*(s.lease_time_to_live(lease_id, True)
-                                                for s in self._others())):
-                attached = [*attached, *other[2]]
+            route, names = self.topology.route, [n for n in self.shards if self.shards[n] is not self.default]
+            others = await asyncio.gather(*(self.shards[n].lease_time_to_live(lease_id, True)
+                                            for n in names))
+            # each key from the shard that owns it (a misplaced copy elsewhere is not the key)
+            attached = [k for k in attached if route(k) == self.topology.default]
+            for name, other in zip(names, others):
+                attached.extend(k for k in other[2] if route(k) == name)
         return ttl, granted, sorted(attached)
 
     async def lease_list(self) -> list[int]:

@@ -162,6 +162,7 @@ class TopologyReloader:
                 self.routed.add_shard(name, shard)
             self.routed.topology = new
             log.info("topology reloaded (%s): %d shards, %d rules", why, len(new.shards), len(new.rules))
+            self.routed.misplacement.check("topology reload")
             return True
 
     async def _list_keys(self, shard_name: str, start: bytes, end: bytes):
