@@ -9,7 +9,11 @@
 # The first start creates the role and database backend-pg uses, with a DEV-ONLY password:
 #   postgres://kubefabric:dev-only-insecure-password@127.0.0.1:15432/kubefabric
 # PostgreSQL refuses to run as root: as root, it runs as the `postgres` OS user (the Debian
-# package creates it), like the test harness.
+# package creates it), like the test harness. That user must be able to reach the data: when the
+# checkout (or KF_DEV_DIR) sits in a directory it may not enter (a 0700 home, a `mktemp -d`
+# folder), the data goes to a directory of its own under /var/tmp instead, and
+# .cache/dev/postgres becomes a symbolic link to it (so `ls -l .cache/dev` shows where it is;
+# deleting .cache/dev starts afresh, leaving the old data in /var/tmp to its cleaner).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 root="${KF_DEV_DIR:-$repo/.cache/dev}/postgres"
@@ -21,13 +25,26 @@ for b in initdb postgres; do
   [ -x "$bin/$b" ] || { echo "hack/postgres.sh: $bin/$b is missing: apt-get install postgresql-15" >&2; exit 1; }
 done
 as=()
-mkdir -p "$root"
-chmod 0700 "$root"
 if [ "$(id -u)" = 0 ]; then
   id postgres >/dev/null 2>&1 || { echo "hack/postgres.sh: no postgres OS user to run as (apt-get install postgresql-15)" >&2; exit 1; }
-  chown postgres:postgres "$root"
   as=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+  mkdir -p "$(dirname "$root")"
+  if [ ! -L "$root" ] && ! "${as[@]}" test -x "$(dirname "$root")"; then
+    if [ -f "$root/data/PG_VERSION" ]; then
+      echo "hack/postgres.sh: the postgres OS user cannot enter $(dirname "$root"), where this checkout's PostgreSQL data is: let it (chmod o+x on the private directory above) or delete $root" >&2
+      exit 1
+    fi
+    rm -rf "$root"  # a start that failed there before: nothing in it
+    elsewhere=$(mktemp -d /var/tmp/kubefabric-dev-postgres.XXXXXXXX)
+    ln -s "$elsewhere" "$root"
+    echo "hack/postgres.sh: the postgres OS user cannot enter $(dirname "$root") (a directory above it is private): PostgreSQL's data goes to $elsewhere, linked from $root"
+  fi
+  root=$(readlink -f "$root")
+  mkdir -p "$root"
+  chown postgres:postgres "$root"
 fi
+mkdir -p "$root"
+chmod 0700 "$root"
 
 if [ ! -f "$root/data/PG_VERSION" ]; then
   echo "hack/postgres.sh: initialising $root/data"

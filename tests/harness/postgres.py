@@ -17,7 +17,8 @@ A private server with other settings and pg_hba rules (the TLS tests):
 line `local all all trust` the administration needs. Give them before the first start.
 
 The server runs as the `postgres` OS user (PostgreSQL refuses to run as root), in its own process
-group with its data directory and unix socket in a private temp dir. fsync stays on: the tests
+group with its data directory and unix socket in a private temp dir that user can reach (the temp
+dir, or /tmp or /var/tmp when TMPDIR sits in a directory it may not enter, like a 0700 home). fsync stays on: the tests
 check durability. Only initdb skips its final sync (a crashed *process* loses no page cache, so
 the files initdb wrote are safe for every test here). Administration (roles, databases, killing
 backends) goes through psql over the unix socket as the superuser `postgres` (trust auth on the
@@ -28,6 +29,7 @@ Fixtures: `postgres_server` (one server per test session, i.e. per xdist worker)
 """
 from __future__ import annotations
 
+import grp
 import hashlib
 import itertools
 import os
@@ -35,6 +37,7 @@ import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -75,10 +78,46 @@ def _binary(name: str) -> str:
 
 
 
+def reachable_by(path: Path, pw) -> bool:
+    """Whether OS user `pw` (a pwd entry) may enter every directory on the way to `path`."""
+    groups = {pw.pw_gid, *(g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem)}
+    for d in [*reversed(Path(path).resolve().parents), Path(path).resolve()]:
+        st = os.stat(d)
+        if st.st_uid == pw.pw_uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def private_root(prefix: str, pw) -> Path:
+    """A new private directory the server's OS user can reach: in the temp dir, unless that sits
+    under a directory the user may not enter (TMPDIR in a 0700 home, say): then in /tmp or
+    /var/tmp, which every user may enter."""
+    if pw is None:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    for parent in (tempfile.gettempdir(), "/tmp", "/var/tmp"):
+        if os.path.isdir(parent) and reachable_by(Path(parent), pw):
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    raise RuntimeError(f"no temp directory the {pw.pw_name} OS user can reach (tried "
+                       f"{tempfile.gettempdir()}, /tmp, /var/tmp)")
+
+
 class PostgresServer:
     def __init__(self, root: Path | None = None, settings: dict[str, str] | None = None,
                  hba: list[str] | None = None):
-        self.root = Path(root or tempfile.mkdtemp(prefix="kf-pg-"))
+        """root: the server's directory (default: a new one its OS user can reach; as root the
+        server runs as `postgres`, which cannot enter a 0700 home)."""
+        pw = pwd.getpwnam(OS_USER) if os.geteuid() == 0 else None
+        self._as = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []} if pw else {}
+        self.root = Path(root) if root else private_root("kf-pg-", pw)
+        if pw is not None and not reachable_by(self.root.parent, pw):
+            raise RuntimeError(f"PostgreSQL runs as the {OS_USER} OS user, which cannot enter "
+                               f"{self.root.parent}: give a root it can reach")
         self.settings = {**SETTINGS, **(settings or {})}
         self.hba = hba
         self.data = self.root / "data"
@@ -86,8 +125,6 @@ class PostgresServer:
         self.log_path = self.root / "postgres.log"
         self.port = 0
         self.proc: subprocess.Popen | None = None
-        pw = pwd.getpwnam(OS_USER) if os.geteuid() == 0 else None
-        self._as = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []} if pw else {}
 
     # ---- lifecycle ----
 

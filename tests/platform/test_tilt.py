@@ -7,7 +7,8 @@ Tilt is built from Go modules by ../shared/tools/tilt/build.sh (cached in
 cannot be built the tests fail: they never skip.
 
 Local mode runs on free loopback ports (the Tiltfile reads KF_DEV_*_PORT) with data in a fresh
-directory, so it does not collide with a developer's own `tilt up` or with other tests.
+directory, so it does not collide with a developer's own `tilt up` or with other tests; it runs
+from a clone inside a 0700 directory (a home directory's mode), as root too.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -81,31 +83,61 @@ def manifests(data: dict) -> dict[str, dict]:
     return {m["Name"]: m for m in data["Manifests"]}
 
 
-def test_tilt_ci_local_mode(tilt):
-    names = ["ROUTER", "PG_SHARD", "MYSQL_SHARD", "HUB", "POSTGRES", "MARIADB", "NATS", "NATS_HTTP",
-             "ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS", "HUB_METRICS",
-             "AGGREGATION", "AGGREGATION_METRICS"]
-    ports = dict(zip(names, free_ports(len(names))))
-    # Not pytest's tmp_path: PostgreSQL runs as the postgres OS user when we are root, and
-    # pytest's temp root is private to root.
-    data = Path(tempfile.mkdtemp(prefix="kf-tilt-"))
-    data.chmod(0o755)
-    env = {**os.environ, "KF_DEV_DIR": str(data), **{f"KF_DEV_{k}_PORT": str(v) for k, v in ports.items()}}
+PORT_NAMES = ["ROUTER", "PG_SHARD", "MYSQL_SHARD", "HUB", "POSTGRES", "MARIADB", "NATS", "NATS_HTTP",
+              "ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS", "HUB_METRICS",
+              "AGGREGATION", "AGGREGATION_METRICS"]
+
+
+def tilt_ci(tilt: str, checkout: Path, dev_dir: Path | None, timeout: float = 240) -> tuple[int, str, dict, float]:
+    """`tilt ci --web-mode=prod` in local mode from `checkout` on free ports, data in `dev_dir`
+    (None: the Tiltfile's default, <checkout>/.cache/dev); (exit status, output, ports, seconds).
+    Afterwards nothing may still listen: tilt ci stops every serve_cmd it started."""
+    ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES))))
+    env = {**os.environ, **{f"KF_DEV_{k}_PORT": str(v) for k, v in ports.items()}}
+    env.pop("KF_DEV_DIR", None)
+    if dev_dir is not None:
+        env["KF_DEV_DIR"] = str(dev_dir)
     env.pop("VIRTUAL_ENV", None)
     started = time.monotonic()
-    proc = subprocess.Popen([tilt, "ci", "--web-mode=prod", "--port", "0", "--timeout", "150s",
-                             "--", "--mode=local"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([tilt, "ci", "--web-mode=prod", "--port", "0", "--timeout", f"{timeout - 90:.0f}s",
+                             "--", "--mode=local"], cwd=checkout, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        out, _ = proc.communicate(timeout=240)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 15)
         out, _ = proc.communicate(timeout=60)
-        pytest.fail(f"tilt ci did not finish within 240 s:\n{out[-6000:]}")
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
+        pytest.fail(f"tilt ci did not finish within {timeout:.0f} s:\n{out[-6000:]}")
     took = time.monotonic() - started
-    assert proc.returncode == 0, f"tilt ci failed ({proc.returncode}) after {took:.0f}s:\n{out[-8000:]}"
+    deadline = time.monotonic() + 15
+    while (still := [n for n, p in ports.items() if port_open(p)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not still, f"still listening after tilt ci: {still}"
+    return proc.returncode, out, ports, took
+
+
+def test_tilt_ci_local_mode(tilt):
+    """`tilt ci` from a clone inside a `mktemp -d` folder (mode 0700, like a home directory), with
+    the Tiltfile's own data location: every resource comes up and the smoke test passes. As root,
+    PostgreSQL (the postgres OS user) cannot enter the clone, so hack/postgres.sh keeps its data in
+    /var/tmp and says so. One run covers both: tilt ci is the slowest test of this module."""
+    private = Path(tempfile.mkdtemp(prefix="kf-private-"))
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    clone = private / "kubefabric"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(REPO), str(clone)], check=True, timeout=300)
+    subprocess.run(["git", "checkout", "-q", head], cwd=clone, check=True, timeout=300)
+    elsewhere = None
+    try:
+        rc, out, ports, took = tilt_ci(tilt, clone, None, timeout=420)
+        link = clone / ".cache" / "dev" / "postgres"
+        elsewhere = link.resolve() if link.is_symlink() else None
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        if elsewhere is not None and str(elsewhere).startswith("/var/tmp/"):
+            shutil.rmtree(elsewhere, ignore_errors=True)
+    assert rc == 0, f"tilt ci from {clone} failed ({rc}) after {took:.0f}s:\n{out[-8000:]}"
     assert "SUCCESS. All workloads are healthy." in out, out[-4000:]
     assert "smoke: put/get on shards pg-a and mysql-b, a range across both, a cross-shard delete " \
         f"refused, a watch event from each, through kv-router at 127.0.0.1:{ports['ROUTER']}: ok" in out, out[-4000:]
@@ -115,11 +147,9 @@ def test_tilt_ci_local_mode(tilt):
         assert f"shard {shard}: serving the Shard API" in out, out[-4000:]
     for name in ("ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS", "HUB_METRICS"):  # the /metrics links
         assert f"/metrics on http://127.0.0.1:{ports[name]}/metrics" in out, out[-4000:]
-    # tilt ci stops every serve_cmd it started: nothing keeps listening.
-    deadline = time.monotonic() + 15
-    while (still := [n for n, p in ports.items() if port_open(p)]) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not still, f"still listening after tilt ci: {still}"
+    if os.geteuid() == 0:  # PostgreSQL ran as postgres, with its data where postgres can go
+        assert "the postgres OS user cannot enter" in out and "/var/tmp/kubefabric-dev-postgres." in out, out[-6000:]
+        assert elsewhere is not None, "no link from .cache/dev/postgres to the data"
 
 
 def test_local_mode_resources(tilt):
