@@ -15,24 +15,35 @@ from kubefabric.etcd import errors
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 
 
-async def cross_query(shards: list, req: qpb.QueryRequest, head: int) -> qpb.QueryResponse:
+async def cross_query(shards: dict, req: qpb.QueryRequest, head: int,
+                      owns=None) -> qpb.QueryResponse:
+    """shards: name -> shard. owns(name, key): whether the topology routes `key` to that shard;
+    with it, a shard's matches of keys routed elsewhere (misplaced copies) are dropped, and a
+    page never reaches past the last key a shard with more matches returned (the next page
+    resumes there, so nothing of it is skipped)."""
     if req.revision > head:
         raise errors.FUTURE_REV
     rev = req.revision if req.revision > 0 else head
     sub = qpb.QueryRequest()
     sub.CopyFrom(req)
     sub.revision = rev
-    parts = await asyncio.gather(*(s.query(sub, rev) for s in shards))
+    parts = await asyncio.gather(*(s.query(sub, rev) for s in shards.values()))
     resp = qpb.QueryResponse(indexed=all(p.indexed for p in parts))
     resp.header.CopyFrom(parts[0].header)
     resp.header.revision = rev
-    merged = list(heapq.merge(*(p.kvs for p in parts), key=lambda kv: kv.key))
+    lists, resume = [], None  # resume: the lowest last key of a shard that has more
+    for name, p in zip(shards, parts):
+        if p.more and p.kvs and (resume is None or p.kvs[-1].key < resume):
+            resume = p.kvs[-1].key
+        lists.append([kv for kv in p.kvs if owns is None or owns(name, kv.key)])
+    merged = list(heapq.merge(*lists, key=lambda kv: kv.key))
+    resp.more = any(p.more for p in parts)
+    if resume is not None:
+        merged = [kv for kv in merged if kv.key <= resume]
     if 0 < req.limit < len(merged):
         del merged[req.limit:]
         resp.more = True
-    else:
-        resp.more = any(p.more for p in parts)
     if resp.more:
-        resp.next_key = merged[-1].key + b"\x00"
+        resp.next_key = (merged[-1].key if merged else resume) + b"\x00"
     resp.kvs.extend(merged)
     return resp

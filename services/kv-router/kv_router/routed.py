@@ -104,7 +104,8 @@ class RoutedShards(ShardSet):
         if len(names) == 1:
             resp = await self.shards[names[0]].query(req, sync_rev)
         else:
-            resp = await cross_query([self.shards[n] for n in names], req, self.state.committed)
+            resp = await cross_query({n: self.shards[n] for n in names}, req, self.state.committed,
+                                     self.owns)
         self.state.seen = max(self.state.seen, resp.header.revision)
         return resp
 
