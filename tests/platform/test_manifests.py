@@ -3,20 +3,23 @@ schemas kubernetes-validate ships (1.37), and keep the platform's policy facts:
 
 - every container runs as non-root with a read-only root filesystem, no privilege escalation,
   all capabilities dropped, RuntimeDefault seccomp, resource requests and memory limits, and
-  readiness and liveness probes; KubeFabric's own containers probe the gRPC health service
-  (shard services by the service names "liveness" and "readiness");
+  readiness and liveness probes; KubeFabric's gRPC services probe the gRPC health service
+  (shard services by the service names "liveness" and "readiness"), its HTTP services (trigger)
+  probe their HTTP /livez and /readyz, and nothing else;
 - no secret is inlined: DSNs and passwords reach containers only through secretKeyRef; the ha
   overlay contains no Secret at all (the operator creates them), the dev overlay only Secrets
   generated from obviously-dev values;
-- each existing service has its Deployment, Service, ServiceAccount, ConfigMap and
-  PodDisruptionBudget; ha has an HPA per service and leaves replica counts to it;
+- each existing service has its workload (a Deployment; the trigger a StatefulSet, whose
+  replicas keep their names), Service, ServiceAccount, ConfigMap and PodDisruptionBudget; ha has
+  an HPA per stateless service and leaves replica counts to it (the trigger: a fixed count);
 - every service serves /metrics on 0.0.0.0 at a container and Service port named "metrics" that
   its pod template's prometheus.io annotations name;
 - the event path is wired: kv-router to the watch-hub Service, the shards and the hub to NATS,
   the hub to the router's topology, each shard named as the topology names it;
 - NetworkPolicies allow exactly the flows of DESIGN §1 between the pods of an overlay (checked
   by evaluating the policies for every pod pair and declared port), plus DNS; from outside the
-  namespace only etcd clients (kv-router :2379) and Prometheus (every "metrics" port) get in.
+  namespace only etcd clients (kv-router :2379) and Prometheus (every "metrics" port) get in;
+  the trigger reaches functions (pods that are not KubeFabric's) anywhere, on any port.
 
 Missing kubectl is a failure (with what to install), never a skip.
 """
@@ -36,13 +39,21 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 OVERLAYS = ("dev", "ha")
-SERVICES = {  # service -> (port, probe service names (liveness, readiness))
+GRPC_SERVICES = {  # service -> (port, gRPC health service names (liveness, readiness))
     "kv-router": (2379, ("", "")),
     "backend-pg": (2391, ("liveness", "readiness")),
     "backend-mysql": (2392, ("liveness", "readiness")),
     "watch-hub": (2480, ("liveness", "readiness")),
 }
-METRICS_PORTS = {"kv-router": 2381, "backend-pg": 2491, "backend-mysql": 2492, "watch-hub": 2580}
+HTTP_SERVICES = {  # service -> (container port name, scheme) of its /livez and /readyz
+    "trigger": ("metrics", "HTTP"),
+}
+SERVICES = {**GRPC_SERVICES, **HTTP_SERVICES}
+WORKLOAD_KIND = {"trigger": "StatefulSet"}  # the others are Deployments
+HPA_SCALED = set(SERVICES) - {"trigger"}  # the trigger's replicas keep progress records by name
+METRICS_PORTS = {"kv-router": 2381, "backend-pg": 2491, "backend-mysql": 2492, "watch-hub": 2580,
+                 "trigger": 2680}
+METRICS_SETTING = {"trigger": "KUBEFABRIC_LISTEN_ADDRESS"}  # /metrics beside /livez and /readyz
 SHARDS = ("backend-pg", "backend-mysql")
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 K8S_VERSION = "1.37"
@@ -135,10 +146,10 @@ def test_validation_rejects_a_broken_object(rendered):
 
 def test_every_service_has_its_objects(overlay):
     name, objs = overlay
-    for kind in ("Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"):
-        present = by_kind(objs, kind)
+    for kind in ("workload", "Service", "ServiceAccount", "PodDisruptionBudget"):
         for svc in SERVICES:
-            assert svc in present, f"{name}: {kind} {svc} is missing"
+            want = WORKLOAD_KIND.get(svc, "Deployment") if kind == "workload" else kind
+            assert svc in by_kind(objs, want), f"{name}: {want} {svc} is missing"
     configmaps = by_kind(objs, "ConfigMap")
     for svc in SERVICES:
         assert any(re.fullmatch(rf"{svc}(-[a-z0-9]{{10}})?", cm) for cm in configmaps), \
@@ -193,7 +204,7 @@ def test_router_topology_names_the_shard_services(overlay, tmp_path):
     for shard, endpoint in shards.items():
         for part in endpoint.split(","):
             host, port = re.fullmatch(r"grpc://([a-z0-9-]+):(\d+)", part).groups()
-            assert host in services and SERVICES[host][0] == int(port), f"{name}: {shard} -> {part}"
+            assert host in services and GRPC_SERVICES[host][0] == int(port), f"{name}: {shard} -> {part}"
     file = tmp_path / "topology.yaml"
     file.write_text(text)
     cli = Path(sys.executable).parent / "kubefabric"
@@ -212,7 +223,7 @@ def test_event_path_is_wired(overlay):
     name, objs = overlay
     services = by_kind(objs, "Service")
     hub_port = next(p["port"] for p in services["watch-hub"]["spec"]["ports"] if p["name"] != "metrics")
-    assert hub_port == SERVICES["watch-hub"][0]
+    assert hub_port == GRPC_SERVICES["watch-hub"][0]
     assert settings(objs, "kv-router")["KUBEFABRIC_WATCH_HUB"] == f"grpc://watch-hub:{hub_port}"
     router_cm, router_text = mounted_topology(objs, "kv-router")
     hub_cm, hub_text = mounted_topology(objs, "watch-hub")
@@ -226,7 +237,7 @@ def test_event_path_is_wired(overlay):
     assert len(nats_urls) == 1, f"{name}: shards and hub on one NATS: {nats_urls}"
     for svc in SHARDS:
         shard_name = settings(objs, svc)["KUBEFABRIC_NAME"]
-        assert endpoints.get(shard_name) == f"grpc://{svc}:{SERVICES[svc][0]}", \
+        assert endpoints.get(shard_name) == f"grpc://{svc}:{GRPC_SERVICES[svc][0]}", \
             f"{name}: {svc} is shard {shard_name!r} in the topology: {endpoints}"
     if name == "dev":  # the dev NATS Service is the one they name
         host, port = re.fullmatch(r"nats://([a-z0-9-]+):(\d+)", nats_urls.pop()).groups()
@@ -246,7 +257,8 @@ def test_every_service_is_scraped(overlay):
             and notes.get("prometheus.io/port") == str(port), f"{name}: {svc} annotations {notes}"
         ports = {p["name"]: p["containerPort"] for c in tmpl["spec"]["containers"] for p in c.get("ports", [])}
         assert ports.get("metrics") == port, f"{name}: {svc} container ports {ports}"
-        assert settings(objs, svc).get("KUBEFABRIC_METRICS_ADDRESS") == f"0.0.0.0:{port}", name
+        setting = METRICS_SETTING.get(svc, "KUBEFABRIC_METRICS_ADDRESS")
+        assert settings(objs, svc).get(setting) == f"0.0.0.0:{port}", f"{name}: {svc} {setting}"
         svc_ports = {p["name"]: p for p in services[svc]["spec"]["ports"]}
         assert svc_ports.get("metrics", {}).get("targetPort") == "metrics" and \
             svc_ports["metrics"]["port"] == port, f"{name}: Service {svc} ports {svc_ports}"
@@ -294,7 +306,13 @@ def test_every_container_is_locked_down(overlay):
     assert not problems, "\n".join(problems)
 
 
-def test_kubefabric_containers_probe_the_grpc_health_service(overlay):
+PROBE_PATHS = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
+
+
+def test_kubefabric_containers_probe_their_health_endpoints(overlay):
+    """gRPC services: the gRPC health service on their API port (named services where they
+    tell liveness from readiness). HTTP services: GET /livez (startup, liveness) and /readyz
+    (readiness) on their named port. Each probe is exactly that kind, nothing else."""
     name, objs = overlay
     seen = set()
     for workload, tmpl in pod_specs(objs):
@@ -302,14 +320,27 @@ def test_kubefabric_containers_probe_the_grpc_health_service(overlay):
             if not is_kubefabric(c):
                 continue
             svc = workload["metadata"]["name"]
-            port, (live, ready) = SERVICES[svc]
             seen.add(svc)
             assert c["args"][0] == svc if svc != "kv-router" else c["args"][0] == "serve"
-            for probe, service in (("startupProbe", live), ("livenessProbe", live), ("readinessProbe", ready)):
-                grpc = c[probe].get("grpc")
-                assert grpc, f"{name}: {svc} {probe} is a gRPC health probe"
-                assert grpc["port"] == port and grpc.get("service", "") == service, \
-                    f"{name}: {svc} {probe} = {grpc}"
+            if svc in GRPC_SERVICES:
+                port, (live, ready) = GRPC_SERVICES[svc]
+                for probe, service in (("startupProbe", live), ("livenessProbe", live),
+                                       ("readinessProbe", ready)):
+                    grpc = c[probe].get("grpc")
+                    assert grpc and not {"httpGet", "tcpSocket", "exec"} & c[probe].keys(), \
+                        f"{name}: {svc} {probe} is a gRPC health probe"
+                    assert grpc["port"] == port and grpc.get("service", "") == service, \
+                        f"{name}: {svc} {probe} = {grpc}"
+            else:
+                port_name, scheme = HTTP_SERVICES[svc]
+                ports = {p["name"] for p in c["ports"]}
+                for probe, path in PROBE_PATHS.items():
+                    http = c[probe].get("httpGet")
+                    assert http and not {"grpc", "tcpSocket", "exec"} & c[probe].keys(), \
+                        f"{name}: {svc} {probe} is an HTTP probe"
+                    assert (http["path"], http["port"], http.get("scheme", "HTTP")) == \
+                        (path, port_name, scheme) and port_name in ports, \
+                        f"{name}: {svc} {probe} = {http}"
             mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
             assert "/tmp" in mounts, f"{name}: {svc} gets a writable /tmp (emptyDir)"
             volumes = {v["name"]: v for v in tmpl["spec"]["volumes"]}
@@ -318,6 +349,20 @@ def test_kubefabric_containers_probe_the_grpc_health_service(overlay):
                 assert "emptyDir" in v or ("configMap" in v and m.get("readOnly")), \
                     f"{name}: {svc} mounts only scratch emptyDirs and read-only ConfigMaps: {v}"
     assert seen == set(SERVICES), f"{name}: KubeFabric workloads {seen}"
+
+
+def test_probe_check_catches_a_grpc_service_on_http(rendered):
+    """The probe rule can fail: a gRPC service probed over HTTP, or the trigger on the wrong path."""
+    objs = copy.deepcopy(rendered["dev"])
+    c = by_kind(objs, "Deployment")["watch-hub"]["spec"]["template"]["spec"]["containers"][0]
+    c["readinessProbe"] = {"httpGet": {"path": "/readyz", "port": "metrics"}}
+    with pytest.raises(AssertionError, match="watch-hub readinessProbe is a gRPC health probe"):
+        test_kubefabric_containers_probe_their_health_endpoints(("dev", objs))
+    objs = copy.deepcopy(rendered["dev"])
+    c = by_kind(objs, "StatefulSet")["trigger"]["spec"]["template"]["spec"]["containers"][0]
+    c["readinessProbe"]["httpGet"]["path"] = "/livez"
+    with pytest.raises(AssertionError, match="trigger readinessProbe = "):
+        test_kubefabric_containers_probe_their_health_endpoints(("dev", objs))
 
 
 # ---- secrets ----
@@ -384,16 +429,21 @@ def test_no_secret_objects_in_source_manifests():
 def test_ha_scales_every_service_with_an_hpa(rendered):
     objs = rendered["ha"]
     hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in by_kind(objs, "HorizontalPodAutoscaler").values()}
-    deployments = by_kind(objs, "Deployment")
+    workloads = {w["metadata"]["name"]: w for w, _ in pod_specs(objs)}
     for svc in SERVICES:
+        spread = workloads[svc]["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
+        assert any(s["topologyKey"] == "kubernetes.io/hostname" for s in spread), svc
+        if svc not in HPA_SCALED:
+            assert svc not in hpas and workloads[svc]["spec"]["replicas"] >= 2, \
+                f"ha: {svc} runs a fixed count of at least two replicas"
+            continue
         assert svc in hpas, f"ha: no HorizontalPodAutoscaler for {svc}"
         assert hpas[svc]["spec"]["scaleTargetRef"]["kind"] == "Deployment"
         assert hpas[svc]["spec"]["minReplicas"] >= 2, f"ha: {svc} runs at least two replicas"
-        assert "replicas" not in deployments[svc]["spec"], \
+        assert "replicas" not in workloads[svc]["spec"], \
             f"ha: {svc} sets spec.replicas; the HPA owns it (re-applying would reset a scaled Deployment)"
-        spread = deployments[svc]["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
-        assert any(s["topologyKey"] == "kubernetes.io/hostname" for s in spread), svc
-    dev = by_kind(rendered["dev"], "Deployment")
+    assert set(hpas) == HPA_SCALED, f"ha: HPAs for {sorted(hpas)}"
+    dev = {w["metadata"]["name"]: w for w, _ in pod_specs(rendered["dev"])}
     assert all(dev[s]["spec"]["replicas"] == 1 for s in SERVICES)
     assert not by_kind(rendered["dev"], "HorizontalPodAutoscaler")
     pdbs = by_kind(objs, "PodDisruptionBudget")
@@ -401,19 +451,27 @@ def test_ha_scales_every_service_with_an_hpa(rendered):
         assert pdbs[svc]["spec"].get("maxUnavailable") == 1
     base = yaml.safe_load((DEPLOY / "base" / "watch-hub" / "deployment.yaml").read_text())
     assert base["spec"]["replicas"] >= 2, "watch-hub runs two replicas unless an overlay says otherwise"
+    base = yaml.safe_load((DEPLOY / "base" / "trigger" / "statefulset.yaml").read_text())
+    assert base["spec"]["replicas"] >= 2, "the trigger runs two replicas unless an overlay says otherwise"
 
 
 def test_dev_only_data_services_stay_out_of_ha(rendered):
     dev = by_kind(rendered["dev"], "StatefulSet")
     assert {"postgresql", "mariadb", "nats"} <= set(dev)
-    assert not by_kind(rendered["ha"], "StatefulSet")
+    assert set(by_kind(rendered["ha"], "StatefulSet")) == {"trigger"}
 
 
 # ---- network policies: exactly DESIGN §1's flows ----
 
 def _selects(selector: dict, labels: dict) -> bool:
-    if selector.get("matchExpressions"):
-        raise AssertionError("matchExpressions: extend this evaluator")
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        matched = {"In": lambda: labels.get(key) in values,
+                   "NotIn": lambda: labels.get(key) not in values,  # also true when unlabelled
+                   "Exists": lambda: key in labels,
+                   "DoesNotExist": lambda: key not in labels}[op]()
+        if not matched:
+            return False
     return selector.get("matchLabels", {}).items() <= labels.items()
 
 
@@ -481,6 +539,7 @@ EXPECTED_FLOWS = {  # (from, to, port): DESIGN §1
     ("kv-router", "watch-hub", 2480),  # etcd Watch streams served by the hub
     ("watch-hub", "backend-pg", 2391), ("watch-hub", "backend-mysql", 2392),  # history backfill
     ("watch-hub", "nats", 4222),  # the shards' event streams
+    ("trigger", "kv-router", 2379),  # events, HTTPTrigger objects, Secrets, its own records
 }
 
 
@@ -535,3 +594,38 @@ def test_flow_check_catches_an_open_scrape_policy(rendered):
     by_kind(objs, "NetworkPolicy")["allow-metrics-scrape"]["spec"]["ingress"][0].pop("ports")
     with pytest.raises(AssertionError, match="Prometheus reaches .*'backend-pg', 2391"):
         test_network_policies_allow_exactly_the_design_flows(("dev", objs))
+
+
+def test_trigger_reaches_functions_and_kv_router_only(overlay):
+    """The trigger calls functions in any namespace on any port, but no KubeFabric pod other
+    than kv-router; no other KubeFabric service reaches a function."""
+    name, objs = overlay
+    policies = list(by_kind(objs, "NetworkPolicy").values())
+    pods = _pods(objs)
+    function = {"app.kubernetes.io/name": "pricing", OUTSIDE: "yes"}
+    for port in ((8080, "http"), (8012, "queue-proxy"), (80, "")):
+        assert _allowed(policies, "Egress", pods["trigger"][0], function, port), f"{name}: {port}"
+        for svc in set(SERVICES) - {"trigger"}:
+            assert not _allowed(policies, "Egress", pods[svc][0], function, port), f"{name}: {svc}"
+    foreign_kubefabric = {"app.kubernetes.io/part-of": "kubefabric", "app.kubernetes.io/name": "kv-router",
+                          OUTSIDE: "yes"}
+    assert not _allowed(policies, "Egress", pods["trigger"][0], foreign_kubefabric, (2379, "etcd-client")), \
+        f"{name}: the trigger reaches only its own namespace's kv-router"
+
+
+def test_trigger_is_wired(overlay):
+    """The trigger reads through the kv-router Service, runs the HTTPTrigger objects applied
+    with kubectl, and records progress under its (stable) pod name."""
+    name, objs = overlay
+    conf = settings(objs, "trigger")
+    port = next(p["port"] for p in by_kind(objs, "Service")["kv-router"]["spec"]["ports"]
+                if p["name"] == "etcd-client")
+    assert conf["KUBEFABRIC_ENDPOINTS"] == f"http://kv-router:{port}", f"{name}: {conf}"
+    assert conf["KUBEFABRIC_CLUSTER_TRIGGERS"] == "true"
+    sts = by_kind(objs, "StatefulSet")["trigger"]
+    assert sts["spec"]["serviceName"] == "trigger"
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KUBEFABRIC_REPLICA_NAME"]["value"] == "$(POD_NAME)" and \
+        env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", f"{name}: {env}"
+    crd = yaml.safe_load((DEPLOY / "crds" / "httptriggers.triggers.kubefabric.io.yaml").read_text())
+    assert crd["spec"]["names"]["kind"] == "HTTPTrigger"
