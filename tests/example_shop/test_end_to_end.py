@@ -2,7 +2,9 @@
 with kubectl to a kube-apiserver on KubeFabric (kv-router routing them to a PostgreSQL shard by
 the example's topology), `kubefabric trigger` running an HTTPTrigger applied with kubectl that
 calls the pricing function on each Order ADDED, the function patching status.total, the kopf
-operator keeping an invoice ConfigMap per Order and deleting it with the order.
+operator keeping an invoice ConfigMap per Order and deleting it with the order, and the REST
+layer: `kubefabric aggregation` behind an APIService answering "orders of customer X over
+amount Y" (OrderReports, hooks in examples/shop/reports).
 
 One test on one stack: kube-apiserver takes seconds to start and CI minutes are scarce (a module
 of several tests would start one stack per pytest-xdist worker)."""
@@ -27,7 +29,9 @@ ORDERS = {
     "e2": ("globex", [("gadget", 1)], 4999),
     "e3": ("acme", [("sprocket", 4)], 4 * 75),
     "e4": ("initech", [("doohickey", 1), ("widget", 1)], 1999 + 1250),
+    "e5": ("acme", [("gadget", 1)], 4999),
 }
+REPORTS = "/apis/reports.shop.example.com/v1alpha1/namespaces/" + NS + "/orderreports"
 TRIGGER = {
     "apiVersion": "triggers.kubefabric.io/v1", "kind": "HTTPTrigger",
     "metadata": {"name": "price-orders", "namespace": NS},
@@ -79,6 +83,7 @@ def test_orders_through_trigger_function_and_operator(shop):
     fn = shop.start_function()
     op = shop.start_operator("e2e", "--namespace", NS, "--lease-namespace", NS, lease_duration=6)
     shop.start_trigger()
+    shop.start_reports()
     trigger = json.loads(json.dumps(TRIGGER))
     trigger["spec"]["url"] = {"static": fn.url + "/"}
     api.kubectl("apply", "-f", "-", input=json.dumps(trigger))
@@ -111,6 +116,20 @@ def test_orders_through_trigger_function_and_operator(shop):
     wait_for(lambda: get(api, "configmaps", "invoice-e2")["data"]["lines"] == "2 x gadget", 60, "e2's invoice lines")
     assert get(api, "orders", "e2")["status"]["total"] == 4999, "priced once, at creation"
 
+    # the REST layer, through kube-apiserver: a stored report and an ad-hoc query
+    api.kubectl("apply", "-n", NS, "-f", "-", input=json.dumps({
+        "apiVersion": "reports.shop.example.com/v1alpha1", "kind": "OrderReport",
+        "metadata": {"name": "big-acme"}, "spec": {"customer": "acme", "minTotal": 1000}}))
+    report = json.loads(api.kubectl("get", "--raw", f"{REPORTS}/big-acme/result"))
+    assert (report["kind"], report["customer"], report["minTotal"]) == ("OrderReportResult", "acme", 1000)
+    assert report["orders"] == [{"name": "e1", "total": 2800}, {"name": "e5", "total": 4999}], report
+    assert (report["count"], report["sum"]) == (2, 2800 + 4999)
+    assert json.loads(api.kubectl("get", "--raw", f"{REPORTS}/-/query?customer=globex&minTotal=4998"))["orders"] \
+        == [{"name": "e2", "total": 4999}]
+    assert json.loads(api.kubectl("get", "--raw", f"{REPORTS}/-/query?customer=globex&minTotal=4999"))["orders"] == []
+    code, text = api.raw(f"{REPORTS}/-/query?customer=acme&minTotal=lots")
+    assert code == 400 and "minTotal must be a whole number of cents" in text, (code, text)
+
     # delete: the operator's finalizer removes the invoice before the order goes
     api.kubectl("delete", "order", "e3", "-n", NS, "--wait=true", "--timeout=60s")
     assert get(api, "orders", "e3") is None
@@ -126,6 +145,6 @@ def test_orders_through_trigger_function_and_operator(shop):
 
     # the Orders live in the PostgreSQL shard and nowhere else
     live, history = order_keys_in_postgres(shop)
-    assert live == {PREFIX + n for n in ("e1", "e2", "e4")}, live
+    assert live == {PREFIX + n for n in ORDERS if n != "e3"}, live
     assert PREFIX + "e3" in history, "the deleted order's history is in the orders shard"
     assert order_keys_in_sqlite(shop) == set(), "no Order key on the default shard"

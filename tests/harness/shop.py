@@ -8,6 +8,7 @@ bench/shop_scale.py run.
     fn = stack.start_function()            # `shop function` on a free port: fn.url
     op = stack.start_operator("a")         # `shop operator --identity a`
     tr = stack.start_trigger()             # `kubefabric trigger` on the HTTPTrigger objects stored
+    agg = stack.start_reports()            # `kubefabric aggregation` serving OrderReports (APIService)
     stack.stop()                           # everything it started, in reverse order
     order("o1", "acme", [("widget", 2)])    # an Order manifest (dict); wait_for(pred, timeout, what)
 
@@ -32,12 +33,14 @@ from pathlib import Path
 
 import yaml
 
-from harness.kubeapiserver import KubeAPIServer
+from harness.aggregation import Aggregation, start_aggregation
+from harness.kubeapiserver import KubeAPIServer, local_ip
 from harness.nats import NatsServer
 from harness.servers import REPO, Server, die_with_parent, free_port, start_hub, start_router, start_shard
 
 SHOP = REPO / "examples" / "shop"
 CRD = SHOP / "crd" / "order.yaml"
+REPORTS = SHOP / "reports"   # the REST layer: CRDs and hooks for `kubefabric aggregation`
 TRIGGER_CRD = REPO / "deploy" / "crds" / "httptriggers.triggers.kubefabric.io.yaml"
 TOPOLOGY = SHOP / "deploy" / "platform" / "topology.yaml"
 DATABASES = itertools.count()
@@ -125,7 +128,8 @@ class ShopStack:
             self.hub = self._track(start_hub(w, self.nats.url, topology=self.topology))
             router_flags += ["--watch-hub", f"grpc://{self.hub.endpoint}"]
         self.router = self._track(start_router(w, extra=router_flags, topology=self.topology))
-        self.api = self._track(KubeAPIServer(w / "kube", f"http://{self.router.endpoint}", extra=self.apiserver_flags))
+        self.api = self._track(KubeAPIServer(w / "kube", f"http://{self.router.endpoint}", aggregation=True,
+                                           extra=self.apiserver_flags))
         self.api.start()
         self.api.kubectl("apply", "-f", str(CRD))
         self.wait_established("orders.shop.example.com")
@@ -194,6 +198,17 @@ class ShopStack:
                 pass
             assert time.monotonic() < deadline, f"trigger not ready after 60s:\n{server.log()[-3000:]}"
             time.sleep(0.2)
+
+    def start_reports(self) -> Aggregation:
+        """`kubefabric aggregation --crd-dir examples/shop/reports` (auth none: the stack's only
+        user is the admin) registered for reports.shop.example.com/v1alpha1; returns once
+        kube-apiserver reports the APIService Available."""
+        # all interfaces: kube-apiserver refuses loopback endpoints for an APIService (it dials
+        # local_ip()), the harness's client checks readiness on 127.0.0.1
+        agg = self._track(start_aggregation(self.workdir, f"http://{self.router.endpoint}", crd_dir=REPORTS,
+                                            host="0.0.0.0", env=self.env))
+        self.api.register_apiservice("reports.shop.example.com", "v1alpha1", agg.port, host=local_ip())
+        return agg
 
     def start_function(self) -> ShopProcess:
         port = free_port()

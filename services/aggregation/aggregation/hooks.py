@@ -92,11 +92,20 @@ class HookContext:
                                name, {})
 
     async def list(self, labelSelector: str = "", fieldSelector: str = "",
-                   namespace: str | None = None) -> list[dict]:
+                   namespace: str | None = None, resource: str = "") -> list[dict]:
+        """Objects of this resource, or of `resource` (<plural>.<group>: another CRD in the
+        --crd-dir, at its preferred version), selected as a list request selects them (the
+        shards' index answers what the topology indexes)."""
         from . import reads
+        served = self.served
+        if resource:
+            registry = self._resources.registry
+            served = registry.by_name(resource) if registry is not None else None
+            if served is None:
+                raise LookupError(f"{resource} is not among the resources this server was given (--crd-dir)")
         query = {k: v for k, v in (("labelSelector", labelSelector),
                                    ("fieldSelector", fieldSelector)) if v}
-        result = await reads.list_objects(self._resources.store, self.served,
+        result = await reads.list_objects(self._resources.store, served,
                                           self.namespace if namespace is None else namespace, query)
         return result.items
 

@@ -28,6 +28,14 @@ class Registry:
     def lookup(self, group: str, version: str, plural: str) -> Served | None:
         return self._by_url.get((group, version, plural))
 
+    def by_name(self, name: str) -> Served | None:
+        """The resource named <plural>.<group> (its CRD's name) at its preferred served version."""
+        for r in self.resources:
+            if r.name == name and r.served_versions:
+                best = sorted((v.name for v in r.served_versions), key=version_priority)[0]
+                return self._by_url[(r.group, best, r.plural)]
+        return None
+
     def groups(self) -> list[str]:
         """Groups with at least one served version, sorted by name."""
         return sorted({r.group for r in self.resources if r.served_versions})

@@ -13,7 +13,7 @@ from aiohttp import web
 from . import reads, status, watch
 from .app import respond
 from .negotiate import Target, negotiate
-from .registry import Served
+from .registry import Registry, Served
 from .requestinfo import RequestInfo
 from .store import Store, Unavailable
 from .table import TableConvertor, partial_metadata, partial_metadata_list
@@ -25,6 +25,7 @@ class Resources:
         self.store = store
         self.watch_settings = watch_settings or watch.WatchSettings()
         self.writes = writes  # writes.Writes: create, update, patch, delete, deletecollection
+        self.registry: Registry | None = None   # every resource served: hooks list other resources
         self._tables: dict[tuple[str, str], TableConvertor] = {}
 
     async def handle(self, request: web.Request, info: RequestInfo, served: Served) -> web.StreamResponse:

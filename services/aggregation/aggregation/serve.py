@@ -146,6 +146,7 @@ async def _serve(args, registry: Registry, host: str, port: int) -> int:
 
     health.checks["data-layer"] = data_layer
     resources = Resources(store, WatchSettings(args.watch_bookmark_interval, args.min_request_timeout))
+    resources.registry = registry
     namespaces = Namespaces(reviewer) if reviewer is not None else None
     resources.writes = Writes(store, resources, namespaces)
     server = Server(registry, authenticator, authorizer, resources, health)
