@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .servers import REPO, die_with_parent, free_port
+from .servers import REPO, die_with_parent, free_port, stop_process
 
 CRDS = REPO / "tests" / "aggregation" / "crds"
 WIDGETS = "/apis/example.kubefabric.io/v1"
@@ -106,14 +106,7 @@ class Aggregation:
         return events
 
     def stop(self, timeout: float = 15) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout=timeout)
 
 
 def start_aggregation(workdir: Path, kv_router: str, crd_dir: Path = CRDS,

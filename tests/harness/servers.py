@@ -38,6 +38,18 @@ def die_with_parent() -> None:
     _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+    """Send sig (if it still runs), wait up to timeout, then SIGKILL; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def etcd_binary() -> str:
     """The reference etcd: $KUBEFABRIC_TEST_ETCD, else Debian's etcd-server (/usr/bin/etcd)."""
     path = os.environ.get("KUBEFABRIC_TEST_ETCD") or shutil.which("etcd")
@@ -68,14 +80,7 @@ class Server:
             return ""
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
 
 def wait_ready(server: Server, timeout: float = 60.0) -> None:

@@ -36,7 +36,8 @@ import yaml
 from harness.aggregation import Aggregation, start_aggregation
 from harness.kubeapiserver import KubeAPIServer, local_ip
 from harness.nats import NatsServer
-from harness.servers import REPO, Server, die_with_parent, free_port, start_hub, start_router, start_shard
+from harness.servers import (REPO, Server, die_with_parent, free_port, start_hub, start_router,
+                             start_shard, stop_process)
 
 SHOP = REPO / "examples" / "shop"
 CRD = SHOP / "crd" / "order.yaml"
@@ -75,14 +76,7 @@ class ShopProcess:
         return self.log()
 
     def stop(self, sig: int = 15, timeout: float = 20.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, sig, timeout)
 
 
 class ShopStack:
