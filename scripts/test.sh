@@ -56,8 +56,15 @@ if (($#)); then
   exec uv run --frozen --no-sync pytest -n 2 "$@"
 fi
 status=0
-uv run --frozen --no-sync mypy || status=1  # libs/ and services/ (pyproject.toml [tool.mypy])
-uv run --frozen --no-sync pytest -n 2 || status=1
-tests/conformance/run.sh kubefabric || status=1
-tests/conformance/apiserver_scenario.sh kubefabric || status=1
+phase() {  # run one phase, say how long it took (CI must stay under an hour: watch these)
+  local name=$1 start=$SECONDS
+  shift
+  "$@" || status=1
+  echo "phase $name: $((SECONDS - start)) s"
+}
+phase mypy uv run --frozen --no-sync mypy  # libs/ and services/ (pyproject.toml [tool.mypy])
+phase pytest uv run --frozen --no-sync pytest -n 2 --durations=30
+phase conformance tests/conformance/run.sh kubefabric
+phase apiserver-scenario tests/conformance/apiserver_scenario.sh kubefabric
+echo "total: $SECONDS s"
 exit $status
