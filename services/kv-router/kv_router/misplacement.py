@@ -66,19 +66,19 @@ class Misplacement:
     async def _scan_all(self, why: str) -> None:
         topology = self.topology
         shards = dict(self.routed.shards)
-        results = await asyncio.gather(*(self._scan_one(name, shard, topology)
+        results = await asyncio.gather(*(self._scan_one(name, shard, topology, why)
                                           for name, shard in shards.items()))
         total = sum(found for found in results if found is not None)
         if not any(r is None for r in results) and total == 0:
             log.info("misplaced keys (%s): none on %d shard(s)", why, len(shards))
 
-    async def _scan_one(self, name: str, shard, topology) -> int | None:
+    async def _scan_one(self, name: str, shard, topology, why: str) -> int | None:
         try:
             result = await misplaced.scan(shard, name, topology)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a shard down: its reads stay careful; the next reload retries
-            log.warning("misplaced keys: cannot scan shard %s: %s", name, exc)
+            log.warning("misplaced keys (%s): cannot scan shard %s: %s", why, name, exc)
             return None
         if topology is not self.topology:
             return None  # reloaded meanwhile: the new scan reports
@@ -88,11 +88,11 @@ class Misplacement:
         if result.misplaced:
             sample = ", ".join(f"{show(k)} -> {owner}" for k, owner in result.misplaced[:misplaced.SAMPLE])
             more = "" if result.complete else f" (scan stopped after {result.examined} keys: maybe more)"
-            log.warning("shard %s holds %d key(s) the topology routes to other shards%s: %s%s; "
-                        "reads skip them; %s", name, len(result.misplaced), more, sample,
+            log.warning("misplaced keys (%s): shard %s holds %d key(s) the topology routes to "
+                        "other shards%s: %s%s; reads skip them; %s", why, name, len(result.misplaced), more, sample,
                         ", ..." if len(result.misplaced) > misplaced.SAMPLE else "", HOW_TO_MOVE)
         elif not result.complete:
-            log.warning("misplaced keys: scan of shard %s stopped after %d keys without finding "
-                        "one (rules that are not prefixes make every key suspect); reads of it "
-                        "keep checking", name, result.examined)
+            log.warning("misplaced keys (%s): scan of shard %s stopped after %d keys without "
+                        "finding one (rules that are not prefixes make every key suspect); reads "
+                        "of it keep checking", why, name, result.examined)
         return len(result.misplaced)
