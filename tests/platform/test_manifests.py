@@ -47,12 +47,20 @@ GRPC_SERVICES = {  # service -> (port, gRPC health service names (liveness, read
 }
 HTTP_SERVICES = {  # service -> (container port name, scheme) of its /livez and /readyz
     "trigger": ("metrics", "HTTP"),
+    "aggregation": ("https", "HTTPS"),
 }
 SERVICES = {**GRPC_SERVICES, **HTTP_SERVICES}
 WORKLOAD_KIND = {"trigger": "StatefulSet"}  # the others are Deployments
 HPA_SCALED = set(SERVICES) - {"trigger"}  # the trigger's replicas keep progress records by name
 METRICS_PORTS = {"kv-router": 2381, "backend-pg": 2491, "backend-mysql": 2492, "watch-hub": 2580,
-                 "trigger": 2680}
+                 "trigger": 2680, "aggregation": 2680}
+API_CLIENTS = {"aggregation"}  # delegated auth calls kube-apiserver; nothing else may
+OPEN_TO_ANY_SOURCE = {  # policies whose one ingress rule admits any source (kube-apiserver on
+    "kv-router": 2379,    # the host network has no pod labels): etcd clients,
+    "aggregation": 8443,  # and the APIService's proxied requests
+}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "APIService"}
+IN_KUBE_SYSTEM = {("RoleBinding", "aggregation:auth-reader")}  # reads kube-system's auth ConfigMap
 METRICS_SETTING = {"trigger": "KUBEFABRIC_LISTEN_ADDRESS"}  # /metrics beside /livez and /readyz
 SHARDS = ("backend-pg", "backend-mysql")
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
@@ -154,11 +162,14 @@ def test_every_service_has_its_objects(overlay):
     for svc in SERVICES:
         assert any(re.fullmatch(rf"{svc}(-[a-z0-9]{{10}})?", cm) for cm in configmaps), \
             f"{name}: ConfigMap for {svc} missing"
-    assert all(o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"), \
-        "every namespaced object is placed in the overlay's namespace"
     namespaces = by_kind(objs, "Namespace")
     assert len(namespaces) == 1
     ns = next(iter(namespaces.values()))
+    for o in objs:
+        want = None if o["kind"] in CLUSTER_SCOPED else "kube-system" \
+            if (o["kind"], o["metadata"]["name"]) in IN_KUBE_SYSTEM else ns["metadata"]["name"]
+        assert o["metadata"].get("namespace") == want, \
+            f"{name}: {o['kind']}/{o['metadata']['name']} belongs in namespace {want}"
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
@@ -277,8 +288,10 @@ def test_every_container_is_locked_down(overlay):
             problems.append(f"{where}: seccompProfile RuntimeDefault")
         if spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC"):
             problems.append(f"{where}: host namespaces")
-        if spec.get("automountServiceAccountToken") is not False:
-            problems.append(f"{where}: automountServiceAccountToken must be false (no API access)")
+        api_client = workload["metadata"]["name"] in API_CLIENTS
+        if spec.get("automountServiceAccountToken") is not api_client:
+            problems.append(f"{where}: automountServiceAccountToken must be {api_client} "
+                            f"({'delegated auth' if api_client else 'no API access'})")
         for c in containers(spec):
             sc = {**pod_sc, **c.get("securityContext", {})}
             cw = f"{where} container {c['name']}"
@@ -346,8 +359,8 @@ def test_kubefabric_containers_probe_their_health_endpoints(overlay):
             volumes = {v["name"]: v for v in tmpl["spec"]["volumes"]}
             for m in c["volumeMounts"]:
                 v = volumes[m["name"]]
-                assert "emptyDir" in v or ("configMap" in v and m.get("readOnly")), \
-                    f"{name}: {svc} mounts only scratch emptyDirs and read-only ConfigMaps: {v}"
+                assert "emptyDir" in v or (("configMap" in v or "secret" in v) and m.get("readOnly")), \
+                    f"{name}: {svc} mounts only scratch emptyDirs and read-only ConfigMaps and Secrets: {v}"
     assert seen == set(SERVICES), f"{name}: KubeFabric workloads {seen}"
 
 
@@ -375,9 +388,14 @@ def test_no_inline_secrets(overlay):
     name, objs = overlay
     problems = []
     for workload, tmpl in pod_specs(objs):
+        volumes = {v["name"]: v for v in tmpl["spec"].get("volumes", [])}
         for c in containers(tmpl["spec"]):
+            secret_dirs = tuple(m["mountPath"] + "/" for m in c.get("volumeMounts", [])
+                                if "secret" in volumes.get(m["name"], {}) and m.get("readOnly"))
             for env in c.get("env", []):
                 where = f"{name}: {workload['metadata']['name']}/{c['name']} env {env['name']}"
+                if env["name"].endswith("_FILE") and env.get("value", "").startswith(secret_dirs or ("\0",)):
+                    continue  # the path of a file of a mounted Secret (a TLS key), not the secret
                 if "value" in env and (PASSWORDISH.search(env["name"]) or URL_WITH_PASSWORD.search(env["value"])):
                     problems.append(f"{where} is inlined; use valueFrom.secretKeyRef")
                 if PASSWORDISH.search(env["name"]) and "secretKeyRef" not in env.get("valueFrom", {}):
@@ -540,6 +558,8 @@ EXPECTED_FLOWS = {  # (from, to, port): DESIGN §1
     ("watch-hub", "backend-pg", 2391), ("watch-hub", "backend-mysql", 2392),  # history backfill
     ("watch-hub", "nats", 4222),  # the shards' event streams
     ("trigger", "kv-router", 2379),  # events, HTTPTrigger objects, Secrets, its own records
+    ("aggregation", "kv-router", 2379),  # reads, writes, Query API
+    ("aggregation", "watch-hub", 2480),  # watches
 }
 
 
@@ -561,17 +581,19 @@ def test_network_policies_allow_exactly_the_design_flows(overlay):
     expected = {f for f in EXPECTED_FLOWS if f[0] in pods and f[1] in pods}
     assert allowed == expected, f"{name}: unexpected {sorted(allowed - expected)}, " \
                                 f"missing {sorted(expected - allowed)}"
-    # Clients outside the namespace (kube-apiserver) reach kv-router's etcd port, nothing else;
-    # Prometheus (any namespace) also every service's metrics port.
-    router = next(p for p in policies if p["metadata"]["name"] == "kv-router")
-    assert router["spec"]["ingress"] == [{"ports": [{"port": 2379, "protocol": "TCP"}]}]
-    others = [p for p in policies if p["metadata"]["name"] != "kv-router"]
+    # Clients outside the namespace (kube-apiserver) reach kv-router's etcd port and the
+    # aggregation server's API port, nothing else; Prometheus (any namespace) also every
+    # service's metrics port.
+    by_name = by_kind(objs, "NetworkPolicy")
+    for svc, port in OPEN_TO_ANY_SOURCE.items():
+        assert by_name[svc]["spec"]["ingress"] == [{"ports": [{"port": port, "protocol": "TCP"}]}], svc
+    others = [p for p in policies if p["metadata"]["name"] not in OPEN_TO_ANY_SOURCE]
     assert not any(rule.get("from") in (None, []) for p in others for rule in p["spec"].get("ingress", [])), \
-        "only kv-router accepts traffic from anywhere"
-    etcd_clients = {("kv-router", 2379)}
-    assert _reachable_from_outside(objs, {"app.kubernetes.io/name": "kube-apiserver"}) == etcd_clients, name
+        f"only {sorted(OPEN_TO_ANY_SOURCE)} accept traffic from anywhere"
+    open_ports = set(OPEN_TO_ANY_SOURCE.items())
+    assert _reachable_from_outside(objs, {"app.kubernetes.io/name": "kube-apiserver"}) == open_ports, name
     scraped = _reachable_from_outside(objs, {"app.kubernetes.io/name": "prometheus"})
-    assert scraped == etcd_clients | set(METRICS_PORTS.items()), \
+    assert scraped == open_ports | set(METRICS_PORTS.items()), \
         f"{name}: Prometheus reaches {sorted(scraped)}, not exactly the metrics ports"
     # Every pod can resolve names.
     dns = by_kind(objs, "NetworkPolicy")["allow-dns"]
@@ -629,3 +651,115 @@ def test_trigger_is_wired(overlay):
         env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", f"{name}: {env}"
     crd = yaml.safe_load((DEPLOY / "crds" / "httptriggers.triggers.kubefabric.io.yaml").read_text())
     assert crd["spec"]["names"]["kind"] == "HTTPTrigger"
+
+
+# ---- aggregation ----
+
+def _crd_files(objs: list[dict]) -> dict[str, str]:
+    """The CRD manifests the aggregation server serves: its ConfigMap mounted at KUBEFABRIC_CRD_DIR."""
+    path = settings(objs, "aggregation")["KUBEFABRIC_CRD_DIR"]
+    spec = by_kind(objs, "Deployment")["aggregation"]["spec"]["template"]["spec"]
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == path)
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    return by_kind(objs, "ConfigMap")[volume["configMap"]["name"]]["data"]
+
+
+def test_aggregation_is_registered_and_wired(overlay):
+    """One APIService per served group/version, to the Service's 443 -> the pods' 8443; delegated
+    auth bound for its service account (auth-delegator, and the auth reader in kube-system);
+    reads and writes through kv-router, watches from watch-hub; dev trusts the self-signed
+    certificate, ha verifies the mounted Secret's."""
+    name, objs = overlay
+    ns = next(iter(by_kind(objs, "Namespace")))
+    served = set()
+    for text in _crd_files(objs).values():
+        crd = yaml.safe_load(text)
+        served |= {f"{v['name']}.{crd['spec']['group']}" for v in crd["spec"]["versions"] if v["served"]}
+    apiservices = by_kind(objs, "APIService")
+    assert served and set(apiservices) == served, f"{name}: APIServices {sorted(apiservices)} for {served}"
+    service = by_kind(objs, "Service")["aggregation"]
+    https = next(p for p in service["spec"]["ports"] if p["name"] == "https")
+    assert https["port"] == 443 and https["targetPort"] == "https"
+    for api in apiservices.values():
+        assert api["spec"]["service"] == {"name": "aggregation", "namespace": ns, "port": 443}, api
+    conf = settings(objs, "aggregation")
+    assert conf["KUBEFABRIC_LISTEN_ADDRESS"] == "0.0.0.0:8443" and conf["KUBEFABRIC_AUTH"] == "delegated"
+    assert conf["KUBEFABRIC_KV_ROUTER"] == "http://kv-router:2379"
+    assert conf["KUBEFABRIC_WATCH_HUB"] == f"http://watch-hub:{GRPC_SERVICES['watch-hub'][0]}"
+    subject = [{"kind": "ServiceAccount", "name": "aggregation", "namespace": ns}]
+    delegator = by_kind(objs, "ClusterRoleBinding")["aggregation:system:auth-delegator"]
+    assert delegator["roleRef"]["name"] == "system:auth-delegator" and delegator["subjects"] == subject
+    reader = by_kind(objs, "RoleBinding")["aggregation:auth-reader"]
+    assert reader["metadata"]["namespace"] == "kube-system" and reader["subjects"] == subject and \
+        reader["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                              "name": "extension-apiserver-authentication-reader"}, reader
+    bound = {b["metadata"]["name"] for kind in ("ClusterRoleBinding", "RoleBinding")
+             for b in by_kind(objs, kind).values()
+             if any(s.get("kind") == "ServiceAccount" for s in b["subjects"])}
+    assert bound == {"aggregation:system:auth-delegator", "aggregation:auth-reader"}, \
+        f"{name}: no other service account is bound to any role: {bound}"
+    pod = by_kind(objs, "Deployment")["aggregation"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])}
+    secrets = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+    skip = {api["spec"].get("insecureSkipTLSVerify") for api in apiservices.values()}
+    if name == "dev":
+        assert skip == {True} and not secrets and "KUBEFABRIC_TLS_CERT_FILE" not in env, \
+            "dev: a self-signed certificate, not verified"
+    else:
+        assert skip == {False} and secrets == ["aggregation-serving-cert"], \
+            "ha: the serving certificate from its Secret, verified"
+        assert env["KUBEFABRIC_TLS_CERT_FILE"].startswith("/etc/kubefabric/serving-cert/")
+        assert all(a["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] ==
+                   f"{ns}/aggregation-serving-cert" for a in apiservices.values())
+
+
+def test_aggregation_manifests_command_agrees_with_deploy(rendered):
+    """`kubefabric aggregation manifests` for the same CRD directory prints what the dev overlay
+    declares: the same APIServices, bindings, roles, Service ports, CRD ConfigMap, pod security,
+    ports, probes and mounts, and server flags equal to the overlay's settings."""
+    objs = rendered["dev"]
+    ns = next(iter(by_kind(objs, "Namespace")))
+    cli = Path(sys.executable).parent / "kubefabric"
+    conf = settings(objs, "aggregation")
+    done = subprocess.run([str(cli), "aggregation", "manifests", "--crd-dir",
+                           str(DEPLOY / "base" / "aggregation" / "crds"), "--name", "aggregation",
+                           "--namespace", ns, "--replicas", "1", "--kv-router", conf["KUBEFABRIC_KV_ROUTER"],
+                           "--watch-hub", conf["KUBEFABRIC_WATCH_HUB"]],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    printed = [d for d in yaml.safe_load_all(done.stdout) if d]
+    for kind, fields in (("APIService", ("spec",)), ("ClusterRoleBinding", ("roleRef", "subjects")),
+                         ("RoleBinding", ("roleRef", "subjects")), ("ClusterRole", ("rules",))):
+        mine, theirs = by_kind(objs, kind), by_kind(printed, kind)
+        assert set(mine) == set(theirs), f"{kind}: deploy {sorted(mine)}, manifests {sorted(theirs)}"
+        for n in mine:
+            assert [mine[n][f] for f in fields] == [theirs[n][f] for f in fields], f"{kind} {n}"
+            labels = theirs[n]["metadata"]["labels"]
+            assert {k: v for k, v in labels.items() if k.startswith("rbac.")} == \
+                {k: v for k, v in mine[n]["metadata"].get("labels", {}).items() if k.startswith("rbac.")}
+    assert by_kind(printed, "RoleBinding")["aggregation:auth-reader"]["metadata"]["namespace"] == "kube-system"
+    ports = lambda svc: sorted((p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"])  # noqa: E731
+    assert ports(by_kind(objs, "Service")["aggregation"]) == ports(by_kind(printed, "Service")["aggregation"])
+    assert _crd_files(objs) == by_kind(printed, "ConfigMap")["aggregation-crds"]["data"]
+    assert by_kind(objs, "PodDisruptionBudget")["aggregation"]["spec"]["maxUnavailable"] == \
+        by_kind(printed, "PodDisruptionBudget")["aggregation"]["spec"]["maxUnavailable"]
+    mine = by_kind(objs, "Deployment")["aggregation"]["spec"]["template"]
+    theirs = by_kind(printed, "Deployment")["aggregation"]["spec"]["template"]
+    assert mine["metadata"]["annotations"] == theirs["metadata"]["annotations"]
+    for key in ("securityContext", "automountServiceAccountToken", "serviceAccountName",
+                "terminationGracePeriodSeconds", "volumes"):
+        want, got = mine["spec"][key], theirs["spec"][key]
+        if key == "volumes":  # the generated ConfigMap's name carries kustomize's hash
+            want = [{**v, "configMap": {"name": "aggregation-crds"}} if "configMap" in v else v for v in want]
+        assert want == got, f"pod {key}: deploy {want}, manifests {got}"
+    (c_mine,), (c_theirs,) = mine["spec"]["containers"], theirs["spec"]["containers"]
+    for key in ("ports", "startupProbe", "livenessProbe", "readinessProbe", "resources",
+                "securityContext", "volumeMounts"):
+        assert c_mine[key] == c_theirs[key], f"container {key}: deploy {c_mine[key]}, manifests {c_theirs[key]}"
+    args = c_theirs["args"]
+    assert args[0] == c_mine["args"][0] == "aggregation"
+    flags = dict(zip(args[1::2], args[2::2]))
+    for flag, value in flags.items():
+        setting = "KUBEFABRIC_" + flag.lstrip("-").replace("-", "_").upper()
+        assert conf.get(setting) == value or (setting == "KUBEFABRIC_LOG_FORMAT" and conf[setting] == "text"), \
+            f"manifests passes {flag} {value}, deploy sets {setting}={conf.get(setting)}"

@@ -1,5 +1,9 @@
 """`kubefabric aggregation manifests`: the objects that register the server in a cluster, as
-one YAML stream for `kubectl apply -f -`."""
+one YAML stream for `kubectl apply -f -`.
+
+deploy/base/aggregation is the same set for the repository's kustomize overlays; the pod
+template, ports, probes, RBAC and APIService written here must stay what it declares
+(tests/platform/test_manifests.py compares the two)."""
 from __future__ import annotations
 
 import logging
@@ -44,6 +48,8 @@ def objects(registry: Registry, crd_files: dict[str, str], args) -> list[dict]:
                      "name": "extension-apiserver-authentication-reader"},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]},
         _deployment(meta, labels, args.image, args.replicas, server_args, name),
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
+         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": meta,
          "spec": {"selector": labels, "ports": [
              {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"},
@@ -76,12 +82,14 @@ def objects(registry: Registry, crd_files: dict[str, str], args) -> list[dict]:
 
 def _deployment(meta: dict, labels: dict, image: str, replicas: int, server_args: list[str],
                 name: str) -> dict:
-    probe = {"httpGet": {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
-             "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 2}
+    def probe(path: str, period: int, failures: int, timeout: int | None = 3) -> dict:
+        return {"httpGet": {"path": path, "port": "https", "scheme": "HTTPS"},
+                "periodSeconds": period, **({"timeoutSeconds": timeout} if timeout else {}),
+                "failureThreshold": failures}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
         "spec": {
-            "replicas": replicas, "selector": {"matchLabels": labels},
+            "replicas": replicas, "revisionHistoryLimit": 5, "selector": {"matchLabels": labels},
             "strategy": {"type": "RollingUpdate",
                          "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
@@ -90,24 +98,30 @@ def _deployment(meta: dict, labels: dict, image: str, replicas: int, server_args
                     "prometheus.io/path": "/metrics"}},
                 "spec": {
                     "serviceAccountName": name,
+                    # delegated auth calls kube-apiserver with this token
+                    "automountServiceAccountToken": True,
+                    "terminationGracePeriodSeconds": 30,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
-                                        "runAsGroup": 10001,
+                                        "runAsGroup": 10001, "fsGroup": 10001,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{
                         "name": "aggregation", "image": image, "args": server_args,
                         "ports": [{"name": "https", "containerPort": PORT, "protocol": "TCP"},
                                   {"name": "metrics", "containerPort": METRICS_PORT,
                                    "protocol": "TCP"}],
-                        "readinessProbe": probe,
-                        "livenessProbe": {**probe, "httpGet": {**probe["httpGet"], "path": "/livez"},
-                                          "periodSeconds": 10, "failureThreshold": 3},
-                        "volumeMounts": [{"name": "crds", "mountPath": CRD_MOUNT, "readOnly": True}],
+                        "startupProbe": probe("/livez", 2, 30, timeout=None),
+                        "livenessProbe": probe("/livez", 10, 3),
+                        "readinessProbe": probe("/readyz", 5, 2),
+                        # /tmp: the self-signed certificate and the front proxy's CA are written there
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                                         {"name": "crds", "mountPath": CRD_MOUNT, "readOnly": True}],
                         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
                                       "limits": {"cpu": "1", "memory": "512Mi"}},
                         "securityContext": {"allowPrivilegeEscalation": False,
                                             "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}}}],
-                    "volumes": [{"name": "crds", "configMap": {"name": f"{name}-crds"}}]}}}}
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                                {"name": "crds", "configMap": {"name": f"{name}-crds"}}]}}}}
 
 
 def run(args) -> int:
