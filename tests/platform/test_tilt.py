@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO.parent / "shared" / "tools" / "tilt" / "build.sh"
 APPS = {"kv-router", "backend-pg", "backend-mysql"}
 SERVICES = APPS | {"watch-hub"}  # KubeFabric's own processes; the hub is labelled "events"
-K8S_MANIFESTS = SERVICES | {"postgresql", "mariadb", "nats", "smoke", "uncategorized"}
+# trigger and aggregation: workloads of deploy/overlays/dev that the Tiltfile does not configure
+# (Tilt makes a resource of each by itself).
+K8S_MANIFESTS = SERVICES | {"postgresql", "mariadb", "nats", "smoke", "uncategorized", "trigger", "aggregation"}
 LOCAL_MANIFESTS = SERVICES | {"postgres", "mariadb", "nats", "smoke", "uv-sync", "aggregation"}
 # The first build on a machine takes minutes; any test of this module may be the one that waits.
 pytestmark = pytest.mark.timeout(1500)
