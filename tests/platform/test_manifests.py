@@ -5,7 +5,9 @@ schemas kubernetes-validate ships (1.37), and keep the platform's policy facts:
   all capabilities dropped, RuntimeDefault seccomp, resource requests and memory limits, and
   readiness and liveness probes; KubeFabric's gRPC services probe the gRPC health service
   (shard services by the service names "liveness" and "readiness"), its HTTP services (trigger)
-  probe their HTTP /livez and /readyz, and nothing else;
+  (trigger, aggregation) probe their HTTP(S) /livez and /readyz, and nothing else; only the
+  aggregation server mounts a service-account token (delegated auth), bound to exactly
+  system:auth-delegator and the kube-system auth reader;
 - no secret is inlined: DSNs and passwords reach containers only through secretKeyRef; the ha
   overlay contains no Secret at all (the operator creates them), the dev overlay only Secrets
   generated from obviously-dev values;
@@ -19,7 +21,10 @@ schemas kubernetes-validate ships (1.37), and keep the platform's policy facts:
 - NetworkPolicies allow exactly the flows of DESIGN §1 between the pods of an overlay (checked
   by evaluating the policies for every pod pair and declared port), plus DNS; from outside the
   namespace only etcd clients (kv-router :2379) and Prometheus (every "metrics" port) get in;
-  the trigger reaches functions (pods that are not KubeFabric's) anywhere, on any port.
+  the trigger reaches functions (pods that are not KubeFabric's) anywhere, on any port, and
+  kube-apiserver reaches the aggregation server's :8443;
+- the aggregation server has an APIService per served group/version, and
+  `kubefabric aggregation manifests` prints the same objects as deploy/base/aggregation.
 
 Missing kubectl is a failure (with what to install), never a skip.
 """
