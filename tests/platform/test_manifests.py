@@ -768,3 +768,29 @@ def test_aggregation_manifests_command_agrees_with_deploy(rendered):
         setting = "KUBEFABRIC_" + flag.lstrip("-").replace("-", "_").upper()
         assert conf.get(setting) == value or (setting == "KUBEFABRIC_LOG_FORMAT" and conf[setting] == "text"), \
             f"manifests passes {flag} {value}, deploy sets {setting}={conf.get(setting)}"
+
+
+# ---- settings name real flags ----
+
+def _help_variables(subcommand: str) -> set[str]:
+    cli = Path(sys.executable).parent / "kubefabric"
+    done = subprocess.run([str(cli), subcommand, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return set(re.findall(r"\b(KUBEFABRIC_[A-Z0-9_]+)\]", done.stdout))
+
+
+def test_every_setting_is_a_flag_of_its_service(rendered):
+    """Each KUBEFABRIC_* variable a container gets (its ConfigMap, its env) is one its
+    subcommand's --help lists: a misspelt or removed setting would be silently ignored."""
+    known = {svc: _help_variables("serve" if svc == "kv-router" else svc) for svc in SERVICES}
+    problems = []
+    for name, objs in rendered.items():
+        for workload, tmpl in pod_specs(objs):
+            svc = workload["metadata"]["name"]
+            if svc not in SERVICES:
+                continue
+            c = tmpl["spec"]["containers"][0]
+            names = {e["name"] for e in c.get("env", [])} | set(settings(objs, svc))
+            problems += [f"{name}: {svc} sets {v}, not a flag of kubefabric {c['args'][0]}"
+                         for v in sorted(names) if v.startswith("KUBEFABRIC_") and v not in known[svc]]
+    assert not problems, "\n".join(problems)
