@@ -22,6 +22,13 @@ for b in "$mariadbd" "$install_db"; do
 done
 user=$(id -un)
 mkdir -p "$root"
+# A unix socket path holds at most 107 bytes: from a deep checkout, the socket goes to /tmp (one
+# per port, and only one server can have the port).
+socket="$root/mariadb.sock"
+if [ "${#socket}" -gt 100 ]; then
+  socket="/tmp/kubefabric-dev-mariadb-$port.sock"
+  echo "hack/mariadb.sh: $root is too deep for a unix socket path: the socket is $socket"
+fi
 
 if [ ! -d "$root/data/mysql" ]; then
   echo "hack/mariadb.sh: initialising $root/data"
@@ -37,7 +44,7 @@ GRANT ALL PRIVILEGES ON kubefabric.* TO 'kubefabric'@'127.0.0.1';
 SQL
 
 echo "hack/mariadb.sh: MariaDB on 127.0.0.1:$port (data $root/data)"
-exec "$mariadbd" --no-defaults --user="$user" --datadir="$root/data" --socket="$root/mariadb.sock" \
+exec "$mariadbd" --no-defaults --user="$user" --datadir="$root/data" --socket="$socket" \
   --port="$port" --bind-address=127.0.0.1 --pid-file="$root/mariadb.pid" --tmpdir="$root" \
   --skip-name-resolve --skip-log-bin --character-set-server=utf8mb4 --max-allowed-packet=64M \
   --innodb-buffer-pool-size=128M --init-file="$root/init.sql"

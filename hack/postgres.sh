@@ -58,7 +58,14 @@ if [ ! -f "$root/data/PG_VERSION" ]; then
     { cat "$root/bootstrap.log" >&2; exit 1; }
 fi
 
+# A unix socket path holds at most 107 bytes: from a deep checkout, the socket goes to /tmp
+# (.s.PGSQL.<port>: one per port, and only one server can have the port).
+sockets="$root"
+if [ $(( ${#root} + ${#port} + 10 )) -gt 100 ]; then
+  sockets=/tmp
+  echo "hack/postgres.sh: $root is too deep for a unix socket path: the socket is /tmp/.s.PGSQL.$port"
+fi
 echo "hack/postgres.sh: PostgreSQL on 127.0.0.1:$port (data $root/data)"
-exec "${as[@]}" "$bin/postgres" -D "$root/data" -p "$port" -k "$root" \
+exec "${as[@]}" "$bin/postgres" -D "$root/data" -p "$port" -k "$sockets" \
   -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=64MB \
   -c log_min_messages=warning -c log_line_prefix='%m [%p] %d '
