@@ -87,10 +87,12 @@ class Count:
 
 
 class Duration:
-    """A duration (see `duration`) of at least `minimum` seconds; positive=True: more than 0."""
+    """A duration (see `duration`) of at least `minimum` seconds and at most `maximum` (if
+    given); positive=True: more than 0."""
 
-    def __init__(self, minimum: float = 0.0, positive: bool = False):
-        self.minimum, self.positive = minimum, positive
+    def __init__(self, minimum: float = 0.0, positive: bool = False,
+                 maximum: float | None = None):
+        self.minimum, self.positive, self.maximum = minimum, positive, maximum
         self.__name__ = "duration"
 
     def __call__(self, text: str) -> float:
@@ -99,6 +101,8 @@ class Duration:
             raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 (e.g. 30s)")
         if value < self.minimum:
             raise argparse.ArgumentTypeError(f"{text!r} is shorter than {self.minimum:g}s")
+        if self.maximum is not None and value > self.maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} is longer than {self.maximum:g}s")
         return value
 
     def describe(self) -> str:

@@ -21,6 +21,7 @@ from kubefabric.store import schema
 from kubefabric.store.contract import Store
 
 from .apply import Applier
+from .leadership import EMBEDDED_LEASE_S, RENEW_EVERY, Campaign, Lease, ShardBusy  # noqa: F401 (re-export)
 from .leases import Leases
 from .quota import Quota, txn_cost
 from .history import read_history
@@ -36,66 +37,76 @@ COMPACT_BATCH = 1_000     # rows deleted per compaction step (one short write tr
 
 
 
-class ShardBusy(Exception):
-    """The store's leader lock is held by another process."""
-
-
 class Shard:
     def __init__(self, store: Store, *, max_txn_ops: int = 128, min_lease_ttl: int = 2,
-                 quota_bytes: int = 0, group_commit: bool = True) -> None:
+                 quota_bytes: int = 0, group_commit: bool = True,
+                 lease_s: float = EMBEDDED_LEASE_S) -> None:
         self.store = store
         self.group_commit = group_commit
         self.quota = Quota(quota_bytes)
         self.max_txn_ops = max_txn_ops
+        self.lease_s = lease_s  # the leader lease (kubefabric.shard.leadership); shard services
+                                # pass their --leader-lease
         self.leases = Leases(min_lease_ttl)
         self.state = ShardState()
         self.listeners: list[Listener] = []
         self.writer: Writer | None = None
+        self.lease: Lease | None = None
         self._tasks: list[asyncio.Task] = []
         self._compaction: asyncio.Task | None = None
+        self._keeper: asyncio.Task | None = None
         self._revoking: set[int] = set()
 
     # ---- lifecycle and leadership ----
 
-    async def open(self) -> None:
-        """Embedded mode: open the store and be its only writer."""
+    async def open(self, wait_s: float | None = None) -> None:
+        """Embedded mode: open the store and be its only writer: take the lease (ShardBusy when
+        another live process of this host holds it, or any holder keeps it `wait_s`, default two
+        leases), and take it again whenever it is lost (the database stayed locked, say)."""
         await self.store.open()
+        campaign = Campaign(self.store, "", self.lease_s)
         try:
-            if not await self.store.try_lock_leader():
-                raise ShardBusy("another process is serving this store (its leader lock is held)")
-            await self.lead()
+            await self.store.limit_writer_silence(self.lease_s)
+            await self.lead(await campaign.acquire(2 * self.lease_s if wait_s is None else wait_s))
         except BaseException:
             await self.store.close()
             raise
+        self._keeper = asyncio.create_task(self._keep_leading(campaign), name="shard-lease")
 
     @property
     def is_leader(self) -> bool:
+        """This process writes the shard (each batch fenced by its term in the database); it
+        answers from memory (lease keep-alives, alarms) only while its lease is valid."""
         return self.writer is not None
 
-    async def lead(self, address: str = "") -> None:
-        """Become the shard's writer. The caller holds the store's leader lock. Loads the clock
-        (DESIGN §3.4: never below a revision any earlier leader reported), raises the term and
-        records this process as leader in the same transaction."""
+    async def lead(self, lease: Lease) -> None:
+        """Become the shard's writer with a lease just taken. Loads the clock (DESIGN §3.4:
+        never below a revision any earlier leader reported; every commit of earlier terms is
+        visible, since none can commit after the takeover) and records it with the first
+        renewal of the lease."""
         async with self.store.snapshot() as cur:
             meta = dict(await cur.rows("meta_all", {}))
             newest = await cur.scalar("max_rev", {}) or 0
             lease_rows = await cur.rows("lease_all", {})
-        state, updates = ShardState.from_meta(meta, newest)
+        state, updates = ShardState.from_meta(meta, newest, lease.term)
         cur = await self.store.begin()
         try:
+            renewal = await lease.extend(cur)
+            if renewal is None:
+                raise ShardBusy(f"the lease of term {lease.term} was lost before leading")
             for name, value in updates.items():
                 await cur.execute("upsert_meta", {"name": name, "value": value})
-            await cur.execute("leader_clear", {})
-            await cur.execute("leader_insert", {"term": state.term, "address": address})
             await self.store.commit()
         except BaseException:
             await self.store.rollback()
             raise
+        lease.confirm(renewal)
         self.state.replace(state)  # in place: servers hold bound methods of self.state
         self.leases.load(lease_rows)
         self.quota.member_id = self.state.member_id
         self._refresh_size()
-        self.writer = Writer(self.store, self.state, self.leases, self._publish, self.quota,
+        self.lease = lease
+        self.writer = Writer(self.store, self.state, self.leases, self._publish, self.quota, lease,
                              on_fenced=self._fenced, max_batch=MAX_BATCH if self.group_commit else 1)
         self.writer.start()
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
@@ -109,6 +120,8 @@ class Shard:
     async def step_down(self, why: str) -> None:
         """Stop writing: queued and later writes fail with NOT_LEADER (nothing applied)."""
         writer, self.writer = self.writer, None
+        if self.lease is not None:
+            self.lease.drop()
         tasks, self._tasks = [*self._tasks, self._compaction], []
         self._compaction = None
         for task in tasks:
@@ -120,14 +133,32 @@ class Shard:
 
     def _fenced(self) -> None:
         asyncio.get_running_loop().create_task(
-            self.step_down("another replica holds a newer term (fenced)"))
+            self.step_down("its term lost the lease (fenced)"))
+
+    async def _keep_leading(self, campaign: Campaign) -> None:
+        """Embedded mode: lead again once a lost lease can be taken again."""
+        while True:
+            await asyncio.sleep(self.lease_s * RENEW_EVERY)
+            if self.is_leader:
+                continue
+            try:
+                row = await campaign.read()
+                if campaign.vacancy(row) is None:
+                    continue
+                lease = await campaign.take(row)
+                if lease is not None:
+                    await self.lead(lease)
+            except Exception as exc:
+                log.warning("cannot take the shard's lease again yet: %s", exc)
 
     async def close(self) -> None:
-        for task in [*self._tasks, self._compaction]:
+        for task in [*self._tasks, self._compaction, self._keeper]:
             if task:
                 task.cancel()
         if self.writer:
             await self.writer.stop()
+            if self.lease is not None and self.lease.valid():
+                await self.lease.resign(self.store)
         await self.store.close()
 
     @property
@@ -143,6 +174,15 @@ class Shard:
         if self.writer is None:
             raise errors.NOT_LEADER
         return self.writer
+
+    async def _acting(self) -> Writer:
+        """The writer, for an answer from memory: only while the lease is valid, so a leader
+        whose lease ran out first renews it (an empty write: NOT_LEADER when another replica
+        took over meanwhile)."""
+        writer = self._writer()
+        if not self.lease.valid():
+            await writer.submit(_nothing, None)
+        return writer
 
     def _publish(self, published, committed: int) -> None:
         self._refresh_size()
@@ -260,12 +300,12 @@ class Shard:
 
     async def lease_renew(self, lease_id: int) -> int:
         """Restart the lease's TTL; returns it, or 0 when the lease does not exist."""
-        self._writer()
+        await self._acting()
         return self.leases.renew(lease_id)
 
     async def lease_time_to_live(self, lease_id: int, keys: bool) -> tuple[int, int, list[bytes]]:
         """(remaining seconds, granted TTL, keys); remaining is -1 when the lease does not exist."""
-        self._writer()
+        await self._acting()
         lease = self.leases.get(lease_id)
         if lease is None:
             return -1, 0, []
@@ -274,7 +314,7 @@ class Shard:
 
     async def lease_list(self) -> list[int]:
         """Live leases, soonest expiry first (etcd's order)."""
-        self._writer()
+        await self._acting()
         return [l.id for l in sorted(self.leases.live.values(), key=lambda l: l.deadline)]
 
     async def lease_keys(self, lease_id: int) -> list[bytes]:
@@ -317,17 +357,22 @@ class Shard:
         state = self.state
         return shard_pb.StatusResponse(
             committed_rev=state.committed, compact_rev=state.compact_rev, db_size=size,
-            db_size_in_use=in_use, role="leader" if self.is_leader else "replica",
+            db_size_in_use=in_use,
+            role="leader" if self.is_leader and self.lease.valid() else "replica",
             db_size_quota=self.quota.quota_bytes, alarms=self.quota.members(),
             cluster_id=state.cluster_id, member_id=state.member_id, term=state.term)
 
     async def alarm(self, req: pb.AlarmRequest) -> list[pb.AlarmMember]:
         """etcd's Alarm: activate, deactivate or list; returns the alarms the response lists."""
-        self._writer()
+        await self._acting()
         return self.quota.alarm(req, self.state.member_id)
 
 
 # ---- writer handlers: run inside a batch, return the request's result ----
+
+async def _nothing(applier: Applier, arg) -> None:
+    """A batch that only renews the lease."""
+
 
 async def _sync(applier: Applier, sync_rev: int) -> int:
     applier.sync_to(sync_rev)

@@ -6,8 +6,8 @@
 - `floor`: the persisted clock floor. A clock moved by sync_rev (no row written) is covered by
   persisting a floor ahead of it in steps; revisions of written rows are their own record. On
   open the clock starts at max(1, newest row, floor, compact revision), so it never goes back.
-- `term`: raised on every open (etcd's raft term analogue: 2 on a fresh store, like etcd's first
-  election), reported in headers.
+- `term`: the leader lease's term (kubefabric.shard.leadership), raised by every takeover (etcd's
+  raft term analogue: 2 on a fresh store, like etcd's first election), reported in headers.
 """
 from __future__ import annotations
 
@@ -33,12 +33,15 @@ class ShardState:
     member_id: int = 0
 
     @classmethod
-    def from_meta(cls, meta: dict[str, int], newest_row: int) -> tuple["ShardState", dict[str, int]]:
-        """The state of a store being opened, and the meta rows the open must persist."""
+    def from_meta(cls, meta: dict[str, int], newest_row: int,
+                  term: int | None = None) -> tuple["ShardState", dict[str, int]]:
+        """The state of a store being opened by the leader of `term` (None: the next one), and
+        the meta rows the open must persist."""
         floor = meta.get(schema.META_CLOCK_FLOOR, 0)
         compact = meta.get(schema.META_COMPACT_REV, -1)
         clock = max(1, newest_row, floor, compact)
-        updates = {META_TERM: meta.get(META_TERM, 1) + 1, schema.META_CLOCK: clock}
+        updates = {META_TERM: term if term is not None else meta.get(META_TERM, 1) + 1,
+                   schema.META_CLOCK: clock}
         for name in (META_CLUSTER_ID, META_MEMBER_ID):
             if not meta.get(name):
                 updates[name] = random.getrandbits(62) | 1

@@ -8,11 +8,16 @@ Invariants:
   and nothing else. `state.committed` (the closed revision) is updated only after the batch's
   COMMIT returned, then the batch's events are published in revision order.
 - While one batch commits (fsync), new requests queue up and form the next batch.
+- Every batch first renews the leader's lease in its own transaction, which is the fence
+  (kubefabric.shard.leadership): a batch whose term lost the lease is rolled back whole, and so
+  is one that could not reach COMMIT within the lease it just renewed; either way the writer
+  steps down. While no request comes, an empty batch renews the lease every quarter lease.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from time import perf_counter
 from typing import Awaitable, Callable, TypeVar
 
@@ -24,6 +29,7 @@ from kubefabric.store import schema
 from kubefabric.telemetry import metrics, tracing
 
 from .apply import Applier
+from .leadership import RENEW_EVERY
 
 log = logging.getLogger("kubefabric.writer")
 
@@ -31,7 +37,7 @@ MAX_BATCH = 512
 
 
 class Fenced(Exception):
-    """Another replica was elected: this writer's term is over (checked in every batch)."""
+    """This writer's term lost its lease (checked in every batch)."""
 
 
 A = TypeVar("A")  # a writer handler's argument
@@ -50,9 +56,10 @@ class Op:
 
 
 class Writer:
-    def __init__(self, store, state, leases, publish: Callable[[list, int], None], quota,
+    def __init__(self, store, state, leases, publish: Callable[[list, int], None], quota, lease,
                  on_fenced: Callable[[], None] = lambda: None, max_batch: int = MAX_BATCH):
         self.store = store
+        self.lease = lease  # kubefabric.shard.leadership.Lease of this writer's term
         self.state = state
         self.leases = leases
         self.publish = publish
@@ -115,45 +122,74 @@ class Writer:
             op.trace = tracing.carrier()
         return await tracing.in_span("kubefabric.writer.commit", fut, started=capture)
 
+    async def _next_batch(self) -> list[Op]:
+        """The queued requests (at least one), or [] when the lease is due for renewal first."""
+        if self.queue.empty():
+            if self._getter is None:
+                self._getter = asyncio.ensure_future(self.queue.get())
+            wait = self.lease.renewal_due() - time.monotonic()
+            done, _ = await asyncio.wait((self._getter,), timeout=max(0.0, wait))
+            if not done:
+                return []
+            batch, self._getter = [self._getter.result()], None
+        else:
+            batch = [self.queue.get_nowait()]
+        while len(batch) < self.max_batch and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        return batch
+
     async def _run(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            while len(batch) < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+        self._getter: asyncio.Future | None = None
+        try:
+            while True:
+                await self._run_batch(await self._next_batch())
+        finally:
+            if self._getter is not None:
+                self._getter.cancel()
+
+    async def _run_batch(self, batch: list[Op]) -> None:
+        try:
+            async with self.lock:
+                await self._apply(batch)
+        except asyncio.CancelledError:  # abort(): nothing of this batch was acknowledged
+            # a COMMIT already sent may have landed: then the outcome is unknown (etcd's
+            # "request timed out"), otherwise nothing was applied
+            err = errors.TIMEOUT if self.committing else self.abort_error
+            self.committing = False
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(err)
             try:
-                async with self.lock:
-                    await self._apply(batch)
-            except asyncio.CancelledError:  # abort(): nothing of this batch was acknowledged
-                # a COMMIT already sent may have landed: then the outcome is unknown (etcd's
-                # "request timed out"), otherwise nothing was applied
-                err = errors.TIMEOUT if self.committing else self.abort_error
-                self.committing = False
-                for op in batch:
-                    if not op.future.done():
-                        op.future.set_exception(err)
-                try:
-                    await asyncio.shield(self.store.rollback())
-                except Exception:
-                    pass
-                raise
-            except Exception as exc:  # never let the one writer die: fail this batch, go on
-                log.exception("writer failed on a batch of %d requests", len(batch))
-                for op in batch:
-                    if not op.future.done():
-                        op.future.set_exception(EtcdError(errors.STOPPING.code,
-                                                          f"etcdserver: internal error: {exc}"))
-            finally:
-                for _ in batch:
-                    self.queue.task_done()
+                await asyncio.shield(self.store.rollback())
+            except Exception:
+                pass
+            raise
+        except Exception as exc:  # never let the one writer die: fail this batch, go on
+            log.exception("writer failed on a batch of %d requests", len(batch))
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(EtcdError(errors.STOPPING.code,
+                                                      f"etcdserver: internal error: {exc}"))
+        finally:
+            for _ in batch:
+                self.queue.task_done()
 
     async def _apply(self, batch: list[Op]) -> None:
         state = self.state
         outcomes: list[tuple[Op, object, EtcdError | None]] = []
         published: list[tuple[int, list]] = []
         try:
-            cur = await self.store.begin()
-            if await cur.scalar("leader_fence", {}) != state.term:
-                raise Fenced(f"the leader row no longer holds term {state.term}")
+            lease = self.lease
+            try:  # waiting for the database's write lock (SQLite) ends with the lease
+                async with asyncio.timeout(max(lease.deadline - time.monotonic(),
+                                               lease.lease_s * RENEW_EVERY)):
+                    cur = await self.store.begin()
+            except TimeoutError:
+                raise Fenced(f"the database stayed locked until the lease of term {lease.term} "
+                             "ran out") from None
+            renewal = await lease.extend(cur)
+            if renewal is None:
+                raise Fenced(f"term {lease.term} no longer holds the shard's lease")
             applier = Applier(cur, state.clock, state.compact_rev, self.leases, state.floor)
             for op in batch:
                 # each request in a savepoint: one that fails after writing (a bug, or a state
@@ -184,44 +220,21 @@ class Writer:
                 applier.meta_updates[schema.META_CLOCK] = applier.clock
             for name, value in applier.meta_updates.items():
                 await cur.execute("upsert_meta", {"name": name, "value": value})
+            if not lease.valid_after(renewal):
+                raise Fenced(f"the batch could not commit within the lease of term {lease.term} "
+                             f"({time.monotonic() - renewal:.2f}s after renewing it)")
             self.committing = True
             commit_started = perf_counter()
             await self.store.commit()
         except Exception as exc:  # the database refused (or the outcome of COMMIT is unknown)
-            unknown = self.committing  # COMMIT was sent: it may have landed (a lost connection)
-            self.committing = False
-            self.leases.drop_staged()
-            try:
-                await self.store.rollback()
-            except Exception as rollback_exc:
-                if not self.store.is_unavailable(rollback_exc):
-                    log.exception("rollback failed")
-            err = None
-            if isinstance(exc, Fenced):
-                log.error("write batch refused: %s; stepping down", exc)
-                err = errors.NOT_LEADER
-                self.on_fenced()
-            elif self.store.is_disk_full(exc):
-                log.warning("a batch of %d requests failed for lack of space: %s", len(batch), exc)
-                self.quota.raise_nospace(f"the database refused a write: {exc}")
-                err = errors.NO_SPACE
-            elif self.store.is_unavailable(exc):  # routine: one line, the cause, no traceback
-                log.warning("write batch of %d requests failed: the database is unavailable: %s",
-                            len(batch), causes(exc))
-                # a COMMIT sent may have landed: unknown outcome, etcd's "request timed out"
-                err = errors.TIMEOUT if unknown else errors.DB_UNAVAILABLE
-            else:
-                log.exception("write batch of %d requests failed: %s", len(batch), exc)
-            metrics.batch_failed()
-            if err is None and unknown:
-                err = errors.TIMEOUT  # etcd's answer when it cannot tell whether a write applied
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(err or EtcdError(errors.STOPPING.code, f"etcdserver: {exc}"))
+            await self._failed(batch, exc)
             return
+        lease.confirm(renewal)
         self.leases.commit_staged()
         state.advance(applier.clock, applier.compact_rev, applier.meta_updates)
         self.committing = False
+        if not batch:
+            return  # a renewal
         metrics.batch_committed(len(batch), perf_counter() - commit_started)
         for op, result, err in outcomes:
             if op.future.done():
@@ -236,3 +249,37 @@ class Writer:
             self.publish(published, state.committed)
         except Exception:  # a broken listener must not stop the writer
             log.exception("publishing revision %d failed", state.committed)
+
+    async def _failed(self, batch: list[Op], exc: Exception) -> None:
+        """The database refused the batch, or the outcome of its COMMIT is unknown."""
+        unknown = self.committing  # COMMIT was sent: it may have landed (a lost connection)
+        self.committing = False
+        self.leases.drop_staged()
+        try:
+            await self.store.rollback()
+        except Exception as rollback_exc:
+            if not self.store.is_unavailable(rollback_exc):
+                log.exception("rollback failed")
+        err = None
+        if isinstance(exc, Fenced):
+            log.error("write batch refused: %s; stepping down", exc)
+            self.lease.drop()
+            err = errors.NOT_LEADER
+            self.on_fenced()
+        elif self.store.is_disk_full(exc):
+            log.warning("a batch of %d requests failed for lack of space: %s", len(batch), exc)
+            self.quota.raise_nospace(f"the database refused a write: {exc}")
+            err = errors.NO_SPACE
+        elif self.store.is_unavailable(exc):  # routine: one line, the cause, no traceback
+            log.warning("write batch of %d requests failed: the database is unavailable: %s",
+                        len(batch), causes(exc))
+            # a COMMIT sent may have landed: unknown outcome, etcd's "request timed out"
+            err = errors.TIMEOUT if unknown else errors.DB_UNAVAILABLE
+        else:
+            log.exception("write batch of %d requests failed: %s", len(batch), exc)
+        metrics.batch_failed()
+        if err is None and unknown:
+            err = errors.TIMEOUT  # etcd's answer when it cannot tell whether a write applied
+        for op in batch:
+            if not op.future.done():
+                op.future.set_exception(err or EtcdError(errors.STOPPING.code, f"etcdserver: {exc}"))

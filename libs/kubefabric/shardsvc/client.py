@@ -7,14 +7,16 @@ Invariants:
   notifications are never ahead of delivered events).
 - Writes go to the replica last known as leader. They are retried on another replica only when
   the failure proves nothing was applied (NOT_LEADER, or no connection could be made); any other
-  failure reaches the client as it is (etcd's clients decide).
+  failure reaches the client as it is (etcd's clients decide). A replica that stops answering
+  (frozen) is handled by kubefabric.shardsvc.replicas: reads hedged to another replica, writes
+  abandoned once another replica leads.
 - The feed resumes from the last revision it delivered, so listeners see every commit once, in
-  revision order, across reconnects and leader failovers.
+  revision order, across reconnects and leader failovers; a feed silent for FEED_STALL_S (the
+  leader sends its closed revision every 100 ms) is given up and resubscribed at the leader.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 
 import grpc
@@ -26,6 +28,7 @@ from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import never_reached, open_channel, parse_endpoints, status_error
 from kubefabric.shard.state import ShardState
+from .replicas import Replicas
 from kubefabric.telemetry import instrument_shard_stub
 from kubefabric.tls import ClientTLS, TLSError
 
@@ -36,6 +39,7 @@ TLS_RECHECK_S = 2.0       # how often the TLS files are checked for changes
 TLS_GRACE_S = 60.0        # calls on channels replaced by a TLS reload get this long to finish
 TLS_REFUSALS = 5          # handshake refusals in a row at open(): a TLS mismatch, not a restart
 CALL_TIMEOUT_S = 60.0
+FEED_STALL_S = 1.0        # a feed without a message this long: its leader stopped answering
 
 
 def _tls_refusal(details: str) -> bool:
@@ -61,8 +65,7 @@ class RemoteShard:
         self.stubs: list = []
         self._connect()
         self._old_channels: list = []
-        self.leader = 0                       # index of the replica last known as leader
-        self._reads = itertools.cycle(range(len(endpoints)))
+        self.replicas = Replicas(lambda: self.stubs, name)
         self.state = ShardState(committed=0, clock=0)
         self.listeners: list = []
         self.feed_committed = 0
@@ -70,6 +73,15 @@ class RemoteShard:
         self._tls_task: asyncio.Task | None = None
         self.is_leader = True                 # the router's view: writes are accepted
         self.reported_name = ""               # the service's --name, from its Status
+
+    @property
+    def leader(self) -> int:
+        """Index of the replica last known as leader."""
+        return self.replicas.leader
+
+    @leader.setter
+    def leader(self, i: int) -> None:
+        self.replicas.leader = i
 
     # ---- lifecycle ----
 
@@ -159,6 +171,7 @@ class RemoteShard:
                 await c.close()
 
     async def close(self) -> None:
+        self.replicas.close()
         for task in (self._feed, self._tls_task):
             if task:
                 task.cancel()
@@ -176,28 +189,29 @@ class RemoteShard:
         cannot apply anything twice."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RETRY_FOR_S
-        target = self.leader if write else next(self._reads)
+        target = self.leader if write else self.replicas.reader()
         while True:
             try:
-                return await getattr(self.stubs[target], method)(request, timeout=CALL_TIMEOUT_S)
+                if write:
+                    return await self.replicas.write(method, request, target, CALL_TIMEOUT_S)
+                return await self.replicas.read(method, request, target, CALL_TIMEOUT_S)
             except grpc.aio.AioRpcError as err:
                 retry = _not_applied(err) or (not write and err.code() == grpc.StatusCode.UNAVAILABLE)
                 if not retry or loop.time() > deadline:
                     raise status_error(err) from None
-            target = await self._find_leader(target)
+            if write:
+                target = await self._find_leader(target)
+            else:
+                await asyncio.sleep(0.05)
+                target = self.replicas.reader(avoid=target)
 
     async def _find_leader(self, failed: int) -> int:
         """The replica that says it is the leader (or the next one), after a short pause."""
         await asyncio.sleep(0.05)
-        for i, stub in enumerate(self.stubs):
-            try:
-                status = await stub.Status(spb.StatusRequest(), timeout=1.0)
-            except grpc.aio.AioRpcError:
-                continue
-            if status.role == "leader":
-                self.leader = i
-                self.state.term = max(self.state.term, status.term)
-                return i
+        leader = await self.replicas.probe()
+        if leader is not None:
+            self.state.term = max(self.state.term, self.replicas.term)
+            return leader
         return (failed + 1) % len(self.stubs)
 
     @staticmethod
@@ -310,7 +324,7 @@ class RemoteShard:
         req = spb.HistoryRequest(key=rng.start, range_end=end, start_rev=lo, prev_kv=True, end_rev=hi)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RETRY_FOR_S
-        target = self.leader if leader else next(self._reads)
+        target = self.leader if leader else self.replicas.reader()
         while True:
             out = []
             try:
@@ -327,13 +341,20 @@ class RemoteShard:
     async def _follow_feed(self) -> None:
         """Deliver the leader's commits to the listeners, resuming after the last one."""
         while True:
+            call = None
             try:
-                stub = self.stubs[self.leader]
-                req = spb.FeedRequest(start_rev=self.feed_committed + 1)
-                async for msg in stub.Feed(req):
+                call = self.stubs[self.leader].Feed(spb.FeedRequest(start_rev=self.feed_committed + 1))
+                while True:
+                    async with asyncio.timeout(FEED_STALL_S):
+                        msg = await call.read()
+                    if msg is grpc.aio.EOF:
+                        break
                     self._deliver(msg)
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                log.info("shard %s feed: no message from replica %d for %.1fs; resubscribing",
+                         self.name, self.leader, FEED_STALL_S)
             except grpc.aio.AioRpcError as err:
                 if err.code() == grpc.StatusCode.OUT_OF_RANGE:
                     log.error("shard %s feed: revisions after %d were compacted before delivery",
@@ -342,6 +363,9 @@ class RemoteShard:
                 log.debug("shard %s feed interrupted: %s", self.name, err.details())
             except Exception:
                 log.exception("shard %s feed failed", self.name)
+            finally:
+                if call is not None:
+                    call.cancel()
             await self._find_leader(self.leader)
             await asyncio.sleep(0.1)
 

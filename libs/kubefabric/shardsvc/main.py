@@ -35,7 +35,7 @@ async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of) -> int:
     address = args.advertise_address or args.listen_address
     options = {"max_txn_ops": args.max_txn_ops, "quota_bytes": args.quota_backend_bytes,
                "group_commit": args.group_commit}
-    node = ShardNode(lambda: store_of(dsn, args), options, address, args.name)
+    node = ShardNode(lambda: store_of(dsn, args), options, address, args.name, args.leader_lease)
     service = ShardService(node, type(store_of(dsn, args)).is_unavailable)
     server, health = make_server(args.max_request_bytes)
     shard_pb2_grpc.add_ShardServicer_to_server(service, server)

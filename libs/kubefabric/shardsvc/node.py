@@ -1,9 +1,12 @@
 """One replica of a shard service: its store connection, its role, and the election loop.
 
 Invariants:
-- A replica writes only while it holds the database's leader lock on its writer connection
-  (the store's contract), and every write batch re-checks the leader row's term (the writer's
-  fence). Losing the connection loses the lock and the uncommitted batch with it.
+- A replica writes only while its term holds the shard's lease (kubefabric.shard.leadership):
+  every write batch renews it in its own transaction, and a batch whose term lost it is rolled
+  back. A leader that could not renew in time stops on its own; this loop then reconnects it
+  as a replica.
+- A replica looks at the lease row when the lease should have run out (SQLite: every
+  SQLITE_POLL_S, and whether the holder still runs) and takes it over once it is free.
 - `ready` is true only when the database is reachable and the role (leader or replica) is known.
 - A replica that cannot write forwards writes to the leader named in the database; if none is
   known, the call fails with UNAVAILABLE before anything is applied (clients retry). With TLS
@@ -21,23 +24,26 @@ import grpc
 
 from kubefabric.etcd import errors
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+from kubefabric.shard import holder as holders
 from kubefabric.shard.core import Shard
+from kubefabric.shard.leadership import LEASE_S, RENEW_EVERY, Campaign, LeaderRow
 from kubefabric.telemetry import instrument_shard_stub
 from kubefabric.tls import ClientTLS, TLSError
 
 log = logging.getLogger("kubefabric.shard.node")
 
-ELECTION_INTERVAL = 0.5   # seconds between lock attempts / liveness checks
 BACKOFF_MAX = 10.0        # seconds, when the database is unreachable
 FORWARD_GRACE_S = 60.0    # calls forwarded on a replaced leader channel get this long to finish
 
 
 class ShardNode:
-    def __init__(self, make_store, shard_options: dict, address: str, name: str = "shard"):
+    def __init__(self, make_store, shard_options: dict, address: str, name: str = "shard",
+                 lease_s: float = LEASE_S):
         self.make_store = make_store  # () -> a new, unopened store
         self.shard_options = shard_options
         self.address = address        # where other replicas reach this one (Shard API)
         self.name = name
+        self.lease_s = lease_s
         self.shard: Shard | None = None
         self.ready = asyncio.Event()
         self.role = "starting"
@@ -94,34 +100,40 @@ class ShardNode:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _connect(self) -> None:
-        shard = Shard(self.make_store(), **self.shard_options)
+        shard = Shard(self.make_store(), lease_s=self.lease_s, **self.shard_options)
         await shard.store.open()
         self.shard = shard
+        await shard.store.limit_writer_silence(self.lease_s)
 
     async def _elect_and_serve(self) -> None:
-        store = self.shard.store
+        campaign = Campaign(self.shard.store, self.address, self.lease_s)
         while not self._stopping:
             if self.role == "leader":
                 if not self.shard.is_leader:
-                    raise ConnectionError("the writer stepped down (fenced); reconnecting")
-                if not await store.writer_alive():
-                    raise ConnectionError("lost the writer connection (and with it the leader lock)")
-            elif await store.try_lock_leader():
-                await self.shard.lead(self.address)
-                self._set_role("leader")
-            else:
-                await self._follow()
-            await asyncio.sleep(ELECTION_INTERVAL)
+                    raise ConnectionError("stepped down: this replica's lease ran out or was taken")
+                await asyncio.sleep(self.lease_s * RENEW_EVERY)
+                continue
+            row = await campaign.read()
+            why = campaign.vacancy(row)
+            if why is not None:
+                lease = await campaign.take(row)
+                if lease is not None:
+                    log.info("%s: took the lease (%s): term %d", self.name, why, lease.term)
+                    await self.shard.lead(lease)
+                    self.leader_address = self.address
+                    self._set_role("leader")
+                    continue
+            await self._follow(row)
+            await asyncio.sleep(campaign.poll_after(row))
 
-    async def _follow(self) -> None:
-        """A replica: know the current leader's address (for forwarding)."""
-        async with self.shard.store.snapshot() as cur:
-            row = await cur.rows("leader_get", {})
-        address = row[0][1] if row else ""
+    async def _follow(self, row: LeaderRow) -> None:
+        """A replica: know the current leader's address (for forwarding), while its lease runs."""
+        address = row.address if not row.expired else ""
         if address != self.leader_address:
             self.leader_address = address
             await self._reset_leader_channel()
-            log.info("following the leader at %s", address or "(unknown)")
+            log.info("following the leader at %s (term %d, %s)", address or "(none yet)", row.term,
+                     holders.describe(row.holder))
         self._set_role("replica")
 
     def _set_role(self, role: str) -> None:

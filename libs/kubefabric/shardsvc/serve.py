@@ -1,7 +1,8 @@
 """`kubefabric backend-pg|backend-mysql|backend-sqlite`: one replica of a shard service.
 
-Run several replicas on the same database: they elect one writer through the database (its
-leader lock), the others serve reads and forward writes. kv-router reaches them with
+Run several replicas on the same database: they elect one writer through the database (a lease
+the leader renews; a replica takes over once it runs out), the others serve reads and forward
+writes. kv-router reaches them with
 `kubefabric serve --shard grpc://host:port[,grpc://host:port...]`.
 
 Health (grpc.health.v1): "" and "liveness" are SERVING while the process runs; "readiness" and
@@ -43,6 +44,11 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
              "(0: etcd's default, 2 GiB)", type=Count(0)),
         Flag("--max-request-bytes", "1572864", "largest request accepted (etcd's 1.5 MiB)",
              type=REQUEST_BYTES),
+        Flag("--leader-lease", "1s", "how long the leader's lease lasts (etcd's election timeout): "
+             "the leader renews it through the database several times per lease and stops "
+             "writing when it cannot; a replica takes over once it ran out, so a frozen or "
+             "partitioned leader is replaced after about this long",
+             type=Duration(minimum=0.1, maximum=60)),
         Flag("--group-commit", "true", "batch concurrent writes into one database transaction "
              "(false: one transaction per write, for comparison)", type=Bool()),
         *startup.process_flags("10s", metrics_address=f"127.0.0.1:{default_port + 100}"),

@@ -14,7 +14,7 @@ Invariants:
   are stored once.
 - `meta` holds named integers (schema version, compact revision, clock floor), never key rows.
 - `leases` holds granted leases; a key's lease is the `lease` column of its kv/log rows.
-- `leader` names the shard's writer (term, address) for replicas.
+- `leader` is the shard's leader lease: term, address, holder and deadline (one row).
 Keys and values are bytes compared bytewise: BLOB / bytea / VARBINARY, never a text collation.
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ from sqlalchemy import (BigInteger, Column, Index, LargeBinary, MetaData, Primar
                         SmallInteger, String, Table)
 from sqlalchemy.dialects import mysql
 
-SCHEMA_VERSION = 1
+# 2: kf_leader holds a lease (holder, expires_at); stores upgrade a version-1 database on open
+SCHEMA_VERSION = 2
 # InnoDB (DYNAMIC rows) indexes hold at most 3072 bytes; kf_log's PRIMARY KEY is (key, rev, sub),
 # so key + 8 + 8: VARBINARY(3056) is the widest key column (measured on MariaDB 10.11; same rule in MySQL 8).
 MYSQL_MAX_KEY_BYTES = 3072 - 16
@@ -73,18 +74,35 @@ leases = Table(
     Column("expires_at", BigInteger, nullable=False),  # unix ms at grant; expiry restarts on open
 )
 
-# The shard's current writer, for replicas that forward writes (one row, id = 1). Written by a
-# new leader in the transaction that raises its term; `term` also fences: every write batch
-# checks it still holds the term it was elected with (see kubefabric.shard.leadership).
+# The shard's leader lease (one row, id = 1; see kubefabric.shard.leadership): the term, the
+# leader's address (replicas forward writes there), who holds it (host, pid, process start time:
+# for logs and, on SQLite, to tell whether the holder still runs) and until when, in the
+# database's clock (ms; SQLite: the host's CLOCK_MONOTONIC). Every write batch renews it in its own
+# transaction, which is also the fence: a batch commits only while this row holds its term.
 leader = Table(
     "kf_leader", metadata,
     Column("id", SmallInteger, primary_key=True, autoincrement=False),
     Column("term", BigInteger, nullable=False),
     Column("address", String(255), nullable=False),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
     implicit_returning=False,
 )
 
 META_SCHEMA_VERSION = "schema_version"
+
+# What brings a database of an older schema version to this one, by version found: run by each
+# store's open() before its idempotent CREATE statements, which then add what was dropped, and
+# followed by recording SCHEMA_VERSION. 1: kf_leader had no lease columns (it holds no data that
+# outlives an election: the term is also in kf_meta).
+UPGRADES = {1: ("DROP TABLE IF EXISTS kf_leader",)}
+
+
+def upgrade_statements(version: int) -> list[str]:
+    """The statements that bring a database at schema `version` (0: new) up to date."""
+    if version == 0 or version >= SCHEMA_VERSION:
+        return []
+    return [sql for v in range(version, SCHEMA_VERSION) for sql in UPGRADES.get(v, ())]
 META_COMPACT_REV = "compact_rev"
 META_CLOCK_FLOOR = "clock_floor"
 # the shard's clock as of the newest commit, written by every batch that moves it: a read

@@ -1,26 +1,54 @@
 """The SQLite store (a kubefabric.store.contract.Store): one write connection owned by the shard
 writer, one read connection used from the event loop.
 
-WAL mode lets reads run while the writer commits. Reads are synchronous calls on the event-loop
-thread (a point read costs microseconds; a thread hop would cost more); the writer's COMMIT,
-which waits for fsync, runs in a worker thread so the loop keeps serving while it syncs.
+Invariants:
+- No call on the event loop waits for another process. WAL mode lets reads run while any writer
+  commits, so reads are synchronous calls on the event-loop thread (a point read costs
+  microseconds; a thread hop would cost more); their busy timeout is short (READ_BUSY_MS: only
+  an exclusive lock or a WAL recovery makes a WAL reader wait). The write lock is waited for
+  without blocking the loop: BEGIN IMMEDIATE with no busy timeout, retried after short sleeps
+  for up to WRITE_LOCK_WAIT_S (another process may hold it: a backup, a tool, a replica). The
+  writer's COMMIT (fsync), opening and VACUUM run in a worker thread.
+- At most one worker-thread call on the write connection at a time; rollback() waits for one
+  still running (a cancelled COMMIT), so the connection is never used by two threads at once.
+- Leadership is the lease row (kubefabric.shard.leadership). Replicas of a file share this host
+  (`shares_host`); `write_lock_holder()` names the process holding the write lock (F_GETLK on the
+  WAL index), so a new leader can stop a frozen one that keeps it (kubefabric.shard.holder).
 """
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import fcntl
 import os
 import sqlite3
+import time
 from pathlib import Path
 
+from . import schema
 from .sqlite_dialect import statements
 
 DB_FILE = "kubefabric.db"
-LOCK_FILE = "kubefabric.lock"
+OPEN_BUSY_MS = 10_000      # opening (schema, WAL mode) runs in a thread: it may wait
+READ_BUSY_MS = 200         # reads run on the loop: a WAL reader waits only in rare cases
+WRITE_LOCK_WAIT_S = 10.0   # how long begin() waits for another process's write lock
+WAL_WRITE_LOCK = 120       # byte of the -shm file SQLite's unix VFS locks for the WAL writer
+
+
+class _Flock(ctypes.Structure):
+    """struct flock (Linux): what F_GETLK fills in."""
+    _fields_ = [("l_type", ctypes.c_short), ("l_whence", ctypes.c_short),
+                ("l_start", ctypes.c_int64), ("l_len", ctypes.c_int64), ("l_pid", ctypes.c_int32)]
+
+
+def _busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "database is locked" in str(exc))
 
 
 class SqliteStore:
     dialect_name = "sqlite"
+    shares_host = True  # every replica of a file runs on its host (kubefabric.shard.leadership)
     max_key_bytes: int | None = None  # SQLite's b-trees hold keys of any length
     reads_interleave_commits = False  # reads run synchronously on the loop (see read_head)
 
@@ -33,16 +61,16 @@ class SqliteStore:
         self.stmts = statements()
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
-        self._lock_fd: int | None = None
+        self._pending: asyncio.Future | None = None  # a worker-thread call on the write connection
 
     # ---- lifecycle ----
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy_ms: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                cached_statements=256)
+        conn.execute(f"PRAGMA busy_timeout={OPEN_BUSY_MS}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA cache_size=-65536")
         # FAST: erase deleted content on pages that are written anyway. Debian's default (ON)
         # rewrites every freed page, so a delete can need more free disk than the data it frees.
@@ -50,47 +78,64 @@ class SqliteStore:
         # keep the WAL short: checkpoint every 1,000 pages and truncate the file afterwards
         conn.execute(f"PRAGMA wal_autocheckpoint={self.WAL_CHECKPOINT_PAGES}")
         conn.execute("PRAGMA journal_size_limit=67108864")
+        conn.execute(f"PRAGMA busy_timeout={busy_ms}")
         return conn
 
-    async def open(self) -> None:
+    def _open(self) -> None:
+        """In a worker thread: connect, create or upgrade the schema."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._w = self._connect()
+        w = self._connect(OPEN_BUSY_MS)
+        try:
+            for ddl in self.stmts.ddl():
+                w.execute(ddl)
+            version = dict(w.execute(self.stmts.get("meta_all").sql).fetchall()).get(
+                schema.META_SCHEMA_VERSION, 0)
+            if version > schema.SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} holds schema version {version}; this KubeFabric "
+                                   f"knows up to {schema.SCHEMA_VERSION}: upgrade it")
+            if upgrade := schema.upgrade_statements(version):
+                w.execute("BEGIN IMMEDIATE")
+                for sql in [*upgrade, *self.stmts.ddl()]:
+                    w.execute(sql)
+                c = self.stmts.get("upsert_meta")
+                w.execute(c.sql, c.args({"name": schema.META_SCHEMA_VERSION, "value": schema.SCHEMA_VERSION}))
+                w.execute("COMMIT")
+            w.execute("PRAGMA busy_timeout=0")  # begin() waits for the write lock itself
+            self._r = self._connect(READ_BUSY_MS)
+        except BaseException:
+            w.close()
+            raise
+        self._w = w
+
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._open)
         self._writer_cursor = _Cursor(self._w, self.stmts)
-        for ddl in self.stmts.ddl():
-            self._w.execute(ddl)
-        self._r = self._connect()
         self._snapshot = _Snapshot(_Cursor(self._r, self.stmts))
 
     async def close(self) -> None:
+        await self._settle()
         for conn in (self._r, self._w):
             if conn is not None:
                 conn.close()
         self._r = self._w = None
-        await self.unlock_leader()
 
-    # ---- leadership: an exclusive flock on the data directory's lock file ----
-    # Held by the open file description for the life of the process (released by the kernel when
-    # it dies), so two processes never write one SQLite store.
+    async def limit_writer_silence(self, lease_s: float) -> None:
+        """Nothing to set: SQLite has no server side (see kubefabric.shard.leadership)."""
 
-    async def try_lock_leader(self) -> bool:
-        if self._lock_fd is not None:
-            return True
-        fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    def write_lock_holder(self) -> int | None:
+        """The PID of another process holding the database's write lock, if any."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fd = os.open(self.path.with_name(DB_FILE + "-shm"), os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            probe = _Flock(fcntl.F_WRLCK, os.SEEK_SET, WAL_WRITE_LOCK, 1, 0)
+            found = _Flock.from_buffer_copy(fcntl.fcntl(fd, fcntl.F_GETLK, bytes(probe)))
+        except OSError:
+            return None
+        finally:
             os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
-
-    async def unlock_leader(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    async def writer_alive(self) -> bool:
-        return self._w is not None
+        return found.l_pid if found.l_type != fcntl.F_UNLCK and found.l_pid > 0 else None
 
     WAL_CHECKPOINT_PAGES = 1000
 
@@ -127,9 +172,15 @@ class SqliteStore:
 
     async def defragment(self) -> None:
         """Return free pages to the filesystem and truncate the WAL (writer must be idle)."""
-        self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._w.execute("VACUUM")
-        self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        def vacuum() -> None:
+            self._w.execute(f"PRAGMA busy_timeout={OPEN_BUSY_MS}")
+            try:
+                self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._w.execute("VACUUM")
+                self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._w.execute("PRAGMA busy_timeout=0")
+        await self._in_thread(vacuum)
 
     # ---- reads (snapshot on the read connection) ----
 
@@ -141,8 +192,20 @@ class SqliteStore:
     # ---- writes (the writer's transaction) ----
 
     async def begin(self) -> "_Cursor":
-        self._w.execute("BEGIN IMMEDIATE")
-        return self._writer_cursor
+        """BEGIN IMMEDIATE, waiting for another process's write lock without blocking the loop
+        (sleeps of 1 ms growing to 20 ms, like SQLite's own busy handler, for at most
+        WRITE_LOCK_WAIT_S; cancelling the wait leaves nothing behind)."""
+        deadline = time.monotonic() + WRITE_LOCK_WAIT_S
+        pause = 0.001
+        while True:
+            try:
+                self._w.execute("BEGIN IMMEDIATE")
+                return self._writer_cursor
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     async def savepoint(self) -> None:
         self._w.execute("SAVEPOINT request")
@@ -155,11 +218,27 @@ class SqliteStore:
         self._w.execute("RELEASE request")
 
     async def commit(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._w.execute, "COMMIT")
+        await self._in_thread(self._w.execute, "COMMIT")
 
     async def rollback(self) -> None:
-        if self._w.in_transaction:
+        await self._settle()
+        if self._w is not None and self._w.in_transaction:
             self._w.execute("ROLLBACK")
+
+    async def _in_thread(self, fn, *args):
+        await self._settle()
+        self._pending = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        return await self._pending
+
+    async def _settle(self) -> None:
+        """Wait for a worker-thread call whose caller was cancelled (its outcome is the
+        caller's business: a cancelled COMMIT is reported as unknown by the writer)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            try:
+                await asyncio.shield(pending)
+            except Exception:
+                pass
 
 
 class _Snapshot:
@@ -197,9 +276,9 @@ class _Cursor:
         row = self.conn.execute(c.sql, c.args(values)).fetchone()
         return row[0] if row else None
 
-    async def execute(self, name: str, values: dict) -> None:
+    async def execute(self, name: str, values: dict) -> int:
         c = self.stmts.get(name)
-        self.conn.execute(c.sql, c.args(values))
+        return self.conn.execute(c.sql, c.args(values)).rowcount
 
     async def executemany(self, name: str, many: list[dict]) -> None:
         if many:

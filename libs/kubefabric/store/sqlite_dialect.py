@@ -1,11 +1,11 @@
-"""What SQLite does differently: upsert syntax. Everything else is shared in statements.py."""
+"""What SQLite does differently: upsert syntax and the lease clock. Everything else is shared in statements.py."""
 from __future__ import annotations
 
 from sqlalchemy import bindparam
 from sqlalchemy.dialects import sqlite
 
-from .schema import kv, meta
-from .statements import UPDATED_KV_COLUMNS, StatementCache, kv_upsert_values
+from .schema import kv, leader, meta
+from .statements import UPDATED_KV_COLUMNS, StatementCache, kv_upsert_values, leader_row_values
 
 
 def upsert_kv(shape: str = "", limited: bool = False):
@@ -19,5 +19,11 @@ def upsert_meta(shape: str = "", limited: bool = False):
     return stmt.on_conflict_do_update(index_elements=[meta.c.name], set_={"value": stmt.excluded.value})
 
 
+def insert_leader(shape: str = "", limited: bool = False):
+    return sqlite.insert(leader).values(leader_row_values()).on_conflict_do_nothing()
+
+
 def statements() -> StatementCache:
-    return StatementCache(sqlite.dialect(paramstyle="qmark"), upsert_kv, upsert_meta)
+    """Lease times are the :now parameter: the host's CLOCK_MONOTONIC in ms (every replica of a
+    SQLite file runs on its host; see kubefabric.store.sqlite_fence)."""
+    return StatementCache(sqlite.dialect(paramstyle="qmark"), upsert_kv, upsert_meta, insert_leader)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, literal_column, select
+from sqlalchemy import BigInteger, and_, bindparam, delete, exists, func, insert, literal_column, select, update
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -170,45 +170,72 @@ def log_count(shape: str = "", limited: bool = False):
     return select(func.count()).select_from(log)
 
 
-# ---- leadership ----
+# ---- leadership: the lease row (see kubefabric.shard.leadership) ----
+# `now` is the database's clock in ms, a dialect's expression (StatementCache's now_ms); on SQLite
+# it is the :now parameter. :ttl is the lease's length in ms.
 
-def leader_get(shape: str = "", limited: bool = False):
-    return select(leader.c.term, leader.c.address).where(leader.c.id == 1)
-
-
-def leader_fence(shape: str = "", limited: bool = False):
-    """The current term, row-locked (FOR UPDATE where the database has it) until the batch ends."""
-    return select(leader.c.term).where(leader.c.id == 1).with_for_update()
+def _ttl():
+    return bindparam("ttl", type_=BigInteger)
 
 
-def leader_clear(shape: str = "", limited: bool = False):
-    return delete(leader)
+def leadership_statements(now: Callable[[], object]) -> dict[str, Callable]:
+    def leader_get(shape: str = "", limited: bool = False):
+        return select(leader.c.term, leader.c.address, leader.c.holder, leader.c.expires_at,
+                      now().label("now")).where(leader.c.id == 1)
+
+    def leader_take(shape: str = "", limited: bool = False):
+        """A new term for a lease that expired (the row still holds the term :seen)."""
+        return _take().where(leader.c.expires_at <= now())
+
+    def leader_take_from(shape: str = "", limited: bool = False):
+        """A new term from a holder known to have exited (:gone; SQLite, same host)."""
+        return _take().where(leader.c.holder == bindparam("gone"))
+
+    def _take():
+        return (update(leader).where(leader.c.id == 1, leader.c.term == bindparam("seen"))
+                .values(term=bindparam("term"), address=bindparam("address"),
+                        holder=bindparam("holder"), expires_at=now() + _ttl()))
+
+    def leader_renew(shape: str = "", limited: bool = False):
+        """Extends this term's lease, unless another term took it: the fence of every batch."""
+        return (update(leader).where(leader.c.id == 1, leader.c.term == bindparam("term"))
+                .values(expires_at=now() + _ttl()))
+
+    return {f.__name__: f for f in (leader_get, leader_take, leader_take_from, leader_renew)}
 
 
-def leader_insert(shape: str = "", limited: bool = False):
-    return insert(leader).values(id=literal_column("1"), term=bindparam("term"), address=bindparam("address"))
+def leader_resign(shape: str = "", limited: bool = False):
+    """Ends this term's lease now (a clean shutdown): a replica takes over without waiting."""
+    return (update(leader).where(leader.c.id == 1, leader.c.term == bindparam("term"))
+            .values(expires_at=literal_column("0")))
 
 
 BUILDERS: dict[str, Callable] = {f.__name__: f for f in (
     latest_rows, latest_count, at_rows, at_count, max_rev, history, insert_log, delete_kv,
     lease_rows, meta_all, meta_value, lease_all, lease_insert, lease_delete, compact_candidates,
-    compact_delete, log_count, leader_get, leader_fence, leader_clear, leader_insert)}
+    compact_delete, log_count, leader_resign)}
 
 
 class StatementCache:
-    """Compiles each statement once for one dialect; `get(name, shape, limited)`."""
+    """Compiles each statement once for one dialect; `get(name, shape, limited)`.
 
-    def __init__(self, dialect: Dialect, upsert_kv, upsert_meta):
+    The dialect provides upsert_kv, upsert_meta and insert_leader (insert the lease row unless
+    it exists), and now_ms: an expression of the database's clock in ms (None: the :now
+    parameter, which the caller passes)."""
+
+    def __init__(self, dialect: Dialect, upsert_kv, upsert_meta, insert_leader, now_ms=None):
         self.dialect = dialect
         self._cache: dict[tuple[str, str, bool], Compiled] = {}
-        self._extra = {"upsert_kv": upsert_kv, "upsert_meta": upsert_meta}
+        self._extra = {"upsert_kv": upsert_kv, "upsert_meta": upsert_meta,
+                       "insert_leader": insert_leader,
+                       **leadership_statements(now_ms or (lambda: bindparam("now")))}
 
     def compile(self, stmt) -> Compiled:
         c = stmt.compile(dialect=self.dialect)
         names = tuple(c.positiontup or ())
         user = {"start", "end", "limit", "rev", "lo", "hi", "compact", "lease", "key", "id", "ttl",
                 "expires_at", "name", "value", "create_rev", "mod_rev", "version", "prev_rev",
-                "deleted", "sub", "term", "address"}
+                "deleted", "sub", "term", "address", "now", "ttl", "seen", "holder", "gone"}
         constants = {n: v for n, v in c.params.items() if n not in user}
         return Compiled(str(c), names, constants)
 
@@ -227,6 +254,12 @@ class StatementCache:
             for index in table.indexes:
                 out.append(str(CreateIndex(index, if_not_exists=True).compile(dialect=self.dialect)))
         return out
+
+
+def leader_row_values():
+    """The first lease row: term :term, no leader, expired."""
+    return {"id": literal_column("1"), "term": bindparam("term"), "address": literal_column("''"),
+            "holder": literal_column("''"), "expires_at": literal_column("0")}
 
 
 def kv_upsert_values():

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import bindparam
+from sqlalchemy import BigInteger, bindparam, literal_column
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from kubefabric.store import schema
-from kubefabric.store.schema import kv, meta
-from kubefabric.store.statements import UPDATED_KV_COLUMNS, StatementCache, kv_upsert_values
+from kubefabric.store.schema import kv, leader, meta
+from kubefabric.store.statements import (UPDATED_KV_COLUMNS, StatementCache, kv_upsert_values,
+                                         leader_row_values)
 
 # DYNAMIC is the row format whose indexes hold 3072 bytes (COMPACT/REDUNDANT: 767)
 TABLE_OPTIONS = " ENGINE=InnoDB ROW_FORMAT=DYNAMIC"
@@ -39,8 +40,19 @@ def dialect() -> mysql.base.MySQLDialect:
     return mysql.dialect(paramstyle="format")
 
 
+def insert_leader(shape: str = "", limited: bool = False):
+    stmt = mysql.insert(leader).values(leader_row_values())
+    return stmt.on_duplicate_key_update(id=stmt.inserted.id)  # exists: nothing changes
+
+
+def now_ms():
+    """The server's clock in ms (UTC_TIMESTAMP: independent of the session's time zone)."""
+    return literal_column("(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) DIV 1000)",
+                          BigInteger)
+
+
 def statements() -> StatementCache:
-    return StatementCache(dialect(), upsert_kv, upsert_meta)
+    return StatementCache(dialect(), upsert_kv, upsert_meta, insert_leader, now_ms)
 
 
 def tables_ddl() -> dict[str, list[str]]:

@@ -7,15 +7,16 @@ Invariants:
 - Reads: each snapshot is one pooled read connection inside START TRANSACTION WITH CONSISTENT
   SNAPSHOT, READ ONLY (REPEATABLE READ). InnoDB creates the read view in that statement, so
   every transaction committed before __aenter__ returned is visible, and nothing committed later.
-- Writes: one writer connection, autocommit off. It is made only by open() and by
-  try_lock_leader(); it is never replaced behind the writer's back, so a lost connection (and
-  with it the open transaction and the leader lock) makes later writes fail until the shard
-  re-reads its state as leader.
-- Leadership: GET_LOCK(<name for this database>, 0) ON THE WRITER CONNECTION. Writes only ever run
-  on the connection holding the lock (begin() refuses otherwise once leadership is in use), so
-  when the lock is lost (connection closed or killed) the uncommitted writes of that connection
-  are lost with it and a deposed leader cannot commit. The name is per database: a server hosts
-  many shards, and GET_LOCK names are server-wide.
+- Writes: one writer connection, autocommit off, made by open() and never replaced behind the
+  writer's back, so a lost connection (and with it the open transaction) makes later writes
+  fail until the store is reopened. It reports matched rows (CLIENT_FOUND_ROWS): the lease
+  renewal's row count says whether the row still holds the term, even when nothing changed.
+- Leadership is the lease row every write transaction renews (kubefabric.shard.leadership);
+  the renewal's record lock fences the batch. A silent writer connection cannot hold locks for
+  long on MariaDB (limit_writer_silence): idle_transaction_timeout ends a session idle in a
+  transaction after about a lease, innodb_lock_wait_timeout a lock wait after two,
+  max_statement_time a statement after STATEMENT_LEASES leases. MySQL 8 has no idle-transaction
+  timeout: there a frozen leader's open batch holds the row until its connection dies.
 - A statement cancelled while in flight leaves the connection mid-protocol: such a connection is
   closed, never reused (the server then rolls its transaction back).
 - Values are sent as SQL literals escaped here (bytes as _binary X'hex'): aiomysql 0.3 cannot
@@ -25,13 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import math
 import logging
 import re
 import ssl
 
 import aiomysql
 import pymysql
+from pymysql.constants import CLIENT
 
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.store import schema
@@ -47,7 +49,7 @@ SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,ERROR_FOR_DIVISION_BY_ZERO"
 # the statement form: MariaDB < 11.1 has no transaction_isolation variable, MySQL 8 no tx_isolation
 ISOLATION = "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"
 SIZE_REFRESH_SECONDS = 5.0
-ALIVE_TIMEOUT = 2.0
+STATEMENT_LEASES = 10          # max_statement_time of the writer, in leases (at least 10 s)
 MAX_INSERT_CHARS = 1_000_000  # multi-row INSERT statements are cut at about this length
 TABLES = tuple(t.name for t in schema.metadata.sorted_tables)
 DISK_FULL_CODES = {1021, 1114}  # ER_DISK_FULL, ER_RECORD_FILE_FULL ("The table is full")
@@ -80,15 +82,10 @@ class MysqlStore:
             raise DSNError(f"MysqlStore needs a mysql:// or mariadb:// DSN, not {self.dsn.redacted()}")
         self.read_pool_size = read_pool_size
         self.stmts = statements()
-        # GET_LOCK names are server-wide: one per database; MySQL 8 refuses names over 64 chars
-        self.lock_name = "kubefabric_leader:" + (self.dsn.database if len(self.dsn.database) <= 46
-                                                 else hashlib.sha256(self.dsn.database.encode()).hexdigest()[:46])
         self.server_version = ""
         self._ssl = ssl_context(self.dsn)
         self._w: _Cursor | None = None          # the writer connection's cursor
         self._pool: aiomysql.Pool | None = None
-        self._lock_holder: _Cursor | None = None  # the writer cursor whose connection holds the lock
-        self._leadership = False                 # try_lock_leader() was used: writes need the lock
         self._size = (0, 0)
         self._size_task: asyncio.Task | None = None
 
@@ -112,7 +109,8 @@ class MysqlStore:
 
     async def _connect(self) -> "_Cursor":
         try:
-            conn = await aiomysql.connect(autocommit=False, **self._connect_args())
+            conn = await aiomysql.connect(autocommit=False, client_flag=CLIENT.FOUND_ROWS,
+                                          **self._connect_args())
         except (pymysql.err.Error, OSError, asyncio.TimeoutError) as exc:
             raise self._failure("cannot connect", exc) from None
         return _Cursor(conn, self.stmts)
@@ -158,6 +156,16 @@ class MysqlStore:
         if version > schema.SCHEMA_VERSION:
             raise MysqlStoreError(f"{self._where()} has schema version {version}; this KubeFabric "
                                   f"knows versions up to {schema.SCHEMA_VERSION}")
+        if upgrade := schema.upgrade_statements(version):
+            for statement in upgrade:  # DDL: each commits by itself
+                await self._w.send(statement)
+            for table, ddl in tables_ddl().items():
+                if table in upgrade_drops(upgrade):
+                    for statement in ddl:
+                        await self._w.send(statement)
+            await self._w.execute("upsert_meta", {"name": schema.META_SCHEMA_VERSION,
+                                                  "value": schema.SCHEMA_VERSION})
+            await self._w.conn.commit()
 
     async def close(self) -> None:
         task, self._size_task = self._size_task, None
@@ -169,11 +177,8 @@ class MysqlStore:
             await self._pool.wait_closed()
             self._pool = None
         if self._w is not None:
-            # release the lock with a reply before closing: the server ends a session (and frees
-            # its locks) only some time after COM_QUIT, and a successor may be trying already
-            await self.unlock_leader()
             await self._w.close()
-        self._w = self._lock_holder = None
+        self._w = None
 
     # ---- size (cached: size() is called on the event loop after every commit) ----
 
@@ -244,9 +249,7 @@ class MysqlStore:
         w = self._w
         if w is None or w.conn.closed:
             raise WriterClosed(f"the writer connection to {self._where()} is closed: reopen the "
-                                  f"store (or take the leader lock again) before writing")
-        if self._leadership and self._lock_holder is not w:
-            raise MysqlStoreError(f"this store does not hold the leader lock of {self._where()}")
+                               f"store before writing")
         return w
 
     async def begin(self) -> "_Cursor":
@@ -274,54 +277,23 @@ class MysqlStore:
         if w is not None:
             await w.rollback_or_close()
 
-    # ---- leadership ----
+    # ---- leadership (kubefabric.shard.leadership) ----
 
-    async def try_lock_leader(self) -> bool:
-        """Idempotent while this store holds the lock (liveness is writer_alive's job); reconnects
-        the writer connection when it is closed."""
-        self._leadership = True
-        if self._w is not None and self._lock_holder is self._w and not self._w.conn.closed:
-            return True  # GET_LOCK is re-entrant: taking it twice would need two releases
-        if self._w is None or self._w.conn.closed:
-            self._w = await self._connect()
-        try:
-            got = await self._w.sql_scalar("SELECT GET_LOCK(%s, 0)", (self.lock_name,))
-        except pymysql.err.OperationalError:  # the connection died unnoticed: one fresh try
-            await self._w.close()
-            self._w = await self._connect()
-            got = await self._w.sql_scalar("SELECT GET_LOCK(%s, 0)", (self.lock_name,))
-        await self._w.rollback_or_close()  # end the implicit transaction (autocommit is off)
-        if got == 1:
-            self._lock_holder = self._w
-        return got == 1
+    shares_host = False  # replicas may run anywhere: the server's timeouts end silent sessions
 
-    async def unlock_leader(self) -> None:
-        holder, self._lock_holder = self._lock_holder, None
-        if holder is None or holder is not self._w or holder.conn.closed:
-            return
-        if not holder.busy:
-            try:
-                await holder.sql_scalar("SELECT RELEASE_LOCK(%s)", (self.lock_name,))
-                await holder.rollback_or_close()
-                return
-            except Exception:
-                pass
-        await holder.close()  # ending the session releases the lock too (a little later)
+    async def limit_writer_silence(self, lease_s: float) -> None:
+        """Bound how long the writer connection can hold locks without being heard from
+        (MariaDB; MySQL 8 has only the lock wait timeout)."""
+        settings = [f"innodb_lock_wait_timeout = {max(1, math.ceil(2 * lease_s))}"]
+        if "mariadb" in self.server_version.lower():
+            settings += [f"idle_transaction_timeout = {max(1, math.ceil(lease_s))}",
+                         f"max_statement_time = {max(10.0, STATEMENT_LEASES * lease_s)}"]
+        await self._writer().send("SET SESSION " + ", ".join(settings))
 
-    async def writer_alive(self) -> bool:
-        """The writer connection answers a ping within ALIVE_TIMEOUT (and holds the lock once
-        leadership is in use)."""
-        w = self._w
-        if w is None or w.conn.closed or (self._leadership and self._lock_holder is not w):
-            return False
-        if w.lock.locked():
-            return True  # a statement is in flight: it fails by itself if the connection is dead
-        try:
-            await asyncio.wait_for(w.ping(), ALIVE_TIMEOUT)
-            return True
-        except (pymysql.err.Error, OSError, asyncio.TimeoutError):
-            await w.close()
-            return False
+
+def upgrade_drops(statements: list[str]) -> set[str]:
+    """The tables an upgrade drops (to be created again)."""
+    return {sql.rsplit(" ", 1)[-1] for sql in statements if sql.startswith("DROP TABLE")}
 
 
 def ssl_context(dsn: DSN) -> ssl.SSLContext | None:
@@ -374,8 +346,8 @@ async def _snapshot(pool, stmts):
 
 class _Cursor:
     """Runs statements on one connection; the same surface for snapshots and the writer.
-    One statement at a time (`lock`: the leader loop pings the writer connection while the writer
-    works); `busy` stays True when a statement was cancelled mid-flight (connection unusable)."""
+    One statement at a time (`lock`); `busy` stays True when a statement was cancelled
+    mid-flight (connection unusable)."""
 
     __slots__ = ("conn", "stmts", "cursor", "lock", "busy")
 
@@ -413,9 +385,11 @@ class _Cursor:
         c = self.stmts.get(name, shape, False)
         return await self.sql_scalar(c.sql, c.args(values))
 
-    async def execute(self, name: str, values: dict) -> None:
+    async def execute(self, name: str, values: dict) -> int:
+        """Rows changed (matched, on the writer connection: CLIENT_FOUND_ROWS)."""
         c = self.stmts.get(name)
         await self.sql(c.sql, c.args(values))
+        return self.cursor.rowcount
 
     async def executemany(self, name: str, many: list[dict]) -> None:
         c = self.stmts.get(name)
@@ -431,12 +405,6 @@ class _Cursor:
             if length >= MAX_INSERT_CHARS or i == len(many) - 1:
                 await self.send(head + " VALUES " + ", ".join(batch))
                 batch, length = [], 0
-
-    async def ping(self) -> None:
-        async with self.lock:
-            self.busy = True
-            await self.conn.ping(reconnect=False)
-            self.busy = False
 
     async def rollback_or_close(self) -> None:
         """End an open transaction; close the connection when it is mid-protocol or broken."""

@@ -1,4 +1,4 @@
-"""What PostgreSQL does differently: upsert syntax and the driver's parameter style.
+"""What PostgreSQL does differently: upsert syntax, the clock and the driver's parameter style.
 
 Everything else is shared in kubefabric.store.statements. Statements are compiled with
 SQLAlchemy's asyncpg dialect in the "numeric_dollar" paramstyle: `$1, $2, …`, one number per
@@ -9,12 +9,13 @@ the positional argument tuple asyncpg expects. The dialect also renders bind cas
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam
+from sqlalchemy import BigInteger, bindparam, literal_column
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
-from kubefabric.store.schema import kv, meta
-from kubefabric.store.statements import UPDATED_KV_COLUMNS, StatementCache, kv_upsert_values
+from kubefabric.store.schema import kv, leader, meta
+from kubefabric.store.statements import (UPDATED_KV_COLUMNS, StatementCache, kv_upsert_values,
+                                         leader_row_values)
 
 PARAMSTYLE = "numeric_dollar"
 
@@ -30,5 +31,16 @@ def upsert_meta(shape: str = "", limited: bool = False):
     return stmt.on_conflict_do_update(index_elements=[meta.c.name], set_={"value": stmt.excluded.value})
 
 
+def insert_leader(shape: str = "", limited: bool = False):
+    return postgresql.insert(leader).values(leader_row_values()).on_conflict_do_nothing()
+
+
+def now_ms():
+    """The server's clock in ms as the statement runs (clock_timestamp(): not the transaction's
+    start, and re-read when an UPDATE re-checks a row another transaction just changed)."""
+    return literal_column("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)", BigInteger)
+
+
 def statements() -> StatementCache:
-    return StatementCache(PGDialect_asyncpg(paramstyle=PARAMSTYLE), upsert_kv, upsert_meta)
+    return StatementCache(PGDialect_asyncpg(paramstyle=PARAMSTYLE), upsert_kv, upsert_meta,
+                          insert_leader, now_ms)

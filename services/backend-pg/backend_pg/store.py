@@ -2,11 +2,16 @@
 
 Invariants:
 - One writer connection per open store, never replaced while the store is open. Every write
-  (begin … commit) runs on it, and the shard's leader lock (a session-level advisory lock) is
-  taken on it. So when the lock is lost because the connection closed or was killed, the
-  uncommitted writes of that connection die with it, and this store cannot commit anything
-  anymore: a deposed leader cannot write. After a lost writer connection every write fails
-  until the store is closed and opened again.
+  (begin … commit) runs on it; after a lost writer connection every write fails until the store
+  is closed and opened again. Leadership is the lease row every write transaction renews
+  (kubefabric.shard.leadership): it is fenced by the row lock that renewal takes, not by this
+  connection.
+- A silent writer connection cannot hold locks for long (limit_writer_silence): the server ends
+  a session idle in a transaction after about one lease (idle_in_transaction_session_timeout),
+  a lock wait after two (lock_timeout), a statement after STATEMENT_LEASES leases
+  (statement_timeout), and every session whose client's host stopped answering (TCP keepalives,
+  tcp_user_timeout). So a frozen leader's open batch, and the row lock it holds, end on the
+  server's side and a takeover goes ahead.
 - COMMIT either reports "COMMIT" or raises: a transaction PostgreSQL already aborted answers
   "ROLLBACK" to COMMIT, and that is raised as an error, never taken for a commit.
 - Reads run on a small pool of other connections. A snapshot is a REPEATABLE READ READ ONLY
@@ -38,11 +43,15 @@ log = logging.getLogger("kubefabric.store.postgres")
 # fit, 2677 do not (measured on PostgreSQL 15 with random keys: tests/backend_pg). Longer keys
 # fail with SQLSTATE 54000 (program_limit_exceeded) "index row size … exceeds btree … maximum".
 MAX_KEY_BYTES = 2676
-LEADER_LOCK_KEY = 0x6B66_6C64  # "kfld": the shard's leader lock (one database per shard)
 DDL_LOCK_KEY = 0x6B66_6464     # "kfdd": serialises schema creation by stores opening at once
 SIZE_REFRESH_SECONDS = 5.0
 CONNECT_TIMEOUT = 10.0
-ALIVE_TIMEOUT = 2.0
+STATEMENT_LEASES = 10          # statement_timeout of the writer, in leases (at least 10 s)
+# every session: the server notices a client host that stopped answering (seconds / ms), and a
+# read snapshot left open by a frozen process ends after a minute
+SESSION_SETTINGS = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "1",
+                    "tcp_keepalives_count": "3", "tcp_user_timeout": "10000",
+                    "idle_in_transaction_session_timeout": "60000"}
 DISK_FULL = "53100"
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
@@ -50,13 +59,6 @@ BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"
 TABLE_SIZES = ("SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::bigint "
                "FROM unnest($1::text[]) AS t")
 VACUUM = "VACUUM (ANALYZE) kf_log, kf_kv, kf_meta, kf_leases, kf_leader"
-# Already held by this session? (pg_locks shows a bigint advisory key k as classid = k >> 32,
-# objid = k & 0xffffffff, objsubid = 1.) Otherwise try to take it. CASE evaluates in order, so a
-# held lock is not taken twice (session advisory locks count, and unlock_leader unlocks once).
-TRY_LOCK = ("SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
-            "AND pid = pg_backend_pid() AND classid = 0 AND objid::bigint = $1::bigint "
-            "AND objsubid = 1 AND granted) THEN true ELSE pg_try_advisory_lock($1::bigint) END")
-UNLOCK = "SELECT pg_advisory_unlock($1::bigint)"
 LOCK_DDL = "SELECT pg_advisory_xact_lock($1::bigint)"
 
 
@@ -139,7 +141,8 @@ class PostgresStore:
                 host=d.host, port=d.port, user=d.user or None, password=d.password or None,
                 database=d.database, ssl=self._ssl, statement_cache_size=256,
                 timeout=float(d.param("connect_timeout") or CONNECT_TIMEOUT),
-                server_settings={"application_name": d.param("application_name") or "kubefabric"})
+                server_settings={"application_name": d.param("application_name") or "kubefabric",
+                                 **SESSION_SETTINGS})
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             reason = str(err) or type(err).__name__
             if d.param("sslcert") and isinstance(err, (ConnectionResetError,
@@ -177,10 +180,15 @@ class PostgresStore:
             for ddl in self.stmts.ddl():
                 await w.execute(ddl)
             meta = dict(await _Cursor(w, self.stmts).rows("meta_all", {}))
-        version = meta.get(schema.META_SCHEMA_VERSION, 0)
-        if version > schema.SCHEMA_VERSION:
-            raise RuntimeError(f"{self.dsn.redacted()} holds schema version {version}; this "
-                               f"KubeFabric knows up to {schema.SCHEMA_VERSION}: upgrade it")
+            version = meta.get(schema.META_SCHEMA_VERSION, 0)
+            if version > schema.SCHEMA_VERSION:
+                raise RuntimeError(f"{self.dsn.redacted()} holds schema version {version}; this "
+                                   f"KubeFabric knows up to {schema.SCHEMA_VERSION}: upgrade it")
+            if upgrade := schema.upgrade_statements(version):
+                for sql in [*upgrade, *self.stmts.ddl()]:
+                    await w.execute(sql)
+                await _Cursor(w, self.stmts).execute("upsert_meta", {
+                    "name": schema.META_SCHEMA_VERSION, "value": schema.SCHEMA_VERSION})
 
     async def close(self) -> None:
         if self._sizer:
@@ -243,11 +251,16 @@ class PostgresStore:
             exc = exc.__cause__ or exc.__context__
         return False
 
+    defragment_blocks_writes = False
+
     async def defragment(self) -> None:
-        """VACUUM the kf_ tables (not FULL: it would lock out readers while rewriting). Runs on
-        the writer connection; the shard holds its writer lock, so no batch is open."""
-        async with self._wlock:
-            await self._writer().execute(VACUUM)
+        """VACUUM the kf_ tables (not FULL: it would lock out readers while rewriting), on a
+        connection of its own: writes, and the lease renewals among them, go on meanwhile."""
+        conn = await self._connect()
+        try:
+            await conn.execute(VACUUM)
+        finally:
+            await _close(conn)
         await self._measure()
 
     # ---- reads ----
@@ -327,37 +340,17 @@ class PostgresStore:
         if self._wlock is not None and self._wlock.locked():
             self._wlock.release()
 
-    # ---- leadership ----
+    # ---- leadership (kubefabric.shard.leadership) ----
 
-    async def try_lock_leader(self) -> bool:
-        """Take the shard's leader lock on the writer connection, without waiting."""
-        w = self._writer()
+    shares_host = False  # replicas may run anywhere: the server's timeouts end silent sessions
+
+    async def limit_writer_silence(self, lease_s: float) -> None:
+        """Bound how long the writer connection can hold locks without being heard from."""
+        ms = max(1, int(lease_s * 1000))
         async with self._wlock:
-            return bool(await w.fetchval(TRY_LOCK, LEADER_LOCK_KEY))
-
-    async def unlock_leader(self) -> None:
-        w = self._w
-        if w is None or w.is_closed():
-            return  # a closed session holds no lock
-        async with self._wlock:
-            await w.fetchval(UNLOCK, LEADER_LOCK_KEY)
-
-    async def writer_alive(self) -> bool:
-        """SELECT 1 on the writer connection within ALIVE_TIMEOUT. A writer connection that does
-        not answer is terminated: a store that may have lost its lock must stop writing."""
-        w = self._w
-        if w is None or w.is_closed():
-            return False
-        if self._wlock.locked():
-            return True  # a batch is using it right now
-        try:
-            async with self._wlock:
-                await asyncio.wait_for(w.fetchval("SELECT 1"), ALIVE_TIMEOUT)
-            return True
-        except Exception as err:  # TimeoutError included
-            log.warning("the writer connection to %s failed a liveness check: %s", self.dsn.redacted(), err)
-            w.terminate()
-            return False
+            await self._writer().execute(
+                f"SET idle_in_transaction_session_timeout = {ms}; SET lock_timeout = {2 * ms}; "
+                f"SET statement_timeout = {max(10_000, STATEMENT_LEASES * ms)}")
 
 
 async def _close(conn: asyncpg.Connection) -> None:
@@ -457,9 +450,12 @@ class _Cursor:
         c = self.stmts.get(name, shape, False)
         return await self.conn.fetchval(c.sql, *c.args(values))
 
-    async def execute(self, name: str, values: dict) -> None:
+    async def execute(self, name: str, values: dict) -> int:
+        """Rows changed (the count in PostgreSQL's command tag: "UPDATE 1", "INSERT 0 1")."""
         c = self.stmts.get(name)
-        await self.conn.execute(c.sql, *c.args(values))
+        tag = await self.conn.execute(c.sql, *c.args(values))
+        count = tag.rsplit(" ", 1)[-1]
+        return int(count) if count.isdigit() else 0
 
     async def executemany(self, name: str, many: list[dict]) -> None:
         if many:

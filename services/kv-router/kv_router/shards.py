@@ -15,6 +15,7 @@ import signal
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.rpc.startup import StartupError
 from kubefabric.shard.core import Shard, ShardBusy
+from kubefabric.shard.leadership import EMBEDDED_LEASE_S
 from kubefabric.shard.surface import ShardSurface
 from kubefabric.shardsvc.client import connect_shard
 from kubefabric.store.sqlite import SqliteStore
@@ -34,7 +35,8 @@ async def open_embedded(data_dir: str, args) -> ShardSurface:
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise StartupError(f"--data-dir {data_dir} exists and is not a directory")
     store = SqliteStore(data_dir, synchronous=args.sqlite_synchronous)
-    shard = Shard(store, max_txn_ops=args.max_txn_ops, quota_bytes=args.quota_backend_bytes)
+    shard = Shard(store, max_txn_ops=args.max_txn_ops, quota_bytes=args.quota_backend_bytes,
+                  lease_s=EMBEDDED_LEASE_S)
     try:
         await shard.open()
     except ShardBusy as err:

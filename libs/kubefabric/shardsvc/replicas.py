@@ -1,0 +1,167 @@
+"""Which replica of a shard service a call goes to, and what kv-router does about a replica that
+stops answering without closing its connection (SIGSTOP, a stall, a partition): its calls would
+otherwise wait for their deadline.
+
+Invariants:
+- Reads go round robin to the replicas that answer. A read still unanswered after HEDGE_S is
+  sent to the next replica too; the first answer wins and the other call is cancelled. Any
+  replica's answer is right: each reads the shard's database, which holds everything committed,
+  on a snapshot taken after the call was sent. A replica that left a read unanswered that long
+  is skipped until it answers a Status again (checked every REVIVE_S).
+- Writes go to the replica last known as leader. While one stays unanswered past SUSPECT_S,
+  the router asks every replica for its Status (one such probe at a time per shard). A replica
+  reports itself leader only while its lease is valid, and leases never overlap, so a leader
+  other than the write's target means that target lost its lease: the write is abandoned with
+  etcd's "request timed out, possibly due to previous leader failure" (UNAVAILABLE; its outcome
+  is unknown, the old leader may have committed it before it stopped) and later writes go to
+  the new leader.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from kubefabric.etcd.errors import EtcdError
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
+
+log = logging.getLogger("kubefabric.shard.client")
+
+HEDGE_S = 0.25        # a read unanswered this long is also sent to another replica
+SUSPECT_S = 0.3       # a write unanswered this long makes the router look for another leader
+REVIVE_S = 0.5        # how often replicas skipped as unresponsive are asked for their Status
+STATUS_TIMEOUT_S = 0.5
+LEADER_FAILED = EtcdError(grpc.StatusCode.UNAVAILABLE,
+                          "etcdserver: request timed out, possibly due to previous leader failure")
+
+
+class Replicas:
+    """The replicas of one shard service, seen from a router: `stubs()` gives their Shard API
+    stubs (replaced when TLS files change), index i is always the same replica."""
+
+    def __init__(self, stubs, name: str):
+        self.stubs = stubs
+        self.name = name
+        self.leader = 0               # index of the replica last known as leader
+        self.term = 0                 # the highest term a leader reported
+        self.unresponsive: set[int] = set()
+        self._next = 0
+        self._probe: asyncio.Task | None = None
+        self._reviver: asyncio.Task | None = None
+
+    def close(self) -> None:
+        for task in (self._probe, self._reviver):
+            if task is not None:
+                task.cancel()
+
+    # ---- choosing ----
+
+    def reader(self, avoid: int | None = None) -> int:
+        """The next replica for a read, round robin, skipping unresponsive ones (and `avoid`)
+        unless no other is left."""
+        n = len(self.stubs())
+        for _ in range(n):
+            i, self._next = self._next % n, self._next + 1
+            if i not in self.unresponsive and i != avoid:
+                return i
+        return (avoid + 1) % n if avoid is not None and n > 1 else self._next % n
+
+    # ---- calls ----
+
+    async def read(self, method: str, request, target: int, timeout: float):
+        """`method` on replica `target`, hedged on another replica after HEDGE_S."""
+        stubs = self.stubs()
+        if len(stubs) == 1:
+            return await getattr(stubs[target], method)(request, timeout=timeout)
+        first = asyncio.ensure_future(getattr(stubs[target], method)(request, timeout=timeout))
+        calls = {first}
+        try:
+            done, _ = await asyncio.wait(calls, timeout=HEDGE_S)
+            if done:
+                return first.result()
+            self._set_unresponsive(target)
+            other = self.reader(avoid=target)
+            if other != target:
+                calls.add(asyncio.ensure_future(getattr(stubs[other], method)(request, timeout=timeout)))
+            failure = None
+            while calls:
+                done, calls = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+                for call in done:
+                    if call.exception() is None:
+                        if call is first:
+                            self.unresponsive.discard(target)
+                        return call.result()
+                    failure = call.exception()
+            raise failure
+        finally:
+            for call in calls:
+                call.cancel()
+
+    async def write(self, method: str, request, target: int, timeout: float):
+        """`method` on replica `target` (the leader), abandoned when another replica leads."""
+        call = asyncio.ensure_future(getattr(self.stubs()[target], method)(request, timeout=timeout))
+        try:
+            while True:
+                done, _ = await asyncio.wait((call,), timeout=SUSPECT_S)
+                if done:
+                    return call.result()
+                leader = await self.probe()
+                if leader is not None and leader != target:
+                    log.warning("shard %s: replica %d leads now (term %d); a write sent to replica "
+                                "%d is abandoned (its outcome is unknown)", self.name, leader,
+                                self.term, target)
+                    raise LEADER_FAILED
+        finally:
+            call.cancel()
+
+    # ---- finding the leader ----
+
+    async def probe(self) -> int | None:
+        """Ask every replica for its Status at once; the leader with the highest term (also
+        remembered), or None. Concurrent callers share one probe."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._ask_all())
+        return await asyncio.shield(self._probe)
+
+    async def _ask_all(self) -> int | None:
+        stubs = self.stubs()
+        answers = await asyncio.gather(*(s.Status(spb.StatusRequest(), timeout=STATUS_TIMEOUT_S)
+                                         for s in stubs), return_exceptions=True)
+        best = None
+        for i, status in enumerate(answers):
+            if isinstance(status, BaseException):
+                if isinstance(status, grpc.aio.AioRpcError) and \
+                        status.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    self._set_unresponsive(i)
+                continue
+            self.unresponsive.discard(i)
+            if status.role == "leader" and (best is None or status.term > answers[best].term):
+                best = i
+        if best is not None:
+            if best != self.leader:
+                log.info("shard %s: the leader is replica %d (term %d)", self.name, best, answers[best].term)
+            self.leader, self.term = best, max(self.term, answers[best].term)
+        return best
+
+    # ---- unresponsive replicas ----
+
+    def _set_unresponsive(self, i: int) -> None:
+        if i not in self.unresponsive:
+            self.unresponsive.add(i)
+            log.warning("shard %s: replica %d does not answer; calls go to the others", self.name, i)
+        if self._reviver is None or self._reviver.done():
+            self._reviver = asyncio.ensure_future(self._revive())
+
+    async def _revive(self) -> None:
+        while self.unresponsive:
+            await asyncio.sleep(REVIVE_S)
+            stubs = self.stubs()
+            for i in list(self.unresponsive):
+                try:
+                    await stubs[i].Status(spb.StatusRequest(), timeout=STATUS_TIMEOUT_S)
+                except grpc.aio.AioRpcError as err:
+                    if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        continue  # still silent; a refused connection is a restart: try it again
+                self.unresponsive.discard(i)
+                log.info("shard %s: replica %d answers again", self.name, i)
