@@ -1,6 +1,6 @@
 """MysqlStore against a real MariaDB (tests/harness/mariadb.py): what only a server database can
 get wrong. Bytes semantics of VARBINARY keys, the key length limit, snapshots established on
-entry, the leader lock on the writer connection, errors that name the server but never the
+entry, the writer connection's server-side timeouts, errors that name the server but never the
 password, durability across a crash, and the disk-full errors the writer turns into NOSPACE.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-from kubefabric.shard.core import Shard
+from kubefabric.shard.core import Shard, ShardBusy
 from kubefabric.store import schema
 
 KEYS = [b"a", b"a\x00", b"a ", b"a  ", b"a\x00\x00", b"a \x00", b"A", b"\x00", b"\x00\x00", b" ", b"\xff",
@@ -45,16 +45,6 @@ async def latest(store, start: bytes, end: bytes | None = b"") -> list[tuple[byt
     async with store.snapshot() as cur:
         rows = await cur.rows("latest_rows", {"start": start, "end": end}, shape)
     return [(r[0], r[5]) for r in rows]
-
-
-async def eventually_leader(store: MysqlStore, timeout: float = 10.0) -> bool:
-    """try_lock_leader until it succeeds, as a replica's election loop does."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await store.try_lock_leader():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 async def opened(store: MysqlStore) -> MysqlStore:
@@ -205,53 +195,48 @@ def test_a_snapshot_is_established_on_entry(mariadb_kind):
     run(body())
 
 
-# ---- leadership ----
+# ---- the writer connection (leadership itself: tests/shard/test_leadership.py) ----
 
-def test_only_one_store_on_a_database_holds_the_leader_lock(mariadb_kind):
+def test_a_killed_writer_connection_loses_its_uncommitted_writes(mariadb_server, mariadb_kind):
     async def body():
-        a, b = await opened(mariadb_kind.store("lead")), await opened(mariadb_kind.store("lead"))
-        other = await opened(mariadb_kind.store("elsewhere"))
+        a = await opened(mariadb_kind.store("kill"))
         try:
-            assert await a.try_lock_leader() and await a.try_lock_leader()  # idempotent
-            assert not await b.try_lock_leader()
-            assert await other.try_lock_leader()  # the lock is per database
-            assert await a.writer_alive() and not await b.writer_alive()
-            with pytest.raises(MysqlStoreError, match="does not hold the leader lock"):
-                await b.begin()
-            await a.unlock_leader()
-            assert await b.try_lock_leader() and not await a.try_lock_leader()
-            await b.close()  # closing the holder's connection frees the lock
-            assert await a.try_lock_leader()
-        finally:
-            for s in (a, b, other):
-                await s.close()
-    run(body())
-
-
-def test_a_killed_holder_loses_the_lock_and_its_uncommitted_writes(mariadb_server, mariadb_kind):
-    async def body():
-        a, b = await opened(mariadb_kind.store("kill")), await opened(mariadb_kind.store("kill"))
-        try:
-            assert await a.try_lock_leader()
             await write(a, [(b"committed", b"1")], rev=2)
             cur = await a.begin()
             await cur.execute("upsert_meta", {"name": "pending", "value": 1})
-            holder = mariadb_server.admin("SELECT IS_USED_LOCK(%s)", (a.lock_name,))[0][0]
-            mariadb_server.admin(f"KILL {int(holder)}")
-            assert await eventually_leader(b)  # KILL returns before the session has ended
+            (connection,), = await cur.sql("SELECT CONNECTION_ID()")
+            mariadb_server.admin(f"KILL {int(connection)}")
             with pytest.raises(pymysql.err.OperationalError):
                 await a.commit()
             await a.rollback()  # never raises on a broken connection
-            assert not await a.writer_alive()
-            assert not await a.try_lock_leader()  # reconnected, but b holds the lock
-            with pytest.raises(MysqlStoreError, match="does not hold the leader lock"):
+            with pytest.raises(MysqlStoreError, match="writer connection .* is closed"):
                 await a.begin()
-            async with b.snapshot() as cur:
+            async with a.snapshot() as cur:
                 assert "pending" not in dict(await cur.rows("meta_all", {}))
                 assert await cur.scalar("max_rev", {}) == 2
         finally:
-            for s in (a, b):
-                await s.close()
+            await a.close()
+    run(body())
+
+
+def test_the_writer_session_cannot_stay_silent_in_a_transaction(mariadb_kind):
+    """limit_writer_silence: the server ends the writer's session once it sat idle in a
+    transaction for about a lease (a frozen leader's batch), its lock waits after two."""
+    async def body():
+        store = await opened(mariadb_kind.store("silent"))
+        try:
+            await store.limit_writer_silence(0.4)
+            (idle, lock_wait, statement), = await store._w.sql(
+                "SELECT @@idle_transaction_timeout, @@innodb_lock_wait_timeout, @@max_statement_time")
+            assert (idle, lock_wait, float(statement)) == (1, 1, 10.0)
+            cur = await store.begin()
+            await cur.execute("upsert_meta", {"name": "pending", "value": 1})
+            await asyncio.sleep(2.5)
+            with pytest.raises(pymysql.err.OperationalError):
+                await store.commit()
+            await store.rollback()
+        finally:
+            await store.close()
     run(body())
 
 
@@ -261,8 +246,8 @@ def test_a_second_shard_on_the_same_database_is_refused_while_the_first_serves(m
         await first.open()
         try:
             second = Shard(mariadb_kind.store("busy"))
-            with pytest.raises(Exception, match="leader lock is held"):
-                await second.open()
+            with pytest.raises(ShardBusy, match="lease is held by pid .* not released within 1s"):
+                await second.open(wait_s=1)
         finally:
             await first.close()
     run(body())
@@ -322,7 +307,6 @@ def test_committed_writes_survive_a_crash_and_the_writer_notices_the_restart(own
         for i in range(20):
             await shard.put(pb.PutRequest(key=b"k%d" % i, value=b"v"))
         own_server.kill()
-        assert not await shard.store.writer_alive()
         with pytest.raises(EtcdError):
             await shard.put(pb.PutRequest(key=b"lost", value=b"v"))
         own_server.restart()  # recovers the crashed data directory
@@ -381,14 +365,12 @@ def test_a_statement_cancelled_mid_flight_never_leaves_its_connection_in_use(mar
             await cancelled(slow_read(store))
             for _ in range(2 * store.read_pool_size):  # every pooled connection answers its own query
                 assert await latest(store, b"k", None) == [(b"k", b"v")]
-            assert await store.try_lock_leader()
             cur = await store.begin()
             await cancelled(cur.sql("SELECT SLEEP(1)"))
             await store.rollback()  # closes the connection: its reply is still on the way
-            assert not await store.writer_alive()
-            assert await eventually_leader(store)  # a new writer connection, the lock taken again
-            await write(store, [(b"k2", b"v")], rev=3)
-            assert await latest(store, b"k", b"l") == [(b"k", b"v"), (b"k2", b"v")]
+            with pytest.raises(MysqlStoreError, match="writer connection .* is closed"):
+                await store.begin()  # never on a connection left mid-protocol: reopen the store
+            assert await latest(store, b"k", b"l") == [(b"k", b"v")]
         finally:
             await store.close()
     run(body())

@@ -43,15 +43,6 @@ async def latest(cur, start: bytes, end: bytes | None = None) -> list[tuple]:
     return await cur.rows("latest_rows", {"start": start, "end": end}, shape)
 
 
-async def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.05)
-
-
 # ---- bytes ----
 
 def test_keys_of_any_bytes_store_range_and_sort_as_bytes(postgres_kind):
@@ -161,70 +152,51 @@ def test_statements_are_prepared_once_per_connection(postgres_kind):
     run(body())
 
 
-# ---- leadership ----
+# ---- the writer connection (leadership itself: tests/shard/test_leadership.py) ----
 
-async def pair(postgres_kind):
-    one, two = postgres_kind.store("db"), postgres_kind.store("db")
-    await one.open()
-    await two.open()
-    return one, two
-
-
-def test_one_leader_and_the_lock_is_idempotent_and_released_by_unlock(postgres_kind):
+def test_a_killed_writer_connection_loses_its_open_writes_and_stays_dead(postgres_kind, postgres_server):
     async def body():
-        one, two = await pair(postgres_kind)
+        one = postgres_kind.store("db")
+        await one.open()
         try:
-            assert await one.try_lock_leader() is True
-            assert await one.try_lock_leader() is True  # already held: still one lock level
-            assert await two.try_lock_leader() is False
-            await one.unlock_leader()
-            assert await two.try_lock_leader() is True
-            assert await one.try_lock_leader() is False
-            assert await one.writer_alive() and await two.writer_alive()
-        finally:
-            await one.close()
-            await two.close()
-    run(body())
-
-
-def test_closing_the_leader_frees_the_lock(postgres_kind):
-    async def body():
-        one, two = await pair(postgres_kind)
-        try:
-            assert await one.try_lock_leader() and not await two.try_lock_leader()
-            await one.close()
-            assert await wait_for(two.try_lock_leader)
-        finally:
-            await one.close()
-            await two.close()
-    run(body())
-
-
-def test_a_killed_writer_connection_deposes_the_leader_and_loses_its_open_writes(postgres_kind, postgres_server):
-    async def body():
-        one, two = await pair(postgres_kind)
-        try:
-            assert await one.try_lock_leader() and not await two.try_lock_leader()
             cur = await one.begin()
             await cur.execute("insert_log", dict(key=b"lost", rev=2, sub=0, create_rev=2, prev_rev=0, version=1,
                                                  lease=0, deleted=0, value=b"v"))
             pid = one._w.get_server_pid()
             assert postgres_server.sql(f"SELECT pg_terminate_backend({pid})") == "t"
-            assert await wait_for(two.try_lock_leader)
             with pytest.raises((asyncpg.PostgresError, WriterLost)):  # never a commit
                 await one.commit()
             await one.rollback()  # must not raise on a dead connection
             with pytest.raises(WriterLost):
                 await one.begin()
-            assert not await one.writer_alive()
-            async with two.snapshot() as cur:
+            async with one.snapshot() as cur:  # the store still reads
                 assert await cur.scalar("log_count", {}) == 0
-            await write(two, b"kept")  # the new leader writes
-            async with one.snapshot() as cur:  # the deposed store still reads
-                assert [r[0] for r in await latest(cur, b"", b"")] == [b"kept"]
         finally:
             await one.close()
-            await two.close()
+    run(body())
+
+
+def test_the_writer_session_cannot_stay_silent_in_a_transaction(postgres_kind):
+    """limit_writer_silence: the server ends the writer's session once it sat idle in a
+    transaction for about a lease (a frozen leader's batch), and its lock waits after two."""
+    async def body():
+        store = postgres_kind.store("db")
+        await store.open()
+        try:
+            await store.limit_writer_silence(0.3)
+            settings = dict(await store._w.fetch(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('idle_in_transaction_session_timeout',"
+                " 'lock_timeout', 'statement_timeout', 'tcp_keepalives_idle')"))
+            assert settings == {"idle_in_transaction_session_timeout": "300", "lock_timeout": "600",
+                                "statement_timeout": "10000", "tcp_keepalives_idle": "5"}, settings
+            cur = await store.begin()
+            await cur.execute("upsert_meta", {"name": "pending", "value": 1})
+            await asyncio.sleep(1.0)
+            with pytest.raises((asyncpg.PostgresError, WriterLost)):
+                await store.commit()
+            await store.rollback()
+        finally:
+            await store.close()
     run(body())
 
 
@@ -291,7 +263,7 @@ def test_committed_writes_survive_a_server_crash_and_the_old_writer_stays_dead(p
             postgres_server.start()
             with pytest.raises(Exception):  # the writer connection died with the server
                 await shard.put(pb.PutRequest(key=b"after", value=b"x"))
-            assert not await shard.store.writer_alive()
+            assert shard.store._w.is_closed()
         finally:
             await shard.close()
         shard = Shard(postgres_kind.store("db"))

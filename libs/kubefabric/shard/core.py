@@ -79,6 +79,11 @@ class Shard:
         answers from memory (lease keep-alives, alarms) only while its lease is valid."""
         return self.writer is not None
 
+    @property
+    def leading(self) -> bool:
+        """The writer, within its lease: what it holds in memory is the shard's current state."""
+        return self.writer is not None and self.lease.valid()
+
     async def lead(self, lease: Lease) -> None:
         """Become the shard's writer with a lease just taken. Loads the clock (DESIGN §3.4:
         never below a revision any earlier leader reported; every commit of earlier terms is
@@ -131,9 +136,8 @@ class Shard:
             log.warning("shard no longer the writer (term %d): %s", self.state.term, why)
             await writer.abort(errors.NOT_LEADER)
 
-    def _fenced(self) -> None:
-        asyncio.get_running_loop().create_task(
-            self.step_down("its term lost the lease (fenced)"))
+    def _fenced(self, why: str) -> None:
+        asyncio.get_running_loop().create_task(self.step_down(why))
 
     async def _keep_leading(self, campaign: Campaign) -> None:
         """Embedded mode: lead again once a lost lease can be taken again."""
@@ -358,7 +362,7 @@ class Shard:
         return shard_pb.StatusResponse(
             committed_rev=state.committed, compact_rev=state.compact_rev, db_size=size,
             db_size_in_use=in_use,
-            role="leader" if self.is_leader and self.lease.valid() else "replica",
+            role="leader" if self.leading else "replica",
             db_size_quota=self.quota.quota_bytes, alarms=self.quota.members(),
             cluster_id=state.cluster_id, member_id=state.member_id, term=state.term)
 

@@ -1,9 +1,10 @@
 """The process that holds a shard's leader lease, as recorded in the lease row's `holder`.
 
-A holder is written as `host=<name> pid=<n> start=<ticks> boot=<id> pidns=<inode>`: the host name
-and PID say who leads (logs, `describe`); the start time (clock ticks after boot, /proc/PID/stat),
-the kernel's boot id and the PID namespace make "that process still runs" a question this host
-can answer without mistaking a reused PID or another container's PID 1 for it.
+A holder is written as `host=<name> pid=<n> start=<ticks> boot=<id> pidns=<inode> id=<random>`:
+the host name and PID say who leads (logs, `describe`); the start time (clock ticks after boot,
+/proc/PID/stat), the kernel's boot id and the PID namespace make "that process still runs" a
+question this host can answer without mistaking a reused PID or another container's PID 1 for
+it; the random id tells two campaigns of one process apart.
 
 Only replicas of a SQLite shard ask it (they share the file, hence the host); server databases
 answer liveness themselves (their sessions end with the process, their timeouts end silent ones).
@@ -11,6 +12,7 @@ answer liveness themselves (their sessions end with the process, their timeouts 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 from functools import cache
@@ -53,9 +55,10 @@ def state(pid: int) -> str:
 
 
 def this_process() -> str:
+    """A new holder of this process."""
     pid = os.getpid()
     return (f"host={socket.gethostname()} pid={pid} start={start_ticks(pid) or 0} "
-            f"boot={_boot_id()} pidns={_pidns()}")
+            f"boot={_boot_id()} pidns={_pidns()} id={secrets.token_hex(4)}")
 
 
 def parse(holder: str) -> dict[str, str]:

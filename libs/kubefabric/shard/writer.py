@@ -44,6 +44,10 @@ A = TypeVar("A")  # a writer handler's argument
 R = TypeVar("R")  # and its result
 
 
+def _reason(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0]
+
+
 class Op:
     __slots__ = ("handler", "arg", "future", "sync_rev", "trace")
 
@@ -57,7 +61,7 @@ class Op:
 
 class Writer:
     def __init__(self, store, state, leases, publish: Callable[[list, int], None], quota, lease,
-                 on_fenced: Callable[[], None] = lambda: None, max_batch: int = MAX_BATCH):
+                 on_fenced: Callable[[str], None] = lambda why: None, max_batch: int = MAX_BATCH):
         self.store = store
         self.lease = lease  # kubefabric.shard.leadership.Lease of this writer's term
         self.state = state
@@ -265,7 +269,14 @@ class Writer:
             log.error("write batch refused: %s; stepping down", exc)
             self.lease.drop()
             err = errors.NOT_LEADER
-            self.on_fenced()
+            self.on_fenced(str(exc))
+        elif not batch or not self.lease.valid():
+            # the lease could not be renewed (the database or the connection to it failed):
+            # step down rather than retry; the service reconnects and campaigns again
+            why = f"renewing the lease of term {self.lease.term} failed: {_reason(exc)}"
+            log.error("%s; stepping down", why)
+            self.lease.drop()
+            self.on_fenced(why)
         elif self.store.is_disk_full(exc):
             log.warning("a batch of %d requests failed for lack of space: %s", len(batch), exc)
             self.quota.raise_nospace(f"the database refused a write: {exc}")

@@ -28,7 +28,7 @@ from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import never_reached, open_channel, parse_endpoints, status_error
 from kubefabric.shard.state import ShardState
-from .replicas import Replicas
+from .replicas import LEADER_FAILED, LeaderChanged, Replicas
 from kubefabric.telemetry import instrument_shard_stub
 from kubefabric.tls import ClientTLS, TLSError
 
@@ -39,6 +39,10 @@ TLS_RECHECK_S = 2.0       # how often the TLS files are checked for changes
 TLS_GRACE_S = 60.0        # calls on channels replaced by a TLS reload get this long to finish
 TLS_REFUSALS = 5          # handshake refusals in a row at open(): a TLS mismatch, not a restart
 CALL_TIMEOUT_S = 60.0
+# calls for the leader that may run twice: retried at a new leader when the old one stopped
+# answering (the others' outcome is unknown then)
+IDEMPOTENT = frozenset({"Status", "Range", "LeaseRenew", "LeaseTimeToLive", "LeaseList", "Alarm",
+                        "Defragment"})
 FEED_STALL_S = 1.0        # a feed without a message this long: its leader stopped answering
 
 
@@ -195,6 +199,15 @@ class RemoteShard:
                 if write:
                     return await self.replicas.write(method, request, target, CALL_TIMEOUT_S)
                 return await self.replicas.read(method, request, target, CALL_TIMEOUT_S)
+            except LeaderChanged as moved:
+                if method not in IDEMPOTENT or loop.time() > deadline:
+                    log.warning("shard %s: replica %d leads now (term %d); a %s sent to replica %d "
+                                "is abandoned, its outcome unknown", self.name, moved.leader,
+                                self.replicas.term, method, target)
+                    raise LEADER_FAILED from None
+                self.state.term = max(self.state.term, self.replicas.term)
+                target = moved.leader
+                continue
             except grpc.aio.AioRpcError as err:
                 retry = _not_applied(err) or (not write and err.code() == grpc.StatusCode.UNAVAILABLE)
                 if not retry or loop.time() > deadline:

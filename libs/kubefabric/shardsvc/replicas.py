@@ -8,13 +8,14 @@ Invariants:
   replica's answer is right: each reads the shard's database, which holds everything committed,
   on a snapshot taken after the call was sent. A replica that left a read unanswered that long
   is skipped until it answers a Status again (checked every REVIVE_S).
-- Writes go to the replica last known as leader. While one stays unanswered past SUSPECT_S,
-  the router asks every replica for its Status (one such probe at a time per shard). A replica
-  reports itself leader only while its lease is valid, and leases never overlap, so a leader
-  other than the write's target means that target lost its lease: the write is abandoned with
-  etcd's "request timed out, possibly due to previous leader failure" (UNAVAILABLE; its outcome
-  is unknown, the old leader may have committed it before it stopped) and later writes go to
-  the new leader.
+- Calls for the leader go to the replica last known as leader. While one stays unanswered past
+  SUSPECT_S, the router asks every replica for its Status (one such probe at a time per shard).
+  A replica reports itself leader only while its lease is valid, and leases never overlap, so a
+  leader other than the call's target means that target lost its lease: the call is abandoned
+  (LeaderChanged) and later calls go to the new leader. The caller retries an idempotent call
+  there and fails a write with etcd's "request timed out, possibly due to previous leader
+  failure" (UNAVAILABLE: its outcome is unknown, the old leader may have committed it before
+  it stopped).
 """
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ REVIVE_S = 0.5        # how often replicas skipped as unresponsive are asked for
 STATUS_TIMEOUT_S = 0.5
 LEADER_FAILED = EtcdError(grpc.StatusCode.UNAVAILABLE,
                           "etcdserver: request timed out, possibly due to previous leader failure")
+
+
+class LeaderChanged(Exception):
+    """Another replica leads now: a call left at the old leader was abandoned."""
+
+    def __init__(self, leader: int):
+        super().__init__(f"replica {leader} leads now")
+        self.leader = leader
 
 
 class Replicas:
@@ -99,7 +108,8 @@ class Replicas:
                 call.cancel()
 
     async def write(self, method: str, request, target: int, timeout: float):
-        """`method` on replica `target` (the leader), abandoned when another replica leads."""
+        """`method` on replica `target` (the leader); LeaderChanged when it was abandoned because
+        another replica leads."""
         call = asyncio.ensure_future(getattr(self.stubs()[target], method)(request, timeout=timeout))
         try:
             while True:
@@ -108,10 +118,7 @@ class Replicas:
                     return call.result()
                 leader = await self.probe()
                 if leader is not None and leader != target:
-                    log.warning("shard %s: replica %d leads now (term %d); a write sent to replica "
-                                "%d is abandoned (its outcome is unknown)", self.name, leader,
-                                self.term, target)
-                    raise LEADER_FAILED
+                    raise LeaderChanged(leader)
         finally:
             call.cancel()
 
@@ -125,24 +132,36 @@ class Replicas:
         return await asyncio.shield(self._probe)
 
     async def _ask_all(self) -> int | None:
+        """Statuses as they come: the first replica that reports itself leader ends the probe
+        (leases do not overlap: no other replica can be a valid leader meanwhile). Replicas
+        known to be unresponsive are left to the reviver, unless no other is left."""
         stubs = self.stubs()
-        answers = await asyncio.gather(*(s.Status(spb.StatusRequest(), timeout=STATUS_TIMEOUT_S)
-                                         for s in stubs), return_exceptions=True)
-        best = None
-        for i, status in enumerate(answers):
-            if isinstance(status, BaseException):
-                if isinstance(status, grpc.aio.AioRpcError) and \
-                        status.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    self._set_unresponsive(i)
-                continue
-            self.unresponsive.discard(i)
-            if status.role == "leader" and (best is None or status.term > answers[best].term):
-                best = i
-        if best is not None:
-            if best != self.leader:
-                log.info("shard %s: the leader is replica %d (term %d)", self.name, best, answers[best].term)
-            self.leader, self.term = best, max(self.term, answers[best].term)
-        return best
+        asked = [i for i in range(len(stubs)) if i not in self.unresponsive] or range(len(stubs))
+        calls = {asyncio.ensure_future(stubs[i].Status(spb.StatusRequest(), timeout=STATUS_TIMEOUT_S)): i
+                 for i in asked}
+        pending = set(calls)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for call in done:
+                    i, err = calls[call], call.exception()
+                    if err is not None:
+                        if isinstance(err, grpc.aio.AioRpcError) and \
+                                err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                            self._set_unresponsive(i)
+                        continue
+                    self.unresponsive.discard(i)
+                    status = call.result()
+                    if status.role == "leader":
+                        if i != self.leader:
+                            log.info("shard %s: the leader is replica %d (term %d)", self.name, i,
+                                     status.term)
+                        self.leader, self.term = i, max(self.term, status.term)
+                        return i
+            return None
+        finally:
+            for call in pending:
+                call.cancel()
 
     # ---- unresponsive replicas ----
 

@@ -86,7 +86,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     async def History(self, request: spb.HistoryRequest, context):
         try:
             shard = self.node.local()
-            if not shard.is_leader:  # a replica: everything committed so far, not what it last saw
+            if not shard.leading:  # a replica: everything committed so far, not what it last saw
                 async with shard.store.snapshot() as cur:
                     await shard.read_head(cur)
             rng = KeyRange.of(request.key, request.range_end)
