@@ -270,13 +270,6 @@ class Writer:
             self.lease.drop()
             err = errors.NOT_LEADER
             self.on_fenced(str(exc))
-        elif not batch or not self.lease.valid():
-            # the lease could not be renewed (the database or the connection to it failed):
-            # step down rather than retry; the service reconnects and campaigns again
-            why = f"renewing the lease of term {self.lease.term} failed: {_reason(exc)}"
-            log.error("%s; stepping down", why)
-            self.lease.drop()
-            self.on_fenced(why)
         elif self.store.is_disk_full(exc):
             log.warning("a batch of %d requests failed for lack of space: %s", len(batch), exc)
             self.quota.raise_nospace(f"the database refused a write: {exc}")
@@ -288,6 +281,13 @@ class Writer:
             err = errors.TIMEOUT if unknown else errors.DB_UNAVAILABLE
         else:
             log.exception("write batch of %d requests failed: %s", len(batch), exc)
+        if not isinstance(exc, Fenced) and (not batch or not self.lease.valid()):
+            # the lease could not be renewed (the database or the connection to it failed):
+            # step down rather than retry; the service reconnects and campaigns again
+            why = f"renewing the lease of term {self.lease.term} failed: {_reason(exc)}"
+            log.error("%s; stepping down", why)
+            self.lease.drop()
+            self.on_fenced(why)
         metrics.batch_failed()
         if err is None and unknown:
             err = errors.TIMEOUT  # etcd's answer when it cannot tell whether a write applied

@@ -41,8 +41,8 @@ TLS_REFUSALS = 5          # handshake refusals in a row at open(): a TLS mismatc
 CALL_TIMEOUT_S = 60.0
 # calls for the leader that may run twice: retried at a new leader when the old one stopped
 # answering (the others' outcome is unknown then)
-IDEMPOTENT = frozenset({"Status", "Range", "LeaseRenew", "LeaseTimeToLive", "LeaseList", "Alarm",
-                        "Defragment"})
+IDEMPOTENT = frozenset({"Status", "Range", "Query", "LeaseRenew", "LeaseTimeToLive", "LeaseList",
+                        "Alarm", "Defragment"})
 FEED_STALL_S = 1.0        # a feed without a message this long: its leader stopped answering
 
 
