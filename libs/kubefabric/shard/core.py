@@ -32,6 +32,7 @@ from .writer import MAX_BATCH, Writer
 
 log = logging.getLogger("kubefabric.shard")
 
+DEFRAGMENT_LEASE_S = 3600.0  # the lease a SQLite VACUUM holds (it cannot renew meanwhile)
 COMPACT_WINDOW = 10_000   # revisions scanned per compaction step
 COMPACT_BATCH = 1_000     # rows deleted per compaction step (one short write transaction)
 
@@ -349,8 +350,26 @@ class Shard:
         return await read_history(self.store, self.state.compact_rev, rng, lo, hi)
 
     async def defragment(self) -> None:
-        async with self._writer().lock:
+        """The store's defragmentation. One that holds the database's write lock (SQLite's
+        VACUUM) runs with the writer idle, under a lease first extended to DEFRAGMENT_LEASE_S:
+        no renewal can happen meanwhile, and replicas must not take the lease (nor stop this
+        process, see kubefabric.shard.leadership) while it works."""
+        writer = self._writer()
+        if not self.store.defragment_blocks_writes:
             await self.store.defragment()
+        else:
+            async with writer.lock:
+                cur = await self.store.begin()
+                try:
+                    renewal = await self.lease.extend(cur, DEFRAGMENT_LEASE_S)
+                    if renewal is None:
+                        raise errors.NOT_LEADER
+                    await self.store.commit()
+                except BaseException:
+                    await self.store.rollback()
+                    raise
+                self.lease.confirm(renewal, DEFRAGMENT_LEASE_S)
+                await self.store.defragment()
         self._refresh_size()
 
     def db_size(self) -> tuple[int, int]:

@@ -125,19 +125,21 @@ class Lease:
     def renewal_due(self) -> float:
         return self.renewed + self.lease_s * RENEW_EVERY
 
-    def confirm(self, sent: float) -> None:
-        """A renewal sent at `sent` committed."""
-        self.renewed = max(self.renewed, sent)
-        self.deadline = max(self.deadline, sent + self.lease_s * (1 - MARGIN))
+    def confirm(self, sent: float, lease_s: float | None = None) -> None:
+        """A renewal sent at `sent` (for `lease_s`, default the lease) committed. It replaced
+        the database's deadline, so it replaces ours (renewals commit one after another)."""
+        self.renewed = sent
+        self.deadline = sent + (lease_s or self.lease_s) * (1 - MARGIN)
 
     def drop(self) -> None:
         self.deadline = 0.0
 
-    async def extend(self, cur) -> float | None:
-        """Renew inside the caller's write transaction (the fence): the send time, or None when
-        another term took the lease."""
+    async def extend(self, cur, lease_s: float | None = None) -> float | None:
+        """Renew inside the caller's write transaction (the fence), for `lease_s` (default: the
+        lease): the send time, or None when another term took the lease."""
         sent = time.monotonic()
-        changed = await cur.execute("leader_renew", {"term": self.term, "ttl": self.ttl_ms,
+        ttl = self.ttl_ms if lease_s is None else int(lease_s * 1000)
+        changed = await cur.execute("leader_renew", {"term": self.term, "ttl": ttl,
                                                      "now": monotonic_ms()})
         return sent if changed == 1 else None
 

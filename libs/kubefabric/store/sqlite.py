@@ -170,6 +170,8 @@ class SqliteStore:
             getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
             or "database or disk is full" in str(exc))
 
+    defragment_blocks_writes = True  # VACUUM holds the write lock (kubefabric.shard.core)
+
     async def defragment(self) -> None:
         """Return free pages to the filesystem and truncate the WAL (writer must be idle)."""
         def vacuum() -> None:

@@ -230,9 +230,16 @@ class MysqlStore:
         code, message = exc.args[0], " ".join(str(a) for a in exc.args[1:])
         return code in DISK_FULL_CODES or bool(ERRNO_28.search(message))
 
+    defragment_blocks_writes = False
+
     async def defragment(self) -> None:
-        """OPTIMIZE TABLE (InnoDB: rebuild + analyze); the writer is idle (Shard holds its lock)."""
-        await self._writer().send("OPTIMIZE TABLE " + ", ".join(TABLES))
+        """OPTIMIZE TABLE (InnoDB: an online rebuild + analyze) on a connection of its own:
+        writes, and the lease renewals among them, go on meanwhile."""
+        cur = await self._connect()
+        try:
+            await cur.send("OPTIMIZE TABLE " + ", ".join(TABLES))
+        finally:
+            await cur.close()
         await self._refresh_size()
 
     # ---- reads ----
