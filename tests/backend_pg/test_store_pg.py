@@ -1,6 +1,7 @@
 """PostgreSQL-specific behaviour of backend_pg.store.PostgresStore, on a real PostgreSQL 15 server
-(tests/harness/postgres.py): bytea keys, the key-size limit, snapshot isolation, the leader lock
-and its fencing, connection errors, SQLSTATE 53100, prepared statements, crash durability.
+(tests/harness/postgres.py): bytea keys, the key-size limit, snapshot isolation, the writer
+connection's server-side timeouts, connection errors, SQLSTATE 53100, prepared statements, crash
+durability.
 The shared shard behaviour is tests/shard (KUBEFABRIC_SHARD_STORES=postgres).
 """
 from __future__ import annotations

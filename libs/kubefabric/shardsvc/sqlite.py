@@ -1,5 +1,6 @@
 """`kubefabric backend-sqlite`: the shard service over a SQLite file (a non-embedded SQLite shard).
-Replicas on the same host and directory share the file; the writer holds its lock file."""
+Replicas on the same host and directory share the file; the leader holds the lease in it
+(kubefabric.shard.leadership)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
