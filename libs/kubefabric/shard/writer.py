@@ -148,8 +148,14 @@ class Writer:
             while True:
                 await self._run_batch(await self._next_batch())
         finally:
-            if self._getter is not None:
-                self._getter.cancel()
+            getter, self._getter = self._getter, None
+            if getter is not None and getter.done() and not getter.cancelled():
+                op = getter.result()  # taken off the queue just as the writer was stopped
+                if not op.future.done():
+                    op.future.set_exception(self.abort_error)
+                self.queue.task_done()
+            elif getter is not None:
+                getter.cancel()
 
     async def _run_batch(self, batch: list[Op]) -> None:
         try:
