@@ -85,7 +85,7 @@ class Server:
 
 def wait_ready(server: Server, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    channel = grpc.insecure_channel(server.endpoint)
+    channel = grpc.insecure_channel(server.endpoint, options=WAIT_OPTIONS)
     stub = rpc_pb2_grpc.MaintenanceStub(channel)
     try:
         while True:
@@ -205,11 +205,18 @@ def hub_flags(extra: list[str]) -> list[str]:
     return shard_flags(extra, HUB_FLAGS)
 
 
-def client_channel(endpoint: str, tls=None) -> grpc.Channel:
+# Waiting for a server that is still starting: grpc's reconnect backoff grows to minutes, so a
+# server that took 20 s to start on a loaded machine would be seen tens of seconds late.
+WAIT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 500)]
+
+
+def client_channel(endpoint: str, tls=None, options: list | None = None) -> grpc.Channel:
     """A (blocking) channel to `endpoint`: plaintext, or TLS with `tls`'s ca_file, cert_file,
     key_file (client certificate) and server_name (all optional)."""
+    options = list(options or [])
     if tls is None:
-        return grpc.insecure_channel(endpoint)
+        return grpc.insecure_channel(endpoint, options=options)
 
     def read(path):
         return Path(path).read_bytes() if path else None
@@ -217,7 +224,7 @@ def client_channel(endpoint: str, tls=None) -> grpc.Channel:
                                          read(getattr(tls, "cert_file", None)))
     name = getattr(tls, "server_name", None)
     return grpc.secure_channel(endpoint, creds,
-                               options=[("grpc.ssl_target_name_override", name)] if name else [])
+                               options=options + ([("grpc.ssl_target_name_override", name)] if name else []))
 
 
 def wait_log(server: Server, text: str, timeout: float = 30.0) -> str:
@@ -236,7 +243,7 @@ def wait_shard_ready(server: Server, timeout: float = 60.0, tls=None) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
-    with client_channel(server.endpoint, tls or getattr(server, "tls", None)) as channel:
+    with client_channel(server.endpoint, tls or getattr(server, "tls", None), WAIT_OPTIONS) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if server.proc.poll() is not None:
