@@ -60,6 +60,9 @@ TABLE_SIZES = ("SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0):
                "FROM unnest($1::text[]) AS t")
 VACUUM = "VACUUM (ANALYZE) kf_log, kf_kv, kf_meta, kf_leases, kf_leader"
 LOCK_DDL = "SELECT pg_advisory_xact_lock($1::bigint)"
+RELATIONS = [t.name for t in schema.metadata.sorted_tables] + [
+    i.name for t in schema.metadata.sorted_tables for i in t.indexes]
+MISSING_RELATIONS = "SELECT count(*) FROM unnest($1::text[]) AS n WHERE to_regclass(n) IS NULL"
 
 
 # connection exceptions, operator intervention (shutdown, crash, cannot connect now), too many
@@ -172,19 +175,24 @@ class PostgresStore:
         self._sizer = asyncio.create_task(self._refresh_size(), name="pg-size")
 
     async def _create_schema(self) -> None:
-        """Idempotent DDL under a transaction-scoped lock: concurrent CREATE TABLE IF NOT EXISTS
-        of the same table can otherwise fail on PostgreSQL's catalog unique indexes."""
+        """Idempotent DDL under a transaction-scoped lock (concurrent CREATE TABLE IF NOT EXISTS
+        of the same table can otherwise fail on PostgreSQL's catalog unique indexes), run only
+        when a table or index is missing: CREATE INDEX IF NOT EXISTS takes a SHARE lock on its
+        table before it finds the index there, which would stall (or deadlock with) the leader's
+        writes whenever a replica starts."""
         w = self._w
         async with w.transaction():
-            await w.execute(LOCK_DDL, DDL_LOCK_KEY)
-            for ddl in self.stmts.ddl():
-                await w.execute(ddl)
+            if await w.fetchval(MISSING_RELATIONS, RELATIONS):
+                await w.execute(LOCK_DDL, DDL_LOCK_KEY)
+                for ddl in self.stmts.ddl():
+                    await w.execute(ddl)
             meta = dict(await _Cursor(w, self.stmts).rows("meta_all", {}))
             version = meta.get(schema.META_SCHEMA_VERSION, 0)
             if version > schema.SCHEMA_VERSION:
                 raise RuntimeError(f"{self.dsn.redacted()} holds schema version {version}; this "
                                    f"KubeFabric knows up to {schema.SCHEMA_VERSION}: upgrade it")
             if upgrade := schema.upgrade_statements(version):
+                await w.execute(LOCK_DDL, DDL_LOCK_KEY)
                 for sql in [*upgrade, *self.stmts.ddl()]:
                     await w.execute(sql)
                 await _Cursor(w, self.stmts).execute("upsert_meta", {
