@@ -15,7 +15,7 @@ connections open and answers nothing. Measured and asserted:
   write lock), and the whole history checks out: no acknowledged write lost, none applied twice,
   revisions dense and ordered, every watch ordered, unique, atomic and reliable.
 Probe keys live under /frozen/ (routed to tenants, outside the history's /registry/ keys and
-watches).
+watches). KUBEFABRIC_FREEZE_ROUNDS=N runs each database N times (to measure).
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ FAILOVER_LIMIT_S = 2.0
 STEPPED_DOWN = "shard no longer the writer"  # what a deposed leader logs
 READ_LIMIT_S = 1.0      # the slowest read of the frozen shard through the router
 BACKENDS = ["sqlite", "postgres", "mariadb"]
+ROUNDS = int(os.environ.get("KUBEFABRIC_FREEZE_ROUNDS", "1"))  # more, to measure failover times
 
 TOPOLOGY = """\
 shards:
@@ -152,8 +153,9 @@ def database(request, tmp_path):
     return dsn_for
 
 
+@pytest.mark.parametrize("round_", range(ROUNDS))
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_frozen_leader_is_replaced(backend, database, tmp_path, say):
+def test_a_frozen_leader_is_replaced(backend, round_, database, tmp_path, say):
     dsn = database(backend)
     started = []
     try:

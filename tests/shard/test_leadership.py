@@ -7,6 +7,7 @@ under load) is tests/robustness/test_frozen_leader.py."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
@@ -220,3 +221,49 @@ def test_leader_row_reports_the_remaining_lease():
     row = LeaderRow(term=3, address="a:1", holder="", expires_at=10_500, now=10_000)
     assert (row.expired, row.remaining_s) == (False, 0.5)
     assert LeaderRow(3, "a:1", "", 10_000, 10_000).expired
+
+
+FROZEN_HOLDER = """
+import asyncio, sys
+from kubefabric.shard.leadership import Campaign
+from kubefabric.store.sqlite import SqliteStore
+
+async def main():
+    store = SqliteStore(sys.argv[1])
+    await store.open()
+    campaign = Campaign(store, "frozen:1", float(sys.argv[2]))
+    lease = await campaign.take(await campaign.read())
+    cur = await store.begin()  # the write lock, until this process ends
+    await lease.extend(cur)
+    await cur.execute("upsert_meta", {"name": "by_frozen", "value": lease.term})
+    print(lease.term, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_sqlite_stops_an_expired_holder_that_keeps_the_write_lock(sqlite_kind):
+    """A leader frozen (SIGSTOP) inside a write transaction keeps SQLite's write lock; once its
+    lease ran out, the replica that wants to take over SIGKILLs it (start time checked) and
+    takes the lease; the frozen leader's transaction is gone."""
+    async def body():
+        b = sqlite_kind.store("stopped")
+        await b.open()
+        child = subprocess.Popen([sys.executable, "-c", FROZEN_HOLDER, str(b.data_dir), str(LEASE_S)],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            term = int(child.stdout.readline())
+            child.send_signal(signal.SIGSTOP)
+            assert b.write_lock_holder() == child.pid
+            cb = Campaign(b, "b:1", LEASE_S)
+            lease = await take_when_free(cb)
+            assert lease.term == term + 1
+            assert child.wait(5) == -signal.SIGKILL
+            assert await markers(b) == {}
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            await b.close()
+    run(body())
