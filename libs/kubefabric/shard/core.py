@@ -66,8 +66,7 @@ class Shard:
         leases), and take it again whenever it is lost (the database stayed locked, say)."""
         await self.store.open()
         campaign = Campaign(self.store, "", self.lease_s)
-        try:
-            await self.store.limit_writer_silence(self.lease_s)
+        try:  # (no replica waits for this lease: no server-side timeouts, limit_writer_silence)
             await self.lead(await campaign.acquire(2 * self.lease_s if wait_s is None else wait_s))
         except BaseException:
             await self.store.close()
@@ -164,6 +163,8 @@ class Shard:
             await self.writer.stop()
             if self.lease is not None and self.lease.valid():
                 await self.lease.resign(self.store)
+        if self.lease is not None:
+            self.lease.drop()
         await self.store.close()
 
     @property

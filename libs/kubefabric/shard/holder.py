@@ -6,8 +6,9 @@ the host name and PID say who leads (logs, `describe`); the start time (clock ti
 question this host can answer without mistaking a reused PID or another container's PID 1 for
 it; the random id tells two campaigns of one process apart.
 
-Only replicas of a SQLite shard ask it (they share the file, hence the host); server databases
-answer liveness themselves (their sessions end with the process, their timeouts end silent ones).
+Replicas of a SQLite shard ask it (they share the file, hence the host); on a server database
+only a holder of this very process is answered (a shard closed here, reopened by a test or a
+restart of the service's loop); otherwise the lease has to run out.
 """
 from __future__ import annotations
 
@@ -16,6 +17,18 @@ import secrets
 import signal
 import socket
 from functools import cache
+
+
+_held: set[str] = set()  # holders of this process whose lease is in use (see hold/release)
+
+
+def hold(holder: str) -> None:
+    """This process leads with `holder` (until release)."""
+    _held.add(holder)
+
+
+def release(holder: str) -> None:
+    _held.discard(holder)
 
 
 @cache
@@ -81,9 +94,15 @@ def local_pid(holder: str) -> int | None:
     return int(fields["pid"])
 
 
+def is_this_process(holder: str) -> bool:
+    fields = parse(holder)
+    return local_pid(holder) == os.getpid() and int(fields.get("start") or 0) == start_ticks(os.getpid())
+
+
 def gone(holder: str) -> bool:
-    """True when the holder certainly no longer runs: a process of this host whose PID is free
-    or taken by a newer process, or one of an earlier boot of this host."""
+    """True when the holder certainly no longer leads: a process of this host whose PID is free
+    or taken by a newer process, one of an earlier boot of this host, or a holder of this
+    process that released its lease."""
     fields = parse(holder)
     if "pid" not in fields:
         return False
@@ -92,7 +111,9 @@ def gone(holder: str) -> bool:
     pid = local_pid(holder)
     if pid is None:
         return False
-    return start_ticks(pid) != int(fields.get("start") or 0)
+    if start_ticks(pid) != int(fields.get("start") or 0):
+        return True
+    return pid == os.getpid() and holder not in _held
 
 
 def kill(holder: str) -> bool:

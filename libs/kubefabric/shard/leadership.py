@@ -114,6 +114,7 @@ class Lease:
         self.holder = holder
         self.deadline = 0.0   # monotonic: acts only before this
         self.renewed = 0.0    # monotonic send time of the last confirmed renewal
+        holders.hold(holder)
 
     def valid(self) -> bool:
         return time.monotonic() < self.deadline
@@ -132,7 +133,9 @@ class Lease:
         self.deadline = sent + (lease_s or self.lease_s) * (1 - MARGIN)
 
     def drop(self) -> None:
+        """This term is over for this process (stepped down, closed)."""
         self.deadline = 0.0
+        holders.release(self.holder)
 
     async def extend(self, cur, lease_s: float | None = None) -> float | None:
         """Renew inside the caller's write transaction (the fence), for `lease_s` (default: the
@@ -191,8 +194,8 @@ class Campaign:
             return "no leader yet" if not row.holder else f"the lease of {holders.describe(row.holder)} expired"
         if row.holder == self.holder:
             return "this process's earlier term ended"
-        if self.local and holders.gone(row.holder):
-            return f"{holders.describe(row.holder)} exited"
+        if (self.local or holders.is_this_process(row.holder)) and holders.gone(row.holder):
+            return f"{holders.describe(row.holder)} no longer leads (exited or closed)"
         return None
 
     def live_local_holder(self, row: LeaderRow) -> bool:
@@ -216,8 +219,11 @@ class Campaign:
             return None
         sent = time.monotonic()
         try:
-            statement = "leader_take" if row.expired else "leader_take_from"
-            if await cur.execute(statement, values) != 1:
+            if row.expired:
+                changed = await cur.execute("leader_take", values)
+            else:
+                changed = await cur.execute("leader_take_from", values)
+            if changed != 1:
                 await self.store.rollback()
                 return None
             await cur.execute("upsert_meta", {"name": META_TERM, "value": term})

@@ -9,9 +9,11 @@ Invariants:
   COMMIT returned, then the batch's events are published in revision order.
 - While one batch commits (fsync), new requests queue up and form the next batch.
 - Every batch first renews the leader's lease in its own transaction, which is the fence
-  (kubefabric.shard.leadership): a batch whose term lost the lease is rolled back whole, and so
-  is one that could not reach COMMIT within the lease it just renewed; either way the writer
-  steps down. While no request comes, an empty batch renews the lease every quarter lease.
+  (kubefabric.shard.leadership): a batch whose term lost the lease is rolled back whole and the
+  writer steps down. A batch stops taking requests once a quarter lease has passed since its
+  renewal (the rest go first into the next batch), so it holds the lease row briefly, and one
+  that still could not reach COMMIT within the lease it renewed is rolled back (NOT_LEADER:
+  nothing applied). While no request comes, an empty batch renews the lease every quarter lease.
 """
 from __future__ import annotations
 
@@ -36,8 +38,15 @@ log = logging.getLogger("kubefabric.writer")
 MAX_BATCH = 512
 
 
+BATCH_BUDGET = 0.25  # of the lease: a batch takes no more requests this long after its renewal
+
+
 class Fenced(Exception):
     """This writer's term lost its lease (checked in every batch)."""
+
+
+class LeaseRanOut(Exception):
+    """A batch could not reach COMMIT within the lease it renewed: rolled back."""
 
 
 A = TypeVar("A")  # a writer handler's argument
@@ -76,6 +85,7 @@ class Writer:
         self.on_fenced = on_fenced
         self.max_batch = max_batch  # 1: one database transaction per request (no group commit)
         self.abort_error: EtcdError = errors.STOPPING  # what submit() raises once stopping
+        self._carry: list[Op] = []  # requests a batch left for the next one (still queued)
         # the trace context of a request in the batch being published (listeners read it: the
         # event bus carries it on, so a write and its watch delivery are one trace)
         self.last_trace: dict | None = None
@@ -105,6 +115,11 @@ class Writer:
                 await self.task
             except asyncio.CancelledError:
                 pass
+        carried, self._carry = self._carry, []
+        for op in carried:
+            if not op.future.done():
+                op.future.set_exception(err)
+            self.queue.task_done()
         while not self.queue.empty():
             op = self.queue.get_nowait()
             if not op.future.done():
@@ -127,8 +142,13 @@ class Writer:
         return await tracing.in_span("kubefabric.writer.commit", fut, started=capture)
 
     async def _next_batch(self) -> list[Op]:
-        """The queued requests (at least one), or [] when the lease is due for renewal first."""
-        if self.queue.empty():
+        """The queued requests (at least one; those the last batch left first), or [] when the
+        lease is due for renewal first."""
+        batch, self._carry = self._carry, []
+        if self._getter is not None and self._getter.done():  # queued before what is queued now
+            batch.append(self._getter.result())
+            self._getter = None
+        if not batch and self.queue.empty():
             if self._getter is None:
                 self._getter = asyncio.ensure_future(self.queue.get())
             wait = self.lease.renewal_due() - time.monotonic()
@@ -136,8 +156,6 @@ class Writer:
             if not done:
                 return []
             batch, self._getter = [self._getter.result()], None
-        else:
-            batch = [self.queue.get_nowait()]
         while len(batch) < self.max_batch and not self.queue.empty():
             batch.append(self.queue.get_nowait())
         return batch
@@ -158,9 +176,10 @@ class Writer:
                 getter.cancel()
 
     async def _run_batch(self, batch: list[Op]) -> None:
+        left: list[Op] = []
         try:
             async with self.lock:
-                await self._apply(batch)
+                left = await self._apply(batch)
         except asyncio.CancelledError:  # abort(): nothing of this batch was acknowledged
             # a COMMIT already sent may have landed: then the outcome is unknown (etcd's
             # "request timed out"), otherwise nothing was applied
@@ -181,11 +200,14 @@ class Writer:
                     op.future.set_exception(EtcdError(errors.STOPPING.code,
                                                       f"etcdserver: internal error: {exc}"))
         finally:
-            for _ in batch:
+            self._carry = left
+            for _ in range(len(batch) - len(left)):
                 self.queue.task_done()
 
-    async def _apply(self, batch: list[Op]) -> None:
+    async def _apply(self, batch: list[Op]) -> list[Op]:
+        """One database transaction; the requests it left for the next batch."""
         state = self.state
+        left: list[Op] = []
         outcomes: list[tuple[Op, object, EtcdError | None]] = []
         published: list[tuple[int, list]] = []
         try:
@@ -201,7 +223,11 @@ class Writer:
             if renewal is None:
                 raise Fenced(f"term {lease.term} no longer holds the shard's lease")
             applier = Applier(cur, state.clock, state.compact_rev, self.leases, state.floor)
-            for op in batch:
+            budget = lease.lease_s * BATCH_BUDGET
+            for i, op in enumerate(batch):
+                if i and time.monotonic() - renewal > budget:
+                    left = batch[i:]
+                    break
                 # each request in a savepoint: one that fails after writing (a bug, or a state
                 # no pre-check foresaw) is undone alone and fails alone
                 applier.sync_to(op.sync_rev)
@@ -231,21 +257,21 @@ class Writer:
             for name, value in applier.meta_updates.items():
                 await cur.execute("upsert_meta", {"name": name, "value": value})
             if not lease.valid_after(renewal):
-                raise Fenced(f"the batch could not commit within the lease of term {lease.term} "
-                             f"({time.monotonic() - renewal:.2f}s after renewing it)")
+                raise LeaseRanOut(f"the batch could not commit within the lease of term "
+                                  f"{lease.term} ({time.monotonic() - renewal:.2f}s after renewing it)")
             self.committing = True
             commit_started = perf_counter()
             await self.store.commit()
         except Exception as exc:  # the database refused (or the outcome of COMMIT is unknown)
             await self._failed(batch, exc)
-            return
+            return []
         lease.confirm(renewal)
         self.leases.commit_staged()
         state.advance(applier.clock, applier.compact_rev, applier.meta_updates)
         self.committing = False
         if not batch:
-            return  # a renewal
-        metrics.batch_committed(len(batch), perf_counter() - commit_started)
+            return []  # a renewal
+        metrics.batch_committed(len(batch) - len(left), perf_counter() - commit_started)
         for op, result, err in outcomes:
             if op.future.done():
                 continue
@@ -259,6 +285,7 @@ class Writer:
             self.publish(published, state.committed)
         except Exception:  # a broken listener must not stop the writer
             log.exception("publishing revision %d failed", state.committed)
+        return left
 
     async def _failed(self, batch: list[Op], exc: Exception) -> None:
         """The database refused the batch, or the outcome of its COMMIT is unknown."""
@@ -276,6 +303,9 @@ class Writer:
             self.lease.drop()
             err = errors.NOT_LEADER
             self.on_fenced(str(exc))
+        elif isinstance(exc, LeaseRanOut):
+            log.warning("write batch of %d requests rolled back: %s", len(batch), exc)
+            err = errors.NOT_LEADER
         elif self.store.is_disk_full(exc):
             log.warning("a batch of %d requests failed for lack of space: %s", len(batch), exc)
             self.quota.raise_nospace(f"the database refused a write: {exc}")

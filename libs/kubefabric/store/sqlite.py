@@ -88,15 +88,15 @@ class SqliteStore:
         try:
             for ddl in self.stmts.ddl():
                 w.execute(ddl)
-            version = dict(w.execute(self.stmts.get("meta_all").sql).fetchall()).get(
-                schema.META_SCHEMA_VERSION, 0)
+            c = self.stmts.get("meta_all")
+            version = dict(w.execute(c.sql, c.args({})).fetchall()).get(schema.META_SCHEMA_VERSION, 0)
             if version > schema.SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path} holds schema version {version}; this KubeFabric "
                                    f"knows up to {schema.SCHEMA_VERSION}: upgrade it")
             if upgrade := schema.upgrade_statements(version):
                 w.execute("BEGIN IMMEDIATE")
-                for sql in [*upgrade, *self.stmts.ddl()]:
-                    w.execute(sql)
+                for ddl in [*upgrade, *self.stmts.ddl()]:
+                    w.execute(ddl)
                 c = self.stmts.get("upsert_meta")
                 w.execute(c.sql, c.args({"name": schema.META_SCHEMA_VERSION, "value": schema.SCHEMA_VERSION}))
                 w.execute("COMMIT")
