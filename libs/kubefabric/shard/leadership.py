@@ -59,6 +59,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+from kubefabric.store.contract import Store
+
 from . import holder as holders
 from .state import META_TERM  # kf_meta's copy of the term (replicas report it)
 
@@ -162,12 +164,12 @@ class Campaign:
     """How a replica (or the embedded shard) gets the lease: read the row, see whether it is
     free, take it."""
 
-    def __init__(self, store, address: str = "", lease_s: float = LEASE_S):
+    def __init__(self, store: Store, address: str = "", lease_s: float = LEASE_S):
         self.store = store
         self.address = address
         self.lease_s = lease_s
         self.holder = holders.this_process()
-        self.local = getattr(store, "shares_host", False)  # SQLite: the holder runs on this host
+        self.local = store.shares_host  # SQLite: the holder runs on this host
         self._reported = ""
 
     async def read(self) -> LeaderRow:

@@ -86,6 +86,7 @@ class Writer:
         self.max_batch = max_batch  # 1: one database transaction per request (no group commit)
         self.abort_error: EtcdError = errors.STOPPING  # what submit() raises once stopping
         self._carry: list[Op] = []  # requests a batch left for the next one (still queued)
+        self._getter: asyncio.Future | None = None  # a queue.get() a lease renewal interrupted
         # the trace context of a request in the batch being published (listeners read it: the
         # event bus carries it on, so a write and its watch delivery are one trace)
         self.last_trace: dict | None = None
@@ -161,7 +162,7 @@ class Writer:
         return batch
 
     async def _run(self) -> None:
-        self._getter: asyncio.Future | None = None
+        self._getter = None
         try:
             while True:
                 await self._run_batch(await self._next_batch())

@@ -25,7 +25,10 @@ class Cursor(Protocol):
     async def rows(self, name: str, values: dict, shape: str = "",
                    limited: bool = False) -> list: ...
     async def scalar(self, name: str, values: dict, shape: str = "") -> Any: ...
-    async def execute(self, name: str, values: dict) -> None: ...
+    async def execute(self, name: str, values: dict) -> int:
+        """The number of rows the statement changed (MySQL/MariaDB: rows matched,
+        CLIENT_FOUND_ROWS on the writer connection): a lease renewal or takeover learns from it
+        whether the row still held the term it expected."""
     async def executemany(self, name: str, many: list[dict]) -> None: ...
 
 
@@ -33,9 +36,12 @@ class Store(Protocol):
     """One shard's MVCC log in one database.
 
     Invariants:
-    - Writes run only on the ONE writer connection, and only while it holds the leader lock:
-      when the lock is lost (the connection closed or killed) its uncommitted writes are lost
-      with it, so a deposed leader cannot commit.
+    - Writes run only on the ONE writer connection, in batches whose first statement renews the
+      leader lease row (kubefabric.shard.leadership: the fencing argument per database), so a
+      deposed leader cannot commit.
+    - Nothing waits for another process on the event loop: SQLite's begin() waits for the write
+      lock with asyncio sleeps (no busy timeout on the writer connection); COMMIT, VACUUM and
+      open() run in a worker thread; the server stores use asynchronous drivers.
     - A snapshot's read transaction is established when `__aenter__` returns: every txn
       committed before that is visible (PostgreSQL: REPEATABLE READ READ ONLY with a statement
       in the same round trip; MySQL/MariaDB: START TRANSACTION WITH CONSISTENT SNAPSHOT). Many
@@ -53,6 +59,12 @@ class Store(Protocol):
     # the longest key the database's indexes hold (None: no limit), measured with random
     # incompressible keys against the real server; the Shard refuses longer keys with an error
     max_key_bytes: int | None
+    # True when every replica runs on the database's host (SQLite): the lease holder's PID can
+    # be checked, and a frozen holder of the write lock stopped (kubefabric.shard.holder)
+    shares_host: bool
+    # False when defragment() runs on a connection of its own while the writer (and its lease
+    # renewals) go on; True (SQLite's VACUUM) makes the shard extend its lease first
+    defragment_blocks_writes: bool
 
     async def open(self) -> None:
         """Connect (errors name host, port and database and the driver's reason), create the
@@ -99,14 +111,18 @@ class Store(Protocol):
     async def rollback(self) -> None:
         """No-op without an open transaction; never raises on a broken connection."""
 
-    # ---- leadership: the shard service elects its writer through the database ----
+    # ---- leadership: a lease row the shard maintains (kubefabric.shard.leadership) ----
+    # The statements come from the dialect: insert_leader (the row unless it exists) and now_ms
+    # (the server's clock in ms; None on SQLite: the :now parameter, the host's CLOCK_MONOTONIC,
+    # which every replica of a SQLite file shares).
 
-    async def try_lock_leader(self) -> bool:
-        """Take the shard's leader lock on the writer connection without waiting (PostgreSQL: a
-        session advisory lock; MySQL/MariaDB: GET_LOCK; SQLite: flock on the data directory);
-        True when this store holds it (also when it already did)."""
+    async def limit_writer_silence(self, lease_s: float) -> None:
+        """Server-side timeouts on the writer connection, so a frozen leader's open transaction
+        (and the lease row it locks) ends about a lease after its last statement (PostgreSQL:
+        idle_in_transaction_session_timeout, lock_timeout, statement_timeout, TCP keepalives;
+        MariaDB: idle_transaction_timeout, innodb_lock_wait_timeout, max_statement_time;
+        SQLite: nothing to set)."""
 
-    async def unlock_leader(self) -> None: ...
-
-    async def writer_alive(self) -> bool:
-        """A cheap check of the writer connection (the leader loop's heartbeat)."""
+    def write_lock_holder(self) -> int | None:
+        """The PID of another process holding the database's write lock (SQLite); None when
+        none does, and always on server databases (their timeouts end silent sessions)."""

@@ -10,7 +10,7 @@ Key-range shapes (see kubefabric.etcd.keyrange): "single" (key = :start), "bound
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from sqlalchemy import BigInteger, and_, bindparam, delete, exists, func, insert, literal_column, select, update
 from sqlalchemy.engine.interfaces import Dialect
@@ -178,7 +178,7 @@ def _ttl():
     return bindparam("ttl", type_=BigInteger)
 
 
-def leadership_statements(now: Callable[[], object]) -> dict[str, Callable]:
+def leadership_statements(now: Callable[[], Any]) -> dict[str, Callable]:
     def leader_get(shape: str = "", limited: bool = False):
         return select(leader.c.term, leader.c.address, leader.c.holder, leader.c.expires_at,
                       now().label("now")).where(leader.c.id == 1)

@@ -288,6 +288,9 @@ class MysqlStore:
 
     shares_host = False  # replicas may run anywhere: the server's timeouts end silent sessions
 
+    def write_lock_holder(self) -> int | None:
+        return None  # no file lock to find: the server's timeouts end a silent writer
+
     async def limit_writer_silence(self, lease_s: float) -> None:
         """Bound how long the writer connection can hold locks without being heard from
         (MariaDB; MySQL 8 has only the lock wait timeout)."""
