@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from harness.shop import order, wait_for
+from harness.shop import order, price_trigger, trigger_ready, wait_for
 from kubefabric.store.sqlite import DB_FILE
 
 pytestmark = pytest.mark.timeout(300)
@@ -32,14 +32,6 @@ ORDERS = {
     "e5": ("acme", [("gadget", 1)], 4999),
 }
 REPORTS = "/apis/reports.shop.example.com/v1alpha1/namespaces/" + NS + "/orderreports"
-TRIGGER = {
-    "apiVersion": "triggers.kubefabric.io/v1", "kind": "HTTPTrigger",
-    "metadata": {"name": "price-orders", "namespace": NS},
-    "spec": {"resource": {"apiVersion": "shop.example.com/v1", "kind": "Order"},
-             "eventTypes": ["ADDED"]},   # url: the function's, set by the test
-}
-
-
 def get(api, kind: str, name: str) -> dict | None:
     path = (f"/apis/shop.example.com/v1/namespaces/{NS}/orders/{name}" if kind == "orders"
             else f"/api/v1/namespaces/{NS}/{kind}/{name}")
@@ -52,10 +44,6 @@ def get(api, kind: str, name: str) -> dict | None:
 
 def trigger_status(api) -> dict:
     return api.kubectl_json("get", "httptrigger", "price-orders", "-n", NS).get("status") or {}
-
-
-def ready(status: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 def order_keys_in_postgres(shop) -> tuple[set[str], set[str]]:
@@ -84,10 +72,8 @@ def test_orders_through_trigger_function_and_operator(shop):
     op = shop.start_operator("e2e", "--namespace", NS, "--lease-namespace", NS, lease_duration=6)
     shop.start_trigger()
     shop.start_reports()
-    trigger = json.loads(json.dumps(TRIGGER))
-    trigger["spec"]["url"] = {"static": fn.url + "/"}
-    api.kubectl("apply", "-f", "-", input=json.dumps(trigger))
-    wait_for(lambda: ready(trigger_status(api)), 60, "the HTTPTrigger to be Ready")
+    api.kubectl("apply", "-f", "-", input=json.dumps(price_trigger(NS, fn.url + "/")))
+    wait_for(lambda: trigger_ready(api, NS), 60, "the HTTPTrigger to be Ready")
     op.wait_log("acquired by e2e: leading")
 
     # create: each order is priced once, by the event of its creation, and invoiced

@@ -219,6 +219,21 @@ class ShopStack:
                 time.sleep(0.1)
 
 
+def price_trigger(namespace: str, url: str, concurrency: int = 1) -> dict:
+    """The HTTPTrigger that wires the pricing function: each Order ADDED in `namespace` (the
+    trigger's own) goes to `url` as a CloudEvent; the function's own status patches (MODIFIED)
+    do not come back to it. concurrency: orders delivered in parallel (one order's events never are)."""
+    return {"apiVersion": "triggers.kubefabric.io/v1", "kind": "HTTPTrigger",
+            "metadata": {"name": "price-orders", "namespace": namespace},
+            "spec": {"resource": {"apiVersion": "shop.example.com/v1", "kind": "Order"},
+                     "eventTypes": ["ADDED"], "concurrency": concurrency, "url": {"static": url}}}
+
+
+def trigger_ready(api, namespace: str, name: str = "price-orders") -> bool:
+    status = api.kubectl_json("get", "httptrigger", name, "-n", namespace).get("status") or {}
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
 def order(name: str, customer: str = "acme", items=(("widget", 2),), labels: dict | None = None) -> dict:
     return {"apiVersion": "shop.example.com/v1", "kind": "Order",
             "metadata": {"name": name, "labels": labels or {}},

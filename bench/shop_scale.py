@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Scale check of the example app (examples/shop) through the whole chain: N orders (default
+10,000) created through kube-apiserver on KubeFabric, priced by the function (HTTPTrigger ->
+CloudEvent -> status.total) and invoiced by the operator (a ConfigMap per order).
+
+    uv run python bench/shop_scale.py                         # 10,000 orders
+    uv run python bench/shop_scale.py --orders 500 --json /tmp/shop.json --plot /tmp/shop.png
+    uv run python bench/shop_scale.py --orders 1000 --trigger-concurrency 1   # one delivery at a time
+
+Measured, from the creating client's clock:
+- time to fully reconciled: first create sent -> every order priced and its invoice final;
+- function lag per order: its create acknowledged -> status.total seen on a watch;
+- operator lag per order: its create acknowledged -> its invoice ConfigMap seen on a watch;
+- memory (RSS, peak and at the end) of every component, sampled each second.
+The plot (PNG) shows progress over time, both lag distributions and the memory per component.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from harness.postgres import PostgresServer
+from harness.shop import ShopStack, price_trigger, trigger_ready, wait_for
+
+
+NAMESPACE = "bench"
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
+
+
+class Memory:
+    """RSS of each component's process (and its children: PostgreSQL's backends), every second."""
+
+    def __init__(self, pids: dict[str, int]):
+        import psutil
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.peak: dict[str, int] = {name: 0 for name in pids}
+        self.last: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        import psutil
+        for name, proc in self.procs.items():
+            try:
+                rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+            except psutil.Error:
+                continue
+            self.last[name] = rss
+            self.peak[name] = max(self.peak[name], rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.sample()
+
+    def start(self) -> None:
+        self.sample()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: int, timeout: float) -> dict:
+    from lightkube import AsyncClient, KubeConfig
+    from lightkube.core.exceptions import ApiError
+    from lightkube.resources.core_v1 import ConfigMap
+
+    from shop import demo, model
+
+    config = KubeConfig.from_file(str(stack.api.kubeconfig))
+    client = AsyncClient(config, field_manager="shop-bench")
+    orders = demo.orders(count)
+    acked: dict[str, float] = {}
+    priced: dict[str, float] = {}
+    invoiced: dict[str, float] = {}
+    final: dict[str, float] = {}
+    done = asyncio.Event()
+
+    def check_done() -> None:
+        if len(priced) == count and len(final) == count:
+            done.set()
+
+    async def watch_orders() -> None:
+        async for _, obj in client.watch(model.Order, namespace=namespace):
+            if "total" in (obj.get("status") or {}) and obj.metadata.name not in priced:
+                priced[obj.metadata.name] = time.monotonic()
+                check_done()
+
+    async def watch_invoices() -> None:
+        async for _, cm in client.watch(ConfigMap, namespace=namespace, labels={"app.kubernetes.io/part-of": "shop"}):
+            order = cm.metadata.labels.get(f"{model.GROUP}/order")
+            now = time.monotonic()
+            invoiced.setdefault(order, now)
+            if (cm.data or {}).get("state") == "final" and order not in final:
+                final[order] = now
+                check_done()
+
+    watchers = [asyncio.create_task(watch_orders()), asyncio.create_task(watch_invoices())]
+    await asyncio.sleep(1)   # both watches established before the first create
+    sem = asyncio.Semaphore(concurrency)
+
+    async def create(obj: dict) -> None:
+        async with sem:
+            for attempt in range(5):
+                try:
+                    await client.create(model.Order(obj), namespace=namespace)
+                    break
+                except ApiError as err:
+                    if err.status.code not in (429, 500, 503, 504) or attempt == 4:
+                        raise
+                    await asyncio.sleep(0.5 * (attempt + 1))
+            acked[obj["metadata"]["name"]] = time.monotonic()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(create(o) for o in orders))
+    created = time.monotonic() - t0
+    print(f"created {count} orders in {created:.1f}s ({count / created:.0f}/s)", flush=True)
+    progress_task = asyncio.create_task(report_progress(count, priced, final, t0))
+    try:
+        await asyncio.wait_for(done.wait(), timeout)
+        complete = True
+    except asyncio.TimeoutError:
+        complete = False
+    progress_task.cancel()
+    reconciled = time.monotonic() - t0
+    for w in watchers:
+        w.cancel()
+    await client.close()
+    function_lag = [priced[n] - acked[n] for n in priced if n in acked]
+    operator_lag = [invoiced[n] - acked[n] for n in invoiced if n in acked]
+    timeline = sorted((t - t0, kind) for kind, d in (("created", acked), ("priced", priced), ("final", final))
+                      for t in d.values())
+    return {"orders": count, "complete": complete, "create_seconds": created, "create_rate": count / created,
+            "reconciled_seconds": reconciled, "priced": len(priced), "invoiced": len(invoiced), "final": len(final),
+            "function_lag": summary(function_lag), "operator_lag": summary(operator_lag),
+            "function_lags": function_lag, "operator_lags": operator_lag, "timeline": timeline}
+
+
+async def report_progress(count: int, priced: dict, final: dict, t0: float) -> None:
+    while True:
+        await asyncio.sleep(10)
+        print(f"  {time.monotonic() - t0:6.0f}s: {len(priced)}/{count} priced, {len(final)}/{count} invoices final",
+              flush=True)
+
+
+def summary(values: list[float]) -> dict:
+    if not values:
+        return {"n": 0}
+    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
+            "max": max(values), "mean": statistics.fmean(values)}
+
+
+def plot(result: dict, memory: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (progress, lags, mem) = plt.subplots(1, 3, figsize=(18, 5))
+    for kind, colour in (("created", "tab:gray"), ("priced", "tab:blue"), ("final", "tab:green")):
+        times = [t for t, k in result["timeline"] if k == kind]
+        progress.plot(times, range(1, len(times) + 1), label={"final": "invoice final"}.get(kind, kind), color=colour)
+    progress.set(title=f"{result['orders']:,} orders through the chain", xlabel="seconds since the first create",
+                 ylabel="orders")
+    progress.legend()
+    for name, key, colour in (("function (status.total)", "function_lags", "tab:blue"),
+                              ("operator (invoice ConfigMap)", "operator_lags", "tab:green")):
+        values = sorted(result[key])
+        if values:
+            lags.plot(values, [i / len(values) for i in range(1, len(values) + 1)], label=name, color=colour)
+    lags.set(title="lag after the create was acknowledged (CDF)", xlabel="seconds", ylabel="fraction of orders")
+    lags.legend()
+    names = sorted(memory["peak"], key=lambda n: -memory["peak"][n])
+    mem.barh(names, [memory["peak"][n] / 2**20 for n in names], color="tab:orange", label="peak")
+    mem.barh(names, [memory["end"].get(n, 0) / 2**20 for n in names], color="tab:purple", label="end", height=0.4)
+    mem.set(title="memory (RSS) per component", xlabel="MiB")
+    mem.invert_yaxis()
+    mem.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--orders", type=int, default=10_000)
+    ap.add_argument("--concurrency", type=int, default=32, help="creates in flight (default 32)")
+    ap.add_argument("--trigger-concurrency", type=int, default=16,
+                    help="orders the HTTPTrigger delivers to the function in parallel (default 16)")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds to wait for full reconciliation")
+    ap.add_argument("--json", type=Path, help="write the results (with every lag) here")
+    ap.add_argument("--plot", type=Path, default=Path("shop-scale.png"), help="the PNG (default ./shop-scale.png)")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="kf-shop-bench-"))
+    work.chmod(0o755)
+    postgres = PostgresServer().start()   # its own temp root, readable by the postgres OS user
+    stack = ShopStack(work / "stack", postgres, events=True)
+    try:
+        (work / "stack").mkdir()
+        stack.start()
+        fn = stack.start_function()
+        stack.api.kubectl("create", "namespace", NAMESPACE)
+        op = stack.start_operator("bench", "--namespace", NAMESPACE, "--lease-namespace", NAMESPACE)
+        op.wait_log("leading")
+        trigger = stack.start_trigger()
+        stack.api.kubectl("apply", "-f", "-", input=json.dumps(price_trigger(NAMESPACE, fn.url + "/", args.trigger_concurrency)))
+        wait_for(lambda: trigger_ready(stack.api, NAMESPACE), 60, "the HTTPTrigger to be Ready")
+        pids = {"kube-apiserver": stack.api.proc.pid, "kv-router": stack.router.proc.pid,
+                "shard main (sqlite)": stack.shards["main"].proc.pid,
+                "shard orders (backend-pg)": stack.shards["orders"].proc.pid,
+                "watch-hub": stack.hub.proc.pid, "nats-server": stack.nats.proc.pid,
+                "postgresql": postgres.proc.pid, "trigger": trigger.proc.pid,
+                "shop function": fn.proc.pid, "shop operator": op.proc.pid}
+        memory = Memory(pids)
+        memory.start()
+        result = asyncio.run(run_load(stack, args.orders, NAMESPACE, args.concurrency, args.timeout))
+        memory.stop()
+    finally:
+        stack.stop()
+        postgres.remove()
+    mem = {"peak": memory.peak, "end": memory.last}
+    f, o = result["function_lag"], result["operator_lag"]
+    print(f"\n{result['orders']:,} orders: {'fully reconciled' if result['complete'] else 'NOT fully reconciled'} "
+          f"in {result['reconciled_seconds']:.1f}s (created in {result['create_seconds']:.1f}s, "
+          f"{result['create_rate']:.0f}/s)")
+    print(f"function lag: p50 {f.get('p50', float('nan')):.2f}s  p99 {f.get('p99', float('nan')):.2f}s  "
+          f"({result['priced']} priced)")
+    print(f"operator lag: p50 {o.get('p50', float('nan')):.2f}s  p99 {o.get('p99', float('nan')):.2f}s  "
+          f"({result['invoiced']} invoiced, {result['final']} final)")
+    print("memory (RSS, MiB)      peak     end")
+    for name in sorted(mem["peak"], key=lambda n: -mem["peak"][n]):
+        print(f"  {name:<24}{mem['peak'][name] / 2**20:7.0f} {mem['end'].get(name, 0) / 2**20:7.0f}")
+    plot(result, mem, args.plot)
+    print(f"plot: {args.plot}")
+    if args.json:
+        args.json.write_text(json.dumps({**result, "memory": mem, "load": os.getloadavg()}, indent=1))
+    return 0 if result["complete"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
