@@ -134,3 +134,17 @@ def test_orders_through_trigger_function_and_operator(shop):
     assert live == {PREFIX + n for n in ORDERS if n != "e3"}, live
     assert PREFIX + "e3" in history, "the deleted order's history is in the orders shard"
     assert order_keys_in_sqlite(shop) == set(), "no Order key on the default shard"
+
+    # the demo script through the same stack: what each layer did, then the orders deleted
+    from shop import demo, model
+    run = shop.start_shop("demo", "--count", "10", "--namespace", NS, "--delete", "--timeout", "90")
+    assert run.proc.wait(150) == 0, run.log()[-3000:]
+    out = run.log()
+    assert "function: 10/10 orders priced within" in out and "operator: 10/10 orders invoiced" in out, out
+    assert "deleted:  10 orders, their finalizers ran" in out, out
+    over: dict[str, list[int]] = {c: [] for c in demo.CUSTOMERS}
+    for o in demo.orders(10):   # the e* orders left in NS are all under 100.00
+        if (total := model.price(o["spec"])) > 10_000:
+            over[o["spec"]["customer"]].append(total)
+    expected = ", ".join(f"{c} {len(t)} ({sum(t) / 100:.2f})" for c, t in over.items())
+    assert f"rest:     orders over 100.00 by customer (orderreports query): {expected}" in out, out

@@ -137,7 +137,7 @@ async def report(client: AsyncClient, ns: str) -> None:
     """The REST layer: an OrderReport through the aggregated API, when it is served."""
     from shop import rest
     try:
-        text = await rest.summary(client, ns)
+        text = await rest.summary(client, ns, CUSTOMERS)
     except rest.NotServed as err:
         print(f"rest:     {err}")
         return
@@ -154,10 +154,10 @@ async def delete(client: AsyncClient, ns: str, names: set[str], timeout: float) 
         invoices = {c.metadata.name async for c in client.list(ConfigMap, namespace=ns,
                                                                 labels={"app.kubernetes.io/part-of": "shop"})}
         if not left and not invoices & {model.invoice_name(n) for n in names}:
-            print(f"deleted:  {len(names)} orders, their finalizers ran (archive entries removed) and their "
-                  f"invoices were garbage-collected within {time.monotonic() - t0:.1f}s")
+            print(f"deleted:  {len(names)} orders, their finalizers ran (archive entries and invoices "
+                  f"removed) within {time.monotonic() - t0:.1f}s")
             return True
         await asyncio.sleep(0.5)
     print(f"deleted:  {len(left)} orders and {len(invoices)} invoices still there after {timeout:.0f}s "
-          "(is the operator running? the garbage collector of kube-controller-manager?)")
+          "(is the operator running?)")
     return False
