@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "aiohttp.access", "kopf.objects" if args.log_level != "debug" else ""):
+    for noisy in ("httpx", "httpx2", "httpcore", "aiohttp.access", "kopf.objects" if args.log_level != "debug" else ""):
         if noisy:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
