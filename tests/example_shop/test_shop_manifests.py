@@ -41,6 +41,10 @@ def test_validates_against_kubernetes_1_37(name):
     import kubernetes_validate
 
     for obj in render(name):
+        if obj["apiVersion"].startswith("triggers.kubefabric.io/"):   # KubeFabric's CRD, not Kubernetes'
+            from trigger import spec
+            spec.parse(obj["spec"], obj["metadata"]["namespace"])      # raises SpecError naming the field
+            continue
         try:
             kubernetes_validate.validate(obj, "1.37", strict=True)
         except kubernetes_validate.ValidationError as err:
@@ -91,6 +95,18 @@ def test_app_containers_are_locked_down_and_rbac_is_minimal():
         assert spec["serviceAccountName"] == name
     rules = find(objs, "ClusterRole", "shop-function")["rules"]
     assert {(r["resources"][0], tuple(r["verbs"])) for r in rules} == {("orders", ("get",)), ("orders/status", ("patch",))}
+
+
+def test_the_function_is_wired_by_an_httptrigger():
+    objs = render("app")
+    trigger = find(objs, "HTTPTrigger", "price-orders")
+    from trigger import spec
+    parsed = spec.parse(trigger["spec"], trigger["metadata"]["namespace"])
+    assert parsed.event_types == ("ADDED",), "only creations are priced"
+    assert parsed.url_service is not None and parsed.url_service.name == "shop-function"
+    svc = find(objs, "Service", parsed.url_service.name)
+    assert trigger["metadata"]["namespace"] == svc["metadata"]["namespace"] == "shop"
+    assert trigger["spec"]["url"]["service"]["portName"] in {p["name"] for p in svc["spec"]["ports"]}
     assert find(objs, "CustomResourceDefinition", "orders.shop.example.com")["spec"]["group"] == "shop.example.com"
     assert find(objs, "Namespace", "shop")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 

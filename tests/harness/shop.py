@@ -220,13 +220,15 @@ class ShopStack:
 
 
 def price_trigger(namespace: str, url: str, concurrency: int = 1) -> dict:
-    """The HTTPTrigger that wires the pricing function: each Order ADDED in `namespace` (the
-    trigger's own) goes to `url` as a CloudEvent; the function's own status patches (MODIFIED)
+    """The HTTPTrigger that wires the pricing function (examples/shop/deploy/app/trigger.yaml
+    with a static URL): each Order ADDED in `namespace` (the trigger's own) goes to `url` as a
+    CloudEvent; the function's own status patches (MODIFIED)
     do not come back to it. concurrency: orders delivered in parallel (one order's events never are)."""
     return {"apiVersion": "triggers.kubefabric.io/v1", "kind": "HTTPTrigger",
             "metadata": {"name": "price-orders", "namespace": namespace},
             "spec": {"resource": {"apiVersion": "shop.example.com/v1", "kind": "Order"},
-                     "eventTypes": ["ADDED"], "concurrency": concurrency, "url": {"static": url}}}
+                     "namespaces": [namespace], "eventTypes": ["ADDED"], "concurrency": concurrency,
+                     "url": {"static": url}}}
 
 
 def trigger_ready(api, namespace: str, name: str = "price-orders") -> bool:
