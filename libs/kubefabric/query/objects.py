@@ -13,9 +13,14 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from kubefabric.store.schema import INDEX_MAX_KEY_BYTES
+
 from .requirements import NAME_FIELD, NAMESPACE_FIELD
 
 PROTOBUF_MAGIC = b"k8s\x00"
+# Objects under longer keys are not Kubernetes objects to queries (the index cannot hold their
+# keys on MySQL; kube-apiserver's keys stay under 700 bytes: 253-byte names and groups).
+MAX_OBJECT_KEY = INDEX_MAX_KEY_BYTES
 
 try:  # the shared decoder of stored Kubernetes objects (DESIGN §8), when it has landed
     from kubefabric.k8s import decode as _k8s_decode

@@ -22,7 +22,7 @@ EQ, NE, IN, NOTIN, EXISTS, NOT_EXISTS = "=", "!=", "in", "notin", "exists", "!ex
 POSITIVE = (EQ, IN, EXISTS)  # matched only by objects that have an index row for them
 
 NAME_FIELD, NAMESPACE_FIELD = "metadata.name", "metadata.namespace"
-METADATA_FIELDS = (NAME_FIELD, NAMESPACE_FIELD)  # every query may use these
+METADATA_FIELDS = (NAME_FIELD, NAMESPACE_FIELD)  # always in the index
 
 _LABEL_OPS = {
     qpb.LabelRequirement.EQUALS: EQ, qpb.LabelRequirement.NOT_EQUALS: NE,
@@ -113,28 +113,25 @@ def _label(i: int, r: qpb.LabelRequirement) -> Requirement:
     return Requirement(LABEL, r.key, op, tuple(sorted(set(values))))
 
 
-def _field(i: int, r: qpb.FieldRequirement, declared) -> Requirement:
+def _field(i: int, r: qpb.FieldRequirement) -> Requirement:
     op = _FIELD_OPS.get(r.operator)
     if op is None:
         raise _bad(f"field requirement {i + 1} ({r.path!r}) has no operator")
     if not FIELD_PATH.match(r.path) or len(r.path) > MAX_FIELD_PATH:
         raise _bad(f"field requirement {i + 1}: {r.path!r} is not a field path like spec.customer")
-    if r.path not in METADATA_FIELDS and (declared is None or r.path not in declared):
-        listed = ", ".join([*METADATA_FIELDS, *sorted(declared or ())])
-        raise _bad(f"field {r.path} is not declared for this range: queries may use {listed} "
-                   f"(declare more under index.fields of the topology rule)")
     return Requirement(FIELD, r.path, op, (r.value,))
 
 
-def parse(req: qpb.QueryRequest, declared: frozenset[str] | None = None) -> tuple[Requirement, ...]:
-    """The request's requirements, checked; `declared`: the field paths the range's index
-    declares (None: none). Raises EtcdError(INVALID_ARGUMENT) with a sentence."""
+def parse(req: qpb.QueryRequest) -> tuple[Requirement, ...]:
+    """The request's requirements, checked. Raises EtcdError(INVALID_ARGUMENT) with a
+    sentence. Any field path is accepted; the index answers only metadata.name,
+    metadata.namespace and the paths its topology rule declares (others are scanned)."""
     if not req.key:
         raise _bad("a query needs a key (the start of its range)")
     if req.limit < 0:
         raise _bad(f"limit must not be negative, got {req.limit}")
     out = [_label(i, r) for i, r in enumerate(req.labels)]
-    out += [_field(i, r, declared) for i, r in enumerate(req.fields)]
+    out += [_field(i, r) for i, r in enumerate(req.fields)]
     return tuple(out)
 
 

@@ -13,6 +13,7 @@ import logging
 import time
 from kubefabric.etcd import checks, errors
 from kubefabric.etcd.keyrange import KeyRange
+from kubefabric.index.maintain import ShardIndex
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as shard_pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
@@ -57,6 +58,7 @@ class Shard:
         self._compaction: asyncio.Task | None = None
         self._keeper: asyncio.Task | None = None
         self._revoking: set[int] = set()
+        self.index = ShardIndex()  # label and field index: rules set by index.configure()
 
     # ---- lifecycle and leadership ----
 
@@ -101,6 +103,7 @@ class Shard:
                 raise ShardBusy(f"the lease of term {lease.term} was lost before leading")
             for name, value in updates.items():
                 await cur.execute("upsert_meta", {"name": name, "value": value})
+            await self.index.prepare_lead(cur, state.clock)
             await self.store.commit()
         except BaseException:
             await self.store.rollback()
@@ -113,7 +116,9 @@ class Shard:
         self.lease = lease
         self.writer = Writer(self.store, self.state, self.leases, self._publish, self.quota, lease,
                              on_fenced=self._fenced, max_batch=MAX_BATCH if self.group_commit else 1)
+        self.writer.indexer = self.index.indexer
         self.writer.start()
+        self.index.lead(self)
         self._tasks.append(asyncio.create_task(self._expire_leases(), name="lease-expiry"))
         if self.state.compact_rev > 0:
             self._start_compaction(self.state.compact_rev)
@@ -127,6 +132,7 @@ class Shard:
         writer, self.writer = self.writer, None
         if self.lease is not None:
             self.lease.drop()
+        self.index.stop()
         tasks, self._tasks = [*self._tasks, self._compaction], []
         self._compaction = None
         for task in tasks:
@@ -156,6 +162,7 @@ class Shard:
                 log.warning("cannot take the shard's lease again yet: %s", exc)
 
     async def close(self) -> None:
+        self.index.stop()
         for task in [*self._tasks, self._compaction, self._keeper]:
             if task:
                 task.cancel()
@@ -287,7 +294,7 @@ class Shard:
         lo, deleted = 0, 0
         while lo < rev:
             hi = min(lo + COMPACT_WINDOW, rev)
-            n = await self._writer().submit(_compact_step, (lo, hi, rev))
+            n = await self._writer().submit(_compact_step, (lo, hi, rev, self.index.active))
             deleted += n
             if n < COMPACT_BATCH:
                 lo = hi
@@ -413,11 +420,14 @@ async def _mark_compacted(applier: Applier, revision: int) -> int:
     return revision
 
 
-async def _compact_step(applier: Applier, window: tuple[int, int, int]) -> int:
-    lo, hi, rev = window
+async def _compact_step(applier: Applier, window: tuple[int, int, int, bool]) -> int:
+    lo, hi, rev, indexed = window
     rows = await applier.cur.rows("compact_candidates",
                                   {"lo": lo, "hi": hi, "compact": rev, "limit": COMPACT_BATCH})
-    await applier.cur.executemany("compact_delete", [{"key": k, "rev": r, "sub": s} for k, r, s in rows])
+    gone = [{"key": k, "rev": r, "sub": s} for k, r, s in rows]
+    await applier.cur.executemany("compact_delete", gone)
+    if indexed:  # index rows go with their log rows (kubefabric.index)
+        await applier.cur.executemany("index_delete_row", gone)
     return len(rows)
 
 

@@ -90,6 +90,9 @@ class Writer:
         # the trace context of a request in the batch being published (listeners read it: the
         # event bus carries it on, so a write and its watch delivery are one trace)
         self.last_trace: dict | None = None
+        # kubefabric.index: rows(rev, events) -> the index rows of a request's puts, written in
+        # the batch's transaction (None: no index)
+        self.indexer = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="shard-writer")
@@ -211,6 +214,7 @@ class Writer:
         left: list[Op] = []
         outcomes: list[tuple[Op, object, EtcdError | None]] = []
         published: list[tuple[int, list]] = []
+        index_rows: list[dict] = []
         try:
             lease = self.lease
             try:  # waiting for the database's write lock (SQLite) ends with the lease
@@ -252,7 +256,11 @@ class Writer:
                 head, events = applier.end()
                 if events:
                     published.append((head, events))
+                    if self.indexer is not None:
+                        index_rows += self.indexer.rows(head, events)
                 outcomes.append((op, result, None))
+            if index_rows:  # one statement for the batch (their log rows are in it)
+                await cur.executemany("index_insert", index_rows)
             if applier.clock != state.clock:
                 applier.meta_updates[schema.META_CLOCK] = applier.clock
             for name, value in applier.meta_updates.items():

@@ -15,6 +15,7 @@ from kubefabric import telemetry
 from kubefabric.dsn import DSN
 from kubefabric.events.bus import connect
 from kubefabric.events.publisher import EventPublisher
+from kubefabric.index.topofile import IndexSettingsFile
 from kubefabric.lifecycle import until_terminated
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.handlers import GATE
@@ -30,12 +31,14 @@ log = logging.getLogger("kubefabric.shard.serve")
 READINESS = ("readiness", "kubefabric.shard.v1.Shard")  # the database answers, the role is known
 
 
-async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of) -> int:
-    """Serve until SIGTERM; StartupError when a flag, file or address keeps it from starting."""
+async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of, index_rules: tuple = ()) -> int:
+    """Serve until SIGTERM; StartupError when a flag, file or address keeps it from starting.
+    index_rules: the shard's label and field indexes (from --topology, re-read on changes)."""
     address = args.advertise_address or args.listen_address
     options = {"max_txn_ops": args.max_txn_ops, "quota_bytes": args.quota_backend_bytes,
                "group_commit": args.group_commit}
     node = ShardNode(lambda: store_of(dsn, args), options, address, args.name, args.leader_lease)
+    node.index_rules = index_rules
     service = ShardService(node, type(store_of(dsn, args)).is_unavailable)
     server, health = make_server(args.max_request_bytes)
     shard_pb2_grpc.add_ShardServicer_to_server(service, server)
@@ -54,6 +57,11 @@ async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of) -> int:
     await set_health("starting")
     node.on_role_change = lambda role: asyncio.get_running_loop().create_task(set_health(role))
     node.start()
+    settings = None
+    if args.topology:
+        settings = IndexSettingsFile(args.topology, args.name, node.set_index_rules)
+        settings.start()
+        log.info("shard %s: %d index rule(s) from %s", args.name, len(index_rules), args.topology)
     telemetry.setup(args.telemetry_name, args.metrics_address)
     telemetry.metrics.add_source(telemetry.sources.shard_node(node, args.name))
     log.info("shard %s: serving the Shard API on %s (advertised as %s), database %s",
@@ -61,6 +69,8 @@ async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of) -> int:
     events = asyncio.create_task(_publish_events(node, args, nats_tls)) if args.nats_url else None
 
     await until_terminated()
+    if settings is not None:
+        settings.stop()
     if events is not None:
         events.cancel()
     log.info("shutting down: finishing in-flight requests")

@@ -54,6 +54,7 @@ class ShardNode:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self.on_role_change: Callable[[str], object] = lambda role: None
+        self.index_rules: tuple = ()  # kubefabric.index.rules.IndexRule of this shard
 
     # ---- lifecycle ----
 
@@ -101,6 +102,8 @@ class ShardNode:
 
     async def _connect(self) -> None:
         shard = Shard(self.make_store(), lease_s=self.lease_s, **self.shard_options)
+        shard.index.shard_name = self.name
+        shard.index.configure(self.index_rules)  # before it may lead (see ShardIndex)
         await shard.store.open()
         self.shard = shard
         await shard.store.limit_writer_silence(self.lease_s)
@@ -146,6 +149,12 @@ class ShardNode:
         else:
             self.ready.clear()
         self.on_role_change(role)
+
+    def set_index_rules(self, rules: tuple) -> None:
+        """New index settings (a reloaded topology): applied now when leading."""
+        self.index_rules = tuple(rules)
+        if self.shard is not None:
+            self.shard.index.configure(self.index_rules)
 
     # ---- forwarding ----
 

@@ -18,9 +18,11 @@ from typing import Callable
 from kubefabric.config import Bool, Count, Duration, Flag, HostPort, URLs, add_flags
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.events.bus import BusError, check_url
+from kubefabric.index.topofile import load_rules
 from kubefabric.rpc import startup
 from kubefabric.rpc.limits import REQUEST_BYTES
 from kubefabric.tls import nats as natstls
+from kubefabric.topology.load import TopologyError
 
 log = logging.getLogger("kubefabric.shard.serve")
 
@@ -37,6 +39,9 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
         Flag("--advertise-address", "", "host:port other replicas and routers use to reach this "
              "one (default: --listen-address)", type=HostPort(optional=True, host_required=True)),
         Flag("--name", "default", "the shard's name, used in logs"),
+        Flag("--topology", "", "the topology file kv-router reads (docs/topology.md): this "
+             "shard keeps the label and field indexes of its rules with index: and shard: "
+             "<--name>; re-read on SIGHUP and when it changes (empty: no indexes)"),
         Flag("--read-pool-size", "8", "database connections for reads", type=Count(1, 1000)),
         Flag("--max-txn-ops", "128", "most operations in one txn branch (etcd's default)",
              type=Count(1)),
@@ -95,8 +100,19 @@ def run(args, kinds: tuple[str, ...], store_of) -> int:
 
 def _start(args, kinds: tuple[str, ...], store_of):
     dsn, nats_tls = _checked(args, kinds, store_of)
+    index_rules = _index_rules(args)
     from .main import main  # grpc loads now (kubefabric.cli)
-    return main(args, dsn, nats_tls, store_of)
+    return main(args, dsn, nats_tls, store_of, index_rules)
+
+
+def _index_rules(args) -> tuple:
+    """The label and field indexes this shard keeps: its rules in --topology (StartupError)."""
+    if not args.topology:
+        return ()
+    try:
+        return load_rules(args.topology, args.name)
+    except TopologyError as err:
+        raise startup.StartupError(f"--topology: {err}".replace("\n", "; ")) from None
 
 
 def _checked(args, kinds: tuple[str, ...], store_of) -> tuple[DSN, natstls.NatsTLS | None]:

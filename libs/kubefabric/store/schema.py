@@ -15,6 +15,12 @@ Invariants:
 - `meta` holds named integers (schema version, compact revision, clock floor), never key rows.
 - `leases` holds granted leases; a key's lease is the `lease` column of its kv/log rows.
 - `leader` is the shard's leader lease: term, address, holder and deadline (one row).
+- `index` holds the label and field rows of indexed objects (kubefabric.index): rows belong to
+  one log row (key, rev, sub) of a put, are written in the same transaction as it (or by the
+  backfill, for rows older than the index) and deleted with it by compaction, never updated; so
+  the rows of the version of a key visible at revision R are exactly its index at R.
+- `index_state` has one row per index the shard keeps (an `index:` rule of the topology): from
+  which revision the writer indexes at write time, how far the backfill got, whether it is ready.
 Keys and values are bytes compared bytewise: BLOB / bytea / VARBINARY, never a text collation.
 """
 from __future__ import annotations
@@ -72,6 +78,39 @@ leases = Table(
     Column("id", BigInteger, primary_key=True),
     Column("ttl", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),  # unix ms at grant; expiry restarts on open
+)
+
+# Index rows (kubefabric.index). Names and values are UTF-8 bytes, at most INDEX_TERM_BYTES
+# (longer ones are stored as 0xFF + their SHA-256: never valid UTF-8, so never a real value).
+# On MySQL/MariaDB the key column is narrower than kf_log's so that (kind, name, value, key, rev,
+# sub) fits InnoDB's 3072-byte index entries; objects under longer keys are never indexed
+# (Kubernetes keys stay under 700 bytes: kubefabric.query.objects.MAX_OBJECT_KEY).
+INDEX_TERM_BYTES = 255
+INDEX_MAX_KEY_BYTES = 1024
+IndexKeyBytes = LargeBinary().with_variant(mysql.VARBINARY(INDEX_MAX_KEY_BYTES), "mysql", "mariadb")
+IndexTerm = LargeBinary().with_variant(mysql.VARBINARY(INDEX_TERM_BYTES), "mysql", "mariadb")
+
+index = Table(
+    "kf_index", metadata,
+    Column("key", IndexKeyBytes, nullable=False),
+    Column("rev", BigInteger, nullable=False),
+    Column("sub", BigInteger, nullable=False),
+    Column("kind", SmallInteger, nullable=False),  # 1 label, 2 field
+    Column("name", IndexTerm, nullable=False),     # label key or field path
+    Column("value", IndexTerm, nullable=False),
+    PrimaryKeyConstraint("key", "rev", "sub", "kind", "name", name="kf_index_pk"),
+    Index("kf_index_term", "kind", "name", "value", "key", "rev", "sub"),
+    sqlite_with_rowid=False,
+)
+
+index_state = Table(
+    "kf_index_state", metadata,
+    Column("id", String(64), primary_key=True),        # the index's identity (rule + settings)
+    Column("description", String(1024), nullable=False),
+    Column("since_rev", BigInteger, nullable=False),   # rows above it are indexed at write time
+    Column("cursor", IndexKeyBytes, nullable=False),   # backfill: keys below it are done
+    Column("ready", SmallInteger, nullable=False),     # 1: every retained row is indexed
+    Column("rows", BigInteger, nullable=False),        # log rows backfilled so far
 )
 
 # The shard's leader lease (one row, id = 1; see kubefabric.shard.leadership): the term, the

@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, and_, bindparam, delete, exists, func, insert
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from . import schema
+from . import index_statements, schema
 from .schema import kv, leader, leases, log, meta
 
 ROW_COLUMNS = ("key", "create_rev", "mod_rev", "version", "lease")
@@ -214,6 +214,7 @@ BUILDERS: dict[str, Callable] = {f.__name__: f for f in (
     latest_rows, latest_count, at_rows, at_count, max_rev, history, insert_log, delete_kv,
     lease_rows, meta_all, meta_value, lease_all, lease_insert, lease_delete, compact_candidates,
     compact_delete, log_count, leader_resign)}
+BUILDERS.update(index_statements.BUILDERS)  # the label and field index (kubefabric.index)
 
 
 class StatementCache:

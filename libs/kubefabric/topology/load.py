@@ -13,7 +13,7 @@ import re
 import yaml
 
 from .keys import BUILTIN_GROUPS, DNS_LABEL, storage_path
-from .model import (CustomResourceRule, NamespaceRule, PrefixRule, RegexpRule, Rule, ShardSpec,
+from .model import (CustomResourceRule, IndexSpec, NamespaceRule, PrefixRule, RegexpRule, Rule, ShardSpec,
                     TLSSpec, Topology, unreachable)
 
 
@@ -38,7 +38,11 @@ TOP_KEYS = ("shards", "rules", "default")
 SHARD_KEYS = ("name", "endpoint", "tls", "compaction")
 TLS_KEYS = ("ca_file", "cert_file", "key_file", "server_name")
 COMPACTION_KEYS = ("interval", "retention")
-RULE_KEYS = MATCHERS + ("resources", "shard")
+RULE_KEYS = MATCHERS + ("resources", "shard", "index")
+INDEX_KEYS = ("labels", "fields")
+# a declared field path: dot-separated JSON member names (as the Query API accepts them)
+FIELD_PATH = re.compile(r"[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*\Z")
+MAX_INDEX_FIELDS = 16
 CR_KEYS = ("group", "resource")
 _BAD = object()  # a value already reported as a problem
 
@@ -324,11 +328,47 @@ class _Parser:
         kind = found[0]
         knode, vnode = m[kind]
         args = getattr(self, "m_" + kind)(vnode, m)
-        if args is _BAD or shard is _BAD:
+        index = self.index(m["index"][1]) if "index" in m else None
+        if args is _BAD or shard is _BAD or index is _BAD:
             return None
         cls = {"prefix": PrefixRule, "regexp": RegexpRule, "namespace": NamespaceRule,
                "customresource": CustomResourceRule}[kind]
-        return cls(shard=shard, line=line_of(node), **args)
+        return cls(shard=shard, line=line_of(node), index=index, **args)
+
+    def index(self, node):
+        """`index: {labels: true, fields: [spec.customer, status.phase]}` (both optional)."""
+        m = self.mapping(node, "index", INDEX_KEYS)
+        if m is None:
+            return _BAD
+        labels = False
+        if "labels" in m:
+            labels = self.value(m["labels"][1], "index labels")
+            if labels is not _BAD and not isinstance(labels, bool):
+                labels = self.err(m["labels"][1], f"index labels must be true or false, not "
+                                                  f"{_kind(labels)}")
+        fields: list[str] = []
+        if "fields" in m:
+            items = self.sequence(m["fields"][1], "index fields")
+            for item in items:
+                path = self.string(item, "index field")
+                if path is _BAD:
+                    return _BAD
+                if not FIELD_PATH.match(path) or len(path) > 256:
+                    return self.err(item, f"bad index field {path!r}: a dot-separated path into "
+                                          f"the object, like spec.customer or status.phase")
+                if path in ("metadata.name", "metadata.namespace"):
+                    self.warnings.append((line_of(item), f"warning: index field {path} is "
+                                          f"always indexed; listing it changes nothing"))
+                    continue
+                if path in fields:
+                    return self.err(item, f"index field {path} is listed twice")
+                fields.append(path)
+            if len(fields) > MAX_INDEX_FIELDS:
+                return self.err(m["fields"][1], f"index fields: at most {MAX_INDEX_FIELDS} paths "
+                                                f"per rule, got {len(fields)}")
+        if labels is _BAD:
+            return _BAD
+        return IndexSpec(labels=labels, fields=tuple(sorted(fields)))
 
     def _bytes(self, node, what: str):
         v = self.string(node, what, allow_bytes=True)

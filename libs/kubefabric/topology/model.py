@@ -53,15 +53,30 @@ class ShardSpec:
         return tuple(e.strip()[len("grpc://"):] for e in self.endpoint.split(","))
 
 
+@dataclass(frozen=True)
+class IndexSpec:
+    """A rule's `index:` setting: the shard keeps label rows (labels) and rows for the field
+    paths `fields` (besides metadata.name and metadata.namespace, always kept) of the objects
+    the rule matches, so queries with those requirements are answered by SQL (kubefabric.index)."""
+    labels: bool = False
+    fields: tuple[str, ...] = ()  # sorted, distinct
+
+    def summary(self) -> str:
+        parts = (["labels"] if self.labels else []) + list(self.fields)
+        return ", ".join(parts) or "metadata only"
+
+
 # ---------------------------------------------------------------------------------------------
 # rules
 
 @dataclass(frozen=True, kw_only=True)
 class Rule:
-    """One routing rule. Equality ignores `line` (reload compares rules across file edits)."""
+    """One routing rule. Equality ignores `line` (reload compares rules across file edits) and
+    `index` (indexing does not move keys: it may be added, changed or removed on reload)."""
     kind: ClassVar[str] = ""
     shard: str
     line: int = field(default=0, compare=False)
+    index: IndexSpec | None = field(default=None, compare=False)
 
     def matches(self, key: bytes) -> bool:
         raise NotImplementedError

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 
+from kubefabric.index.rules import index_rules
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.rpc.startup import StartupError
 from kubefabric.shard.core import Shard, ShardBusy
@@ -30,13 +31,18 @@ log = logging.getLogger("kubefabric.router.shards")
 RELOAD_POLL_S = 2.0
 
 
-async def open_embedded(data_dir: str, args) -> ShardSurface:
+async def open_embedded(data_dir: str, args, name: str = "default",
+                        index_rules: tuple = ()) -> ShardSurface:
+    """index_rules: the label and field indexes the shard keeps (kubefabric.index.rules), set
+    before it leads so that an unchanged topology finds its indexes as it left them."""
     data_dir = os.path.abspath(data_dir)
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise StartupError(f"--data-dir {data_dir} exists and is not a directory")
     store = SqliteStore(data_dir, synchronous=args.sqlite_synchronous)
     shard = Shard(store, max_txn_ops=args.max_txn_ops, quota_bytes=args.quota_backend_bytes,
                   lease_s=EMBEDDED_LEASE_S)
+    shard.index.shard_name = name
+    shard.index.configure(index_rules)
     try:
         await shard.open()
     except ShardBusy as err:
@@ -68,13 +74,14 @@ def _shard_tls(args):
         raise StartupError(str(err)) from None
 
 
-async def open_spec(spec, args) -> ShardSurface:
+async def open_spec(spec, args, topology) -> ShardSurface:
     if spec.endpoint == "embedded":
         if args.watch_hub:
             raise StartupError(f"shard {spec.name} is embedded, and --watch-hub serves watches "
                                "from shard services only: give it a grpc:// endpoint or drop "
                                "--watch-hub")
-        return await open_embedded(os.path.join(args.data_dir, spec.name), args)
+        return await open_embedded(os.path.join(args.data_dir, spec.name), args, spec.name,
+                                   index_rules(topology, spec.name))
     # with a watch-hub, watches are proxied there: no Feed RPC to follow here
     return await open_remote(spec.endpoint, spec.name, spec.tls, follow=not args.watch_hub)
 
@@ -104,7 +111,7 @@ async def open_shards(args) -> ShardSurface:
     shards = {}
     try:
         for spec in topology.shards.values():
-            shards[spec.name] = await open_spec(spec, args)
+            shards[spec.name] = await open_spec(spec, args, topology)
     except BaseException:
         for shard in shards.values():
             await shard.close()
@@ -156,13 +163,14 @@ class TopologyReloader:
                 added = {}
                 for name, spec in new.shards.items():
                     if name not in self.routed.shards:
-                        added[name] = await open_spec(spec, self.args)
+                        added[name] = await open_spec(spec, self.args, new)
             except (TopologyError, OSError, StartupError) as err:
                 log.error("topology reload (%s) refused, the old topology keeps serving: %s", why, err)
                 return False
             for name, shard in added.items():
                 self.routed.add_shard(name, shard)
             self.routed.topology = new
+            _configure_indexes(self.routed.shards, new)
             log.info("topology reloaded (%s): %d shards, %d rules", why, len(new.shards), len(new.rules))
             self.routed.misplacement.check("topology reload")
             return True
@@ -181,6 +189,14 @@ class TopologyReloader:
             if not resp.more:
                 return
             key = resp.kvs[-1].key + b"\x00"
+
+
+def _configure_indexes(shards: dict, topology) -> None:
+    """The embedded shard keeps the indexes its rules declare (shard services read the
+    topology file themselves: their --topology)."""
+    for name, shard in shards.items():
+        if isinstance(shard, Shard):
+            shard.index.configure(index_rules(topology, name))
 
 
 def _mtime(path: str) -> float:

@@ -22,8 +22,10 @@ from harness.shard.model import Model
 
 
 @asynccontextmanager
-async def opened(store, **kw):
+async def opened(store, index_rules=(), **kw):
+    """index_rules: the label and field indexes the shard keeps (kubefabric.index.rules)."""
     shard = Shard(store, **kw)
+    shard.index.configure(index_rules)
     await shard.open()
     try:
         yield shard

@@ -1,0 +1,66 @@
+"""The index rows of object versions, as the writer (and the backfill) store them.
+
+Invariant: the rows of a log row (key, rev, sub) are a pure function of its key, its value and
+the shard's index rules: a label row per label when some rule matching the key wants labels,
+a field row per field path of the matching rules plus metadata.name and metadata.namespace
+(fields always have a row, "" when missing). Values that do not decode get no rows at all (and
+never match a query, as in the scan), keys no rule matches neither.
+"""
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter
+
+from kubefabric.proto.mvccpb.kv_pb2 import Event
+from kubefabric.query.objects import MAX_OBJECT_KEY, view
+from kubefabric.query.requirements import FIELD, LABEL
+
+from .rules import IndexRule
+from .terms import encode
+
+log = logging.getLogger("kubefabric.index")
+
+undecodable_total = Counter(
+    "kubefabric_index_undecodable_values",
+    "Values written under indexed keys that are not Kubernetes objects (stored, not indexed).")
+
+
+class Indexer:
+    """Computes index rows for the writer; `rules` is replaced whole when the topology changes."""
+
+    def __init__(self, rules: tuple[IndexRule, ...] = ()):
+        self.rules = rules
+        self._warned: set[str] = set()  # index ids that logged an undecodable value already
+
+    def covering(self, key: bytes) -> list[IndexRule]:
+        return [r for r in self.rules if r.matches(key)]
+
+    def rows_for(self, key: bytes, rev: int, sub: int, value: bytes) -> list[dict]:
+        rules = self.covering(key) if self.rules else ()
+        if not rules:
+            return []
+        paths = sorted({p for r in rules for p in r.fields})
+        v = view(value, paths) if len(key) <= MAX_OBJECT_KEY else None
+        if v is None:
+            undecodable_total.inc()
+            if rules[0].id not in self._warned:
+                self._warned.add(rules[0].id)
+                log.warning("index %s: the value of %r (revision %d) is not a Kubernetes object; "
+                            "stored, not indexed, never matched by queries (logged once per index)",
+                            rules[0].description, key[:200], rev)
+            return []
+        out = [{"key": key, "rev": rev, "sub": sub, "kind": FIELD, "name": encode(p),
+                "value": encode(val)} for p, val in v.fields.items()]
+        if any(r.labels for r in rules):
+            out += [{"key": key, "rev": rev, "sub": sub, "kind": LABEL, "name": encode(k),
+                     "value": encode(val)} for k, val in v.labels.items()]
+        return out
+
+    def rows(self, rev: int, events: list[Event]) -> list[dict]:
+        """Rows for the puts of one committed request: event i is its log row (rev, sub=i)."""
+        out: list[dict] = []
+        for sub, ev in enumerate(events):
+            if ev.type == Event.PUT:
+                out += self.rows_for(ev.kv.key, rev, sub, ev.kv.value)
+        return out
