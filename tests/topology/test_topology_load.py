@@ -181,3 +181,60 @@ def test_the_documented_example_is_valid():
     t = parse_topology(example, "docs/topology.md")
     assert t.warnings == () and len(t.shards) == 3 and len(t.rules) == 6
     assert t.route(b"/registry/services/endpoints/tenant-b/s") == "tenants"
+
+
+INDEXED = textwrap.dedent("""\
+    shards: [{name: main, endpoint: embedded}]
+    rules:
+      - customresource: {group: example.com, resource: widgets}
+        shard: main
+        index: {labels: true, fields: [status.phase, spec.customer]}
+      - prefix: /registry/pods/
+        shard: main
+        index: {}
+      - {regexp: '/registry/leases/team-a/.*', shard: main, index: {fields: [spec.holderIdentity]}}
+      - {prefix: /registry/events/, shard: main}
+    """)
+
+
+def test_index_settings():
+    t = parse_topology(INDEXED, "i.yaml")
+    widgets, pods, leases, events = (r.index for r in t.rules)
+    assert (widgets.labels, widgets.fields) == (True, ("spec.customer", "status.phase"))
+    assert (pods.labels, pods.fields) == (False, ())
+    assert (leases.labels, leases.fields) == (False, ("spec.holderIdentity",))
+    assert events is None and t.warnings == ()
+    assert widgets.summary() == "labels, spec.customer, status.phase"
+
+
+@pytest.mark.parametrize("index, problem", [
+    ("{labels: yes please}", "i.yaml:5: index labels must be true or false, not"),
+    ("{labels: true, fields: spec.x}", "i.yaml:5: index fields must be a list"),
+    ("{fields: ['spec..x']}", "i.yaml:5: bad index field 'spec..x': a dot-separated path"),
+    ("{fields: [spec.x, spec.x]}", "i.yaml:5: index field spec.x is listed twice"),
+    ("{fields: [[a]]}", "i.yaml:5: index field must be a single value, not a list"),
+    ("{label: true}", "i.yaml:5: unknown key 'label' in index (expected labels, fields)"),
+    ("true", "i.yaml:5: index must be a mapping of labels, fields"),
+    ("{fields: [" + ", ".join(f"f{i}" for i in range(17)) + "]}",
+     "i.yaml:5: index fields: at most 16 paths per rule, got 17"),
+])
+def test_bad_index_settings(index, problem):
+    text = INDEXED.replace("{labels: true, fields: [status.phase, spec.customer]}", index)
+    with pytest.raises(TopologyError) as err:
+        parse_topology(text, "i.yaml")
+    assert problem in str(err.value), str(err.value)
+
+
+def test_index_on_a_regexp_needs_a_literal_prefix():
+    text = INDEXED.replace("'/registry/leases/team-a/.*'", "'/registry/leases/team-[ab]/.*'")
+    with pytest.raises(TopologyError, match=r"i.yaml:9: index: on a regexp rule needs a literal "
+                                            r"prefix followed by \.\*"):
+        parse_topology(text, "i.yaml")
+
+
+def test_metadata_fields_are_always_indexed_and_only_warned_about():
+    t = parse_topology(INDEXED.replace("[status.phase, spec.customer]", "[metadata.name, spec.x]"),
+                       "i.yaml")
+    assert t.rules[0].index.fields == ("spec.x",)
+    assert t.warnings == ("i.yaml:5: warning: index field metadata.name is always indexed; "
+                          "listing it changes nothing",)

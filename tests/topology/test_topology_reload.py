@@ -36,6 +36,7 @@ def new(text: str):
                    "    compaction: {interval: 1m}") + RULES,               # settings changed
     SHARDS + RULES + "  - {namespace: tenant-b, shard: pg}\n",             # appended
     SHARDS + RULES + "  - {prefix: /registry/x/, shard: main}\n",          # appended, to default
+    SHARDS + RULES.replace("shard: pg}\n", "shard: pg, index: {labels: true}}\n"),  # indexed
 ])
 def test_allowed(text):
     check_reload(OLD, new(text))

@@ -60,6 +60,8 @@ class Indexer:
     def rows(self, rev: int, events: list[Event]) -> list[dict]:
         """Rows for the puts of one committed request: event i is its log row (rev, sub=i)."""
         out: list[dict] = []
+        if not self.rules:
+            return out
         for sub, ev in enumerate(events):
             if ev.type == Event.PUT:
                 out += self.rows_for(ev.kv.key, rev, sub, ev.kv.value)

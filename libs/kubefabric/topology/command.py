@@ -123,6 +123,10 @@ def run(args) -> int:
         print(w, file=sys.stderr)
     print(f"{args.file}: valid: {len(topo.shards)} shard(s), {len(topo.rules)} rule(s), "
           f"default {topo.default}")
+    for rule in topo.rules:
+        if rule.index is not None:
+            print(f"index: {rule.describe()} on shard {rule.shard}: {rule.index.summary()} "
+                  f"(with metadata.name, metadata.namespace)")
     for key in keys:
         shard, rule = topo.explain(key)
         why = f"rule at line {rule.line}: {rule.summary()}" if rule else "default"

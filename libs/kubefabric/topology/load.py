@@ -333,7 +333,13 @@ class _Parser:
             return None
         cls = {"prefix": PrefixRule, "regexp": RegexpRule, "namespace": NamespaceRule,
                "customresource": CustomResourceRule}[kind]
-        return cls(shard=shard, line=line_of(node), index=index, **args)
+        rule = cls(shard=shard, line=line_of(node), index=index, **args)
+        if index is not None and kind == "regexp" and not rule.bounds()[1]:
+            return self.err(m["index"][0], (
+                "index: on a regexp rule needs a literal prefix followed by .* (like "
+                "'/registry/pods/team-a/.*'): for other patterns no query range can be shown "
+                "to be covered")) and None
+        return rule
 
     def index(self, node):
         """`index: {labels: true, fields: [spec.customer, status.phase]}` (both optional)."""
