@@ -200,10 +200,11 @@ class ShardIndex:
         rule = self.by_id.get(rule_id)
         if st is None or st.ready or rule is None:
             return None
-        rows, cursor = await self._next_rows(cur, rule, st)
+        rows, (start, end), cursor = await self._next_rows(cur, rule, st)
         if rows:
-            await cur.executemany("index_delete_row", [
-                {"key": k, "rev": r, "sub": s} for k, r, s, _ in rows])
+            # every version <= since_rev of the keys in [start, end) is in `rows`: rewritten
+            await cur.execute("index_delete_range" if end else "index_delete_from",
+                              {"start": start, "end": end, "since": st.since_rev})
             index_rows = []
             for key, rev, sub, value in rows:
                 if rule.matches(key):
@@ -217,8 +218,9 @@ class ShardIndex:
         return ready, len(rows)
 
     async def _next_rows(self, cur, rule: IndexRule, st: IndexState):
-        """(rows, next cursor): the next page of put rows at or below since_rev from the
-        cursor on, whole keys only; cursor None once the rule's intervals are exhausted."""
+        """(rows, span, next cursor): the put rows at or below since_rev of the keys in `span`
+        (a range from the cursor on: whole keys, at most about a page of rows); cursor None once
+        the rule's intervals are exhausted."""
         for start, end in rule.intervals():
             start = max(start, st.cursor)
             if end and start >= end:
@@ -228,11 +230,11 @@ class ShardIndex:
             if len(rows) < BACKFILL_BATCH:
                 if not rows:
                     continue  # nothing (left) in this interval
-                return rows, end or None
+                return rows, (start, end), end or None
             last = rows[-1][0]
             if rows[0][0] != last:  # the last key may go on in the next page: leave it for it
-                return [r for r in rows if r[0] != last], last
+                return [r for r in rows if r[0] != last], (start, last), last
             # one key with more versions than a page: all of them now
-            return await cur.rows("backfill_key_rows", {"start": last, "since": st.since_rev}), \
-                last + b"\x00"
-        return [], None
+            rows = await cur.rows("backfill_key_rows", {"start": last, "since": st.since_rev})
+            return rows, (start, last + b"\x00"), last + b"\x00"
+        return [], (b"", b""), None

@@ -130,6 +130,17 @@ def index_delete_row(shape: str = "", limited: bool = False):
                                index.c.sub == bindparam("sub"))
 
 
+def index_delete_range(shape: str = "", limited: bool = False):
+    """The index rows of every version at or below :since of the keys in [:start, :end) (the
+    backfill rewrites them all; rows of keys no rule indexes any more go too)."""
+    return delete(index).where(_key_cond(index.c.key, "bounded"), index.c.rev <= bindparam("since"))
+
+
+def index_delete_from(shape: str = "", limited: bool = False):
+    """index_delete_range for every key >= :start."""
+    return delete(index).where(_key_cond(index.c.key, "unbounded"), index.c.rev <= bindparam("since"))
+
+
 def backfill_rows(shape: str = "bounded", limited: bool = True):
     """Put rows (not tombstones) at or below :since in the key range, in log order."""
     stmt = (select(log.c.key, log.c.rev, log.c.sub, log.c.value)
@@ -170,5 +181,6 @@ def index_state_progress(shape: str = "", limited: bool = False):
 
 
 BUILDERS = {f.__name__: f for f in (
-    index_query, index_insert, index_delete_row, backfill_rows, backfill_key_rows,
+    index_query, index_insert, index_delete_row, index_delete_range, index_delete_from,
+    backfill_rows, backfill_key_rows,
     index_state_all, index_state_insert, index_state_delete, index_state_progress)}

@@ -408,12 +408,13 @@ class _Cursor:
                 await self.sql(c.sql, c.args(values))
             return
         head, _, row = c.sql.partition(" VALUES ")  # multi-row INSERTs of up to ~1 MB each
+        row, upsert, update = row.partition(" ON DUPLICATE KEY UPDATE ")  # once, after the rows
         batch, length = [], 0
         for i, values in enumerate(many):
             batch.append(row % tuple(_literal(self.conn, a) for a in c.args(values)))
             length += len(batch[-1])
             if length >= MAX_INSERT_CHARS or i == len(many) - 1:
-                await self.send(head + " VALUES " + ", ".join(batch))
+                await self.send(head + " VALUES " + ", ".join(batch) + upsert + update)
                 batch, length = [], 0
 
     async def rollback_or_close(self) -> None:
