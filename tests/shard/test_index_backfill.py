@@ -55,17 +55,17 @@ def test_backfill_under_write_load(store_factory, monkeypatch, say):
         description = rules()[0].description
         scanned = 0
         while not all(s.ready for s in (await states(shard)).values()) or not await states(shard):
-            resp, expected = await shard.query(WEB), None
+            ready = ready_metric(description)  # 1 only once the index is committed ready
+            resp = await shard.query(WEB)
             expected = await oracle(shard, _at(WEB, resp.header.revision))
             assert comparable(resp) == comparable(expected)
-            if not resp.indexed:
-                scanned += 1
-                assert ready_metric(description) in (None, 0.0)
+            assert resp.indexed or ready != 1.0
+            scanned += not resp.indexed
             await asyncio.sleep(0.01)
         during = len(latencies)
         await asyncio.sleep(0.2)
         stop.set()
-        await writer
+        await writer  # (raises if a write failed)
         assert ready_metric(description) == 1.0
         assert scanned > 0, "the index was ready before any query could see it building"
         assert during > 20, f"only {during} writes completed while the index was built"

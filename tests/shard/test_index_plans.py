@@ -172,7 +172,7 @@ def _pg_rows(node: dict) -> int:
 
 
 async def _handler_reads(cur) -> int:
-    rows = await cur.sql("SHOW SESSION STATUS LIKE 'Handler_read%'")
+    rows = await cur.sql("SHOW SESSION STATUS LIKE 'Handler_read%%'")
     return sum(int(v) for _, v in rows)
 
 

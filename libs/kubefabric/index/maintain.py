@@ -20,6 +20,7 @@ import time
 
 from prometheus_client import Counter, Gauge
 
+from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.store.statements import shape_of
 
 from .rows import Indexer
@@ -156,6 +157,17 @@ class ShardIndex:
                 building.append(rule_id)
         return building
 
+    async def statuses(self, cur) -> list[qpb.IndexStatus]:
+        """The indexes as stored (snapshot `cur`), and configured rules the leader has not
+        applied yet (pending)."""
+        states = await read_states(cur)
+        out = [qpb.IndexStatus(index=st.description, ready=st.ready, since_revision=st.since_rev,
+                               backfilled=st.rows, cursor=b"" if st.ready else st.cursor)
+               for st in states.values()]
+        out += [qpb.IndexStatus(index=r.description, pending=True)
+                for r in self.rules if r.id not in states]
+        return sorted(out, key=lambda s: s.index)
+
     # ---- backfill ----
 
     def _start_backfills(self, rule_ids: list[str]) -> None:
@@ -182,7 +194,9 @@ class ShardIndex:
                 done, n = result
                 total += n
                 index_backfilled.labels(self.shard_name).inc(n)
-                if done:
+                if done:  # committed: queries from now on read the index
+                    if rule is not None:
+                        index_ready.labels(self.shard_name, rule.description).set(1)
                     log.info("shard %s: index %s ready: %d object versions backfilled in %.1f s",
                              self.shard_name, name, total, time.monotonic() - started)
                     return
@@ -213,8 +227,6 @@ class ShardIndex:
         ready = cursor is None
         await cur.execute("index_state_progress", {"id": rule_id, "cursor": cursor or b"",
                                                    "ready": int(ready), "rows": st.rows + len(rows)})
-        if ready:
-            index_ready.labels(self.shard_name, rule.description).set(1)
         return ready, len(rows)
 
     async def _next_rows(self, cur, rule: IndexRule, st: IndexState):

@@ -19,6 +19,14 @@ class QueryService(query_pb2_grpc.QueryServicer):
     async def Query(self, request: qpb.QueryRequest, context) -> qpb.QueryResponse:
         return await self.shard.query(request)
 
+    @etcd_unary
+    async def Indexes(self, request: qpb.IndexesRequest, context) -> qpb.IndexesResponse:
+        statuses = await self.shard.indexes()
+        for st in statuses:  # one shard behind the router: named as it names itself
+            st.shard = st.shard or getattr(getattr(self.shard, "index", None), "shard_name", "") \
+                or getattr(self.shard, "reported_name", "") or "default"
+        return qpb.IndexesResponse(indexes=statuses)
+
 
 def add_to_server(server: grpc.aio.Server, shard: ShardSurface) -> None:
     query_pb2_grpc.add_QueryServicer_to_server(QueryService(shard), server)

@@ -244,6 +244,11 @@ class Shard:
         """The Query API on this shard (kubefabric.query): requirements over a range at a revision."""
         return await run_query(self, req, sync_rev)
 
+    async def indexes(self) -> list:
+        """The shard's label and field indexes and their readiness (kubefabric.index)."""
+        async with self.store.snapshot() as cur:
+            return await self.index.statuses(cur)
+
     async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:
         checks.check_put(req)
         checks.check_key_sizes((req.key,), self.store.max_key_bytes, self.store.dialect_name)

@@ -24,6 +24,7 @@ import grpc
 from kubefabric.etcd import errors
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import never_reached, open_channel, parse_endpoints, status_error
@@ -253,6 +254,10 @@ class RemoteShard:
                                 write=sync_rev > 0)
         self._observe(max(resp.committed_rev, resp.query.header.revision))
         return resp.query
+
+    async def indexes(self) -> list:
+        resp = await self._call("Indexes", qpb.IndexesRequest(), write=False)
+        return list(resp.indexes)
 
     async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:
         resp = await self._call("Put", spb.PutRequest(clock=self._clock(sync_rev), put=req))

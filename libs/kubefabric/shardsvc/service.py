@@ -17,6 +17,7 @@ from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import EVERY_KEY, KeyRange
 from kubefabric.logs import causes
+from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import status_error
@@ -82,6 +83,10 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             return await self.forward("Query", request)  # only the leader can move the clock
         resp = await shard.query(request.query, request.clock.sync_rev)
         return spb.QueryResponse(query=resp, committed_rev=shard.state.committed)
+
+    @etcd_unary
+    async def Indexes(self, request, context):
+        return qpb.IndexesResponse(indexes=await self.node.local().indexes())
 
     async def History(self, request: spb.HistoryRequest, context):
         try:

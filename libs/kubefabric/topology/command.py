@@ -44,7 +44,8 @@ The full format: docs/topology.md.
 
 def command(subparsers) -> None:
     p = subparsers.add_parser(
-        "topology", help="Check a topology file and show where keys are routed",
+        "topology", help="Check a topology file and show where keys are routed; show the "
+                         "shards' indexes",
         description="Topology files: which shard owns which key.")
     # KEY... may come before or after the options (`check FILE --against OLD KEY...`)
     sub = p.add_subparsers(dest="topology_command", metavar="ACTION", required=True,
@@ -73,6 +74,8 @@ def command(subparsers) -> None:
     m.add_argument("file", metavar="FILE", help="the topology YAML file kv-router runs")
     add_flags(m, MOVE_FLAGS)
     m.set_defaults(func=run_move)
+    from .status import add_command
+    add_command(sub)
 
 
 MOVE_FLAGS = [

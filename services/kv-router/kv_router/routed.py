@@ -109,6 +109,17 @@ class RoutedShards(ShardSet):
         self.state.seen = max(self.state.seen, resp.header.revision)
         return resp
 
+    async def indexes(self) -> list:
+        """Every shard's indexes, named by shard."""
+        names = list(self.shards)
+        parts = await asyncio.gather(*(self.shards[n].indexes() for n in names))
+        out = []
+        for name, part in zip(names, parts):
+            for st in part:
+                st.shard = name
+                out.append(st)
+        return out
+
     def _sync_rev(self, sync_rev: int) -> int:
         """What a write carries: at least every revision any shard reported (DESIGN §3.2)."""
         return max(sync_rev, self.state.committed)

@@ -84,3 +84,31 @@ class QueryResponse(_message.Message):
     next_key: bytes
     indexed: bool
     def __init__(self, header: _Optional[_Union[_rpc_pb2.ResponseHeader, _Mapping]] = ..., kvs: _Optional[_Iterable[_Union[_kv_pb2.KeyValue, _Mapping]]] = ..., more: _Optional[bool] = ..., next_key: _Optional[bytes] = ..., indexed: _Optional[bool] = ...) -> None: ...
+
+class IndexesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class IndexStatus(_message.Message):
+    __slots__ = ("shard", "index", "ready", "since_revision", "backfilled", "cursor", "pending")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    SINCE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    BACKFILLED_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    shard: str
+    index: str
+    ready: bool
+    since_revision: int
+    backfilled: int
+    cursor: bytes
+    pending: bool
+    def __init__(self, shard: _Optional[str] = ..., index: _Optional[str] = ..., ready: _Optional[bool] = ..., since_revision: _Optional[int] = ..., backfilled: _Optional[int] = ..., cursor: _Optional[bytes] = ..., pending: _Optional[bool] = ...) -> None: ...
+
+class IndexesResponse(_message.Message):
+    __slots__ = ("indexes",)
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    indexes: _containers.RepeatedCompositeFieldContainer[IndexStatus]
+    def __init__(self, indexes: _Optional[_Iterable[_Union[IndexStatus, _Mapping]]] = ...) -> None: ...

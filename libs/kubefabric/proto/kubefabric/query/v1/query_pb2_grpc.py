@@ -39,6 +39,11 @@ class QueryStub:
                 request_serializer=kubefabric_dot_query_dot_v1_dot_query__pb2.QueryRequest.SerializeToString,
                 response_deserializer=kubefabric_dot_query_dot_v1_dot_query__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.Indexes = channel.unary_unary(
+                '/kubefabric.query.v1.Query/Indexes',
+                request_serializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServicer:
@@ -50,6 +55,13 @@ class QueryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Indexes(self, request, context):
+        """The label and field indexes of every shard, and whether they are ready (built).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +69,11 @@ def add_QueryServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=kubefabric_dot_query_dot_v1_dot_query__pb2.QueryRequest.FromString,
                     response_serializer=kubefabric_dot_query_dot_v1_dot_query__pb2.QueryResponse.SerializeToString,
+            ),
+            'Indexes': grpc.unary_unary_rpc_method_handler(
+                    servicer.Indexes,
+                    request_deserializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesRequest.FromString,
+                    response_serializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +103,33 @@ class Query:
             '/kubefabric.query.v1.Query/Query',
             kubefabric_dot_query_dot_v1_dot_query__pb2.QueryRequest.SerializeToString,
             kubefabric_dot_query_dot_v1_dot_query__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Indexes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubefabric.query.v1.Query/Indexes',
+            kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesRequest.SerializeToString,
+            kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesResponse.FromString,
             options,
             channel_credentials,
             insecure,

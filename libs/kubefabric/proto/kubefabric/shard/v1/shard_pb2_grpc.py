@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from kubefabric.proto.kubefabric.query.v1 import query_pb2 as kubefabric_dot_query_dot_v1_dot_query__pb2
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as kubefabric_dot_shard_dot_v1_dot_shard__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -117,6 +118,11 @@ class ShardStub:
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryRequest.SerializeToString,
                 response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.Indexes = channel.unary_unary(
+                '/kubefabric.shard.v1.Shard/Indexes',
+                request_serializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesResponse.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -229,6 +235,13 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Indexes(self, request, context):
+        """The shard's indexes (any replica; `shard` left empty).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -311,6 +324,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Query,
                     request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryRequest.FromString,
                     response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryResponse.SerializeToString,
+            ),
+            'Indexes': grpc.unary_unary_rpc_method_handler(
+                    servicer.Indexes,
+                    request_deserializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesRequest.FromString,
+                    response_serializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -748,6 +766,33 @@ class Shard:
             '/kubefabric.shard.v1.Shard/Query',
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryRequest.SerializeToString,
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Indexes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubefabric.shard.v1.Shard/Indexes',
+            kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesRequest.SerializeToString,
+            kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesResponse.FromString,
             options,
             channel_credentials,
             insecure,

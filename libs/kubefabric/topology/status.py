@@ -1,0 +1,94 @@
+"""`kubefabric topology status`: the label and field indexes of every shard behind a kv-router,
+and whether they are ready (kubefabric.query.v1.Query/Indexes).
+
+Exit status: 0 every index is ready; 1 some index is still being built (or pending) when
+--wait runs out, or the router could not be asked; 2 bad command line.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from kubefabric.config import Flag, add_flags, duration
+
+FLAGS = [
+    Flag("--endpoints", "127.0.0.1:2379", "kv-router's client URL (http:// or https://; "
+         "host:port alone is plaintext); the first of a comma-separated list is asked"),
+    Flag("--cacert", "", "CA certificate (PEM) verifying an https:// router (default: the "
+         "system's trust roots)"),
+    Flag("--cert", "", "client certificate (PEM) when the router requires one"),
+    Flag("--key", "", "private key (PEM) of --cert"),
+    Flag("--wait", "0s", "wait up to this long for every index to be ready (e.g. 10m)",
+         type=duration),
+    Flag("--timeout", "10s", "how long one call to the router may take", type=duration),
+]
+
+
+def add_command(sub) -> None:
+    s = sub.add_parser(
+        "status", help="Show the shards' label and field indexes and whether they are ready",
+        description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1])
+    add_flags(s, FLAGS)
+    s.set_defaults(func=run)
+
+
+def _channel(args):
+    import grpc
+
+    url = args.endpoints.split(",")[0].strip()
+    secure = url.startswith("https://")
+    target = url.split("://", 1)[-1].rstrip("/")
+    if not secure:
+        return grpc.insecure_channel(target)
+
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    creds = grpc.ssl_channel_credentials(read(args.cacert) if args.cacert else None,
+                                         read(args.key) if args.key else None,
+                                         read(args.cert) if args.cert else None)
+    return grpc.secure_channel(target, creds)
+
+
+def describe(st) -> str:
+    if st.pending:
+        return "pending: the shard's leader has not applied it yet"
+    if st.ready:
+        return f"ready (writes after revision {st.since_revision} indexed as written)"
+    where = st.cursor.decode("utf-8", "backslashreplace") or "(start)"
+    return (f"building: {st.backfilled:,} earlier object versions indexed, at {where}; "
+            f"queries read the range meanwhile")
+
+
+def run(args) -> int:
+    import grpc
+
+    from kubefabric.proto.kubefabric.query.v1 import query_pb2, query_pb2_grpc
+
+    deadline = time.monotonic() + args.wait
+    try:
+        with _channel(args) as channel:
+            stub = query_pb2_grpc.QueryStub(channel)
+            while True:
+                try:
+                    resp = stub.Indexes(query_pb2.IndexesRequest(), timeout=args.timeout)
+                except grpc.RpcError as err:
+                    print(f"kubefabric topology status: {args.endpoints}: {err.details() or err.code()}",
+                          file=sys.stderr)
+                    return 1
+                waiting = [st for st in resp.indexes if not st.ready]
+                if not waiting or time.monotonic() >= deadline:
+                    break
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    except OSError as err:
+        print(f"kubefabric topology status: {err}", file=sys.stderr)
+        return 1
+    if not resp.indexes:
+        print("no indexes: no topology rule has index: (see docs/topology.md)")
+        return 0
+    width = max(len(st.index) for st in resp.indexes)
+    shard_w = max(5, *(len(st.shard) for st in resp.indexes))
+    print(f"{'SHARD':<{shard_w}}  {'INDEX':<{width}}  STATE")
+    for st in sorted(resp.indexes, key=lambda s: (s.shard, s.index)):
+        print(f"{st.shard:<{shard_w}}  {st.index:<{width}}  {describe(st)}")
+    return 1 if waiting else 0
