@@ -52,6 +52,7 @@ type config struct {
 	total       int64
 	maxTime     time.Duration
 	valSize     int
+	valueKind   string // "bytes" or "k8s"
 	keySpace    int
 	getKeys     int
 	rangeKeys   int
@@ -141,6 +142,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.Int64Var(&c.total, "total", 0, "measure exactly this many operations instead of --duration (watch-latency: writes)")
 	fs.DurationVar(&c.maxTime, "max-time", 10*time.Minute, "hard deadline for the whole run, preload included")
 	fs.IntVar(&c.valSize, "val-size", 256, "value size in bytes")
+	fs.StringVar(&c.valueKind, "value", "bytes", "bytes: --val-size letters; k8s: a custom resource of about --val-size bytes "+
+		"as kube-apiserver stores it (JSON with apiVersion, kind, metadata.name/namespace, labels app=a<i mod 100>, "+
+		"tier=t<i mod 3>, spec.customer=c<i mod 1000>) for key number i, so label indexes have something to index")
 	fs.IntVar(&c.keySpace, "key-space", 10000, "put: number of distinct keys written at random")
 	fs.IntVar(&c.getKeys, "get-keys", 1000, "get: number of keys pre-loaded and read at random")
 	fs.IntVar(&c.rangeKeys, "range-keys", 1000, "range: number of keys pre-loaded under the range prefix")
@@ -168,6 +172,8 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("need --duration > 0 or --total > 0")
 	case c.keySpace < 1 || c.getKeys < 1 || c.rangeKeys < 1:
 		return nil, errors.New("key counts must be >= 1")
+	case c.valueKind != "bytes" && c.valueKind != "k8s":
+		return nil, fmt.Errorf("--value is bytes or k8s, not %q", c.valueKind)
 	}
 	if c.conns <= 0 {
 		if c.workload == "watch-fanout" {
@@ -260,6 +266,10 @@ func run(cfg *config) (*Result, error) {
 	for i := range value {
 		value[i] = 'a' + byte(i%26)
 	}
+	valueOf := func(int) string { return string(value) }
+	if cfg.valueKind == "k8s" {
+		valueOf = func(i int) string { return k8sObject(cfg.keyAt(i), i, cfg.valSize) }
+	}
 	res := &Result{Workload: cfg.workload, Clients: cfg.clients, Conns: cfg.conns, ValSize: cfg.valSize,
 		Endpoints: strings.Join(cfg.endpoints, ",")}
 	if len(cfg.prefixes) > 1 {
@@ -272,10 +282,15 @@ func run(cfg *config) (*Result, error) {
 	// Pre-load (skipped when a previous run on the same server already did it).
 	switch cfg.workload {
 	case "get":
-		err = preload(ctx, cfg, clis, cfg.prefixes, cfg.keyAt, cfg.getKeys, value)
+		err = preload(ctx, cfg, clis, cfg.prefixes, cfg.keyAt, cfg.getKeys, valueOf)
 	case "range":
 		err = preload(ctx, cfg, clis, []string{cfg.prefix}, func(i int) string { return key(cfg.prefix, i) },
-			cfg.rangeKeys, value)
+			cfg.rangeKeys, func(i int) string {
+				if cfg.valueKind == "k8s" {
+					return k8sObject(key(cfg.prefix, i), i, cfg.valSize)
+				}
+				return string(value)
+			})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("preload: %w", err)
@@ -291,7 +306,8 @@ func run(cfg *config) (*Result, error) {
 	switch cfg.workload {
 	case "put":
 		op = func(ctx context.Context, cli *clientv3.Client, rng *rand.Rand) error {
-			_, err := cli.Put(ctx, cfg.keyAt(rng.IntN(cfg.keySpace)), string(value))
+			i := rng.IntN(cfg.keySpace)
+			_, err := cli.Put(ctx, cfg.keyAt(i), valueOf(i))
 			return err
 		}
 	case "get":
@@ -319,7 +335,7 @@ func run(cfg *config) (*Result, error) {
 // preload writes keys keyAt(0..n-1) unless the prefixes already hold exactly n keys together.
 // (One count per prefix: with --prefixes on a sharded server, each count stays on one shard.)
 func preload(ctx context.Context, cfg *config, clis []*clientv3.Client, prefixes []string,
-	keyAt func(int) string, n int, value []byte) error {
+	keyAt func(int) string, n int, valueOf func(int) string) error {
 	var count int64
 	var err error
 	for _, prefix := range prefixes {
@@ -351,7 +367,7 @@ func preload(ctx context.Context, cfg *config, clis []*clientv3.Client, prefixes
 				var err error
 				for attempt := 0; attempt < 3; attempt++ {
 					cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
-					_, err = cli.Put(cctx, keyAt(i), string(value))
+					_, err = cli.Put(cctx, keyAt(i), valueOf(i))
 					cancel()
 					if err == nil {
 						break
@@ -744,4 +760,21 @@ func probe(cfg *config) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// k8sObject is a custom resource stored under key (…/<namespace>/<name>) as kube-apiserver
+// stores one: JSON, padded in spec.pad to about size bytes. Labels and spec.customer depend on
+// i, so a selector app=a7 matches 1% of the objects.
+func k8sObject(key string, i, size int) string {
+	parts := strings.Split(strings.TrimSuffix(key, "/"), "/")
+	name, ns := parts[len(parts)-1], "default"
+	if len(parts) >= 2 {
+		ns = parts[len(parts)-2]
+	}
+	head := fmt.Sprintf(`{"apiVersion":"bench.example.com/v1","kind":"Widget","metadata":{"name":%q,"namespace":%q,`+
+		`"uid":"00000000-0000-0000-0000-%012d","labels":{"app":"a%d","tier":"t%d"}},"spec":{"customer":"c%d","pad":"`,
+		name, ns, i, i%100, i%3, i%1000)
+	tail := `"}}`
+	pad := max(0, size-len(head)-len(tail))
+	return head + strings.Repeat("x", pad) + tail
 }

@@ -38,7 +38,7 @@ rules:
 
 
 def obj(ns: str, name: str, app: str) -> bytes:
-    return json.dumps({"metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
                        "spec": {"customer": f"c{len(name) % 3}"}}).encode()
 
 

@@ -68,7 +68,7 @@ def test_backfill_under_write_load(store_factory, monkeypatch, say):
         await writer  # (raises if a write failed)
         assert ready_metric(description) == 1.0
         assert scanned > 0, "the index was ready before any query could see it building"
-        assert during > 20, f"only {during} writes completed while the index was built"
+        assert during >= 5, f"only {during} writes completed while the index was built"
         worst = max(latencies)
         say(f"{store_factory.kind}: backfill with {during} concurrent writes, slowest write "
             f"{worst * 1000:.0f} ms, {scanned} queries scanned meanwhile")

@@ -13,7 +13,7 @@ import logging
 from prometheus_client import Counter
 
 from kubefabric.proto.mvccpb.kv_pb2 import Event
-from kubefabric.query.objects import MAX_OBJECT_KEY, view
+from kubefabric.query.objects import view
 from kubefabric.query.requirements import FIELD, LABEL
 
 from .rules import IndexRule
@@ -41,7 +41,7 @@ class Indexer:
         if not rules:
             return []
         paths = sorted({p for r in rules for p in r.fields})
-        v = view(value, paths) if len(key) <= MAX_OBJECT_KEY else None
+        v = view(key, value, paths)
         if v is None:
             undecodable_total.inc()
             if rules[0].id not in self._warned:

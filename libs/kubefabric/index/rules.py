@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from kubefabric.query.objects import VIEW_VERSION
 from kubefabric.topology.keys import Interval, covered, merge
 from kubefabric.topology.model import ALL, Rule, Topology
 
@@ -37,7 +38,8 @@ class IndexRule:
 def of_rule(rule: Rule) -> IndexRule:
     spec = rule.index
     description = f"{rule.summary()} [{spec.summary()}]"
-    identity = f"{rule.kind}\0{rule.summary()}\0{int(spec.labels)}\0{','.join(spec.fields)}"
+    identity = (f"{rule.kind}\0{rule.summary()}\0{int(spec.labels)}\0{','.join(spec.fields)}"
+                f"\0{VIEW_VERSION}")
     return IndexRule(id=hashlib.sha256(identity.encode()).hexdigest()[:32], description=description,
                      rule=rule, labels=spec.labels, fields=spec.fields)
 

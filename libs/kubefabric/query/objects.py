@@ -2,30 +2,26 @@
 when the value is not a Kubernetes object.
 
 One function, `view`, serves the writer (index rows), the scan and the differential tests'
-oracle, so they cannot disagree on what an object's labels and fields are.
-
-Decoding: JSON objects with a `metadata` mapping (custom resources, and built-ins stored as
-JSON). Kubernetes protobuf values (magic `k8s\\0`, DESIGN §8) are decoded by
-kubefabric.k8s when that module is present; until then they count as undecodable.
+oracle, so they cannot disagree on what an object's labels and fields are. It reads values
+through the shared decoder's cheap path (kubefabric.k8s.summarize, DESIGN §8): JSON objects
+with apiVersion, kind and metadata; Kubernetes protobuf built-ins as the decoder supports them.
 """
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
+from kubefabric.k8s import DecodeError, summarize
 from kubefabric.store.schema import INDEX_MAX_KEY_BYTES
 
 from .requirements import NAME_FIELD, NAMESPACE_FIELD
 
-PROTOBUF_MAGIC = b"k8s\x00"
 # Objects under longer keys are not Kubernetes objects to queries (the index cannot hold their
 # keys on MySQL; kube-apiserver's keys stay under 700 bytes: 253-byte names and groups).
 MAX_OBJECT_KEY = INDEX_MAX_KEY_BYTES
-
-try:  # the shared decoder of stored Kubernetes objects (DESIGN §8), when it has landed
-    from kubefabric.k8s import decode as _k8s_decode
-except ImportError:  # pragma: no cover - depends on the tree
-    _k8s_decode = None
+# What `view` can decode: part of every index's identity (kubefabric.index.rules), so that when
+# the decoder learns to read more values (Kubernetes protobuf), raising this rebuilds every
+# index instead of leaving the versions it could not read before unindexed.
+VIEW_VERSION = 1
 
 
 class View:
@@ -38,58 +34,25 @@ class View:
         self.fields = fields
 
 
-def scalar(value) -> str:
-    """A field's value as Kubernetes field selectors compare it: strings as they are, integers
-    in decimal, booleans as true/false; anything else (missing, null, float, list, mapping) ""."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return ""
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
 
 
-def _mapping(value: bytes) -> dict | None:
-    if value[:1] == b"{":
-        try:
-            obj = json.loads(value)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return None
-        return obj if isinstance(obj, dict) else None
-    if value.startswith(PROTOBUF_MAGIC) and _k8s_decode is not None:
-        try:
-            # kubefabric.k8s.decode takes (key, value, mod_revision): until this passes them,
-            # protobuf-stored objects never decode here (the TypeError is caught below)
-            obj = _k8s_decode(value)  # type: ignore[call-arg]
-        except Exception:  # noqa: BLE001 - any decoding failure means "not an object"
-            return None
-        return obj if isinstance(obj, dict) else None
-    return None
-
-
-def _path(obj: dict, path: str):
-    node = obj
-    for part in path.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
-def view(value: bytes, paths: Iterable[str] = ()) -> View | None:
-    """The labels and the values of metadata.name, metadata.namespace and `paths`; None when
-    `value` is not a Kubernetes object (no JSON mapping with a `metadata` mapping)."""
-    obj = _mapping(value)
-    if obj is None:
+def view(key: bytes, value: bytes, paths: Iterable[str] = ()) -> View | None:
+    """The labels and the values of metadata.name, metadata.namespace and `paths` (a missing
+    or non-scalar field reads as "", as Kubernetes field selectors compare); None when `value`
+    is not a Kubernetes object or `key` is longer than MAX_OBJECT_KEY."""
+    if len(key) > MAX_OBJECT_KEY:
         return None
-    meta = obj.get("metadata")
-    if not isinstance(meta, dict):
+    extra = tuple(p for p in paths if p not in (NAME_FIELD, NAMESPACE_FIELD))
+    try:
+        s = summarize(key, value, extra)
+    except DecodeError:
         return None
-    raw = meta.get("labels")
-    labels = ({k: v for k, v in raw.items() if isinstance(v, str)} if isinstance(raw, dict) else {})
-    fields = {NAME_FIELD: scalar(meta.get("name")), NAMESPACE_FIELD: scalar(meta.get("namespace"))}
-    for p in paths:
-        if p not in fields:
-            fields[p] = scalar(_path(obj, p))
+    labels = s.labels if isinstance(s.labels, dict) else {}
+    if not all(isinstance(v, str) and isinstance(k, str) for k, v in labels.items()):
+        labels = {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+    fields = {NAME_FIELD: _text(s.name), NAMESPACE_FIELD: _text(s.namespace)}
+    for p, v in s.fields.items():
+        fields[p] = v or ""
     return View(labels, fields)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.shard.reads import fetch_rows
 
-from .objects import MAX_OBJECT_KEY, view
+from .objects import view
 from .requirements import Requirement, field_paths, matches
 
 SCAN_PAGE = 512  # rows read per statement (bounds memory; the snapshot spans all pages)
@@ -25,7 +25,7 @@ async def scan(cur, rng: KeyRange, rev: int, head: int, reqs: tuple[Requirement,
     while True:
         page = await fetch_rows(cur, KeyRange(start, rng.end), rev, head, SCAN_PAGE)
         for row in page:
-            v = view(row[5], paths) if len(row[0]) <= MAX_OBJECT_KEY else None
+            v = view(row[0], row[5], paths)
             if v is not None and matches(reqs, v.labels, v.fields):
                 out.append(row)
                 if limit and len(out) > limit:
