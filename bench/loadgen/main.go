@@ -131,7 +131,8 @@ func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	c := &config{}
 	endpoints := fs.String("endpoints", "127.0.0.1:2379", "comma-separated host:port or http://host:port list")
-	fs.StringVar(&c.workload, "workload", "put", "put | get | range | watch-latency | watch-fanout | status (readiness probe: Maintenance.Status until it answers or --max-time)")
+	fs.StringVar(&c.workload, "workload", "put", "put | get | range | watch-latency | watch-fanout | status (readiness probe: Maintenance.Status until it answers or --max-time) | "+
+		"load (write the --range-keys keys of the range workload, then stop)")
 	fs.IntVar(&c.clients, "clients", 1, "concurrent clients (watchers for watch-latency and watch-fanout)")
 	fs.IntVar(&c.conns, "conns", 0, "gRPC connections shared round-robin by the clients (0: ceil(clients/8); watch-fanout: ceil(clients/100))")
 	fs.IntVar(&c.streams, "streams", 0, "watch workloads: watch streams, spread round-robin over the connections, the watchers spread round-robin over them "+
@@ -186,7 +187,7 @@ func parseFlags(args []string) (*config, error) {
 		c.conns = c.clients
 	}
 	switch c.workload {
-	case "put", "get", "range", "watch-latency", "watch-fanout", "status":
+	case "put", "get", "range", "watch-latency", "watch-fanout", "status", "load":
 	default:
 		return nil, fmt.Errorf("unknown --workload %q", c.workload)
 	}
@@ -266,9 +267,12 @@ func run(cfg *config) (*Result, error) {
 	for i := range value {
 		value[i] = 'a' + byte(i%26)
 	}
+	// the value of key number i of the put/get key space (valueOf) and of the range one
 	valueOf := func(int) string { return string(value) }
+	rangeValueOf := valueOf
 	if cfg.valueKind == "k8s" {
 		valueOf = func(i int) string { return k8sObject(cfg.keyAt(i), i, cfg.valSize) }
+		rangeValueOf = func(i int) string { return k8sObject(key(cfg.prefix, i), i, cfg.valSize) }
 	}
 	res := &Result{Workload: cfg.workload, Clients: cfg.clients, Conns: cfg.conns, ValSize: cfg.valSize,
 		Endpoints: strings.Join(cfg.endpoints, ",")}
@@ -281,16 +285,18 @@ func run(cfg *config) (*Result, error) {
 
 	// Pre-load (skipped when a previous run on the same server already did it).
 	switch cfg.workload {
+	case "load":
+		start := time.Now()
+		err = preload(ctx, cfg, clis, []string{cfg.prefix}, func(i int) string { return key(cfg.prefix, i) },
+			cfg.rangeKeys, rangeValueOf)
+		res.Ops = int64(cfg.rangeKeys)
+		res.Seconds = time.Since(start).Seconds()
+		return res, err
 	case "get":
 		err = preload(ctx, cfg, clis, cfg.prefixes, cfg.keyAt, cfg.getKeys, valueOf)
 	case "range":
 		err = preload(ctx, cfg, clis, []string{cfg.prefix}, func(i int) string { return key(cfg.prefix, i) },
-			cfg.rangeKeys, func(i int) string {
-				if cfg.valueKind == "k8s" {
-					return k8sObject(key(cfg.prefix, i), i, cfg.valSize)
-				}
-				return string(value)
-			})
+			cfg.rangeKeys, rangeValueOf)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("preload: %w", err)
