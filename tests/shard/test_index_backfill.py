@@ -12,12 +12,12 @@ import time
 
 from prometheus_client import REGISTRY
 
-from indexkit import (WIDGETS, WIDGETS_END, check_queries, comparable, oracle, random_history,
+from harness.shard.index import (WIDGETS, WIDGETS_END, check_queries, comparable, oracle, random_history,
                       random_key, random_object, rules, states, wait_ready)
 from kubefabric.index import maintain
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
-from shardkit import opened, run_shard
+from harness.shard.kit import opened, run_shard
 
 L = qpb.LabelRequirement
 WEB = qpb.QueryRequest(key=WIDGETS, range_end=WIDGETS_END,
@@ -44,6 +44,7 @@ async def keep_writing(shard, rng: random.Random, stop: asyncio.Event, latencies
 
 def test_backfill_under_write_load(store_factory, monkeypatch, say):
     monkeypatch.setattr(maintain, "BACKFILL_BATCH", 40)  # many steps, many interleavings
+    maintain.index_ready.clear()  # (a process-wide gauge: earlier tests' shards set it)
 
     async def body(shard):
         rng = random.Random(11)

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from indexkit import check_queries, random_history, rules, wait_ready
-from shardkit import run_shard
+from harness.shard.index import check_queries, random_history, rules, wait_ready
+from harness.shard.kit import run_shard
 
 
 @pytest.mark.parametrize("seed", [1, 2])

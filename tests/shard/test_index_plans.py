@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from indexkit import WIDGETS, WIDGETS_END, rules, wait_ready
+from harness.shard.index import WIDGETS, WIDGETS_END, rules, wait_ready
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.index import plan
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.query.requirements import parse
-from shardkit import run_shard
+from harness.shard.kit import run_shard
 
 L, F = qpb.LabelRequirement, qpb.FieldRequirement
 BATCH = 500  # puts per txn while loading

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from time import perf_counter
-from typing import Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
@@ -32,6 +32,9 @@ from kubefabric.telemetry import metrics, tracing
 
 from .apply import Applier
 from .leadership import RENEW_EVERY
+
+if TYPE_CHECKING:
+    from kubefabric.index.rows import Indexer
 
 log = logging.getLogger("kubefabric.writer")
 
@@ -92,7 +95,7 @@ class Writer:
         self.last_trace: dict | None = None
         # kubefabric.index: rows(rev, events) -> the index rows of a request's puts, written in
         # the batch's transaction (None: no index)
-        self.indexer = None
+        self.indexer: Indexer | None = None
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="shard-writer")

@@ -15,7 +15,7 @@ Bound parameters: start/end (key range), rev, limit, n<i> (the name of requireme
 """
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, delete, exists, insert, select, update
+from sqlalchemy import FromClause, and_, bindparam, delete, exists, insert, select, update
 
 from .schema import index, index_state, kv, log
 
@@ -79,6 +79,7 @@ def _newer(key, rev, sub):
 def index_query(shape: str, limited: bool):
     key_shape, mode, reqs = parse_shape(shape)
     driven = bool(reqs) and reqs[0][1] in POSITIVE
+    joined: FromClause
     if driven:
         d = index.alias("d")
         kind, op, n = reqs[0]
