@@ -1,10 +1,13 @@
 """The index is what answers: EXPLAIN on SQLite, PostgreSQL and MariaDB shows every selector plan
 reading kf_index_term (never a scan of the range), and at scale a selector matching 100 of
-100,000 objects touches about 100 rows (PostgreSQL: EXPLAIN ANALYZE's actual rows; MariaDB: the
-session's Handler_read counters; SQLite: virtual-machine steps against those of the scan)."""
+SCALE objects touches about 100 rows (PostgreSQL: EXPLAIN ANALYZE's actual rows; MariaDB: the
+session's Handler_read counters; SQLite: virtual-machine steps against those of the scan).
+SCALE is 20,000 in CI (loading is most of the test's time; the rows read do not grow with it):
+KUBEFABRIC_INDEX_TEST_SCALE=100000 runs the issue's 100 of 100,000 (passes on all three)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -133,7 +136,7 @@ def test_selector_plans_read_the_index(store_factory):
     run_shard(store_factory, body, index_rules=rules(), max_txn_ops=BATCH)
 
 
-SCALE = 100_000
+SCALE = int(os.environ.get("KUBEFABRIC_INDEX_TEST_SCALE", "20000"))
 
 
 async def rows_touched(shard, req: qpb.QueryRequest, head: int) -> int:
@@ -192,7 +195,7 @@ async def scan_cost(shard, head: int) -> int:
         return steps[0]
 
 
-def test_a_selector_matching_100_of_100000_objects_reads_about_100_rows(store_factory, say):
+def test_a_selector_matching_100_of_many_objects_reads_about_100_rows(store_factory, say):
     async def body(shard):
         await wait_ready(shard)
         head = await bulk_load(shard, SCALE, SCALE // 100)

@@ -18,7 +18,6 @@ from typing import Callable
 from kubefabric.config import Bool, Count, Duration, Flag, HostPort, URLs, add_flags
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.events.bus import BusError, check_url
-from kubefabric.index.topofile import load_rules
 from kubefabric.rpc import startup
 from kubefabric.rpc.limits import REQUEST_BYTES
 from kubefabric.tls import nats as natstls
@@ -109,6 +108,7 @@ def _index_rules(args) -> tuple:
     """The label and field indexes this shard keeps: its rules in --topology (StartupError)."""
     if not args.topology:
         return ()
+    from kubefabric.index.topofile import load_rules  # (loads grpc: not while building the CLI)
     try:
         return load_rules(args.topology, args.name)
     except TopologyError as err:

@@ -9,18 +9,20 @@ from __future__ import annotations
 import sys
 import time
 
-from kubefabric.config import Flag, add_flags, duration
+from kubefabric.config import Duration, Endpoints, Flag, add_flags
 
 FLAGS = [
-    Flag("--endpoints", "127.0.0.1:2379", "kv-router's client URL (http:// or https://; "
-         "host:port alone is plaintext); the first of a comma-separated list is asked"),
+    Flag("--endpoints", "http://127.0.0.1:2379", "kv-router's client URL (http:// plaintext or "
+         "https://); the first of a comma-separated list is asked",
+         type=Endpoints("http", "https", optional=False)),
     Flag("--cacert", "", "CA certificate (PEM) verifying an https:// router (default: the "
          "system's trust roots)"),
     Flag("--cert", "", "client certificate (PEM) when the router requires one"),
     Flag("--key", "", "private key (PEM) of --cert"),
     Flag("--wait", "0s", "wait up to this long for every index to be ready (e.g. 10m)",
-         type=duration),
-    Flag("--timeout", "10s", "how long one call to the router may take", type=duration),
+         type=Duration()),
+    Flag("--timeout", "10s", "how long one call to the router may take",
+         type=Duration(positive=True)),
 ]
 
 
