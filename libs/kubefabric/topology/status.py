@@ -15,10 +15,10 @@ FLAGS = [
     Flag("--endpoints", "http://127.0.0.1:2379", "kv-router's client URL (http:// plaintext or "
          "https://); the first of a comma-separated list is asked",
          type=Endpoints("http", "https", optional=False)),
-    Flag("--cacert", "", "CA certificate (PEM) verifying an https:// router (default: the "
+    Flag("--ca-file", "", "CA certificate (PEM) verifying an https:// router (default: the "
          "system's trust roots)"),
-    Flag("--cert", "", "client certificate (PEM) when the router requires one"),
-    Flag("--key", "", "private key (PEM) of --cert"),
+    Flag("--cert-file", "", "client certificate (PEM) when the router requires one"),
+    Flag("--key-file", "", "private key (PEM) of --cert-file"),
     Flag("--wait", "0s", "wait up to this long for every index to be ready (e.g. 10m)",
          type=Duration()),
     Flag("--timeout", "10s", "how long one call to the router may take",
@@ -46,9 +46,9 @@ def _channel(args):
     def read(path):
         with open(path, "rb") as f:
             return f.read()
-    creds = grpc.ssl_channel_credentials(read(args.cacert) if args.cacert else None,
-                                         read(args.key) if args.key else None,
-                                         read(args.cert) if args.cert else None)
+    creds = grpc.ssl_channel_credentials(read(args.ca_file) if args.ca_file else None,
+                                         read(args.key_file) if args.key_file else None,
+                                         read(args.cert_file) if args.cert_file else None)
     return grpc.secure_channel(target, creds)
 
 
