@@ -67,6 +67,10 @@ def test_backfill_under_write_load(store_factory, monkeypatch, say):
         await asyncio.sleep(0.2)
         stop.set()
         await writer  # (raises if a write failed)
+        # the backfill task sets the gauge once the writer returns the committed last batch
+        deadline = time.monotonic() + 10
+        while ready_metric(description) != 1.0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         assert ready_metric(description) == 1.0
         assert scanned > 0, "the index was ready before any query could see it building"
         assert during >= 5, f"only {during} writes completed while the index was built"
