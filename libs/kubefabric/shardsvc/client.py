@@ -29,9 +29,10 @@ from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import never_reached, open_channel, parse_endpoints, status_error
 from kubefabric.shard.state import ShardState
-from .replicas import LEADER_FAILED, LeaderChanged, Replicas
 from kubefabric.telemetry import instrument_shard_stub
 from kubefabric.tls import ClientTLS, TLSError
+
+from .replicas import LEADER_FAILED, LeaderChanged, Replicas
 
 log = logging.getLogger("kubefabric.shard.client")
 
