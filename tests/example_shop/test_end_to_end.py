@@ -14,9 +14,12 @@ import json
 import sqlite3
 import urllib.request
 
+import grpc
 import pytest
 
 from harness.shop import order, price_trigger, trigger_ready, wait_for
+from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
+from kubefabric.proto.kubefabric.query.v1 import query_pb2_grpc
 from kubefabric.store.sqlite import DB_FILE
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,6 +47,16 @@ def get(api, kind: str, name: str) -> dict | None:
 
 def trigger_status(api) -> dict:
     return api.kubectl_json("get", "httptrigger", "price-orders", "-n", NS).get("status") or {}
+
+
+def customer_query(shop, customer: str) -> qpb.QueryResponse:
+    """What the REST layer's customer selector becomes: a Query on kv-router over the Orders of NS."""
+    end = PREFIX[:-1] + chr(ord(PREFIX[-1]) + 1)
+    F = qpb.FieldRequirement
+    with grpc.insecure_channel(shop.router.endpoint) as ch:
+        return query_pb2_grpc.QueryStub(ch).Query(qpb.QueryRequest(
+            key=PREFIX.encode(), range_end=end.encode(), keys_only=True,
+            fields=[F(path="spec.customer", operator=F.EQUALS, value=customer)]), timeout=30)
 
 
 def order_keys_in_postgres(shop) -> tuple[set[str], set[str]]:
@@ -113,6 +126,9 @@ def test_orders_through_trigger_function_and_operator(shop):
     assert json.loads(api.kubectl("get", "--raw", f"{REPORTS}/-/query?customer=globex&minTotal=4998"))["orders"] \
         == [{"name": "e2", "total": 4999}]
     assert json.loads(api.kubectl("get", "--raw", f"{REPORTS}/-/query?customer=globex&minTotal=4999"))["orders"] == []
+    # the customer selector is answered by the orders shard's index (the example's topology)
+    found = wait_for(lambda: (r := customer_query(shop, "acme")).indexed and r, 30, "an indexed answer")
+    assert sorted(kv.key.decode() for kv in found.kvs) == [PREFIX + n for n in ("e1", "e3", "e5")]
     code, text = api.raw(f"{REPORTS}/-/query?customer=acme&minTotal=lots")
     assert code == 400 and "minTotal must be a whole number of cents" in text, (code, text)
 

@@ -61,7 +61,7 @@ def test_platform_gives_orders_a_shard_of_their_own():
     shards = {s["name"]: s["endpoint"] for s in topology["shards"]}
     assert topology["default"] == "main"
     assert topology["rules"] == [{"customresource": {"group": "shop.example.com", "resource": "orders"},
-                                  "shard": "orders"}]
+                                  "shard": "orders", "index": {"labels": True, "fields": ["spec.customer"]}}]
     assert shards == {"main": "grpc://backend-pg:2391", "orders": "grpc://backend-pg-orders:2391"}
     # each shard service calls itself as the topology does (its NATS stream and the hub's name)
     assert configmap(objs, "backend-pg")["KUBEFABRIC_NAME"] == "main"

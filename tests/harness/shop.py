@@ -113,10 +113,15 @@ class ShopStack:
             self.nats.start()
             self.started.append(self.nats)
             publish += ["--nats-url", self.nats.url]
-        main = self._track(start_shard(w, "sqlite", f"sqlite://{w / 'main'}", publish, name="main"))
-        orders = self._track(start_shard(w, "postgres", self.postgres.dsn(self.database), publish, name="orders"))
+        # the topology first: the shard services read it too (--topology), for their index rules
+        ports = {"main": free_port(), "orders": free_port()}
+        self.topology = example_topology(w / "topology.yaml", {n: f"127.0.0.1:{p}" for n, p in ports.items()})
+        shard_flags = [*publish, "--topology", str(self.topology)]
+        main = self._track(start_shard(w, "sqlite", f"sqlite://{w / 'main'}", shard_flags, name="main",
+                                       port=ports["main"]))
+        orders = self._track(start_shard(w, "postgres", self.postgres.dsn(self.database), shard_flags,
+                                         name="orders", port=ports["orders"]))
         self.shards = {"main": main, "orders": orders}
-        self.topology = example_topology(w / "topology.yaml", {n: s.endpoint for n, s in self.shards.items()})
         router_flags: list[str] = ["--metrics-address", ""]
         if self.events:
             self.hub = self._track(start_hub(w, self.nats.url, topology=self.topology))
