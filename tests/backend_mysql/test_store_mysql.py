@@ -92,8 +92,12 @@ def test_every_statement_has_one_bound_value_per_marker_in_order():
     from kubefabric.store.statements import BUILDERS
 
     stmts = statements()
+    keys = ("single", "bounded", "unbounded")
+    # index_query's shape also names its plan (kubefabric.store.index_statements.parse_shape)
+    plans = [f"{k};{mode};{reqs}" for k in keys for mode in ("head", "at")
+             for reqs in ("1=1,1notin2,2!=1", "2in4,1exists0", "1!exists0,2!=1", "")]
     for name in [*BUILDERS, "upsert_kv", "upsert_meta"]:
-        for shape in ("single", "bounded", "unbounded"):
+        for shape in (plans if name == "index_query" else keys):
             for limited in (False, True):
                 c = stmts.get(name, shape, limited)
                 assert c.sql.count("%s") == len(c.params), (name, shape, limited, c.sql)
