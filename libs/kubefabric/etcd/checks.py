@@ -125,3 +125,14 @@ def _intervals(ops) -> tuple[set[bytes], list[_Span]]:
             raise errors.DUPLICATE_KEY
         puts.add(key)
     return puts, dels
+
+
+def read_only(req: pb.TxnRequest) -> bool:
+    """etcd's IsTxnReadonly: no put or delete on either branch, nested txns included."""
+    for op in (*req.success, *req.failure):
+        kind = op.WhichOneof("request")
+        if kind in ("request_put", "request_delete_range"):
+            return False
+        if kind == "request_txn" and not read_only(op.request_txn):
+            return False
+    return True

@@ -36,6 +36,7 @@ REQUEST_TOO_LARGE = _e(StatusCode.INVALID_ARGUMENT, "etcdserver: request is too 
 COMPACTED = _e(StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
 FUTURE_REV = _e(StatusCode.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
 NO_SPACE = _e(StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
+CORRUPT = _e(StatusCode.DATA_LOSS, "etcdserver: corrupt cluster")
 LEASE_NOT_FOUND = _e(StatusCode.NOT_FOUND, "etcdserver: requested lease not found")
 LEASE_EXIST = _e(StatusCode.FAILED_PRECONDITION, "etcdserver: lease already exists")
 LEASE_TTL_TOO_LARGE = _e(StatusCode.OUT_OF_RANGE, "etcdserver: too large lease TTL")

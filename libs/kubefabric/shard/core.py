@@ -21,8 +21,10 @@ from kubefabric.query.execute import run_query
 from kubefabric.store import schema
 from kubefabric.store.contract import Store
 
+from . import hashkv
 from .apply import Applier
 from .leadership import EMBEDDED_LEASE_S, RENEW_EVERY, Campaign, Lease, ShardBusy  # noqa: F401 (re-export)
+from .authstore import ShardAuth
 from .leases import Leases
 from .quota import Quota, txn_cost
 from .history import read_history
@@ -59,6 +61,8 @@ class Shard:
         self._keeper: asyncio.Task | None = None
         self._revoking: set[int] = set()
         self.index = ShardIndex()  # label and field index: rules set by index.configure()
+        self.hashes: list[hashkv.KVHash] = []  # of the last compactions (etcd's hash storage)
+        self.auth = ShardAuth()  # etcd's auth store; used on the default shard
 
     # ---- lifecycle and leadership ----
 
@@ -95,6 +99,7 @@ class Shard:
             meta = dict(await cur.rows("meta_all", {}))
             newest = await cur.scalar("max_rev", {}) or 0
             lease_rows = await cur.rows("lease_all", {})
+            await self.auth.load(cur, meta)
         state, updates = ShardState.from_meta(meta, newest, lease.term)
         cur = await self.store.begin()
         try:
@@ -112,6 +117,7 @@ class Shard:
         self.state.replace(state)  # in place: servers hold bound methods of self.state
         self.leases.load(lease_rows)
         self.quota.member_id = self.state.member_id
+        self.quota.apply(meta)  # client alarms persist across restarts and leader changes
         self._refresh_size()
         self.lease = lease
         self.writer = Writer(self.store, self.state, self.leases, self._publish, self.quota, lease,
@@ -232,6 +238,7 @@ class Shard:
             meta = dict(await cur.rows("meta_all", {}))
             newest = await cur.scalar("max_rev", {}) or 0
             self.state.observe(newest, meta)
+            self.quota.apply(meta)
             return max(newest, meta.get(schema.META_CLOCK, 0))
         if self.store.reads_interleave_commits:
             clock = await cur.scalar("meta_value", {"name": schema.META_CLOCK})
@@ -252,6 +259,7 @@ class Shard:
     async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:
         checks.check_put(req)
         checks.check_key_sizes((req.key,), self.store.max_key_bytes, self.store.dialect_name)
+        self.quota.check_corrupt()
         self.quota.check(req.ByteSize())
         resp = await self._writer().submit(Applier.put, req, sync_rev)
         self.state.fill(resp.header, resp.header.revision)
@@ -259,6 +267,7 @@ class Shard:
 
     async def delete_range(self, req: pb.DeleteRangeRequest, sync_rev: int = 0) -> pb.DeleteRangeResponse:
         checks.check_delete(req)
+        self.quota.check_corrupt()
         resp = await self._writer().submit(Applier.delete_range, req, sync_rev)
         self.state.fill(resp.header, resp.header.revision)
         return resp
@@ -266,6 +275,8 @@ class Shard:
     async def txn(self, req: pb.TxnRequest, sync_rev: int = 0) -> pb.TxnResponse:
         checks.check_txn(req, self.max_txn_ops)
         checks.check_key_sizes(checks.put_keys(req), self.store.max_key_bytes, self.store.dialect_name)
+        if not checks.read_only(req):  # etcd serves read-only txns outside its applier
+            self.quota.check_corrupt()
         self.quota.check(txn_cost(req))
         resp = await self._writer().submit(Applier.txn, req, sync_rev)
         self.state.fill(resp.header, resp.header.revision)
@@ -280,22 +291,32 @@ class Shard:
     # ---- compaction ----
 
     async def compact(self, revision: int, physical: bool = False, sync_rev: int = 0) -> pb.CompactionResponse:
-        rev = await self._writer().submit(_mark_compacted, revision, sync_rev)
-        self._start_compaction(rev)
+        self.quota.check_corrupt()
+        rev, previous = await self._writer().submit(_mark_compacted, revision, sync_rev)
+        self._start_compaction(rev, previous)
         if physical:
             await asyncio.shield(self._compaction)
         resp = pb.CompactionResponse()
         self.state.fill(resp.header)
         return resp
 
-    def _start_compaction(self, rev: int) -> None:
+    def _start_compaction(self, rev: int, hash_from: int | None = None) -> None:
+        """hash_from: the previous compact revision, when this compaction's hash is to be kept
+        (not after a restart: etcd keeps none for a compaction resumed after an interruption)."""
         previous = self._compaction
-        self._compaction = asyncio.create_task(self._compact_rows(rev, previous), name="compaction")
+        self._compaction = asyncio.create_task(self._compact_rows(rev, previous, hash_from),
+                                               name="compaction")
 
-    async def _compact_rows(self, rev: int, previous: asyncio.Task | None) -> None:
-        """Delete the rows compaction at `rev` made unreachable, in short writer batches."""
+    async def _compact_rows(self, rev: int, previous: asyncio.Task | None,
+                            hash_from: int | None = None) -> None:
+        """Delete the rows compaction at `rev` made unreachable, in short writer batches; first
+        hash what it is about to compact, as etcd does."""
         if previous and not previous.done():
             await asyncio.shield(previous)
+        if hash_from is not None:
+            async with self.store.snapshot() as cur:
+                value = await hashkv.compute(cur, rev, hash_from, keep_tombstone_at=rev)
+            self.hashes = [*self.hashes, hashkv.KVHash(value, hash_from, rev)][-hashkv.STORED_HASHES:]
         lo, deleted = 0, 0
         while lo < rev:
             hi = min(lo + COMPACT_WINDOW, rev)
@@ -309,11 +330,13 @@ class Shard:
 
     async def lease_grant(self, lease_id: int, ttl: int, sync_rev: int = 0) -> tuple[int, int]:
         ttl = self.leases.effective_ttl(ttl)
+        self.quota.check_corrupt()
         self.quota.check(16)
         return await self._writer().submit(_grant, (lease_id, ttl), sync_rev)
 
     async def lease_revoke(self, lease_id: int, sync_rev: int = 0) -> int:
         """Revoke a lease and delete its keys; returns the header revision."""
+        self.quota.check_corrupt()
         return await self._writer().submit(_revoke, lease_id, sync_rev)
 
     async def lease_renew(self, lease_id: int) -> int:
@@ -362,6 +385,40 @@ class Shard:
         """Events of revisions lo..hi in `rng`, oldest first, each with its prev_kv."""
         return await read_history(self.store, self.state.compact_rev, rng, lo, hi)
 
+    async def hash_kv(self, revision: int, crc: int | None = None,
+                      sync_rev: int = 0) -> tuple[hashkv.KVHash, int]:
+        """etcd's HashKV at `revision` (0: now) and the current revision. crc: continue that
+        hash (several shards as one history; no kept compaction hash applies then)."""
+        if sync_rev:
+            await self.sync(sync_rev)
+        async with self.store.snapshot() as cur:
+            head = await self.read_head(cur)
+            compact = self.state.compact_rev
+            if 0 < revision < compact:
+                raise errors.COMPACTED
+            if revision > head:
+                raise errors.FUTURE_REV
+            rev = revision or head
+            # etcd looks its kept hashes up by the requested revision: never for 0 ("now")
+            kept = next((h for h in self.hashes if h.revision == revision), None)
+            if kept is not None and crc is None:
+                return kept, head
+            value = await hashkv.compute(cur, rev, compact, crc=crc)
+        return hashkv.KVHash(value, compact, rev), head
+
+    async def auth_apply(self, method: str, request, caller: str | None):
+        """An Auth request (etcd's RPC name and request) made by user `caller` (None: no
+        identity): (response, auth state, generation) — see kubefabric.shard.authstore."""
+        self._writer()
+        return await self.auth.apply(self._writer, method, request, caller)
+
+    async def auth_read(self, generation: int = -1):
+        """(auth state, generation) as committed; None when `generation` is the current one."""
+        self._writer()
+        if generation == self.auth.generation:
+            return None
+        return self.auth.state, self.auth.generation
+
     async def defragment(self) -> None:
         """The store's defragmentation. One that holds the database's write lock (SQLite's
         VACUUM) runs with the writer idle, under a lease first extended to DEFRAGMENT_LEASE_S:
@@ -399,9 +456,14 @@ class Shard:
             cluster_id=state.cluster_id, member_id=state.member_id, term=state.term)
 
     async def alarm(self, req: pb.AlarmRequest) -> list[pb.AlarmMember]:
-        """etcd's Alarm: activate, deactivate or list; returns the alarms the response lists."""
+        """etcd's Alarm: activate, deactivate or list; returns the alarms the response lists.
+        A change is persisted (meta rows) by the writer before it takes effect."""
         await self._acting()
-        return self.quota.alarm(req, self.state.member_id)
+        listed, changes = self.quota.alarm(req)
+        if changes:
+            await self._writer().submit(_persist_meta, changes)
+            self.quota.apply(changes)
+        return listed
 
 
 # ---- writer handlers: run inside a batch, return the request's result ----
@@ -415,14 +477,20 @@ async def _sync(applier: Applier, sync_rev: int) -> int:
     return applier.clock
 
 
-async def _mark_compacted(applier: Applier, revision: int) -> int:
+async def _persist_meta(applier: Applier, rows: dict[str, int]) -> None:
+    applier.meta_updates.update(rows)
+
+
+async def _mark_compacted(applier: Applier, revision: int) -> tuple[int, int]:
+    """(the new compact revision, the previous one)."""
     if revision <= applier.compact_rev:
         raise errors.COMPACTED
     if revision > applier.clock:
         raise errors.FUTURE_REV
+    previous = applier.compact_rev
     applier.compact_rev = revision
     applier.meta_updates[schema.META_COMPACT_REV] = revision
-    return revision
+    return revision, previous
 
 
 async def _compact_step(applier: Applier, window: tuple[int, int, int, bool]) -> int:

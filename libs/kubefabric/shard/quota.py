@@ -10,6 +10,14 @@ Beyond etcd: the free space of the data directory's filesystem counts too. A wri
 leave less than a reserve (what the store may need for itself, plus a tenth of the filesystem
 up to 64 MiB) raises the alarm early, so deletes and compaction still find room to run; the
 database refusing a write because the disk is full raises it as well.
+
+Alarms raised by clients (Maintenance.Alarm) are etcd's too: an alarm is a (member id, type)
+pair stored as given (member id 0 is a member id like any other: etcd keeps it as 0, and a list
+shows it beside the same alarm raised for a member); any NOSPACE alarm caps writes as above, any
+CORRUPT alarm refuses every write, compaction and lease grant or revoke with etcd's
+'etcdserver: corrupt cluster' (DATA_LOSS) while reads and read-only txns go on. Client alarms are
+persisted in the shard's meta table (`alarm.<TYPE>.<member id>`), so they survive a restart and
+a leader change, as etcd's alarm bucket does.
 """
 from __future__ import annotations
 
@@ -21,6 +29,23 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 log = logging.getLogger("kubefabric.quota")
 
 DEFAULT_QUOTA_BYTES = 2 * 1024 ** 3  # etcd's default
+ALARM_META_PREFIX = "alarm."
+
+
+def meta_name(member: int, alarm: int) -> str:
+    """The meta row of a client alarm: alarm.<TYPE>.<member id in decimal> (at most 33 chars)."""
+    return f"{ALARM_META_PREFIX}{pb.AlarmType.Name(alarm)}.{member}"
+
+
+def parse_meta_name(name: str) -> tuple[int, int] | None:
+    """(member id, alarm type) of an alarm meta row; None for any other row."""
+    if not name.startswith(ALARM_META_PREFIX):
+        return None
+    kind, _, member = name[len(ALARM_META_PREFIX):].partition(".")
+    try:
+        return int(member), pb.AlarmType.Value(kind)
+    except ValueError:
+        return None
 
 
 def txn_cost(req: pb.TxnRequest) -> int:
@@ -51,6 +76,15 @@ class Quota:
     @property
     def nospace(self) -> bool:
         return any(a == pb.NOSPACE for _, a in self.alarms)
+
+    @property
+    def corrupt(self) -> bool:
+        return any(a == pb.CORRUPT for _, a in self.alarms)
+
+    def check_corrupt(self) -> None:
+        """etcd's corrupt applier: with a CORRUPT alarm active, no write is applied."""
+        if self.corrupt:
+            raise errors.CORRUPT
 
     def check(self, cost: int) -> None:
         """Refuse a request that would add `cost` bytes (0: not mutating, always allowed)."""
@@ -83,19 +117,39 @@ class Quota:
     def members(self) -> list[pb.AlarmMember]:
         return [pb.AlarmMember(memberID=m, alarm=a) for m, a in sorted(self.alarms)]
 
-    def alarm(self, req: pb.AlarmRequest, default_member: int) -> list[pb.AlarmMember]:
-        """etcd's Alarm request; returns the alarms its response lists."""
-        member = req.memberID or default_member
-        if req.action == pb.AlarmRequest.ACTIVATE and req.alarm != pb.NONE:
-            self.activate(member, req.alarm)
-            listed = [(member, req.alarm)]
-        elif req.action == pb.AlarmRequest.DEACTIVATE:
-            listed = [(member, req.alarm)] if self.deactivate(member, req.alarm) else []
-        else:
+    def alarm(self, req: pb.AlarmRequest) -> tuple[list[pb.AlarmMember], dict[str, int]]:
+        """etcd's Alarm request (its applier's rules): the alarms its response lists, and the
+        meta rows that persist the change. ACTIVATE of NONE and unknown actions change nothing;
+        DEACTIVATE of an alarm that is not raised lists nothing."""
+        member, alarm = req.memberID, req.alarm
+        changes: dict[str, int] = {}
+        if req.action == pb.AlarmRequest.GET:
             listed = sorted(a for a in self.alarms if req.alarm in (pb.NONE, a[1]))
-        return [pb.AlarmMember(memberID=m, alarm=a) for m, a in listed]
+        elif req.action == pb.AlarmRequest.ACTIVATE and alarm != pb.NONE:
+            if (member, alarm) not in self.alarms:
+                changes[meta_name(member, alarm)] = 1
+            listed = [(member, alarm)]
+        elif req.action == pb.AlarmRequest.DEACTIVATE and (member, alarm) in self.alarms:
+            changes[meta_name(member, alarm)] = 0
+            listed = [(member, alarm)]
+        else:
+            listed = []
+        return [pb.AlarmMember(memberID=m, alarm=a) for m, a in listed], changes
+
+    def apply(self, changes: dict[str, int]) -> None:
+        """Take persisted alarm rows (meta name -> 1 raised, 0 disarmed) into effect."""
+        for name, raised in changes.items():
+            parsed = parse_meta_name(name)
+            if parsed is None:
+                continue
+            if raised:
+                self.activate(*parsed)
+            else:
+                self.deactivate(*parsed)
 
     def activate(self, member: int, alarm: pb.AlarmType) -> None:
+        if (member, alarm) not in self.alarms:
+            log.warning("alarm %s raised for member %x", pb.AlarmType.Name(alarm), member)
         self.alarms.add((member, alarm))
 
     def deactivate(self, member: int, alarm: pb.AlarmType) -> bool:

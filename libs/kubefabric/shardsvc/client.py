@@ -277,7 +277,8 @@ class RemoteShard:
         return resp.txn
 
     async def compact(self, revision: int, physical: bool = False, sync_rev: int = 0) -> pb.CompactionResponse:
-        resp = await self._call("Compact", spb.CompactRequest(clock=self._clock(sync_rev), revision=revision))
+        resp = await self._call("Compact", spb.CompactRequest(clock=self._clock(sync_rev), revision=revision,
+                                                              physical=physical))
         self._observe(resp.committed_rev)
         self.state.compact_rev = max(self.state.compact_rev, resp.compact_rev)
         out = pb.CompactionResponse()
@@ -331,6 +332,34 @@ class RemoteShard:
 
     async def defragment(self) -> None:
         await self._call("Defragment", spb.DefragmentRequest())
+
+    async def auth_apply(self, method: str, request, caller: str | None):
+        """An Auth request on the shard's auth store: (response message, state, generation)."""
+        from kubefabric.auth.state import RESPONSES, from_message
+
+        resp = await self._call("AuthApply", spb.AuthApplyRequest(
+            method=method, request=request.SerializeToString(), caller=caller or "",
+            has_caller=caller is not None))
+        state, generation = from_message(resp.store)
+        return RESPONSES[method].FromString(resp.response), state, generation
+
+    async def auth_read(self, generation: int = -1):
+        """(state, generation) of the shard's auth store; None when `generation` is current."""
+        from kubefabric.auth.state import from_message
+
+        resp = await self._call("AuthRead", spb.AuthReadRequest(generation=generation), write=True)
+        if resp.unchanged:
+            return None
+        return from_message(resp)
+
+    async def hash_kv(self, revision: int, crc: int | None = None, sync_rev: int = 0):
+        """etcd's HashKV on the shard: (KVHash, the shard's committed revision)."""
+        from kubefabric.shard.hashkv import KVHash
+
+        resp = await self._call("HashKV", spb.HashKVRequest(
+            clock=self._clock(sync_rev), revision=revision, chained=crc is not None, crc=crc or 0))
+        self._observe(resp.committed_rev)
+        return KVHash(resp.hash, resp.compact_revision, resp.hash_revision), resp.committed_rev
 
     # ---- history and the feed ----
 

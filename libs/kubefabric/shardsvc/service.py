@@ -144,7 +144,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     @on_leader
     async def Compact(self, shard, request: spb.CompactRequest, sync_rev) -> spb.CompactResponse:
-        await shard.compact(request.revision, sync_rev=sync_rev)
+        await shard.compact(request.revision, request.physical, sync_rev=sync_rev)
         return spb.CompactResponse(committed_rev=shard.state.committed,
                                    compact_rev=shard.state.compact_rev)
 
@@ -177,6 +177,35 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     async def Alarm(self, shard, request: spb.AlarmRequest, sync_rev) -> spb.AlarmResponse:
         return spb.AlarmResponse(alarms=await shard.alarm(request.alarm),
                                  committed_rev=shard.state.committed)
+
+    @on_leader
+    async def HashKV(self, shard, request: spb.HashKVRequest, sync_rev) -> spb.HashKVResponse:
+        h, head = await shard.hash_kv(request.revision, request.crc if request.chained else None,
+                                      sync_rev)
+        return spb.HashKVResponse(hash=h.hash, compact_revision=h.compact_revision,
+                                  hash_revision=h.revision, committed_rev=head)
+
+    @on_leader
+    async def AuthApply(self, shard, request: spb.AuthApplyRequest, sync_rev) -> spb.AuthApplyResponse:
+        from kubefabric.auth.state import REQUESTS, to_message
+
+        kind = REQUESTS.get(request.method)
+        if kind is None:
+            raise EtcdError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown auth method {request.method!r}")
+        resp, state, generation = await shard.auth_apply(
+            request.method, kind.FromString(request.request),
+            request.caller if request.has_caller else None)
+        return spb.AuthApplyResponse(response=resp.SerializeToString(),
+                                     store=to_message(state, generation))
+
+    @on_leader
+    async def AuthRead(self, shard, request: spb.AuthReadRequest, sync_rev) -> spb.AuthStore:
+        from kubefabric.auth.state import to_message
+
+        current = await shard.auth_read(request.generation)
+        if current is None:
+            return spb.AuthStore(unchanged=True, generation=request.generation)
+        return to_message(*current)
 
     @on_leader
     async def Defragment(self, shard, request, sync_rev) -> spb.DefragmentResponse:

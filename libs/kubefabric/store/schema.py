@@ -80,6 +80,18 @@ leases = Table(
     Column("expires_at", BigInteger, nullable=False),  # unix ms at grant; expiry restarts on open
 )
 
+# etcd's auth store (kubefabric.auth.state), in the default shard: users and roles as etcd's
+# authpb messages by name, and the simple-token key. The enabled flag and the auth revision are
+# meta rows. Rewritten whole by the writer at each change (auth stores are small).
+auth = Table(
+    "kf_auth", metadata,
+    Column("kind", SmallInteger, nullable=False),  # 1 user, 2 role, 3 token key
+    Column("name", KeyBytes, nullable=False),
+    Column("value", ValueBytes, nullable=False),
+    PrimaryKeyConstraint("kind", "name", name="kf_auth_pk"),
+    sqlite_with_rowid=False,
+)
+
 # Index rows (kubefabric.index). Names and values are UTF-8 bytes, at most INDEX_TERM_BYTES
 # (longer ones are stored as 0xFF + their SHA-256: never valid UTF-8, so never a real value).
 # On MySQL/MariaDB the key column is narrower than kf_log's so that (kind, name, value, key, rev,

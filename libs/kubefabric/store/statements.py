@@ -17,7 +17,7 @@ from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from . import index_statements, schema
-from .schema import kv, leader, leases, log, meta
+from .schema import auth, kv, leader, leases, log, meta
 
 ROW_COLUMNS = ("key", "create_rev", "mod_rev", "version", "lease")
 
@@ -170,6 +170,52 @@ def log_count(shape: str = "", limited: bool = False):
     return select(func.count()).select_from(log)
 
 
+# ---- HashKV (kubefabric.shard.hashkv): rows in etcd's bucket order, keyset-paged ----
+
+_HASH_COLUMNS = ("rev", "sub", "key", "create_rev", "version", "lease", "deleted", "value")
+
+
+def _after_position(l):
+    """(rev, sub) after (:lo, :sub): the next page."""
+    return (l.c.rev > bindparam("lo")) | and_(l.c.rev == bindparam("lo"), l.c.sub > bindparam("sub"))
+
+
+def hash_kept(shape: str = "", limited: bool = True):
+    """The rows etcd's compaction at :compact keeps (each key's newest row at or below it, if
+    live) that are still the newest at :rev."""
+    l, newer = log.alias("l"), log.alias("newer")
+    superseded = exists().where(and_(newer.c.key == l.c.key, _after(newer, l),
+                                     newer.c.rev <= bindparam("rev")))
+    return (select(*(l.c[c] for c in _HASH_COLUMNS))
+            .where(l.c.rev <= bindparam("compact"), l.c.deleted == 0, ~superseded, _after_position(l))
+            .order_by(l.c.rev, l.c.sub).limit(bindparam("limit")))
+
+
+def hash_rows(shape: str = "", limited: bool = True):
+    """Every row above :compact up to :hi."""
+    return (select(*(log.c[c] for c in _HASH_COLUMNS))
+            .where(log.c.rev > bindparam("compact"), log.c.rev <= bindparam("hi"), _after_position(log))
+            .order_by(log.c.rev, log.c.sub).limit(bindparam("limit")))
+
+
+def hash_tombstones_at(shape: str = "", limited: bool = False):
+    return select(func.count()).select_from(log).where(log.c.rev == bindparam("rev"), log.c.deleted == 1)
+
+
+# ---- the auth store (kubefabric.auth.state) ----
+
+def auth_all(shape: str = "", limited: bool = False):
+    return select(auth.c.kind, auth.c.name, auth.c.value).order_by(auth.c.kind, auth.c.name)
+
+
+def auth_clear(shape: str = "", limited: bool = False):
+    return delete(auth)
+
+
+def auth_insert(shape: str = "", limited: bool = False):
+    return insert(auth).values(kind=bindparam("kind"), name=bindparam("name"), value=bindparam("value"))
+
+
 # ---- leadership: the lease row (see kubefabric.shard.leadership) ----
 # `now` is the database's clock in ms, a dialect's expression (StatementCache's now_ms); on SQLite
 # it is the :now parameter. :ttl is the lease's length in ms.
@@ -215,6 +261,8 @@ BUILDERS: dict[str, Callable] = {f.__name__: f for f in (
     lease_rows, meta_all, meta_value, lease_all, lease_insert, lease_delete, compact_candidates,
     compact_delete, log_count, leader_resign)}
 BUILDERS.update(index_statements.BUILDERS)  # the label and field index (kubefabric.index)
+BUILDERS.update({f.__name__: f for f in (hash_kept, hash_rows, hash_tombstones_at, auth_all,
+                                         auth_clear, auth_insert)})
 
 
 class StatementCache:
@@ -236,7 +284,8 @@ class StatementCache:
         names = tuple(c.positiontup or ())
         user = {"start", "end", "limit", "rev", "lo", "hi", "compact", "lease", "key", "id", "ttl",
                 "expires_at", "name", "value", "create_rev", "mod_rev", "version", "prev_rev",
-                "deleted", "sub", "term", "address", "now", "ttl", "seen", "holder", "gone"}
+                "deleted", "sub", "term", "address", "now", "ttl", "seen", "holder", "gone",
+                "kind"}
         constants = {n: v for n, v in c.params.items() if n not in user}
         return Compiled(str(c), names, constants)
 

@@ -83,13 +83,16 @@ class WatchService(rpc.WatchServicer):
         self.trust_known = trust_known  # see WatchStream
         self.streams: set[WatchStream] = set()
         self.per_peer = StreamsPerPeer(max_streams_per_connection)
+        # (context, WatchCreateRequest) -> None, or the reason etcd refuses the watch with
+        # (kv-router's auth checks)
+        self.authorize = None
 
     async def Watch(self, request_iterator, context):
         peer = await self.per_peer.admit(context)
         stream = WatchStream(self.registry, self.fill, self.max_bytes, self.buffer_budget,
                              self.max_watchers, self.trust_known)
         self.streams.add(stream)
-        reader = asyncio.create_task(self._read(request_iterator, stream))
+        reader = asyncio.create_task(self._read(request_iterator, stream, context))
         try:
             async for resp in responses(stream.out, stream.taken, context):
                 yield resp
@@ -99,13 +102,18 @@ class WatchService(rpc.WatchServicer):
             self.streams.discard(stream)
             self.per_peer.release(peer)
 
-    async def _read(self, request_iterator, stream: WatchStream) -> None:
+    async def _read(self, request_iterator, stream: WatchStream, context=None) -> None:
         try:
             async for req in request_iterator:
                 if isinstance(req, Malformed):
                     stream.out.put_nowait(req)
                     return
                 await stream.room.wait()  # backpressure: the client reads its responses first
+                if self.authorize is not None and req.WhichOneof("request_union") == "create_request":
+                    refusal = self.authorize(context, req.create_request)
+                    if refusal is not None:
+                        stream.refuse(refusal)
+                        continue
                 await stream.handle(req)
         except asyncio.CancelledError:
             raise

@@ -135,6 +135,10 @@ class WatchStream:
         self._send(resp)
         await self.registry.add(w, creq.start_revision, committed)
 
+    def refuse(self, reason: str) -> None:
+        """Refuse a create request (etcd's answer: created and canceled, watch id -1)."""
+        self._send_refused(reason, self.registry.head)
+
     def _send_refused(self, reason: str, revision: int) -> None:
         resp = pb.WatchResponse(watch_id=-1, created=True, canceled=True, cancel_reason=reason)
         self.fill(resp.header, revision)

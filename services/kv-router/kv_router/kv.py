@@ -4,7 +4,7 @@ from __future__ import annotations
 from grpc import StatusCode
 
 from kubefabric.etcd import errors
-from kubefabric.etcd.checks import check_range
+from kubefabric.etcd.checks import check_delete, check_put, check_range, read_only
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
@@ -12,18 +12,10 @@ from kubefabric.rpc.handlers import etcd_unary
 from kubefabric.rpc.wire import Malformed
 from kubefabric.shard.surface import ShardSurface
 
+from .authguard import AuthGuard
+
 
 RAFT_ENVELOPE_BYTES = 16
-
-
-def read_only(req: pb.TxnRequest) -> bool:
-    for op in (*req.success, *req.failure):
-        kind = op.WhichOneof("request")
-        if kind in ("request_put", "request_delete_range"):
-            return False
-        if kind == "request_txn" and not read_only(op.request_txn):
-            return False
-    return True
 
 
 def check_range_stream(req: pb.RangeRequest) -> None:
@@ -52,9 +44,10 @@ def chunks(resp: pb.RangeResponse, target_bytes: int):
 
 
 class KVService(rpc.KVServicer):
-    def __init__(self, shard: ShardSurface, max_request_bytes: int) -> None:
+    def __init__(self, shard: ShardSurface, max_request_bytes: int, auth: AuthGuard) -> None:
         self.shard = shard
         self.max_request_bytes = max_request_bytes
+        self.auth = auth  # AuthGuard: etcd's permission checks while auth is enabled
 
     def _check_size(self, request) -> None:
         """etcd limits the request as proposed to raft: the request plus an envelope (a header
@@ -64,6 +57,8 @@ class KVService(rpc.KVServicer):
 
     @etcd_unary
     async def Range(self, request: pb.RangeRequest, context) -> pb.RangeResponse:
+        check_range(request)
+        self.auth.check_range(context, request)
         return await self.shard.range(request)
 
     async def RangeStream(self, request: pb.RangeRequest, context):
@@ -72,6 +67,7 @@ class KVService(rpc.KVServicer):
             await context.abort(request.error.code, request.error.message)
         try:
             check_range_stream(request)
+            self.auth.check_range(context, request)
             resp = await self.shard.range(request)
         except errors.EtcdError as err:
             await context.abort(err.code, err.message)
@@ -81,19 +77,25 @@ class KVService(rpc.KVServicer):
     @etcd_unary
     async def Put(self, request: pb.PutRequest, context) -> pb.PutResponse:
         self._check_size(request)
+        check_put(request)  # etcd's request errors come before its auth errors
+        await self.auth.check_put(context, request)
         return await self.shard.put(request)
 
     @etcd_unary
     async def DeleteRange(self, request: pb.DeleteRangeRequest, context) -> pb.DeleteRangeResponse:
         self._check_size(request)
+        check_delete(request)
+        self.auth.check_delete(context, request)
         return await self.shard.delete_range(request)
 
     @etcd_unary
     async def Txn(self, request: pb.TxnRequest, context) -> pb.TxnResponse:
         if not read_only(request):  # etcd serves read-only txns without raft: no size limit
             self._check_size(request)
+        await self.auth.check_txn(context, request)
         return await self.shard.txn(request)
 
     @etcd_unary
     async def Compact(self, request: pb.CompactionRequest, context) -> pb.CompactionResponse:
+        self.auth.admin(context)
         return await self.shard.compact(request.revision, request.physical)

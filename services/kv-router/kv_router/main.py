@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from kubefabric import telemetry
+from kubefabric.auth.tokens import TokenError, provider
 from kubefabric.lifecycle import until_terminated
 from kubefabric.rpc.startup import StartupError
 from kubefabric.tls import CertificateReloader, TLSSettings
@@ -32,6 +33,12 @@ async def main(args: argparse.Namespace, tls: TLSSettings | None) -> int:
                        max_watch_streams_per_connection=args.max_watch_streams_per_connection,
                        request_timeout_s=args.request_timeout, watch_hub=args.watch_hub,
                        tls=CertificateReloader(tls) if tls else None)
+    try:
+        cfg.auth_tokens = provider(args.auth_token)
+    except TokenError as err:
+        raise StartupError(f"--auth-token: {err}") from None
+    cfg.client_cert_auth = bool(args.client_cert_auth)
+    cfg.bcrypt_cost = args.bcrypt_cost
     try:
         compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)
     except ValueError as err:

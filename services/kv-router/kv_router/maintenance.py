@@ -13,18 +13,31 @@ from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.rpc.handlers import etcd_unary, unimplemented
 from kubefabric.shard.surface import ShardSurface
 
+from .authguard import AuthGuard
+
 # The etcd API level KubeFabric implements. kube-apiserver enables consistent reads from its
 # watch cache and WatchList only for etcd >= 3.5.13 (progress requests answered correctly).
 ETCD_VERSION = "3.5.21"
 STORAGE_VERSION = "3.5.0"
 
 
+def alarm_text(a: pb.AlarmMember) -> str:
+    """An alarm as etcd's Status lists it: gogo's text form, which leaves out zero fields."""
+    member = f"memberID:{a.memberID} " if a.memberID else ""
+    return f"{member}alarm:{pb.AlarmType.Name(a.alarm)} "
+
+
 class MaintenanceService(rpc.MaintenanceServicer):
-    def __init__(self, shard: ShardSurface) -> None:
+    """With auth enabled (etcd's authMaintenanceServer): Status and listing alarms need an
+    identity; raising or disarming alarms, Defragment, HashKV and Snapshot the root role."""
+
+    def __init__(self, shard: ShardSurface, auth: AuthGuard) -> None:
         self.shard = shard
+        self.auth = auth  # AuthGuard
 
     @etcd_unary
     async def Status(self, request, context) -> pb.StatusResponse:
+        self.auth.require(context)
         st = await self.shard.status()
         state = self.shard.state
         resp = pb.StatusResponse(
@@ -32,18 +45,33 @@ class MaintenanceService(rpc.MaintenanceServicer):
             leader=state.member_id, raftIndex=st.committed_rev, raftTerm=state.term,
             raftAppliedIndex=st.committed_rev, storageVersion=STORAGE_VERSION,
             dbSizeQuota=st.db_size_quota,
-            errors=[f"memberID:{a.memberID} alarm:{pb.AlarmType.Name(a.alarm)} " for a in st.alarms])
+            errors=[alarm_text(a) for a in st.alarms])
         state.fill(resp.header, st.committed_rev)
         return resp
 
     @etcd_unary
     async def Alarm(self, request: pb.AlarmRequest, context) -> pb.AlarmResponse:
+        if request.action == pb.AlarmRequest.GET:
+            self.auth.require(context)
+        else:
+            self.auth.admin(context)
         resp = pb.AlarmResponse(alarms=await self.shard.alarm(request))
         self.shard.state.fill(resp.header)
         return resp
 
     @etcd_unary
+    async def HashKV(self, request: pb.HashKVRequest, context) -> pb.HashKVResponse:
+        """etcd's hash of the MVCC history up to a revision (kubefabric.shard.hashkv): equal to
+        etcd's for the same history and compactions."""
+        h, head = await self.shard.hash_kv(request.revision)
+        resp = pb.HashKVResponse(hash=h.hash, compact_revision=h.compact_revision,
+                                 hash_revision=h.revision)
+        self.shard.state.fill(resp.header, head)
+        return resp
+
+    @etcd_unary
     async def Defragment(self, request, context) -> pb.DefragmentResponse:
+        self.auth.admin(context)
         await self.shard.defragment()
         return pb.DefragmentResponse()  # etcd sends no header here
 
@@ -80,19 +108,7 @@ class ClusterService(rpc.ClusterServicer):
 
 
 
-class AuthService(rpc.AuthServicer):
-    """etcd's user/role authentication is not implemented: every call says so."""
-
-
-for _name in ("AuthEnable", "AuthDisable", "AuthStatus", "Authenticate", "UserAdd", "UserGet",
-              "UserList", "UserDelete", "UserChangePassword", "UserGrantRole", "UserRevokeRole",
-              "RoleAdd", "RoleGet", "RoleList", "RoleDelete", "RoleGrantPermission",
-              "RoleRevokePermission"):
-    setattr(AuthService, _name, unimplemented(
-        f"Auth.{_name} (etcd authentication; use TLS client certificates)"))
-
 for _name, _why in (("Hash", "Maintenance.Hash (a hash of etcd's bbolt file)"),
-                    ("HashKV", "Maintenance.HashKV"),
                     ("MoveLeader", "Maintenance.MoveLeader (KubeFabric has no raft leader)"),
                     ("Downgrade", "Maintenance.Downgrade")):
     setattr(MaintenanceService, _name, unimplemented(_why))

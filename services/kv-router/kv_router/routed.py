@@ -254,5 +254,30 @@ class RoutedShards(ShardSet):
                     out.append(a)
         return out
 
+    # ---- the auth store: the default shard's ----
+
+    async def auth_apply(self, method: str, request, caller: str | None):
+        return await self.default.auth_apply(method, request, caller)
+
+    async def auth_read(self, generation: int = -1):
+        return await self.default.auth_read(generation)
+
+    async def hash_kv(self, revision: int, crc: int | None = None, sync_rev: int = 0):
+        """HashKV of every shard's history as one: the default shard's rows, then each other
+        shard's by name, each brought to the revision first (equal to etcd's when one shard
+        holds every key)."""
+        from kubefabric.shard.hashkv import Hasher
+
+        rev = revision or self.state.committed
+        if rev > self.state.committed:
+            raise errors.FUTURE_REV
+        names = [self.topology.default, *sorted(n for n in self.shards if n != self.topology.default)]
+        crc = Hasher().crc if crc is None else crc
+        compact = -1
+        for name in names:
+            h, _ = await self.shards[name].hash_kv(rev, crc, sync_rev=rev)
+            crc, compact = h.hash, max(compact, h.compact_revision)
+        return type(h)(crc, compact, rev), self.state.committed
+
     async def defragment(self) -> None:
         await asyncio.gather(*(s.defragment() for s in self.shards.values()))

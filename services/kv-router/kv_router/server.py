@@ -17,10 +17,12 @@ from kubefabric.watch.registry import WatcherRegistry
 from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
 from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS
 
+from .auth import DEFAULT_BCRYPT_COST, AuthService
+from .authguard import AuthGuard
 from .health import HealthService
 from .kv import KVService
 from .lease import LeaseService
-from .maintenance import AuthService, ClusterService, MaintenanceService
+from .maintenance import ClusterService, MaintenanceService
 from .tls import is_tls_url
 from .watchproxy import WatchProxy
 
@@ -42,6 +44,9 @@ class ServerConfig:
     watch_hub: str = ""  # grpc://host:port[,...]: watches are proxied to watch-hubs
     peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
     tls: CertificateReloader | None = None  # credentials for the https:// URLs
+    auth_tokens: object = None  # kubefabric.auth.tokens provider (default: simple tokens)
+    client_cert_auth: bool = False  # the client certificate's CN is the etcd user (etcd's rule)
+    bcrypt_cost: int = DEFAULT_BCRYPT_COST
 
 
 def listen_address(url: str) -> str:
@@ -76,18 +81,22 @@ class RouterServer:
                                       max_message_bytes(cfg.max_request_bytes),
                                       cfg.watch_buffer_bytes, cfg.max_watchers_per_stream,
                                       cfg.max_watch_streams_per_connection)
+        from kubefabric.auth.tokens import SimpleTokens
+
+        self.auth = AuthGuard(shard, cfg.auth_tokens or SimpleTokens(), cfg.client_cert_auth)
+        self.watch.authorize = self.auth.watch_refusal
         DEADLINE.seconds = cfg.request_timeout_s or None
         self.server, self.health = make_server(cfg.max_request_bytes, keepalive=cfg.keepalive,
                                                health_service=HealthService())
-        kv = KVService(shard, cfg.max_request_bytes)
+        kv = KVService(shard, cfg.max_request_bytes, self.auth)
         register(self.server, "KV", kv)
         register(self.server, "Watch", self.watch)
-        self.lease = LeaseService(shard)
+        self.lease = LeaseService(shard, self.auth)
         register(self.server, "Lease", self.lease)
-        register(self.server, "Maintenance", MaintenanceService(shard))
+        register(self.server, "Maintenance", MaintenanceService(shard, self.auth))
         register(self.server, "Cluster",
                  ClusterService(shard, cfg.name, cfg.advertise_client_urls, cfg.peer_urls))
-        register(self.server, "Auth", AuthService())
+        register(self.server, "Auth", AuthService(shard, self.auth, cfg.bcrypt_cost))
         add_query_service(self.server, shard)  # KubeFabric's own Query API (not etcd's)
         self.addresses = [listen_address(u) for u in cfg.listen_client_urls]
 
@@ -102,6 +111,8 @@ class RouterServer:
                                    "and --key-file")
             else:
                 ports.append((addr, self.cfg.tls.credentials()))
+        await self.auth.refresh()  # enforce the stored auth rules from the first call on
+        self.auth.start()
         if self.registry is not None:
             self.registry.start()
         try:
@@ -121,6 +132,7 @@ class RouterServer:
         await GATE.drain(grace)
         self.watch.close_all()
         self.lease.close_all()
+        self.auth.stop()
         if self.registry is not None:
             await self.registry.stop()
         await self.server.stop(grace)

@@ -67,6 +67,7 @@ class WatchProxy(rpc.WatchServicer):
         self.state = state
         self.streams: set[ProxiedStream] = set()
         self.per_peer = StreamsPerPeer(max_streams_per_connection)
+        self.authorize = None  # (context, WatchCreateRequest) -> refusal reason or None
 
     def hub_stub(self):
         return self.stubs[next(self._next)]
@@ -75,6 +76,7 @@ class WatchProxy(rpc.WatchServicer):
         peer = await self.per_peer.admit(context)
         stream = ProxiedStream(self)
         self.streams.add(stream)
+        stream.context = context
         task = asyncio.create_task(stream.run(request_iterator))
         try:
             async for resp in responses(stream.out, stream.out.taken, context):
@@ -107,6 +109,7 @@ class ProxiedStream:
         self.call: grpc.aio.StreamStreamCall | None = None
         self.requests: asyncio.Queue = asyncio.Queue()  # for the current hub call
         self.closed = False
+        self.context = None  # the client's call (its credentials, for the auth checks)
 
     def close(self) -> None:
         self.closed = True
@@ -131,6 +134,14 @@ class ProxiedStream:
                 return
             kind = req.WhichOneof("request_union")
             known = self.proxy.state.committed
+            if kind == "create_request" and self.proxy.authorize is not None:
+                refusal = self.proxy.authorize(self.context, req.create_request)
+                if refusal is not None:  # etcd: created and canceled, watch id -1
+                    resp = pb.WatchResponse(watch_id=-1, created=True, canceled=True,
+                                            cancel_reason=refusal)
+                    self.proxy.state.fill(resp.header)
+                    await self.out.put(resp)
+                    continue
             if kind == "create_request":
                 create = pb.WatchCreateRequest()
                 create.CopyFrom(req.create_request)

@@ -1,5 +1,6 @@
 from kubefabric.proto.etcdserverpb import rpc_pb2 as _rpc_pb2
 from kubefabric.proto.mvccpb import kv_pb2 as _kv_pb2
+from kubefabric.proto.authpb import auth_pb2 as _auth_pb2
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as _query_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -80,12 +81,14 @@ class TxnResponse(_message.Message):
     def __init__(self, txn: _Optional[_Union[_rpc_pb2.TxnResponse, _Mapping]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
-    __slots__ = ("clock", "revision")
+    __slots__ = ("clock", "revision", "physical")
     CLOCK_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    PHYSICAL_FIELD_NUMBER: _ClassVar[int]
     clock: Clock
     revision: int
-    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+    physical: bool
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., revision: _Optional[int] = ..., physical: _Optional[bool] = ...) -> None: ...
 
 class CompactResponse(_message.Message):
     __slots__ = ("committed_rev", "compact_rev")
@@ -300,3 +303,75 @@ class QueryResponse(_message.Message):
     query: _query_pb2.QueryResponse
     committed_rev: int
     def __init__(self, query: _Optional[_Union[_query_pb2.QueryResponse, _Mapping]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
+class HashKVRequest(_message.Message):
+    __slots__ = ("clock", "revision", "chained", "crc")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    CHAINED_FIELD_NUMBER: _ClassVar[int]
+    CRC_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    revision: int
+    chained: bool
+    crc: int
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., revision: _Optional[int] = ..., chained: _Optional[bool] = ..., crc: _Optional[int] = ...) -> None: ...
+
+class HashKVResponse(_message.Message):
+    __slots__ = ("hash", "compact_revision", "hash_revision", "committed_rev")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    HASH_REVISION_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
+    hash: int
+    compact_revision: int
+    hash_revision: int
+    committed_rev: int
+    def __init__(self, hash: _Optional[int] = ..., compact_revision: _Optional[int] = ..., hash_revision: _Optional[int] = ..., committed_rev: _Optional[int] = ...) -> None: ...
+
+class AuthStore(_message.Message):
+    __slots__ = ("enabled", "revision", "users", "roles", "secret", "generation", "unchanged")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    revision: int
+    users: _containers.RepeatedCompositeFieldContainer[_auth_pb2.User]
+    roles: _containers.RepeatedCompositeFieldContainer[_auth_pb2.Role]
+    secret: bytes
+    generation: int
+    unchanged: bool
+    def __init__(self, enabled: _Optional[bool] = ..., revision: _Optional[int] = ..., users: _Optional[_Iterable[_Union[_auth_pb2.User, _Mapping]]] = ..., roles: _Optional[_Iterable[_Union[_auth_pb2.Role, _Mapping]]] = ..., secret: _Optional[bytes] = ..., generation: _Optional[int] = ..., unchanged: _Optional[bool] = ...) -> None: ...
+
+class AuthApplyRequest(_message.Message):
+    __slots__ = ("clock", "method", "request", "caller", "has_caller")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    HAS_CALLER_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    method: str
+    request: bytes
+    caller: str
+    has_caller: bool
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., method: _Optional[str] = ..., request: _Optional[bytes] = ..., caller: _Optional[str] = ..., has_caller: _Optional[bool] = ...) -> None: ...
+
+class AuthApplyResponse(_message.Message):
+    __slots__ = ("response", "store")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    response: bytes
+    store: AuthStore
+    def __init__(self, response: _Optional[bytes] = ..., store: _Optional[_Union[AuthStore, _Mapping]] = ...) -> None: ...
+
+class AuthReadRequest(_message.Message):
+    __slots__ = ("clock", "generation")
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    clock: Clock
+    generation: int
+    def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., generation: _Optional[int] = ...) -> None: ...

@@ -123,6 +123,21 @@ class ShardStub:
                 request_serializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesRequest.SerializeToString,
                 response_deserializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesResponse.FromString,
                 _registered_method=True)
+        self.HashKV = channel.unary_unary(
+                '/kubefabric.shard.v1.Shard/HashKV',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.HashKVRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.HashKVResponse.FromString,
+                _registered_method=True)
+        self.AuthApply = channel.unary_unary(
+                '/kubefabric.shard.v1.Shard/AuthApply',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthApplyRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthApplyResponse.FromString,
+                _registered_method=True)
+        self.AuthRead = channel.unary_unary(
+                '/kubefabric.shard.v1.Shard/AuthRead',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthReadRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthStore.FromString,
+                _registered_method=True)
 
 
 class ShardServicer:
@@ -242,6 +257,29 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HashKV(self, request, context):
+        """etcd's HashKV over this shard's history (kubefabric.shard.hashkv). Served by the leader,
+        which keeps the hashes of its last compactions as etcd does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthApply(self, request, context):
+        """etcd's auth store (kubefabric.auth), kept by the default shard: one Auth request applied
+        by the leader (with the caller's identity, checked against the store it changes), and the
+        store as committed, which kv-router replicas poll to enforce it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthRead(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +367,21 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Indexes,
                     request_deserializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesRequest.FromString,
                     response_serializer=kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesResponse.SerializeToString,
+            ),
+            'HashKV': grpc.unary_unary_rpc_method_handler(
+                    servicer.HashKV,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.HashKVRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.HashKVResponse.SerializeToString,
+            ),
+            'AuthApply': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthApply,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthApplyRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthApplyResponse.SerializeToString,
+            ),
+            'AuthRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthRead,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthReadRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthStore.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -793,6 +846,87 @@ class Shard:
             '/kubefabric.shard.v1.Shard/Indexes',
             kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesRequest.SerializeToString,
             kubefabric_dot_query_dot_v1_dot_query__pb2.IndexesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HashKV(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubefabric.shard.v1.Shard/HashKV',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.HashKVRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.HashKVResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthApply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubefabric.shard.v1.Shard/AuthApply',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthApplyRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthApplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kubefabric.shard.v1.Shard/AuthRead',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthReadRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.AuthStore.FromString,
             options,
             channel_credentials,
             insecure,
