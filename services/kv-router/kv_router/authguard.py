@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from grpc import StatusCode
+
 from kubefabric.auth import errors
 from kubefabric.auth.perms import READ, WRITE, Checker
 from kubefabric.auth.state import AuthState
@@ -210,13 +212,18 @@ class AuthGuard:
     # ---- watch ----
 
     def watch_refusal(self, context, creq: pb.WatchCreateRequest) -> str | None:
-        """The cancel reason etcd gives a watch the caller may not create, or None."""
+        """The cancel reason etcd gives a watch the caller may not create (the text of its
+        gRPC error, as Go prints it), or None."""
         if not self.state.enabled:
             return None
         try:
             self._check(self.identity(context), creq.key, creq.range_end, READ)
         except EtcdError as err:
-            if err in (errors.INVALID_AUTH_TOKEN, errors.AUTH_OLD_REVISION, errors.USER_EMPTY):
-                return err.message
-            return errors.PERMISSION_DENIED.message
+            if err not in (errors.INVALID_AUTH_TOKEN, errors.AUTH_OLD_REVISION, errors.USER_EMPTY):
+                err = errors.PERMISSION_DENIED
+            return f"rpc error: code = {_GO_CODES[err.code]} desc = {err.message}"
         return None
+
+
+_GO_CODES = {StatusCode.INVALID_ARGUMENT: "InvalidArgument", StatusCode.UNAUTHENTICATED: "Unauthenticated",
+             StatusCode.PERMISSION_DENIED: "PermissionDenied"}

@@ -63,6 +63,7 @@ class MaintenanceService(rpc.MaintenanceServicer):
     async def HashKV(self, request: pb.HashKVRequest, context) -> pb.HashKVResponse:
         """etcd's hash of the MVCC history up to a revision (kubefabric.shard.hashkv): equal to
         etcd's for the same history and compactions."""
+        self.auth.admin(context)
         h, head = await self.shard.hash_kv(request.revision)
         resp = pb.HashKVResponse(hash=h.hash, compact_revision=h.compact_revision,
                                  hash_revision=h.revision)
