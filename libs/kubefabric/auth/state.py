@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 from dataclasses import dataclass, field, replace
 
 from kubefabric.proto.authpb import auth_pb2 as authpb
@@ -279,7 +280,7 @@ HANDLERS = {
     "RoleGrantPermission": _role_grant_permission, "RoleRevokePermission": _role_revoke_permission,
 }
 
-REQUESTS = {
+REQUESTS: dict[str, Any] = {
     "AuthEnable": pb.AuthEnableRequest, "AuthDisable": pb.AuthDisableRequest,
     "AuthStatus": pb.AuthStatusRequest, "UserAdd": pb.AuthUserAddRequest,
     "UserGet": pb.AuthUserGetRequest, "UserList": pb.AuthUserListRequest,
@@ -291,7 +292,7 @@ REQUESTS = {
     "RoleRevokePermission": pb.AuthRoleRevokePermissionRequest,
 }
 
-RESPONSES = {
+RESPONSES: dict[str, Any] = {
     "AuthEnable": pb.AuthEnableResponse, "AuthDisable": pb.AuthDisableResponse,
     "AuthStatus": pb.AuthStatusResponse, "UserAdd": pb.AuthUserAddResponse,
     "UserGet": pb.AuthUserGetResponse, "UserList": pb.AuthUserListResponse,

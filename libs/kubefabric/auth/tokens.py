@@ -20,6 +20,7 @@ import hmac
 import os
 import secrets
 import time
+from typing import Any
 from dataclasses import dataclass
 
 from . import errors
@@ -117,6 +118,8 @@ class JWTTokens:
                              "(RS256, PS256, ES256, EdDSA, HS256, ...)") from None
         self.ttl_s = _duration(options.get("ttl", "")) or JWT_DEFAULT_TTL_S
         pub, priv = (_read(options.get(k, "")) for k in ("pub-key", "priv-key"))
+        self.sign_key: Any
+        self.verify_key: Any
         if self.method.startswith("HS"):
             if not priv:
                 raise TokenError("sign-method HS* needs priv-key (the shared secret)")
@@ -126,7 +129,8 @@ class JWTTokens:
                 raise TokenError("needs pub-key (to verify) and priv-key (to sign)")
             try:
                 self.sign_key = algorithm.prepare_key(priv) if priv else None
-                self.verify_key = algorithm.prepare_key(pub) if pub else self.sign_key.public_key()
+                self.verify_key = (algorithm.prepare_key(pub) if pub
+                                   else self.sign_key.public_key())
             except Exception as err:  # a malformed PEM: say which
                 raise TokenError(f"cannot load the keys: {err}") from None
 

@@ -32,12 +32,12 @@ DEFAULT_QUOTA_BYTES = 2 * 1024 ** 3  # etcd's default
 ALARM_META_PREFIX = "alarm."
 
 
-def meta_name(member: int, alarm: int) -> str:
+def meta_name(member: int, alarm: pb.AlarmType) -> str:
     """The meta row of a client alarm: alarm.<TYPE>.<member id in decimal> (at most 33 chars)."""
     return f"{ALARM_META_PREFIX}{pb.AlarmType.Name(alarm)}.{member}"
 
 
-def parse_meta_name(name: str) -> tuple[int, int] | None:
+def parse_meta_name(name: str) -> tuple[int, pb.AlarmType] | None:
     """(member id, alarm type) of an alarm meta row; None for any other row."""
     if not name.startswith(ALARM_META_PREFIX):
         return None

@@ -32,6 +32,7 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
+from kubefabric.shard.hashkv import KVHash
 
 # (published, closed): committed txns as (revision, events), then the closed revision
 Listener = Callable[[list[tuple[int, list[Event]]], int], None]
@@ -112,5 +113,9 @@ class ShardSurface(EventSource, Protocol):
 
     async def status(self) -> spb.StatusResponse: ...
     async def alarm(self, req: pb.AlarmRequest) -> list[pb.AlarmMember]: ...
+    async def hash_kv(self, revision: int, crc: int | None = None,
+                      sync_rev: int = 0) -> tuple[KVHash, int]:
+        """etcd's HashKV at `revision` (0: now) and the current revision; crc continues a hash
+        (several shards hashed as one history)."""
     async def defragment(self) -> None: ...
     async def close(self) -> None: ...

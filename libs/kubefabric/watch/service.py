@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, Callable
 
 import grpc
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS, WatchStream
 
 from kubefabric.rpc.wire import Malformed
 
 log = logging.getLogger("kubefabric.watch")
+
+# (grpc context, WatchCreateRequest) -> the reason etcd refuses the watch with, or None (kv-router's
+# auth checks)
+Authorize = Callable[[Any, pb.WatchCreateRequest], str | None]
 
 DEFAULT_MAX_STREAMS_PER_CONNECTION = 10_000
 
@@ -83,9 +89,7 @@ class WatchService(rpc.WatchServicer):
         self.trust_known = trust_known  # see WatchStream
         self.streams: set[WatchStream] = set()
         self.per_peer = StreamsPerPeer(max_streams_per_connection)
-        # (context, WatchCreateRequest) -> None, or the reason etcd refuses the watch with
-        # (kv-router's auth checks)
-        self.authorize = None
+        self.authorize: Authorize | None = None
 
     async def Watch(self, request_iterator, context):
         peer = await self.per_peer.admit(context)

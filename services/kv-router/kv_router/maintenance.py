@@ -22,9 +22,10 @@ STORAGE_VERSION = "3.5.0"
 
 
 def alarm_text(a: pb.AlarmMember) -> str:
-    """An alarm as etcd's Status lists it: gogo's text form, which leaves out zero fields."""
+    """An alarm as etcd 3.6+ lists it in Status: the message's text form, zero fields left out
+    (3.4's gogo form ended in a space)."""
     member = f"memberID:{a.memberID} " if a.memberID else ""
-    return f"{member}alarm:{pb.AlarmType.Name(a.alarm)} "
+    return f"{member}alarm:{pb.AlarmType.Name(a.alarm)}"
 
 
 class MaintenanceService(rpc.MaintenanceServicer):

@@ -31,7 +31,8 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.rpc.channel import open_channel, parse_endpoints
 from kubefabric.rpc.wire import Malformed
-from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, StreamsPerPeer, responses
+from kubefabric.watch.service import (DEFAULT_MAX_STREAMS_PER_CONNECTION, Authorize, StreamsPerPeer,
+                                      responses)
 from kubefabric.watch.stream import split_fragments
 
 log = logging.getLogger("kubefabric.router.watchproxy")
@@ -67,7 +68,7 @@ class WatchProxy(rpc.WatchServicer):
         self.state = state
         self.streams: set[ProxiedStream] = set()
         self.per_peer = StreamsPerPeer(max_streams_per_connection)
-        self.authorize = None  # (context, WatchCreateRequest) -> refusal reason or None
+        self.authorize: Authorize | None = None  # refusal reason or None
 
     def hub_stub(self):
         return self.stubs[next(self._next)]
