@@ -184,12 +184,13 @@ def kube_apiserver_factory(server_factory, tmp_path):
 @pytest.fixture
 def differential(server_factory, request):
     def run(body, etcd_args=None, kubefabric_args=None, reference="etcd", targets=None,
-            spans_shards=False):
+            spans_shards=False, without=()):
         """reference: "etcd" (Debian's 3.4) or "etcd37" (3.7.3, for newer APIs). The KubeFabric
         side runs once per target (DIFF_TARGETS, or `targets` for a test that needs fewer).
         spans_shards: the body writes across the whole key space in one request (a txn or
         delete over every key), which a multi-shard topology refuses by design (DESIGN §3.6):
-        not run on the "topology" target (tests/routing checks the refusal)."""
+        not run on the "topology" target (tests/routing checks the refusal). without: targets
+        left out (the test says why)."""
         sides = [("etcd", reference, etcd_args)]
         # KUBEFABRIC_DIFF_AGAINST=etcd runs the second side on etcd too: a check that a new
         # test body is deterministic before it is used to judge KubeFabric.
@@ -197,7 +198,7 @@ def differential(server_factory, request):
             sides.append(("kubefabric", reference, etcd_args))
         else:
             for target in (targets or DIFF_TARGETS):
-                if spans_shards and target == "topology":
+                if (spans_shards and target == "topology") or target in without:
                     continue
                 launch = "kubefabric" if target == "embedded" else f"routed-{target}"
                 sides.append((f"kubefabric[{target}]", launch, kubefabric_args))

@@ -7,10 +7,17 @@ revision (sub revisions), deletes and a range delete (tombstones), a delete and 
 with no live key left; the hashes etcd keeps from its compactions (HashKV at a compaction
 revision reports the previous compaction) and the errors for compacted and future revisions.
 Compactions are physical, so etcd has finished (and kept its hash) before the next call.
+
+On a topology of several shards the hash is not etcd's: etcd hashes its rows in revision order,
+and kv-router chains the shards' hashes one shard after another (default shard first, then by
+name), and a hash kept by a compaction is each shard's own. It is the same for the same history
+on the same topology, which is what a consistency check needs, but these tests leave the
+topology target out.
 """
 from __future__ import annotations
 
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+
 
 
 def hash_kv(c, revision=0):
@@ -54,7 +61,7 @@ def test_hashkv_over_a_history_and_its_compactions(differential):
         record("compact at 10", compact(c, 10))
         record("hash at 10 (kept)", hash_kv(c, 10))
         record("hash now", hash_kv(c))
-    differential(body, reference="etcd37")
+    differential(body, reference="etcd37", without=("topology",))  # kept hashes: see above
 
 
 def test_hashkv_when_no_key_is_left(differential):
@@ -81,4 +88,5 @@ def test_hashkv_when_no_key_is_left(differential):
         record("compact at 9 (a tombstone, nothing live)", compact(c, 9))
         record("kept hash at 9", hash_kv(c, 9))
         record("now", hash_kv(c))
-    differential(body, reference="etcd37")
+    differential(body, reference="etcd37", without=("topology",))  # kept hashes: see above
+

@@ -264,8 +264,10 @@ class RoutedShards(ShardSet):
 
     async def hash_kv(self, revision: int, crc: int | None = None, sync_rev: int = 0):
         """HashKV of every shard's history as one: the default shard's rows, then each other
-        shard's by name, each brought to the revision first (equal to etcd's when one shard
-        holds every key)."""
+        shard's by name, each brought to the revision first. Equal to etcd's only when one shard
+        holds every key (etcd hashes rows in revision order across all keys); otherwise the same
+        for the same history on the same topology. Kept compaction hashes are per shard, so
+        none applies here."""
         from kubefabric.shard.hashkv import Hasher
 
         rev = revision or self.state.committed
