@@ -50,8 +50,11 @@ def recover_and_check(client: Client, acked: dict[bytes, int]) -> None:
     # free the space, disarm, write again
     client.call(client.kv.Compact, pb.CompactionRequest(revision=deleted.header.revision, physical=True))
     client.call(client.maintenance.Defragment, pb.DefragmentRequest())
+    # the alarm is the member's own (as etcd raises it): disarmed by that member id, as
+    # `etcdctl alarm disarm` does after listing
+    member = client.call(client.maintenance.Status, pb.StatusRequest()).header.member_id
     disarm = client.call(client.maintenance.Alarm, pb.AlarmRequest(
-        action=pb.AlarmRequest.DEACTIVATE, alarm=pb.NOSPACE))
+        action=pb.AlarmRequest.DEACTIVATE, memberID=member, alarm=pb.NOSPACE))
     assert [a.alarm for a in disarm.alarms] == [pb.NOSPACE]
     assert alarms(client) == []
     put = client.put(b"/after", b"recovered")

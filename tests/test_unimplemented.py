@@ -15,30 +15,10 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 GRPC_DEFAULT = "Method not found!"
 
 MAINTENANCE = [("maintenance", "Hash", pb.HashRequest()),
-               ("maintenance", "HashKV", pb.HashKVRequest(revision=0)),
                ("maintenance", "Snapshot", pb.SnapshotRequest()),
                ("maintenance", "MoveLeader", pb.MoveLeaderRequest(targetID=1)),
                ("maintenance", "Downgrade", pb.DowngradeRequest(action=pb.DowngradeRequest.VALIDATE,
                                                                 version="3.5"))]
-AUTH = [("auth", name, getattr(pb, request)(**kw)) for name, request, kw in [
-    ("AuthEnable", "AuthEnableRequest", {}),
-    ("AuthDisable", "AuthDisableRequest", {}),
-    ("AuthStatus", "AuthStatusRequest", {}),
-    ("Authenticate", "AuthenticateRequest", {"name": "root", "password": "x"}),
-    ("UserAdd", "AuthUserAddRequest", {"name": "u", "password": "p"}),
-    ("UserGet", "AuthUserGetRequest", {"name": "u"}),
-    ("UserList", "AuthUserListRequest", {}),
-    ("UserDelete", "AuthUserDeleteRequest", {"name": "u"}),
-    ("UserChangePassword", "AuthUserChangePasswordRequest", {"name": "u", "password": "q"}),
-    ("UserGrantRole", "AuthUserGrantRoleRequest", {"user": "u", "role": "r"}),
-    ("UserRevokeRole", "AuthUserRevokeRoleRequest", {"name": "u", "role": "r"}),
-    ("RoleAdd", "AuthRoleAddRequest", {"name": "r"}),
-    ("RoleGet", "AuthRoleGetRequest", {"role": "r"}),
-    ("RoleList", "AuthRoleListRequest", {}),
-    ("RoleDelete", "AuthRoleDeleteRequest", {"role": "r"}),
-    ("RoleGrantPermission", "AuthRoleGrantPermissionRequest", {"name": "r"}),
-    ("RoleRevokePermission", "AuthRoleRevokePermissionRequest", {"role": "r", "key": b"k"}),
-]]
 # One embedded member: membership changes are not something it can do.
 CLUSTER = [("cluster", "MemberAdd", pb.MemberAddRequest(peerURLs=["http://127.0.0.1:1"])),
            ("cluster", "MemberRemove", pb.MemberRemoveRequest(ID=1)),
@@ -55,8 +35,8 @@ def kubefabric(tmp_path_factory):
     server.stop()
 
 
-@pytest.mark.parametrize("service,method,request_", MAINTENANCE + AUTH + CLUSTER,
-                         ids=[m for _, m, _ in MAINTENANCE + AUTH + CLUSTER])
+@pytest.mark.parametrize("service,method,request_", MAINTENANCE + CLUSTER,
+                         ids=[m for _, m, _ in MAINTENANCE + CLUSTER])
 def test_answers_unimplemented_with_a_sentence(kubefabric, service, method, request_):
     rpc = getattr(getattr(kubefabric, service), method)
     with pytest.raises(grpc.RpcError) as err:
