@@ -11,6 +11,9 @@ alarm type is raised or its last alarm disarmed (NOSPACE raised after CORRUPT an
 NOSPACE; disarming CORRUPT stops enforcing a NOSPACE still listed), 3.6+ rebuilds it from the
 alarms listed. etcd lists alarms in Go map order, so lists are compared sorted; the
 member id of each alarm is compared as "0", "self" (the member's own id) or its value.
+
+Targets: alarms are the shard core's and persisted as meta rows; the MariaDB and watch-hub
+targets add nothing here, so they are left out to keep CI's time.
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ def test_member_zero_is_kept_and_listed_beside_the_member(differential):
         record("disarm member 0", alarm(c, DEACTIVATE, 0, pb.NOSPACE))
         record("none left", alarm(c, GET, 0, pb.NONE))
         record("status errors after", status_errors(c))
-    differential(body, reference="etcd37")
+    differential(body, reference="etcd37", without=("mariadb", "hub"))  # CI time: see module doc
 
 
 def test_nospace_caps_writes_until_every_nospace_alarm_is_disarmed(differential):
@@ -84,7 +87,7 @@ def test_nospace_caps_writes_until_every_nospace_alarm_is_disarmed(differential)
         record("still capped by member 0's alarm", c.put(b"k2", b"v"))
         alarm(c, DEACTIVATE, 0, pb.NOSPACE)
         record("put after disarming", c.put(b"k2", b"v"))
-    differential(body, reference="etcd37")
+    differential(body, reference="etcd37", without=("mariadb", "hub"))  # CI time: see module doc
 
 
 def test_corrupt_refuses_writes_and_serves_reads(differential):
@@ -108,4 +111,4 @@ def test_corrupt_refuses_writes_and_serves_reads(differential):
         alarm(c, DEACTIVATE, 0, pb.NOSPACE)
         record("put after disarming", c.put(b"k2", b"v"))
         record("get", c.get(b"k2"))
-    differential(body, reference="etcd37")
+    differential(body, reference="etcd37", without=("mariadb", "hub"))  # CI time: see module doc

@@ -4,6 +4,9 @@ no identity, a bad token, a user with some permissions and root.
 
 Tokens differ per server by nature: a response's token is recorded as "a token" and used in the
 calls that follow. Each side's bcrypt runs at etcd's default cost.
+
+Targets: every one but MariaDB (PostgreSQL covers the auth store on a database server shard;
+left out to keep CI's time).
 """
 from __future__ import annotations
 
@@ -125,7 +128,7 @@ def test_auth_rpcs_before_enabling(differential):
         record("status before enabling", call(c, a.AuthStatus, pb.AuthStatusRequest()))
         record("enable", call(c, a.AuthEnable, pb.AuthEnableRequest()))
         record("status after enabling", call(c, a.AuthStatus, pb.AuthStatusRequest()))
-    differential(body, reference="etcd37")
+    differential(body, reference="etcd37", without=("mariadb",))  # CI time: see module doc
 
 
 def _setup(c):
@@ -209,7 +212,7 @@ def test_auth_enabled_kv_and_txn(differential):
         record("disable as root", call(c, a.AuthDisable, pb.AuthDisableRequest(), root))
         record("status", call(c, a.AuthStatus, pb.AuthStatusRequest()))
         record("put, no identity, disabled", call(c, kv.Put, pb.PutRequest(key=b"/other", value=b"4")))
-    differential(body, reference="etcd37")
+    differential(body, reference="etcd37", without=("mariadb",))  # CI time: see module doc
 
 
 def test_auth_enabled_watch_lease_maintenance(differential):
@@ -254,4 +257,4 @@ def test_auth_enabled_watch_lease_maintenance(differential):
             name="alice", password="new"), root))
         record("the old token", call(c, c.kv.Range, pb.RangeRequest(key=b"/app/x"), t))
         record("login with the new password", login(c, "alice", "new")[0])
-    differential(body, reference="etcd37")
+    differential(body, reference="etcd37", without=("mariadb",))  # CI time: see module doc
