@@ -37,10 +37,14 @@ grep -q "shards mysql-b, pg-a" "$tmp/del" || fail "cross-shard delete refused wi
 for shard in pg mysql; do
   rev=$(ctl get "/kubefabric-smoke/$shard/a" -w fields | sed -n 's/^"Revision" : //p')
   ctl put "/kubefabric-smoke/$shard/w" "$value" >/dev/null
-  timeout 10 etcdctl --endpoints "$endpoint" watch --rev "$((rev + 1))" --prefix "/kubefabric-smoke/$shard/w" >"$tmp/watch" &
-  for _ in $(seq 50); do grep -q "^$value\$" "$tmp/watch" && break; sleep 0.1; done
-  kill %1 2>/dev/null || true; wait 2>/dev/null || true
-  grep -q "^PUT$" "$tmp/watch" && grep -q "^$value\$" "$tmp/watch" || fail "no watch event on shard $shard: $(cat "$tmp/watch")"
+  out="$tmp/watch-$shard"  # one file per watch: nothing of the previous one can interfere
+  : >"$out"
+  timeout 10 etcdctl --endpoints "$endpoint" watch --rev "$((rev + 1))" --prefix "/kubefabric-smoke/$shard/w" >>"$out" 2>&1 &
+  watcher=$!
+  for _ in $(seq 50); do grep -qs "^$value\$" "$out" && break; sleep 0.1; done
+  kill "$watcher" 2>/dev/null || true; wait "$watcher" 2>/dev/null || true
+  grep -qs "^PUT$" "$out" && grep -qs "^$value\$" "$out" ||
+    fail "no watch event on shard $shard from revision $((rev + 1)) in 5 s (watch output: '$(cat "$out" 2>&1)'; $tmp: $(ls "$tmp" 2>&1))"
 done
 
 # A live watch across both shards, through kv-router and so through the watch-hub: opened
@@ -48,11 +52,12 @@ done
 # that races the watch's creation is still delivered (from history), never lost.
 rev=$(ctl get --prefix /kubefabric-smoke/ -w fields | sed -n 's/^"Revision" : //p' | head -n1)
 timeout 15 etcdctl --endpoints "$endpoint" watch --rev "$((rev + 1))" --prefix /kubefabric-smoke/ >"$tmp/live" &
+watcher=$!
 sleep 1
 ctl put /kubefabric-smoke/pg/live "$value-live" >/dev/null
 ctl put /kubefabric-smoke/mysql/live "$value-live" >/dev/null
-for _ in $(seq 50); do [ "$(grep -c "^$value-live\$" "$tmp/live")" = 2 ] && break; sleep 0.1; done
-kill %1 2>/dev/null || true; wait 2>/dev/null || true
+for _ in $(seq 50); do [ "$(grep -cs "^$value-live\$" "$tmp/live")" = 2 ] && break; sleep 0.1; done
+kill "$watcher" 2>/dev/null || true; wait "$watcher" 2>/dev/null || true
 for shard in pg mysql; do
   grep -q "^/kubefabric-smoke/$shard/live\$" "$tmp/live" || fail "no live watch event from shard $shard within 5 s: $(cat "$tmp/live")"
 done
