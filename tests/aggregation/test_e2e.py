@@ -66,7 +66,11 @@ def test_kubectl_through_kube_apiserver(cluster):
     assert table.splitlines()[0].split() == ["NAME", "COLOR", "REPLICAS", "READY", "AGE"]
     assert table.splitlines()[1].split()[:3] == ["w1", "red", "2"]
     assert "wd" in api.kubectl("api-resources", f"--api-group={GROUP}")
-    assert "color" in api.kubectl("explain", f"widgets.{GROUP}.spec")
+    # kube-apiserver fetches an APIService's OpenAPI in the background (retrying after a back-off)
+    explain = ["kubectl", f"--kubeconfig={api.kubeconfig}", "explain", f"widgets.{GROUP}.spec"]
+    api.wait_for(lambda: "color" in subprocess.run(explain, capture_output=True, text=True,
+                                                     timeout=60).stdout,
+                 180, "kubectl explain answering from the aggregated OpenAPI", 2)
     obj = api.kubectl_json("get", f"widgets.{GROUP}", "w1", "-n", "kubectl", "--show-managed-fields")
     assert obj["metadata"]["managedFields"][0]["manager"] == "kubectl-client-side-apply"
     # the object never reached kube-apiserver's storage: it is where the aggregation server put it
