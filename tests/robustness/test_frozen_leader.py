@@ -29,7 +29,7 @@ import pytest
 
 from harness.client import Client, Failure
 from harness.histload import run_history
-from harness.servers import start_router, start_shard
+from harness.servers import THREE_SHARDS, start_router, start_shard
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
@@ -40,24 +40,8 @@ READ_LIMIT_S = 1.0      # the slowest read of the frozen shard through the route
 BACKENDS = ["sqlite", "postgres", "mariadb"]
 ROUNDS = int(os.environ.get("KUBEFABRIC_FREEZE_ROUNDS", "1"))  # more, to measure failover times
 
-TOPOLOGY = """\
-shards:
-  - name: main
-    endpoint: embedded
-  - name: tenants
-    endpoint: grpc://{tenants}
-  - name: events
-    endpoint: grpc://{events}
-default: main
-rules:
-  - namespace: tenant-a
-    resources: [pods]
-    shard: tenants
-  - prefix: /registry/events/
-    shard: events
-  - prefix: /frozen/
-    shard: tenants
-"""
+# the routing tests' three shards, and /frozen/ on the PostgreSQL/MariaDB one as well
+TOPOLOGY = THREE_SHARDS + "  - prefix: /frozen/\n    shard: tenants\n"
 
 
 def role(endpoint: str) -> str:
