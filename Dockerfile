@@ -36,6 +36,7 @@ COPY libs/pyproject.toml libs/
 COPY services/kv-router/pyproject.toml services/kv-router/
 COPY services/backend-pg/pyproject.toml services/backend-pg/
 COPY services/backend-mysql/pyproject.toml services/backend-mysql/
+COPY services/backend-sqlite/pyproject.toml services/backend-sqlite/
 COPY services/watch-hub/pyproject.toml services/watch-hub/
 COPY services/trigger/pyproject.toml services/trigger/
 COPY services/aggregation/pyproject.toml services/aggregation/

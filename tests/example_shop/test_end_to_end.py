@@ -17,10 +17,10 @@ import urllib.request
 import grpc
 import pytest
 
+from backend_sqlite.store import DB_FILE
 from harness.shop import order, price_trigger, trigger_ready, wait_for
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.proto.kubefabric.query.v1 import query_pb2_grpc
-from kubefabric.store.sqlite import DB_FILE
 
 pytestmark = pytest.mark.timeout(300)
 

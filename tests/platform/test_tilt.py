@@ -208,6 +208,7 @@ def test_k8s_mode_loads(tilt):
         assert {s["localPath"] for s in live["syncs"]} >= {"libs/kubefabric", "services/kv-router/kv_router",
                                                           "services/backend-pg/backend_pg",
                                                           "services/backend-mysql/backend_mysql",
+                                                          "services/backend-sqlite/backend_sqlite",
                                                           "services/watch-hub/watch_hub"}
         assert "uv.lock" in live["stopPaths"]
         assert live["execs"], "live_update restarts the service"

@@ -35,7 +35,7 @@ async def start_shard_service(data_dir):
     from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
     from kubefabric.shardsvc.node import ShardNode
     from kubefabric.shardsvc.service import ShardService
-    from kubefabric.store.sqlite import SqliteStore
+    from backend_sqlite.store import SqliteStore
     from kubefabric.telemetry import server_interceptors
 
     server = grpc.aio.server(interceptors=server_interceptors())

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kubefabric.store.sqlite import SqliteStore
+from backend_sqlite.store import SqliteStore
 
 
 class SqliteKind:

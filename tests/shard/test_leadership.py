@@ -227,8 +227,8 @@ def test_leader_row_reports_the_remaining_lease():
 
 FROZEN_HOLDER = """
 import asyncio, sys
+from backend_sqlite.store import SqliteStore
 from kubefabric.shard.leadership import Campaign
-from kubefabric.store.sqlite import SqliteStore
 
 async def main():
     store = SqliteStore(sys.argv[1])

@@ -1,4 +1,5 @@
-"""No SQL built from strings in the shard and store code (libs/kubefabric/{store,shard}).
+"""No SQL built from strings in the shard and store code (libs/kubefabric/{store,shard} and the
+SQLite store, services/backend-sqlite).
 
 Every statement is SQLAlchemy Core compiled once by StatementCache, with every value bound; keys
 are arbitrary bytes, so a key range is `key >= :start AND key < :end`, never LIKE (whose % _ \\
@@ -22,18 +23,19 @@ from pathlib import Path
 
 import pytest
 
-LIBS = Path(__file__).resolve().parents[2] / "libs" / "kubefabric"
-SCANNED = ("store", "shard")
+REPO = Path(__file__).resolve().parents[2]
+SCANNED = ("libs/kubefabric/store", "libs/kubefabric/shard", "services/backend-sqlite/backend_sqlite")
+SQLITE = "services/backend-sqlite/backend_sqlite/store.py"
 
-# (path under libs/kubefabric, source of the SQL argument) -> why it is safe
+# (path in the repository, source of the SQL argument) -> why it is safe
 ALLOWED_EXECUTE = {
-    ("store/sqlite.py", "c.sql"): "the cached-statement path: SQL compiled once by StatementCache, values bound",
-    ("store/sqlite.py", "ddl"): "CREATE TABLE/INDEX compiled by StatementCache.ddl() from schema.py, and "
-                                "schema.UPGRADES' constant DROP TABLE statements",
-    ("store/sqlite.py", "f'PRAGMA busy_timeout={OPEN_BUSY_MS}'"): "a module constant",
-    ("store/sqlite.py", "f'PRAGMA busy_timeout={busy_ms}'"): "OPEN_BUSY_MS or READ_BUSY_MS, module constants",
-    ("store/sqlite.py", "f'PRAGMA synchronous={self.synchronous}'"): "operator configuration, not request data",
-    ("store/sqlite.py", "f'PRAGMA wal_autocheckpoint={self.WAL_CHECKPOINT_PAGES}'"): "a class constant",
+    (SQLITE, "c.sql"): "the cached-statement path: SQL compiled once by StatementCache, values bound",
+    (SQLITE, "ddl"): "CREATE TABLE/INDEX compiled by StatementCache.ddl() from schema.py, and "
+                      "schema.UPGRADES' constant DROP TABLE statements",
+    (SQLITE, "f'PRAGMA busy_timeout={OPEN_BUSY_MS}'"): "a module constant",
+    (SQLITE, "f'PRAGMA busy_timeout={busy_ms}'"): "OPEN_BUSY_MS or READ_BUSY_MS, module constants",
+    (SQLITE, "f'PRAGMA synchronous={self.synchronous}'"): "operator configuration, not request data",
+    (SQLITE, "f'PRAGMA wal_autocheckpoint={self.WAL_CHECKPOINT_PAGES}'"): "a class constant",
 }
 
 SQL_SHAPE = re.compile(r"\bselect\b.*\bfrom\b|\binsert\s+into\b|\bupdate\b.*\bset\b|\bdelete\s+from\b",
@@ -100,23 +102,24 @@ def scan(source: str, path: str) -> list[tuple[str, str, int, str]]:
 
 
 def scanned_files() -> list[Path]:
-    return sorted(p for d in SCANNED for p in (LIBS / d).rglob("*.py"))
+    return sorted(p for d in SCANNED for p in (REPO / d).rglob("*.py"))
 
 
 def test_shard_and_store_build_no_sql_from_strings():
     files = scanned_files()
-    names = {p.relative_to(LIBS).as_posix() for p in files}
-    assert {"store/sqlite.py", "store/statements.py", "shard/apply.py", "shard/core.py"} <= names
+    names = {p.relative_to(REPO).as_posix() for p in files}
+    assert {SQLITE, "libs/kubefabric/store/statements.py", "libs/kubefabric/shard/apply.py",
+            "libs/kubefabric/shard/core.py"} <= names
     violations = []
     for p in files:
-        violations += scan(p.read_text(), p.relative_to(LIBS).as_posix())
+        violations += scan(p.read_text(), p.relative_to(REPO).as_posix())
     assert violations == [], "SQL built from strings:\n" + "\n".join(
         f"  {path}:{line} [{rule}] {src}" for rule, path, line, src in violations)
 
 
 def test_the_cached_statement_path_is_what_the_scan_allows():
-    """The allowance is exercised: the scan really sees sqlite.py's execute calls."""
-    tree = ast.parse((LIBS / "store" / "sqlite.py").read_text())
+    """The allowance is exercised: the scan really sees the SQLite store's execute calls."""
+    tree = ast.parse((REPO / SQLITE).read_text())
     seen = {ast.unparse(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call)
             and isinstance(n.func, ast.Attribute) and n.func.attr in EXECUTES and n.args}
     assert "c.sql" in seen
@@ -154,4 +157,4 @@ log.info("compaction at revision %d removed %d rows", rev, n)
 msg = f"etcdserver: internal error: {exc}"
 ok = key.startswith(prefix) and span.contains(key)
 '''
-    assert scan(safe, "store/sqlite.py") == []
+    assert scan(safe, SQLITE) == []

@@ -49,7 +49,7 @@ rules:
 
 def test_scan_finds_exactly_the_misplaced_keys(tmp_path):
     from kubefabric.shard.core import Shard
-    from kubefabric.store.sqlite import SqliteStore
+    from backend_sqlite.store import SqliteStore
 
     topo = parse_topology(TOPO, "t.yaml")
     stored = [b"/registry/events/x/e", b"/registry/pods/tenant-a/p", b"/registry/pods/tenant-b/p",

@@ -12,6 +12,8 @@ import logging
 import os
 import signal
 
+from backend_sqlite.store import SqliteStore
+
 from kubefabric.index.rules import index_rules
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.rpc.startup import StartupError
@@ -19,7 +21,6 @@ from kubefabric.shard.core import Shard, ShardBusy
 from kubefabric.shard.leadership import EMBEDDED_LEASE_S
 from kubefabric.shard.surface import ShardSurface
 from kubefabric.shardsvc.client import connect_shard
-from kubefabric.store.sqlite import SqliteStore
 from kubefabric.tls import ClientTLS, TLSError
 from kubefabric.topology.load import TopologyError, load_topology
 from kubefabric.topology.reload import check_reload, find_moved_key

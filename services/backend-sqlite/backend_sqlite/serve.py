@@ -6,18 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kubefabric.dsn import DSN
+from kubefabric.shardsvc.serve import make_command
 
-from .serve import make_command
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the CLI loads this module to list its command: no SQLAlchemy here
     from kubefabric.store.contract import Store
 
 
 def _store(dsn: DSN, args) -> Store:
-    # imported here: every `kubefabric` command loads this module to list its subcommand, and
-    # the store pulls in SQLAlchemy
-    from kubefabric.store.sqlite import SqliteStore
-
+    from .store import SqliteStore  # delayed: see TYPE_CHECKING above
     return SqliteStore(dsn.database)
 
 

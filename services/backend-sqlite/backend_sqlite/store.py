@@ -25,8 +25,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-from . import schema
-from .sqlite_dialect import statements
+from kubefabric.store import schema
+
+from .dialect import statements
 
 DB_FILE = "kubefabric.db"
 OPEN_BUSY_MS = 10_000      # opening (schema, WAL mode) runs in a thread: it may wait

@@ -1,11 +1,13 @@
-"""What SQLite does differently: upsert syntax and the lease clock. Everything else is shared in statements.py."""
+"""What SQLite does differently: upsert syntax and the lease clock. Everything else is shared in
+kubefabric.store.statements."""
 from __future__ import annotations
 
 from sqlalchemy import bindparam
 from sqlalchemy.dialects import sqlite
 
-from .schema import kv, leader, meta
-from .statements import UPDATED_KV_COLUMNS, StatementCache, kv_upsert_values, leader_row_values
+from kubefabric.store.schema import kv, leader, meta
+from kubefabric.store.statements import (UPDATED_KV_COLUMNS, StatementCache, kv_upsert_values,
+                                         leader_row_values)
 
 
 def upsert_kv(shape: str = "", limited: bool = False):
@@ -25,5 +27,5 @@ def insert_leader(shape: str = "", limited: bool = False):
 
 def statements() -> StatementCache:
     """Lease times are the :now parameter: the host's CLOCK_MONOTONIC in ms (every replica of a
-    SQLite file runs on its host; see kubefabric.store.sqlite_fence)."""
+    SQLite file runs on its host; see kubefabric.shard.leadership)."""
     return StatementCache(sqlite.dialect(paramstyle="qmark"), upsert_kv, upsert_meta, insert_leader)
