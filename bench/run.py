@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +41,13 @@ LOADGEN = BENCH / "bin" / "loadgen"
 BUILD_SH = "../shared/tools/etcd/build.sh"
 
 ALL_SERVERS = ("etcd", "kine", "kubefabric")  # the default comparison
+# bench/floor.py: a bare grpc.aio server answering Range, Put and Status with constants (uvloop;
+# floor-asyncio: the standard event loop): what each call costs the framework alone
+FLOOR_SERVERS = ("floor", "floor-asyncio")
 # kv-router in front of a shard service, with group commit and without (-nogc): bench/backends.py
 # kf-hub: the kf-sqlite-svc stack with NATS JetStream and the watch-hub serving the router's watches
 STACK_KINDS = tuple(k + s for k in ("kf-sqlite-svc", "kf-pg", "kf-mysql") for s in ("", "-nogc")) + ("kf-hub",)
-KNOWN_SERVERS = ALL_SERVERS + STACK_KINDS
+KNOWN_SERVERS = ALL_SERVERS + FLOOR_SERVERS + STACK_KINDS
 ALL_WORKLOADS = ("put", "get", "range", "watch-latency")  # the default run
 WORKLOADS = ALL_WORKLOADS + ("watch-fanout",)  # --only may also ask for these
 # --watch: event latency through each watch path, one writer at a modest rate
@@ -184,6 +188,12 @@ def server_argv(kind: str, port: int, workdir: Path, bins: Path | None,
         if importlib.util.find_spec("kubefabric") is not None:
             return [sys.executable, "-m", "kubefabric.cli", *args]
         return ["uv", "run", "--project", str(REPO), "kubefabric", *args]
+    if kind in FLOOR_SERVERS:
+        args = [str(BENCH / "floor.py"), "--listen", f"127.0.0.1:{port}",
+                "--event-loop", "asyncio" if kind == "floor-asyncio" else "uvloop"]
+        if importlib.util.find_spec("kubefabric") is not None:
+            return [sys.executable, *args]
+        return ["uv", "run", "--project", str(REPO), "python", *args]
     raise ValueError(kind)
 
 
@@ -239,21 +249,90 @@ def stop_server(server) -> None:
 
 # ------------------------------------------------------------------------------------- loadgen
 
+WINDOW_START = "loadgen: measured window starts"  # loadgen --mark-window writes these to stderr
+WINDOW_END = "loadgen: measured window ends"
+
+
 def run_loadgen(endpoint: str, workload: str, clients: int, duration: float, warmup: float,
-                extra: list[str] | None = None) -> dict:
+                extra: list[str] | None = None, cpu_roots: list[int] | None = None) -> dict:
+    """One loadgen run; its JSON result. With `cpu_roots` (server pids) also the CPU time of those
+    processes and all their descendants during the measured window (loadgen --mark-window):
+    `server_cpu_s` and `cpu_us_per_op` = that CPU time / the window's operations."""
     max_time = max(120.0, 3 * (duration + warmup) + 60)  # preload included
     argv = [str(LOADGEN), "--endpoints", endpoint, "--workload", workload, "--clients", str(clients),
             "--duration", f"{duration}s", "--warmup", f"{warmup}s", "--max-time", f"{max_time:.0f}s",
             *(extra or [])]
+    if cpu_roots:
+        argv.append("--mark-window")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+    timer = threading.Timer(max_time + 30, expire)
+    timer.start()
+    marks: dict[str, float] = {}
+    stderr: list[str] = []
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=max_time + 30)
-    except subprocess.TimeoutExpired:
+        for line in proc.stderr:  # stdout is one JSON line at the end: it cannot fill its pipe
+            text = line.rstrip("\n")
+            if cpu_roots and text in (WINDOW_START, WINDOW_END):
+                marks[text] = tree_cpu_seconds(cpu_roots)
+            else:
+                stderr.append(text)
+        stdout = proc.stdout.read()
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:  # interrupted (Ctrl-C): leave no loadgen behind
+            proc.kill()
+            proc.wait()
+    if expired.is_set():
         return {"workload": workload, "clients": clients, "failed": f"loadgen timed out after {max_time + 30:.0f}s"}
-    lines = [line for line in p.stdout.splitlines() if line.startswith("{")]
-    if p.returncode != 0 or not lines:
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if rc != 0 or not lines:
         return {"workload": workload, "clients": clients,
-                "failed": (p.stderr.strip() or f"loadgen exited {p.returncode}")[-500:]}
-    return json.loads(lines[-1])
+                "failed": ("\n".join(stderr).strip() or f"loadgen exited {rc}")[-500:]}
+    result = json.loads(lines[-1])
+    if WINDOW_START in marks and WINDOW_END in marks and result.get("ops"):
+        cpu = marks[WINDOW_END] - marks[WINDOW_START]
+        result["server_cpu_s"] = round(cpu, 3)
+        result["cpu_us_per_op"] = round(1e6 * cpu / result["ops"], 1)
+    return result
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """utime + stime of the processes `roots` and all their descendants now, in seconds (children
+    that exited are not counted: a server's worker processes live as long as the server)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        parent[int(entry)] = int(fields[1])
+        cpu[int(entry)] = int(fields[11]) + int(fields[12])
+    tree, grew = {pid for pid in roots if pid in cpu}, True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(cpu[pid] for pid in tree) / tick
+
+
+def server_pids(server) -> list[int]:
+    """The root pids of a server's processes: the process itself, or a stack's router, shard
+    services and database server (each counted with its descendants by tree_cpu_seconds)."""
+    if hasattr(server, "pids"):
+        roots = list(server.pids().values())
+        database = server.database_pid()
+        return roots + ([database] if database else [])
+    return [server.proc.pid]
 
 
 # --------------------------------------------------------------------------------------- table
@@ -286,12 +365,12 @@ def render_table(results: list[dict], servers: list[str], workloads: list[str], 
     head1 = f"{'workload':<14}{'clients':>7} "
     head2 = f"{'':<14}{'':>7} "
     for s in servers:
-        head1 += f"| {s:^26} "
-        head2 += f"| {'ops/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
-    ratio_cols = [b for b in ("etcd", "kine") if b in servers and "kubefabric" in servers]
+        head1 += f"| {s:^34} "
+        head2 += f"| {'ops/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'cpu us':>7} "
+    ratio_cols = [b for b in ("etcd", "kine", "floor") if b in servers and "kubefabric" in servers]
     for b in ratio_cols:
-        head1 += f"| {'kf/' + b:^13} "
-        head2 += f"| {'ops/s':>6} {'p99':>6} "
+        head1 += f"| {'kf/' + b:^20} "
+        head2 += f"| {'ops/s':>6} {'p99':>6} {'cpu':>6} "
     lines = [head1.rstrip(), head2.rstrip(), "-" * len(head2.rstrip())]
     notes = []
     for w in workloads:
@@ -305,10 +384,12 @@ def render_table(results: list[dict], servers: list[str], workloads: list[str], 
                     notes.append(f"! {s} {w} c={c}: " + (r.get("failed") or
                                  f"{r['errors']} errors, first: {r.get('first_error', '')}"))
                 line += (f"| {fmt_num(val(s, w, c, 'ops_per_sec'), 10)}{mark}"
-                         f"{fmt_ms(val(s, w, c, 'p50_ms'), 7)} {fmt_ms(val(s, w, c, 'p99_ms'), 7)} ")
+                         f"{fmt_ms(val(s, w, c, 'p50_ms'), 7)} {fmt_ms(val(s, w, c, 'p99_ms'), 7)} "
+                         f"{fmt_num(val(s, w, c, 'cpu_us_per_op'), 7)} ")
             for b in ratio_cols:
                 line += (f"| {ratio(val('kubefabric', w, c, 'ops_per_sec'), val(b, w, c, 'ops_per_sec'))} "
-                         f"{ratio(val('kubefabric', w, c, 'p99_ms'), val(b, w, c, 'p99_ms'))} ")
+                         f"{ratio(val('kubefabric', w, c, 'p99_ms'), val(b, w, c, 'p99_ms'))} "
+                         f"{ratio(val('kubefabric', w, c, 'cpu_us_per_op'), val(b, w, c, 'cpu_us_per_op'))} ")
             lines.append(line.rstrip())
     if "watch-latency" in workloads:
         lines += ["", "watch-latency detail (per server: writer Put p50 | Put sent -> event p50 / p99 ms | "
@@ -327,8 +408,34 @@ def render_table(results: list[dict], servers: list[str], workloads: list[str], 
     lines.append("")
     lines.append("ops/s: completed requests per second (watch-latency: events delivered per second, all watchers).")
     lines.append("p50/p99: request latency (watch-latency: writer's Put ack -> event received by a watcher).")
-    lines.append("kf/X ops/s > 1 means KubeFabric is faster; kf/X p99 < 1 means its tail latency is lower.")
+    lines.append("cpu us: the server's CPU time (user + system, all its processes) per request in the measured window.")
+    lines.append("kf/X ops/s > 1 means KubeFabric is faster; kf/X p99 and cpu < 1 mean its tail latency / CPU per request is lower.")
+    lines += cpu_ratio_lines(by, servers, workloads, clients)
     return "\n".join(lines + notes)
+
+
+def cpu_ratio_lines(by: dict, servers: list[str], workloads: list[str], clients: list[int]) -> list[str]:
+    """Every server's CPU per request over etcd's and over the floor's (grpc.aio answering with
+    constants), where those ran: how much of a call is the framework's own cost."""
+    bases = [b for b in ("etcd", "floor") if b in servers]
+    others = [s for s in servers if s not in bases or s == "floor"]
+    cols = [(s, b) for b in bases for s in others if s != b]
+    if not cols:
+        return []
+
+    def cpu(server: str, w: str, c: int) -> float | None:
+        r = by.get((server, w, c))
+        return None if r is None or "failed" in r else r.get("cpu_us_per_op")
+
+    width = max(len(f"{s}/{b}") for s, b in cols) + 1
+    out = ["", "CPU per request, ratios (< 1: less CPU per request than the base)",
+           f"{'workload':<14}{'clients':>7} " + "".join(f"{s + '/' + b:>{width}}" for s, b in cols)]
+    for w in workloads:
+        for c in clients:
+            cells = [ratio(cpu(s, w, c), cpu(b, w, c)).strip() for s, b in cols]
+            if any(x != "-" for x in cells):
+                out.append(f"{w:<14}{c:>7} " + "".join(f"{x:>{width}}" for x in cells))
+    return out
 
 
 def backend_cell(r: dict | None, notes: list[str], label: str) -> str:
@@ -339,7 +446,7 @@ def backend_cell(r: dict | None, notes: list[str], label: str) -> str:
         mark = "!"
         notes.append(f"! {label}: " + (r.get("failed") or f"{r['errors']} errors, first: {r.get('first_error', '')}"))
     return (f"{fmt_num(r.get('ops_per_sec') if ok else None, 9)}{mark}"
-            f"{fmt_ms(r.get('p99_ms') if ok else None, 8)}")
+            f"{fmt_ms(r.get('p99_ms') if ok else None, 8)} {fmt_num(r.get('cpu_us_per_op') if ok else None, 6)}")
 
 
 def render_backends_table(results: list[dict], backends: list[str], workloads: list[str],
@@ -351,8 +458,9 @@ def render_backends_table(results: list[dict], backends: list[str], workloads: l
         r = by.get((server, w, c))
         return None if r is None or "failed" in r else r.get(k)
 
-    head1 = f"{'backend':<15}{'workload':<9}{'clients':>7} | {'group commit':^18} | {'txn per write':^18} | {'gc speed-up':^13}"
-    head2 = f"{'':<15}{'':<9}{'':>7} | {'ops/s':>9} {'p99 ms':>8} | {'ops/s':>9} {'p99 ms':>8} | {'ops/s':>6} {'p99':>6}"
+    head1 = f"{'backend':<15}{'workload':<9}{'clients':>7} | {'group commit':^25} | {'txn per write':^25} | {'gc speed-up':^13}"
+    head2 = (f"{'':<15}{'':<9}{'':>7} | {'ops/s':>9} {'p99 ms':>8} {'cpu us':>6} | {'ops/s':>9} {'p99 ms':>8} {'cpu us':>6} | "
+             f"{'ops/s':>6} {'p99':>6}")
     lines = [head1, head2, "-" * len(head2)]
     notes: list[str] = []
     for w in workloads:
@@ -372,6 +480,8 @@ def render_backends_table(results: list[dict], backends: list[str], workloads: l
                  "without (< 1: lower tail with it).")
     lines.append("embedded: `kubefabric serve` with its own SQLite shard (no router hop; it has no "
                  "--group-commit switch, so group commit only).")
+    lines.append("cpu us: CPU time per request of all the stack's processes (router, shard service, database "
+                 "server) in the measured window.")
     return "\n".join(lines + notes)
 
 
@@ -394,8 +504,8 @@ def render_shards_table(results: list[dict], counts: list[int], plan: list[tuple
     head2 = f"{'':<9}{'':>7} "
     for n in counts:
         label = f"{n} shard" + ("s" if n > 1 else "")
-        head1 += f"| {label:^26} "
-        head2 += f"| {'ops/s':>9} {'p99 ms':>8} {f'/N={base}':>7} "
+        head1 += f"| {label:^33} "
+        head2 += f"| {'ops/s':>9} {'p99 ms':>8} {'cpu us':>6} {f'/N={base}':>7} "
     lines = [head1.rstrip(), head2.rstrip(), "-" * len(head2.rstrip())]
     notes: list[str] = []
     for w, c in plan:
@@ -429,7 +539,8 @@ def render_shards_table(results: list[dict], counts: list[int], plan: list[tuple
               "db: the PostgreSQL/MariaDB server (--shard-db), all its processes. "
               "all: busy CPU of the whole machine (/proc/stat); other: all minus router, shards, loadgen and db "
               "(other work on the machine, and the kernel's share not charged to a process).",
-              "CPU us/op: CPU microseconds per measured request (approximate: the CPU includes the warm-up)."]
+              "CPU us/op: CPU microseconds per measured request (approximate: the CPU includes the warm-up);",
+              "cpu us (first table): all the stack's processes, router + shards + database, in the measured window only."]
     if rounds > 1:
         lines.append(f"{rounds} rounds, shard counts in alternating order; each cell shows its best round "
                      "(most ops/s) and that round's CPU.")
@@ -521,7 +632,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 s windows after 0.25 s warm-up")
     p.add_argument("--only", help="workloads, comma-separated (default: all; --backends: put,get)")
     p.add_argument("--servers", help=f"servers, comma-separated (default: {','.join(ALL_SERVERS)}; "
-                   f"also {','.join(STACK_KINDS)})")
+                   f"also {','.join(FLOOR_SERVERS + STACK_KINDS)}; floor: bare grpc.aio answering put/get with constants)")
     p.add_argument("--backends", nargs="?", const=",".join(BACKENDS), metavar="LIST",
                    help="shard-backend comparison: each of LIST (default: all of "
                    f"{','.join(BACKENDS)}) with group commit on and off, one table")
@@ -653,6 +764,9 @@ def backend_servers(backends: list[str]) -> list[str]:
 def run_workload(kind: str, workload: str, args: argparse.Namespace, bins: Path | None) -> list[dict]:
     """A fresh server (and data dir) for one workload: earlier workloads' history does not weigh on
     later ones; the client counts of the workload share it (preload is reused)."""
+    if kind in FLOOR_SERVERS and workload not in ("put", "get"):
+        log(f"[{kind}] {workload}: skipped (the floor answers Put, Range of one key and Status only)")
+        return []
     try:
         server = start_server(kind, bins, extra=args.kubefabric_arg if kind == "kubefabric" else None)
     except RuntimeError as e:
@@ -670,10 +784,10 @@ def run_workload(kind: str, workload: str, args: argparse.Namespace, bins: Path 
                 r = {"workload": workload, "clients": c, "failed": f"server exited: {server.log_tail(5)}"}
             elif sharded:
                 sample = CpuSample(server.pids(), server.database_pid())
-                r = run_loadgen(server.endpoint, workload, c, args.duration, args.warmup, extra)
+                r = run_loadgen(server.endpoint, workload, c, args.duration, args.warmup, extra, server_pids(server))
                 r["cpu"] = sample.finish()
             else:
-                r = run_loadgen(server.endpoint, workload, c, args.duration, args.warmup, extra)
+                r = run_loadgen(server.endpoint, workload, c, args.duration, args.warmup, extra, server_pids(server))
             r["server"] = kind
             results.append(r)
             log_result(kind, workload, c, r)
@@ -795,8 +909,9 @@ def log_result(kind: str, workload: str, clients: int, r: dict) -> None:
     if "failed" in r:
         log(f"[{kind}] {workload:<13} c={clients:<3} FAILED: {r['failed'][:200]}")
     else:
+        cpu = f"  cpu {r['cpu_us_per_op']:,.0f} us/op" if r.get("cpu_us_per_op") else ""
         log(f"[{kind}] {workload:<13} c={clients:<3} {r['ops_per_sec']:>10,.0f} ops/s  "
-            f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  errors {r['errors']}")
+            f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms{cpu}  errors {r['errors']}")
 
 
 def write_json(path: str, args: argparse.Namespace, results: list[dict], started: float,

@@ -49,13 +49,40 @@ def test_loadgen_builds_and_probes(loadgen, kubefabric):
 @pytest.mark.parametrize("workload", ["put", "get"])
 def test_short_run_against_kubefabric(loadgen, kubefabric, workload):
     result = bench_run.run_loadgen(kubefabric.endpoint, workload, clients=2, duration=0.5, warmup=0.1,
-                                   extra=["--key-space", "100", "--get-keys", "50"])
+                                   extra=["--key-space", "100", "--get-keys", "50"], cpu_roots=[kubefabric.proc.pid])
     assert "failed" not in result, f"{result}\n{kubefabric.log()[-2000:]}"
     assert result["workload"] == workload and result["clients"] == 2
     assert result["ops"] > 0, result
     assert result["errors"] == 0, result
     assert result["ops_per_sec"] > 0 and result["seconds"] > 0
     assert 0 < result["p50_ms"] <= result["p99_ms"], result
+    # the server's CPU in the measured window, per request: a 0.5 s window of busy requests costs
+    # more than one clock tick, and a server cannot spend more than 2 cores' worth on 2 clients
+    assert 0 < result["server_cpu_s"] <= 2 * 0.5 * 1.5, result
+    assert result["cpu_us_per_op"] == pytest.approx(1e6 * result["server_cpu_s"] / result["ops"], rel=0.01)
+
+
+def test_floor_and_cpu_columns(loadgen, tmp_path, capsys):
+    """`run.py --servers floor,kubefabric`: the bare grpc.aio floor answers put and get, and every
+    row carries the server's CPU us per request, in the table (with the kf/floor ratio) and the JSON."""
+    out = tmp_path / "floor.json"
+    rc = bench_run.main(["--servers", "floor,kubefabric", "--only", "put,get", "--clients", "2",
+                         "--duration", "0.5", "--warmup", "0.1", "--json", str(out)])
+    assert rc == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["server"], r["workload"]) for r in results] == [
+        ("floor", "put"), ("floor", "get"), ("kubefabric", "put"), ("kubefabric", "get")]
+    for r in results:
+        assert "failed" not in r and r["errors"] == 0 and r["ops"] > 0, r
+        assert r["cpu_us_per_op"] > 0, r
+    table = capsys.readouterr().out
+    head, units = table.splitlines()[:2]
+    assert "kf/floor" in head and units.count("cpu us") == 2, table
+    row = next(line for line in table.splitlines() if line.startswith("get "))
+    kf_cpu = next(r["cpu_us_per_op"] for r in results if r["server"] == "kubefabric" and r["workload"] == "get")
+    assert f"{kf_cpu:,.0f}" in row.split("|")[2], row
+    assert "kubefabric/floor" in table, table
+    assert not bench_run.LIVE, "a server was left running"
 
 
 def test_backends_mode_on_postgres(loadgen, tmp_path, capsys):

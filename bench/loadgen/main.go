@@ -49,6 +49,7 @@ type config struct {
 	conns       int
 	duration    time.Duration
 	warmup      time.Duration
+	markWindow  bool
 	total       int64
 	maxTime     time.Duration
 	valSize     int
@@ -156,6 +157,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&c.serializble, "serializable", false, "get/range: serializable instead of linearizable reads")
 	fs.DurationVar(&c.reqTimeout, "request-timeout", 10*time.Second, "per-request timeout")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "connection timeout")
+	fs.BoolVar(&c.markWindow, "mark-window", false, "put/get/range: write the lines \""+windowStart+"\" and \""+windowEnd+"\" to stderr "+
+		"when the measured window opens and closes (bench/run.py reads the servers' CPU time at those moments)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -397,6 +400,19 @@ func preload(ctx context.Context, cfg *config, clis []*clientv3.Client, prefixes
 	return ctx.Err()
 }
 
+// The --mark-window lines: written right before the window opens and right after it closes, so
+// a reader that samples on them brackets exactly the measured operations (and a little more).
+const (
+	windowStart = "loadgen: measured window starts"
+	windowEnd   = "loadgen: measured window ends"
+)
+
+func mark(cfg *config, line string) {
+	if cfg.markWindow {
+		fmt.Fprintln(os.Stderr, line) // os.Stderr is unbuffered: the reader sees it now
+	}
+}
+
 // closedLoop runs cfg.clients goroutines, each issuing op back to back, and fills res.
 func closedLoop(ctx context.Context, cfg *config, clis []*clientv3.Client,
 	op func(context.Context, *clientv3.Client, *rand.Rand) error, res *Result) error {
@@ -446,6 +462,7 @@ func closedLoop(ctx context.Context, cfg *config, clis []*clientv3.Client,
 		}(c)
 	}
 	time.Sleep(min(cfg.warmup, cfg.maxTime))
+	mark(cfg, windowStart)
 	begin := time.Now()
 	measuring.Store(true)
 	if cfg.total > 0 {
@@ -459,6 +476,7 @@ func closedLoop(ctx context.Context, cfg *config, clis []*clientv3.Client,
 	}
 	elapsed := time.Since(begin)
 	stop.Store(true)
+	mark(cfg, windowEnd)
 	wg.Wait()
 	if cfg.total == 0 {
 		elapsed = min(elapsed, cfg.duration)
