@@ -52,6 +52,9 @@ uv run --frozen --no-sync python scripts/gen_proto.py --check
 # so that no test waits for the 10-15 minute cold build
 KUBEFABRIC_TEST_KUBE_APISERVER=$(bash tests/conformance/kube-apiserver/build.sh | tail -n1)
 export KUBEFABRIC_TEST_KUBE_APISERVER
+# etcdutl 3.7.3 for the snapshot restore tests (tests/snapshot; built once, about a minute cold)
+KUBEFABRIC_TEST_ETCDUTL=$(bash tests/tools/etcdutl/build.sh | tail -n1)
+export KUBEFABRIC_TEST_ETCDUTL
 if (($#)); then
   exec uv run --frozen --no-sync pytest -n 2 "$@"
 fi

@@ -118,6 +118,24 @@ def etcd37_binary() -> str:
     return str(Path(out.stdout.strip().splitlines()[-1]) / "etcd")
 
 
+@functools.cache
+def etcdutl_binary() -> str:
+    """etcdutl v3.7.3 (snapshot status and restore): $KUBEFABRIC_TEST_ETCDUTL, else built once
+    by tests/tools/etcdutl/build.sh (cached next to etcd 3.7.3)."""
+    if path := os.environ.get("KUBEFABRIC_TEST_ETCDUTL"):
+        return path
+    out = subprocess.run(["bash", str(REPO / "tests" / "tools" / "etcdutl" / "build.sh")],
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"building etcdutl 3.7.3 failed:\n{out.stderr[-3000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def etcdctl37_binary() -> str:
+    """etcdctl v3.7.3, built with etcd 3.7.3 (etcd37_binary)."""
+    return str(Path(etcd37_binary()).parent / "etcdctl")
+
+
 def start_etcd(workdir: Path, extra: list[str] | None = None, binary: str | None = None) -> Server:
     client, peer = free_port(), free_port()
     data = workdir / "etcd-data"
