@@ -6,6 +6,10 @@ operator keeping an invoice ConfigMap per Order and deleting it with the order, 
 layer: `kubefabric aggregation` behind an APIService answering "orders of customer X over
 amount Y" (OrderReports, hooks in examples/shop/reports).
 
+Tracing is on in every process (TRACED_STACK): one Order's creation is one trace from
+kube-apiserver's HTTP request through kv-router, the PostgreSQL shard's commit, the trigger's
+delivery, to the function, collected by an OTLP receiver on loopback.
+
 One test on one stack: kube-apiserver takes seconds to start and CI minutes are scarce (a module
 of several tests would start one stack per pytest-xdist worker)."""
 from __future__ import annotations
@@ -23,6 +27,7 @@ from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.proto.kubefabric.query.v1 import query_pb2_grpc
 
 pytestmark = pytest.mark.timeout(300)
+TRACED_STACK = True   # conftest: kube-apiserver and every process export spans to shop.collector
 
 NS = "shop-e2e"
 PREFIX = f"/registry/shop.example.com/orders/{NS}/"
@@ -78,6 +83,55 @@ def order_keys_in_sqlite(shop) -> set[str]:
     return {bytes(k).decode(errors="replace") for (k,) in rows if bytes(k).startswith(b"/registry/shop.example.com/")}
 
 
+def attribute(span, key: str) -> str:
+    return next((a.value.string_value for a in span.attributes if a.key == key), "")
+
+
+# from the function up to kube-apiserver: (service, span name) of each ancestor that must be
+# there, in order (others, e.g. kube-apiserver's own internal spans, may sit between them)
+WRITE_TO_FUNCTION = [
+    ("kubefabric-trigger", "trigger deliver"),
+    ("backend-pg", "kubefabric.writer.commit"),
+    ("backend-pg", "kubefabric.shard.v1.Shard/Txn"),    # the orders shard's server span
+    ("kv-router", "kubefabric.shard.v1.Shard/Txn"),     # kv-router's call to it
+    ("kv-router", "etcdserverpb.KV/Txn"),               # kube-apiserver's etcd call, served
+    ("apiserver", "etcdserverpb.KV/Txn"),               # kube-apiserver's etcd client span
+]
+
+
+def assert_one_trace(collector, traceparent: str) -> None:
+    """The function's span (parented by the `traceparent` its delivery carried) descends, span by
+    span, from kube-apiserver's HTTP request that created the order: one trace id throughout."""
+    version, trace_id, delivery, _ = traceparent.split("-")
+    assert version == "00", traceparent
+
+    def ancestry():
+        spans = {s.span_id.hex(): (svc, s) for svc, s in collector.spans() if s.trace_id.hex() == trace_id}
+        fn = [(svc, s) for svc, s in spans.values() if s.name == "shop.function price"]
+        if len(fn) != 1:
+            return None
+        chain = [fn[0]]
+        while chain[-1][1].parent_span_id:
+            parent = spans.get(chain[-1][1].parent_span_id.hex())
+            if parent is None:
+                return None   # not exported yet (batches every 100 ms; kube-apiserver's every 5 s)
+            chain.append(parent)
+        return chain
+
+    chain = wait_for(ancestry, 60, f"the spans of the trace {trace_id} up to its root")
+    assert chain[1][1].span_id.hex() == delivery, "the function's parent is the delivery it got"
+    names = [(svc, s.name) for svc, s in chain]
+    at = 0
+    for step in WRITE_TO_FUNCTION:
+        assert step in names[at:], (step, names)
+        at = names.index(step, at) + 1
+    # kube-apiserver's HTTP request span (its root is the authentication filter's span)
+    assert {svc for svc, _ in chain[at:]} == {"apiserver"}, names
+    (request,) = [s for _, s in chain[at:] if s.kind == s.SPAN_KIND_SERVER]
+    target = attribute(request, "http.target")
+    assert target.startswith(f"/apis/shop.example.com/v1/namespaces/{NS}/orders"), (target, names)
+
+
 def test_orders_through_trigger_function_and_operator(shop):
     api = shop.api
     api.kubectl("create", "namespace", NS)
@@ -108,6 +162,9 @@ def test_orders_through_trigger_function_and_operator(shop):
     stats = json.loads(urllib.request.urlopen(fn.url + "/stats", timeout=10).read())
     assert stats["priced"] == {o["status"]["pricedBy"]["eventId"]: 1
                                for o in (get(api, "orders", n) for n in ORDERS)}, stats
+    # one trace: kubectl create → kube-apiserver → kv-router → PostgreSQL shard → trigger → function
+    first = f"{PREFIX}e1@{created['e1']['metadata']['resourceVersion']}"
+    assert_one_trace(shop.collector, stats["traceparents"][first])
 
     # update: the invoice follows the spec; MODIFIED is not the trigger's event type, so no repricing
     api.kubectl("patch", "order", "e2", "-n", NS, "--type=merge",

@@ -89,6 +89,7 @@ class ShopStack:
         self.started: list = []
         self.shards: dict = {}
         self.nats = self.hub = self.router = self.api = None
+        self.collector = None   # the tests' OTLP collector (harness.otlp) when `env` points at one
         self._names = itertools.count()
 
     def start(self) -> "ShopStack":

@@ -235,11 +235,53 @@ PUT_TRACE = {("kv-router", "etcdserverpb.KV/Put"), ("kv-router", "kubefabric.sha
              ("backend-sqlite", "kubefabric.writer.commit")}
 
 
+CALLER_TRACE = "5eed" * 8   # the trace id of the "kube-apiserver" in front of the tests' writes
+
+
+def put_watched(endpoint: str, key: bytes) -> tuple:
+    """A put whose caller sends its own traceparent (as kube-apiserver does), seen by a watcher
+    that asks for trace context (kubefabric_trace_context, as the trigger does) and by one that
+    does not: (the traced watcher's event response, the other's)."""
+    from harness.client import Client
+    from harness.stream import WatchStream
+
+    c = Client(endpoint)
+    end = key[:-1] + bytes([key[-1] + 1])
+    try:
+        with WatchStream(c) as traced, WatchStream(c) as plain:
+            assert traced.created(key, end, kubefabric_trace_context=True).created
+            assert plain.created(key, end).created
+            c.kv.Put(pb.PutRequest(key=key, value=b"v"), timeout=10,
+                     metadata=[("traceparent", f"00-{CALLER_TRACE}-{'ab' * 8}-01")])
+            (got,) = traced.events(1, timeout=10)
+            (other,) = plain.events(1, timeout=10)
+    finally:
+        c.close()
+    assert got.events[0].kv.key == key and other.events[0].kv.key == key
+    return got, other
+
+
+def assert_event_continues_write(collector, got, other, shard_service: str) -> None:
+    """The traced watcher's event carries the trace context of the shard's commit span of that
+    write (in the caller's trace); the other watcher's event carries none."""
+    assert other.kubefabric_traceparent == "" and other.kubefabric_tracestate == ""
+    version, trace_id, parent, flags = got.kubefabric_traceparent.split("-")
+    assert (version, trace_id, flags) == ("00", CALLER_TRACE, "01"), got.kubefabric_traceparent
+    deadline = time.monotonic() + 20
+    while True:
+        commits = [s for svc, s in collector.spans() if svc == shard_service and
+                   s.name == "kubefabric.writer.commit" and s.trace_id.hex() == CALLER_TRACE]
+        if commits or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert [s.span_id.hex() for s in commits] == [parent], "the event's parent is the write's commit span"
+
+
 def test_processes_export_one_trace_over_otlp(tmp_path, monkeypatch):
     """The real commands, configured only by OTEL_* variables, export OTLP/gRPC to a collector
     (a tiny one on loopback): a put through `kubefabric serve` and `kubefabric backend-sqlite`
-    arrives as one trace from two services."""
-    from harness.client import Client
+    arrives as one trace from two services, and its watch event (through the shard's Feed RPC)
+    carries the write's trace context to a watcher that asked for it."""
     from harness.servers import start_router, start_shard
 
     collector = OtlpCollector(monkeypatch)
@@ -247,23 +289,35 @@ def test_processes_export_one_trace_over_otlp(tmp_path, monkeypatch):
                         extra=["--metrics-address", ""])
     router = start_router(tmp_path, [shard], extra=["--metrics-address", ""])
     try:
-        c = Client(router.endpoint)
-        c.put(b"/registry/configmaps/default/traced", b"v")
-        c.close()
+        got, other = put_watched(router.endpoint, b"/registry/configmaps/default/traced")
         collector.wait_for("etcdserverpb.KV/Put", PUT_TRACE)
+        assert_event_continues_write(collector, got, other, "backend-sqlite")
     finally:
         router.stop()
         shard.stop()
         collector.stop()
 
 
+def test_embedded_watch_event_carries_the_write_trace(tmp_path, monkeypatch):
+    """`kubefabric serve` alone (embedded shard): the writer's trace context reaches the watcher."""
+    from harness.servers import start_kubefabric
+
+    collector = OtlpCollector(monkeypatch)
+    server = start_kubefabric(tmp_path, ["--metrics-address", ""])
+    try:
+        got, other = put_watched(server.endpoint, b"/registry/configmaps/default/traced")
+        assert_event_continues_write(collector, got, other, "kv-router")
+    finally:
+        server.stop()
+        collector.stop()
+
+
 def test_write_and_its_watch_delivery_are_one_trace(tmp_path, monkeypatch, nats_server):
     """Through NATS: the shard leader publishes the write's trace context with its events, the
     watch-hub continues it while it hands the event to its watchers (kube-apiserver -> router
-    -> shard -> writer -> hub -> watcher)."""
-    from harness.client import Client
+    -> shard -> writer -> hub -> watcher), and a watcher that asked for trace context gets the
+    write's, relayed by kv-router from the hub."""
     from harness.servers import start_hub, start_router, start_shard
-    from harness.stream import WatchStream
 
     collector = OtlpCollector(monkeypatch)
     name = f"traced{time.monotonic_ns() % 10**9}"
@@ -273,15 +327,34 @@ def test_write_and_its_watch_delivery_are_one_trace(tmp_path, monkeypatch, nats_
     router = start_router(tmp_path, [shard], extra=["--metrics-address", "", "--watch-hub",
                                                     f"grpc://{hub.endpoint}"])
     try:
-        c = Client(router.endpoint)
-        with WatchStream(c) as w:
-            assert w.created(b"/registry/configmaps/", range_end=b"/registry/configmaps0").created
-            c.put(b"/registry/configmaps/default/traced", b"v")
-            assert w.events(1)[0].events[0].kv.value == b"v"
-        c.close()
+        got, other = put_watched(router.endpoint, b"/registry/configmaps/default/traced")
+        assert got.events[0].kv.value == b"v"
         collector.wait_for("etcdserverpb.KV/Put", PUT_TRACE | {("watch-hub", "kubefabric.hub.deliver")})
+        assert_event_continues_write(collector, got, other, "backend-sqlite")
     finally:
         router.stop()
         hub.stop()
         shard.stop()
         collector.stop()
+
+
+def test_txns_of_two_shards_at_one_revision_keep_their_own_trace():
+    """A merged feed joins the events of two shards' txns that share a revision: a watcher of
+    either shard's keys gets its own write's trace context, an untraced txn's events none."""
+    from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
+
+    def ev(key: bytes) -> Event:
+        return Event(kv=KeyValue(key=key, mod_revision=7))
+
+    a, b = {"traceparent": f"00-{'a' * 32}-{'1' * 16}-01"}, {"traceparent": f"00-{'b' * 32}-{'2' * 16}-01"}
+    main = tracing.TracedEvents([ev(b"/registry/events/x"), ev(b"/registry/leases/y")], a)
+    orders = tracing.TracedEvents([ev(b"/registry/shop/orders/o")], b)
+    joined = tracing.join_commits(tracing.same_trace(main, list(main)), orders)
+    assert [e.kv.key for e in joined] == [b"/registry/events/x", b"/registry/leases/y", b"/registry/shop/orders/o"]
+    assert tracing.trace_for(joined, b"/registry/shop/orders/o") == b
+    assert tracing.trace_for(joined, b"/registry/leases/y") == a
+    untraced = tracing.join_commits([ev(b"/registry/events/z")], orders)
+    assert tracing.trace_for(untraced, b"/registry/events/z") is None
+    assert tracing.trace_for(untraced, b"/registry/shop/orders/o") == b
+    plain = tracing.join_commits([ev(b"k1")], [ev(b"k2")])
+    assert type(plain) is list and tracing.trace_for(plain, b"k1") is None

@@ -10,7 +10,8 @@ patches and the other, refused with 409, re-reads and finds the order already pr
 
     POST /          a CloudEvent (binary or structured mode); answers 200 with what was done
     GET  /healthz   200 once serving
-    GET  /stats     counters by outcome, and how many times each recent event id priced an order
+    GET  /stats     counters by outcome, how many times each recent event id priced an order, and
+                    the W3C traceparent each recent event id was delivered with
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ class Pricer:
         self.outcomes: collections.Counter[str] = collections.Counter()
         # event id -> how many times it changed an order: exactly once is the contract
         self.priced: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # event id -> the W3C traceparent its last delivery carried (tracing on in the trigger)
+        self.traceparents: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     async def handle(self, event) -> dict:
         """Price the order of an ADDED event; every other event type is acknowledged and ignored."""
@@ -108,8 +111,15 @@ class Pricer:
         log.info("event %s%s: %s (%s)", event.get_id(), where, outcome, detail)
         return {"event": event.get_id(), "outcome": outcome, "detail": detail}
 
+    def note_trace(self, event_id: str, traceparent: str) -> None:
+        self.traceparents[event_id] = traceparent
+        self.traceparents.move_to_end(event_id)
+        while len(self.traceparents) > RECENT_EVENTS:
+            self.traceparents.popitem(last=False)
+
     def stats(self) -> dict:
-        return {"outcomes": dict(self.outcomes), "priced": dict(self.priced)}
+        return {"outcomes": dict(self.outcomes), "priced": dict(self.priced),
+                "traceparents": dict(self.traceparents)}
 
 
 def order_of(event) -> dict:
@@ -133,6 +143,8 @@ def make_app(pricer: Pricer) -> web.Application:
             event = from_http_event(HTTPMessage(headers=dict(request.headers), body=body))
         except Exception as err:  # noqa: BLE001 - the SDK raises several kinds for bad input
             return web.json_response({"error": f"not a CloudEvent: {err}"}, status=400)
+        if traceparent := request.headers.get("traceparent"):
+            pricer.note_trace(event.get_id(), traceparent)
         token = otel_context.attach(telemetry.context_of(request.headers, event))
         try:
             with telemetry.tracer().start_as_current_span(

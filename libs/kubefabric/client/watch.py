@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -41,18 +41,24 @@ class WatchBatch:
     events: list        # mvccpb.Event, in revision order; empty for a progress notification
     revision: int       # the response header's revision
     progress: bool      # a progress notification: every event up to `revision` was delivered
+    # W3C trace context headers (traceparent, tracestate) of the traced write that committed
+    # these events; only with trace_context=True, and {} for untraced writes and replays
+    trace: dict = field(default_factory=dict)
 
 
 class Watch:
     """An async iterator of WatchBatch for [key, range_end). start_revision 0 means 'from now'
-    (the revision after the created response's). Use `async with` or call close()."""
+    (the revision after the created response's). Use `async with` or call close().
+    trace_context: ask KubeFabric for each live txn's trace context (WatchBatch.trace; an etcd
+    server ignores the request)."""
 
     def __init__(self, conn: Connection, key: bytes, range_end: bytes = b"", *,
                  start_revision: int = 0, prev_kv: bool = False, progress_notify: bool = False,
-                 max_backoff: float = 2.0):
+                 max_backoff: float = 2.0, trace_context: bool = False):
         self._conn = conn
         self.key, self.range_end = key, range_end
         self.prev_kv, self.progress_notify = prev_kv, progress_notify
+        self.trace_context = trace_context
         self.next_revision = start_revision
         self.max_backoff = max_backoff
         self.reconnects = 0
@@ -109,7 +115,8 @@ class Watch:
     async def _create(self, call) -> None:
         await call.write(pb.WatchRequest(create_request=pb.WatchCreateRequest(
             key=self.key, range_end=self.range_end, start_revision=self.next_revision,
-            prev_kv=self.prev_kv, progress_notify=self.progress_notify)))
+            prev_kv=self.prev_kv, progress_notify=self.progress_notify,
+            kubefabric_trace_context=self.trace_context)))
         while True:
             resp = await call.read()
             if resp is grpc.aio.EOF:
@@ -167,6 +174,9 @@ class Watch:
                 continue
             if resp.events:
                 self.next_revision = resp.events[-1].kv.mod_revision + 1
+                if resp.kubefabric_traceparent:
+                    return WatchBatch(list(resp.events), resp.header.revision, False,
+                                      _trace(resp.kubefabric_traceparent, resp.kubefabric_tracestate))
                 return WatchBatch(list(resp.events), resp.header.revision, False)
             if resp.header.revision >= self.next_revision:
                 self.next_revision = resp.header.revision + 1
@@ -188,6 +198,10 @@ class Watch:
     async def close(self) -> None:
         self._closed = True
         self._drop()
+
+
+def _trace(traceparent: str, tracestate: str) -> dict:
+    return {"traceparent": traceparent, **({"tracestate": tracestate} if tracestate else {})}
 
 
 class _Retry(Exception):

@@ -103,8 +103,7 @@ class EventPublisher:
         queue: asyncio.Queue = asyncio.Queue()
 
         def listener(published, committed) -> None:
-            trace = shard.writer.last_trace if tracing.ENABLED and shard.writer else None
-            queue.put_nowait((published, committed, trace))
+            queue.put_nowait((published, committed))
         shard.listeners.append(listener)  # before reading the log: nothing falls in between
         try:
             committed = shard.state.committed
@@ -120,13 +119,13 @@ class EventPublisher:
                     items.append(queue.get_nowait())
                 if len(items) > MAX_BACKLOG:  # publishing fell behind: the log is cheaper
                     raise Backlog(f"{len(items)} commits waiting")
-                commits = [spb.HistoryResponse(rev=rev, events=events)
-                           for published, _, _ in items for rev, events in published
+                # each commit carries its request's trace context (the hub hands it to watchers)
+                commits = [tracing.traced_commit(rev, events, spb.HistoryResponse)
+                           for published, _ in items for rev, events in published
                            if rev > self.published_to]
                 committed = max(committed, items[-1][1])
                 if commits:
-                    trace = next((t for _, _, t in reversed(items) if t), None)
-                    await self._publish(shard, commits, committed, trace)
+                    await self._publish(shard, commits, committed, _last_trace(commits))
                 else:
                     await self._heartbeat(shard, committed)
         finally:
@@ -250,3 +249,12 @@ class EventPublisher:
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0]
+
+
+def _last_trace(commits: list) -> dict | None:
+    """The trace context of the newest traced commit, as NATS message headers (the hub's
+    delivery span continues it)."""
+    for c in reversed(commits):
+        if c.traceparent:
+            return {"traceparent": c.traceparent, **({"tracestate": c.tracestate} if c.tracestate else {})}
+    return None

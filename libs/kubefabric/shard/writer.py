@@ -90,9 +90,6 @@ class Writer:
         self.abort_error: EtcdError = errors.STOPPING  # what submit() raises once stopping
         self._carry: list[Op] = []  # requests a batch left for the next one (still queued)
         self._getter: asyncio.Future | None = None  # a queue.get() a lease renewal interrupted
-        # the trace context of a request in the batch being published (listeners read it: the
-        # event bus carries it on, so a write and its watch delivery are one trace)
-        self.last_trace: dict | None = None
         # kubefabric.index: rows(rev, events) -> the index rows of a request's puts, written in
         # the batch's transaction (None: no index)
         self.indexer: Indexer | None = None
@@ -258,6 +255,8 @@ class Writer:
                 await self.store.release()
                 head, events = applier.end()
                 if events:
+                    if op.trace:  # the event path carries it on: the write's watchers join its trace
+                        events = tracing.TracedEvents(events, op.trace)
                     published.append((head, events))
                     if self.indexer is not None:
                         index_rows += self.indexer.rows(head, events)
@@ -291,8 +290,6 @@ class Writer:
                 op.future.set_exception(err)
             else:
                 op.future.set_result(result)
-        if tracing.ENABLED:
-            self.last_trace = next((op.trace for op in reversed(batch) if op.trace), None)
         try:
             self.publish(published, state.committed)
         except Exception:  # a broken listener must not stop the writer

@@ -29,7 +29,7 @@ from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import never_reached, open_channel, parse_endpoints, status_error
 from kubefabric.shard.state import ShardState
-from kubefabric.telemetry import instrument_shard_stub
+from kubefabric.telemetry import instrument_shard_stub, tracing
 from kubefabric.tls import ClientTLS, TLSError
 
 from .replicas import LEADER_FAILED, LeaderChanged, Replicas
@@ -423,7 +423,7 @@ class RemoteShard:
     def deliver(self, commits, committed: int, compact_rev: int) -> None:
         """Hand commits (HistoryResponse-like: rev, events; revision order) and the closed
         revision to the listeners; what was delivered before is dropped (exactly once)."""
-        published = [(c.rev, list(c.events)) for c in commits if c.rev > self.feed_committed]
+        published = [(c.rev, tracing.events_of_commit(c)) for c in commits if c.rev > self.feed_committed]
         committed = max(committed, self.feed_committed)
         if published:
             committed = max(committed, published[-1][0])

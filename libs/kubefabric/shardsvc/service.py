@@ -23,6 +23,7 @@ from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import status_error
 from kubefabric.rpc.handlers import etcd_unary
 from kubefabric.shard.history import commits_of
+from kubefabric.telemetry import tracing
 
 from .node import ShardNode
 
@@ -253,7 +254,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                         "kubefabric: feed consumer too slow; resubscribe from its last revision")
                 published, committed = item
-                commits = [spb.HistoryResponse(rev=rev, events=events)
+                commits = [tracing.traced_commit(rev, events, spb.HistoryResponse)
                            for rev, events in published if rev >= next_rev]
                 if commits:
                     next_rev = commits[-1].rev + 1

@@ -163,3 +163,91 @@ def span_from_headers(name: str, headers, attributes=None):
     parent = api.propagate.extract(dict(headers or {}))
     return _tracer.start_as_current_span(name, context=parent, kind=api.trace.SpanKind.CONSUMER,
                                          attributes=attributes)
+
+
+# ---- W3C trace context along a committed txn's events (write → feed → watch → trigger) ----
+
+class TracedEvents(list):
+    """One committed txn's events that remember the trace context (a carrier dict: traceparent,
+    tracestate) of the request that committed them. Only a traced write makes one; untraced
+    txns travel as plain lists, so with tracing off nothing on the event path changes. Copies
+    must go through `same_trace` to keep the context.
+
+    parts: when txns of several shards share a revision (a merged feed joins their events),
+    [(end index, trace)] per txn, in order: each event keeps its own write's context."""
+
+    __slots__ = ("trace", "parts")
+
+    def __init__(self, events, trace: dict | None, parts: list | None = None):
+        super().__init__(events)
+        self.trace = trace
+        self.parts = parts
+
+
+def trace_of(events) -> dict | None:
+    """The trace context `events` carry (of their first traced txn), or None."""
+    return events.trace if type(events) is TracedEvents else None
+
+
+def trace_for(events, key: bytes) -> dict | None:
+    """The trace context of the txn among `events` that changed `key` (a watcher's first
+    selected event): the one trace, unless txns of several shards share the revision."""
+    if type(events) is not TracedEvents:
+        return None
+    if events.parts is None:
+        return events.trace
+    i = 0
+    for end, trace in events.parts:
+        for ev in events[i:end]:
+            if ev.kv.key == key:
+                return trace
+        i = end
+    return None
+
+
+def same_trace(original, events: list) -> list:
+    """`events` (a copy, or a subset of one txn's events) with `original`'s trace context."""
+    if type(original) is TracedEvents:
+        keep = original.parts if len(events) == len(original) else None
+        return TracedEvents(events, original.trace, keep)
+    return events
+
+
+def join_commits(first: list, second) -> list:
+    """The events of two txns of one revision (different shards) as one list; each event keeps
+    its txn's trace context. `first` may be extended in place."""
+    if type(first) is not TracedEvents and type(second) is not TracedEvents:
+        first.extend(second)
+        return first
+
+    def parts(events, offset: int) -> list:
+        if type(events) is TracedEvents and events.parts:
+            return [(offset + end, t) for end, t in events.parts]
+        return [(offset + len(events), trace_of(events))]
+    joined = parts(first, 0) + parts(second, len(first))
+    return TracedEvents([*first, *second], trace_of(first) or trace_of(second), joined)
+
+
+def traced_commit(rev: int, events, commit_cls):
+    """A HistoryResponse-like message of one live commit, with its trace context if it has one."""
+    trace = trace_of(events)
+    if trace is None:
+        return commit_cls(rev=rev, events=events)
+    return commit_cls(rev=rev, events=events, traceparent=trace.get("traceparent", ""),
+                      tracestate=trace.get("tracestate", ""))
+
+
+def events_of_commit(commit) -> list:
+    """The events of a received commit message, carrying its trace context if it has one."""
+    events = list(commit.events)
+    if commit.traceparent:
+        trace = {"traceparent": commit.traceparent}
+        if commit.tracestate:
+            trace["tracestate"] = commit.tracestate
+        return TracedEvents(events, trace)
+    return events
+
+
+def context_from_carrier(carrier: dict | None):
+    """An OpenTelemetry context whose parent is `carrier`'s span (None: no parent)."""
+    return api.propagate.extract(carrier) if carrier else None

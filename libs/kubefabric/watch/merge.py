@@ -18,6 +18,8 @@ import logging
 from collections import deque
 from typing import Awaitable, Callable
 
+from kubefabric.telemetry.tracing import join_commits, same_trace
+
 log = logging.getLogger("kubefabric.watch.merge")
 
 
@@ -58,7 +60,7 @@ class MergedFeed:
             for rev, events in published:
                 mine = [e for e in events if owns(name, e.kv.key)]
                 if mine:
-                    kept.append((rev, mine if len(mine) < len(events) else events))
+                    kept.append((rev, same_trace(events, mine) if len(mine) < len(events) else events))
             self.pending[name].extend(kept)
         else:
             self.pending[name].extend(published)
@@ -78,9 +80,9 @@ class MergedFeed:
                  for i, name in enumerate(self.names)]
         for rev, _, events in heapq.merge(*ready):
             if merged and merged[-1][0] == rev:
-                merged[-1][1].extend(events)
+                merged[-1] = (rev, join_commits(merged[-1][1], events))
             else:
-                merged.append((rev, list(events)))
+                merged.append((rev, same_trace(events, list(events))))
         self.feed_committed = low
         for listener in self.listeners:
             listener(merged, low)

@@ -20,6 +20,7 @@ from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
 from kubefabric.shard.surface import EventSource
+from kubefabric.telemetry.tracing import trace_for
 
 log = logging.getLogger("kubefabric.watch")
 
@@ -29,7 +30,8 @@ CATCH_UP_WAIT_S = 2.0  # how long a new watcher waits for a trailing feed to rea
 
 class Watcher:
     __slots__ = ("id", "stream", "rng", "prev_kv", "no_put", "no_delete", "progress_notify",
-                 "fragment", "next_rev", "synced", "buffer", "sent_since_progress", "closed")
+                 "fragment", "next_rev", "synced", "buffer", "sent_since_progress", "closed",
+                 "traced")
 
     def __init__(self, wid: int, stream, rng: KeyRange, req: pb.WatchCreateRequest):
         self.id = wid
@@ -41,6 +43,7 @@ class Watcher:
         self.no_delete = pb.WatchCreateRequest.NODELETE in filters
         self.progress_notify = req.progress_notify
         self.fragment = req.fragment
+        self.traced = req.kubefabric_trace_context  # wants each live txn's trace context
         self.next_rev = 0
         self.synced = False
         self.buffer: list[tuple[int, list[Event]]] = []
@@ -116,7 +119,8 @@ class WatcherRegistry:
                     stripped = strip_prev(events)
                 selected = w.select(events, stripped)
                 if selected:
-                    w.stream.send_events(w, rev, selected)
+                    w.stream.send_events(w, rev, selected,
+                                         trace_for(events, selected[0].kv.key) if w.traced else None)
         if self.feed_waiters:
             waiting, self.feed_waiters = self.feed_waiters, set()
             for stream in waiting:
@@ -193,7 +197,8 @@ class WatcherRegistry:
                 if rev > hi:
                     selected = w.select(evs, strip_prev(evs))
                     if selected:
-                        w.stream.send_events(w, rev, selected)
+                        w.stream.send_events(w, rev, selected,
+                                             trace_for(evs, selected[0].kv.key) if w.traced else None)
                     hi = rev
             w.next_rev = max(hi, self.committed) + 1
             w.synced = True

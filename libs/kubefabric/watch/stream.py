@@ -162,11 +162,16 @@ class WatchStream:
 
     # ---- called by the registry ----
 
-    def send_events(self, w: Watcher, revision: int, events: list) -> None:
+    def send_events(self, w: Watcher, revision: int, events: list, trace: dict | None = None) -> None:
+        """trace: the W3C trace context of the request that committed `events` (one live txn),
+        for a watcher that asked for it (kubefabric_trace_context)."""
         if w.closed:
             return
         w.sent_since_progress = True
         resp = pb.WatchResponse(watch_id=w.id, events=events)
+        if trace:
+            resp.kubefabric_traceparent = trace.get("traceparent", "")
+            resp.kubefabric_tracestate = trace.get("tracestate", "")
         self.fill(resp.header, revision)
         if w.fragment and len(events) > 1 and resp.ByteSize() >= self.max_bytes:
             self._send_fragments(resp)
@@ -224,7 +229,9 @@ def split_fragments(whole: pb.WatchResponse, max_bytes: int) -> list[pb.WatchRes
     events = list(whole.events)
     i = 0
     while i < len(events):
-        frag = pb.WatchResponse(watch_id=whole.watch_id, fragment=True)
+        frag = pb.WatchResponse(watch_id=whole.watch_id, fragment=True,
+                                kubefabric_traceparent=whole.kubefabric_traceparent,
+                                kubefabric_tracestate=whole.kubefabric_tracestate)
         frag.header.CopyFrom(whole.header)
         while i < len(events):
             frag.events.append(events[i])

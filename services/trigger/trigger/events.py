@@ -31,6 +31,7 @@ class Event:
     initial: bool = False  # from sendInitialEvents or a re-list, not from the watch
     count_at: int = 0      # the revision its pending count is held at (the watermark)
     enqueued: float = 0.0  # monotonic time it was read from the feed
+    trace: dict | None = None  # W3C trace context of the write that made it (tracing on)
 
     @property
     def id(self) -> str:

@@ -24,6 +24,7 @@ from collections import Counter, deque
 from datetime import datetime, timezone
 
 from kubefabric.client import Compacted, prefix_end
+from kubefabric.telemetry import tracing
 
 from . import metrics
 from .compiled import TemplateData, Trigger
@@ -154,7 +155,7 @@ class Pipeline:
 
     async def _watch(self, start: int, at: StartPoint) -> None:
         w = self.ctx.client.watch(self.watch_prefix, prefix_end(self.watch_prefix), start_revision=start + 1,
-                                  prev_kv=True, progress_notify=True)
+                                  prev_kv=True, progress_notify=True, trace_context=tracing.ENABLED)
         try:
             async for batch in w:
                 for e in batch.events:
@@ -167,6 +168,7 @@ class Pipeline:
                     ev = self._event(kv.key, kv.value, kv.mod_revision, kv.create_revision == kv.mod_revision,
                                      deleted, prev, None)
                     if ev is not None:
+                        ev.trace = batch.trace or None  # the write's trace: its delivery joins it
                         await self._enqueue(ev)
                 last = batch.events[-1].kv.mod_revision if batch.events else batch.revision
                 self.consumed = max(self.consumed, last)

@@ -80,6 +80,9 @@ def build(t: Trigger, ev: Event, plural: str, source: str, lookups: Lookups) -> 
                   "kind": str(ev.object.get("kind") or s.kind), "name": str(meta.get("name", "")),
                   "namespace": str(meta.get("namespace", "")),
                   "apiversion": str(ev.object.get("apiVersion") or s.api_version)}
+    trace = tracing.carrier() if tracing.ENABLED else None  # the delivery span's context
+    if trace:  # the CloudEvents distributed-tracing extension (traceparent, tracestate)
+        attributes.update(trace)
     if body is None:
         attributes["datacontenttype"] = "application/json"
         if s.ce_mode == "structured":   # the object inline as "data" (JSON)
@@ -106,8 +109,8 @@ def build(t: Trigger, ev: Event, plural: str, source: str, lookups: Lookups) -> 
         key = lookups.secret(t.namespace, s.signature_key.name, s.signature_key.key)
         digest = hashlib.sha512 if s.signature_hash == "SHA512" else hashlib.sha256
         headers[s.signature_header] = hmac.new(key, body, digest).hexdigest()
-    if tracing.ENABLED:
-        headers.update(tracing.carrier())   # W3C traceparent of the delivery's span
+    if trace:
+        headers.update(trace)   # and the W3C HTTP headers: either one parents the function's span
     return HTTPRequest(s.method, url, headers, body)
 
 

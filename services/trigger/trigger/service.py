@@ -323,8 +323,9 @@ class TriggerService:
     async def traced_delivery(self, ev: Event, run):
         if not tracing.ENABLED:
             return await run()
+        # a child of the write's trace when the watch carried it, else a trace of its own
         with tracing.tracer().start_as_current_span(
-                "trigger deliver", kind=tracing.api.CLIENT,
+                "trigger deliver", kind=tracing.api.CLIENT, context=tracing.context_from_carrier(ev.trace),
                 attributes={"cloudevents.event_id": ev.id, "kubefabric.event_type": ev.type}):
             return await run()
 

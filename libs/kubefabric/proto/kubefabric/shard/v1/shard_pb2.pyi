@@ -205,12 +205,16 @@ class HistoryRequest(_message.Message):
     def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ..., key: _Optional[bytes] = ..., range_end: _Optional[bytes] = ..., start_rev: _Optional[int] = ..., prev_kv: _Optional[bool] = ..., end_rev: _Optional[int] = ...) -> None: ...
 
 class HistoryResponse(_message.Message):
-    __slots__ = ("rev", "events")
+    __slots__ = ("rev", "events", "traceparent", "tracestate")
     REV_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
     rev: int
     events: _containers.RepeatedCompositeFieldContainer[_kv_pb2.Event]
-    def __init__(self, rev: _Optional[int] = ..., events: _Optional[_Iterable[_Union[_kv_pb2.Event, _Mapping]]] = ...) -> None: ...
+    traceparent: str
+    tracestate: str
+    def __init__(self, rev: _Optional[int] = ..., events: _Optional[_Iterable[_Union[_kv_pb2.Event, _Mapping]]] = ..., traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ("clock",)
