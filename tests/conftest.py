@@ -149,6 +149,7 @@ def server_factory(tmp_path, request):
         return stack
 
     start.routed = start_routed
+    start.database = database  # a fresh database on the session's "postgres" or "mariadb" server: its DSN
     start.three_shards = start_three
     start.hub = start_hub_stack
     yield start

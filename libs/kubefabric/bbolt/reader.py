@@ -25,12 +25,12 @@ class Reader:
         self._file = open(path, "rb")
         total = size if size is not None else path.stat().st_size
         if total < 2 * PAGE_HEADER.size + META_FIELDS.size:
-            raise BoltError(f"{path}: not a bbolt file ({total} bytes)")
+            raise BoltError(f"{path}: not a bbolt file (only {total} bytes)")
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self.size = total
         self.page_size, self.root, self.high_water, self.txid = self._current_meta()
         if self.high_water * self.page_size > total:
-            raise BoltError(f"{path}: truncated: its meta page says {self.high_water} pages of "
+            raise BoltError(f"{path}: cut short: its meta page says {self.high_water} pages of "
                             f"{self.page_size} bytes ({self.high_water * self.page_size} bytes), "
                             f"the file has {total}")
 

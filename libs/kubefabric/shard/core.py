@@ -21,7 +21,7 @@ from kubefabric.query.execute import run_query
 from kubefabric.store import schema
 from kubefabric.store.contract import Store
 
-from . import hashkv
+from . import hashkv, importer
 from .apply import Applier
 from .leadership import EMBEDDED_LEASE_S, RENEW_EVERY, Campaign, Lease, ShardBusy  # noqa: F401 (re-export)
 from .authstore import ShardAuth
@@ -384,6 +384,17 @@ class Shard:
     async def history(self, rng: KeyRange, lo: int, hi: int) -> list[Event]:
         """Events of revisions lo..hi in `rng`, oldest first, each with its prev_kv."""
         return await read_history(self.store, self.state.compact_rev, rng, lo, hi)
+
+    # ---- bulk import (kubefabric migrate; kubefabric.shard.importer) ----
+
+    async def check_empty(self) -> None:
+        """importer.NotEmpty unless the shard never held a change."""
+        async with self.store.snapshot() as cur:
+            await importer.check_empty(cur)
+
+    async def import_batch(self, batch: "importer.Batch", tracker: "importer.Tracker") -> None:
+        """Changes of an imported history, in revision order, with their own revisions."""
+        await self._writer().submit(importer.apply_batch, (batch, tracker))
 
     async def hash_kv(self, revision: int, crc: int | None = None,
                       sync_rev: int = 0) -> tuple[hashkv.KVHash, int]:

@@ -1,0 +1,69 @@
+"""`kubefabric migrate`: import an etcd snapshot file into KubeFabric, keeping every key's
+revisions, versions and leases (the way from etcd to KubeFabric; Maintenance.Snapshot is the
+way back). Runs offline: nothing may serve the target shards meanwhile (the import takes each
+shard's leader lease, so a running server makes it fail rather than mix histories)."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from kubefabric.config import Flag, add_flags
+from kubefabric.rpc import startup
+
+log = logging.getLogger("kubefabric.migrate")
+
+DESCRIPTION = """\
+Import an etcd snapshot (`etcdctl snapshot save FILE`, or a member's member/snap/db) into an
+empty KubeFabric store: the embedded SQLite shard in --data-dir (what `kubefabric serve` then
+serves), or every shard of a --topology, each key on the shard its rules pick.
+
+Everything the snapshot holds is imported: the whole history above its compaction point and
+each key's latest version at or below it, with their create and mod revisions (Kubernetes
+resourceVersions), versions and leases, plus the leases and the auth store (users, roles,
+enabled flag). Every shard's clock ends at the snapshot's revision, so the next write gets
+revision + 1, and reads below the compaction point are refused as etcd refuses them. Watches
+from any resourceVersion above the compaction point resume.
+
+The file is checked first: the SHA-256 etcd appends, bbolt's meta pages and etcd's buckets; a
+truncated, corrupt or foreign file is refused with one line, nothing written. The target must be
+empty (a fresh --data-dir, fresh databases). Stop every server of the target while it runs.
+
+Every flag can also be set as KUBEFABRIC_<FLAG_NAME>, e.g. KUBEFABRIC_DATA_DIR.
+
+  etcdctl --endpoints=http://etcd:2379 snapshot save etcd.db
+  kubefabric migrate etcd.db --data-dir /var/lib/kubefabric
+  kubefabric serve --data-dir /var/lib/kubefabric
+
+  kubefabric migrate etcd.db --topology topology.yaml --data-dir /var/lib/kubefabric \\
+      --shard-dsn tenants=postgres://kf:pw@pg:5432/tenants,events=mysql://kf:pw@db:3306/events
+"""
+
+FLAGS = [
+    Flag("--data-dir", "kubefabric-data",
+         "directory of the embedded SQLite shard (with --topology: the parent of each embedded "
+         "shard's directory, as `kubefabric serve --topology` uses it); created if missing"),
+    Flag("--topology", "", "import into the shards of this topology file, each key where the "
+         "rules route it (embedded shards under --data-dir, the others through --shard-dsn)"),
+    Flag("--shard-dsn", "", "with --topology: NAME=DSN[,NAME=DSN...], the database of each "
+         "shard that is not embedded (what its backend-pg/-mysql/-sqlite service is started with)"),
+    *startup.process_flags(None),
+]
+
+
+def command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "migrate", help="import an etcd snapshot file, keeping revisions and leases",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("snapshot", metavar="SNAPSHOT_FILE",
+                   help="an etcd snapshot: `etcdctl snapshot save` output or member/snap/db")
+    add_flags(p, FLAGS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return startup.run(args, lambda: _start(args), log)
+
+
+def _start(args: argparse.Namespace):
+    from .migrate_run import main  # the stores and the shard core load now (kubefabric.cli)
+    return main(args)

@@ -1,0 +1,158 @@
+"""`kubefabric migrate` (issue 20 point 3): etcd 3.7.3 -> `etcdctl snapshot save` -> migrate ->
+KubeFabric serves the same keys with the same create/mod revisions, versions, history above
+the compaction point and lease as etcd did, and goes on from etcd's revision; then back:
+KubeFabric's Maintenance.Snapshot -> `etcdutl snapshot restore` -> a real etcd again.
+
+Embedded (one SQLite shard: HashKV equal to etcd's, so every imported row is etcd's) and into
+a topology of three shards (SQLite embedded, PostgreSQL and MariaDB shard services), where each
+key lands on the shard its rule picks. Bad files are refused with one line, nothing written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+
+import pytest
+
+from harness.client import Client
+from harness.servers import THREE_SHARDS, etcdutl_binary, free_port, start_kubefabric, start_router, start_shard
+from harness.snapshots import KEYS, hash_kv, kvs, ok, restore, run, same_history, save, write_history
+from kubefabric.proto.mvccpb.kv_pb2 import KeyValue
+from kubefabric.snapshot import schema, take
+from kubefabric.snapshot.load import open_snapshot
+
+MIGRATE = [sys.executable, "-m", "kubefabric.cli", "migrate"]
+
+
+@pytest.fixture
+def etcd_snapshot(server_factory, tmp_path):
+    """(etcd 3.7.3 with write_history, its client, compact revision, head, the saved file)."""
+    etcd = server_factory("etcd37")
+    e = Client(etcd.endpoint)
+    compact = write_history(e)
+    head = kvs(e)[0]
+    path = tmp_path / "etcd.db"
+    assert save(etcd.endpoint, path)["revision"] == head
+    yield e, compact, head, path
+    e.close()
+
+
+def test_etcd_to_kubefabric_and_back(etcd_snapshot, tmp_path):
+    e, compact, head, path = etcd_snapshot
+    run(*MIGRATE, path, "--data-dir", tmp_path / "kf-data")
+    workdir = tmp_path / "kf"
+    workdir.mkdir()
+    kf = start_kubefabric(workdir, data_dir=tmp_path / "kf-data")
+    k = Client(kf.endpoint)
+    back = None
+    try:
+        same_history(e, k, compact, head)
+        assert hash_kv(k, head) == hash_kv(e, head)  # every imported row, as etcd hashes them
+        # writes go on from etcd's revision, on an imported key as on a new one
+        for c in (e, k):
+            assert ok(c.put(KEYS[0], b"after")).header.revision == head + 1
+        assert kvs(k, head + 1) == kvs(e, head + 1)
+        # and back to etcd through KubeFabric's snapshot
+        save(kf.endpoint, tmp_path / "kf.db")
+        back = restore(tmp_path / "kf.db", tmp_path / "back")
+        b = Client(back.endpoint)
+        same_history(e, b, compact, head + 1)
+        b.close()
+    finally:
+        k.close()
+        kf.stop()
+        if back:
+            back.stop()
+
+
+def test_etcd_to_a_topology(etcd_snapshot, server_factory, tmp_path):
+    e, compact, head, path = etcd_snapshot
+    d = tmp_path / "topology"
+    d.mkdir()
+    dsns = {"tenants": server_factory.database("postgres"), "events": server_factory.database("mariadb")}
+    ports = {name: free_port() for name in dsns}
+    topology = d / "topology.yaml"
+    topology.write_text(THREE_SHARDS.format(tenants=f"127.0.0.1:{ports['tenants']}",
+                                            events=f"127.0.0.1:{ports['events']}"))
+    # the router's embedded shard lives under its --data-dir (harness.servers.start_router)
+    run(*MIGRATE, path, "--data-dir", d / "router-data", "--topology", topology,
+        "--shard-dsn", ",".join(f"{n}={dsn}" for n, dsn in dsns.items()))
+    started = []
+    try:
+        for name, kind in (("tenants", "postgres"), ("events", "mariadb")):
+            started.append(start_shard(d, kind, dsns[name], name=name, port=ports[name]))
+        router = start_router(d, topology=topology)
+        started.append(router)
+        k = Client(router.endpoint)
+        # the router reads each key from the shard its rule picks: a key imported elsewhere
+        # would be missing here
+        same_history(e, k, compact, head)
+        assert ok(k.put(KEYS[1], b"after")).header.revision == head + 1  # on the tenants shard
+        k.close()
+    finally:
+        for s in reversed(started):
+            s.stop()
+
+
+def _file(tmp_path, sha: bool = False):
+    """A small snapshot written by KubeFabric's own writer (with etcd's SHA-256 appended)."""
+    contents = schema.Contents(4, -1)
+    contents.buckets = {name: [] for name in schema.ALL_BUCKETS}
+    contents.buckets[schema.KEY] = [
+        (schema.rev_key(i + 2, 0), KeyValue(key=b"k%d" % i, create_revision=i + 2, mod_revision=i + 2,
+                                            version=1, value=b"v").SerializeToString())
+        for i in range(3)]
+    contents.buckets[schema.META] = schema.meta_entries(4, -1, 2)
+    path = tmp_path / "small.db"
+    with open(path, "w+b") as f:
+        take.write(contents, f)
+    if sha:
+        data = path.read_bytes()
+        path.write_bytes(data + hashlib.sha256(data).digest())
+    return path
+
+
+def _damaged(path, damage: str) -> None:
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        del data[5000:]
+    elif damage == "meta checksums":  # a byte of both meta pages' fields
+        data[40] ^= 1  # the root bucket's page id
+        data[4096 + 40] ^= 1
+    elif damage == "sha256":
+        data[3 * 4096 + 100] ^= 1
+    else:
+        data[:] = b"hello\n" * 2000
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncated", "cut short"),
+    ("meta checksums", "both meta pages are unusable: meta page checksum mismatch"),
+    ("sha256", "SHA-256 mismatch"),
+    ("text", "not a bbolt file"),
+])
+def test_bad_files_are_refused_with_one_line(tmp_path, damage, message):
+    path = _file(tmp_path, sha=damage == "sha256")
+    _damaged(path, damage)
+    p = run(*MIGRATE, path, "--data-dir", tmp_path / "target", ok_rc=False)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    errors = [line for line in p.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and message in errors[0], p.stderr
+    assert not (tmp_path / "target").exists()  # nothing written
+
+
+def test_reader_reads_what_the_writer_wrote(tmp_path):
+    """The bbolt writer and reader agree, and the file is etcd's (etcdutl snapshot status)."""
+    path = _file(tmp_path, sha=True)
+    snap = open_snapshot(path)
+    try:
+        assert [(c.rev, c.key, c.deleted) for c in snap.changes()] == [(2, b"k0", False), (3, b"k1", False),
+                                                                       (4, b"k2", False)]
+        assert (snap.revision, snap.compact_rev, snap.changes_count) == (4, -1, 3)
+    finally:
+        snap.close()
+    status = json.loads(run(etcdutl_binary(), "snapshot", "status", path, "-w", "json").stdout)
+    assert (status["revision"], status["totalKey"]) == (4, 3)
