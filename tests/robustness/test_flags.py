@@ -33,10 +33,10 @@ def subcommands(parser, prefix: tuple[str, ...] = ()):
 
 PARSER = cli.build_parser()
 COMMANDS = {" ".join(words): sub for words, sub in subcommands(PARSER)}
-# Flags whose value is text by nature: files, names, the DSN, TLS names, or checked with other
+# Flags whose value is text by nature: files, names, DSNs (migrate --shard-dsn: NAME=DSN pairs), TLS names, or checked with other
 # flags by the command itself (--auto-compaction-retention depends on --auto-compaction-mode,
 # --cipher-suites and --tls-min-version on grpc's TLS library: test_shutdown, tests/security).
-TEXT = {"--data-dir", "--topology", "--name", "--dsn", "--shard-name", "--cert-file", "--key-file",
+TEXT = {"--data-dir", "--topology", "--name", "--dsn", "--shard-dsn", "--shard-name", "--cert-file", "--key-file",
         "--trusted-ca-file", "--shard-ca-file", "--shard-cert-file", "--shard-key-file",
         "--shard-server-name", "--nats-ca-file", "--nats-cert-file", "--nats-key-file",
         "--cipher-suites", "--tls-min-version", "--auto-compaction-retention",
