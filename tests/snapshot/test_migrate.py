@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
 from harness.client import Client
 from harness.servers import THREE_SHARDS, etcdutl_binary, free_port, start_kubefabric, start_router, start_shard
-from harness.snapshots import KEYS, hash_kv, kvs, ok, restore, run, same_history, save, write_history
+from harness.snapshots import (KEYS, LEASE, LEASED, hash_kv, kvs, ok, put_op, restore, run, same_history,
+                               save, write_history)
 from kubefabric.proto.mvccpb.kv_pb2 import KeyValue
 from kubefabric.snapshot import schema, take
 from kubefabric.snapshot.load import open_snapshot
@@ -156,3 +160,40 @@ def test_reader_reads_what_the_writer_wrote(tmp_path):
         snap.close()
     status = json.loads(run(etcdutl_binary(), "snapshot", "status", path, "-w", "json").stdout)
     assert (status["revision"], status["totalKey"]) == (4, 3)
+
+
+def test_from_a_live_etcd_until_stopped(etcd_snapshot, tmp_path):
+    """--from-etcd: etcd's history, then changes made while it follows, then SIGTERM: the
+    import ends at etcd's revision of that moment."""
+    e, compact, head, _ = etcd_snapshot
+    log = tmp_path / "migrate.log"
+    proc = subprocess.Popen([*MIGRATE, "--from-etcd", f"http://{e.endpoint}", "--data-dir",
+                             str(tmp_path / "kf-data")], stdout=subprocess.DEVNULL,
+                            stderr=log.open("wb"))
+    try:
+        deadline = time.monotonic() + 60
+        while "caught up" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        ok(e.put(b"/registry/configmaps/default/followed", b"1", lease=LEASE))
+        ok(e.txn(success=[put_op(KEYS[0], b"in a txn"), put_op(KEYS[2], b"in a txn")]))
+        ok(e.delete(KEYS[1]))
+        head = ok(e.put(KEYS[1], b"re-created")).header.revision
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert f"imported up to revision {head}" in log.read_text()
+    workdir = tmp_path / "kf"
+    workdir.mkdir()
+    kf = start_kubefabric(workdir, data_dir=tmp_path / "kf-data")
+    k = Client(kf.endpoint)
+    try:
+        leased = sorted([*LEASED, b"/registry/configmaps/default/followed"])
+        same_history(e, k, compact, head, leased)
+        assert hash_kv(k, head) == hash_kv(e, head)
+        assert ok(k.put(b"/next", b"1")).header.revision == head + 1
+    finally:
+        k.close()
+        kf.stop()

@@ -1,4 +1,4 @@
-"""`kubefabric migrate`: import an etcd snapshot file into KubeFabric, keeping every key's
+"""`kubefabric migrate`: import an etcd snapshot file (or copy a live etcd) into KubeFabric, keeping every key's
 revisions, versions and leases (the way from etcd to KubeFabric; Maintenance.Snapshot is the
 way back). Runs offline: nothing may serve the target shards meanwhile (the import takes each
 shard's leader lease, so a running server makes it fail rather than mix histories)."""
@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from kubefabric.config import Flag, add_flags
+from kubefabric.config import URLs, Flag, add_flags
 from kubefabric.rpc import startup
 
 log = logging.getLogger("kubefabric.migrate")
@@ -28,17 +28,30 @@ The file is checked first: the SHA-256 etcd appends, bbolt's meta pages and etcd
 truncated, corrupt or foreign file is refused with one line, nothing written. The target must be
 empty (a fresh --data-dir, fresh databases). Stop every server of the target while it runs.
 
+With --from-etcd URL instead of a file it copies a live etcd: its keys at etcd's compaction
+point and every later change (the same history a snapshot holds), then it follows etcd's watch
+and imports each change as it happens. To switch over: stop the writers (kube-apiserver), wait
+for "caught up", press Ctrl-C (or send SIGTERM): it imports etcd's changes up to etcd's
+revision at that moment, sets the clocks there and exits; then start KubeFabric and point the
+writers at it. Leases are copied at the end; users and roles are not (etcd does not serve
+password hashes: take a snapshot file for those).
+
 Every flag can also be set as KUBEFABRIC_<FLAG_NAME>, e.g. KUBEFABRIC_DATA_DIR.
 
   etcdctl --endpoints=http://etcd:2379 snapshot save etcd.db
   kubefabric migrate etcd.db --data-dir /var/lib/kubefabric
   kubefabric serve --data-dir /var/lib/kubefabric
 
+  kubefabric migrate --from-etcd http://etcd:2379 --data-dir /var/lib/kubefabric   # Ctrl-C to finish
+
   kubefabric migrate etcd.db --topology topology.yaml --data-dir /var/lib/kubefabric \\
       --shard-dsn tenants=postgres://kf:pw@pg:5432/tenants,events=mysql://kf:pw@db:3306/events
 """
 
 FLAGS = [
+    Flag("--from-etcd", "", "copy a live etcd instead of a file: http(s)://host:port[,...]; "
+         "its history, then every change as it happens until stopped (Ctrl-C / SIGTERM)",
+         type=URLs(("http", "https"), optional=True)),
     Flag("--data-dir", "kubefabric-data",
          "directory of the embedded SQLite shard (with --topology: the parent of each embedded "
          "shard's directory, as `kubefabric serve --topology` uses it); created if missing"),
@@ -54,8 +67,9 @@ def command(subparsers) -> None:
     p = subparsers.add_parser(
         "migrate", help="import an etcd snapshot file, keeping revisions and leases",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("snapshot", metavar="SNAPSHOT_FILE",
-                   help="an etcd snapshot: `etcdctl snapshot save` output or member/snap/db")
+    p.add_argument("snapshot", metavar="SNAPSHOT_FILE", nargs="?", default="",
+                   help="an etcd snapshot: `etcdctl snapshot save` output or member/snap/db "
+                        "(or --from-etcd)")
     add_flags(p, FLAGS)
     p.set_defaults(func=run)
 

@@ -1,6 +1,7 @@
-"""The process of `kubefabric migrate` (kv_router.migrate has its flags): open the snapshot
-(kubefabric.snapshot.load), open every target shard as its only writer, refuse any that holds
-data, then stream the history into them in revision order (kubefabric.shard.importer).
+"""The process of `kubefabric migrate` (kv_router.migrate has its flags): open the source (a
+snapshot file, kubefabric.snapshot.load, or a live etcd, kv_router.migrate_live), open every
+target shard as its only writer, refuse any that holds data, then stream the history into them
+in revision order (kubefabric.shard.importer).
 
 Each key goes to the shard the topology routes it to; leases go to every shard (kv-router grants
 a lease on every shard, so that a key anywhere can carry it), the auth store to the default
@@ -9,9 +10,12 @@ import is run again into fresh targets.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import time
+from typing import AsyncIterator
 
 from backend_sqlite.store import SqliteStore
 
@@ -19,14 +23,15 @@ from kubefabric.dsn import DSNError, parse_dsn
 from kubefabric.rpc.startup import StartupError
 from kubefabric.shard.core import Shard, ShardBusy
 from kubefabric.shard.importer import Batch, NotEmpty, Tracker
-from kubefabric.snapshot.load import EtcdSnapshot, SnapshotError, open_snapshot
+from kubefabric.client import ClientError
+from kubefabric.snapshot.load import Change, EtcdSnapshot, SnapshotError, open_snapshot
 from kubefabric.store.contract import Store
 from kubefabric.topology.load import TopologyError, load_topology
 from kubefabric.topology.model import Topology
 
 log = logging.getLogger("kubefabric.migrate")
 
-BATCH = 2_000  # changes per writer request: each commits well within the leader lease
+BATCH = 2_000  # changes per writer request from a file: each commits well within the leader lease
 
 
 def _dsns(text: str) -> dict[str, str]:
@@ -107,51 +112,92 @@ async def _open(stores: dict[str, Store]) -> dict[str, Shard]:
     return shards
 
 
-async def _import(snap: EtcdSnapshot, shards: dict[str, Shard], topology: Topology | None) -> dict[str, int]:
+class FileSource:
+    """An etcd snapshot file (kubefabric.snapshot.load) as a source of changes."""
+
+    def __init__(self, snap: EtcdSnapshot):
+        self.snap = snap
+        self.revision, self.compact_rev = snap.revision, snap.compact_rev
+        self.leases, self.auth = snap.leases, snap.auth
+
+    async def changes(self) -> AsyncIterator[list[Change]]:
+        chunk: list[Change] = []
+        for change in self.snap.changes():
+            chunk.append(change)
+            if len(chunk) >= BATCH:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    async def finish(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.snap.close()
+
+
+async def _import(source, shards: dict[str, Shard], topology: Topology | None) -> dict[str, int]:
+    """Every change of `source` onto its shard, in order; then each shard's clock, compaction
+    point and leases (and the default shard's auth store)."""
     default = topology.default if topology else "default"
     route = topology.route if topology else (lambda key: default)
     trackers = {name: Tracker() for name in shards}
-    pending: dict[str, list] = {name: [] for name in shards}
     counts = dict.fromkeys(shards, 0)
-    for change in snap.changes():
-        name = route(change.key)
-        pending[name].append(change)
-        counts[name] += 1
-        if len(pending[name]) >= BATCH:
-            await shards[name].import_batch(Batch(pending[name]), trackers[name])
-            pending[name] = []
+    async for changes in source.changes():
+        routed: dict[str, list[Change]] = {}
+        for change in changes:
+            routed.setdefault(route(change.key), []).append(change)
+        for name, part in routed.items():
+            await shards[name].import_batch(Batch(part), trackers[name])
+            counts[name] += len(part)
+    await source.finish()
     for name, shard in shards.items():
-        await shard.import_batch(Batch(pending[name], finish=True, revision=snap.revision,
-                                       compact_rev=snap.compact_rev, leases=snap.leases,
-                                       auth=snap.auth if name == default else None), trackers[name])
+        await shard.import_batch(Batch([], finish=True, revision=source.revision,
+                                       compact_rev=source.compact_rev, leases=source.leases,
+                                       auth=source.auth if name == default else None), trackers[name])
     return counts
 
 
-async def main(args) -> int:
+def _source(args, stop: asyncio.Event):
+    if bool(args.snapshot) == bool(args.from_etcd):
+        raise StartupError("give either an etcd snapshot file or --from-etcd URL")
+    if args.from_etcd:
+        from .migrate_live import LiveSource
+        return LiveSource(args.from_etcd, stop)
     try:
         snap = open_snapshot(args.snapshot)
     except SnapshotError as err:
         raise StartupError(str(err)) from None
+    log.info("importing %s: %d changes up to revision %d (compacted at %d), %d leases, auth %s",
+             snap.path, snap.changes_count, snap.revision, snap.compact_rev, len(snap.leases),
+             "enabled" if snap.auth.enabled else "disabled")
+    return FileSource(snap)
+
+
+async def main(args) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    source = _source(args, stop)
     try:
         stores, topology = _targets(args)
         started = time.monotonic()
         shards = await _open(stores)
         try:
-            log.info("importing %s: %d changes up to revision %d (compacted at %d), %d leases, "
-                     "auth %s", snap.path, snap.changes_count, snap.revision, snap.compact_rev,
-                     len(snap.leases), "enabled" if snap.auth.enabled else "disabled")
             try:
-                counts = await _import(snap, shards, topology)
-            except Exception as err:
+                counts = await _import(source, shards, topology)
+            except (ClientError, OSError) as err:
                 log.error("the import failed part-way (%s); the target shards hold part of the "
                           "history: import again into fresh ones", str(err).splitlines()[0])
                 return 1
             for name, n in counts.items():
                 log.info("shard %s: %d changes, clock at revision %d", name, n, shards[name].state.committed)
-            log.info("imported in %.1fs", time.monotonic() - started)
+            log.info("imported up to revision %d in %.1fs", source.revision, time.monotonic() - started)
             return 0
         finally:
             for shard in shards.values():
                 await shard.close()
     finally:
-        snap.close()
+        await source.close()
