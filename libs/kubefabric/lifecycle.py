@@ -12,3 +12,15 @@ async def until_terminated() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+async def cancel_and_wait(task: asyncio.Task, every_s: float = 0.1) -> None:
+    """Cancel `task` and wait until it has ended, cancelling it again while it runs on.
+
+    A single cancel() can be lost: on Python 3.11 asyncio.wait_for (which aiomysql's connect
+    uses) returns the inner result instead of raising when the cancel arrives just as that
+    result is ready, and a background loop then goes on forever. Awaiting such a task once
+    hung a store's close(); repeating the cancel ends it at its next await."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every_s)

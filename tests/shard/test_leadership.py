@@ -15,7 +15,7 @@ import time
 import pytest
 
 from kubefabric.shard import holder as holders
-from kubefabric.shard.core import Shard
+from kubefabric.shard.core import Shard, ShardBusy
 from kubefabric.shard.leadership import Campaign, LeaderRow
 
 LEASE_S = 1.0
@@ -90,6 +90,22 @@ def test_one_term_at_a_time_and_a_resigned_lease_is_taken_at_once(store_factory)
                 assert await cur.scalar("meta_value", {"name": "term"}) == 3
         finally:
             await close(a, b)
+    run(body())
+
+
+def test_a_second_shard_gives_up_after_its_wait_not_a_lease_later(store_factory):
+    """Shard.open(wait_s) on a lease another live holder keeps: ShardBusy once wait_s is over
+    (the embedded lease is 10 s; the poll once slept a whole lease past the deadline)."""
+    async def body():
+        first = Shard(store_factory("busy"))
+        await first.open()
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(ShardBusy):
+                await Shard(store_factory("busy")).open(wait_s=0.5)
+            assert time.monotonic() - t0 < 3.0
+        finally:
+            await first.close()
     run(body())
 
 

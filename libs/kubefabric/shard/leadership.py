@@ -250,10 +250,12 @@ class Campaign:
                     return lease
             elif self.live_local_holder(row):
                 raise ShardBusy(f"another process ({holders.describe(row.holder)}) is serving this store")
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left < 0:
                 raise ShardBusy(f"the shard's lease is held by {holders.describe(row.holder)} "
                                 f"(term {row.term}) and was not released within {wait_s:.0f}s")
-            await asyncio.sleep(self.poll_after(row))
+            # one more look just after the deadline, not a whole lease later
+            await asyncio.sleep(min(self.poll_after(row), left + POLL_MIN_S))
 
     # ---- SQLite: a frozen holder keeps the file's write lock ----
 

@@ -23,6 +23,7 @@ from typing import Callable
 import grpc
 
 from kubefabric.etcd import errors
+from kubefabric.lifecycle import cancel_and_wait
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.shard import holder as holders
 from kubefabric.shard.core import Shard
@@ -64,11 +65,9 @@ class ShardNode:
     async def stop(self) -> None:
         self._stopping = True
         if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await cancel_and_wait(self._task)
+            if not self._task.cancelled() and self._task.exception() is not None:
+                log.debug("the election loop ended: %s", self._task.exception())
         await self._close_shard()
         if self._leader_channel is not None:
             await self._leader_channel.close()

@@ -36,6 +36,7 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from kubefabric.dsn import DSN, DSNError, parse_dsn
+from kubefabric.lifecycle import cancel_and_wait
 from kubefabric.store import schema
 
 from .dialect import statements, tables_ddl
@@ -170,8 +171,7 @@ class MysqlStore:
     async def close(self) -> None:
         task, self._size_task = self._size_task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_and_wait(task)
         if self._pool is not None:
             self._pool.close()
             await self._pool.wait_closed()
