@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.servers import die_with_parent, free_port, wait_ready, wait_shard_ready
+from harness.servers import free_port, spawn as spawn_process, wait_ready, wait_shard_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,9 +97,8 @@ def spawn(kind: str, args: list[str], port: int, workdir: Path, argv0: list[str]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFABRIC_")}
     log_path = workdir / f"{kind}.log"
     argv0 = argv0 or [sys.executable, "-m", "kubefabric.cli"]
-    proc = subprocess.Popen([*argv0, *args], cwd=workdir, env=env,
-                            stdin=subprocess.DEVNULL, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=die_with_parent)
+    proc = spawn_process([*argv0, *args], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                         stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     return Proc(kind, f"127.0.0.1:{port}", proc, log_path)
 
 

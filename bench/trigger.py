@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from harness.servers import die_with_parent, free_port, start_kubefabric
+from harness.servers import free_port, spawn, start_kubefabric
 from kubefabric.client import EtcdClient
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
@@ -76,11 +76,10 @@ def start_trigger(endpoint: str, url: str, workdir: Path) -> subprocess.Popen:
     t = json.loads(json.dumps(TRIGGER).replace("URL", url))
     f.write_text(json.dumps(t))
     health = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "kubefabric.cli", "trigger", "--endpoints",
-                             f"http://{endpoint}", "--triggers", str(f), "--cluster-triggers", "false",
-                             "--listen-address", health, "--replica-name", "bench"],
-                            stdout=(workdir / "trigger.log").open("ab"), stderr=subprocess.STDOUT,
-                            preexec_fn=die_with_parent)
+    proc = spawn([sys.executable, "-m", "kubefabric.cli", "trigger", "--endpoints",
+                  f"http://{endpoint}", "--triggers", str(f), "--cluster-triggers", "false",
+                  "--listen-address", health, "--replica-name", "bench"],
+                 stdout=(workdir / "trigger.log").open("ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:

@@ -16,7 +16,7 @@ import pytest
 from diffcluster import GROUPS, register, write_crd_dir
 from harness.aggregation import start_aggregation
 from harness.kubeapiserver import KubeAPIServer
-from harness.servers import die_with_parent, start_kubefabric
+from harness.servers import spawn, start_kubefabric
 
 GROUP = GROUPS["agg"]
 HERE = Path(__file__).parent
@@ -113,10 +113,9 @@ def test_kopf_operator(cluster):
     deletions.write_text("")
     log = (work / "kopf.log").open("ab")
     env = {**os.environ, "KUBECONFIG": str(api.kubeconfig), "WIDGET_DELETIONS": str(deletions)}
-    operator = subprocess.Popen(
+    operator = spawn(
         [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace=kopf",
-         str(HERE / "operator_widgets.py")], stdout=log, stderr=subprocess.STDOUT, env=env,
-        preexec_fn=die_with_parent)
+         str(HERE / "operator_widgets.py")], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         api.kubectl("apply", "-f", "-", input=widget("k1", "kopf", replicas=3))
 

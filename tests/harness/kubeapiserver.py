@@ -36,7 +36,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .servers import REPO, die_with_parent, free_port
+from .servers import REPO, free_port, spawn
 
 BUILD = REPO / "tests" / "conformance" / "kube-apiserver" / "build.sh"
 TOKEN = "kubefabric-admin-token"
@@ -136,8 +136,8 @@ class KubeAPIServer:
         """Start and wait for /readyz; the seconds it took. Fails with the log's tail if it exits."""
         t0 = time.monotonic()
         with self.log_path.open("ab") as logf:
-            self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=die_with_parent)
+            self.proc = spawn(self.argv(), stdout=logf, stderr=subprocess.STDOUT,
+                              start_new_session=True)
         while True:
             if not self.alive():
                 raise RuntimeError(f"kube-apiserver exited with {self.proc.returncode}:\n{self.tail()}")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.servers import die_with_parent, free_port
+from harness.servers import free_port, spawn
 
 
 class NatsNotInstalled(RuntimeError):
@@ -69,8 +69,7 @@ class NatsServer:
         else:
             argv = [self.binary, "--jetstream", "--store_dir", str(self.store), "--addr", "127.0.0.1",
                     "--port", str(self.port), "--server_name", f"kf-test-{self.port}"]
-        self.proc = subprocess.Popen(argv, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                     preexec_fn=die_with_parent)
+        self.proc = spawn(argv, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

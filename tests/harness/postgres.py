@@ -61,7 +61,7 @@ SETTINGS = {
 }
 
 
-from harness.servers import die_with_parent, free_port  # noqa: E402
+from harness.servers import free_port, spawn  # noqa: E402
 
 
 class PostgresNotInstalled(RuntimeError):
@@ -237,8 +237,8 @@ class PostgresServer:
         for name, value in self.settings.items():
             argv += ["-c", f"{name}={value}"]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                         start_new_session=True, preexec_fn=die_with_parent, **self._as)
+            self.proc = spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                              start_new_session=True, **self._as)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -6,7 +6,7 @@ an error, never a skip: CI installs them all.
 """
 from __future__ import annotations
 
-import ctypes
+import concurrent.futures
 import functools
 import os
 import shutil
@@ -23,7 +23,6 @@ import grpc
 from kubefabric.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def free_port() -> int:
@@ -32,10 +31,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL when the process that started it dies (no leaked
-    servers when pytest or a benchmark is killed). Runs between fork and exec: no imports here."""
-    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+# Every server process of the harness is forked by this one thread, which lives as long as the
+# process. PR_SET_PDEATHSIG fires when the *thread* that forked a child ends, not the process:
+# a server restarted from a fault-injection thread (threading.Timer) was SIGKILLed the moment
+# that thread returned, so "NATS restarted" really meant "NATS down for good".
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="harness-spawner")
+_SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"  # util-linux, in every Debian
+
+
+def spawn(argv: list[str], **popen_kwargs) -> subprocess.Popen:
+    """subprocess.Popen(argv, **popen_kwargs) for a child that gets SIGKILL when this process
+    dies (no leaked servers when pytest or a benchmark is killed). setpriv sets the signal
+    between fork and exec, so no Python code runs in the child (Python then forks with vfork:
+    neither a preexec_fn nor gRPC's fork handlers run in a process with gRPC threads, which
+    once made a restarted nats-server die before its exec)."""
+    if not os.path.exists(_SETPRIV):
+        raise RuntimeError("setpriv is not installed (util-linux): apt-get install util-linux")
+    argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *map(str, argv)]
+    return _SPAWNER.submit(subprocess.Popen, argv, **popen_kwargs).result()
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:

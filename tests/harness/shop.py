@@ -36,7 +36,7 @@ import yaml
 from harness.aggregation import Aggregation, start_aggregation
 from harness.kubeapiserver import KubeAPIServer, local_ip
 from harness.nats import NatsServer
-from harness.servers import (REPO, Server, die_with_parent, free_port, start_hub, start_router,
+from harness.servers import (REPO, Server, free_port, spawn, start_hub, start_router,
                              start_shard, stop_process)
 
 SHOP = REPO / "examples" / "shop"
@@ -164,8 +164,8 @@ class ShopStack:
         name = name or f"{kind}-{next(self._names)}"
         log = self.workdir / f"{name}.log"
         env = {**os.environ, **self.env, "KUBECONFIG": str(self.api.kubeconfig), "OTEL_SERVICE_NAME": f"shop-{kind}"}
-        proc = subprocess.Popen([sys.executable, "-m", "shop.cli", kind, *args], stdout=log.open("ab"),
-                                stderr=subprocess.STDOUT, env=env, cwd=self.workdir, preexec_fn=die_with_parent)
+        proc = spawn([sys.executable, "-m", "shop.cli", kind, *args], stdout=log.open("ab"),
+                     stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         return self._track(ShopProcess(name, proc, log))
 
     def start_operator(self, identity: str, *extra: str, archive: Path | None = None,
@@ -185,8 +185,7 @@ class ShopStack:
                 "--checkpoint-interval", "200ms", "--lease-ttl", "3"]
         log = self.workdir / f"{name}.log"
         env = {**os.environ, **self.env, "OTEL_SERVICE_NAME": "kubefabric-trigger"}
-        proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
-                                preexec_fn=die_with_parent)
+        proc = spawn(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         server = self._track(Server("trigger", listen, proc, self.workdir, log, argv))
         deadline = time.monotonic() + 60
         while True:

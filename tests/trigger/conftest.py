@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.servers import Server, die_with_parent, free_port
+from harness.servers import Server, free_port, spawn
 from receiver import Receiver
 
 
@@ -56,8 +56,7 @@ def start_trigger(tmp_path):
             f.write_text(yaml.safe_dump_all(triggers))
             argv += ["--triggers", str(f)]
         log = d / "trigger.log"
-        proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=d,
-                                preexec_fn=die_with_parent)
+        proc = spawn(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=d)
         s = Server("trigger", argv[argv.index("--listen-address") + 1], proc, d, log, argv)
         started.append(s)
         if wait:
