@@ -6,8 +6,11 @@
 #   hack/dev-topology.sh    # -> $KF_DEV_DIR/topology.yaml
 #
 # Env: KF_DEV_DIR (default <repo>/.cache/dev), KF_DEV_PG_SHARD_PORT (2391),
-# KF_DEV_MYSQL_SHARD_PORT (2392). Routing, checked by hack/smoke.sh:
+# KF_DEV_MYSQL_SHARD_PORT (2392), KF_DEV_SHOP_SHARD_PORT (2393). Routing, checked by hack/smoke.sh
+# (and the example's rule by its end-to-end test, tests/example_shop):
 #   /registry/events/... and /kubefabric-smoke/mysql/...  -> shard mysql-b (backend-mysql)
+#   /registry/shop.example.com/orders/... (the example's Orders, examples/shop/topology.yaml)
+#                                                         -> shard shop-orders (backend-pg, own database)
 #   everything else                                       -> shard pg-a (backend-pg, the default)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,11 +26,15 @@ shards:
     endpoint: grpc://127.0.0.1:${KF_DEV_PG_SHARD_PORT:-2391}
   - name: mysql-b
     endpoint: grpc://127.0.0.1:${KF_DEV_MYSQL_SHARD_PORT:-2392}
+  - name: shop-orders
+    endpoint: grpc://127.0.0.1:${KF_DEV_SHOP_SHARD_PORT:-2393}
 rules:
   - prefix: /registry/events/
     shard: mysql-b
   - prefix: /kubefabric-smoke/mysql/
     shard: mysql-b
+  - customresource: {group: shop.example.com, resource: orders}
+    shard: shop-orders
 YAML
 chmod 644 "$tmp"
 # Same content: leave the file (and its mtime) alone, so a running reader sees no change.

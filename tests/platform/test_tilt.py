@@ -1,5 +1,6 @@
-"""The Tiltfile: `tilt ci` in local mode brings every resource up and the smoke test passes, and
-the k8s mode loads (this machine has no Docker daemon and no cluster, so k8s mode is evaluated,
+"""The Tiltfile: `tilt ci` in local mode brings every resource up and both smoke tests pass (etcdctl
+on the shards; three Orders through kube-apiserver, the trigger, the function, the operator and
+the REST layer), and the k8s mode loads (this machine has no Docker daemon and no cluster, so k8s mode is evaluated,
 not run).
 
 Tilt is built from Go modules by ../shared/tools/tilt/build.sh (cached in
@@ -32,7 +33,10 @@ SERVICES = APPS | {"watch-hub"}  # KubeFabric's own processes; the hub is labell
 # trigger and aggregation: workloads of deploy/overlays/dev that the Tiltfile does not configure
 # (Tilt makes a resource of each by itself).
 K8S_MANIFESTS = SERVICES | {"postgresql", "mariadb", "nats", "smoke", "uncategorized", "trigger", "aggregation"}
-LOCAL_MANIFESTS = SERVICES | {"postgres", "mariadb", "nats", "smoke", "uv-sync", "aggregation"}
+EXAMPLE = {"shop-setup", "shop-function", "shop-operator", "shop-reports", "shop-demo"}
+LOCAL_MANIFESTS = SERVICES | EXAMPLE | {"postgres", "mariadb", "nats", "smoke", "uv-sync", "aggregation",
+                                        "trigger", "shop-orders-db", "shop-orders", "kube-apiserver",
+                                        "shop-smoke"}
 # The first build on a machine takes minutes; any test of this module may be the one that waits.
 pytestmark = pytest.mark.timeout(1500)
 
@@ -89,7 +93,8 @@ def manifests(data: dict) -> dict[str, dict]:
 
 PORT_NAMES = ["ROUTER", "PG_SHARD", "MYSQL_SHARD", "HUB", "POSTGRES", "MARIADB", "NATS", "NATS_HTTP",
               "ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS", "HUB_METRICS",
-              "AGGREGATION", "AGGREGATION_METRICS"]
+              "AGGREGATION", "AGGREGATION_METRICS", "TRIGGER", "SHOP_SHARD", "SHOP_SHARD_METRICS",
+              "APISERVER", "SHOP_FUNCTION", "SHOP_REPORTS"]
 
 
 def tilt_ci(tilt: str, checkout: Path, dev_dir: Path | None, timeout: float = 240) -> tuple[int, str, dict, float]:
@@ -146,11 +151,16 @@ def test_tilt_ci_local_mode(tilt):
     assert "smoke: put/get on shards pg-a and mysql-b, a range across both, a cross-shard delete " \
         f"refused, a watch event from each, through kv-router at 127.0.0.1:{ports['ROUTER']}: ok" in out, out[-4000:]
     assert "smoke: a live watch across both shards through kv-router and the watch-hub: ok" in out, out[-4000:]
-    assert "2 shards, 2 rules, default pg-a" in out, "kv-router runs the two-shard demo topology"
-    for shard in ("pg-a", "mysql-b"):  # both shard services came up on their databases
+    assert "3 shards, 3 rules, default pg-a" in out, "kv-router runs the demo topology"
+    for shard in ("pg-a", "mysql-b", "shop-orders"):  # the shard services came up on their databases
         assert f"shard {shard}: serving the Shard API" in out, out[-4000:]
     for name in ("ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS", "HUB_METRICS"):  # the /metrics links
         assert f"/metrics on http://127.0.0.1:{ports[name]}/metrics" in out, out[-4000:]
+    # the example through kube-apiserver on kv-router: function, operator, REST layer, deletion
+    for line in ("function: 3/3 orders priced", "operator: 3/3 orders invoiced",
+                 "rest:     orders over 100.00 by customer (orderreports query):",
+                 "deleted:  3 orders, their finalizers ran"):
+        assert line in out, (line, out[-6000:])
     if os.geteuid() == 0:  # PostgreSQL ran as postgres, with its data where postgres can go
         assert "the postgres OS user cannot enter" in out and "/var/tmp/kubefabric-dev-postgres." in out, out[-6000:]
         assert elsewhere is not None, "no link from .cache/dev/postgres to the data"
@@ -168,9 +178,16 @@ def test_local_mode_resources(tilt):
     deps = {name: set(m.get("ResourceDependencies") or []) for name, m in found.items()}
     assert deps["backend-pg"] == {"uv-sync", "postgres", "nats"}
     assert deps["backend-mysql"] == {"uv-sync", "mariadb", "nats"}
-    assert deps["watch-hub"] == {"nats", "backend-pg", "backend-mysql"}
-    assert deps["kv-router"] == {"backend-pg", "backend-mysql", "watch-hub"}
+    assert deps["shop-orders"] == {"uv-sync", "shop-orders-db", "nats"}
+    assert deps["watch-hub"] == {"nats", "backend-pg", "backend-mysql", "shop-orders"}
+    assert deps["kv-router"] == {"backend-pg", "backend-mysql", "shop-orders", "watch-hub"}
     assert deps["smoke"] == {"kv-router"}
+    assert deps["trigger"] == {"kv-router"} and labels["trigger"] == {"apps"}
+    assert deps["kube-apiserver"] == {"kv-router"} and labels["kube-apiserver"] == {"kubernetes"}
+    assert deps["shop-setup"] == {"kube-apiserver", "trigger"}
+    assert all(labels[n] == {"example"} for n in EXAMPLE) and labels["shop-smoke"] == {"tests"}
+    assert deps["shop-smoke"] == deps["shop-demo"] == {"shop-function", "shop-operator", "shop-reports", "trigger"}
+    assert found["shop-demo"]["TriggerMode"] == 2, "shop-demo runs only when triggered (manual, no auto-init)"
     assert deps["aggregation"] == {"kv-router"} and labels["aggregation"] == {"apps"}
     probe = found["aggregation"]["DeployTarget"]["ReadinessProbe"]["httpGet"]
     assert (probe["scheme"], probe["path"]) == ("HTTPS", "/readyz")
