@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO.parent / "shared" / "tools" / "tilt" / "build.sh"
 APPS = {"kv-router", "backend-pg", "backend-mysql"}
 SERVICES = APPS | {"watch-hub"}  # KubeFabric's own processes; the hub is labelled "events"
-# trigger and aggregation: workloads of deploy/overlays/dev that the Tiltfile does not configure
-# (Tilt makes a resource of each by itself).
+# trigger and aggregation: workloads of deploy/overlays/dev, configured by the Tiltfile in k8s
+# mode too (labels, dependencies, port-forwards).
 K8S_MANIFESTS = SERVICES | {"postgresql", "mariadb", "nats", "smoke", "uncategorized", "trigger", "aggregation"}
 EXAMPLE = {"shop-setup", "shop-function", "shop-operator", "shop-reports", "shop-demo"}
 LOCAL_MANIFESTS = SERVICES | EXAMPLE | {"postgres", "mariadb", "nats", "smoke", "uv-sync", "aggregation",
@@ -240,6 +240,11 @@ def test_k8s_mode_loads(tilt):
     assert deps["backend-pg"] == {"postgresql", "nats"} and deps["backend-mysql"] == {"mariadb", "nats"}
     assert deps["watch-hub"] == {"nats", "backend-pg", "backend-mysql"} and deps["smoke"] == {"kv-router"}
     assert found["postgresql"]["Labels"] == {"data": "data"} and found["nats"]["Labels"] == {"events": "events"}
+    for name in ("trigger", "aggregation"):
+        assert deps[name] == {"kv-router"} and found[name]["Labels"] == {"apps": "apps"}, name
+        assert found[name]["ImageTargets"][0]["selector"] == "kubefabric"
+        forwards = found[name]["DeployTarget"]["portForwardTemplateSpec"]["forwards"]
+        assert ("metrics", "metrics") in [(f.get("name"), f.get("path")) for f in forwards], forwards
 
 
 def test_unknown_mode_is_refused(tilt):

@@ -358,3 +358,31 @@ def test_txns_of_two_shards_at_one_revision_keep_their_own_trace():
     assert tracing.trace_for(untraced, b"/registry/shop/orders/o") == b
     plain = tracing.join_commits([ev(b"k1")], [ev(b"k2")])
     assert type(plain) is list and tracing.trace_for(plain, b"k1") is None
+
+
+def test_delivery_request_carries_its_span_as_header_and_cloudevents_extension(exporter):
+    """The trigger's request for an event: W3C traceparent of the delivery span both as the HTTP
+    header and as the CloudEvents distributed-tracing extension (binary mode: Ce-Traceparent);
+    with tracing off, neither."""
+    from trigger.compiled import compile_trigger
+    from trigger.events import Event
+    from trigger.objects import ObjectRef
+    from trigger.request import Lookups, build
+
+    t = compile_trigger({"apiVersion": "triggers.kubefabric.io/v1", "kind": "HTTPTrigger",
+                         "metadata": {"name": "t", "namespace": "ns"},
+                         "spec": {"resource": {"apiVersion": "v1", "kind": "ConfigMap"},
+                                  "url": {"static": "http://127.0.0.1:9/"}}}, "file")
+    assert t.runnable, t.error
+    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ns"}}
+    ev = Event("ADDED", b"/registry/configmaps/ns/c", 5, obj, None, ObjectRef("ns", "c"))
+    with tracing.tracer().start_as_current_span("trigger deliver") as span:
+        req = build(t, ev, "configmaps", "kubefabric", Lookups())
+    ctx = span.get_span_context()
+    traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+    assert req.headers["traceparent"] == traceparent
+    assert req.headers["Ce-Traceparent"] == traceparent
+    assert req.headers["Ce-Id"] == "/registry/configmaps/ns/c@5"
+    tracing.uninstall()
+    untraced = build(t, ev, "configmaps", "kubefabric", Lookups())
+    assert not {"traceparent", "Ce-Traceparent"} & set(untraced.headers), untraced.headers
