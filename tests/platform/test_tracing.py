@@ -299,11 +299,13 @@ def test_processes_export_one_trace_over_otlp(tmp_path, monkeypatch):
 
 
 def test_embedded_watch_event_carries_the_write_trace(tmp_path, monkeypatch):
-    """`kubefabric serve` alone (embedded shard): the writer's trace context reaches the watcher."""
+    """`kubefabric serve` alone (embedded shard), tracing turned on by --otlp-endpoint (no
+    OTEL_EXPORTER_OTLP_ENDPOINT): the writer's trace context reaches the watcher."""
     from harness.servers import start_kubefabric
 
     collector = OtlpCollector(monkeypatch)
-    server = start_kubefabric(tmp_path, ["--metrics-address", ""])
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    server = start_kubefabric(tmp_path, ["--metrics-address", "", "--otlp-endpoint", f"http://{collector.endpoint}"])
     try:
         got, other = put_watched(server.endpoint, b"/registry/configmaps/default/traced")
         assert_event_continues_write(collector, got, other, "kv-router")

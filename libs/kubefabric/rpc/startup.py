@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from typing import Any, Callable, Coroutine
 
-from kubefabric.config import Duration, Flag, HostPort
+from kubefabric.config import Duration, Flag, HostPort, URLs
 from kubefabric.logs import setup_logging
 
 EXIT_REFUSED = 2  # argparse's code for bad usage: the operator has something to fix
@@ -25,9 +26,11 @@ class StartupError(Exception):
 
 def process_flags(shutdown_grace: str | None = "10s",
                   grace_means: str = "time in-flight requests get to finish on SIGTERM",
-                  metrics_address: str | None = None, metrics_note: str = "") -> list[Flag]:
+                  metrics_address: str | None = None, metrics_note: str = "",
+                  otlp: bool = True) -> list[Flag]:
     """--log-format, --log-level, --event-loop, and --shutdown-grace and --metrics-address when
-    they have a default (None: the service has no such setting)."""
+    they have a default (None: the service has no such setting); --otlp-endpoint unless the
+    command exports no traces (otlp=False)."""
     flags = [
         Flag("--log-format", "text", "log format: text or json", choices=("text", "json")),
         Flag("--log-level", "info", "log level", choices=("debug", "info", "warning", "error")),
@@ -40,6 +43,11 @@ def process_flags(shutdown_grace: str | None = "10s",
         flags.append(Flag("--metrics-address", metrics_address, "host:port to serve Prometheus "
                           f"/metrics on{metrics_note} (empty disables). Traces: the OTEL_* "
                           "environment variables (README, Observe)", type=HostPort(optional=True, listen=True)))
+    if otlp:
+        flags.append(Flag("--otlp-endpoint", "", "export traces over OTLP/gRPC to this collector, e.g. "
+                          "http://otel-collector:4317 (sets OTEL_EXPORTER_OTLP_ENDPOINT; empty: as the "
+                          "OTEL_* variables say, off by default; README, Observe)",
+                          type=URLs(("http", "https"), optional=True)))
     return flags
 
 
@@ -50,6 +58,8 @@ def run(args: argparse.Namespace, main: Callable[[], Coroutine[Any, Any, int]],
     logged on `log` as one line and gives EXIT_REFUSED; the coroutine's own result is the exit
     code otherwise."""
     setup_logging(args.log_format, args.log_level)
+    if endpoint := getattr(args, "otlp_endpoint", ""):
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint  # read by kubefabric.telemetry.tracing
     try:
         coro = main()
         if args.event_loop == "uvloop":

@@ -59,7 +59,7 @@ FLAGS = [
          "rules route it (embedded shards under --data-dir, the others through --shard-dsn)"),
     Flag("--shard-dsn", "", "with --topology: NAME=DSN[,NAME=DSN...], the database of each "
          "shard that is not embedded (what its backend-pg/-mysql/-sqlite service is started with)"),
-    *startup.process_flags(None),
+    *startup.process_flags(None, otlp=False),  # no spans: a one-off copy
 ]
 
 
