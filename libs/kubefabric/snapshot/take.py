@@ -1,15 +1,9 @@
 """A snapshot of a KubeFabric keyspace (one shard, or every shard of a topology) at ONE revision,
 in etcd's backend layout (kubefabric.snapshot.schema), written as a bbolt file.
 
-What the `key` bucket holds is what etcd's would after the same history: every change above the
-compact revision C up to the snapshot revision R, and at or below C each key's newest change if
-it is not a deletion (the rows etcd's compaction keeps). It is read through the shard surface,
-so one code path serves the embedded store and a routed topology: the kept rows are a range at
-C, the later ones the history C+1..R, every shard first brought to R (DESIGN §3.5), so the
-snapshot is consistent across shards. Sub revisions are each change's position among the
-changes of its revision (the txn's order; on several shards, one shard's changes after the
-other's, as DESIGN §3.6 reads them as one txn); at or below C, where a range does not tell a
-txn's order, key order.
+The `key` bucket comes from kubefabric.snapshot.keyrows: what etcd's would hold after the same history,
+read through the shard surface with every shard first brought to the snapshot's revision R
+(DESIGN §3.5), so the snapshot is consistent across shards.
 
 A compaction that lands while the snapshot is read would remove rows it needs: the compact
 revision is read again at the end and the snapshot taken again when it moved (up to 3 times).
@@ -26,60 +20,17 @@ import tempfile
 from typing import AsyncIterator, BinaryIO
 
 from kubefabric.bbolt.writer import Writer
-from kubefabric.etcd.keyrange import ALL, EVERY_KEY
-from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
 
-from . import schema
+from . import keyrows, schema
 
 log = logging.getLogger("kubefabric.snapshot")
 
-RANGE_PAGE = 1_000      # keys per range read at the compact revision
-HISTORY_WINDOW = 1_000  # revisions per history read
 ATTEMPTS = 3
 CHUNK = 32 * 1024       # etcd's snapshotSendBufferSize
 
 
 class SnapshotMoved(Exception):
     """The keyspace was compacted while a snapshot read it."""
-
-
-async def _kept_rows(shard, compact: int) -> list[KeyValue]:
-    """Each key's newest live change at or below `compact`, key order."""
-    out: list[KeyValue] = []
-    key = ALL
-    while True:
-        resp = await shard.range(pb.RangeRequest(key=key, range_end=ALL, revision=compact,
-                                                 limit=RANGE_PAGE))
-        out.extend(resp.kvs)
-        if not resp.more or not resp.kvs:
-            return out
-        key = resp.kvs[-1].key + b"\0"
-
-
-async def _key_entries(shard, revision: int, compact: int) -> list[tuple[bytes, bytes]]:
-    entries: list[tuple[bytes, bytes]] = []
-    last_main, sub = 0, 0
-
-    def add(main: int, value: bytes, tombstone: bool) -> None:
-        nonlocal last_main, sub
-        sub = sub + 1 if main == last_main else 0
-        last_main = main
-        entries.append((schema.rev_key(main, sub, tombstone), value))
-
-    if compact > 0:
-        for kv in sorted(await _kept_rows(shard, compact), key=lambda kv: kv.mod_revision):
-            add(kv.mod_revision, kv.SerializeToString(), False)
-    lo = max(compact, 0) + 1
-    while lo <= revision:
-        hi = min(lo + HISTORY_WINDOW - 1, revision)
-        for ev in await shard.history(EVERY_KEY, lo, hi):
-            if ev.type == Event.DELETE:
-                add(ev.kv.mod_revision, KeyValue(key=ev.kv.key).SerializeToString(), True)
-            else:
-                add(ev.kv.mod_revision, ev.kv.SerializeToString(), False)
-        lo = hi + 1
-    return entries
 
 
 async def _leases(shard) -> list[tuple[int, int, int]]:
@@ -96,7 +47,8 @@ async def _collect_once(shard) -> schema.Contents:
     revision = await shard.sync(shard.state.committed)
     contents = schema.Contents(revision, compact)
     b = contents.buckets
-    b[schema.KEY] = await _key_entries(shard, revision, compact)
+    b[schema.KEY] = [(r.key_bytes(), r.kv.SerializeToString())
+                     for r in await keyrows.rows(shard, revision, compact)]
     b[schema.META] = schema.meta_entries(revision, compact, shard.state.term)
     b[schema.LEASE] = schema.lease_entries(await _leases(shard))
     auth = await shard.auth_read()

@@ -30,6 +30,8 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.query.routing import cross_query
+from kubefabric.shard.hashkv import KVHash
+from kubefabric.snapshot import keyrows
 from kubefabric.topology.shardset import ShardSet, span
 
 from .crossrange import cross_range
@@ -263,23 +265,21 @@ class RoutedShards(ShardSet):
         return await self.default.auth_read(generation)
 
     async def hash_kv(self, revision: int, crc: int | None = None, sync_rev: int = 0):
-        """HashKV of every shard's history as one: the default shard's rows, then each other
-        shard's by name, each brought to the revision first. Equal to etcd's only when one shard
-        holds every key (etcd hashes rows in revision order across all keys); otherwise the same
-        for the same history on the same topology. Kept compaction hashes are per shard, so
-        none applies here."""
-        from kubefabric.shard.hashkv import Hasher
-
+        """etcd's HashKV of every shard's history as one (kubefabric.snapshot.keyrows): the rows
+        of all shards in revision order, read at one revision, so equal to etcd's for the same
+        history, except at a compaction revision (etcd answers with the hash its compaction
+        kept; shards keep theirs each). crc: not supported here (nothing chains routed shards)."""
+        if crc is not None:
+            raise ValueError("a routed HashKV cannot continue another hash")
         rev = revision or self.state.committed
         if rev > self.state.committed:
             raise errors.FUTURE_REV
-        names = [self.topology.default, *sorted(n for n in self.shards if n != self.topology.default)]
-        crc = Hasher().crc if crc is None else crc
-        compact = -1
-        for name in names:
-            h, _ = await self.shards[name].hash_kv(rev, crc, sync_rev=rev)
-            crc, compact = h.hash, max(compact, h.compact_revision)
-        return type(h)(crc, compact, rev), self.state.committed
+        await self.sync(max(rev, sync_rev))
+        compact = await self.refresh_compaction()
+        if 0 < revision < compact:
+            raise errors.COMPACTED
+        value = await keyrows.hash_kv(self, rev, compact)
+        return KVHash(value, compact, rev), self.state.committed
 
     async def defragment(self) -> None:
         await asyncio.gather(*(s.defragment() for s in self.shards.values()))
