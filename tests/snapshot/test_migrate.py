@@ -16,12 +16,20 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
+import grpc
 import pytest
 
+from harness.certs import CA
+
 from harness.client import Client
-from harness.servers import THREE_SHARDS, etcdutl_binary, free_port, start_kubefabric, start_router, start_shard
+from harness.servers import (THREE_SHARDS, etcd37_binary, etcdutl_binary, free_port, start_kubefabric,
+                             start_router, start_shard)
 from harness.snapshots import (KEYS, LEASE, LEASED, hash_kv, kvs, ok, put_op, restore, run, same_history,
                                save, write_history)
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.proto.mvccpb.kv_pb2 import KeyValue
 from kubefabric.snapshot import schema, take
 from kubefabric.snapshot.load import open_snapshot
@@ -197,3 +205,64 @@ def test_from_a_live_etcd_until_stopped(etcd_snapshot, tmp_path):
     finally:
         k.close()
         kf.stop()
+
+
+def start_tls_etcd(workdir: Path, ca: CA):
+    """etcd 3.7.3 serving https:// and requiring client certificates signed by `ca`, as a
+    kube-apiserver's etcd usually does; (process, endpoint, client certificate pair)."""
+    server = ca.issue("etcd", workdir, server=True)
+    client, peer = free_port(), free_port()
+    proc = subprocess.Popen(
+        [etcd37_binary(), "--data-dir", str(workdir / "etcd-data"), "--log-level", "error",
+         "--listen-client-urls", f"https://127.0.0.1:{client}",
+         "--advertise-client-urls", f"https://127.0.0.1:{client}",
+         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-cluster", f"default=http://127.0.0.1:{peer}",
+         "--cert-file", str(server.cert_file), "--key-file", str(server.key_file),
+         "--trusted-ca-file", str(ca.cert_file), "--client-cert-auth"],
+        stdout=subprocess.DEVNULL, stderr=(workdir / "etcd.log").open("wb"))
+    return proc, f"127.0.0.1:{client}", ca.issue("migrate", workdir)
+
+
+def test_from_an_etcd_with_client_certificates(tmp_path):
+    ca = CA.new("etcd-ca", tmp_path)
+    proc, endpoint, pair = start_tls_etcd(tmp_path, ca)
+    creds = grpc.ssl_channel_credentials(ca.pair.cert_pem, pair.key_pem, pair.cert_pem)
+    channel = grpc.secure_channel(endpoint, creds)
+    kv = rpc.KVStub(channel)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                head = kv.Put(pb.PutRequest(key=b"/registry/a", value=b"1"), timeout=2).header.revision
+                break
+            except grpc.RpcError:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "etcd.log").read_text()
+                time.sleep(0.2)
+        url = f"https://{endpoint}"
+        refused = run(*MIGRATE, "--from-etcd", url, "--from-etcd-ca-file", ca.cert_file,
+                      "--from-etcd-cert-file", pair.cert_file, "--data-dir", tmp_path / "x", ok_rc=False)
+        assert refused.returncode == 2 and "give both" in refused.stderr, refused.stderr
+        log = tmp_path / "migrate.log"
+        migrate = subprocess.Popen([*MIGRATE, "--from-etcd", url, "--from-etcd-ca-file", str(ca.cert_file),
+                                    "--from-etcd-cert-file", str(pair.cert_file),
+                                    "--from-etcd-key-file", str(pair.key_file),
+                                    "--data-dir", str(tmp_path / "kf-data")],
+                                   stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+        try:
+            deadline = time.monotonic() + 60
+            while "caught up" not in log.read_text():
+                assert migrate.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            head = kv.Put(pb.PutRequest(key=b"/registry/b", value=b"2"), timeout=5).header.revision
+            migrate.send_signal(signal.SIGINT)
+            assert migrate.wait(60) == 0, log.read_text()
+        finally:
+            if migrate.poll() is None:
+                migrate.kill()
+        assert f"imported up to revision {head}" in log.read_text()
+    finally:
+        channel.close()
+        proc.terminate()
+        proc.wait(20)

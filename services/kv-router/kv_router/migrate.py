@@ -43,6 +43,8 @@ Every flag can also be set as KUBEFABRIC_<FLAG_NAME>, e.g. KUBEFABRIC_DATA_DIR.
   kubefabric serve --data-dir /var/lib/kubefabric
 
   kubefabric migrate --from-etcd http://etcd:2379 --data-dir /var/lib/kubefabric   # Ctrl-C to finish
+  kubefabric migrate --from-etcd https://10.0.0.5:2379 --from-etcd-ca-file ca.crt \
+      --from-etcd-cert-file apiserver-etcd-client.crt --from-etcd-key-file apiserver-etcd-client.key
 
   kubefabric migrate etcd.db --topology topology.yaml --data-dir /var/lib/kubefabric \\
       --shard-dsn tenants=postgres://kf:pw@pg:5432/tenants,events=mysql://kf:pw@db:3306/events
@@ -52,6 +54,11 @@ FLAGS = [
     Flag("--from-etcd", "", "copy a live etcd instead of a file: http(s)://host:port[,...]; "
          "its history, then every change as it happens until stopped (Ctrl-C / SIGTERM)",
          type=URLs(("http", "https"), optional=True)),
+    Flag("--from-etcd-ca-file", "", "CA certificate(s) (PEM) that verify the --from-etcd "
+         "server's certificate (https:// URLs; default: the system's trust roots)"),
+    Flag("--from-etcd-cert-file", "", "client certificate (PEM) presented to --from-etcd (an "
+         "etcd with --client-cert-auth, as kube-apiserver's etcd usually is)"),
+    Flag("--from-etcd-key-file", "", "unencrypted private key (PEM) of --from-etcd-cert-file"),
     Flag("--data-dir", "kubefabric-data",
          "directory of the embedded SQLite shard (with --topology: the parent of each embedded "
          "shard's directory, as `kubefabric serve --topology` uses it); created if missing"),

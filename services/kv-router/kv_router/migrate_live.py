@@ -40,10 +40,11 @@ def _change(kv, sub: int, deleted: bool) -> Change:
 
 
 class LiveSource:
-    def __init__(self, url: str, stop: asyncio.Event):
+    def __init__(self, url: str, stop: asyncio.Event, tls=None):
+        """tls: a kubefabric.tls.ClientTLS for an https:// etcd (None: the system's roots)."""
         self.url = url
         self.stop = stop
-        self.client = EtcdClient.connect(url)
+        self.client = EtcdClient.connect(url, tls)
         self.revision = 1
         self.compact_rev = -1
         self.leases: list[tuple[int, int]] = []

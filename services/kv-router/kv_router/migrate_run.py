@@ -27,6 +27,7 @@ from kubefabric.client import ClientError
 from kubefabric.snapshot.load import Change, EtcdSnapshot, SnapshotError, open_snapshot
 from kubefabric.store.contract import Store
 from kubefabric.topology.load import TopologyError, load_topology
+from kubefabric.tls import ClientTLS, TLSError
 from kubefabric.topology.model import Topology
 
 log = logging.getLogger("kubefabric.migrate")
@@ -137,13 +138,13 @@ class FileSource:
         self.snap.close()
 
 
-async def _import(source, shards: dict[str, Shard], topology: Topology | None) -> dict[str, int]:
-    """Every change of `source` onto its shard, in order; then each shard's clock, compaction
-    point and leases (and the default shard's auth store)."""
+async def _import(source, shards: dict[str, Shard], topology: Topology | None,
+                  counts: dict[str, int]) -> None:
+    """Every change of `source` onto its shard, in order (counted into `counts`); then each
+    shard's clock, compaction point and leases (and the default shard's auth store)."""
     default = topology.default if topology else "default"
     route = topology.route if topology else (lambda key: default)
     trackers = {name: Tracker() for name in shards}
-    counts = dict.fromkeys(shards, 0)
     async for changes in source.changes():
         routed: dict[str, list[Change]] = {}
         for change in changes:
@@ -156,7 +157,6 @@ async def _import(source, shards: dict[str, Shard], topology: Topology | None) -
         await shard.import_batch(Batch([], finish=True, revision=source.revision,
                                        compact_rev=source.compact_rev, leases=source.leases,
                                        auth=source.auth if name == default else None), trackers[name])
-    return counts
 
 
 def _source(args, stop: asyncio.Event):
@@ -164,7 +164,14 @@ def _source(args, stop: asyncio.Event):
         raise StartupError("give either an etcd snapshot file or --from-etcd URL")
     if args.from_etcd:
         from .migrate_live import LiveSource
-        return LiveSource(args.from_etcd, stop)
+        files = (args.from_etcd_ca_file, args.from_etcd_cert_file, args.from_etcd_key_file)
+        if any(files) and not args.from_etcd.startswith("https://"):
+            raise StartupError("--from-etcd-* certificate files need an https:// --from-etcd URL")
+        try:
+            tls = ClientTLS(*files, flag_prefix="--from-etcd-") if any(files) else None
+        except TLSError as err:
+            raise StartupError(str(err)) from None
+        return LiveSource(args.from_etcd, stop, tls)
     try:
         snap = open_snapshot(args.snapshot)
     except SnapshotError as err:
@@ -186,11 +193,16 @@ async def main(args) -> int:
         started = time.monotonic()
         shards = await _open(stores)
         try:
+            counts = dict.fromkeys(shards, 0)
             try:
-                counts = await _import(source, shards, topology)
+                await _import(source, shards, topology, counts)
             except (ClientError, OSError) as err:
-                log.error("the import failed part-way (%s); the target shards hold part of the "
-                          "history: import again into fresh ones", str(err).splitlines()[0])
+                why = str(err).splitlines()[0]
+                if not any(counts.values()):
+                    log.error("cannot copy from %s: %s (nothing imported)", args.from_etcd or args.snapshot, why)
+                else:
+                    log.error("the import failed part-way (%s); the target shards hold part of "
+                              "the history: import again into fresh ones", why)
                 return 1
             for name, n in counts.items():
                 log.info("shard %s: %d changes, clock at revision %d", name, n, shards[name].state.committed)
