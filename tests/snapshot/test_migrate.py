@@ -24,10 +24,11 @@ import pytest
 from harness.certs import CA
 
 from harness.client import Client
-from harness.servers import (THREE_SHARDS, etcd37_binary, etcdutl_binary, free_port, start_kubefabric,
+from harness.servers import (THREE_SHARDS, etcd37_binary, etcdctl37_binary, etcdutl_binary, free_port, start_kubefabric,
                              start_router, start_shard)
 from harness.snapshots import (KEYS, LEASE, LEASED, hash_kv, kvs, ok, put_op, restore, run, same_history,
                                save, write_history)
+from kubefabric.proto.authpb import auth_pb2 as authpb
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.proto.mvccpb.kv_pb2 import KeyValue
@@ -266,3 +267,56 @@ def test_from_an_etcd_with_client_certificates(tmp_path):
         channel.close()
         proc.terminate()
         proc.wait(20)
+
+
+def test_auth_store_goes_both_ways(server_factory, tmp_path):
+    """Users (bcrypt hashes), roles and the enabled flag: etcd -> snapshot -> migrate ->
+    KubeFabric enforces them; KubeFabric's snapshot -> etcdutl restore -> etcd enforces them."""
+    etcd = server_factory("etcd37")
+    e = Client(etcd.endpoint)
+    for req in (pb.AuthUserAddRequest(name="root", password="rootpw"),
+                pb.AuthRoleAddRequest(name="root"),
+                pb.AuthUserGrantRoleRequest(user="root", role="root"),
+                pb.AuthUserAddRequest(name="alice", password="alicepw"),
+                pb.AuthRoleAddRequest(name="reader"),
+                pb.AuthRoleGrantPermissionRequest(name="reader", perm=authpb.Permission(
+                    permType=authpb.Permission.READ, key=b"/registry/", range_end=b"/registry0")),
+                pb.AuthUserGrantRoleRequest(user="alice", role="reader")):
+        ok(e.call(getattr(e.auth, type(req).__name__.removeprefix("Auth").removesuffix("Request")), req))
+    ok(e.put(b"/registry/a", b"1"))
+    ok(e.call(e.auth.AuthEnable, pb.AuthEnableRequest()))
+    path = tmp_path / "etcd.db"
+    run(etcdctl37_binary(), f"--endpoints={etcd.endpoint}", "--user", "root:rootpw", "snapshot", "save", path)
+    run(*MIGRATE, path, "--data-dir", tmp_path / "kf-data")
+    workdir = tmp_path / "kf"
+    workdir.mkdir()
+    kf = start_kubefabric(workdir, data_dir=tmp_path / "kf-data")
+    back = None
+    try:
+        enforced(kf.endpoint)
+        run(etcdctl37_binary(), f"--endpoints={kf.endpoint}", "--user", "root:rootpw", "snapshot", "save",
+            tmp_path / "kf.db")
+        back = restore(tmp_path / "kf.db", tmp_path / "back")
+        enforced(back.endpoint)
+    finally:
+        e.close()
+        kf.stop()
+        if back:
+            back.stop()
+
+
+def enforced(endpoint: str) -> None:
+    """Auth is on, alice reads with her password and may not write, a wrong password fails."""
+    c = Client(endpoint)
+    try:
+        assert c.get(b"/registry/a").details == "etcdserver: user name is empty"
+        assert c.call(c.auth.Authenticate, pb.AuthenticateRequest(name="alice", password="nope")).details == \
+            "etcdserver: authentication failed, invalid user ID or password"
+        token = ok(c.call(c.auth.Authenticate, pb.AuthenticateRequest(name="alice", password="alicepw"))).token
+        md = [("token", token)]
+        assert c.kv.Range(pb.RangeRequest(key=b"/registry/a"), metadata=md, timeout=10).kvs[0].value == b"1"
+        with pytest.raises(grpc.RpcError) as err:
+            c.kv.Put(pb.PutRequest(key=b"/registry/a", value=b"2"), metadata=md, timeout=10)
+        assert err.value.details() == "etcdserver: permission denied"
+    finally:
+        c.close()
