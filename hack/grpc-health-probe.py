@@ -21,7 +21,7 @@ def main() -> int:
     with grpc.insecure_channel(address) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=2)
+                health_pb2.HealthCheckRequest(service=service), timeout=5)
         except grpc.RpcError as err:
             print(f"{address} {service!r}: {err.code().name} {err.details()}", file=sys.stderr)
             return 1
