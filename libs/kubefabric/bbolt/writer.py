@@ -68,22 +68,14 @@ class Writer:
     def bucket(self, entries: Iterable[tuple[bytes, bytes]], sub_buckets: bool = False) -> bytes:
         """The value a parent stores for a bucket holding `entries` (sorted by key, unique).
         sub_buckets: the entries' values are bucket values (BUCKET_LEAF flag)."""
-        flags = BUCKET_LEAF if sub_buckets else 0
-        pending: list[tuple[int, bytes, bytes]] = []
-        size = PAGE_HEADER.size
-        level: list[tuple[bytes, int]] = []  # (first key, pgid) of the written leaves
+        b = self.builder(sub_buckets)
         for key, value in entries:
-            grown = LEAF_ELEMENT.size + len(key) + len(value)
-            if pending and size + grown > self.page_size:
-                level.append((pending[0][1], self._page(_leaf_body, pending)))
-                pending, size = [], PAGE_HEADER.size
-            pending.append((flags, key, value))
-            size += grown
-        if not level and not sub_buckets and size <= self.page_size // 4:
-            return BUCKET_HEADER.pack(0, 0) + _leaf_body(pending, 0)
-        if pending or not level:
-            level.append((pending[0][1] if pending else b"", self._page(_leaf_body, pending)))
-        return BUCKET_HEADER.pack(self._root(level), 0)
+            b.add(key, value)
+        return b.close()
+
+    def builder(self, sub_buckets: bool = False) -> "BucketBuilder":
+        """A bucket filled entry by entry (sorted by key, unique), its pages written as they fill."""
+        return BucketBuilder(self, sub_buckets)
 
     def _root(self, level: list[tuple[bytes, int]]) -> int:
         """Branch levels over `level` until one page remains; its id."""
@@ -113,3 +105,31 @@ class Writer:
             self.out.write(meta_page(txid, self.page_size, root, 2, self.next_pgid))
         self.out.flush()
         return self.next_pgid * self.page_size
+
+
+class BucketBuilder:
+    """One bucket of a Writer, filled in key order; `close` gives the value its parent stores."""
+
+    def __init__(self, writer: Writer, sub_buckets: bool):
+        self.w = writer
+        self.sub_buckets = sub_buckets
+        self.flags = BUCKET_LEAF if sub_buckets else 0
+        self.pending: list[tuple[int, bytes, bytes]] = []
+        self.size = PAGE_HEADER.size
+        self.level: list[tuple[bytes, int]] = []  # (first key, pgid) of the written leaves
+
+    def add(self, key: bytes, value: bytes) -> None:
+        grown = LEAF_ELEMENT.size + len(key) + len(value)
+        if self.pending and self.size + grown > self.w.page_size:
+            self.level.append((self.pending[0][1], self.w._page(_leaf_body, self.pending)))
+            self.pending, self.size = [], PAGE_HEADER.size
+        self.pending.append((self.flags, key, value))
+        self.size += grown
+
+    def close(self) -> bytes:
+        pending, level = self.pending, self.level
+        if not level and not self.sub_buckets and self.size <= self.w.page_size // 4:
+            return BUCKET_HEADER.pack(0, 0) + _leaf_body(pending, 0)
+        if pending or not level:
+            level.append((pending[0][1] if pending else b"", self.w._page(_leaf_body, pending)))
+        return BUCKET_HEADER.pack(self.w._root(level), 0)

@@ -9,7 +9,7 @@ reads them as one txn); at or below C, where a range does not tell a txn's order
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import AsyncIterator, NamedTuple
 
 import google_crc32c
 
@@ -45,42 +45,46 @@ async def _kept(shard, compact: int) -> list[KeyValue]:
         key = resp.kvs[-1].key + b"\0"
 
 
-async def _later(shard, lo: int, hi: int) -> list[Event]:
-    out: list[Event] = []
+async def _changed(shard, lo: int, hi: int) -> set[bytes]:
+    """The keys changed in revisions lo..hi."""
+    out: set[bytes] = set()
     while lo <= hi:
         top = min(lo + HISTORY_WINDOW - 1, hi)
-        out.extend(await shard.history(EVERY_KEY, lo, top))
+        out.update(ev.kv.key for ev in await shard.history(EVERY_KEY, lo, top))
         lo = top + 1
     return out
 
 
-def _numbered(changes) -> list[Row]:
-    """(main revision, tombstone, KeyValue) in revision order -> Rows with sub revisions."""
-    rows: list[Row] = []
-    last, sub = 0, 0
-    for main, tombstone, kv in changes:
-        sub = sub + 1 if main == last else 0
-        last = main
-        rows.append(Row(main, sub, tombstone, kv))
-    return rows
-
-
-async def rows(shard, revision: int, compact: int, hashkv: bool = False) -> list[Row]:
-    """The bucket's rows up to `revision` with compact revision `compact` (-1: never).
+async def iter_rows(shard, revision: int, compact: int, hashkv: bool = False) -> AsyncIterator[Row]:
+    """The bucket's rows up to `revision` with compact revision `compact` (-1: never), in
+    order; the history is read window by window (only the keys at `compact` are held at once).
     hashkv: as etcd's HashKV counts them: a kept row superseded by `revision` is left out while
     some key is live at `revision` (kubefabric.shard.hashkv)."""
     kept = await _kept(shard, compact) if compact > 0 else []
-    later = await _later(shard, max(compact, 0) + 1, revision)
     if hashkv and kept:
         live = await shard.range(pb.RangeRequest(key=ALL, range_end=ALL, revision=revision,
                                                  count_only=True))
         if live.count:
-            changed = {ev.kv.key for ev in later}
+            changed = await _changed(shard, compact + 1, revision)
             kept = [kv for kv in kept if kv.key not in changed]
-    changes = [(kv.mod_revision, False, kv) for kv in kept]
-    changes += [(ev.kv.mod_revision, True, KeyValue(key=ev.kv.key)) if ev.type == Event.DELETE
-                else (ev.kv.mod_revision, False, ev.kv) for ev in later]
-    return _numbered(changes)
+    last, sub = 0, 0
+    for kv in kept:
+        sub = sub + 1 if kv.mod_revision == last else 0
+        last = kv.mod_revision
+        yield Row(kv.mod_revision, sub, False, kv)
+    del kept
+    lo = max(compact, 0) + 1
+    while lo <= revision:
+        top = min(lo + HISTORY_WINDOW - 1, revision)
+        for ev in await shard.history(EVERY_KEY, lo, top):
+            main = ev.kv.mod_revision
+            sub = sub + 1 if main == last else 0
+            last = main
+            if ev.type == Event.DELETE:
+                yield Row(main, sub, True, KeyValue(key=ev.kv.key))
+            else:
+                yield Row(main, sub, False, ev.kv)
+        lo = top + 1
 
 
 async def hash_kv(shard, revision: int, compact: int) -> int:
@@ -89,7 +93,7 @@ async def hash_kv(shard, revision: int, compact: int) -> int:
     revision, where etcd answers with the hash its compaction kept (no shard surface keeps one
     for several shards)."""
     crc = google_crc32c.extend(0, BUCKET)
-    for r in await rows(shard, revision, compact, hashkv=True):
+    async for r in iter_rows(shard, revision, compact, hashkv=True):
         crc = google_crc32c.extend(crc, r.key_bytes())
         crc = google_crc32c.extend(crc, r.kv.SerializeToString())
     return crc
