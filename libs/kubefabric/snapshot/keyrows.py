@@ -19,7 +19,7 @@ from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
 from kubefabric.shard.hashkv import BUCKET, rev_bytes
 
 RANGE_PAGE = 1_000      # keys per range read at the compact revision
-HISTORY_WINDOW = 1_000  # revisions per history read
+HISTORY_WINDOW = 250    # revisions per history read: a window is held in memory (with prev_kvs)
 
 
 class Row(NamedTuple):
