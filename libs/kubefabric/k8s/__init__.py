@@ -45,9 +45,10 @@ Generated code: kubefabric.proto.k8s (the .proto files of k8s.io/api, apimachine
 apiextensions-apiserver, kube-aggregator v0.37.2) and kubefabric/proto/k8s/gojson.json, both
 written by `uv run python scripts/gen_proto.py` (checked in CI with --check).
 """
-from .decode import Summary, decode, summarize
+from .decode import decode, summarize
 from .errors import DecodeError
 from .keys import ObjectKey, object_key, parse_key, resource_prefix, storage_path
+from .summary import Summary
 
 __all__ = ["decode", "summarize", "Summary", "DecodeError", "ObjectKey", "parse_key",
            "object_key", "resource_prefix", "storage_path"]

@@ -13,10 +13,11 @@ What kube-apiserver stores (one value per key, DESIGN §8):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
+from . import pb
 from .convert import to_served
 from .errors import DecodeError
+from .summary import Summary, field_value
 
 PROTOBUF_MAGIC = b"k8s\x00"
 ENCRYPTED_MAGIC = b"k8s:enc:"
@@ -32,23 +33,10 @@ def decode(key: bytes | str, value: bytes, mod_revision: int) -> dict:
     return obj
 
 
-@dataclass(slots=True)
-class Summary:
-    """What an index needs of an object. fields: each requested path (dotted JSON field names
-    from the object's root, e.g. "spec.nodeName", "status.phase") -> its value as a field
-    selector compares it (strings as they are, integers in decimal, booleans "true"/"false"),
-    None when absent or not a scalar."""
-    namespace: str
-    name: str
-    labels: dict[str, str]
-    fields: dict[str, str | None] = field(default_factory=dict)
-
-
 def summarize(key: bytes | str, value: bytes, fields: tuple[str, ...] = ()) -> Summary:
     """Namespace, name, labels and the given field paths of the object stored at `key`, without
     rendering the whole object where that is cheaper; DecodeError as decode()."""
     if value[:4] == PROTOBUF_MAGIC:
-        from . import pb
         return pb.summarize(key, value, fields)
     obj = _object(key, value)
     meta = obj["metadata"]
@@ -56,33 +44,10 @@ def summarize(key: bytes | str, value: bytes, fields: tuple[str, ...] = ()) -> S
                    {path: field_value(obj, path) for path in fields})
 
 
-def field_value(obj: dict, path: str) -> str | None:
-    """The value at a dotted path of a JSON object, as a field selector compares it."""
-    node: object = obj
-    for part in path.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return scalar_string(node)
-
-
-def scalar_string(v: object) -> str | None:
-    if isinstance(v, str):
-        return v
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float) and v.is_integer() and abs(v) < 1e21:
-        return str(int(v))   # Go renders an integral float64 without a fraction
-    return None
-
-
 def _object(key: bytes | str, value: bytes) -> dict:
     if not value:
         raise DecodeError(key, "empty value")
     if value[:4] == PROTOBUF_MAGIC:
-        from . import pb
         return pb.decode(key, value)
     if value[:8] == ENCRYPTED_MAGIC:
         provider = value[8:].split(b":", 2)[:2]

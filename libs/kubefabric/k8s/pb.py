@@ -9,6 +9,7 @@ from google.protobuf.message import DecodeError as ProtobufError
 
 from . import convert, gojson
 from .errors import DecodeError
+from .summary import Summary, field_value, scalar_string
 
 MAGIC_LEN = 4
 UNKNOWN = "k8s.io.apimachinery.pkg.runtime.Unknown"
@@ -51,7 +52,6 @@ def _render(key: bytes | str, api_version: str, kind: str, name: str, msg) -> di
 
 
 def summarize(key: bytes | str, value: bytes, fields: tuple[str, ...]):
-    from .decode import Summary, field_value, scalar_string
     api_version, kind, name, msg = _message(key, value)
     if (api_version, kind) in convert.DEFAULTS:    # what defaulting on read adds counts too
         obj = convert.to_served(_render(key, api_version, kind, name, msg))

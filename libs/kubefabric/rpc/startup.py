@@ -13,6 +13,8 @@ import logging
 import os
 from typing import Any, Callable, Coroutine
 
+import uvloop
+
 from kubefabric.config import Duration, Flag, HostPort, URLs
 from kubefabric.logs import setup_logging
 
@@ -63,7 +65,6 @@ def run(args: argparse.Namespace, main: Callable[[], Coroutine[Any, Any, int]],
     try:
         coro = main()
         if args.event_loop == "uvloop":
-            import uvloop
             return uvloop.run(coro)
         return asyncio.run(coro)
     except StartupError as err:

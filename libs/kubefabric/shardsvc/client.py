@@ -21,6 +21,7 @@ import logging
 
 import grpc
 
+from kubefabric.auth.state import RESPONSES, from_message
 from kubefabric.etcd import errors
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
@@ -28,6 +29,7 @@ from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import never_reached, open_channel, parse_endpoints, status_error
+from kubefabric.shard.hashkv import KVHash
 from kubefabric.shard.state import ShardState
 from kubefabric.telemetry import instrument_shard_stub, tracing
 from kubefabric.tls import ClientTLS, TLSError
@@ -335,8 +337,6 @@ class RemoteShard:
 
     async def auth_apply(self, method: str, request, caller: str | None):
         """An Auth request on the shard's auth store: (response message, state, generation)."""
-        from kubefabric.auth.state import RESPONSES, from_message
-
         resp = await self._call("AuthApply", spb.AuthApplyRequest(
             method=method, request=request.SerializeToString(), caller=caller or "",
             has_caller=caller is not None))
@@ -345,8 +345,6 @@ class RemoteShard:
 
     async def auth_read(self, generation: int = -1):
         """(state, generation) of the shard's auth store; None when `generation` is current."""
-        from kubefabric.auth.state import from_message
-
         resp = await self._call("AuthRead", spb.AuthReadRequest(generation=generation), write=True)
         if resp.unchanged:
             return None
@@ -354,8 +352,6 @@ class RemoteShard:
 
     async def hash_kv(self, revision: int, crc: int | None = None, sync_rev: int = 0):
         """etcd's HashKV on the shard: (KVHash, the shard's committed revision)."""
-        from kubefabric.shard.hashkv import KVHash
-
         resp = await self._call("HashKV", spb.HashKVRequest(
             clock=self._clock(sync_rev), revision=revision, chained=crc is not None, crc=crc or 0))
         self._observe(resp.committed_rev)

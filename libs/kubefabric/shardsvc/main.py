@@ -13,7 +13,7 @@ import logging
 
 from kubefabric import telemetry
 from kubefabric.dsn import DSN
-from kubefabric.events.bus import connect
+from kubefabric.events.connect import connect
 from kubefabric.events.publisher import EventPublisher
 from kubefabric.index.topofile import IndexSettingsFile
 from kubefabric.lifecycle import until_terminated

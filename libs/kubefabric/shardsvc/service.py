@@ -13,6 +13,7 @@ import logging
 
 import grpc
 
+from kubefabric.auth.state import REQUESTS, to_message
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import EVERY_KEY, KeyRange
@@ -188,8 +189,6 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     @on_leader
     async def AuthApply(self, shard, request: spb.AuthApplyRequest, sync_rev) -> spb.AuthApplyResponse:
-        from kubefabric.auth.state import REQUESTS, to_message
-
         kind = REQUESTS.get(request.method)
         if kind is None:
             raise EtcdError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown auth method {request.method!r}")
@@ -201,8 +200,6 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     @on_leader
     async def AuthRead(self, shard, request: spb.AuthReadRequest, sync_rev) -> spb.AuthStore:
-        from kubefabric.auth.state import to_message
-
         current = await shard.auth_read(request.generation)
         if current is None:
             return spb.AuthStore(unchanged=True, generation=request.generation)

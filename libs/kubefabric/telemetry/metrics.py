@@ -17,7 +17,7 @@ import asyncio
 import logging
 
 import prometheus_client
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 prometheus_client.disable_created_metrics()  # no *_created series (etcd has none)
 
@@ -193,8 +193,6 @@ def serve(address: str) -> bool:
     global _sampler
     if not address:
         return False
-    from prometheus_client import start_http_server
-
     host, port = parse_address(address)
     try:
         start_http_server(port, addr=host)

@@ -11,12 +11,12 @@ import re
 import sys
 
 from kubefabric.config import Bool, Flag, IntermixedParser, URLs, add_flags
-
-from . import live
+from kubefabric.tls import ClientTLS
 
 from .load import TopologyError, load_topology
 from .model import show
 from .reload import check_reload, scan_ranges
+from .status import add_command as add_status_command
 
 FORMAT = """\
 A topology file routes keys to shards: rules are tried top to bottom, the first match
@@ -39,6 +39,26 @@ regexp must match the whole key. namespace matches namespaced objects only (neve
 Namespace object itself). Rules may only be appended while a router runs.
 KEY and --range arguments may contain \\xNN for any byte and \\\\ for a backslash.
 The full format: docs/topology.md.
+"""
+
+# `check --live` and `move` (kubefabric.topology.live)
+MISPLACED = """\
+check --live: connects to every shard service of FILE and lists each key a shard holds that
+FILE routes to another shard, with whether the owner has the key too ("shadowed": clients see
+the owner's copy; the misplaced one is only hidden) or not ("hidden": clients do not see it at
+all until it is moved).
+
+move: for each misplaced key, writes it to its owner through kv-router (`--endpoints`, which
+runs FILE: the router routes the write, keeps revisions ordered and reaches embedded shards),
+only if the owner does not have the key (a create-only txn: an owner's copy is never
+overwritten), then deletes the misplaced copy on its shard service if it did not change
+meanwhile (a txn guarded by its mod_revision). A shadowed copy is only deleted with
+--drop-shadowed (its value is printed first). A key whose lease the owner does not know is left
+where it is and reported. Every outcome is one line; the exit status says whether keys remain.
+
+Embedded shards (inside kv-router) cannot be reached from here: their misplaced keys are logged
+by kv-router at start-up and on reload; keys owned by an embedded shard are moved into it
+through the router like any other.
 """
 
 
@@ -70,12 +90,11 @@ def command(subparsers) -> None:
     c.set_defaults(func=run)
     m = sub.add_parser(
         "move", help="Move misplaced keys to the shards FILE routes them to",
-        description=live.__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=MISPLACED, formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("file", metavar="FILE", help="the topology YAML file kv-router runs")
     add_flags(m, MOVE_FLAGS)
     m.set_defaults(func=run_move)
-    from .status import add_command
-    add_command(sub)
+    add_status_command(sub)
 
 
 MOVE_FLAGS = [
@@ -140,7 +159,7 @@ def run(args) -> int:
         print(f"[{show(start)}, {shown}) -> {', '.join(topo.shards_for_range(start, end))}")
     status = _against(args.against, topo) if args.against else 0
     if args.live:
-        status = max(status, asyncio.run(live.check_live(topo)))
+        status = max(status, asyncio.run(_live().check_live(topo)))
     return status
 
 
@@ -152,9 +171,8 @@ def run_move(args) -> int:
         return 1
     tls = None
     if args.ca_file or args.cert_file or args.key_file:
-        from kubefabric.tls import ClientTLS
         tls = ClientTLS(args.ca_file, args.cert_file, args.key_file)
-    return asyncio.run(live.move(topo, args.endpoints, tls, args.drop_shadowed, args.dry_run))
+    return asyncio.run(_live().move(topo, args.endpoints, tls, args.drop_shadowed, args.dry_run))
 
 
 def _against(path: str, new) -> int:
@@ -173,3 +191,10 @@ def _against(path: str, new) -> int:
         print(f"reload from {path}: allowed if shard {old.default!r} holds no key the new rules "
               f"move, in {where} (the router checks this before switching)")
     return 0
+
+
+def _live():
+    """kubefabric.topology.live, imported when `--live` or `move` runs: it loads grpc, which
+    must not load while the command line is built (kubefabric.cli)."""
+    from . import live
+    return live

@@ -1,22 +1,8 @@
 """`kubefabric topology check FILE --live` and `kubefabric topology move FILE`: misplaced keys
 (topology/misplaced.py) against the live shard services of a topology file.
 
-check --live: connects to every shard service of FILE and lists each key a shard holds that
-FILE routes to another shard, with whether the owner has the key too ("shadowed": clients see
-the owner's copy; the misplaced one is only hidden) or not ("hidden": clients do not see it at
-all until it is moved).
-
-move: for each misplaced key, writes it to its owner through kv-router (`--endpoints`, which
-runs FILE: the router routes the write, keeps revisions ordered and reaches embedded shards),
-only if the owner does not have the key (a create-only txn: an owner's copy is never
-overwritten), then deletes the misplaced copy on its shard service if it did not change
-meanwhile (a txn guarded by its mod_revision). A shadowed copy is only deleted with
---drop-shadowed (its value is printed first). A key whose lease the owner does not know is left
-where it is and reported. Every outcome is one line; the exit status says whether keys remain.
-
-Embedded shards (inside kv-router) cannot be reached from here: their misplaced keys are logged
-by kv-router at start-up and on reload; keys owned by an embedded shard are moved into it
-through the router like any other.
+What they do, as `kubefabric topology move --help` says it: kubefabric.topology.command.MISPLACED.
+This module loads grpc: the command imports it only when it runs (kubefabric.cli).
 """
 from __future__ import annotations
 
@@ -24,7 +10,9 @@ import asyncio
 import sys
 from dataclasses import dataclass
 
+from kubefabric.client import ClientError, Compacted, EtcdClient
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.shardsvc.client import connect_shard
 
 from . import misplaced
 from .model import show
@@ -41,8 +29,6 @@ class Found:
 
 async def connect(topology) -> tuple[dict, list[str]]:
     """(name -> RemoteShard for every shard service, notes about shards not reached)."""
-    from kubefabric.shardsvc.client import connect_shard
-
     shards, notes = {}, []
     for spec in topology.shards.values():
         if spec.embedded:
@@ -97,9 +83,7 @@ async def check_live(topology, out=sys.stdout) -> int:
 
 async def move(topology, endpoints: str, tls=None, drop_shadowed: bool = False,
                dry_run: bool = False, out=sys.stdout) -> int:
-    """Move every misplaced key to its owner (see the module doc); 0 when none is left."""
-    from kubefabric.client import ClientError, EtcdClient
-
+    """Move every misplaced key to its owner (command.MISPLACED says how); 0 when none is left."""
     shards, notes = await connect(topology)
     router = EtcdClient.connect(endpoints, tls)
     left = 0
@@ -164,8 +148,6 @@ async def _owner_history(router, key: bytes, copy_rev: int, now: int) -> int:
     """The revision of the owner's last change of `key` after `copy_rev` (the misplaced copy's
     mod_revision) up to `now`, 0 if none. Read through the router's watch from copy_rev + 1 (from
     the compaction revision on when that is compacted: what came before is gone for everyone)."""
-    from kubefabric.client import Compacted
-
     start = copy_rev + 1
     last = 0
     while start <= now:

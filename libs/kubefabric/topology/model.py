@@ -166,7 +166,7 @@ def literal_prefix(pattern: bytes) -> tuple[bytes, bool]:
     Uses the stdlib regex parser; any surprise answers (b"", False), which is always safe.
     """
     try:
-        from re import _constants as c, _parser as p
+        from re import _constants as c, _parser as p  # private: a Python without them answers safely
         parsed = p.parse(pattern, re.DOTALL)
         if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):
             return b"", False

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # the CLI loads this module to list its command: no SQLAlchem
 
 
 def _store(dsn: DSN, args) -> Store:
-    from .store import MysqlStore
+    from .store import MysqlStore  # delayed: see TYPE_CHECKING above
     return MysqlStore(dsn, read_pool_size=args.read_pool_size)
 
 

@@ -123,5 +123,5 @@ def run(args: argparse.Namespace) -> int:
 
 def _start(args: argparse.Namespace):
     tls = settings_from_args(args)  # applies --cipher-suites: before grpc loads (kubefabric.cli)
-    from .main import main
+    from .main import main  # grpc loads now (kubefabric.cli)
     return main(args, tls)

@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from kubefabric.auth.tokens import SimpleTokens
 from kubefabric.query.service import add_to_server as add_query_service
 from kubefabric.rpc.handlers import DEADLINE, DEFAULT_REQUEST_TIMEOUT_S, GATE
 from kubefabric.rpc.limits import DEFAULT_MAX_REQUEST_BYTES, max_message_bytes
@@ -81,8 +82,6 @@ class RouterServer:
                                       max_message_bytes(cfg.max_request_bytes),
                                       cfg.watch_buffer_bytes, cfg.max_watchers_per_stream,
                                       cfg.max_watch_streams_per_connection)
-        from kubefabric.auth.tokens import SimpleTokens
-
         self.auth = AuthGuard(shard, cfg.auth_tokens or SimpleTokens(), cfg.client_cert_auth)
         self.watch.authorize = self.auth.watch_refusal
         DEADLINE.seconds = cfg.request_timeout_s or None

@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from kubefabric import telemetry
-from kubefabric.events.bus import connect
+from kubefabric.events.connect import connect
 from kubefabric.lifecycle import until_terminated
 from kubefabric.rpc.limits import max_message_bytes
 from kubefabric.rpc.server import LIVENESS, listen, make_server
