@@ -20,8 +20,12 @@ import hmac
 import os
 import secrets
 import time
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from kubefabric.config import Duration
 
 from . import errors
 from .state import AuthState
@@ -103,8 +107,6 @@ class JWTTokens:
     kind = "jwt"
 
     def __init__(self, options: dict[str, str]):
-        import jwt  # PyJWT: only loaded when JWT tokens are configured
-
         self.jwt = jwt
         unknown = set(options) - {"sign-method", "pub-key", "priv-key", "ttl"}
         if unknown:
@@ -165,8 +167,6 @@ def _read(path: str) -> bytes:
 def _duration(text: str) -> float:
     if not text:
         return 0.0
-    from kubefabric.config import Duration
-
     try:
         return float(Duration()(text))
     except Exception:

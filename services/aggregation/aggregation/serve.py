@@ -1,175 +1,107 @@
-"""Start-up and shutdown of `kubefabric aggregation`."""
+"""`kubefabric aggregation`: a Kubernetes aggregated API server for resources declared as CRD
+manifests, served straight from KubeFabric. kube-apiserver only proxies to it (an APIService per
+group/version), so these objects never sit in kube-apiserver's watch cache, and their lists and
+selectors are answered by the shards' index.
+
+Reads and writes go to kv-router (--kv-router: the etcd API and the Query API), watches to
+watch-hub(s) (--watch-hub; kv-router relays them when unset). Objects are stored as a CRD's would
+be (/registry/<group>/<plural>/...), so a resource moves between a CRD and this server without
+migrating data.
+
+`kubefabric aggregation manifests` prints the APIService(s), Service, Deployment and RBAC that
+register it in a cluster.
+"""
 from __future__ import annotations
 
 import argparse
-import logging
-import ssl
 
-from kubefabric.lifecycle import until_terminated
+from kubefabric.config import Count, Duration, Flag, HostPort, URLs, add_flags
 from kubefabric.rpc import startup
-from kubefabric.rpc.startup import StartupError
 
-from . import auth, metrics
-from .crd import CRDError, load_directory
-from .registry import Registry
+ENDPOINTS = URLs(("http", "https"))
 
-log = logging.getLogger("kubefabric.aggregation")
+SERVE_FLAGS = [
+    Flag("--crd-dir", "", "directory of CustomResourceDefinition manifests (*.yaml, *.yml, "
+         "*.json; apiextensions.k8s.io/v1) declaring the resources to serve; a <file>.py beside "
+         "a manifest holds its Python hooks (docs/aggregation.md)"),
+    Flag("--kv-router", "http://127.0.0.1:2379", "kv-router endpoint(s) for reads, writes and "
+         "queries, http://host:port[,http://host:port...]", type=ENDPOINTS),
+    Flag("--watch-hub", "", "watch-hub endpoint(s) for watches, http://host:port[,...] "
+         "(default: --kv-router, which relays watches to its hub)",
+         type=URLs(("http", "https"), optional=True)),
+    Flag("--listen-address", "127.0.0.1:8443", "host:port to serve the API on (HTTPS)",
+         type=HostPort(listen=True)),
+    Flag("--tls-cert-file", "", "serving certificate (PEM); with none a self-signed one is made "
+         "at start (register the APIService with insecureSkipTLSVerify then)"),
+    Flag("--tls-private-key-file", "", "the serving certificate's unencrypted key (PEM)"),
+    Flag("--auth", "delegated", "delegated: authenticate and authorize every request through "
+         "kube-apiserver (front-proxy certificate, TokenReview, SubjectAccessReview); none: allow "
+         "everything as system:anonymous (local development only)", choices=("delegated", "none")),
+    Flag("--kubeconfig", "", "kubeconfig for kube-apiserver (TokenReview, SubjectAccessReview, "
+         "the extension-apiserver-authentication ConfigMap); empty: the in-cluster service account"),
+    Flag("--requestheader-client-ca-file", "", "CA of the front proxy's client certificate; empty: "
+         "read from kube-system/extension-apiserver-authentication"),
+    Flag("--requestheader-allowed-names", "", "comma-separated common names the front proxy's "
+         "certificate may have (empty: any certificate of the CA; with the ConfigMap: its list)"),
+    Flag("--requestheader-username-headers", "X-Remote-User", "headers carrying the user name"),
+    Flag("--requestheader-uid-headers", "X-Remote-Uid", "headers carrying the user's UID"),
+    Flag("--requestheader-group-headers", "X-Remote-Group", "headers carrying the groups"),
+    Flag("--requestheader-extra-headers-prefix", "X-Remote-Extra-", "prefixes of the headers "
+         "carrying extra user attributes"),
+    Flag("--client-ca-file", "", "CA whose client certificates authenticate directly (CN = user, "
+         "O = groups); empty: kube-apiserver's, from the same ConfigMap"),
+    Flag("--authorization-always-allow-paths", "/healthz,/readyz,/livez", "comma-separated paths "
+         "served without authorization"),
+    Flag("--auth-cache-ttl", "10s", "how long TokenReview and SubjectAccessReview answers are "
+         "reused", type=Duration()),
+    Flag("--watch-bookmark-interval", "1m", "how often a watch that allows bookmarks gets one",
+         type=Duration(positive=True)),
+    Flag("--min-request-timeout", "30m", "a watch without timeoutSeconds ends after a random "
+         "time between this and twice this (as kube-apiserver's)", type=Duration(positive=True)),
+    *startup.process_flags("10s", "time in-flight requests get to finish on SIGTERM (watches "
+                           "end at once; clients re-watch)", metrics_address="127.0.0.1:2680"),
+]
 
-
-def run(args: argparse.Namespace) -> int:
-    return startup.run(args, lambda: _checked(args), log)
-
-
-def _checked(args: argparse.Namespace):
-    """The settings checked (StartupError); the server's coroutine."""
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):  # lightkube's HTTP client, per request
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    if not args.crd_dir:
-        raise StartupError("--crd-dir (or KUBEFABRIC_CRD_DIR) is required: the directory of "
-                           "CustomResourceDefinition manifests to serve")
-    try:
-        resources = load_directory(args.crd_dir)
-    except (CRDError, OSError) as err:
-        raise StartupError(f"--crd-dir: {err}") from None
-    if not resources:
-        raise StartupError(f"--crd-dir {args.crd_dir}: no CustomResourceDefinition found")
-    from .hooks import HookError, attach_hooks
-    try:
-        attach_hooks(resources, args.crd_dir)
-    except HookError as err:
-        raise StartupError(str(err)) from None
-    host, _, port = args.listen_address.rpartition(":")
-    if not host or not port.isdigit():
-        raise StartupError(f"--listen-address {args.listen_address!r}: use host:port")
-    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
-        raise StartupError("--tls-cert-file and --tls-private-key-file go together")
-    return _serve(args, Registry(resources), host.strip("[]"), int(port))
-
-
-async def _auth(args) -> tuple[auth.Authenticator, auth.Authorizer, list[str], auth.Reviewer | None]:
-    """Authenticator, authorizer, the CA files the listener verifies client certificates with,
-    and the reviewer (closed at shutdown)."""
-    config = auth.AuthConfig(cache_ttl=args.auth_cache_ttl,
-                             always_allow_paths=tuple(p for p in args.authorization_always_allow_paths.split(",") if p),
-                             username_headers=_list(args.requestheader_username_headers),
-                             uid_headers=_list(args.requestheader_uid_headers),
-                             group_headers=_list(args.requestheader_group_headers),
-                             extra_prefixes=_list(args.requestheader_extra_headers_prefix),
-                             allowed_names=_list(args.requestheader_allowed_names))
-    if args.auth == "none":
-        log.warning("--auth none: every request is allowed (local development only)")
-        config.always_allow_groups = ("system:unauthenticated",)
-        return auth.Authenticator(config, None), auth.Authorizer(config, None), [], None
-    try:
-        reviewer = auth.Reviewer.from_kubeconfig(args.kubeconfig)
-    except Exception as err:  # lightkube's config errors have no common base
-        raise StartupError(f"cannot configure the kube-apiserver client (--kubeconfig "
-                           f"{args.kubeconfig or 'in-cluster'}): {err}") from None
-    ca_files = []
-    front_ca, client_ca = args.requestheader_client_ca_file, args.client_ca_file
-    if not front_ca or not client_ca:
-        settings = await _lookup(reviewer)
-        front_ca = front_ca or _write_pem(settings.get("requestheader-client-ca-file"), "front-proxy-ca")
-        client_ca = client_ca or _write_pem(settings.get("client-ca-file"), "client-ca")
-        if not config.allowed_names and settings.get("requestheader-allowed-names"):
-            import json
-            config.allowed_names = tuple(json.loads(settings["requestheader-allowed-names"]))
-    for path, target in ((front_ca, config.requestheader_ca), (client_ca, config.client_ca)):
-        if path:
-            try:
-                target.extend(auth.load_certificates(path))
-            except (OSError, ValueError) as err:
-                raise StartupError(f"cannot read CA file {path}: {err}") from None
-            ca_files.append(path)
-    if not config.requestheader_ca:
-        log.warning("no front-proxy CA: requests proxied by kube-apiserver cannot be authenticated")
-    return auth.Authenticator(config, reviewer), auth.Authorizer(config, reviewer), ca_files, reviewer
+MANIFEST_FLAGS = [
+    Flag("--crd-dir", "", "the directory the server will read (one APIService per served "
+         "group/version; the manifests go into a ConfigMap mounted there)"),
+    Flag("--namespace", "kubefabric", "namespace of the Service and Deployment"),
+    Flag("--name", "kubefabric-aggregation", "name of the Service, Deployment and RBAC objects"),
+    Flag("--image", "kubefabric:dev", "container image with the kubefabric command"),
+    Flag("--replicas", "2", "Deployment replicas (stateless; any number)", type=Count(0, 10000)),
+    Flag("--kv-router", "http://kv-router:2379", "kv-router endpoint(s) as the pods reach them",
+         type=ENDPOINTS),
+    Flag("--watch-hub", "", "watch-hub endpoint(s) as the pods reach them (empty: via kv-router)",
+         type=URLs(("http", "https"), optional=True)),
+    Flag("--group-priority-minimum", "1000", "APIService groupPriorityMinimum",
+         type=Count(1, 20000)),
+    Flag("--version-priority", "100", "APIService versionPriority", type=Count(1, 1000)),
+]
 
 
-async def _lookup(reviewer: auth.Reviewer) -> dict[str, str]:
-    try:
-        return await reviewer.requestheader_settings()
-    except Exception as err:
-        log.warning("cannot read kube-system/extension-apiserver-authentication (%s); give "
-                    "--requestheader-client-ca-file and --client-ca-file instead", err)
-        return {}
+def command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "aggregation", help="serve CRD-declared resources from KubeFabric as an aggregated API server",
+        description=__doc__.replace("`", "").strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_flags(p, SERVE_FLAGS)
+    p.set_defaults(func=_serve)
+    sub = p.add_subparsers(dest="aggregation_command", metavar="[manifests]")
+    m = sub.add_parser("manifests", help="print the APIService, Service, Deployment and RBAC "
+                       "objects that register this server in a cluster (YAML)",
+                       description="Print, as one YAML stream for kubectl apply -f -, what "
+                       "registers the aggregation server: a ConfigMap of the CRD manifests, the "
+                       "Deployment and Service, one APIService per served group/version, and "
+                       "RBAC for delegated authentication and authorization.")
+    add_flags(m, MANIFEST_FLAGS)
+    m.set_defaults(func=_manifests)
 
 
-def _write_pem(pem: str | None, name: str) -> str:
-    if not pem:
-        return ""
-    import os
-    import tempfile
-    fd, path = tempfile.mkstemp(prefix=f"kubefabric-{name}-", suffix=".pem")
-    with os.fdopen(fd, "w") as f:
-        f.write(pem)
-    return path
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import run
+    return run(args)
 
 
-def _list(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
-
-
-async def _serve(args, registry: Registry, host: str, port: int) -> int:
-    from aiohttp import web
-
-    from kubefabric import telemetry
-
-    from .app import Health, Server
-    from .certs import self_signed
-    from .etcdstore import EtcdStore
-    from .rest import Resources
-    from .watch import WatchSettings
-    from .writes import Namespaces, Writes
-
-    authenticator, authorizer, ca_files, reviewer = await _auth(args)
-    cert, key = args.tls_cert_file, args.tls_private_key_file
-    if not cert:
-        cert, key = self_signed(host)
-        log.info("no --tls-cert-file: serving a self-signed certificate")
-    try:
-        tls = auth.server_context(cert, key, ca_files)
-    except (OSError, ssl.SSLError) as err:
-        raise StartupError(f"cannot load the serving certificate {cert}: {err}") from None
-    try:
-        store = EtcdStore.connect(args.kv_router, args.watch_hub)
-    except ValueError as err:
-        raise StartupError(f"--kv-router/--watch-hub: {err}") from None
-    health = Health()
-
-    async def data_layer() -> str | None:
-        try:
-            await store.revision()
-            return None
-        except Exception as err:
-            return f"kv-router unreachable: {err}"
-
-    health.checks["data-layer"] = data_layer
-    resources = Resources(store, WatchSettings(args.watch_bookmark_interval, args.min_request_timeout))
-    resources.registry = registry
-    namespaces = Namespaces(reviewer) if reviewer is not None else None
-    resources.writes = Writes(store, resources, namespaces)
-    server = Server(registry, authenticator, authorizer, resources, health)
-    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False,
-                           shutdown_timeout=args.shutdown_grace)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as err:
-        await runner.cleanup()
-        raise StartupError(f"cannot listen on {args.listen_address}: {err.strerror or err}") from None
-    telemetry.setup("aggregation", args.metrics_address)
-    metrics.resources_served.set(len(registry.resources))
-    log.info("aggregation: serving %s on https://%s:%d (data layer %s%s)",
-             ", ".join(r.name for r in registry.resources), host, port, args.kv_router,
-             f", watches from {args.watch_hub}" if args.watch_hub else "")
-    await until_terminated()
-    log.info("shutting down")
-    health.shutting_down = True
-    await runner.cleanup()
-    await store.close()
-    if reviewer is not None:
-        await reviewer.close()
-    log.info("stopped")
-    return 0
+def _manifests(args: argparse.Namespace) -> int:
+    from .manifests import run
+    return run(args)
