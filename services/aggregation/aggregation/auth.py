@@ -13,12 +13,23 @@ resource and namespace. A denial is kube-apiserver's 403 Forbidden, with its wor
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.models.authentication_v1 import TokenReviewSpec
+from lightkube.models.authorization_v1 import (NonResourceAttributes, ResourceAttributes,
+                                               SubjectAccessReviewSpec)
+from lightkube.resources.authentication_v1 import TokenReview
+from lightkube.resources.authorization_v1 import SubjectAccessReview
+from lightkube.resources.core_v1 import ConfigMap, Namespace
 
 from . import status
 
@@ -84,7 +95,6 @@ class AuthConfig:
 
 
 def load_certificates(pem_path: str) -> list:
-    from cryptography import x509
     with open(pem_path, "rb") as f:
         return x509.load_pem_x509_certificates(f.read())
 
@@ -100,7 +110,6 @@ def _issued_by(cert, cas: list) -> bool:
 
 
 def _valid_now(cert) -> bool:
-    import datetime as dt
     now = dt.datetime.now(dt.timezone.utc)
     return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
 
@@ -125,8 +134,6 @@ class Authenticator:
         return None
 
     def _from_certificate(self, der: bytes, headers) -> User | None:
-        from cryptography import x509
-        from cryptography.x509.oid import NameOID
         cert = x509.load_der_x509_certificate(der)
         if not _valid_now(cert):
             return None
@@ -206,13 +213,10 @@ class Reviewer:
 
     @classmethod
     def from_kubeconfig(cls, path: str) -> "Reviewer":
-        from lightkube import AsyncClient, KubeConfig
         config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
         return cls(AsyncClient(config))
 
     async def token_review(self, token: str) -> User | None:
-        from lightkube.models.authentication_v1 import TokenReviewSpec
-        from lightkube.resources.authentication_v1 import TokenReview
         try:
             review = await self.client.create(TokenReview(spec=TokenReviewSpec(token=token)))
         except Exception as err:  # kube-apiserver unreachable: the request fails, not the server
@@ -225,9 +229,6 @@ class Reviewer:
         return User(st.user.username or "", tuple(st.user.groups or ()), extra, st.user.uid or "")
 
     async def access_review(self, user: User, attrs: Attributes) -> tuple[bool, str]:
-        from lightkube.models.authorization_v1 import (NonResourceAttributes, ResourceAttributes,
-                                                       SubjectAccessReviewSpec)
-        from lightkube.resources.authorization_v1 import SubjectAccessReview
         spec = SubjectAccessReviewSpec(user=user.name, groups=list(user.groups),
                                        extra=user.extra_dict or None, uid=user.uid or None)
         if attrs.resource_request:
@@ -247,15 +248,12 @@ class Reviewer:
 
     async def requestheader_settings(self) -> dict[str, str]:
         """kube-system/extension-apiserver-authentication: the front proxy's CA and names."""
-        from lightkube.resources.core_v1 import ConfigMap
         cm = await self.client.get(ConfigMap, "extension-apiserver-authentication",
                                    namespace="kube-system")
         return dict(cm.data or {})
 
     async def namespace_phase(self, name: str) -> str | None:
         """The namespace's phase (Active, Terminating), None when it does not exist."""
-        from lightkube import ApiError
-        from lightkube.resources.core_v1 import Namespace
         try:
             ns = await self.client.get(Namespace, name)
         except ApiError as err:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import status
+from .jsonpath import format_float
 
 _OMIT = object()
 _TYPES = {  # error type -> (text, StatusCause reason)
@@ -31,7 +32,6 @@ def go_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        from .jsonpath import format_float
         return format_float(value)
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 

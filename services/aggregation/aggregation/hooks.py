@@ -35,8 +35,10 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import status
+from . import reads, status
+from .app import respond
 from .fielderrors import FieldError, to_status
+from .negotiate import read_body
 
 
 class HookError(Exception):
@@ -83,11 +85,9 @@ class HookContext:
         text = await self.request.read()
         if not text:
             return None
-        from .negotiate import read_body
         return read_body(self.request.content_type, text)
 
     async def get(self, name: str, namespace: str | None = None) -> dict:
-        from . import reads
         return await reads.get(self._resources.store, self.served, namespace or self.namespace,
                                name, {})
 
@@ -96,7 +96,6 @@ class HookContext:
         """Objects of this resource, or of `resource` (<plural>.<group>: another CRD in the
         --crd-dir, at its preferred version), selected as a list request selects them (the
         shards' index answers what the topology indexes)."""
-        from . import reads
         served = self.served
         if resource:
             registry = self._resources.registry
@@ -174,7 +173,6 @@ class Hooks:
         code = 200
         if isinstance(out, tuple):
             code, out = out
-        from .app import respond
         return respond(ctx.request, code, out)
 
 

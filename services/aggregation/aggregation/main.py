@@ -2,16 +2,29 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import ssl
+import tempfile
 
+from aiohttp import web
+
+from kubefabric import telemetry
 from kubefabric.lifecycle import until_terminated
 from kubefabric.rpc import startup
 from kubefabric.rpc.startup import StartupError
 
 from . import auth, metrics
+from .app import Health, Server
+from .certs import self_signed
 from .crd import CRDError, load_directory
+from .etcdstore import EtcdStore
+from .hooks import HookError, attach_hooks
 from .registry import Registry
+from .rest import Resources
+from .watch import WatchSettings
+from .writes import Namespaces, Writes
 
 log = logging.getLogger("kubefabric.aggregation")
 
@@ -33,7 +46,6 @@ def _checked(args: argparse.Namespace):
         raise StartupError(f"--crd-dir: {err}") from None
     if not resources:
         raise StartupError(f"--crd-dir {args.crd_dir}: no CustomResourceDefinition found")
-    from .hooks import HookError, attach_hooks
     try:
         attach_hooks(resources, args.crd_dir)
     except HookError as err:
@@ -72,7 +84,6 @@ async def _auth(args) -> tuple[auth.Authenticator, auth.Authorizer, list[str], a
         front_ca = front_ca or _write_pem(settings.get("requestheader-client-ca-file"), "front-proxy-ca")
         client_ca = client_ca or _write_pem(settings.get("client-ca-file"), "client-ca")
         if not config.allowed_names and settings.get("requestheader-allowed-names"):
-            import json
             config.allowed_names = tuple(json.loads(settings["requestheader-allowed-names"]))
     for path, target in ((front_ca, config.requestheader_ca), (client_ca, config.client_ca)):
         if path:
@@ -98,8 +109,6 @@ async def _lookup(reviewer: auth.Reviewer) -> dict[str, str]:
 def _write_pem(pem: str | None, name: str) -> str:
     if not pem:
         return ""
-    import os
-    import tempfile
     fd, path = tempfile.mkstemp(prefix=f"kubefabric-{name}-", suffix=".pem")
     with os.fdopen(fd, "w") as f:
         f.write(pem)
@@ -111,17 +120,6 @@ def _list(text: str) -> tuple[str, ...]:
 
 
 async def _serve(args, registry: Registry, host: str, port: int) -> int:
-    from aiohttp import web
-
-    from kubefabric import telemetry
-
-    from .app import Health, Server
-    from .certs import self_signed
-    from .etcdstore import EtcdStore
-    from .rest import Resources
-    from .watch import WatchSettings
-    from .writes import Namespaces, Writes
-
     authenticator, authorizer, ca_files, reviewer = await _auth(args)
     cert, key = args.tls_cert_file, args.tls_private_key_file
     if not cert:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .auth import Attributes
+from .selectors import SelectorError, parse_fields
 
 _TRUE = ("1", "true")
 
@@ -79,7 +80,6 @@ def parse(method: str, path: str, query) -> RequestInfo:
 
 def _selected_name(field_selector: str) -> str:
     """The name a list or watch is limited to by `metadata.name=x` (authorization sees it)."""
-    from .selectors import SelectorError, parse_fields
     try:
         reqs = parse_fields(field_selector)
     except SelectorError:

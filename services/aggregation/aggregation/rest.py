@@ -12,9 +12,11 @@ from aiohttp import web
 
 from . import reads, status, watch
 from .app import respond
+from .hooks import HookContext
 from .negotiate import Target, negotiate
 from .registry import Registry, Served
 from .requestinfo import RequestInfo
+from .scale import to_scale
 from .store import Store, Unavailable
 from .table import TableConvertor, partial_metadata, partial_metadata_list
 
@@ -52,7 +54,6 @@ class Resources:
         if verb == "get":
             obj = await reads.get(self.store, served, info.namespace, info.name, query)
             if sub == "scale":
-                from .scale import to_scale
                 obj = to_scale(obj, served)
                 return respond(request, 200, obj, target.media)
             return self.render_object(request, served, target, obj)
@@ -77,7 +78,6 @@ class Resources:
 
     async def _hook_endpoint(self, request, info: RequestInfo, served: Served):
         """A hooks module's collection endpoint (<plural>/-/<name>) or subresource."""
-        from .hooks import HookContext
         hooks, sub = served.resource.hooks, info.subresource
         ctx = HookContext(request, served, info.namespace, info.name, request.method.upper(),
                           request.get("user"), None, self)

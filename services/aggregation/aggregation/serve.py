@@ -18,6 +18,8 @@ import argparse
 from kubefabric.config import Count, Duration, Flag, HostPort, URLs, add_flags
 from kubefabric.rpc import startup
 
+from . import manifests
+
 ENDPOINTS = URLs(("http", "https"))
 
 SERVE_FLAGS = [
@@ -98,10 +100,9 @@ def command(subparsers) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .serve import run
-    return run(args)
+    from . import main  # loads grpc and aiohttp: not while the command line is built (kubefabric.cli)
+    return main.run(args)
 
 
 def _manifests(args: argparse.Namespace) -> int:
-    from .manifests import run
-    return run(args)
+    return manifests.run(args)

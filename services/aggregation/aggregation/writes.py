@@ -10,13 +10,15 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 
 from aiohttp import web
 
 from . import objects, patching, reads, schema, status, strategy
 from .app import respond
 from . import fielderrors as fe
-from .fielderrors import FieldError
+from .fielderrors import FieldError, to_status
+from .hooks import HookContext
 from .managedfields import FieldManager
 from .negotiate import Target, patch_type, read_body
 from .registry import Served
@@ -290,7 +292,6 @@ class Writes:
         hooks = served.resource.hooks
         if hooks is None:
             return obj
-        from .hooks import HookContext
         ctx = HookContext(request, served, info.namespace, info.name, operation,
                           request.get("user") if request is not None else None, old,
                           self.resources)
@@ -412,7 +413,6 @@ async def _delete_options(request) -> dict:
 
 
 def strategy_invalid(served: Served, name: str, errs: list[FieldError]) -> status.ApiError:
-    from .fielderrors import to_status
     return to_status(served.resource.group, served.resource.kind, name, errs)
 
 
@@ -430,7 +430,6 @@ class Namespaces:
         self._cache: dict[str, tuple[float, str | None]] = {}
 
     async def admit(self, namespace: str, served: Served, name: str) -> None:
-        import time
         now = time.monotonic()
         hit = self._cache.get(namespace)
         if hit is None or hit[0] < now:
