@@ -7,7 +7,7 @@ under /kubefabric/trigger/dlq/<uid>/ (records.py), and the `kubefabric trigger d
 
 `replay` moves letters to /kubefabric/trigger/replay/ in one Txn per letter; the running
 trigger service that owns the object delivers each with the trigger's current settings and
-removes it, or puts it back in the queue with the new error.
+removes it, or puts it back in the queue with the new error. The command line is trigger.serve's.
 """
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ import json
 import logging
 import sys
 
-from . import records
+from kubefabric.client import ClientError, Compacted, prefix_end
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+
+from . import metrics, records
+from .client import client_for
+from .delivery import Outcome, deliver
+from .events import Event
+from .objects import ObjectRef
 from .records import DeadLetter
+from .request import build
 
 log = logging.getLogger("kubefabric.trigger.dlq")
-
-# Every `kubefabric` command loads this module to list its subcommands: kubefabric.client (hence
-# grpc: `serve --cipher-suites` must configure grpc's TLS before grpc is loaded), protobuf and
-# the delivery stack (aiohttp, CloudEvents, CEL) are imported inside the functions that use them.
 
 
 async def letters(client, prefix: bytes, trigger: str = "", ids=()) -> list:
@@ -42,8 +46,6 @@ async def letters(client, prefix: bytes, trigger: str = "", ids=()) -> list:
 
 async def move(client, kv, to_prefix: bytes, letter: DeadLetter) -> bool:
     """Move one letter (guarded by its mod_revision: a letter is moved once)."""
-    from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-
     name = kv.key.rsplit(b"/", 1)[1]
     dest = to_prefix + letter.uid.encode() + b"/" + name
     r = await client.kv.txn(
@@ -58,7 +60,6 @@ async def move(client, kv, to_prefix: bytes, letter: DeadLetter) -> bool:
 async def replay_loop(svc) -> None:
     """Deliver letters that appear under /kubefabric/trigger/replay/ for triggers this replica
     runs and objects it owns."""
-    from kubefabric.client import ClientError, Compacted, prefix_end
     rev = 0
     while True:
         try:
@@ -77,10 +78,6 @@ async def replay_loop(svc) -> None:
 
 
 async def _replay_one(svc, kv) -> None:
-    from . import metrics
-    from .delivery import Outcome, deliver
-    from .events import Event
-    from .objects import ObjectRef
     try:
         letter = DeadLetter.decode(kv.value)
     except (ValueError, TypeError):
@@ -93,8 +90,6 @@ async def _replay_one(svc, kv) -> None:
                     (letter.object.get("metadata") or {}).get("name", ""))
     ev = Event(letter.type, key, letter.revision, letter.object, letter.old_object, ref)
     s = p.t.spec
-    from .request import build
-
     outcome: Outcome = await deliver(p.caller, lambda: build(p.t, ev, p.plural, svc.source, svc.lookups),
                                      s.timeout, s.retries, s.backoff)
     if outcome.delivered:
@@ -109,29 +104,8 @@ async def _replay_one(svc, kv) -> None:
 
 # ---- the commands ----
 
-def add_commands(sub, common_flags) -> None:
-    dlq = sub.add_parser("dlq", help="list, replay or purge dead letters",
-                         description="The dead-letter queue: events a function did not accept "
-                                     "after their last attempt.")
-    dsub = dlq.add_subparsers(dest="dlq_command", metavar="COMMAND", required=True)
-    for name, helptext in (("list", "show dead letters"),
-                           ("replay", "deliver dead letters again (the running service does it)"),
-                           ("purge", "delete dead letters")):
-        p = dsub.add_parser(name, help=helptext, description=helptext)
-        common_flags(p)
-        p.add_argument("--trigger", default="", help="only this trigger (namespace/name)")
-        p.add_argument("--id", action="append", default=[],
-                       help="only this letter (its event id <key>@<revision>); repeatable")
-        if name == "list":
-            p.add_argument("-o", "--output", choices=("table", "json"), default="table")
-        p.set_defaults(func=run_command)
-
-
 def run_command(args) -> int:
-    from .serve import client_for
-
     async def go() -> int:
-        from kubefabric.client import ClientError
         client = client_for(args)
         try:
             found = await letters(client, records.DLQ, args.trigger, tuple(args.id))

@@ -14,12 +14,14 @@ from kubefabric.telemetry import tracing
 from . import metrics, records
 from .compiled import Trigger
 from .delivery import Outcome
+from .dlq import replay_loop
 from .events import Event
 from .members import Membership, owner_of
 from .lookups import StoreLookups, secret_key, service_key
-from .objects import pluralize, resource_prefix
+from .objects import decode, pluralize, resource_prefix
 from .pipeline import Pipeline, StartPoint, now_iso
 from .records import DeadLetter, Progress
+from .status import write_status
 
 log = logging.getLogger("kubefabric.trigger")
 
@@ -151,7 +153,6 @@ class TriggerService:
                     kvs = []
                 for kv in kvs:
                     try:
-                        from .objects import decode
                         crd = decode(kv.key, kv.value, kv.mod_revision).get("spec") or {}
                     except ValueError:
                         continue
@@ -279,7 +280,6 @@ class TriggerService:
         return bool(self.running_set) and owner_of(self.running_set, t.uid.encode()) == self.name
 
     async def _statuses(self) -> None:
-        from .status import write_status
         while True:
             await asyncio.sleep(max(self.checkpoint_interval * 2, 1.0))
             for t in list(self.triggers.values()):
@@ -292,7 +292,6 @@ class TriggerService:
     # ---- replays ----
 
     async def _replays(self) -> None:
-        from .dlq import replay_loop
         await replay_loop(self)
 
     # ---- the context pipelines use ----

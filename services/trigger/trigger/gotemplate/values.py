@@ -7,6 +7,7 @@ integer constant (Go's `int`). StrList is a []string some functions return.
 """
 from __future__ import annotations
 
+import base64
 import math
 from decimal import Decimal
 
@@ -248,7 +249,6 @@ def go_json(v, html: bool = True, indent: str = "", _level: int = 0) -> str:
     if isinstance(v, str):
         return _json_str(v, html)
     if isinstance(v, bytes):
-        import base64
         return '"' + base64.b64encode(v).decode() + '"'
     nl = ("\n" + indent * (_level + 1)) if indent else ""
     end = ("\n" + indent * _level) if indent else ""
