@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from harness.client import Client
+from harness.stream import Stream
 from harness.servers import Server, etcd37_binary, etcdctl37_binary, etcdutl_binary, start_etcd
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
@@ -59,16 +60,37 @@ def kvs(c: Client, revision: int = 0):
 
 
 def same_history(a: Client, b: Client, compact: int, head: int, leased=LEASED) -> None:
-    """Both serve the same keys at the head and at older revisions, the same compaction point
-    and the lease with its keys."""
+    """Both serve the same keys at the head and at older revisions, the same events (and their
+    previous versions) to a watch from the compaction point, the same compaction point and the
+    lease with its keys."""
     assert kvs(a) == kvs(b)
     for rev in (compact, compact + 1, compact + 3, head - 1):
         assert kvs(a, rev) == kvs(b, rev), f"at revision {rev}"
+    assert watched(a, compact + 1, head) == watched(b, compact + 1, head)  # prev_kvs too
     for c in (a, b):
         assert c.get(b"a", revision=compact - 1).details == "etcdserver: mvcc: required revision has been compacted"
         ttl = ok(c.call(c.lease.LeaseTimeToLive, pb.LeaseTimeToLiveRequest(ID=LEASE, keys=True)))
         assert ttl.grantedTTL == 600 and 500 < ttl.TTL <= 600, ttl
         assert sorted(ttl.keys) == sorted(leased)
+
+
+def watched(c: Client, start: int, head: int) -> list:
+    """The events (with prev_kv) of a watch on every key from `start` up to `head`."""
+    stream = Stream(c.watch.Watch)
+    try:
+        stream.send(pb.WatchRequest(create_request=pb.WatchCreateRequest(
+            key=ALL["key"], range_end=ALL["range_end"], start_revision=start, prev_kv=True)))
+        out: list = []
+        while not out or out[-1][1][2] < head:
+            resp = stream.recv(timeout=10)
+            assert not hasattr(resp, "code") and not resp.canceled, resp
+            out += [(ev.type, (ev.kv.key, ev.kv.create_revision, ev.kv.mod_revision, ev.kv.version,
+                               ev.kv.lease, ev.kv.value),
+                     (ev.prev_kv.key, ev.prev_kv.mod_revision, ev.prev_kv.version, ev.prev_kv.value))
+                    for ev in resp.events]
+        return out
+    finally:
+        stream.close()
 
 
 def hash_kv(c: Client, revision: int):
