@@ -19,16 +19,18 @@ from typing import AsyncIterator
 
 from backend_sqlite.store import SqliteStore
 
+from kubefabric.client import ClientError
 from kubefabric.dsn import DSNError, parse_dsn
 from kubefabric.rpc.startup import StartupError
 from kubefabric.shard.core import Shard, ShardBusy
 from kubefabric.shard.importer import Batch, NotEmpty, Tracker
-from kubefabric.client import ClientError
 from kubefabric.snapshot.load import Change, EtcdSnapshot, SnapshotError, open_snapshot
 from kubefabric.store.contract import Store
-from kubefabric.topology.load import TopologyError, load_topology
 from kubefabric.tls import ClientTLS, TLSError
+from kubefabric.topology.load import TopologyError, load_topology
 from kubefabric.topology.model import Topology
+
+from .migrate_live import LiveSource
 
 log = logging.getLogger("kubefabric.migrate")
 
@@ -163,7 +165,6 @@ def _source(args, stop: asyncio.Event):
     if bool(args.snapshot) == bool(args.from_etcd):
         raise StartupError("give either an etcd snapshot file or --from-etcd URL")
     if args.from_etcd:
-        from .migrate_live import LiveSource
         files = (args.from_etcd_ca_file, args.from_etcd_cert_file, args.from_etcd_key_file)
         if any(files) and not args.from_etcd.startswith("https://"):
             raise StartupError("--from-etcd-* certificate files need an https:// --from-etcd URL")
