@@ -43,7 +43,7 @@ Every flag can also be set as KUBEFABRIC_<FLAG_NAME>, e.g. KUBEFABRIC_DATA_DIR.
   kubefabric serve --data-dir /var/lib/kubefabric
 
   kubefabric migrate --from-etcd http://etcd:2379 --data-dir /var/lib/kubefabric   # Ctrl-C to finish
-  kubefabric migrate --from-etcd https://10.0.0.5:2379 --from-etcd-ca-file ca.crt \
+  kubefabric migrate --from-etcd https://10.0.0.5:2379 --from-etcd-ca-file ca.crt \\
       --from-etcd-cert-file apiserver-etcd-client.crt --from-etcd-key-file apiserver-etcd-client.key
 
   kubefabric migrate etcd.db --topology topology.yaml --data-dir /var/lib/kubefabric \\
