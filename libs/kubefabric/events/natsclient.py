@@ -41,7 +41,8 @@ class Client(nats.aio.client.Client):
     `_process_info(initial_connection=True)`, which runs on the server's first INFO before any
     TLS upgrade and before CONNECT; the `ssl_context` property, read at the TLS upgrade;
     `_process_connect_init`, the whole set-up of one connection; and `_close`, whose errors
-    (closing a connection that already failed repeats that failure) are not reported."""
+    (closing a connection that already failed repeats that failure) are not reported, and which
+    drops the buffer of a client still reconnecting (`_pending`, `_pending_data_size`)."""
 
     def __init__(self, tls: NatsTLS | None):
         super().__init__()
@@ -57,6 +58,10 @@ class Client(nats.aio.client.Client):
 
     async def _close(self, *args, **kwargs) -> None:
         self._kf_closing = True
+        if not self.is_connected:
+            # reconnecting: what was buffered meanwhile can never be sent, and nats-py would
+            # write it to the dead connection (uvloop raises: "the handler is closed")
+            self._pending, self._pending_data_size = [], 0
         try:
             await super()._close(*args, **kwargs)
         finally:
