@@ -11,12 +11,16 @@ Invariants:
   its prev_rev; if that has not happened GAP_GRACE_S later, the missing part is read from the
   shard (the message was lost).
 - Without any message for STALL_S (NATS down, a stream being recreated) the shard's Status is
-  polled and its new commits read from History: the feed stays live, only slower.
+  polled and its new commits read from History: the feed stays live, only slower. The poll also
+  moves the shard's clock to the hub's newest revision (`high`): the clock broadcast on kf.clock
+  does not reach an idle shard while NATS is down, and a merged feed cannot pass a shard that
+  never closes the revisions the others reached (it stalled until the next write there).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 from nats.js.api import DeliverPolicy
 
@@ -38,10 +42,12 @@ CONSUMER_HEARTBEAT_S = 1.0
 
 
 class ShardSubscription:
-    def __init__(self, shard, nc):
-        """shard: an opened RemoteShard (open(follow=False)) named like its NATS subjects."""
+    def __init__(self, shard, nc, high: Callable[[], int] | None = None):
+        """shard: an opened RemoteShard (open(follow=False)) named like its NATS subjects;
+        high(): the newest revision the hub knows of on any shard (several shards merged)."""
         self.shard = shard
         self.nc = nc
+        self.high = high
         self.name = shard.name
         self.queue: asyncio.Queue = asyncio.Queue()
         self.pending_close = 0   # a heartbeat's closed revision waiting for its prev_rev
@@ -182,7 +188,7 @@ class ShardSubscription:
                 self._stalled = True
                 log.warning("shard %s: no events or heartbeats for %.0fs (NATS or the shard "
                             "down?); polling the shard", self.name, STALL_S)
-            status = await self.shard.status()
+            status = await self.shard.status(sync_rev=self.high() if self.high else 0)
             target = status.committed_rev
         if target > self.shard.feed_committed:
             await self._backfill(target)

@@ -317,8 +317,9 @@ class RemoteShard:
 
     # ---- maintenance ----
 
-    async def status(self) -> spb.StatusResponse:
-        resp = await self._call("Status", spb.StatusRequest(), write=True)
+    async def status(self, sync_rev: int = 0) -> spb.StatusResponse:
+        """The leader's Status; sync_rev > 0: its clock first moved to at least sync_rev."""
+        resp = await self._call("Status", spb.StatusRequest(clock=self._clock(sync_rev)), write=True)
         self._observe(resp.committed_rev)
         return resp
 

@@ -6,7 +6,8 @@ Invariants:
 - A shard service must be named like its topology entry: its subjects are kf.<name>.*, so a
   mismatch would leave the hub waiting forever; it is refused at start with both names.
 - With several shards the merged feed asks lagging shards to close the newest revision by
-  broadcasting it on kf.clock (the shard leaders sync to it), at once and every CLOCK_EVERY_S.
+  broadcasting it on kf.clock (the shard leaders sync to it), at once and every CLOCK_EVERY_S;
+  while NATS is down each shard's subscription polls it with the newest revision instead.
 """
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ class HubSources:
         else:
             self.surface = ShardSet(topology, self.shards, sync=self._request_clock)
             self._clock_task = asyncio.create_task(self._clock_loop(), name="clock-broadcast")
+        high = self._high if topology is not None else None
         for shard in self.shards.values():
-            sub = ShardSubscription(shard, self.nc)
+            sub = ShardSubscription(shard, self.nc, high)
             await sub.start()
             self.subscriptions.append(sub)
 
@@ -69,6 +71,10 @@ class HubSources:
 
     # ---- the clock broadcast ----
 
+    def _high(self) -> int:
+        """The newest revision any shard reported to this hub."""
+        return max(s.state.committed for s in self.shards.values())
+
     async def _request_clock(self, name: str, rev: int) -> None:
         if rev > self._broadcast:
             self._broadcast = rev
@@ -77,7 +83,7 @@ class HubSources:
     async def _clock_loop(self) -> None:
         while True:
             await asyncio.sleep(CLOCK_EVERY_S)
-            high = max(s.state.committed for s in self.shards.values())
+            high = self._high()
             if any(s.feed_committed < high for s in self.shards.values()):
                 try:
                     await self.nc.publish(CLOCK_SUBJECT, str(high).encode())
