@@ -280,29 +280,15 @@ HANDLERS = {
     "RoleGrantPermission": _role_grant_permission, "RoleRevokePermission": _role_revoke_permission,
 }
 
-REQUESTS: dict[str, Any] = {
-    "AuthEnable": pb.AuthEnableRequest, "AuthDisable": pb.AuthDisableRequest,
-    "AuthStatus": pb.AuthStatusRequest, "UserAdd": pb.AuthUserAddRequest,
-    "UserGet": pb.AuthUserGetRequest, "UserList": pb.AuthUserListRequest,
-    "UserDelete": pb.AuthUserDeleteRequest, "UserChangePassword": pb.AuthUserChangePasswordRequest,
-    "UserGrantRole": pb.AuthUserGrantRoleRequest, "UserRevokeRole": pb.AuthUserRevokeRoleRequest,
-    "RoleAdd": pb.AuthRoleAddRequest, "RoleGet": pb.AuthRoleGetRequest,
-    "RoleList": pb.AuthRoleListRequest, "RoleDelete": pb.AuthRoleDeleteRequest,
-    "RoleGrantPermission": pb.AuthRoleGrantPermissionRequest,
-    "RoleRevokePermission": pb.AuthRoleRevokePermissionRequest,
-}
 
-RESPONSES: dict[str, Any] = {
-    "AuthEnable": pb.AuthEnableResponse, "AuthDisable": pb.AuthDisableResponse,
-    "AuthStatus": pb.AuthStatusResponse, "UserAdd": pb.AuthUserAddResponse,
-    "UserGet": pb.AuthUserGetResponse, "UserList": pb.AuthUserListResponse,
-    "UserDelete": pb.AuthUserDeleteResponse, "UserChangePassword": pb.AuthUserChangePasswordResponse,
-    "UserGrantRole": pb.AuthUserGrantRoleResponse, "UserRevokeRole": pb.AuthUserRevokeRoleResponse,
-    "RoleAdd": pb.AuthRoleAddResponse, "RoleGet": pb.AuthRoleGetResponse,
-    "RoleList": pb.AuthRoleListResponse, "RoleDelete": pb.AuthRoleDeleteResponse,
-    "RoleGrantPermission": pb.AuthRoleGrantPermissionResponse,
-    "RoleRevokePermission": pb.AuthRoleRevokePermissionResponse,
-}
+def _message(method: str, suffix: str) -> Any:
+    """etcd's message of an auth method: UserAdd -> AuthUserAddRequest (AuthEnable -> AuthEnable...)."""
+    return getattr(pb, f"{'' if method.startswith('Auth') else 'Auth'}{method}{suffix}")
+
+
+# method -> its request and response messages (the Shard API carries them serialized)
+REQUESTS: dict[str, Any] = {m: _message(m, "Request") for m in HANDLERS}
+RESPONSES: dict[str, Any] = {m: _message(m, "Response") for m in HANDLERS}
 
 
 # ---- rows: how the default shard stores the state (kf_auth) ----

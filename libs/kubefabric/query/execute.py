@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.index import plan
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
-from kubefabric.shard.reads import resolve_rev
+from kubefabric.shard.reads import add_kvs, resolve_rev
 from kubefabric.topology.model import show
 
 from .requirements import parse
@@ -80,12 +80,5 @@ def response(state, rows: list, rev: int, req: qpb.QueryRequest, indexed: bool) 
         del rows[req.limit:]
         resp.more = True
         resp.next_key = rows[-1][0] + b"\x00"
-    kvs = resp.kvs
-    if req.keys_only:
-        for r in rows:
-            kvs.add(key=r[0], create_revision=r[1], mod_revision=r[2], version=r[3], lease=r[4])
-    else:
-        for r in rows:
-            kvs.add(key=r[0], create_revision=r[1], mod_revision=r[2], version=r[3], lease=r[4],
-                    value=r[5])
+    add_kvs(resp.kvs, rows, req.keys_only)
     return resp

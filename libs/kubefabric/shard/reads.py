@@ -94,15 +94,20 @@ async def execute_range(cur, req: pb.RangeRequest, head: int, compact_rev: int) 
     if 0 < req.limit < len(rows):
         del rows[req.limit:]
         resp.more = True
-    kvs = resp.kvs
-    if req.keys_only:
+    add_kvs(resp.kvs, rows, req.keys_only)
+    return resp
+
+
+def add_kvs(kvs, rows, keys_only: bool) -> None:
+    """Append store rows (key, create_revision, mod_revision, version, lease, value) to a
+    repeated KeyValue field; keys_only leaves the values out."""
+    if keys_only:
         for r in rows:
             kvs.add(key=r[0], create_revision=r[1], mod_revision=r[2], version=r[3], lease=r[4])
     else:
         for r in rows:
             kvs.add(key=r[0], create_revision=r[1], mod_revision=r[2], version=r[3], lease=r[4],
                     value=r[5])
-    return resp
 
 
 def _passes(req: pb.RangeRequest, row) -> bool:

@@ -317,3 +317,21 @@ def kv_upsert_values():
 
 
 UPDATED_KV_COLUMNS = ("create_rev", "mod_rev", "version", "lease")
+
+
+def on_conflict_upserts(dialect_insert: Callable) -> tuple[Callable, Callable, Callable]:
+    """(upsert_kv, upsert_meta, insert_leader) for a dialect whose insert() has ON CONFLICT
+    (PostgreSQL's and SQLite's share SQLAlchemy's API for it; MySQL's differs)."""
+    def upsert_kv(shape: str = "", limited: bool = False):
+        stmt = dialect_insert(kv).values(kv_upsert_values())
+        return stmt.on_conflict_do_update(index_elements=[kv.c.key],
+                                          set_={c: stmt.excluded[c] for c in UPDATED_KV_COLUMNS})
+
+    def upsert_meta(shape: str = "", limited: bool = False):
+        stmt = dialect_insert(meta).values(name=bindparam("name"), value=bindparam("value"))
+        return stmt.on_conflict_do_update(index_elements=[meta.c.name], set_={"value": stmt.excluded.value})
+
+    def insert_leader(shape: str = "", limited: bool = False):
+        return dialect_insert(leader).values(leader_row_values()).on_conflict_do_nothing()
+
+    return upsert_kv, upsert_meta, insert_leader

@@ -9,30 +9,16 @@ the positional argument tuple asyncpg expects. The dialect also renders bind cas
 """
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, bindparam, literal_column
+from sqlalchemy import BigInteger, literal_column
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
-from kubefabric.store.schema import kv, leader, meta
-from kubefabric.store.statements import (UPDATED_KV_COLUMNS, StatementCache, kv_upsert_values,
-                                         leader_row_values)
+from kubefabric.store.statements import StatementCache, on_conflict_upserts
 
 PARAMSTYLE = "numeric_dollar"
 
 
-def upsert_kv(shape: str = "", limited: bool = False):
-    stmt = postgresql.insert(kv).values(kv_upsert_values())
-    return stmt.on_conflict_do_update(index_elements=[kv.c.key],
-                                      set_={c: stmt.excluded[c] for c in UPDATED_KV_COLUMNS})
-
-
-def upsert_meta(shape: str = "", limited: bool = False):
-    stmt = postgresql.insert(meta).values(name=bindparam("name"), value=bindparam("value"))
-    return stmt.on_conflict_do_update(index_elements=[meta.c.name], set_={"value": stmt.excluded.value})
-
-
-def insert_leader(shape: str = "", limited: bool = False):
-    return postgresql.insert(leader).values(leader_row_values()).on_conflict_do_nothing()
+upsert_kv, upsert_meta, insert_leader = on_conflict_upserts(postgresql.insert)
 
 
 def now_ms():

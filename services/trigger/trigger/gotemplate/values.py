@@ -29,28 +29,21 @@ class StrList(list):
     """A Go []string."""
 
 
+# Python type -> (fmt's %T, reflect.Kind's name), tried in this order (bool before the ints,
+# StrList before list: the first isinstance match wins)
+_GO_TYPES = ((bool, "bool", "bool"), (GoInt, "int", "int"), (int, "int64", "int64"),
+             (float, "float64", "float64"), (str, "string", "string"),
+             (StrList, "[]string", "slice"), (list, "[]interface {}", "slice"),
+             (dict, "map[string]interface {}", "map"), (bytes, "[]uint8", "slice"))
+
+
 def go_type(v) -> str:
     """fmt's %T."""
     if v is MISSING or v is None:
         return "<nil>"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, GoInt):
-        return "int"
-    if isinstance(v, int):
-        return "int64"
-    if isinstance(v, float):
-        return "float64"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, StrList):
-        return "[]string"
-    if isinstance(v, list):
-        return "[]interface {}"
-    if isinstance(v, dict):
-        return "map[string]interface {}"
-    if isinstance(v, bytes):
-        return "[]uint8"
+    for t, name, _ in _GO_TYPES:
+        if isinstance(v, t):
+            return name
     return type(v).__name__
 
 
@@ -58,20 +51,9 @@ def go_kind(v) -> str:
     """reflect.Kind's name."""
     if v is MISSING or v is None:
         return "invalid"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, GoInt):
-        return "int"
-    if isinstance(v, int):
-        return "int64"
-    if isinstance(v, float):
-        return "float64"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, (list, bytes)):
-        return "slice"
-    if isinstance(v, dict):
-        return "map"
+    for t, _, kind in _GO_TYPES:
+        if isinstance(v, t):
+            return kind
     return "struct"
 
 
