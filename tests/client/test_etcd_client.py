@@ -17,6 +17,14 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 120))
 
 
+def with_client(server, body) -> None:
+    """Run `body(client)` with a client of `server`, closed afterwards (within run's limit)."""
+    async def go():
+        async with EtcdClient.connect(server.endpoint) as c:
+            await body(c)
+    run(go())
+
+
 def restart(server) -> None:
     """Kill the server (SIGKILL) and start it again on the same port and data."""
     server.proc.kill()
@@ -57,26 +65,23 @@ def test_pages_are_one_snapshot(server_factory, kind):
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_guarded_writes(server_factory, kind):
-    server = server_factory(kind)
-
-    async def body():
-        async with EtcdClient.connect(server.endpoint) as c:
-            created = await c.kv.put_if(b"/g", b"1", mod_revision=0)
-            assert created.succeeded and created.current is None
-            again = await c.kv.put_if(b"/g", b"2", mod_revision=0)
-            assert not again.succeeded and again.current.value == b"1"
-            assert again.current.mod_revision == created.revision
-            stale = await c.kv.put_if(b"/g", b"2", mod_revision=created.revision - 1)
-            assert not stale.succeeded
-            updated = await c.kv.put_if(b"/g", b"2", mod_revision=created.revision)
-            assert updated.succeeded and updated.revision > created.revision
-            missed = await c.kv.delete_if(b"/g", created.revision)
-            assert not missed.succeeded and missed.current.value == b"2"
-            gone = await c.kv.delete_if(b"/g", updated.revision)
-            assert gone.succeeded and await c.kv.get(b"/g") is None
-            absent = await c.kv.delete_if(b"/g", updated.revision)
-            assert not absent.succeeded and absent.current is None
-    run(body())
+    async def body(c):
+        created = await c.kv.put_if(b"/g", b"1", mod_revision=0)
+        assert created.succeeded and created.current is None
+        again = await c.kv.put_if(b"/g", b"2", mod_revision=0)
+        assert not again.succeeded and again.current.value == b"1"
+        assert again.current.mod_revision == created.revision
+        stale = await c.kv.put_if(b"/g", b"2", mod_revision=created.revision - 1)
+        assert not stale.succeeded
+        updated = await c.kv.put_if(b"/g", b"2", mod_revision=created.revision)
+        assert updated.succeeded and updated.revision > created.revision
+        missed = await c.kv.delete_if(b"/g", created.revision)
+        assert not missed.succeeded and missed.current.value == b"2"
+        gone = await c.kv.delete_if(b"/g", updated.revision)
+        assert gone.succeeded and await c.kv.get(b"/g") is None
+        absent = await c.kv.delete_if(b"/g", updated.revision)
+        assert not absent.succeeded and absent.current is None
+    with_client(server_factory(kind), body)
 
 
 async def _collect(w, until_rev: int, out: list) -> None:
@@ -114,64 +119,55 @@ def test_watch_resumes_across_a_server_crash(server_factory, kind):
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_watch_from_now_and_progress(server_factory, kind):
-    server = server_factory(kind)
-
-    async def body():
-        async with EtcdClient.connect(server.endpoint) as c:
-            before = await c.kv.put(b"/n/x", b"old")
-            async with c.watch(b"/n/", prefix_end(b"/n/")) as w:
-                assert w.next_revision == before + 1
-                rev = await c.kv.put(b"/n/y", b"new")
-                batch = await anext(w)
-                assert [(e.kv.key, e.kv.mod_revision) for e in batch.events] == [(b"/n/y", rev)]
-                other = await c.kv.put(b"/elsewhere", b"z")
-                await w.request_progress()
-                note = await anext(w)
-                assert note.progress and not note.events and note.revision >= other
-                assert w.next_revision == note.revision + 1
-    run(body())
+    async def body(c):
+        before = await c.kv.put(b"/n/x", b"old")
+        async with c.watch(b"/n/", prefix_end(b"/n/")) as w:
+            assert w.next_revision == before + 1
+            rev = await c.kv.put(b"/n/y", b"new")
+            batch = await anext(w)
+            assert [(e.kv.key, e.kv.mod_revision) for e in batch.events] == [(b"/n/y", rev)]
+            other = await c.kv.put(b"/elsewhere", b"z")
+            await w.request_progress()
+            note = await anext(w)
+            assert note.progress and not note.events and note.revision >= other
+            assert w.next_revision == note.revision + 1
+    with_client(server_factory(kind), body)
 
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_watch_compaction_is_reported(server_factory, kind):
-    server = server_factory(kind)
-
-    async def body():
-        async with EtcdClient.connect(server.endpoint) as c:
-            first = await c.kv.put(b"/c/a", b"1")
-            last = await c.kv.put(b"/c/a", b"2")
-            await c.kv.compact(last)
-            with pytest.raises(Compacted) as caught:
-                async with c.watch(b"/c/", prefix_end(b"/c/"), start_revision=first) as w:
-                    await anext(w)
-            assert caught.value.compact_revision == last
-            with pytest.raises(Compacted):
-                await c.kv.list(b"/c/", revision=first)
-    run(body())
+    async def body(c):
+        first = await c.kv.put(b"/c/a", b"1")
+        last = await c.kv.put(b"/c/a", b"2")
+        await c.kv.compact(last)
+        with pytest.raises(Compacted) as caught:
+            async with c.watch(b"/c/", prefix_end(b"/c/"), start_revision=first) as w:
+                await anext(w)
+        assert caught.value.compact_revision == last
+        with pytest.raises(Compacted):
+            await c.kv.list(b"/c/", revision=first)
+    with_client(server_factory(kind), body)
 
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_lease_keep_alive_and_loss(server_factory, kind):
-    server = server_factory(kind)
+    async def body(c):
+        lease = await c.leases.grant(2)
+        await c.kv.put(b"/l/held", b"x", lease=lease.id)
+        ka = c.leases.keep_alive(lease)
+        await asyncio.sleep(3.5)  # longer than the TTL: only renewals keep the key
+        assert not ka.lost.is_set() and await c.kv.get(b"/l/held") is not None
+        assert await c.leases.time_to_live(lease.id) > 0
+        await c.leases.revoke(lease.id)  # taken away behind the holder's back
+        await asyncio.wait_for(ka.lost.wait(), 5)
+        await ka.stop()
+        assert await c.kv.get(b"/l/held") is None
 
-    async def body():
-        async with EtcdClient.connect(server.endpoint) as c:
-            lease = await c.leases.grant(2)
-            await c.kv.put(b"/l/held", b"x", lease=lease.id)
-            ka = c.leases.keep_alive(lease)
-            await asyncio.sleep(3.5)  # longer than the TTL: only renewals keep the key
-            assert not ka.lost.is_set() and await c.kv.get(b"/l/held") is not None
-            assert await c.leases.time_to_live(lease.id) > 0
-            await c.leases.revoke(lease.id)  # taken away behind the holder's back
-            await asyncio.wait_for(ka.lost.wait(), 5)
-            await ka.stop()
-            assert await c.kv.get(b"/l/held") is None
-
-            other = await c.leases.grant(5)
-            ka2 = c.leases.keep_alive(other)
-            await ka2.stop(revoke=True)
-            assert await c.leases.time_to_live(other.id) == -1
-    run(body())
+        other = await c.leases.grant(5)
+        ka2 = c.leases.keep_alive(other)
+        await ka2.stop(revoke=True)
+        assert await c.leases.time_to_live(other.id) == -1
+    with_client(server_factory(kind), body)
 
 
 @pytest.mark.parametrize("kind", SERVERS)

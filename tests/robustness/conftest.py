@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,16 @@ def kf(tmp_path):
         except (ProcessLookupError, ChildProcessError):
             pass
 
+
+@pytest.fixture
+def database(request, tmp_path):
+    """dsn_for(backend, name) -> the DSN of a fresh database `name` on a real server of `backend`
+    (sqlite: a directory `name` in tmp_path)."""
+    def dsn_for(backend: str, name: str = "shard") -> str:
+        if backend == "sqlite":
+            return f"sqlite://{tmp_path / name}"
+        server = request.getfixturevalue(f"{backend}_server")
+        database = f"{name}_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+        server.create_database(database)
+        return server.dsn(database)
+    return dsn_for

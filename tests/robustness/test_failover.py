@@ -56,22 +56,9 @@ def first_write_after(client: Client, since: float, timeout: float = 30.0) -> fl
     raise AssertionError(f"no write succeeded within {timeout}s after the leader was killed")
 
 
-@pytest.fixture
-def database(request, tmp_path):
-    """dsn_for(backend) -> a DSN of a fresh database on a real server."""
-    def dsn_for(backend: str) -> str:
-        if backend == "sqlite":
-            return f"sqlite://{tmp_path / 'shard'}"
-        server = request.getfixturevalue(f"{backend}_server")
-        name = f"failover_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-        server.create_database(name)
-        return server.dsn(name)
-    return dsn_for
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_leader_killed_under_load(backend, database, tmp_path, say):
-    dsn = database(backend)
+    dsn = database(backend, "failover")
     replicas = [start_shard(tmp_path, backend, dsn, name=f"replica{i}") for i in range(2)]
     router = None
     try:

@@ -125,22 +125,10 @@ class Freeze:
                 f"{fate}")
 
 
-@pytest.fixture
-def database(request, tmp_path):
-    def dsn_for(backend: str) -> str:
-        if backend == "sqlite":
-            return f"sqlite://{tmp_path / 'tenants'}"
-        server = request.getfixturevalue(f"{backend}_server")
-        name = f"frozen_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-        server.create_database(name)
-        return server.dsn(name)
-    return dsn_for
-
-
 @pytest.mark.parametrize("round_", range(ROUNDS))
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_frozen_leader_is_replaced(backend, round_, database, tmp_path, say):
-    dsn = database(backend)
+    dsn = database(backend, "tenants")
     started = []
     try:
         replicas = []

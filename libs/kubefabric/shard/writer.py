@@ -101,6 +101,9 @@ class Writer:
         """Finish every queued request, then stop."""
         self.stopping = True
         await self.queue.join()
+        await self._cancel_task()
+
+    async def _cancel_task(self) -> None:
         if self.task:
             self.task.cancel()
             try:
@@ -113,12 +116,7 @@ class Writer:
         failed with `err`, nothing applied) and every queued request fails with `err`."""
         self.stopping = True
         self.abort_error = err
-        if self.task:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
+        await self._cancel_task()
         carried, self._carry = self._carry, []
         for op in carried:
             if not op.future.done():

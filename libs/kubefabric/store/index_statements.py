@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from sqlalchemy import FromClause, and_, bindparam, delete, exists, insert, select, update
 
+from .keyshape import key_cond
 from .schema import index, index_state, kv, log
 
 LABEL, FIELD = 1, 2
@@ -33,14 +34,6 @@ def parse_shape(shape: str) -> tuple[str, str, list[tuple[int, str, int]]]:
         op = next(o for o in OPS if rest.startswith(o))
         reqs.append((kind, op, int(rest[len(op):])))
     return key_shape, mode, reqs
-
-
-def _key_cond(col, shape: str):
-    if shape == "single":
-        return col == bindparam("start")
-    if shape == "bounded":
-        return and_(col >= bindparam("start"), col < bindparam("end"))
-    return col >= bindparam("start")
 
 
 def _term(t, i: int, op: str, n: int):
@@ -84,7 +77,7 @@ def index_query(shape: str, limited: bool):
         d = index.alias("d")
         kind, op, n = reqs[0]
         on_log = (log.c.key == d.c.key) & (log.c.rev == d.c.rev) & (log.c.sub == d.c.sub)
-        where = [d.c.kind == kind, *_term(d, 0, op, n), _key_cond(d.c.key, key_shape)]
+        where = [d.c.kind == kind, *_term(d, 0, op, n), key_cond(d.c.key, key_shape)]
         if mode == "head":
             joined = d.join(kv, (kv.c.key == d.c.key) & (kv.c.mod_rev == d.c.rev)).join(log, on_log)
             cols = (kv.c.key, kv.c.create_rev, kv.c.mod_rev, kv.c.version, kv.c.lease, log.c.value)
@@ -101,12 +94,12 @@ def index_query(shape: str, limited: bool):
                              & (log.c.deleted == 0))
             cols = (kv.c.key, kv.c.create_rev, kv.c.mod_rev, kv.c.version, kv.c.lease, log.c.value)
             key, rev, sub = kv.c.key, kv.c.mod_rev, None
-            where = [_key_cond(kv.c.key, key_shape)]
+            where = [key_cond(kv.c.key, key_shape)]
         else:
             joined = log
             cols = (log.c.key, log.c.create_rev, log.c.rev, log.c.version, log.c.lease, log.c.value)
             key, rev, sub = log.c.key, log.c.rev, log.c.sub
-            where = [_key_cond(log.c.key, key_shape), log.c.rev <= bindparam("rev"),
+            where = [key_cond(log.c.key, key_shape), log.c.rev <= bindparam("rev"),
                      log.c.deleted == 0, ~_newer(log.c.key, log.c.rev, log.c.sub)]
         anchor = _lookup(key, rev, sub, FIELD, lambda x: [x.c.name == ANCHOR])
         where.append(anchor)
@@ -134,18 +127,18 @@ def index_delete_row(shape: str = "", limited: bool = False):
 def index_delete_range(shape: str = "", limited: bool = False):
     """The index rows of every version at or below :since of the keys in [:start, :end) (the
     backfill rewrites them all; rows of keys no rule indexes any more go too)."""
-    return delete(index).where(_key_cond(index.c.key, "bounded"), index.c.rev <= bindparam("since"))
+    return delete(index).where(key_cond(index.c.key, "bounded"), index.c.rev <= bindparam("since"))
 
 
 def index_delete_from(shape: str = "", limited: bool = False):
     """index_delete_range for every key >= :start."""
-    return delete(index).where(_key_cond(index.c.key, "unbounded"), index.c.rev <= bindparam("since"))
+    return delete(index).where(key_cond(index.c.key, "unbounded"), index.c.rev <= bindparam("since"))
 
 
 def backfill_rows(shape: str = "bounded", limited: bool = True):
     """Put rows (not tombstones) at or below :since in the key range, in log order."""
     stmt = (select(log.c.key, log.c.rev, log.c.sub, log.c.value)
-            .where(_key_cond(log.c.key, shape), log.c.rev <= bindparam("since"),
+            .where(key_cond(log.c.key, shape), log.c.rev <= bindparam("since"),
                    log.c.deleted == 0)
             .order_by(log.c.key, log.c.rev, log.c.sub))
     return stmt.limit(bindparam("limit")) if limited else stmt

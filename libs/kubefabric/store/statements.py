@@ -17,6 +17,7 @@ from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from . import index_statements, schema
+from .keyshape import key_cond, shape_of
 from .schema import auth, kv, leader, leases, log, meta
 
 ROW_COLUMNS = ("key", "create_rev", "mod_rev", "version", "lease")
@@ -33,20 +34,6 @@ class Compiled(NamedTuple):
         return tuple(values[n] if n in values else consts[n] for n in self.params)
 
 
-def shape_of(end: bytes | None) -> str:
-    if end is None:
-        return "single"
-    return "unbounded" if end == b"" else "bounded"
-
-
-def _key_cond(col, shape: str):
-    if shape == "single":
-        return col == bindparam("start")
-    if shape == "bounded":
-        return and_(col >= bindparam("start"), col < bindparam("end"))
-    return col >= bindparam("start")
-
-
 def _limited(stmt, limited: bool):
     return stmt.limit(bindparam("limit")) if limited else stmt
 
@@ -61,12 +48,12 @@ def _kv_with_value():
 
 
 def latest_rows(shape: str, limited: bool):
-    stmt = _kv_with_value().where(_key_cond(kv.c.key, shape)).order_by(kv.c.key)
+    stmt = _kv_with_value().where(key_cond(kv.c.key, shape)).order_by(kv.c.key)
     return _limited(stmt, limited)
 
 
 def latest_count(shape: str, limited: bool = False):
-    return select(func.count()).select_from(kv).where(_key_cond(kv.c.key, shape))
+    return select(func.count()).select_from(kv).where(key_cond(kv.c.key, shape))
 
 
 # ---- reads at an older revision (log): per key the newest row with rev <= :rev, if live ----
@@ -86,13 +73,13 @@ def _live_at(l):
 def at_rows(shape: str, limited: bool):
     l = log.alias("l")
     stmt = (select(l.c.key, l.c.create_rev, l.c.rev, l.c.version, l.c.lease, l.c.value)
-            .where(_key_cond(l.c.key, shape), _live_at(l)).order_by(l.c.key))
+            .where(key_cond(l.c.key, shape), _live_at(l)).order_by(l.c.key))
     return _limited(stmt, limited)
 
 
 def at_count(shape: str, limited: bool = False):
     l = log.alias("l")
-    return select(func.count()).select_from(l).where(_key_cond(l.c.key, shape), _live_at(l))
+    return select(func.count()).select_from(l).where(key_cond(l.c.key, shape), _live_at(l))
 
 
 def max_rev(shape: str = "", limited: bool = False):
@@ -107,7 +94,7 @@ def history(shape: str, limited: bool):
     stmt = (select(l.c.rev, l.c.key, l.c.create_rev, l.c.prev_rev, l.c.version, l.c.lease,
                    l.c.deleted, l.c.value, p.c.create_rev, p.c.version, p.c.lease, p.c.value)
             .select_from(joined)
-            .where(l.c.rev >= bindparam("lo"), l.c.rev <= bindparam("hi"), _key_cond(l.c.key, shape))
+            .where(l.c.rev >= bindparam("lo"), l.c.rev <= bindparam("hi"), key_cond(l.c.key, shape))
             .order_by(l.c.rev, l.c.sub))
     return _limited(stmt, limited)
 
