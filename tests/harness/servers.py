@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 
 from kubefabric.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2, shard_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -341,3 +342,13 @@ def start_router(workdir: Path, shards: list[Server] | None = None, extra: list[
     server = Server("kubefabric", f"127.0.0.1:{client}", proc, workdir, log, argv)
     wait_ready(server)
     return server
+
+
+def shard_role(endpoint: str, timeout: float = 2.0) -> str:
+    """A shard service replica's role ("leader", "replica", ...) from its Status call; "down"
+    when it does not answer within `timeout`."""
+    with grpc.insecure_channel(endpoint) as ch:
+        try:
+            return shard_pb2_grpc.ShardStub(ch).Status(shard_pb2.StatusRequest(), timeout=timeout).role
+        except grpc.RpcError:
+            return "down"

@@ -12,32 +12,21 @@ import os
 import random
 import time
 
-import grpc
 import pytest
 
 from harness.client import Client, Failure
-from harness.servers import start_router, start_shard
-from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
-from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+from harness.servers import shard_role, start_router, start_shard
 from harness.workload import Ledger, Load, verify_store
 
 FAILOVER_LIMIT_S = 5.0  # "a new leader serves writes within a few seconds"
 BACKENDS = ["postgres", "mariadb", "sqlite"]
 
 
-def role(endpoint: str) -> str:
-    with grpc.insecure_channel(endpoint) as ch:
-        try:
-            return shard_pb2_grpc.ShardStub(ch).Status(spb.StatusRequest(), timeout=2).role
-        except grpc.RpcError:
-            return "down"
-
-
 def wait_leader(replicas, timeout: float = 15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for r in replicas:
-            if r.proc.poll() is None and role(r.endpoint) == "leader":
+            if r.proc.poll() is None and shard_role(r.endpoint) == "leader":
                 return r
         time.sleep(0.05)
     raise AssertionError("no replica became leader")
@@ -81,7 +70,7 @@ def test_leader_killed_under_load(backend, database, tmp_path, say):
                 i = replicas.index(leader)
                 port = int(leader.endpoint.rsplit(":", 1)[1])
                 replicas[i] = start_shard(tmp_path, backend, dsn, name=f"replica{i}", port=port)
-                assert role(replicas[i].endpoint) == "replica"
+                assert shard_role(replicas[i].endpoint) == "replica"
             load.wait_acked(load.acked + 50)
         finally:
             problems = load.stop()

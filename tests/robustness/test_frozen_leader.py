@@ -24,15 +24,12 @@ import signal
 import threading
 import time
 
-import grpc
 import pytest
 
 from harness.client import Client, Failure
 from harness.histload import run_history
-from harness.servers import THREE_SHARDS, start_router, start_shard
+from harness.servers import THREE_SHARDS, shard_role, start_router, start_shard
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
-from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 
 FAILOVER_LIMIT_S = 2.0
 STEPPED_DOWN = "shard no longer the writer"  # what a deposed leader logs
@@ -45,11 +42,7 @@ TOPOLOGY = THREE_SHARDS + "  - prefix: /frozen/\n    shard: tenants\n"
 
 
 def role(endpoint: str) -> str:
-    with grpc.insecure_channel(endpoint) as ch:
-        try:
-            return shard_pb2_grpc.ShardStub(ch).Status(spb.StatusRequest(), timeout=0.5).role
-        except grpc.RpcError:
-            return "down"
+    return shard_role(endpoint, timeout=0.5)  # a frozen leader must not slow the polling
 
 
 def wait_role(replica, want: str, timeout: float) -> float:
