@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -22,10 +23,17 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 TIMED_OUT = "etcdserver: request timed out"
 
 
-def hold_write_lock(data_dir: Path) -> sqlite3.Connection:
+@contextmanager
+def write_lock_held(data_dir: Path):
+    """Another process's view: the SQLite store's one write lock (BEGIN IMMEDIATE) held while
+    the block runs, released by ROLLBACK after it."""
     conn = sqlite3.connect(data_dir / "kubefabric.db", isolation_level=None, timeout=10)
-    conn.execute("BEGIN IMMEDIATE")  # the database's one write lock, until ROLLBACK
-    return conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
 
 
 @pytest.fixture
@@ -58,8 +66,7 @@ def test_a_write_that_cannot_finish_times_out_like_etcd(routed, say):
     client = Client(router.endpoint)
     try:
         put(client, b"/before", 10)
-        lock = hold_write_lock(data)
-        try:
+        with write_lock_held(data):
             t0 = time.monotonic()
             with pytest.raises(grpc.RpcError) as failed:
                 put(client, b"/stuck", 30)
@@ -71,9 +78,6 @@ def test_a_write_that_cannot_finish_times_out_like_etcd(routed, say):
             health = health_pb2_grpc.HealthStub(client.channel)
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
                 health_pb2.HealthCheckResponse.SERVING
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
         assert put(client, b"/after", 15).header.revision > 0, "writes work again once unlocked"
     finally:
         client.close()
@@ -85,22 +89,20 @@ def test_a_client_deadline_cancels_the_routers_work(routed, say):
     nothing in flight and the router exits at once, while the shard is still locked."""
     router, data = routed(["--request-timeout", "60s", "--shutdown-grace", "30s"])
     client = Client(router.endpoint)
-    lock = hold_write_lock(data)
     try:
-        with pytest.raises(grpc.RpcError) as failed:
-            put(client, b"/abandoned", 1)
-        assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        time.sleep(0.3)
-        t0 = time.monotonic()
-        router.proc.send_signal(signal.SIGTERM)
-        router.proc.wait(30)
-        took = time.monotonic() - t0
-        say(f"router stopped {took:.2f}s after SIGTERM with the abandoned write cancelled")
-        assert took < 3, f"the router waited {took:.1f}s for a request whose client had gone"
-        assert "stopped cleanly" in router.log()
+        with write_lock_held(data):
+            with pytest.raises(grpc.RpcError) as failed:
+                put(client, b"/abandoned", 1)
+            assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            router.proc.send_signal(signal.SIGTERM)
+            router.proc.wait(30)
+            took = time.monotonic() - t0
+            say(f"router stopped {took:.2f}s after SIGTERM with the abandoned write cancelled")
+            assert took < 3, f"the router waited {took:.1f}s for a request whose client had gone"
+            assert "stopped cleanly" in router.log()
     finally:
-        lock.execute("ROLLBACK")
-        lock.close()
         client.close()
 
 
@@ -112,8 +114,7 @@ def test_embedded_write_times_out_while_the_server_keeps_serving(tmp_path, say):
     client = Client(server.endpoint)
     try:
         put(client, b"/before", 10)
-        lock = hold_write_lock(server.data_dir)
-        try:
+        with write_lock_held(server.data_dir):
             stuck = client.kv.Put.future(pb.PutRequest(key=b"/stuck", value=b"v"), timeout=30)
             time.sleep(0.2)  # the write is waiting for the lock
             t0 = time.monotonic()
@@ -130,9 +131,6 @@ def test_embedded_write_times_out_while_the_server_keeps_serving(tmp_path, say):
             assert took < 3, f"the write failed after {took:.1f}s with --request-timeout 1s"
             say(f"embedded store locked by another process: read + health check in {read_s * 1000:.0f} ms, "
                 f"the write timed out after {took:.2f}s")
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
         assert put(client, b"/after", 15).header.revision > 0, "writes work again once unlocked"
     finally:
         client.close()
