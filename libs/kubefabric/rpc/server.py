@@ -1,5 +1,5 @@
 """One gRPC server set-up for every KubeFabric service: etcd's message limits and keepalive
-policy (DESIGN §6), the telemetry interceptors, grpc.health.v1, and listening with a one-line
+policy (DESIGN §6), telemetry on every call, grpc.health.v1, and listening with a one-line
 StartupError when an address cannot be bound.
 
 Invariants:
@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from kubefabric.rpc.limits import DEFAULT_MAX_REQUEST_BYTES, max_message_bytes
 from kubefabric.rpc.startup import StartupError
-from kubefabric.telemetry import server_interceptors
+from kubefabric.telemetry import instrument_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -61,11 +61,10 @@ class Health(health.aio.HealthServicer):
 def make_server(max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, *,
                 keepalive: Keepalive = Keepalive(),
                 health_service: Health | None = None) -> tuple[grpc.aio.Server, Health]:
-    """A grpc.aio server with KubeFabric's options and interceptors and a health service
+    """A grpc.aio server with KubeFabric's options, every call instrumented and a health service
     (`health_service`, or a new Health) registered; add the service's own servicers, then
     `listen`."""
-    server = grpc.aio.server(options=server_options(max_request_bytes, keepalive),
-                             interceptors=server_interceptors())
+    server = instrument_server(grpc.aio.server(options=server_options(max_request_bytes, keepalive)))
     health_service = health_service or Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     return server, health_service

@@ -7,15 +7,16 @@
   in gRPC metadata).
 - sources.py: samplers of router and shard state for the gauges.
 
-A service calls `setup(service_name, metrics_address)` once its event loop runs, passes
-`server_interceptors()` to grpc.aio.server, and registers its sources with `metrics.add_source`.
+A service calls `setup(service_name, metrics_address)` once its event loop runs, has its
+grpc.aio server instrumented (`instrument_server`, as kubefabric.rpc.server.make_server
+does), and registers its sources with `metrics.add_source`.
 """
 from __future__ import annotations
 
 from . import metrics, sources, tracing
-from .interceptors import instrument_shard_stub, server_interceptors
+from .interceptors import instrument_server, instrument_shard_stub, server_interceptors
 
-__all__ = ["setup", "server_interceptors", "instrument_shard_stub", "metrics", "sources", "tracing"]
+__all__ = ["setup", "instrument_server", "server_interceptors", "instrument_shard_stub", "metrics", "sources", "tracing"]
 
 
 def setup(service_name: str, metrics_address: str = "") -> None:
