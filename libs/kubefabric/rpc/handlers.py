@@ -74,12 +74,69 @@ DEFAULT_REQUEST_TIMEOUT_S = 7.0
 UNBOUNDED = frozenset({"Defragment", "Compact"})
 
 
+class _Sweep:
+    """The requests under a deadline on one event loop: task -> when it is due."""
+
+    __slots__ = ("due", "expired", "task")
+
+    def __init__(self):
+        self.due: dict[asyncio.Task, float] = {}
+        self.expired: set[asyncio.Task] = set()
+        self.task: asyncio.Task | None = None
+
+
 class Deadline:
     """The server-side limit of one unary request, in seconds; None: no limit (the default of
-    a process that does not set one)."""
+    a process that does not set one).
+
+    Enforced by one sweep per event loop every `tick()` seconds, not a timer per request:
+    asyncio.timeout costs each call a timer handle, a reschedule and two current_task lookups,
+    a third of a point get's own Python time (bench/README.md). A request is cancelled between
+    `seconds` and `seconds + tick()` after it started; the sweep runs only while requests are
+    in flight."""
 
     def __init__(self):
         self.seconds: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweep = _Sweep()
+
+    def tick(self) -> float:
+        return min(0.25, max(0.01, (self.seconds or 0) / 10))
+
+    def enter(self) -> asyncio.Task | None:
+        """Start the deadline of the calling task; the task, or None without a limit."""
+        if self.seconds is None:
+            return None
+        task = asyncio.current_task()
+        loop = task.get_loop()
+        if loop is not self._loop:  # a process serves on one loop; tests start several in turn
+            self._loop, self._sweep = loop, _Sweep()
+        sweep = self._sweep
+        sweep.due[task] = loop.time() + self.seconds
+        if sweep.task is None:
+            sweep.task = loop.create_task(self._run(loop, sweep))
+        return task
+
+    def leave(self, task: asyncio.Task) -> bool:
+        """End the deadline of `task`; whether it expired (the task was cancelled for it)."""
+        sweep = self._sweep if task.get_loop() is self._loop else _Sweep()
+        sweep.due.pop(task, None)
+        if task in sweep.expired:
+            sweep.expired.discard(task)
+            return True
+        return False
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, sweep: _Sweep) -> None:
+        try:
+            while sweep.due:
+                await asyncio.sleep(self.tick())
+                now = loop.time()
+                for task, due in [item for item in sweep.due.items() if item[1] <= now]:
+                    del sweep.due[task]
+                    if task.cancel():
+                        sweep.expired.add(task)
+        finally:
+            sweep.task = None
 
 
 DEADLINE = Deadline()
@@ -103,9 +160,14 @@ def etcd_unary(method):
             GATE.enter()
         except EtcdError as err:
             await context.abort(err.code, err.message)
+        task = DEADLINE.enter() if bounded else None
         try:
-            async with asyncio.timeout(DEADLINE.seconds if bounded else None):
-                return await method(self, request, context)
+            return await method(self, request, context)
+        except asyncio.CancelledError:
+            # cancelled for the deadline and by nothing else (the client going away): time out
+            if task is not None and DEADLINE.leave(task) and task.uncancel() == 0:
+                await context.abort(errors.TIMEOUT.code, errors.TIMEOUT.message)
+            raise
         except TimeoutError:
             await context.abort(errors.TIMEOUT.code, errors.TIMEOUT.message)
         except EtcdError as err:
@@ -120,6 +182,8 @@ def etcd_unary(method):
             log.exception("%s failed", method.__qualname__)
             await context.abort(grpc.StatusCode.INTERNAL, f"kubefabric: internal error: {exc}")
         finally:
+            if task is not None:
+                DEADLINE.leave(task)
             GATE.leave()
     return wrapper
 

@@ -208,8 +208,8 @@ def instrument_server(server: grpc.aio.Server) -> grpc.aio.Server:
         add_registered(service_name, {name: instrument_handler(h, f"/{service_name}/{name}")
                                       for name, h in method_handlers.items()})
 
-    server.add_generic_rpc_handlers = add_generic_rpc_handlers  # type: ignore[method-assign]
-    server.add_registered_method_handlers = add_registered_method_handlers  # type: ignore[method-assign]
+    server.add_generic_rpc_handlers = add_generic_rpc_handlers
+    server.add_registered_method_handlers = add_registered_method_handlers
     return server
 
 
