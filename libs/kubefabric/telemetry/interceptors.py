@@ -52,24 +52,17 @@ def _status(code) -> grpc.StatusCode:
 
 
 class _MethodStats:
-    """Pre-resolved metric children of one method (labels resolved once, not per call)."""
+    """One method's counts (metrics.MethodCounts) and the names its spans carry."""
 
-    __slots__ = ("service", "method", "full", "started", "seconds", "_labels", "_handled")
+    __slots__ = ("service", "method", "full", "counts")
 
     def __init__(self, grpc_type: str, full_method: str):
         self.full = full_method.lstrip("/")
         self.service, _, self.method = self.full.rpartition("/")
-        self._labels = (grpc_type, self.service, self.method)
-        self.started = m.grpc_server_started.labels(*self._labels)
-        self.seconds = m.grpc_server_handling_seconds.labels(*self._labels)
-        self._handled: dict = {}
+        self.counts = m.grpc_server.method(grpc_type, self.service, self.method)
 
     def done(self, code: grpc.StatusCode, started: float) -> None:
-        self.seconds.observe(perf_counter() - started)
-        child = self._handled.get(code)
-        if child is None:
-            child = self._handled[code] = m.grpc_server_handled.labels(*self._labels, GO_CODE[code])
-        child.inc()
+        self.counts.done(GO_CODE[code], perf_counter() - started)
 
 
 def _outcome(context, exc: BaseException | None) -> grpc.StatusCode:
@@ -102,7 +95,7 @@ def _end_span(span, token, code: grpc.StatusCode, exc: BaseException | None) -> 
 
 def _wrap_unary(behaviour, stats: _MethodStats):
     async def unary(request, context):
-        stats.started.inc()
+        stats.counts.started += 1
         started = perf_counter()
         span = None
         if tracing.ENABLED:
@@ -124,7 +117,7 @@ def _wrap_unary(behaviour, stats: _MethodStats):
 def _wrap_stream(behaviour, stats: _MethodStats):
     if inspect.isasyncgenfunction(behaviour):
         async def stream(request, context):
-            stats.started.inc()
+            stats.counts.started += 1
             started = perf_counter()
             exc = None
             responses = behaviour(request, context)
@@ -140,7 +133,7 @@ def _wrap_stream(behaviour, stats: _MethodStats):
         return stream
 
     async def stream_writer(request, context):  # a handler that writes with context.write
-        stats.started.inc()
+        stats.counts.started += 1
         started = perf_counter()
         exc = None
         try:

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
 
 import prometheus_client
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 prometheus_client.disable_created_metrics()  # no *_created series (etcd has none)
 
@@ -31,15 +34,66 @@ SAMPLE_INTERVAL_S = 2.0
 _GRPC_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
-grpc_server_started = Counter(
-    "grpc_server_started", "Total number of RPCs started on the server.", GRPC_LABELS)
-grpc_server_handled = Counter(
-    "grpc_server_handled", "Total number of RPCs completed on the server, regardless of success or failure.",
-    (*GRPC_LABELS, "grpc_code"))
-grpc_server_handling_seconds = Histogram(
-    "grpc_server_handling_seconds",
-    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
-    GRPC_LABELS, buckets=_GRPC_BUCKETS)
+
+
+class MethodCounts:
+    """One method's calls: plain numbers, updated on the event loop without a lock (the only
+    writer) and read by the /metrics thread at a scrape (which may see a call started and not
+    yet handled, as with prometheus-client's own metrics)."""
+
+    __slots__ = ("labels", "started", "handled", "buckets", "sum")
+
+    def __init__(self, labels: tuple[str, str, str]):
+        self.labels = labels
+        self.started = 0
+        self.handled: dict[str, int] = {}  # grpc_code -> calls
+        self.buckets = [0] * (len(_GRPC_BUCKETS) + 1)  # per bucket (not cumulative); last: +Inf
+        self.sum = 0.0
+
+    def done(self, code: str, seconds: float) -> None:
+        self.handled[code] = self.handled.get(code, 0) + 1
+        self.buckets[bisect_left(_GRPC_BUCKETS, seconds)] += 1  # le: a value on a bound is in it
+        self.sum += seconds
+
+
+class GrpcServerMetrics:
+    """grpc_server_started_total, grpc_server_handled_total and grpc_server_handling_seconds
+    (go-grpc-prometheus), counted per method in MethodCounts and made into samples only when
+    /metrics is scraped: a prometheus-client child takes a lock on each of its three updates
+    per call, the counts here are additions."""
+
+    def __init__(self):
+        self.methods: list[MethodCounts] = []
+
+    def method(self, grpc_type: str, service: str, method: str) -> MethodCounts:
+        counts = MethodCounts((grpc_type, service, method))
+        self.methods.append(counts)
+        return counts
+
+    def collect(self):
+        started = CounterMetricFamily("grpc_server_started", "Total number of RPCs started on the server.",
+                                      labels=GRPC_LABELS)
+        handled = CounterMetricFamily(
+            "grpc_server_handled", "Total number of RPCs completed on the server, regardless of success or failure.",
+            labels=(*GRPC_LABELS, "grpc_code"))
+        seconds = HistogramMetricFamily(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+            labels=GRPC_LABELS)
+        for m in list(self.methods):
+            started.add_metric(m.labels, m.started)
+            for code, n in list(m.handled.items()):
+                handled.add_metric((*m.labels, code), n)
+            cumulative, total = [], 0
+            for bound, n in zip((*_GRPC_BUCKETS, float("inf")), list(m.buckets)):
+                total += n
+                cumulative.append((floatToGoString(bound), total))
+            seconds.add_metric(m.labels, cumulative, m.sum)
+        yield from (started, handled, seconds)
+
+
+grpc_server = GrpcServerMetrics()
+REGISTRY.register(grpc_server)
 
 # ---- etcd's mvcc and server metrics ----
 
