@@ -56,6 +56,9 @@ class SqliteStore:
     def __init__(self, data_dir: str | os.PathLike, synchronous: str = "FULL"):
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILE
+        self._db_path, self._db_dir = str(self.path), str(self.data_dir)
+        self._wal_path = self._db_path + "-wal"
+        self._page_bytes = 0  # PRAGMA page_size, read on first use
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"SQLite synchronous mode must be FULL, NORMAL or EXTRA, not {synchronous!r}")
         self.synchronous = synchronous
@@ -140,24 +143,34 @@ class SqliteStore:
 
     WAL_CHECKPOINT_PAGES = 1000
 
+    # size() and disk_space() run on the event loop after every commit: one statement each
+    # (SQLite's table-valued pragmas), stat calls on str paths, the page size read once (it is
+    # fixed when the database is created; VACUUM keeps it)
+
     def size(self) -> tuple[int, int]:
         """(bytes allocated on disk, bytes in use) of the database."""
-        page_size, = self._r.execute("PRAGMA page_size").fetchone()
-        pages, = self._r.execute("PRAGMA page_count").fetchone()
-        free, = self._r.execute("PRAGMA freelist_count").fetchone()
-        wal = self.path.with_name(DB_FILE + "-wal")
-        wal_size = wal.stat().st_size if wal.exists() else 0
-        return self.path.stat().st_size + wal_size, page_size * (pages - free)
+        pages, free = self._r.execute(
+            "SELECT page_count, freelist_count FROM pragma_page_count(), pragma_freelist_count()").fetchone()
+        try:
+            wal_size = os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            wal_size = 0
+        return os.stat(self._db_path).st_size + wal_size, self._page_size() * (pages - free)
 
     def disk_space(self) -> tuple[int, int, int]:
         """(bytes the database can still write, bytes it must keep free, filesystem size).
         Writable: free filesystem space plus the database's own free pages. Kept free: what the
         next WAL checkpoint may add to the database file."""
-        st = os.statvfs(self.data_dir)
-        page_size, = self._r.execute("PRAGMA page_size").fetchone()
+        st = os.statvfs(self._db_dir)
         free_pages, = self._r.execute("PRAGMA freelist_count").fetchone()
+        page_size = self._page_size()
         writable = st.f_bavail * st.f_frsize + free_pages * page_size
         return writable, self.WAL_CHECKPOINT_PAGES * page_size, st.f_blocks * st.f_frsize
+
+    def _page_size(self) -> int:
+        if not self._page_bytes:
+            self._page_bytes, = self._r.execute("PRAGMA page_size").fetchone()
+        return self._page_bytes
 
     @staticmethod
     def is_unavailable(exc: BaseException) -> bool:
