@@ -50,7 +50,13 @@ def decoder(cls):
             msg = cls.FromString(data)
         except DecodeError as err:
             return Malformed(str(err) or "cannot parse")
-        problem = wrong_wire_type(msg)
+        # Fast path (C only): with its unknown fields dropped, a message that re-encodes to the
+        # size it arrived in had none, so none with a wrong wire type. Otherwise (unknown fields,
+        # or an encoding other than the canonical one) a fresh parse is inspected in Python.
+        msg.DiscardUnknownFields()
+        if msg.ByteSize() == len(data):
+            return msg
+        problem = wrong_wire_type(cls.FromString(data))
         return Malformed(problem) if problem else msg
     return decode
 
