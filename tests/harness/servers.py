@@ -169,6 +169,26 @@ def start_etcd(workdir: Path, extra: list[str] | None = None, binary: str | None
     return server
 
 
+def start_kubefabric_tls(workdir: Path, flags: list[str], plain_port: int | None = None) -> Server:
+    """`kubefabric serve` on https://127.0.0.1:<free port> (plus http:// on plain_port); flags:
+    its TLS flags (--cert-file, ...)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    urls = f"https://127.0.0.1:{port}" + (f",http://127.0.0.1:{plain_port}" if plain_port else "")
+    log = workdir / "kubefabric.log"
+    argv = [sys.executable, "-m", "kubefabric.cli", "serve", "--listen-client-urls", urls,
+            "--data-dir", str(workdir / "data"), *flags]
+    proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
+    server = Server("kubefabric", f"127.0.0.1:{port}", proc, workdir / "data", log, argv)
+    deadline = time.monotonic() + 20
+    while "serving the etcd v3 API" not in server.log():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"kubefabric did not start (exit {proc.returncode}):\n{server.log()}")
+        time.sleep(0.05)
+    return server
+
+
 def start_kubefabric(workdir: Path, extra: list[str] | None = None, data_dir: Path | None = None) -> Server:
     client = free_port()
     data = data_dir or workdir / "kf-data"

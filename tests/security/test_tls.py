@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from harness.etcdctl import etcdctl_binary
-from harness.servers import Server, free_port
+from harness.servers import Server, free_port, start_kubefabric_tls as start
 from kubefabric.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 FAST = 5.0  # a refused client must learn so within this many seconds
@@ -57,25 +57,6 @@ def tls_flags(server: Pair, ca: CA | None = None, client_cert_auth: bool = True)
     if ca:
         flags += ["--trusted-ca-file", str(ca.cert_file)] + (["--client-cert-auth"] if client_cert_auth else [])
     return flags
-
-
-def start(workdir: Path, flags: list[str], plain_port: int | None = None) -> Server:
-    """`kubefabric serve` on https://127.0.0.1:<free port> (plus http:// on plain_port)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    urls = f"https://127.0.0.1:{port}" + (f",http://127.0.0.1:{plain_port}" if plain_port else "")
-    log = workdir / "kubefabric.log"
-    argv = [sys.executable, "-m", "kubefabric.cli", "serve", "--listen-client-urls", urls,
-            "--data-dir", str(workdir / "data"), *flags]
-    proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
-    server = Server("kubefabric", f"127.0.0.1:{port}", proc, workdir / "data", log, argv)
-    deadline = time.monotonic() + 20
-    while "serving the etcd v3 API" not in server.log():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"kubefabric did not start (exit {proc.returncode}):\n{server.log()}")
-        time.sleep(0.05)
-    return server
 
 
 @pytest.fixture
