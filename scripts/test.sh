@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(etcd-server etcd-client postgresql mariadb-server nats-server)
+apt_packages=(etcd-server etcd-client postgresql mariadb-server nats-server protobuf-compiler)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -5,6 +5,10 @@
 # listed, not counted (such tests depend on the library's own CI setup, not on the server).
 #
 #   tests/clients/run.sh python-etcd3      # kragniz/python-etcd3 0.12.0 (PyPI sdist), pytest
+#   tests/clients/run.sh rust-etcd-client  # the etcd-client crate 0.21.1 (crates.io), cargo test
+#
+# The Rust suite connects to localhost:2379, fixed in its source: each server then runs in a
+# network namespace of its own (unshare -n, as root), where 127.0.0.1:2379 is free and private.
 #
 # Downloads (the sdist, a virtualenv with the suite's pinned dependencies) are cached under
 # ~/.cache/kubefabric-tools/clients; the reference etcd is $KUBEFABRIC_TEST_ETCD or Debian's.
@@ -34,19 +38,19 @@ wait_ready() {  # endpoint log: until Maintenance.Status answers, at most 60 s
   echo "server at $1 did not start; its log:" >&2; tail -n 30 "$2" >&2; return 1
 }
 
-start_etcd() {  # sets endpoint=host:port
-  local client peer; client=$(free_port); peer=$(free_port)
+start_etcd() {  # sets endpoint=host:port (port: $fixed_port, else a free one)
+  local client peer; client=${fixed_port:-$(free_port)}; peer=$(free_port)
   "$etcd_bin" --name default --data-dir "$out/etcd-data" \
     --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-    --initial-cluster "default=http://127.0.0.1:$peer" --log-level error >"$out/etcd.log" 2>&1 &
+    --initial-cluster "default=http://127.0.0.1:$peer" --log-level error "${etcd_flags[@]}" >"$out/etcd.log" 2>&1 &
   pids+=($!)
   wait_ready "127.0.0.1:$client" "$out/etcd.log"
   endpoint=127.0.0.1:$client
 }
 
 start_kubefabric() {
-  local client; client=$(free_port)
+  local client; client=${fixed_port:-$(free_port)}
   (cd "$repo" && exec uv run --frozen --no-sync python -m kubefabric.cli serve \
     --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --listen-client-urls "http://127.0.0.1:$client" --data-dir "$out/kf-data") >"$out/kubefabric.log" 2>&1 &
@@ -56,6 +60,8 @@ start_kubefabric() {
 }
 
 # ---- the libraries: prepare_LIB once (cached), run_LIB SERVER-ENDPOINT JUNIT-FILE ----
+
+etcd_flags=()  # the reference etcd's flags that a library's suite asks for
 
 PY_ETCD3=0.12.0
 prepare_python-etcd3() {
@@ -94,13 +100,62 @@ run_python-etcd3() {
       >"$junit.log" 2>&1) || true
 }
 
+ETCD_CLIENT=0.21.1
+prepare_rust-etcd-client() {
+  src=$cache/rust-etcd-client-$ETCD_CLIENT
+  export PATH="$PATH:$HOME/.cargo/bin"
+  command -v cargo >/dev/null || { echo "cargo is required for $lib" >&2; exit 1; }
+  command -v protoc >/dev/null || { echo "protoc is required for $lib: apt-get install protobuf-compiler" >&2; exit 1; }
+  if [ ! -f "$src/.ready" ]; then
+    rm -rf "$src"; mkdir -p "$src/fetch/src"
+    # the crate as published, through cargo's own download (a throwaway package depending on it)
+    printf '[package]\nname = "fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\netcd-client = "=%s"\n' \
+      "$ETCD_CLIENT" >"$src/fetch/Cargo.toml"
+    touch "$src/fetch/src/lib.rs"
+    (cd "$src/fetch" && cargo fetch --quiet)
+    tar xzf "$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/etcd-client-$ETCD_CLIENT.crate | head -n1)" -C "$src"
+    (cd "$src/etcd-client-$ETCD_CLIENT" && cargo test --locked --no-run --quiet)
+    touch "$src/.ready"
+  fi
+  # the suite's own setup (its CI workflow): etcd with --auth-token-ttl 2 and a root user
+  # root/rootpwd granted the root role; the tests enable and disable auth themselves
+  etcd_flags=(--auth-token-ttl 2 --max-request-bytes 1572864)
+}
+
+run_rust-etcd-client() {  # runs inside the server's network namespace, the server on :2379
+  local endpoint=$1 results=$2
+  ETCDCTL_API=3 etcdctl --endpoints "$endpoint" user add root --new-user-password=rootpwd >/dev/null
+  ETCDCTL_API=3 etcdctl --endpoints "$endpoint" user grant-role root root >/dev/null
+  (cd "$cache/rust-etcd-client-$ETCD_CLIENT/etcd-client-$ETCD_CLIENT" &&
+    timeout 600 cargo test --offline --locked --no-fail-fast 2>&1 || true) >"$results"
+}
+
 case $lib in
   python-etcd3) ;;
-  *) echo "unknown library '$lib' (known: python-etcd3)" >&2; exit 2 ;;
+  rust-etcd-client) ;;
+  *) echo "unknown library '$lib' (known: python-etcd3, rust-etcd-client)" >&2; exit 2 ;;
 esac
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"  # kf_client_endpoint.py, the endpoint plugin
 "prepare_$lib"
+if [ "${2:-}" = --inside ]; then  # run.sh LIB --inside etcd|kubefabric RESULTS, in a new netns
+  ip link set lo up
+  fixed_port=2379
+  "start_$3"
+  "run_$lib" "$endpoint" "$4"
+  exit 0
+fi
 rm -rf "$out/etcd-data" "$out/kf-data"
+if [ "$lib" = rust-etcd-client ]; then
+  [ "$(id -u)" = 0 ] || { echo "$lib needs root (unshare -n: its suite's fixed port 2379 in a private network namespace)" >&2; exit 1; }
+  echo "$lib on etcd ($("$etcd_bin" --version | head -n1)) and on KubeFabric, each at 127.0.0.1:2379 in its own network namespace"
+  start=$SECONDS
+  unshare -n bash "$0" "$lib" --inside etcd "$out/etcd.txt" & etcd_run=$!
+  unshare -n bash "$0" "$lib" --inside kubefabric "$out/kubefabric.txt" & kf_run=$!
+  wait "$etcd_run" "$kf_run"
+  echo "both suites ran in $((SECONDS - start)) s"
+  echo "results and logs: $out"
+  exec python3 "$here/compare.py" "$out/etcd.txt" "$out/kubefabric.txt" "$here/known_differences.txt"
+fi
 # Both servers at once, each suite run against its own: the suites mostly wait (leases, locks,
 # watches), so running them side by side halves the wall time.
 start_etcd; etcd_endpoint=$endpoint
@@ -113,4 +168,4 @@ wait "$etcd_run" "$kf_run"
 echo "both suites ran in $((SECONDS - start)) s"
 cleanup; pids=()
 echo "results and logs: $out"
-exec python3 "$here/compare.py" "$out/etcd.xml" "$out/kubefabric.xml"
+exec python3 "$here/compare.py" "$out/etcd.xml" "$out/kubefabric.xml" "$here/known_differences.txt"
