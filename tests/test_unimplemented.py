@@ -14,8 +14,7 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 GRPC_DEFAULT = "Method not found!"
 
-MAINTENANCE = [("maintenance", "MoveLeader", pb.MoveLeaderRequest(targetID=1)),
-               ("maintenance", "Downgrade", pb.DowngradeRequest(action=pb.DowngradeRequest.VALIDATE,
+MAINTENANCE = [("maintenance", "Downgrade", pb.DowngradeRequest(action=pb.DowngradeRequest.VALIDATE,
                                                                 version="3.5"))]
 # One embedded member: membership changes are not something it can do.
 CLUSTER = [("cluster", "MemberAdd", pb.MemberAddRequest(peerURLs=["http://127.0.0.1:1"])),
@@ -46,6 +45,6 @@ def test_answers_unimplemented_with_a_sentence(kubefabric, service, method, requ
 
 def test_server_still_serves_after_unimplemented_calls(kubefabric):
     with pytest.raises(grpc.RpcError):
-        kubefabric.maintenance.MoveLeader(pb.MoveLeaderRequest(targetID=1), timeout=10)
+        kubefabric.cluster.MemberRemove(pb.MemberRemoveRequest(ID=1), timeout=10)
     assert isinstance(kubefabric.put(b"k", b"v"), pb.PutResponse)
     assert kubefabric.get(b"k").kvs[0].value == b"v"

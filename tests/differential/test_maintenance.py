@@ -77,6 +77,17 @@ def test_member_list(differential):
     differential(body)
 
 
+def test_move_leader(differential):
+    """One member is its own leader: moving leadership to it is done at once (an empty response,
+    no header); a target that is not a member is refused."""
+    def body(c, record):
+        own = getattr(members(c), "members", [pb.Member()])[0].ID
+        record("move to itself", c.call(c.maintenance.MoveLeader, pb.MoveLeaderRequest(targetID=own)))
+        record("move to a stranger", c.call(c.maintenance.MoveLeader,
+                                             pb.MoveLeaderRequest(targetID=own ^ 0x5A5A), timeout=15))
+    differential(body)
+
+
 def test_grpc_health(differential):
     def body(c, record):
         health = health_pb2_grpc.HealthStub(c.channel)

@@ -42,6 +42,7 @@ LEASE_EXIST = _e(StatusCode.FAILED_PRECONDITION, "etcdserver: lease already exis
 LEASE_TTL_TOO_LARGE = _e(StatusCode.OUT_OF_RANGE, "etcdserver: too large lease TTL")
 STOPPING = _e(StatusCode.UNAVAILABLE, "etcdserver: server stopped")
 TIMEOUT = _e(StatusCode.UNAVAILABLE, "etcdserver: request timed out")
+BAD_LEADER_TRANSFEREE = _e(StatusCode.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
 # Not etcd's: a shard replica that is not (or no longer) the writer. UNAVAILABLE, nothing applied:
 # clients retry (etcd's clients treat UNAVAILABLE as retriable).
 NOT_LEADER = _e(StatusCode.UNAVAILABLE, "etcdserver: not leader")

@@ -103,6 +103,15 @@ class MaintenanceService(rpc.MaintenanceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"kubefabric: snapshot failed: {exc}")
 
     @etcd_unary
+    async def MoveLeader(self, request: pb.MoveLeaderRequest, context) -> pb.MoveLeaderResponse:
+        """KubeFabric is one member, always its own leader: a move to itself is done at once, as
+        on a one-member etcd (an empty response, no header); any other target is not a member."""
+        self.auth.admin(context)
+        if request.targetID != self.shard.state.member_id:
+            raise errors.BAD_LEADER_TRANSFEREE
+        return pb.MoveLeaderResponse()
+
+    @etcd_unary
     async def Hash(self, request, context) -> pb.HashResponse:
         """etcd computes Hash over its bbolt file's buckets; KubeFabric over those of its own
         snapshot (kubefabric.snapshot.schema.etcd_hash): stable while nothing changes, moved
@@ -137,8 +146,7 @@ class ClusterService(rpc.ClusterServicer):
 
 
 
-for _name, _why in (("MoveLeader", "Maintenance.MoveLeader (KubeFabric has no raft leader)"),
-                    ("Downgrade", "Maintenance.Downgrade")):
+for _name, _why in (("Downgrade", "Maintenance.Downgrade"),):
     setattr(MaintenanceService, _name, unimplemented(_why))
 
 for _name, _why in (("MemberAdd", "Cluster.MemberAdd (scale kv-router replicas instead)"),
