@@ -43,7 +43,7 @@ start_etcd() {  # sets endpoint=host:port (port: $fixed_port, else a free one)
   "$etcd_bin" --name default --data-dir "$out/etcd-data" \
     --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-    --initial-cluster "default=http://127.0.0.1:$peer" --log-level error "${etcd_flags[@]}" >"$out/etcd.log" 2>&1 &
+    --initial-cluster "default=http://127.0.0.1:$peer" --log-level error "${server_flags[@]}" >"$out/etcd.log" 2>&1 &
   pids+=($!)
   wait_ready "127.0.0.1:$client" "$out/etcd.log"
   endpoint=127.0.0.1:$client
@@ -53,7 +53,7 @@ start_kubefabric() {
   local client; client=${fixed_port:-$(free_port)}
   (cd "$repo" && exec uv run --frozen --no-sync python -m kubefabric.cli serve \
     --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --listen-client-urls "http://127.0.0.1:$client" --data-dir "$out/kf-data") >"$out/kubefabric.log" 2>&1 &
+    --listen-client-urls "http://127.0.0.1:$client" --data-dir "$out/kf-data" "${server_flags[@]}") >"$out/kubefabric.log" 2>&1 &
   pids+=($!)
   wait_ready "127.0.0.1:$client" "$out/kubefabric.log"
   endpoint=127.0.0.1:$client
@@ -61,7 +61,7 @@ start_kubefabric() {
 
 # ---- the libraries: prepare_LIB once (cached), run_LIB SERVER-ENDPOINT JUNIT-FILE ----
 
-etcd_flags=()  # the reference etcd's flags that a library's suite asks for
+server_flags=()  # the flags a library's suite asks the server for (etcd's names, which kubefabric serve shares)
 
 PY_ETCD3=0.12.0
 prepare_python-etcd3() {
@@ -119,7 +119,7 @@ prepare_rust-etcd-client() {
   fi
   # the suite's own setup (its CI workflow): etcd with --auth-token-ttl 2 and a root user
   # root/rootpwd granted the root role; the tests enable and disable auth themselves
-  etcd_flags=(--auth-token-ttl 2 --max-request-bytes 1572864)
+  server_flags=(--auth-token-ttl 2 --max-request-bytes 1572864)
 }
 
 run_rust-etcd-client() {  # runs inside the server's network namespace, the server on :2379

@@ -258,3 +258,30 @@ def test_auth_enabled_watch_lease_maintenance(differential):
         record("the old token", call(c, c.kv.Range, pb.RangeRequest(key=b"/app/x"), t))
         record("login with the new password", login(c, "alice", "new")[0])
     differential(body, reference="etcd37", without=("mariadb",))  # CI time: see module doc
+
+
+def test_simple_token_ttl_and_move_leader(differential):
+    """--auth-token-ttl (etcd's flag, seconds): a simple token used within its TTL stays valid,
+    one left idle longer is refused. MoveLeader with auth on: the root role only."""
+    import time
+
+    def body(c, record):
+        a = c.auth
+        record("add root", call(c, a.UserAdd, pb.AuthUserAddRequest(name="root", password="pw")))
+        record("grant root", call(c, a.UserGrantRole, pb.AuthUserGrantRoleRequest(user="root", role="root")))
+        record("add bob", call(c, a.UserAdd, pb.AuthUserAddRequest(name="bob", password="pw")))
+        record("enable", call(c, a.AuthEnable, pb.AuthEnableRequest()))
+        resp, root = login(c, "root", "pw")
+        record("login root", resp)
+        resp, bob = login(c, "bob", "pw")
+        own = getattr(call(c, c.cluster.MemberList, pb.MemberListRequest(), root), "members", [pb.Member()])[0].ID
+        record("move leader, no identity", call(c, c.maintenance.MoveLeader, pb.MoveLeaderRequest(targetID=own)))
+        record("move leader as bob", call(c, c.maintenance.MoveLeader, pb.MoveLeaderRequest(targetID=own), bob))
+        record("move leader as root", call(c, c.maintenance.MoveLeader, pb.MoveLeaderRequest(targetID=own), root))
+        for i in range(3):  # used every second: stays valid past its 2 s TTL
+            time.sleep(1)
+            record(f"root's token in use, {i + 1} s", call(c, c.kv.Range, pb.RangeRequest(key=b"k"), root))
+        time.sleep(4)
+        record("root's token after 4 s idle", call(c, c.kv.Range, pb.RangeRequest(key=b"k"), root))
+    ttl = ["--auth-token-ttl", "2"]
+    differential(body, etcd_args=ttl, kubefabric_args=ttl, reference="etcd37", targets=["embedded"])

@@ -173,11 +173,12 @@ def _duration(text: str) -> float:
         raise TokenError(f"ttl {text!r} is not a duration such as 5m or 300s") from None
 
 
-def provider(spec: str):
-    """The token provider of etcd's --auth-token value: simple, or jwt,sign-method=...,..."""
+def provider(spec: str, simple_ttl_s: float = SIMPLE_TTL_S):
+    """The token provider of etcd's --auth-token value: simple (valid simple_ttl_s after its last
+    use, etcd's --auth-token-ttl), or jwt,sign-method=...,..."""
     kind, *rest = spec.split(",")
     if kind == "simple" and not rest:
-        return SimpleTokens()
+        return SimpleTokens(simple_ttl_s)
     if kind == "jwt":
         options = {}
         for item in rest:

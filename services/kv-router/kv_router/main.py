@@ -34,7 +34,7 @@ async def main(args: argparse.Namespace, tls: TLSSettings | None) -> int:
                        request_timeout_s=args.request_timeout, watch_hub=args.watch_hub,
                        tls=CertificateReloader(tls) if tls else None)
     try:
-        cfg.auth_tokens = provider(args.auth_token)
+        cfg.auth_tokens = provider(args.auth_token, simple_ttl_s=float(args.auth_token_ttl))
     except TokenError as err:
         raise StartupError(f"--auth-token: {err}") from None
     cfg.client_cert_auth = bool(args.client_cert_auth)

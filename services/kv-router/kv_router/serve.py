@@ -86,8 +86,10 @@ FLAGS = [
          "accepts TLS 1.2 and 1.3 and cannot be limited to TLS 1.3, so TLS1.3 is refused"),
     # etcd authentication (kv_router/auth.py; the users and roles live in the default shard)
     Flag("--auth-token", "simple", "how Authenticate's tokens are made: simple (etcd's default: "
-         "opaque, valid on every kv-router replica, 5 minutes after their last use) or "
+         "opaque, valid on every kv-router replica for --auth-token-ttl after their last use) or "
          "jwt,sign-method=RS256,pub-key=FILE,priv-key=FILE[,ttl=5m] (etcd's option names)"),
+    Flag("--auth-token-ttl", "300", "seconds a simple token stays valid after its last use "
+         "(etcd's flag; JWT tokens take --auth-token's ttl= instead)", type=Count(1)),
     Flag("--bcrypt-cost", "10", "bcrypt cost of stored user passwords (etcd's flag, 4 to 31)",
          type=Count(4, 31)),
     # TLS towards the --shard endpoints (topology shards have their own `tls:` block)
