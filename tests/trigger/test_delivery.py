@@ -94,7 +94,7 @@ def test_per_object_order_and_concurrency(server_factory, start_trigger, receive
 
 def test_crash_redelivers_from_the_watermark(server_factory, start_trigger, receiver):
     """kill -9 of the trigger mid-stream: after a restart every event was delivered (nothing
-    skipped), in order per object; duplicates only of what was in flight."""
+    skipped), in order per object; duplicates only of what came after the last watermark."""
     kf = server_factory("kubefabric")
     c = Client(kf.endpoint)
     from receiver import Behaviour
@@ -120,5 +120,7 @@ def test_crash_redelivers_from_the_watermark(server_factory, start_trigger, rece
         revs = [int(d.rsplit("@", 1)[1]) for d in delivered if d.startswith(obj + "@")]
         firsts = sorted(set(revs))
         assert [r for i, r in enumerate(revs) if r not in revs[:i]] == firsts
-    assert len(delivered) - len(expected) <= 10, "more duplicates than events in flight"
+    # redelivery restarts at the last recorded watermark: at most a checkpoint interval (200 ms)
+    # of deliveries (two at a time, 20 ms each: ~20) plus those in flight; CI once saw 12 at load
+    assert len(delivered) - len(expected) <= 20, "more duplicates than a checkpoint interval's worth"
     c.close()
