@@ -171,6 +171,14 @@ def test_reader_reads_what_the_writer_wrote(tmp_path):
     assert (status["revision"], status["totalKey"]) == (4, 3)
 
 
+def wait_caught_up(proc: subprocess.Popen, log: Path) -> None:
+    """Until `migrate --from-etcd` logs that it follows etcd's changes live (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while "caught up" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
 def test_from_a_live_etcd_until_stopped(etcd_snapshot, tmp_path):
     """--from-etcd: etcd's history, then changes made while it follows, then SIGTERM: the
     import ends at etcd's revision of that moment."""
@@ -180,10 +188,7 @@ def test_from_a_live_etcd_until_stopped(etcd_snapshot, tmp_path):
                              str(tmp_path / "kf-data")], stdout=subprocess.DEVNULL,
                             stderr=log.open("wb"))
     try:
-        deadline = time.monotonic() + 60
-        while "caught up" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_caught_up(proc, log)
         ok(e.put(b"/registry/configmaps/default/followed", b"1", lease=LEASE))
         ok(e.txn(success=[put_op(KEYS[0], b"in a txn"), put_op(KEYS[2], b"in a txn")]))
         ok(e.delete(KEYS[1]))
@@ -252,10 +257,7 @@ def test_from_an_etcd_with_client_certificates(tmp_path):
                                     "--data-dir", str(tmp_path / "kf-data")],
                                    stdout=subprocess.DEVNULL, stderr=log.open("wb"))
         try:
-            deadline = time.monotonic() + 60
-            while "caught up" not in log.read_text():
-                assert migrate.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+            wait_caught_up(migrate, log)
             head = kv.Put(pb.PutRequest(key=b"/registry/b", value=b"2"), timeout=5).header.revision
             migrate.send_signal(signal.SIGINT)
             assert migrate.wait(60) == 0, log.read_text()
