@@ -45,8 +45,22 @@ async def keep_writing(shard, rng: random.Random, stop: asyncio.Event, latencies
 def test_backfill_under_write_load(store_factory, monkeypatch, say):
     monkeypatch.setattr(maintain, "BACKFILL_BATCH", 40)  # many steps, many interleavings
     maintain.index_ready.clear()  # (a process-wide gauge: earlier tests' shards set it)
+    # The backfill starts only once a query has seen the range unindexed (or after 10 s): on a
+    # loaded CI machine the whole backfill could otherwise finish before the first query runs.
+    seen_building = None
+    original = maintain.ShardIndex._backfill
+
+    async def gated_backfill(self, shard, rule_id):
+        try:
+            await asyncio.wait_for(seen_building.wait(), 10)
+        except asyncio.TimeoutError:
+            pass  # a query never saw the range unindexed: the assertion below says so
+        await original(self, shard, rule_id)
+    monkeypatch.setattr(maintain.ShardIndex, "_backfill", gated_backfill)
 
     async def body(shard):
+        nonlocal seen_building
+        seen_building = asyncio.Event()
         rng = random.Random(11)
         await random_history(shard, rng, 500)
         before = (await shard.status()).committed_rev
@@ -62,6 +76,8 @@ def test_backfill_under_write_load(store_factory, monkeypatch, say):
             assert comparable(resp) == comparable(expected)
             assert resp.indexed or ready != 1.0
             scanned += not resp.indexed
+            if scanned:
+                seen_building.set()
             await asyncio.sleep(0.01)
         during = len(latencies)
         await asyncio.sleep(0.2)
