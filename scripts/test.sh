@@ -56,7 +56,7 @@ export KUBEFABRIC_TEST_KUBE_APISERVER
 KUBEFABRIC_TEST_ETCDUTL=$(bash tests/tools/etcdutl/build.sh | tail -n1)
 export KUBEFABRIC_TEST_ETCDUTL
 if (($#)); then
-  exec uv run --frozen --no-sync pytest -n 2 "$@"
+  exec uv run --frozen --no-sync pytest -n 2 --dist worksteal "$@"
 fi
 status=0
 phase() {  # run one phase, say how long it took (CI must stay under an hour: watch these)
@@ -66,7 +66,7 @@ phase() {  # run one phase, say how long it took (CI must stay under an hour: wa
   echo "phase $name: $((SECONDS - start)) s"
 }
 phase mypy uv run --frozen --no-sync mypy  # libs/ and services/ (pyproject.toml [tool.mypy])
-phase pytest uv run --frozen --no-sync pytest -n 2 --durations=30
+phase pytest uv run --frozen --no-sync pytest -n 2 --dist worksteal --durations=30
 phase conformance tests/conformance/run.sh kubefabric
 phase apiserver-scenario tests/conformance/apiserver_scenario.sh kubefabric
 echo "total: $SECONDS s"
