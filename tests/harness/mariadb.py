@@ -28,7 +28,7 @@ from urllib.parse import quote
 import pymysql
 import pytest
 
-from harness.servers import free_port
+from harness.servers import free_port, spawn
 
 PACKAGE_HINT = "apt-get install mariadb-server (it provides mariadbd and mariadb-install-db)"
 
@@ -63,8 +63,8 @@ class MariadbServer:
             self._install()
         for attempt in range(3):  # a free port may be taken before mariadbd binds it
             self.port = self.port or free_port()
-            self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = spawn(self._argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 self._wait_ready(timeout)
                 break
