@@ -11,8 +11,9 @@ Measured, from the creating client's clock:
 - time to fully reconciled: first create sent -> every order priced and its invoice final;
 - function lag per order: its create acknowledged -> status.total seen on a watch;
 - operator lag per order: its create acknowledged -> its invoice ConfigMap seen on a watch;
-- memory (RSS, peak and at the end) of every component, sampled each second.
-The plot (PNG) shows progress over time, both lag distributions and the memory per component.
+- memory (RSS, peak and at the end) of every component, sampled each second;
+- the WARNING/ERROR lines each component logged (counted, first ones shown).
+The plot (PNG) shows progress over time, both lag distributions and each component's RSS over time.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -49,6 +52,8 @@ class Memory:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.peak: dict[str, int] = {name: 0 for name in pids}
         self.last: dict[str, int] = {}
+        self.series: list[tuple[float, dict[str, int]]] = []   # (seconds since start, name -> RSS)
+        self.t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -61,6 +66,7 @@ class Memory:
                 continue
             self.last[name] = rss
             self.peak[name] = max(self.peak[name], rss)
+        self.series.append((round(time.monotonic() - self.t0, 1), dict(self.last)))
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
@@ -127,6 +133,13 @@ async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: in
                     await asyncio.sleep(0.5 * (attempt + 1))
             acked[obj["metadata"]["name"]] = time.monotonic()
 
+    def watch_died(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            print(f"a watch failed: {task.exception()!r}", flush=True)
+            done.set()   # ends the wait: the result says how far it got
+    for w in watchers:
+        w.add_done_callback(watch_died)
+
     t0 = time.monotonic()
     await asyncio.gather(*(create(o) for o in orders))
     created = time.monotonic() - t0
@@ -134,9 +147,9 @@ async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: in
     progress_task = asyncio.create_task(report_progress(count, priced, final, t0))
     try:
         await asyncio.wait_for(done.wait(), timeout)
-        complete = True
     except asyncio.TimeoutError:
-        complete = False
+        pass
+    complete = len(priced) == count and len(final) == count
     progress_task.cancel()
     reconciled = time.monotonic() - t0
     for w in watchers:
@@ -146,7 +159,7 @@ async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: in
     operator_lag = [invoiced[n] - acked[n] for n in invoiced if n in acked]
     timeline = sorted((t - t0, kind) for kind, d in (("created", acked), ("priced", priced), ("final", final))
                       for t in d.values())
-    return {"orders": count, "complete": complete, "create_seconds": created, "create_rate": count / created,
+    return {"orders": count, "complete": complete, "t0_monotonic": t0, "create_seconds": created, "create_rate": count / created,
             "reconciled_seconds": reconciled, "priced": len(priced), "invoiced": len(invoiced), "final": len(final),
             "function_lag": summary(function_lag), "operator_lag": summary(operator_lag),
             "function_lags": function_lag, "operator_lags": operator_lag, "timeline": timeline}
@@ -164,6 +177,33 @@ def summary(values: list[float]) -> dict:
         return {"n": 0}
     return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
             "max": max(values), "mean": statistics.fmean(values)}
+
+
+# Python logging, klog (kube-apiserver), nats-server
+PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b|^[EW]\d{4} |\[(WRN|ERR|FTL)\]")
+
+
+def log_sizes(stack_dir: Path) -> dict[Path, int]:
+    return {log: log.stat().st_size for log in stack_dir.rglob("*.log")}
+
+
+def log_problems(start: dict[Path, int], end: dict[Path, int], stack_dir: Path,
+                 keep: int = 3) -> dict[str, tuple[int, list[str]]]:
+    """Per log file of the stack: how many WARNING/ERROR lines it got between the two snapshots
+    of the logs' sizes (the load, not start-up or shutdown), and the first `keep`."""
+    found: dict[str, tuple[int, list[str]]] = {}
+    for log in sorted(end):
+        count, first = 0, []
+        with log.open("rb") as f:
+            f.seek(start.get(log, 0))
+            for line in f.read(end[log] - start.get(log, 0)).decode(errors="replace").splitlines():
+                if PROBLEM.search(line):
+                    count += 1
+                    if len(first) < keep:
+                        first.append(line.rstrip()[:240])
+        if count:
+            found[str(log.relative_to(stack_dir))] = (count, first)
+    return found
 
 
 def plot(result: dict, memory: dict, path: Path) -> None:
@@ -186,11 +226,13 @@ def plot(result: dict, memory: dict, path: Path) -> None:
     lags.set(title="lag after the create was acknowledged (CDF)", xlabel="seconds", ylabel="fraction of orders")
     lags.legend()
     names = sorted(memory["peak"], key=lambda n: -memory["peak"][n])
-    mem.barh(names, [memory["peak"][n] / 2**20 for n in names], color="tab:orange", label="peak")
-    mem.barh(names, [memory["end"].get(n, 0) / 2**20 for n in names], color="tab:purple", label="end", height=0.4)
-    mem.set(title="memory (RSS) per component", xlabel="MiB")
-    mem.invert_yaxis()
-    mem.legend()
+    offset = memory.get("t0_offset", 0.0)   # the sampler started before the first create
+    for name in names:
+        points = [(t - offset, rss[name] / 2**20) for t, rss in memory["series"] if name in rss]
+        mem.plot([t for t, _ in points], [m for _, m in points], label=f"{name} (peak {memory['peak'][name] / 2**20:.0f})")
+    mem.set(title="memory (RSS) per component", xlabel="seconds since the first create", ylabel="MiB")
+    mem.set_ylim(bottom=0)
+    mem.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -201,10 +243,18 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=32, help="creates in flight (default 32)")
     ap.add_argument("--trigger-concurrency", type=int, default=16,
                     help="orders the HTTPTrigger delivers to the function in parallel (default 16)")
+    ap.add_argument("--delivery-timeout", default="30s",
+                    help="the HTTPTrigger's spec.delivery.timeout (default 30s; the trigger's own default, 10s, "
+                         "dead-letters orders when the function answers slowly on a saturated machine)")
+    ap.add_argument("--delivery-retries", type=int, default=3,
+                    help="the HTTPTrigger's spec.delivery.retries (default 3; the trigger's own default is 0)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds to wait for full reconciliation")
     ap.add_argument("--json", type=Path, help="write the results (with every lag) here")
     ap.add_argument("--plot", type=Path, default=Path("shop-scale.png"), help="the PNG (default ./shop-scale.png)")
+    ap.add_argument("--keep", action="store_true", help="keep the stack's directory (logs, data) and print its path")
     args = ap.parse_args()
+    load_start = os.getloadavg()
+    print(f"load average at start: {load_start}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="kf-shop-bench-"))
     work.chmod(0o755)
@@ -218,7 +268,9 @@ def main() -> int:
         op = stack.start_operator("bench", "--namespace", NAMESPACE, "--lease-namespace", NAMESPACE)
         op.wait_log("leading")
         trigger = stack.start_trigger()
-        stack.api.kubectl("apply", "-f", "-", input=json.dumps(price_trigger(NAMESPACE, fn.url + "/", args.trigger_concurrency)))
+        stack.api.kubectl("apply", "-f", "-", input=json.dumps(price_trigger(
+            NAMESPACE, fn.url + "/", args.trigger_concurrency,
+            {"timeout": args.delivery_timeout, "retries": args.delivery_retries})))
         wait_for(lambda: trigger_ready(stack.api, NAMESPACE), 60, "the HTTPTrigger to be Ready")
         pids = {"kube-apiserver": stack.api.proc.pid, "kv-router": stack.router.proc.pid,
                 "shard main (sqlite)": stack.shards["main"].proc.pid,
@@ -228,12 +280,21 @@ def main() -> int:
                 "shop function": fn.proc.pid, "shop operator": op.proc.pid}
         memory = Memory(pids)
         memory.start()
+        logs_at_start = log_sizes(work / "stack")
         result = asyncio.run(run_load(stack, args.orders, NAMESPACE, args.concurrency, args.timeout))
         memory.stop()
+        logs_at_end = log_sizes(work / "stack")
     finally:
         stack.stop()
         postgres.remove()
-    mem = {"peak": memory.peak, "end": memory.last}
+    logged = log_problems(logs_at_start, logs_at_end, work / "stack")
+    if args.keep:
+        print(f"the stack's logs and data: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    load_end = os.getloadavg()
+    mem = {"peak": memory.peak, "end": memory.last, "series": memory.series,
+           "t0_offset": result["t0_monotonic"] - memory.t0}
     f, o = result["function_lag"], result["operator_lag"]
     print(f"\n{result['orders']:,} orders: {'fully reconciled' if result['complete'] else 'NOT fully reconciled'} "
           f"in {result['reconciled_seconds']:.1f}s (created in {result['create_seconds']:.1f}s, "
@@ -245,10 +306,17 @@ def main() -> int:
     print("memory (RSS, MiB)      peak     end")
     for name in sorted(mem["peak"], key=lambda n: -mem["peak"][n]):
         print(f"  {name:<24}{mem['peak'][name] / 2**20:7.0f} {mem['end'].get(name, 0) / 2**20:7.0f}")
+    print("WARNING/ERROR lines logged during the load" + ("" if logged else ": none"))
+    for name, (count, first) in logged.items():
+        print(f"  {name}: {count}")
+        for line in first:
+            print(f"      {line}")
+    print(f"load average at start {load_start}, at end {load_end}")
     plot(result, mem, args.plot)
     print(f"plot: {args.plot}")
     if args.json:
-        args.json.write_text(json.dumps({**result, "memory": mem, "load": os.getloadavg()}, indent=1))
+        args.json.write_text(json.dumps({**result, "memory": mem, "logged": logged,
+                                         "load": {"start": load_start, "end": load_end}}, indent=1))
     return 0 if result["complete"] else 1
 
 

@@ -224,16 +224,19 @@ class ShopStack:
                 time.sleep(0.1)
 
 
-def price_trigger(namespace: str, url: str, concurrency: int = 1) -> dict:
+def price_trigger(namespace: str, url: str, concurrency: int = 1, delivery: dict | None = None) -> dict:
     """The HTTPTrigger that wires the pricing function (examples/shop/deploy/app/trigger.yaml
     with a static URL): each Order ADDED in `namespace` (the trigger's own) goes to `url` as a
     CloudEvent; the function's own status patches (MODIFIED)
-    do not come back to it. concurrency: orders delivered in parallel (one order's events never are)."""
+    do not come back to it. concurrency: orders delivered in parallel (one order's events never are);
+    delivery: spec.delivery (timeout, retries, ...), the trigger's defaults when None."""
+    spec = {"resource": {"apiVersion": "shop.example.com/v1", "kind": "Order"},
+            "namespaces": [namespace], "eventTypes": ["ADDED"], "concurrency": concurrency,
+            "url": {"static": url}}
+    if delivery:
+        spec["delivery"] = delivery
     return {"apiVersion": "triggers.kubefabric.io/v1", "kind": "HTTPTrigger",
-            "metadata": {"name": "price-orders", "namespace": namespace},
-            "spec": {"resource": {"apiVersion": "shop.example.com/v1", "kind": "Order"},
-                     "namespaces": [namespace], "eventTypes": ["ADDED"], "concurrency": concurrency,
-                     "url": {"static": url}}}
+            "metadata": {"name": "price-orders", "namespace": namespace}, "spec": spec}
 
 
 def trigger_ready(api, namespace: str, name: str = "price-orders") -> bool:
