@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -134,7 +135,10 @@ def run_case(case: str, args, work: Path) -> list[dict]:
                   f"create p50/p99 {row['create_p50_ms']:.1f}/{row['create_p99_ms']:.1f} ms  "
                   f"list p50/p99 {row['list_p50_ms']:.1f}/{row['list_p99_ms']:.1f} ms  "
                   f"errors {row['errors']}  {rss}", flush=True)
-        proc.wait()
+            for sample in row.get("error_samples", []):
+                print(f"          error: {sample}", flush=True)
+        if proc.wait() != 0:
+            print(f"== {case}: the load generator exited with {proc.returncode}", flush=True)
         return lines
     finally:
         for fn in reversed(stop):
@@ -220,6 +224,8 @@ def main() -> int:
     if unknown:
         p.error(f"unknown case(s) {', '.join(unknown)}: choose from {', '.join(CASES)}")
     build_loadgen()
+    load = {"start": os.getloadavg()}
+    print(f"load average at start: {load['start']}", flush=True)
     results: dict[str, list[dict]] = {}
     started = time.monotonic()
     for case in cases:
@@ -227,9 +233,11 @@ def main() -> int:
             results[case] = run_case(case, args, Path(work))
     print()
     print(table(results))
-    print(f"\n{len(cases)} case(s) in {time.monotonic() - started:.0f} s")
+    load["end"] = os.getloadavg()
+    print(f"\n{len(cases)} case(s) in {time.monotonic() - started:.0f} s; load average at start {load['start']}, "
+          f"at end {load['end']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({"cases": results, "load": load}, indent=1))
     if args.svg:
         Path(args.svg).write_text(svg(results))
     return 0
