@@ -45,15 +45,19 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class Memory:
-    """RSS of each component's process (and its children: PostgreSQL's backends), every second."""
+    """RSS of each component's process (with its children for those in `with_children`:
+    PostgreSQL's backends), every second, and the CPU time each spent between start() and stop()."""
 
-    def __init__(self, pids: dict[str, int]):
+    def __init__(self, pids: dict[str, int], with_children: set[str]):
         import psutil
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.with_children = with_children
         self.peak: dict[str, int] = {name: 0 for name in pids}
         self.last: dict[str, int] = {}
         self.series: list[tuple[float, dict[str, int]]] = []   # (seconds since start, name -> RSS)
         self.t0 = time.monotonic()
+        self.cpu_start: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}   # name -> CPU seconds between start() and stop()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -61,7 +65,7 @@ class Memory:
         import psutil
         for name, proc in self.procs.items():
             try:
-                rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+                rss = proc.memory_info().rss + sum(c.memory_info().rss for c in self._children(name))
             except psutil.Error:
                 continue
             self.last[name] = rss
@@ -72,7 +76,34 @@ class Memory:
         while not self._stop.wait(1.0):
             self.sample()
 
+    def _children(self, name: str) -> list:
+        return self.procs[name].children(recursive=True) if name in self.with_children else []
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """user + system of each process (for those in `with_children`: also of its live
+        descendants and the children it reaped)."""
+        import psutil
+        out = {}
+        for name, proc in self.procs.items():
+            try:
+                t = proc.cpu_times()
+                total = t.user + t.system
+                if name in self.with_children:
+                    total += t.children_user + t.children_system
+                for child in self._children(name):
+                    try:
+                        c = child.cpu_times()
+                        total += c.user + c.system
+                    except psutil.Error:
+                        pass
+                out[name] = total
+            except psutil.Error:
+                continue
+        return out
+
     def start(self) -> None:
+        self.cpu_start = self.cpu_seconds()
+        self.t0 = time.monotonic()
         self.sample()
         self._thread.start()
 
@@ -80,6 +111,9 @@ class Memory:
         self._stop.set()
         self._thread.join()
         self.sample()
+        end = self.cpu_seconds()
+        self.cpu = {n: end[n] - self.cpu_start[n] for n in end if n in self.cpu_start}
+        self.seconds = time.monotonic() - self.t0
 
 
 async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: int, timeout: float) -> dict:
@@ -277,8 +311,8 @@ def main() -> int:
                 "shard orders (backend-pg)": stack.shards["orders"].proc.pid,
                 "watch-hub": stack.hub.proc.pid, "nats-server": stack.nats.proc.pid,
                 "postgresql": postgres.proc.pid, "trigger": trigger.proc.pid,
-                "shop function": fn.proc.pid, "shop operator": op.proc.pid}
-        memory = Memory(pids)
+                "shop function": fn.proc.pid, "shop operator": op.proc.pid, "bench client (this)": os.getpid()}
+        memory = Memory(pids, with_children={"postgresql"})
         memory.start()
         logs_at_start = log_sizes(work / "stack")
         result = asyncio.run(run_load(stack, args.orders, NAMESPACE, args.concurrency, args.timeout))
@@ -294,7 +328,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     load_end = os.getloadavg()
     mem = {"peak": memory.peak, "end": memory.last, "series": memory.series,
-           "t0_offset": result["t0_monotonic"] - memory.t0}
+           "t0_offset": result["t0_monotonic"] - memory.t0, "cpu_seconds": memory.cpu, "seconds": memory.seconds}
     f, o = result["function_lag"], result["operator_lag"]
     print(f"\n{result['orders']:,} orders: {'fully reconciled' if result['complete'] else 'NOT fully reconciled'} "
           f"in {result['reconciled_seconds']:.1f}s (created in {result['create_seconds']:.1f}s, "
@@ -303,9 +337,13 @@ def main() -> int:
           f"({result['priced']} priced)")
     print(f"operator lag: p50 {o.get('p50', float('nan')):.2f}s  p99 {o.get('p99', float('nan')):.2f}s  "
           f"({result['invoiced']} invoiced, {result['final']} final)")
-    print("memory (RSS, MiB)      peak     end")
+    print(f"component                 RSS MiB peak / end   CPU s over the {mem['seconds']:.0f} s of load (% of a core)")
     for name in sorted(mem["peak"], key=lambda n: -mem["peak"][n]):
-        print(f"  {name:<24}{mem['peak'][name] / 2**20:7.0f} {mem['end'].get(name, 0) / 2**20:7.0f}")
+        cpu = mem["cpu_seconds"].get(name, 0.0)
+        print(f"  {name:<26}{mem['peak'][name] / 2**20:7.0f} {mem['end'].get(name, 0) / 2**20:7.0f}"
+              f"   {cpu:10.1f} ({100 * cpu / mem['seconds']:.0f} %)")
+    print(f"  {'all':<26}{'':15}   {sum(mem['cpu_seconds'].values()):10.1f} "
+          f"({100 * sum(mem['cpu_seconds'].values()) / mem['seconds']:.0f} %)")
     print("WARNING/ERROR lines logged during the load" + ("" if logged else ": none"))
     for name, (count, first) in logged.items():
         print(f"  {name}: {count}")
