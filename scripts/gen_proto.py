@@ -35,7 +35,7 @@ K8SJSON = ROOT / "scripts" / "k8sjson"
 K8S_MODULES = ("k8s.io/api", "k8s.io/apimachinery", "k8s.io/apiextensions-apiserver",
                "k8s.io/kube-aggregator")
 K8S_SKIP = ("testdata", "testapigroup")
-TOP_PACKAGES = ("mvccpb", "authpb", "etcdserverpb", "kubefabric", "k8s")
+TOP_PACKAGES = ("mvccpb", "authpb", "etcdserverpb", "v3lockpb", "v3electionpb", "kubefabric", "k8s")
 IMPORT = re.compile(rf"^(from|import) ({'|'.join(TOP_PACKAGES)})(\.|\s)", re.M)
 
 

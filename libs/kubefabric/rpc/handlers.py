@@ -70,8 +70,9 @@ GATE = Gate()
 # etcd's request timeout: 5 s + 2 election timeouts (1 s each by default)
 DEFAULT_REQUEST_TIMEOUT_S = 7.0
 # etcd waits for these without its request timeout: a defragmentation or a physical compaction
-# takes as long as the database needs (clients set their own deadline)
-UNBOUNDED = frozenset({"Defragment", "Compact"})
+# takes as long as the database needs, a Lock or a Campaign until the caller holds it (clients
+# set their own deadline)
+UNBOUNDED = frozenset({"Defragment", "Compact", "Lock", "Campaign"})
 
 
 class _Sweep:

@@ -61,9 +61,10 @@ def decoder(cls):
     return decode
 
 
-def register(server: grpc.aio.Server, service: str, servicer) -> None:
-    """Add `servicer` for etcdserverpb.<service>, decoding requests with `decoder`."""
-    desc = rpc_pb2.DESCRIPTOR.services_by_name[service]
+def register(server: grpc.aio.Server, service: str, servicer, proto=rpc_pb2) -> None:
+    """Add `servicer` for <package>.<service> of the generated module `proto` (etcdserverpb's
+    rpc_pb2 unless told, e.g. v3lock_pb2), decoding requests with `decoder`."""
+    desc = proto.DESCRIPTOR.services_by_name[service]
     handlers = {}
     for method in desc.methods:
         decode = decoder(GetMessageClass(method.input_type))

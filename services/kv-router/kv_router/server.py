@@ -18,11 +18,18 @@ from kubefabric.watch.registry import WatcherRegistry
 from kubefabric.watch.service import DEFAULT_MAX_STREAMS_PER_CONNECTION, WatchService
 from kubefabric.watch.stream import DEFAULT_MAX_WATCHERS
 
+from kubefabric.proto.v3electionpb import v3election_pb2
+from kubefabric.proto.v3lockpb import v3lock_pb2
+
 from .auth import DEFAULT_BCRYPT_COST, AuthService
 from .authguard import AuthGuard
+from .concurrency import Recipe
+from .election import ElectionService
 from .health import HealthService
+from .keywatch import HubWatch, RegistryWatch
 from .kv import KVService
 from .lease import LeaseService
+from .lock import LockService
 from .maintenance import ClusterService, MaintenanceService
 from .tls import is_tls_url
 from .watchproxy import WatchProxy
@@ -96,6 +103,12 @@ class RouterServer:
         register(self.server, "Cluster",
                  ClusterService(shard, cfg.name, cfg.advertise_client_urls, cfg.peer_urls))
         register(self.server, "Auth", AuthService(shard, self.auth, cfg.bcrypt_cost))
+        # etcd's server-side concurrency API (v3lock, v3election): its recipe on this KV
+        keywatch = HubWatch(self.proxy) if self.proxy is not None else RegistryWatch(self.registry)
+        self.recipe = Recipe(shard, self.auth, keywatch, cfg.max_request_bytes)
+        self.election = ElectionService(self.recipe)
+        register(self.server, "Lock", LockService(self.recipe), v3lock_pb2)
+        register(self.server, "Election", self.election, v3election_pb2)
         add_query_service(self.server, shard)  # KubeFabric's own Query API (not etcd's)
         self.addresses = [listen_address(u) for u in cfg.listen_client_urls]
 
@@ -131,6 +144,8 @@ class RouterServer:
         await GATE.drain(grace)
         self.watch.close_all()
         self.lease.close_all()
+        self.recipe.close_all()
+        self.election.close_all()
         self.auth.stop()
         if self.registry is not None:
             await self.registry.stop()
