@@ -81,6 +81,7 @@ class Recipe:
         self.max_request_bytes = max_request_bytes
         self.waits: set[asyncio.Task] = set()  # waits in progress: close_all ends them
         self.stopped: set[asyncio.Task] = set()  # waits close_all ended
+        self.closing = False  # the server is stopping: no new wait starts
         self.cleanups: set[asyncio.Task] = set()  # deletions after a cancelled call
 
     # ---- KV and lease steps ----
@@ -138,6 +139,9 @@ class Recipe:
 
     async def waiting(self, work):
         """Run a wait so that close_all (shutdown) can end it with etcd's 'server stopped'."""
+        if self.closing:
+            work.close()
+            raise errors.STOPPING
         task = asyncio.ensure_future(work)
         self.waits.add(task)
         try:
@@ -152,6 +156,7 @@ class Recipe:
             self.stopped.discard(task)
 
     def close_all(self) -> None:
+        self.closing = True
         for task in list(self.waits):
             self.stopped.add(task)
             task.cancel()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Protocol
+from typing import AsyncGenerator, Protocol
 
 import grpc
 from grpc import StatusCode
@@ -36,7 +36,7 @@ Batch = tuple[int, list[Event]]
 
 
 class KeyWatch(Protocol):
-    def events(self, rng: KeyRange, start_rev: int) -> AsyncIterator[Batch]: ...
+    def events(self, rng: KeyRange, start_rev: int) -> AsyncGenerator[Batch, None]: ...
 
 
 class _Inbox:
@@ -66,7 +66,7 @@ class RegistryWatch:
     def __init__(self, registry: WatcherRegistry) -> None:
         self.registry = registry
 
-    async def events(self, rng: KeyRange, start_rev: int) -> AsyncIterator[Batch]:
+    async def events(self, rng: KeyRange, start_rev: int) -> AsyncGenerator[Batch, None]:
         inbox = _Inbox()
         w = Watcher(0, inbox, rng, pb.WatchCreateRequest())
         try:
@@ -86,7 +86,7 @@ class HubWatch:
         """proxy: the router's WatchProxy (its hubs, and the newest acknowledged revision)."""
         self.proxy = proxy
 
-    async def events(self, rng: KeyRange, start_rev: int) -> AsyncIterator[Batch]:
+    async def events(self, rng: KeyRange, start_rev: int) -> AsyncGenerator[Batch, None]:
         loop = asyncio.get_running_loop()
         next_rev = start_rev
         lost_since: float | None = None

@@ -141,11 +141,13 @@ class RouterServer:
     async def stop(self, grace: float = 10.0) -> None:
         """Refuse new calls (UNAVAILABLE), let in-flight ones finish, end streams cleanly."""
         await self.health.enter_graceful_shutdown()
+        # waits for a lock or a leadership end now (etcd's 'server stopped'): the drain would
+        # otherwise sit out its whole grace for them
+        self.recipe.close_all()
+        self.election.close_all()
         await GATE.drain(grace)
         self.watch.close_all()
         self.lease.close_all()
-        self.recipe.close_all()
-        self.election.close_all()
         self.auth.stop()
         if self.registry is not None:
             await self.registry.stop()
