@@ -66,8 +66,9 @@ FLAGS = [
          "RESOURCE_EXHAUSTED", type=Count(1)),
     Flag("--request-timeout", "7s",
          "how long a unary request may take before it fails with etcd's 'etcdserver: request "
-         "timed out' (etcd's 5s + 2 election timeouts; 0: no limit). Defragment and Compact "
-         "are not limited, as in etcd", type=Duration()),
+         "timed out' (etcd's 5s + 2 election timeouts; 0: no limit). Defragment and Compact, "
+         "and Lock and Campaign (which wait for the lock or leadership), are not limited, as in "
+         "etcd", type=Duration()),
     Flag("--sqlite-synchronous", "FULL",
          "SQLite durability: FULL fsyncs every commit (like etcd); NORMAL may lose the last "
          "commits on power loss", choices=("FULL", "NORMAL")),
