@@ -11,6 +11,9 @@ Measured, from the creating client's clock:
 - time to fully reconciled: first create sent -> every order priced and its invoice final;
 - function lag per order: its create acknowledged -> status.total seen on a watch;
 - operator lag per order: its create acknowledged -> its invoice ConfigMap seen on a watch;
+- watch lag per order: its create acknowledged -> the order itself seen on the same watch of
+  Orders (kube-apiserver's watch cache, fed by kv-router from watch-hub): the part of both lags
+  above that is the watch path's, not the function's or the operator's;
 - memory (RSS, peak and at the end) of every component, sampled each second;
 - the WARNING/ERROR lines each component logged (counted, first ones shown).
 The plot (PNG) shows progress over time, both lag distributions and each component's RSS over time.
@@ -127,6 +130,7 @@ async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: in
     client = AsyncClient(config, field_manager="shop-bench")
     orders = demo.orders(count)
     acked: dict[str, float] = {}
+    seen: dict[str, float] = {}
     priced: dict[str, float] = {}
     invoiced: dict[str, float] = {}
     final: dict[str, float] = {}
@@ -138,6 +142,7 @@ async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: in
 
     async def watch_orders() -> None:
         async for _, obj in client.watch(model.Order, namespace=namespace):
+            seen.setdefault(obj.metadata.name, time.monotonic())
             if "total" in (obj.get("status") or {}) and obj.metadata.name not in priced:
                 priced[obj.metadata.name] = time.monotonic()
                 check_done()
@@ -191,12 +196,14 @@ async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: in
     await client.close()
     function_lag = [priced[n] - acked[n] for n in priced if n in acked]
     operator_lag = [invoiced[n] - acked[n] for n in invoiced if n in acked]
+    watch_lag = [seen[n] - acked[n] for n in seen if n in acked]
     timeline = sorted((t - t0, kind) for kind, d in (("created", acked), ("priced", priced), ("final", final))
                       for t in d.values())
     return {"orders": count, "complete": complete, "t0_monotonic": t0, "create_seconds": created, "create_rate": count / created,
             "reconciled_seconds": reconciled, "priced": len(priced), "invoiced": len(invoiced), "final": len(final),
             "function_lag": summary(function_lag), "operator_lag": summary(operator_lag),
-            "function_lags": function_lag, "operator_lags": operator_lag, "timeline": timeline}
+            "watch_lag": summary(watch_lag), "function_lags": function_lag, "operator_lags": operator_lag,
+            "watch_lags": watch_lag, "timeline": timeline}
 
 
 async def report_progress(count: int, priced: dict, final: dict, t0: float) -> None:
@@ -253,7 +260,8 @@ def plot(result: dict, memory: dict, path: Path) -> None:
                  ylabel="orders")
     progress.legend()
     for name, key, colour in (("function (status.total)", "function_lags", "tab:blue"),
-                              ("operator (invoice ConfigMap)", "operator_lags", "tab:green")):
+                              ("operator (invoice ConfigMap)", "operator_lags", "tab:green"),
+                              ("watch (the order itself seen)", "watch_lags", "tab:gray")):
         values = sorted(result[key])
         if values:
             lags.plot(values, [i / len(values) for i in range(1, len(values) + 1)], label=name, color=colour)
@@ -261,9 +269,10 @@ def plot(result: dict, memory: dict, path: Path) -> None:
     lags.legend()
     names = sorted(memory["peak"], key=lambda n: -memory["peak"][n])
     offset = memory.get("t0_offset", 0.0)   # the sampler started before the first create
-    for name in names:
+    for i, name in enumerate(names):
         points = [(t - offset, rss[name] / 2**20) for t, rss in memory["series"] if name in rss]
-        mem.plot([t for t, _ in points], [m for _, m in points], label=f"{name} (peak {memory['peak'][name] / 2**20:.0f})")
+        mem.plot([t for t, _ in points], [m for _, m in points], color=plt.cm.tab20(i / 20),
+                 linestyle="-" if i < 6 else "--", label=f"{name} (peak {memory['peak'][name] / 2**20:.0f})")
     mem.set(title="memory (RSS) per component", xlabel="seconds since the first create", ylabel="MiB")
     mem.set_ylim(bottom=0)
     mem.legend(fontsize="small")
@@ -337,6 +346,9 @@ def main() -> int:
           f"({result['priced']} priced)")
     print(f"operator lag: p50 {o.get('p50', float('nan')):.2f}s  p99 {o.get('p99', float('nan')):.2f}s  "
           f"({result['invoiced']} invoiced, {result['final']} final)")
+    w = result["watch_lag"]
+    print(f"watch lag (create acknowledged -> the order seen on the bench's watch): p50 "
+          f"{w.get('p50', float('nan')):.2f}s  p99 {w.get('p99', float('nan')):.2f}s")
     print(f"component                 RSS MiB peak / end   CPU s over the {mem['seconds']:.0f} s of load (% of a core)")
     for name in sorted(mem["peak"], key=lambda n: -mem["peak"][n]):
         cpu = mem["cpu_seconds"].get(name, 0.0)
