@@ -8,13 +8,16 @@ new value it proclaims, then the next leader's, until the client goes away.
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import aclosing
 
+import grpc
 from grpc import StatusCode
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.etcd.keyrange import KeyRange, prefix_end
+from kubefabric.logs import causes
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event, KeyValue
 from kubefabric.proto.v3electionpb import v3election_pb2 as epb
@@ -26,6 +29,8 @@ from .concurrency import Recipe, client_errors, created_rev_is, first_created, o
 
 NOT_LEADER = EtcdError(StatusCode.UNKNOWN, "election: not leader")
 NO_LEADER = EtcdError(StatusCode.UNKNOWN, "election: no leader")
+log = logging.getLogger("kubefabric.router.election")
+
 MISSING_LEADER_KEY = EtcdError(StatusCode.UNKNOWN, '"leader" field must be provided')
 
 
@@ -107,9 +112,16 @@ class ElectionService(erpc.ElectionServicer):
                 else:
                     header, kv = await self._first_candidate(prefix, resp.header.revision)
                 yield epb.LeaderResponse(header=header, kv=kv)
-                async for rev, kv in self._leader_values(kv.key, header.revision + 1):
-                    yield epb.LeaderResponse(header=self.c.header(rev), kv=kv)
+                # closed here, not when collected: the stream may be cancelled at a yield
+                async with aclosing(self._leader_values(kv.key, header.revision + 1)) as values:
+                    async for rev, kv in values:
+                        yield epb.LeaderResponse(header=self.c.header(rev), kv=kv)
         except EtcdError:
+            return
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # a shard that cannot answer: etcd ends the stream the same way
+            log.warning("Observe of %r ended: %s", request.name, causes(exc))
             return
         except asyncio.CancelledError:
             if self.closing:  # shutdown: the client re-observes elsewhere
