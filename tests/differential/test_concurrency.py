@@ -94,7 +94,7 @@ def test_lock(differential):
             record("revoke the second's lease", call(c.lease.LeaseRevoke, pb.LeaseRevokeRequest(ID=0xB2)))
             record("third holds it", third.result())
             # a lock on another shard of the topology (the events shard): expiry releases it
-            record("grant a lease of 3 s", grant(c, 0xD4, 3))
+            record("grant a lease of 2 s", grant(c, 0xD4, 2))
             record("lock with an expiring lease", call(lock.Lock, lpb.LockRequest(name=b"/registry/events/lk", lease=0xD4)))
             after_expiry = bg.start(lock.Lock, lpb.LockRequest(name=b"/registry/events/lk", lease=0xE5))
             record("the next waits", still_waiting(after_expiry))
