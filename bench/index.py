@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -123,6 +124,7 @@ def lists(n: int, bins: Path, repeat: int) -> dict:
     out: dict = {"objects": n}
     kf = kubefabric(indexed=True)
     try:
+        out["load_average"] = [round(os.getloadavg()[0], 1)]
         out["kubefabric_load_s"] = load(kf.endpoint, n)
         bench.log(f"{n}: loaded kubefabric in {out['kubefabric_load_s']:.0f} s; waiting for the index")
         wait_ready(kf.endpoint)
@@ -141,6 +143,7 @@ def lists(n: int, bins: Path, repeat: int) -> dict:
         out["etcd_range"] = timed(lambda: full_range(etcd.endpoint, n), max(2, repeat // 10))
     finally:
         bench.stop_server(etcd)
+    out["load_average"].append(round(os.getloadavg()[0], 1))
     bench.log(f"{n}: index {out['index']['p50_ms']:.1f} ms, scan {out['scan']['p50_ms']:.0f} ms, "
               f"kubefabric range {out['kubefabric_range']['p50_ms']:.0f} ms, etcd range "
               f"{out['etcd_range']['p50_ms']:.0f} ms")
@@ -170,25 +173,36 @@ def puts(clients: list[int], duration: float, warmup: float, rounds: int) -> lis
                 for c in clients:
                     res = bench.run_loadgen(server.endpoint, "put", c, duration, warmup, [
                         "--value", "k8s", "--val-size", str(VAL_SIZE), "--prefix", PREFIX,
-                        "--key-space", "100000"])
-                    res.update(indexed=indexed, round=r)
+                        "--key-space", "100000"], cpu_roots=bench.server_pids(server))
+                    res.update(indexed=indexed, round=r, load=os.getloadavg()[0])
                     out.append(res)
                     bench.log(f"put, {c} clients, {'indexed' if indexed else 'no index'}: "
-                              f"{res.get('ops_per_sec', 0):.0f} ops/s {res.get('failed', '')}")
+                              f"{res.get('ops_per_sec', 0):.0f} ops/s, {res.get('cpu_us_per_op', 0):.0f} us CPU/put "
+                              f"(load {res['load']:.1f}) {res.get('failed', '')}")
             finally:
                 bench.stop_server(server)
     return out
 
 
+def put_medians(results: list[dict], c: int, indexed: bool) -> tuple[float, float]:
+    """(median puts/s, median server CPU us per put) of the rounds of one case."""
+    runs = [r for r in results if r["clients"] == c and r["indexed"] == indexed and "failed" not in r]
+    if not runs:
+        return 0.0, float("nan")
+    return (statistics.median(r.get("ops_per_sec", 0) for r in runs),
+            statistics.median(r.get("cpu_us_per_op", float("nan")) for r in runs))
+
+
 def put_table(results: list[dict], clients: list[int]) -> str:
-    lines = ["| clients | no index (puts/s) | indexed (puts/s) | cost of indexing |", "|---|---|---|---|"]
+    """Medians over the rounds; CPU per put is the figure to compare on a shared machine."""
+    lines = ["| clients | no index: CPU us/put | indexed: CPU us/put | CPU cost | no index: puts/s "
+             "| indexed: puts/s | throughput cost | load average |", "|---|---|---|---|---|---|---|---|"]
     for c in clients:
-        best = {}
-        for indexed in (False, True):
-            rates = [r.get("ops_per_sec", 0) for r in results if r["clients"] == c and r["indexed"] == indexed]
-            best[indexed] = max(rates) if rates else 0
-        cost = 1 - best[True] / best[False] if best[False] else float("nan")
-        lines.append(f"| {c} | {best[False]:,.0f} | {best[True]:,.0f} | {cost:.1%} |")
+        (ops0, cpu0), (ops1, cpu1) = put_medians(results, c, False), put_medians(results, c, True)
+        loads = [r["load"] for r in results if r["clients"] == c and "load" in r]
+        load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "?"
+        lines.append(f"| {c} | {cpu0:,.0f} | {cpu1:,.0f} | {cpu1 / cpu0 - 1:+.0%} | {ops0:,.0f} | "
+                     f"{ops1:,.0f} | {1 - ops1 / ops0 if ops0 else float('nan'):.0%} | {load} |")
     return "\n".join(lines)
 
 
@@ -217,12 +231,12 @@ def plot(lists_out: list[dict], puts_out: list[dict], clients: list[int], path: 
     a.legend()
     width = 0.35
     for k, indexed in enumerate((False, True)):
-        rates = [max([r.get("ops_per_sec", 0) for r in puts_out
-                      if r["clients"] == c and r["indexed"] == indexed] or [0]) for c in clients]
-        b.bar([i + k * width for i in range(len(clients))], rates, width,
-              label="indexed (labels + 1 field)" if indexed else "no index")
+        cpu = [put_medians(puts_out, c, indexed)[1] for c in clients]
+        b.bar([i + k * width for i in range(len(clients))], cpu, width,
+              label="indexed (2 labels + 3 fields)" if indexed else "no index")
     b.set(xticks=[i + width / 2 for i in range(len(clients))], xticklabels=[str(c) for c in clients],
-          xlabel="clients", ylabel="puts/s", title="Put throughput, 1 KiB objects")
+          xlabel="clients", ylabel="server CPU us per put (median of rounds)",
+          title="Cost of a put, 1 KiB objects")
     b.legend()
     fig.suptitle("KubeFabric label index (embedded SQLite)")
     fig.tight_layout()
@@ -240,6 +254,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="put rounds, alternating the order")
     p.add_argument("--repeat", type=int, default=20, help="index queries per size (scan/ranges: a tenth)")
     p.add_argument("--json", help="write every result to this file")
+    p.add_argument("--add", action="append", default=[], metavar="JSON",
+                   help="also table and plot the list results of an earlier run's --json file "
+                        "(e.g. a separate 1M-object run)")
     p.add_argument("--plot", help="write the figure (PNG) to this file")
     args = p.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",")]
@@ -253,14 +270,17 @@ def main(argv=None) -> int:
             results["puts"] = puts(clients, args.duration, args.warmup, args.rounds)
     finally:
         bench.cleanup()
-    if "lists" in results:
-        print(list_table(results["lists"]))
+    lists_all = sorted([*results.get("lists", []),
+                        *(r for f in args.add for r in json.loads(Path(f).read_text()).get("lists", []))],
+                       key=lambda r: r["objects"])
+    if lists_all:
+        print(list_table(lists_all))
     if "puts" in results:
         print(put_table(results["puts"], clients))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    if args.plot and "lists" in results and "puts" in results:
-        plot(results["lists"], results["puts"], clients, args.plot)
+    if args.plot and lists_all and "puts" in results:
+        plot(lists_all, results["puts"], clients, args.plot)
     return 0
 
 
