@@ -112,7 +112,8 @@ def label_query(endpoint: str, start: bytes) -> tuple[int, bool]:
 
 def load(endpoint: str, n: int) -> float:
     t0 = time.monotonic()
-    r = bench.run_loadgen(endpoint, "load", 64, 1, 0, [
+    # the load workload ignores --duration; run_loadgen's watchdog allows 3 x duration + 1 min
+    r = bench.run_loadgen(endpoint, "load", 64, 3600, 0, [
         "--range-keys", str(n), "--value", "k8s", "--val-size", str(VAL_SIZE), "--prefix", PREFIX,
         "--max-time", "3h"])
     if "failed" in r:
