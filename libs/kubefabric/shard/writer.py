@@ -212,7 +212,7 @@ class Writer:
         left: list[Op] = []
         outcomes: list[tuple[Op, object, EtcdError | None]] = []
         published: list[tuple[int, list]] = []
-        index_rows: list[dict] = []
+        index_rows: list[tuple] = []
         try:
             lease = self.lease
             try:  # waiting for the database's write lock (SQLite) ends with the lease

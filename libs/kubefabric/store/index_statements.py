@@ -113,9 +113,13 @@ def index_query(shape: str, limited: bool):
 
 # ---- writes: the writer and the backfill ----
 
+# The writer passes index rows as tuples in this order (Compiled.args takes them as they are;
+# tests/shard/test_index_rows.py checks that every dialect binds the columns in this order).
+INDEX_COLUMNS = ("key", "rev", "sub", "kind", "name", "value")
+
+
 def index_insert(shape: str = "", limited: bool = False):
-    return insert(index).values({c: bindparam(c) for c in
-                                 ("key", "rev", "sub", "kind", "name", "value")})
+    return insert(index).values({c: bindparam(c) for c in INDEX_COLUMNS})
 
 
 def index_delete_row(shape: str = "", limited: bool = False):

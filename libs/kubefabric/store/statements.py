@@ -28,8 +28,11 @@ class Compiled(NamedTuple):
     params: tuple[str, ...]    # bound parameter names in positional order
     constants: dict[str, object]  # values of the parameters SQLAlchemy made from literals
 
-    def args(self, values: dict) -> tuple:
-        """Positional arguments for the driver, from named values."""
+    def args(self, values: dict | tuple) -> tuple:
+        """Positional arguments for the driver, from named values (a tuple: already positional,
+        in `params` order; the index rows of the writer)."""
+        if type(values) is tuple:
+            return values
         consts = self.constants
         return tuple(values[n] if n in values else consts[n] for n in self.params)
 
