@@ -22,6 +22,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -66,8 +67,12 @@ def prefix_end(p: bytes) -> bytes:
     return p[:-1] + bytes([p[-1] + 1])
 
 
+TOPOLOGY_DIRS: list[Path] = []  # removed at exit, after the servers that read them stopped
+
+
 def kubefabric(indexed: bool, extra: list[str] | None = None):
     workdir = Path(tempfile.mkdtemp(prefix="kf-bench-index-"))
+    TOPOLOGY_DIRS.append(workdir)
     topology = workdir / "topology.yaml"
     topology.write_text(TOPOLOGY.format(index=INDEX if indexed else ""))
     return bench.start_server("kubefabric", None, 120.0,
@@ -271,6 +276,8 @@ def main(argv=None) -> int:
             results["puts"] = puts(clients, args.duration, args.warmup, args.rounds)
     finally:
         bench.cleanup()
+        for d in TOPOLOGY_DIRS:
+            shutil.rmtree(d, ignore_errors=True)
     lists_all = sorted([*results.get("lists", []),
                         *(r for f in args.add for r in json.loads(Path(f).read_text()).get("lists", []))],
                        key=lambda r: r["objects"])
