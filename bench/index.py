@@ -57,6 +57,9 @@ rules:
 INDEX = "\n    index: {labels: true, fields: [spec.customer]}"
 PAGE = 1000
 VAL_SIZE = 1024
+# Both servers refuse writes past 2 GiB by default (etcd's quota); 1M objects of 1 KiB take
+# about 2.6 GB in SQLite (log + index) and 1.5 GB in etcd.
+QUOTA = ["--quota-backend-bytes", str(8 << 30)]
 
 
 def key(workload: str, i: int) -> bytes:
@@ -76,7 +79,7 @@ def kubefabric(indexed: bool, extra: list[str] | None = None):
     topology = workdir / "topology.yaml"
     topology.write_text(TOPOLOGY.format(index=INDEX if indexed else ""))
     return bench.start_server("kubefabric", None, 120.0,
-                              ["--topology", str(topology), *(extra or [])])
+                              ["--topology", str(topology), *QUOTA, *(extra or [])])
 
 
 def raw(channel: grpc.Channel, method: str, request_cls) -> grpc.UnaryUnaryMultiCallable:
@@ -143,7 +146,7 @@ def lists(n: int, bins: Path, repeat: int) -> dict:
         out["kubefabric_range"] = timed(lambda: full_range(kf.endpoint, n), max(2, repeat // 10))
     finally:
         bench.stop_server(kf)
-    etcd = bench.start_server("etcd", bins, 60.0)
+    etcd = bench.start_server("etcd", bins, 60.0, QUOTA)
     try:
         out["etcd_load_s"] = load(etcd.endpoint, n)
         out["etcd_range"] = timed(lambda: full_range(etcd.endpoint, n), max(2, repeat // 10))

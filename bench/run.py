@@ -178,7 +178,7 @@ def server_argv(kind: str, port: int, workdir: Path, bins: Path | None,
                 "--listen-client-urls", url, "--advertise-client-urls", url,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", f"bench={peer}",
-                "--log-level", "error"]
+                "--log-level", "error", *(extra or [])]
     if kind == "kine":
         # No --endpoint: kine's default SQLite backend, ./db/state.db under its cwd (workdir).
         return [str(bins / "kine"), "--listen-address", f"127.0.0.1:{port}",
