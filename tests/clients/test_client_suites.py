@@ -16,7 +16,7 @@ RUN = Path(__file__).with_name("run.sh")
 
 # a cold run first builds the library's virtualenv (cached in ~/.cache/kubefabric-tools/clients)
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("library", ["python-etcd3", "rust-etcd-client"])
+@pytest.mark.parametrize("library", ["python-etcd3", "aetcd", "rust-etcd-client"])
 def test_library_suite_passes_as_on_etcd(library, tmp_path):
     result = subprocess.run(["bash", str(RUN), library], capture_output=True, text=True,
                             timeout=900, env={**os.environ,
