@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Awaitable, Callable
 
 
 async def until_terminated() -> None:
@@ -24,3 +25,17 @@ async def cancel_and_wait(task: asyncio.Task, every_s: float = 0.1) -> None:
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=every_s)
+
+
+async def every(seconds: float, step: Callable[[], Awaitable[None]],
+                failed: Callable[[Exception], None] | None = None) -> None:
+    """Await `step()` every `seconds` (the first after one period) until cancelled. With `failed`,
+    a step's exception is handed to it and the next period tries again; without, it ends the loop."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await step()
+        except Exception as exc:
+            if failed is None:
+                raise
+            failed(exc)

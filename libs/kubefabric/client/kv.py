@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+from kubefabric.etcd.keyrange import prefix_end  # noqa: F401  (etcd clientv3's rule; re-exported)
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb import kv_pb2
 
@@ -12,18 +13,6 @@ from .connection import Connection
 
 KeyValue = kv_pb2.KeyValue
 PAGE_SIZE = 500
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The range_end that makes [prefix, end) every key starting with `prefix` (etcd's rule:
-    the prefix with its last byte below 0xff incremented; b"\\0" for 'to the end')."""
-    p = bytearray(prefix)
-    while p:
-        if p[-1] < 0xFF:
-            p[-1] += 1
-            return bytes(p)
-        p.pop()
-    return b"\0"
 
 
 @dataclass(frozen=True)

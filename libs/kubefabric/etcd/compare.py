@@ -9,6 +9,9 @@ value); a compare whose target_union is not set for its target compares against 
 """
 from __future__ import annotations
 
+from typing import Awaitable, Callable
+
+from kubefabric.etcd import errors
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 # target -> (field of Compare.target_union, index in a row)
@@ -51,3 +54,34 @@ def holds(cmp: pb.Compare, rows: list) -> bool:
 def row_of(kv) -> tuple:
     """A KeyValue as a row."""
     return (kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.lease, kv.value)
+
+
+async def decide_path(req: pb.TxnRequest, compare_holds: Callable[[pb.Compare], Awaitable[bool]]) -> list[bool]:
+    """The compare outcome of each txn on the path etcd takes through `req`, in pre-order: a txn's
+    compares (the first that fails ends them) pick its branch, then the txns nested in that branch
+    are decided in order. `compare_holds` reads one compare's keys and applies `holds`."""
+    path: list[bool] = []
+
+    async def decide(txn: pb.TxnRequest) -> None:
+        ok = True
+        for cmp in txn.compare:
+            if not await compare_holds(cmp):
+                ok = False
+                break
+        path.append(ok)
+        for op in (txn.success if ok else txn.failure):
+            if op.WhichOneof("request") == "request_txn":
+                await decide(op.request_txn)
+
+    await decide(req)
+    return path
+
+
+def check_range_revision(rng: pb.RangeRequest, head: int, compact_rev: int) -> None:
+    """etcd's check of a range inside a txn, before anything is applied: its revision must be at
+    most the store's (`head`) and, when given, not compacted (-2 is compacted before any
+    compaction)."""
+    if rng.revision > head:
+        raise errors.FUTURE_REV
+    if rng.revision != 0 and rng.revision < compact_rev:
+        raise errors.COMPACTED

@@ -7,19 +7,15 @@ does not load keeps the previous settings and is logged; indexes never change on
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import signal
 from typing import Callable
 
+from kubefabric.topology.filewatch import TopologyFileWatch
 from kubefabric.topology.load import TopologyError, load_topology
 
 from .rules import IndexRule, index_rules
 
 log = logging.getLogger("kubefabric.index")
-
-POLL_S = 2.0
 
 
 def load_rules(path: str, shard: str) -> tuple[IndexRule, ...]:
@@ -31,28 +27,12 @@ def load_rules(path: str, shard: str) -> tuple[IndexRule, ...]:
     return index_rules(topology, shard)
 
 
-class IndexSettingsFile:
+class IndexSettingsFile(TopologyFileWatch):
+    task_name = "index-settings"
+
     def __init__(self, path: str, shard: str, apply: Callable[[tuple[IndexRule, ...]], None]):
-        self.path, self.shard, self.apply = path, shard, apply
-        self.mtime = _mtime(path)
-        self.task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.reload("SIGHUP"))
-        self.task = loop.create_task(self._poll(), name="index-settings")
-
-    def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_S)
-            mtime = _mtime(self.path)
-            if mtime != self.mtime:
-                self.mtime = mtime
-                self.reload("file changed")
+        super().__init__(path)
+        self.shard, self.apply = shard, apply
 
     def reload(self, why: str) -> None:
         try:
@@ -64,10 +44,3 @@ class IndexSettingsFile:
         log.info("topology reloaded (%s): %d index rule(s) for shard %s", why, len(rules),
                  self.shard)
         self.apply(rules)
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0

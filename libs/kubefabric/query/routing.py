@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import heapq
 
-from kubefabric.etcd import errors
 from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
+from kubefabric.topology.shardset import pinned
 
 
 async def cross_query(shards: dict, req: qpb.QueryRequest, head: int,
@@ -21,12 +21,7 @@ async def cross_query(shards: dict, req: qpb.QueryRequest, head: int,
     with it, a shard's matches of keys routed elsewhere (misplaced copies) are dropped, and a
     page never reaches past the last key a shard with more matches returned (the next page
     resumes there, so nothing of it is skipped)."""
-    if req.revision > head:
-        raise errors.FUTURE_REV
-    rev = req.revision if req.revision > 0 else head
-    sub = qpb.QueryRequest()
-    sub.CopyFrom(req)
-    sub.revision = rev
+    rev, sub = pinned(req, head)
     parts = await asyncio.gather(*(s.query(sub, rev) for s in shards.values()))
     resp = qpb.QueryResponse(indexed=all(p.indexed for p in parts))
     resp.header.CopyFrom(parts[0].header)

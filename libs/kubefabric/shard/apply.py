@@ -163,23 +163,11 @@ class Applier:
     # ---- Txn ----
 
     async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
-        path: list[bool] = []  # compare outcome of each txn on the path, in pre-order
-        await self._decide(req, path)
+        path = await compare.decide_path(req, self._compare)
         await self._check_path(req, iter(path))
         resp = await self._run(req, iter(path))
         resp.header.revision = self.head
         return resp
-
-    async def _decide(self, req: pb.TxnRequest, path: list[bool]) -> None:
-        ok = True
-        for cmp in req.compare:
-            if not await self._compare(cmp):
-                ok = False
-                break
-        path.append(ok)
-        for op in (req.success if ok else req.failure):
-            if op.WhichOneof("request") == "request_txn":
-                await self._decide(op.request_txn, path)
 
     async def _check_path(self, req: pb.TxnRequest, path) -> None:
         for op in (req.success if next(path) else req.failure):
@@ -187,11 +175,7 @@ class Applier:
             if kind == "request_put":
                 await self.check_put_state(op.request_put)
             elif kind == "request_range":
-                r = op.request_range.revision
-                if r > self.clock:
-                    raise errors.FUTURE_REV
-                if r != 0 and r < self.compact_rev:  # etcd: -2 is compacted before any compaction
-                    raise errors.COMPACTED
+                compare.check_range_revision(op.request_range, self.clock, self.compact_rev)
             elif kind == "request_txn":
                 await self._check_path(op.request_txn, path)
 

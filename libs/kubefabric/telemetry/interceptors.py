@@ -93,12 +93,14 @@ def _end_span(span, token, code: grpc.StatusCode, exc: BaseException | None) -> 
     span.end()
 
 
-def _wrap_unary(behaviour, stats: _MethodStats):
+def _wrap_unary(behaviour, stats: _MethodStats, traced: bool = True):
+    """A handler that returns its one response (unary, client-streaming, or a server stream
+    written with context.write); a span each when tracing is on and `traced`."""
     async def unary(request, context):
         stats.counts.started += 1
         started = perf_counter()
         span = None
-        if tracing.ENABLED:
+        if traced and tracing.ENABLED:
             span, token = _start_server_span(stats, context)
         exc = None
         try:
@@ -132,18 +134,7 @@ def _wrap_stream(behaviour, stats: _MethodStats):
                 await responses.aclose()
         return stream
 
-    async def stream_writer(request, context):  # a handler that writes with context.write
-        stats.counts.started += 1
-        started = perf_counter()
-        exc = None
-        try:
-            return await behaviour(request, context)
-        except BaseException as e:
-            exc = e
-            raise
-        finally:
-            stats.done(_outcome(context, exc), started)
-    return stream_writer
+    return _wrap_unary(behaviour, stats, traced=False)  # it writes with context.write
 
 
 def _grpc_type(handler) -> str:

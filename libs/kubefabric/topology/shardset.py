@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable
 
+from kubefabric.etcd import errors
 from kubefabric.etcd.keyrange import ALL, KeyRange
 from kubefabric.watch.merge import MergedFeed
 
@@ -25,6 +26,18 @@ def span(key: bytes, range_end: bytes) -> tuple[bytes, bytes | None]:
     if not range_end:
         return key, None
     return key, b"" if range_end == ALL else range_end
+
+
+def pinned(req, head: int):
+    """A read across shards answers at one snapshot revision R: the revision `req` asks for, or
+    `head` (the newest the router knows of). Returns R and a copy of `req` (a Range or a Query
+    request) at R; FUTURE_REV when it asks for a revision above `head`."""
+    if req.revision > head:
+        raise errors.FUTURE_REV
+    sub = type(req)()
+    sub.CopyFrom(req)
+    sub.revision = req.revision if req.revision > 0 else head
+    return sub.revision, sub
 
 
 class ShardSetState:

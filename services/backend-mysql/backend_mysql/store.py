@@ -36,7 +36,7 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from kubefabric.dsn import DSN, DSNError, parse_dsn
-from kubefabric.lifecycle import cancel_and_wait
+from kubefabric.lifecycle import cancel_and_wait, every
 from kubefabric.store import schema
 
 from .dialect import statements, tables_ddl
@@ -130,7 +130,8 @@ class MysqlStore:
         except BaseException:
             await self.close()
             raise
-        self._size_task = asyncio.create_task(self._size_loop(), name="mysql-size")
+        self._size_task = asyncio.create_task(
+            every(SIZE_REFRESH_SECONDS, self._refresh_size, self._size_failed), name="mysql-size")
 
     async def _check_server(self) -> None:
         self.server_version, packet = (await self._w.sql("SELECT VERSION(), @@max_allowed_packet"))[0]
@@ -189,13 +190,8 @@ class MysqlStore:
     def disk_space(self) -> tuple[int, int, int]:
         return 2 ** 62, 0, 0  # unknown here: the server's own limits apply
 
-    async def _size_loop(self) -> None:
-        while True:
-            await asyncio.sleep(SIZE_REFRESH_SECONDS)
-            try:
-                await self._refresh_size()
-            except Exception as exc:  # the server may be restarting: keep the last values
-                log.warning("measuring the size of %s failed: %s", self._where(), exc)
+    def _size_failed(self, exc: Exception) -> None:  # the server may be restarting: keep the last values
+        log.warning("measuring the size of %s failed: %s", self._where(), exc)
 
     async def _refresh_size(self) -> None:
         async with self.snapshot() as cur:

@@ -32,6 +32,7 @@ import ssl
 import asyncpg
 
 from kubefabric.dsn import DSN, DSNError, parse_dsn
+from kubefabric.lifecycle import every
 from kubefabric.store import schema
 
 from .dialect import statements
@@ -172,7 +173,8 @@ class PostgresStore:
         except BaseException:
             await self.close()
             raise
-        self._sizer = asyncio.create_task(self._refresh_size(), name="pg-size")
+        self._sizer = asyncio.create_task(
+            every(SIZE_REFRESH_SECONDS, self._measure, self._size_failed), name="pg-size")
 
     async def _create_schema(self) -> None:
         """Idempotent DDL under a transaction-scoped lock (concurrent CREATE TABLE IF NOT EXISTS
@@ -215,13 +217,9 @@ class PostgresStore:
         async with self.snapshot() as cur:
             self._size = await cur.conn.fetchval(TABLE_SIZES, [t.name for t in schema.metadata.sorted_tables])
 
-    async def _refresh_size(self) -> None:
-        while True:
-            await asyncio.sleep(SIZE_REFRESH_SECONDS)
-            try:
-                await self._measure()
-            except Exception as err:  # the server may be restarting: keep the last value
-                log.debug("measuring the database size failed: %s", err)
+    @staticmethod
+    def _size_failed(err: Exception) -> None:  # the server may be restarting: keep the last value
+        log.debug("measuring the database size failed: %s", err)
 
     def size(self) -> tuple[int, int]:
         """(bytes allocated, bytes in use) of the kf_ tables and their indexes and TOAST. In use

@@ -19,6 +19,7 @@ from kubefabric.auth.perms import READ, WRITE, Checker
 from kubefabric.auth.state import AuthState
 from kubefabric.auth.tokens import Identity
 from kubefabric.etcd.errors import EtcdError
+from kubefabric.lifecycle import every
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 log = logging.getLogger("kubefabric.router.auth")
@@ -53,27 +54,24 @@ class AuthGuard:
             self.take(*current)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._poll(), name="auth-refresh")
+        self._task = asyncio.get_running_loop().create_task(
+            every(POLL_S, self._refresh_polled, self._refresh_failed), name="auth-refresh")
 
     def stop(self) -> None:
         if self._task:
             self._task.cancel()
 
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_S)
-            try:
-                await self.refresh()
-                if self._failing:
-                    log.info("auth store reachable again")
-                self._failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep the last copy; say so once
-                if not self._failing:
-                    log.warning("cannot read the auth store from the default shard (keeping the "
-                                "last copy): %s", exc)
-                self._failing = True
+    async def _refresh_polled(self) -> None:
+        await self.refresh()
+        if self._failing:
+            log.info("auth store reachable again")
+        self._failing = False
+
+    def _refresh_failed(self, exc: Exception) -> None:  # keep the last copy; say so once
+        if not self._failing:
+            log.warning("cannot read the auth store from the default shard (keeping the "
+                        "last copy): %s", exc)
+        self._failing = True
 
     # ---- identity ----
 

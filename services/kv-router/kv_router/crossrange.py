@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 
-from kubefabric.etcd import errors
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.topology import misplaced
-from kubefabric.topology.shardset import span
+from kubefabric.topology.shardset import pinned, span
 
 _FIELDS = {
     pb.RangeRequest.KEY: lambda kv: kv.key,
@@ -32,12 +31,7 @@ async def cross_range(shards: dict, req: pb.RangeRequest, head: int,
     """Answer `req` from `shards` (name -> shard; each owns a disjoint part of the range); `head`
     is the newest revision the router knows of. ownership (kv-router's RoutedShards): each
     shard's part keeps only the keys the topology routes to it (`owned_part`)."""
-    if req.revision > head:
-        raise errors.FUTURE_REV
-    rev = req.revision if req.revision > 0 else head
-    sub = pb.RangeRequest()
-    sub.CopyFrom(req)
-    sub.revision = rev
+    rev, sub = pinned(req, head)
     parts = await asyncio.gather(*(s.range(sub, rev) for s in shards.values()))
     if ownership is not None:
         parts = await asyncio.gather(*(owned_part(name, shard, part, sub, ownership)

@@ -12,7 +12,7 @@ shards (crossrange), their headers carrying R only, as inside any etcd txn.
 """
 from __future__ import annotations
 
-from kubefabric.etcd import compare, errors
+from kubefabric.etcd import compare
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 from .crossrange import cross_range
@@ -36,8 +36,7 @@ class SnapshotTxn:
         self.rev = rev
 
     async def answer(self, req: pb.TxnRequest) -> pb.TxnResponse:
-        path: list[bool] = []  # the compare outcome of each txn on the path, in pre-order
-        await self._decide(req, path)
+        path = await compare.decide_path(req, self._holds)
         self._check_path(req, iter(path))
         resp = await self._run(req, iter(path))
         self.routed.state.fill(resp.header, self.rev)
@@ -56,27 +55,15 @@ class SnapshotTxn:
         return await cross_range({n: routed.shards[n] for n in names}, sub, self.rev,
                                  routed.misplacement)
 
-    async def _decide(self, req: pb.TxnRequest, path: list[bool]) -> None:
-        ok = True
-        for cmp in req.compare:
-            resp = await self._read(pb.RangeRequest(key=cmp.key, range_end=cmp.range_end))
-            if not compare.holds(cmp, [compare.row_of(kv) for kv in resp.kvs]):
-                ok = False
-                break
-        path.append(ok)
-        for op in (req.success if ok else req.failure):
-            if op.WhichOneof("request") == "request_txn":
-                await self._decide(op.request_txn, path)
+    async def _holds(self, cmp: pb.Compare) -> bool:
+        resp = await self._read(pb.RangeRequest(key=cmp.key, range_end=cmp.range_end))
+        return compare.holds(cmp, [compare.row_of(kv) for kv in resp.kvs])
 
     def _check_path(self, req: pb.TxnRequest, path) -> None:
         for op in (req.success if next(path) else req.failure):
             kind = op.WhichOneof("request")
             if kind == "request_range":
-                r = op.request_range.revision
-                if r > self.rev:
-                    raise errors.FUTURE_REV
-                if r != 0 and r < self.routed.state.compact_rev:
-                    raise errors.COMPACTED
+                compare.check_range_revision(op.request_range, self.rev, self.routed.state.compact_rev)
             elif kind == "request_txn":
                 self._check_path(op.request_txn, path)
 

@@ -90,24 +90,21 @@ class RoutedShards(ShardSet):
     # ---- KV ----
 
     async def range(self, req: pb.RangeRequest, sync_rev: int = 0) -> pb.RangeResponse:
-        names = self._names(req.key, req.range_end) if req.key else [self.topology.default]
-        if len(names) == 1:
-            resp = await self.shards[names[0]].range(req, sync_rev)
-        else:
-            resp = await cross_range({n: self.shards[n] for n in names}, req, self.state.committed,
-                                     self.misplacement)
-        # a later write anywhere must get a revision above this one (DESIGN §3.2)
-        self.state.seen = max(self.state.seen, resp.header.revision)
-        return resp
+        return await self._read(req, sync_rev, lambda s: s.range, cross_range, self.misplacement)
 
     async def query(self, req: qpb.QueryRequest, sync_rev: int = 0) -> qpb.QueryResponse:
         """The Query API (kubefabric.query): one shard, or a snapshot across the shards."""
+        return await self._read(req, sync_rev, lambda s: s.query, cross_query, self.owns)
+
+    async def _read(self, req, sync_rev: int, one_shard, across, ownership):
+        """`req` (a Range or a Query) on the one shard its keys live on (`one_shard(shard)` is the
+        call), else `across` the shards at one snapshot, dropping keys `ownership` routes elsewhere."""
         names = self._names(req.key, req.range_end) if req.key else [self.topology.default]
         if len(names) == 1:
-            resp = await self.shards[names[0]].query(req, sync_rev)
+            resp = await one_shard(self.shards[names[0]])(req, sync_rev)
         else:
-            resp = await cross_query({n: self.shards[n] for n in names}, req, self.state.committed,
-                                     self.owns)
+            resp = await across({n: self.shards[n] for n in names}, req, self.state.committed, ownership)
+        # a later write anywhere must get a revision above this one (DESIGN §3.2)
         self.state.seen = max(self.state.seen, resp.header.revision)
         return resp
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 
 from backend_sqlite.store import SqliteStore
 
@@ -22,14 +21,13 @@ from kubefabric.shard.leadership import EMBEDDED_LEASE_S
 from kubefabric.shard.surface import ShardSurface
 from kubefabric.shardsvc.client import connect_shard
 from kubefabric.tls import ClientTLS, TLSError
+from kubefabric.topology.filewatch import TopologyFileWatch
 from kubefabric.topology.load import TopologyError, load_topology
 from kubefabric.topology.reload import check_reload, find_moved_key
 
 from .routed import RoutedShards
 
 log = logging.getLogger("kubefabric.router.shards")
-
-RELOAD_POLL_S = 2.0
 
 
 async def open_embedded(data_dir: str, args, name: str = "default",
@@ -122,33 +120,16 @@ async def open_shards(args) -> ShardSurface:
     return RoutedShards(topology, shards, args.max_txn_ops, merge=not args.watch_hub)
 
 
-class TopologyReloader:
+class TopologyReloader(TopologyFileWatch):
     """Applies appended rules and added shards at runtime; refuses anything that moves keys."""
 
+    task_name = "topology-reload"
+
     def __init__(self, routed, path: str, args):
+        super().__init__(path)
         self.routed = routed
-        self.path = path
         self.args = args
-        self.mtime = _mtime(path)
-        self.task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
-        self.task = loop.create_task(self._poll(), name="topology-reload")
-
-    def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(RELOAD_POLL_S)
-            mtime = _mtime(self.path)
-            if mtime != self.mtime:
-                self.mtime = mtime
-                await self.reload("file changed")
 
     async def reload(self, why: str) -> bool:
         async with self._lock:
@@ -198,10 +179,3 @@ def _configure_indexes(shards: dict, topology) -> None:
     for name, shard in shards.items():
         if isinstance(shard, Shard):
             shard.index.configure(index_rules(topology, name))
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0
