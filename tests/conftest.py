@@ -32,7 +32,7 @@ from harness.nats import nats_server  # noqa: F401
 from harness.postgres import postgres_server, postgres_kind  # noqa: F401
 from harness.servers import (HUB_THREE_SHARDS, START, THREE_SHARDS, hub_flags, shard_flags, start_hub,
                              start_router, start_shard)
-from harness.normalise import LeaseIds, to_plain
+from harness.normalise import compare_recordings, recording
 
 
 # Where the KubeFabric side of a differential test runs: "embedded" (`kubefabric serve`),
@@ -206,19 +206,7 @@ def differential(server_factory, request):
         results = {}
         for kind, launch, extra in sides:
             server = server_factory(launch, extra)
-            client = Client(server.endpoint, kind)
-            rec: list[tuple[str, object]] = []
-            leases = LeaseIds()
-
-            def record(label, value, ignore=(), _rec=rec):
-                _rec.append((label, to_plain(value, frozenset(ignore))))
-
-            record.leases = leases
-            try:
-                body(client, record)
-            finally:
-                client.close()
-            results[kind] = rec
+            results[kind] = recording(Client(server.endpoint, kind), body)
         etcd = results.pop("etcd")
         if dump := os.environ.get("KUBEFABRIC_DIFF_DUMP"):  # a directory: the recordings as JSON
             Path(dump).mkdir(parents=True, exist_ok=True)
@@ -226,12 +214,7 @@ def differential(server_factory, request):
             (Path(dump) / f"{name}.json").write_text(
                 json.dumps({"etcd": etcd, **results}, indent=1, default=repr))
         for kind, ours in results.items():
-            for (l1, v1), (l2, v2) in zip(etcd, ours):
-                assert l1 == l2, f"test body recorded different steps: {l1!r} vs {l2!r}"
-                assert v2 == v1, (f"step {l1!r} differs on {kind}\n etcd:       "
-                                  f"{json.dumps(v1, sort_keys=True)}\n {kind}: {json.dumps(v2, sort_keys=True)}")
-            assert len(etcd) == len(ours), f"test body recorded a different number of steps on {kind}"
-        assert etcd, "test body recorded nothing"
+            compare_recordings(etcd, ours, kind)
         return etcd
 
     return run

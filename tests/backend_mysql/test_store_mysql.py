@@ -124,8 +124,6 @@ def test_a_mariadb_scheme_dsn_opens_the_same_store(mariadb_server, mariadb_kind)
 
 def test_the_key_column_is_the_widest_an_innodb_primary_key_of_key_rev_sub_allows(mariadb_server, mariadb_kind):
     db = mariadb_kind.database("width")
-    mariadb_server.create_database(db)
-    mariadb_kind.created.add(db)
     ddl = "CREATE TABLE `{}`.w{} (k VARBINARY({}) NOT NULL, rev BIGINT NOT NULL, sub BIGINT NOT NULL, " \
           "PRIMARY KEY (k, rev, sub)) ENGINE=InnoDB ROW_FORMAT=DYNAMIC"
     widest = MysqlStore.max_key_bytes

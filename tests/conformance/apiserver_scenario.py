@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -31,6 +30,8 @@ import urllib.request
 from pathlib import Path
 
 from harness.kubeapiserver import KubeAPIServer
+from harness.servers import log_tail, stop_process_group
+from harness.waiting import wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -62,20 +63,11 @@ class Proc:
         return self.p.poll() is None
 
     def stop(self, timeout: float = 20) -> None:
-        if self.alive():
-            os.killpg(self.p.pid, signal.SIGTERM)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait()
+        stop_process_group(self.p, timeout)
         self.logf.close()
 
     def tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
 
 class Cluster:
@@ -159,17 +151,6 @@ class Cluster:
 def expect(cond: bool, msg: str) -> None:
     if not cond:
         raise AssertionError(msg)
-
-
-def wait_for(pred, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 # ---- the steps ---------------------------------------------------------------------------------

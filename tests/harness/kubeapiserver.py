@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import ssl
 import subprocess
 import time
@@ -36,7 +35,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .servers import REPO, free_port, spawn
+from .servers import REPO, free_port, log_tail, spawn, stop_process_group
+from .waiting import wait_for
 
 BUILD = REPO / "tests" / "conformance" / "kube-apiserver" / "build.sh"
 TOKEN = "kubefabric-admin-token"
@@ -156,20 +156,11 @@ class KubeAPIServer:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 20) -> None:
-        if not self.alive():
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout)
 
     def tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
     # -- clients ----------------------------------------------------------------------------
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
@@ -206,13 +197,7 @@ class KubeAPIServer:
             raise AssertionError(f"{kw.get('method', 'GET')} {path}: HTTP {code}: {body[:500]}")
         return json.loads(body)
 
-    def wait_for(self, pred, timeout: float, what: str, interval: float = 0.2):
-        deadline = time.monotonic() + timeout
-        while not (v := pred()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            time.sleep(interval)
-        return v
+    wait_for = staticmethod(wait_for)
 
     # -- aggregation ------------------------------------------------------------------------
     def register_apiservice(self, group: str, version: str, port: int, host: str | None = None,

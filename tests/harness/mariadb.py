@@ -28,6 +28,7 @@ from urllib.parse import quote
 import pymysql
 import pytest
 
+from harness.databases import PerTestDatabases
 from harness.servers import free_port, spawn
 
 PACKAGE_HINT = "apt-get install mariadb-server (it provides mariadbd and mariadb-install-db)"
@@ -193,37 +194,20 @@ def mariadb_server():
 _tests = itertools.count()
 
 
-class MariadbKind:
+class MariadbKind(PerTestDatabases):
     """Databases of one test on the session's server: `<test prefix>_<name>`."""
 
     def __init__(self, server: MariadbServer, test_id: str):
-        self.server = server
         digest = hashlib.sha1(test_id.encode()).hexdigest()[:8]
-        self.prefix = f"t{next(_tests)}_{os.getpid()}_{digest}"
-        self.created: set[str] = set()
+        super().__init__(server, f"t{next(_tests)}_{os.getpid()}_{digest}")
 
-    def database(self, name: str) -> str:
+    def name_of(self, name: str) -> str:
         return _identifier(f"{self.prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', name)}"[:64])
 
     def store(self, name: str = "db"):
         from backend_mysql.store import MysqlStore
         from kubefabric.dsn import parse_dsn
-
-        db = self.database(name)
-        if db not in self.created:
-            self.server.create_database(db)
-            self.created.add(db)
-        return MysqlStore(parse_dsn(self.server.dsn(db)))
-
-    def drop(self, name: str) -> None:
-        db = self.database(name)
-        self.server.drop_database(db)
-        self.created.discard(db)
-
-    def drop_all(self) -> None:
-        for db in list(self.created):
-            self.server.drop_database(db)
-        self.created.clear()
+        return MysqlStore(parse_dsn(self.dsn(name)))
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ Documented normalisations (everything else is compared field by field):
 """
 from __future__ import annotations
 
+import json
+
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -57,3 +59,32 @@ class LeaseIds:
 
     def name(self, lease_id: int) -> str:
         return self.names.setdefault(lease_id, f"lease#{len(self.names) + 1}")
+
+
+def recording(client, body) -> list[tuple[str, object]]:
+    """Run body(client, record) and close the client; the (label, plain value) steps it
+    recorded. record.leases names server-chosen lease IDs; record.strict tells bodies that may
+    check their own expectations whether this side is etcd."""
+    rec: list[tuple[str, object]] = []
+
+    def record(label, value, ignore=()):
+        rec.append((label, to_plain(value, frozenset(ignore))))
+
+    record.leases = LeaseIds()  # type: ignore[attr-defined]
+    record.strict = client.kind == "etcd"  # type: ignore[attr-defined]
+    try:
+        body(client, record)
+    finally:
+        client.close()
+    return rec
+
+
+def compare_recordings(etcd: list, ours: list, kind: str = "kubefabric", note: str = "") -> None:
+    """The differential comparison: the same labels in the same order, equal values, as many
+    steps, at least one. `note` ends every failure message (e.g. why a server exited)."""
+    for (l1, v1), (l2, v2) in zip(etcd, ours):
+        assert l1 == l2, f"test body recorded different steps: {l1!r} vs {l2!r}{note}"
+        assert v2 == v1, (f"step {l1!r} differs on {kind}\n etcd:       {json.dumps(v1, sort_keys=True)}\n"
+                          f" {kind}: {json.dumps(v2, sort_keys=True)}{note}")
+    assert len(etcd) == len(ours), f"test body recorded a different number of steps on {kind}{note}"
+    assert etcd, "test body recorded nothing"

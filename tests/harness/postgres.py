@@ -61,6 +61,7 @@ SETTINGS = {
 }
 
 
+from harness.databases import PerTestDatabases  # noqa: E402
 from harness.servers import free_port, spawn  # noqa: E402
 
 
@@ -283,38 +284,17 @@ def _identifier(name: str) -> str:
 _tests = itertools.count()
 
 
-class PostgresKind:
+class PostgresKind(PerTestDatabases):
     """Stores for one test, on databases named `<test prefix>_<name>`, created on first use."""
 
-    def __init__(self, server: PostgresServer, prefix: str):
-        self.server = server
-        self.prefix = prefix
-        self.created: set[str] = set()
-
-    def database(self, name: str) -> str:
-        db = _database_name(self.prefix, name)
-        if db not in self.created:
-            self.server.create_database(db)
-            self.created.add(db)
-        return db
-
-    def dsn(self, name: str) -> str:
-        return self.server.dsn(self.database(name))
+    def name_of(self, name: str) -> str:
+        return _database_name(self.prefix, name)
 
     def store(self, name: str, **kw):
         from backend_pg.store import PostgresStore
         from kubefabric.dsn import parse_dsn
         return PostgresStore(parse_dsn(self.dsn(name)), **kw)
 
-    def drop(self, name: str) -> None:
-        db = _database_name(self.prefix, name)
-        self.server.drop_database(db)
-        self.created.discard(db)
-
-    def drop_all(self) -> None:
-        for db in sorted(self.created):
-            self.server.drop_database(db)
-        self.created.clear()
 
 
 def _database_name(prefix: str, name: str) -> str:

@@ -23,6 +23,8 @@ import grpc
 from kubefabric.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2, shard_pb2_grpc
 
+from .waiting import wait_logged
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -62,6 +64,27 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGTERM to the process group of `proc` (started with start_new_session=True), if it still
+    runs; SIGKILL to the group after `timeout` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def log_tail(path: Path, n: int = 40) -> str:
+    """The last `n` lines of a log file ("" when it cannot be read)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
 
 
 def etcd_binary() -> str:
@@ -283,12 +306,7 @@ def client_channel(endpoint: str, tls=None, options: list | None = None) -> grpc
 
 def wait_log(server: Server, text: str, timeout: float = 30.0) -> str:
     """Until `text` is in the server's log (which is returned); fails if it exits first."""
-    deadline = time.monotonic() + timeout
-    while text not in server.log():
-        assert server.proc.poll() is None, f"{server.kind} exited:\n{server.log()}"
-        assert time.monotonic() < deadline, f"{text!r} not logged in {timeout}s:\n{server.log()}"
-        time.sleep(0.1)
-    return server.log()
+    return wait_logged(text, server.log, server.proc, server.kind, timeout)
 
 
 def wait_shard_ready(server: Server, timeout: float = 60.0, tls=None) -> None:

@@ -36,6 +36,7 @@ import yaml
 from harness.aggregation import Aggregation, start_aggregation
 from harness.kubeapiserver import KubeAPIServer, local_ip
 from harness.nats import NatsServer
+from harness.waiting import wait_for, wait_logged  # noqa: F401  (wait_for: re-exported to the shop's tests)
 from harness.servers import (REPO, Server, free_port, spawn, start_hub, start_router,
                              start_shard, stop_process)
 
@@ -68,12 +69,7 @@ class ShopProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def wait_log(self, text: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            assert self.proc.poll() is None, f"{self.name} exited ({self.proc.returncode}):\n{self.log()[-3000:]}"
-            assert time.monotonic() < deadline, f"{text!r} not logged by {self.name} in {timeout}s:\n{self.log()[-3000:]}"
-            time.sleep(0.1)
-        return self.log()
+        return wait_logged(text, self.log, self.proc, self.name, timeout)
 
     def stop(self, sig: int = 15, timeout: float = 20.0) -> int | None:
         return stop_process(self.proc, sig, timeout)
@@ -133,10 +129,8 @@ class ShopStack:
         self.api.start()
         self.api.kubectl("apply", "-f", str(CRD))
         self.wait_established("orders.shop.example.com")
-        deadline = time.monotonic() + 60
-        while self.api.raw("/apis/shop.example.com/v1/orders")[0] != 200:
-            assert time.monotonic() < deadline, "orders.shop.example.com not served within 60s"
-            time.sleep(0.2)
+        wait_for(lambda: self.api.raw("/apis/shop.example.com/v1/orders")[0] == 200, 60,
+                 "orders.shop.example.com to be served")
 
     def wait_established(self, crd: str, timeout: float = 60) -> None:
         """Until the CRD is Established (not `kubectl wait`: it fails on a CRD whose status has no
@@ -248,13 +242,3 @@ def order(name: str, customer: str = "acme", items=(("widget", 2),), labels: dic
     return {"apiVersion": "shop.example.com/v1", "kind": "Order",
             "metadata": {"name": name, "labels": labels or {}},
             "spec": {"customer": customer, "items": [{"sku": s, "quantity": q} for s, q in items]}}
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(interval)

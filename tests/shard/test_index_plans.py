@@ -73,11 +73,15 @@ async def analyze(shard) -> None:
     await shard.writer.submit(run, None)
 
 
-async def explain(store, req: qpb.QueryRequest, rev: int, head: int) -> str:
-    rng = KeyRange.of(req.key, req.range_end)
-    shape, values = plan.statement(rng, parse(req), rev, head, req.limit)
+def index_query(store, req: qpb.QueryRequest, rev: int, head: int):
+    """The compiled statement that answers `req` from the index at `rev`, and its arguments."""
+    shape, values = plan.statement(KeyRange.of(req.key, req.range_end), parse(req), rev, head, req.limit)
     c = store.stmts.get("index_query", shape, req.limit > 0)
-    args = c.args(values)
+    return c, c.args(values)
+
+
+async def explain(store, req: qpb.QueryRequest, rev: int, head: int) -> str:
+    c, args = index_query(store, req, rev, head)
     async with store.snapshot() as cur:
         if store.dialect_name == "sqlite":
             return "\n".join(r[3] for r in cur.conn.execute("EXPLAIN QUERY PLAN " + c.sql, args))
@@ -142,10 +146,7 @@ SCALE = int(os.environ.get("KUBEFABRIC_INDEX_TEST_SCALE", "20000"))
 async def rows_touched(shard, req: qpb.QueryRequest, head: int) -> int:
     """Rows the database reads to answer `req` from the index (SQLite: VM steps / 100)."""
     store = shard.store
-    rng = KeyRange.of(req.key, req.range_end)
-    shape, values = plan.statement(rng, parse(req), head, head, req.limit)
-    c = store.stmts.get("index_query", shape, req.limit > 0)
-    args = c.args(values)
+    c, args = index_query(store, req, head, head)
     async with store.snapshot() as cur:
         if store.dialect_name == "postgresql":
             out = await cur.conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + c.sql, *args)

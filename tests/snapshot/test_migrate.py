@@ -9,6 +9,7 @@ key lands on the shard its rule picks. Bad files are refused with one line, noth
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -171,12 +172,28 @@ def test_reader_reads_what_the_writer_wrote(tmp_path):
     assert (status["revision"], status["totalKey"]) == (4, 3)
 
 
-def wait_caught_up(proc: subprocess.Popen, log: Path) -> None:
-    """Until `migrate --from-etcd` logs that it follows etcd's changes live (60 s at most)."""
-    deadline = time.monotonic() + 60
-    while "caught up" not in log.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
+@contextlib.contextmanager
+def live_migration(args: list, log: Path):
+    """`migrate --from-etcd` with `args`, once it logs that it follows etcd's changes live (60 s
+    at most); killed on the way out if it still runs."""
+    proc = subprocess.Popen([*MIGRATE, "--from-etcd", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=log.open("wb"))
+    try:
+        deadline = time.monotonic() + 60
+        while "caught up" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def stop_migration(proc: subprocess.Popen, log: Path, sig: int, head: int) -> None:
+    """`sig` ends a live migration cleanly, with etcd's revision of that moment imported."""
+    proc.send_signal(sig)
+    assert proc.wait(60) == 0, log.read_text()
+    assert f"imported up to revision {head}" in log.read_text()
 
 
 def test_from_a_live_etcd_until_stopped(etcd_snapshot, tmp_path):
@@ -184,21 +201,12 @@ def test_from_a_live_etcd_until_stopped(etcd_snapshot, tmp_path):
     import ends at etcd's revision of that moment."""
     e, compact, head, _ = etcd_snapshot
     log = tmp_path / "migrate.log"
-    proc = subprocess.Popen([*MIGRATE, "--from-etcd", f"http://{e.endpoint}", "--data-dir",
-                             str(tmp_path / "kf-data")], stdout=subprocess.DEVNULL,
-                            stderr=log.open("wb"))
-    try:
-        wait_caught_up(proc, log)
+    with live_migration([f"http://{e.endpoint}", "--data-dir", tmp_path / "kf-data"], log) as proc:
         ok(e.put(b"/registry/configmaps/default/followed", b"1", lease=LEASE))
         ok(e.txn(success=[put_op(KEYS[0], b"in a txn"), put_op(KEYS[2], b"in a txn")]))
         ok(e.delete(KEYS[1]))
         head = ok(e.put(KEYS[1], b"re-created")).header.revision
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert f"imported up to revision {head}" in log.read_text()
+        stop_migration(proc, log, signal.SIGTERM, head)
     workdir = tmp_path / "kf"
     workdir.mkdir()
     kf = start_kubefabric(workdir, data_dir=tmp_path / "kf-data")
@@ -251,20 +259,11 @@ def test_from_an_etcd_with_client_certificates(tmp_path):
                       "--from-etcd-cert-file", pair.cert_file, "--data-dir", tmp_path / "x", ok_rc=False)
         assert refused.returncode == 2 and "give both" in refused.stderr, refused.stderr
         log = tmp_path / "migrate.log"
-        migrate = subprocess.Popen([*MIGRATE, "--from-etcd", url, "--from-etcd-ca-file", str(ca.cert_file),
-                                    "--from-etcd-cert-file", str(pair.cert_file),
-                                    "--from-etcd-key-file", str(pair.key_file),
-                                    "--data-dir", str(tmp_path / "kf-data")],
-                                   stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-        try:
-            wait_caught_up(migrate, log)
+        with live_migration([url, "--from-etcd-ca-file", ca.cert_file, "--from-etcd-cert-file", pair.cert_file,
+                             "--from-etcd-key-file", pair.key_file, "--data-dir", tmp_path / "kf-data"],
+                            log) as migrate:
             head = kv.Put(pb.PutRequest(key=b"/registry/b", value=b"2"), timeout=5).header.revision
-            migrate.send_signal(signal.SIGINT)
-            assert migrate.wait(60) == 0, log.read_text()
-        finally:
-            if migrate.poll() is None:
-                migrate.kill()
-        assert f"imported up to revision {head}" in log.read_text()
+            stop_migration(migrate, log, signal.SIGINT, head)
     finally:
         channel.close()
         proc.terminate()

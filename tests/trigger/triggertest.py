@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+
+from harness.waiting import wait_for
 
 
 def http_trigger(name: str, url: str, namespace: str = "default", **spec) -> dict:
@@ -66,11 +67,4 @@ def statuses(c) -> dict:
 
 
 def wait_until(fn, timeout: float = 60.0, what: str = "a condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
+    return wait_for(fn, timeout, what, interval=0.3)

@@ -9,7 +9,6 @@ side on etcd as well (a determinism check of the generated bodies, as for the fi
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from harness.client import Client
 from harness.servers import START, Server
-from harness.normalise import LeaseIds, to_plain
+from harness.normalise import compare_recordings, recording
 
 KINDS = ("etcd", "kubefabric")
 
@@ -136,19 +135,7 @@ def _discard(servers: list[Server]) -> None:
 
 def run_side(server: Server, kind: str, body) -> list[tuple[str, object]]:
     """Run body(client, record) against one server; its normalised recording."""
-    client = Client(server.endpoint, kind)
-    rec: list[tuple[str, object]] = []
-
-    def record(label, value, ignore=()):
-        rec.append((label, to_plain(value, frozenset(ignore))))
-
-    record.leases = LeaseIds()
-    record.strict = server.kind == "etcd"  # bodies may check their own expectations against etcd
-    try:
-        body(client, record)
-    finally:
-        client.close()
-    return rec
+    return recording(Client(server.endpoint, kind), body)
 
 
 def compare(etcd: list, ours: list, server: Server | None = None) -> None:
@@ -156,12 +143,7 @@ def compare(etcd: list, ours: list, server: Server | None = None) -> None:
     note = ""
     if server is not None and server.proc.poll() is not None:
         note = f"\n{server.kind} exited with {server.proc.returncode}:\n{server.log()[-3000:]}"
-    for (l1, v1), (l2, v2) in zip(etcd, ours):
-        assert l1 == l2, f"test body recorded different steps: {l1!r} vs {l2!r}{note}"
-        assert v2 == v1, (f"step {l1!r} differs\n etcd:       {json.dumps(v1, sort_keys=True)}\n"
-                          f" kubefabric: {json.dumps(v2, sort_keys=True)}{note}")
-    assert len(etcd) == len(ours), f"test body recorded a different number of steps{note}"
-    assert etcd, "test body recorded nothing"
+    compare_recordings(etcd, ours, "kubefabric", note)
 
 
 def differential_on(pair: tuple[Server, Server], body) -> list:
