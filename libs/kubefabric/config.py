@@ -300,3 +300,14 @@ def add_flags(parser: argparse.ArgumentParser, flags: list[Flag]) -> None:
         parser.add_argument(f.name, default=default, type=_checker(f), choices=None,
                             metavar=("{" + ",".join(f.choices) + "}") if f.choices else None,
                             help=f"{f.help}{hint} [env {f.env}]", **bare)
+
+
+def add_command(subparsers, name: str, summary: str, description: str, flags: list[Flag], func,
+                formatter_class=argparse.RawDescriptionHelpFormatter, **defaults) -> argparse.ArgumentParser:
+    """The subcommand `name` of the kubefabric CLI: `summary` in the list of commands,
+    `description` in its --help, its `flags`, and `func(args)` that runs it (its exit code)."""
+    p = subparsers.add_parser(name, help=summary, description=description,
+                              formatter_class=formatter_class)
+    add_flags(p, flags)
+    p.set_defaults(func=func, **defaults)
+    return p

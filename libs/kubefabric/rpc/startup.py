@@ -53,6 +53,12 @@ def process_flags(shutdown_grace: str | None = "10s",
     return flags
 
 
+def runner(start: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+           log: logging.Logger) -> Callable[[argparse.Namespace], int]:
+    """A command's func: run(args, ...) of the coroutine `start(args)` returns."""
+    return lambda args: run(args, lambda: start(args), log)
+
+
 def run(args: argparse.Namespace, main: Callable[[], Coroutine[Any, Any, int]],
         log: logging.Logger) -> int:
     """Set up logging (--log-format, --log-level), call `main()` (its synchronous checks may

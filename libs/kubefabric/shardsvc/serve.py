@@ -12,10 +12,10 @@ role (leader or replica) is known.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
-from typing import Callable
 
-from kubefabric.config import Bool, Count, Duration, Flag, HostPort, URLs, add_flags
+from kubefabric.config import Bool, Count, Duration, Flag, HostPort, URLs, add_command
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.events.bus import BusError, check_url
 from kubefabric.rpc import startup
@@ -80,16 +80,19 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
 
 
 def make_command(name: str, kinds: tuple[str, ...], default_port: int, dsn_example: str,
-                 store_of: Callable[[DSN, argparse.Namespace], object], summary: str):
-    """The entry point of one backend's subcommand. `store_of(dsn, args)` builds a store."""
+                 store_class: str, summary: str):
+    """The entry point of one backend's subcommand. `store_class` ("module:Class") builds its
+    stores with Class.for_service(dsn, args); the module loads only when the command runs (the
+    CLI builds every command's parser: no SQLAlchemy or database driver then)."""
+
+    def store_of(dsn: DSN, args: argparse.Namespace):
+        module, _, cls = store_class.partition(":")
+        return getattr(importlib.import_module(module), cls).for_service(dsn, args)
 
     def command(subparsers) -> None:
-        p = subparsers.add_parser(
-            name, help=summary,
-            description=f"{summary}. {__doc__.split(chr(10), 2)[2].strip()}",
-            formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_flags(p, flags(default_port, dsn_example))
-        p.set_defaults(func=lambda args: run(args, kinds, store_of), telemetry_name=name)
+        add_command(subparsers, name, summary, f"{summary}. {__doc__.split(chr(10), 2)[2].strip()}",
+                    flags(default_port, dsn_example), lambda args: run(args, kinds, store_of),
+                    telemetry_name=name)
     return command
 
 

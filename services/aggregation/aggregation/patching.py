@@ -5,7 +5,6 @@ configuration (YAML or JSON)."""
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 import jsonpatch
@@ -32,12 +31,8 @@ def apply_patch(kind: str, live: dict, body: bytes) -> dict:
     """live with the patch applied; 400 for a patch that does not parse, 422 for one that does
     not apply."""
     if kind == "json":
-        try:
-            ops = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise status.bad_request(f"error decoding patch: {err}") from None
-        if not isinstance(ops, list):
-            raise status.bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+        ops = status.json_body(body, list, "error decoding patch",
+                               "json: cannot unmarshal object into Go value of type jsonpatch.Patch")
         if len(ops) > MAX_JSON_PATCH_OPERATIONS:
             raise status.ApiError(413, "RequestEntityTooLarge",
                                   f"Request entity too large: The allowed maximum operations in a "
@@ -55,13 +50,7 @@ def apply_patch(kind: str, live: dict, body: bytes) -> dict:
         if not isinstance(out, dict):
             raise status.ApiError(422, "", "the patch replaced the object with a non-object")
         return out
-    try:
-        patch = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise status.bad_request(f"error decoding patch: {err}") from None
-    if not isinstance(patch, dict):
-        raise status.bad_request("Invalid JSON Patch")
-    return merge_patch(live, patch)
+    return merge_patch(live, status.json_body(body, dict, "error decoding patch", "Invalid JSON Patch"))
 
 
 def apply_configuration(body: bytes) -> dict:

@@ -2,7 +2,7 @@
 /apis/<group>/<version>/... paths, and the authorization attributes it implies."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .auth import Attributes
 from .selectors import SelectorError, parse_fields
@@ -11,22 +11,14 @@ _TRUE = ("1", "true")
 
 
 @dataclass(frozen=True)
-class RequestInfo:
-    path: str
-    verb: str                  # get list watch create update patch delete deletecollection, or http verb
-    resource_request: bool = False
-    group: str = ""
-    version: str = ""
-    namespace: str = ""
-    resource: str = ""
-    name: str = ""
-    subresource: str = ""
+class RequestInfo(Attributes):
+    """The authorization attributes (verb: get list watch create update patch delete
+    deletecollection, or the HTTP verb of a non-resource path) and the path's segments after
+    the version (and namespace)."""
     parts: tuple[str, ...] = ()
 
     def attributes(self) -> Attributes:
-        return Attributes(verb=self.verb, path=self.path, resource_request=self.resource_request,
-                          group=self.group, version=self.version, resource=self.resource,
-                          subresource=self.subresource, namespace=self.namespace, name=self.name)
+        return Attributes(**{f.name: getattr(self, f.name) for f in fields(Attributes)})
 
 
 _HTTP_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch",

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from .names import LABEL_VALUE, LABEL_VALUE_MSG, qualified_name_errors
+
 EQUALS, NOT_EQUALS, IN, NOT_IN = "Equals", "NotEquals", "In", "NotIn"
 EXISTS, DOES_NOT_EXIST, GREATER_THAN, LESS_THAN = "Exists", "DoesNotExist", "GreaterThan", "LessThan"
 
@@ -206,40 +208,8 @@ class _LabelParser:
         return sorted(values)
 
 
-_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_NAME_MSG = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
-             "and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or "
-             "'123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
-_VALUE_MSG = ("a valid label must be an empty string or consist of alphanumeric characters, '-', "
-              "'_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  "
-              "or 'my_value',  or '12345', regex used for validation is "
-              "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
-
-
 def _check_key(key: str, path: str) -> None:
-    prefix, _, name = key.rpartition("/")
-    errs = []
-    if "/" in key and (not prefix or key.count("/") > 1):
-        errs.append("a qualified name must consist of alphanumeric characters, '-', '_' or '.', "
-                    "and must start and end with an alphanumeric character (e.g. 'MyName',  or "
-                    "'my.name',  or '123-abc', regex used for validation is "
-                    "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain "
-                    "prefix and '/' (e.g. 'example.com/MyName')")
-    else:
-        if prefix and (len(prefix) > 253 or not _DNS1123.match(prefix)):
-            errs.append("prefix part a lowercase RFC 1123 subdomain must consist of lower case "
-                        "alphanumeric characters, '-' or '.', and must start and end with an "
-                        "alphanumeric character (e.g. 'example.com', regex used for validation is "
-                        "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-        if not name:
-            errs.append("name part must be non-empty")
-        elif len(name) > 63:
-            errs.append("name part must be no more than 63 characters")
-        if name and not _NAME.match(name):
-            errs.append(_NAME_MSG)
-    if errs:
+    if errs := qualified_name_errors(key):
         raise SelectorError(f'{path}: Invalid value: "{key}": {"; ".join(errs)}')
 
 
@@ -247,8 +217,8 @@ def _check_value(value: str, path: str) -> None:
     errs = []
     if len(value) > 63:
         errs.append("must be no more than 63 characters")
-    if not _VALUE.match(value):
-        errs.append(_VALUE_MSG)
+    if not LABEL_VALUE.match(value):
+        errs.append(LABEL_VALUE_MSG)
     if errs:
         raise SelectorError(f'{path}: Invalid value: "{value}": {"; ".join(errs)}')
 

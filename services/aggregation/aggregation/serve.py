@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from kubefabric.config import Count, Duration, Flag, HostPort, URLs, add_flags
+from kubefabric.config import Count, Duration, Flag, HostPort, URLs, add_command, add_flags
 from kubefabric.rpc import startup
 
 from . import manifests
@@ -82,12 +82,9 @@ MANIFEST_FLAGS = [
 
 
 def command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "aggregation", help="serve CRD-declared resources from KubeFabric as an aggregated API server",
-        description=__doc__.replace("`", "").strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(p, SERVE_FLAGS)
-    p.set_defaults(func=_serve)
+    p = add_command(subparsers, "aggregation",
+                    "serve CRD-declared resources from KubeFabric as an aggregated API server",
+                    __doc__.replace("`", "").strip(), SERVE_FLAGS, _serve)
     sub = p.add_subparsers(dest="aggregation_command", metavar="[manifests]")
     m = sub.add_parser("manifests", help="print the APIService, Service, Deployment and RBAC "
                        "objects that register this server in a cluster (YAML)",

@@ -2,6 +2,7 @@
 reason and often show the message verbatim)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -81,6 +82,18 @@ def invalid(group: str, kind: str, name: str, causes: list[dict]) -> ApiError:
 
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
+
+
+def json_body(body: bytes, kind: type, undecodable: str, wrong_kind: str):
+    """`body` decoded as JSON, a `kind` (list or dict); 400 Bad Request "<undecodable>: <why>"
+    when it does not decode, `wrong_kind` when it is something else."""
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise bad_request(f"{undecodable}: {err}") from None
+    if not isinstance(value, kind):
+        raise bad_request(wrong_kind)
+    return value
 
 
 def forbidden(group: str, resource: str, name: str, why: str) -> ApiError:

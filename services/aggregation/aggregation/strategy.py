@@ -15,24 +15,10 @@ from typing import Any
 from . import cel, schema, status
 from . import fielderrors as fe
 from .fielderrors import FieldError
+from .names import DNS1123_SUBDOMAIN, LABEL_VALUE, LABEL_VALUE_MSG, SUBDOMAIN_MSG, qualified_name_errors
 from .registry import Served
 
-_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-SUBDOMAIN_MSG = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                 "characters, '-' or '.', and must start and end with an alphanumeric character "
-                 "(e.g. 'example.com', regex used for validation is "
-                 "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-_QUALIFIED_MSG = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must "
-                  "start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  "
-                  "or '123-abc', regex used for validation is "
-                  "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
-_LABEL_MSG = ("a valid label must be an empty string or consist of alphanumeric characters, '-', "
-              "'_' or '.', and must start and end with an alphanumeric character (e.g. "
-              "'MyValue',  or 'my_value',  or '12345', regex used for validation is "
-              "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
 
 
 def now() -> str:
@@ -142,26 +128,6 @@ def prepare_update(new: dict, old: dict, served: Served, subresource: str) -> di
 
 # ---- validation ----
 
-def _qualified_name_errors(value: str) -> list[str]:
-    prefix, slash, name = value.rpartition("/")
-    errs = []
-    if value.count("/") > 1 or (slash and not prefix):
-        return ["a qualified name must consist of alphanumeric characters, '-', '_' or '.', and "
-                "must start and end with an alphanumeric character (e.g. 'MyName',  or "
-                "'my.name',  or '123-abc', regex used for validation is "
-                "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain "
-                "prefix and '/' (e.g. 'example.com/MyName')"]
-    if prefix and (len(prefix) > 253 or not _DNS1123.match(prefix)):
-        errs.append("prefix part " + SUBDOMAIN_MSG)
-    if not name:
-        errs.append("name part must be non-empty")
-    elif len(name) > 63:
-        errs.append("name part must be no more than 63 characters")
-    if name and not _NAME_PART.match(name):
-        errs.append(_QUALIFIED_MSG)
-    return errs
-
-
 def validate_metadata(obj: dict, served: Served, old: dict | None) -> list[FieldError]:
     meta = obj.get("metadata") or {}
     errs: list[FieldError] = []
@@ -172,25 +138,25 @@ def validate_metadata(obj: dict, served: Served, old: dict | None) -> list[Field
     else:
         if len(name) > 253:
             errs.append(fe.invalid("metadata.name", name, "must be no more than 253 characters"))
-        if not _DNS1123.match(name):
+        if not DNS1123_SUBDOMAIN.match(name):
             errs.append(fe.invalid("metadata.name", name, SUBDOMAIN_MSG))
     if served.resource.namespaced and not meta.get("namespace"):
         errs.append(fe.required("metadata.namespace", ""))
     for key, value in (meta.get("labels") or {}).items():
-        for msg in _qualified_name_errors(key):
+        for msg in qualified_name_errors(key):
             errs.append(fe.invalid("metadata.labels", key, msg))
         if not isinstance(value, str):
             errs.append(fe.invalid("metadata.labels", value, "must be a string"))
         elif len(value) > 63:
             errs.append(fe.invalid("metadata.labels", value, "must be no more than 63 characters"))
-        elif not _LABEL_VALUE.match(value):
-            errs.append(fe.invalid("metadata.labels", value, _LABEL_MSG))
+        elif not LABEL_VALUE.match(value):
+            errs.append(fe.invalid("metadata.labels", value, LABEL_VALUE_MSG))
     for key in (meta.get("annotations") or {}):
-        for msg in _qualified_name_errors(key.lower()):
+        for msg in qualified_name_errors(key.lower()):
             errs.append(fe.invalid("metadata.annotations", key, msg))
     finalizers = meta.get("finalizers") or []
     for i, f in enumerate(finalizers):
-        for msg in _qualified_name_errors(f):
+        for msg in qualified_name_errors(f):
             errs.append(fe.invalid(f"metadata.finalizers[{i}]", f, msg))
     if old is not None:
         # kube-apiserver checks metadata updates twice (generic and strategy validation): each

@@ -28,36 +28,29 @@ _META_KEYS = ("name", "generateName", "namespace", "selfLink", "uid", "resourceV
               "finalizers", "managedFields")
 
 
+# Each step: a unit, its size in the unit before, that unit's letter, and up to which count
+# the duration shows as "<count><unit><rest><unit before>" (rest 0: "<count><unit>"), then as
+# "<count><unit>" only (None: from there on).
+_DURATION_STEPS = (("m", 60, "s", 10, 180), ("h", 60, "m", 8, 48), ("d", 24, "h", 8, 365 * 2),
+                   ("y", 365, "d", 8, None))
+
+
 def human_duration(seconds: float) -> str:
     """Kubernetes' duration.HumanDuration (what `kubectl get` shows as AGE)."""
-    s = int(seconds)
-    if s < -1:
+    n = int(seconds)
+    if n < -1:
         return "<invalid>"
-    if s < 0:
+    if n < 0:
         return "0s"
-    if s < 120:
-        return f"{s}s"
-    minutes = s // 60
-    if minutes < 10:
-        rest = s % 60
-        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
-    if minutes < 180:
-        return f"{minutes}m"
-    hours = s // 3600
-    if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        rest = hours % 24
-        return f"{hours // 24}d" if rest == 0 else f"{hours // 24}d{rest}h"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    if hours < 24 * 365 * 8:
-        days = (hours // 24) % 365
-        return f"{hours // 24 // 365}y" if days == 0 else f"{hours // 24 // 365}y{days}d"
-    return f"{hours // 24 // 365}y"
+    if n < 120:
+        return f"{n}s"
+    for unit, size, smaller, with_rest, whole in _DURATION_STEPS:
+        n, rest = divmod(n, size)
+        if n < with_rest:
+            return f"{n}{unit}" if rest == 0 else f"{n}{unit}{rest}{smaller}"
+        if whole is None or n < whole:
+            return f"{n}{unit}"
+    raise AssertionError("unreachable: the last step has no bound")
 
 
 def parse_time(text: str) -> dt.datetime | None:

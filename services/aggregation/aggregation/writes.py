@@ -8,7 +8,6 @@ Conflict; a patch or delete that loses a race is re-applied to the new state.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 
@@ -390,12 +389,8 @@ async def _delete_options(request) -> dict:
     body = await request.read()
     options: dict = {}
     if body.strip():
-        try:
-            options = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise status.bad_request(f"the body of the request is not valid DeleteOptions: {err}") from None
-        if not isinstance(options, dict):
-            raise status.bad_request("the body of the request is not valid DeleteOptions")
+        options = status.json_body(body, dict, "the body of the request is not valid DeleteOptions",
+                                   "the body of the request is not valid DeleteOptions")
     q = request.query
     if "propagationPolicy" in q:
         options["propagationPolicy"] = q["propagationPolicy"]

@@ -119,6 +119,11 @@ class PostgresStore:
     max_key_bytes = MAX_KEY_BYTES
     reads_interleave_commits = True  # a commit may land while a read opens its snapshot
 
+    @classmethod
+    def for_service(cls, dsn: DSN, args) -> "PostgresStore":
+        """The store `kubefabric backend-pg` serves: --read-pool-size read connections."""
+        return cls(dsn, read_pool_size=args.read_pool_size)
+
     def __init__(self, dsn: DSN | str, read_pool_size: int = 8):
         self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn
         if self.dsn.kind != "postgres":

@@ -53,6 +53,11 @@ class SqliteStore:
     max_key_bytes: int | None = None  # SQLite's b-trees hold keys of any length
     reads_interleave_commits = False  # reads run synchronously on the loop (see read_head)
 
+    @classmethod
+    def for_service(cls, dsn, args) -> "SqliteStore":
+        """The store `kubefabric backend-sqlite` serves: the file the DSN names."""
+        return cls(dsn.database)
+
     def __init__(self, data_dir: str | os.PathLike, synchronous: str = "FULL"):
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_FILE

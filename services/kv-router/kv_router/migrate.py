@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from kubefabric.config import URLs, Flag, add_flags
+from kubefabric.config import URLs, Flag, add_command
 from kubefabric.rpc import startup
 
 log = logging.getLogger("kubefabric.migrate")
@@ -71,18 +71,11 @@ FLAGS = [
 
 
 def command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "migrate", help="import an etcd snapshot file, keeping revisions and leases",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(subparsers, "migrate", "import an etcd snapshot file, keeping revisions and leases",
+                    DESCRIPTION, FLAGS, startup.runner(_start, log))
     p.add_argument("snapshot", metavar="SNAPSHOT_FILE", nargs="?", default="",
                    help="an etcd snapshot: `etcdctl snapshot save` output or member/snap/db "
                         "(or --from-etcd)")
-    add_flags(p, FLAGS)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    return startup.run(args, lambda: _start(args), log)
 
 
 def _start(args: argparse.Namespace):

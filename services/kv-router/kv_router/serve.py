@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from kubefabric.config import Bool, Count, Duration, Endpoints, Flag, URLs, add_flags
+from kubefabric.config import Bool, Count, Duration, Endpoints, Flag, URLs, add_command
 from kubefabric.rpc import startup
 from kubefabric.rpc.limits import REQUEST_BYTES
 
@@ -108,20 +108,13 @@ FLAGS = [
 
 
 def command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "serve", help="run KubeFabric embedded: etcd v3 API on one SQLite shard",
-        description="Run KubeFabric as a single process: the etcd v3 gRPC API (KV, Watch, Lease, "
-                    "Maintenance, Cluster) backed by one SQLite shard in --data-dir. Point "
-                    "kube-apiserver (--etcd-servers) or etcdctl (--endpoints) at it. Every flag "
-                    "can also be set as an environment variable KUBEFABRIC_<FLAG_NAME>, e.g. "
-                    "KUBEFABRIC_DATA_DIR.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_flags(p, FLAGS)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    return startup.run(args, lambda: _start(args), log)
+    add_command(subparsers, "serve", "run KubeFabric embedded: etcd v3 API on one SQLite shard",
+                "Run KubeFabric as a single process: the etcd v3 gRPC API (KV, Watch, Lease, "
+                "Maintenance, Cluster) backed by one SQLite shard in --data-dir. Point "
+                "kube-apiserver (--etcd-servers) or etcdctl (--endpoints) at it. Every flag "
+                "can also be set as an environment variable KUBEFABRIC_<FLAG_NAME>, e.g. "
+                "KUBEFABRIC_DATA_DIR.", FLAGS, startup.runner(_start, log),
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
 def _start(args: argparse.Namespace):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from kubefabric.config import Count, Duration, Endpoints, Flag, HostPort, URLs, add_flags
+from kubefabric.config import Count, Duration, Endpoints, Flag, HostPort, URLs, add_command
 from kubefabric.events.bus import check_url
 from kubefabric.rpc import startup
 from kubefabric.rpc.limits import REQUEST_BYTES
@@ -52,16 +52,8 @@ FLAGS = [
 
 
 def command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "watch-hub", help="serve watch feeds from the shards' NATS JetStream streams",
-        description=__doc__.replace("`", "").strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(p, FLAGS)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    return startup.run(args, lambda: _start(args), log)
+    add_command(subparsers, "watch-hub", "serve watch feeds from the shards' NATS JetStream streams",
+                __doc__.replace("`", "").strip(), FLAGS, startup.runner(_start, log))
 
 
 def _start(args: argparse.Namespace):
