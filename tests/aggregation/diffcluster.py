@@ -15,6 +15,7 @@ routing is off), so no traffic leaves 127.0.0.1.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from harness.aggregation import CRDS
+from harness.aggregation import CRDS, start_aggregation
+from harness.kubeapiserver import KubeAPIServer
+from harness.servers import start_kubefabric
 
 GROUPS = {"crd": "crd.kubefabric.io", "agg": "agg.kubefabric.io"}
 _MANIFEST = yaml.safe_load((CRDS / "widgets.yaml").read_text())
@@ -34,6 +37,34 @@ def manifest(side: str) -> dict:
     m["metadata"]["name"] = f"widgets.{group}"
     m["spec"]["group"] = group
     return m
+
+
+@contextlib.contextmanager
+def aggregated_cluster(work: Path, tokens: tuple[str, ...] = (), prepare=None):
+    """KubeFabric, kube-apiserver v1.37 on it with the aggregation layer (static `tokens`: lines
+    of its tokens.csv; `prepare(api)` runs once it is up) and `kubefabric aggregation` serving
+    agg.kubefabric.io with delegated authentication, registered as an APIService: (api, agg)."""
+    kf = start_kubefabric(work)
+    api = KubeAPIServer(work / "api", kf.url, aggregation=True,
+                        extra=["--enable-aggregator-routing=false"])
+    with (api.workdir / "tokens.csv").open("a") as f:
+        f.writelines(f"{line}\n" for line in tokens)
+    agg = None
+    try:
+        api.start(timeout=300)  # a loaded machine takes minutes to bootstrap RBAC
+        if prepare is not None:
+            prepare(api)
+        agg = start_aggregation(work, kf.url, crd_dir=write_crd_dir(work / "crds"), extra=[
+            "--auth", "delegated", "--kubeconfig", str(api.kubeconfig),
+            "--requestheader-client-ca-file", str(api.front_proxy_ca.cert_file),
+            "--requestheader-allowed-names", "front-proxy-client"])
+        register(api, agg.port)
+        yield api, agg
+    finally:
+        if agg is not None:
+            agg.stop()
+        api.stop()
+        kf.stop()
 
 
 def write_crd_dir(folder: Path) -> Path:

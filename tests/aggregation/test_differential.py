@@ -20,10 +20,8 @@ import urllib.request
 
 import pytest
 
-from diffcluster import GROUPS, Normaliser, dumps, manifest, register, write_crd_dir
-from harness.aggregation import start_aggregation
+from diffcluster import GROUPS, Normaliser, aggregated_cluster, dumps, manifest
 from harness.kubeapiserver import KubeAPIServer
-from harness.servers import start_kubefabric
 
 SIDES = ("crd", "agg")
 
@@ -92,30 +90,16 @@ class Side:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    work = tmp_path_factory.mktemp("differential")
-    kf = start_kubefabric(work)
-    api = KubeAPIServer(work / "api", kf.url, aggregation=True,
-                        extra=["--enable-aggregator-routing=false"])
-    agg = None
-    try:
-        api.start(timeout=300)  # a loaded machine takes minutes to bootstrap RBAC
+    def crd_established(api) -> None:
         api.apply(manifest("crd"))
         api.wait_for(lambda: _established(api), 60, "the CRD Established")
-        agg = start_aggregation(work, kf.url, crd_dir=write_crd_dir(work / "crds"), extra=[
-            "--auth", "delegated", "--kubeconfig", str(api.kubeconfig),
-            "--requestheader-client-ca-file", str(api.front_proxy_ca.cert_file),
-            "--requestheader-allowed-names", "front-proxy-client"])
-        register(api, agg.port)
+
+    with aggregated_cluster(tmp_path_factory.mktemp("differential"), prepare=crd_established) as (api, _):
         # kube-apiserver downloads an APIService's OpenAPI in the background (and retries a
         # failed download only after a back-off): explain is compared once both sides have one.
         api.wait_for(lambda: all(_explains(api, side) for side in SIDES), 180,
                      "kubectl explain answering for both groups", 2)
         yield api
-    finally:
-        if agg is not None:
-            agg.stop()
-        api.stop()
-        kf.stop()
 
 
 def _explains(api, side: str) -> bool:

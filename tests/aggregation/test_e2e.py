@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from diffcluster import GROUPS, register, write_crd_dir
-from harness.aggregation import start_aggregation
-from harness.kubeapiserver import KubeAPIServer
-from harness.servers import spawn, start_kubefabric
+from diffcluster import GROUPS, aggregated_cluster
+from harness.servers import spawn
 
 GROUP = GROUPS["agg"]
 HERE = Path(__file__).parent
@@ -26,25 +24,8 @@ VIEWER_TOKEN = "kubefabric-viewer-token"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    kf = start_kubefabric(work)
-    api = KubeAPIServer(work / "api", kf.url, aggregation=True,
-                        extra=["--enable-aggregator-routing=false"])
-    with (api.workdir / "tokens.csv").open("a") as f:
-        f.write(f'{VIEWER_TOKEN},viewer,viewer,"team"\n')
-    agg = None
-    try:
-        api.start(timeout=300)  # a loaded machine takes minutes to bootstrap RBAC
-        agg = start_aggregation(work, kf.url, crd_dir=write_crd_dir(work / "crds"), extra=[
-            "--auth", "delegated", "--kubeconfig", str(api.kubeconfig),
-            "--requestheader-client-ca-file", str(api.front_proxy_ca.cert_file),
-            "--requestheader-allowed-names", "front-proxy-client"])
-        register(api, agg.port)
+    with aggregated_cluster(work, tokens=(f'{VIEWER_TOKEN},viewer,viewer,"team"',)) as (api, agg):
         yield api, agg, work
-    finally:
-        if agg is not None:
-            agg.stop()
-        api.stop()
-        kf.stop()
 
 
 def kubectl_as(api, token: str, *args: str) -> subprocess.CompletedProcess:

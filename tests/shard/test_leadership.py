@@ -7,6 +7,7 @@ under load) is tests/robustness/test_frozen_leader.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -36,6 +37,18 @@ async def opened(store_factory, name: str, n: int = 2):
 async def close(*stores) -> None:
     for s in stores:
         await s.close()
+
+
+@contextlib.asynccontextmanager
+async def a_holds_the_lease(store_factory, name: str):
+    """Two replicas' stores a and b on one database, their campaigns ca and cb, and the lease a
+    took: (a, b, ca, cb, lease_a); both stores closed on the way out."""
+    a, b = await opened(store_factory, name)
+    try:
+        ca, cb = Campaign(a, "a:1", LEASE_S), Campaign(b, "b:1", LEASE_S)
+        yield a, b, ca, cb, await ca.take(await ca.read())
+    finally:
+        await close(a, b)
 
 
 async def take_when_free(campaign: Campaign, timeout: float = 10.0):
@@ -111,10 +124,7 @@ def test_a_second_shard_gives_up_after_its_wait_not_a_lease_later(store_factory)
 
 def test_the_lease_is_taken_over_only_once_it_ran_out(store_factory):
     async def body():
-        a, b = await opened(store_factory, "expiry")
-        try:
-            ca, cb = Campaign(a, "a:1", LEASE_S), Campaign(b, "b:1", LEASE_S)
-            lease_a = await ca.take(await ca.read())
+        async with a_holds_the_lease(store_factory, "expiry") as (a, b, ca, cb, lease_a):
             t0 = time.monotonic()
             lease_b = await take_when_free(cb)  # a stopped renewing: it is "frozen"
             took = time.monotonic() - t0
@@ -123,17 +133,12 @@ def test_the_lease_is_taken_over_only_once_it_ran_out(store_factory):
             assert not lease_a.valid()  # a's own clock stopped it before b could take over
             assert not await write_marker(a, lease_a, "by_a")  # a wakes up: fenced, nothing committed
             assert await markers(b) == {}
-        finally:
-            await close(a, b)
     run(body())
 
 
 def test_renewals_keep_the_lease_and_an_unchallenged_expired_lease_may_be_renewed(store_factory):
     async def body():
-        a, b = await opened(store_factory, "renew")
-        try:
-            ca, cb = Campaign(a, "a:1", LEASE_S), Campaign(b, "b:1", LEASE_S)
-            lease_a = await ca.take(await ca.read())
+        async with a_holds_the_lease(store_factory, "renew") as (a, b, ca, cb, lease_a):
             for _ in range(6):  # 1.5 leases of renewals: b never finds it free
                 await asyncio.sleep(LEASE_S / 4)
                 assert await write_marker(a, lease_a, "by_a")
@@ -142,8 +147,6 @@ def test_renewals_keep_the_lease_and_an_unchallenged_expired_lease_may_be_renewe
             assert not lease_a.valid() and cb.vacancy(await cb.read()) is not None
             assert await write_marker(a, lease_a, "by_a")  # nobody took it: a's term goes on
             assert lease_a.valid() and cb.vacancy(await cb.read()) is None
-        finally:
-            await close(a, b)
     run(body())
 
 
@@ -152,10 +155,7 @@ def test_a_takeover_waits_for_the_batch_that_holds_the_lease_row(store_factory):
     tries to take over with the row it read before: b waits for the row (lock, or SQLite's write
     lock), then finds the lease renewed and takes nothing; a's batch commits."""
     async def body():
-        a, b = await opened(store_factory, "race")
-        try:
-            ca, cb = Campaign(a, "a:1", LEASE_S), Campaign(b, "b:1", LEASE_S)
-            lease_a = await ca.take(await ca.read())
+        async with a_holds_the_lease(store_factory, "race") as (a, b, ca, cb, lease_a):
             await asyncio.sleep(LEASE_S * 1.2)
             stale = await cb.read()
             assert cb.vacancy(stale) is not None  # b sees it free...
@@ -169,8 +169,6 @@ def test_a_takeover_waits_for_the_batch_that_holds_the_lease_row(store_factory):
             assert await takeover is None
             assert await markers(b) == {"by_a": lease_a.term}
             assert (await cb.read()).term == lease_a.term
-        finally:
-            await close(a, b)
     run(body())
 
 
@@ -180,10 +178,7 @@ def test_a_deposed_leaders_open_batch_never_commits(store_factory):
     SQLite a keeps the write lock in this process (a separate process would be stopped by b:
     test_frozen_leader), so b cannot take over until a's batch ends; a's next batch is fenced."""
     async def body():
-        a, b = await opened(store_factory, "frozen")
-        try:
-            ca, cb = Campaign(a, "a:1", LEASE_S), Campaign(b, "b:1", LEASE_S)
-            lease_a = await ca.take(await ca.read())
+        async with a_holds_the_lease(store_factory, "frozen") as (a, b, ca, cb, lease_a):
             cur = await a.begin()
             assert await lease_a.extend(cur) is not None
             await cur.execute("upsert_meta", {"name": "by_a", "value": lease_a.term})
@@ -198,8 +193,6 @@ def test_a_deposed_leaders_open_batch_never_commits(store_factory):
                     await a.commit()
                 await a.rollback()
             assert await markers(b) == {}
-        finally:
-            await close(a, b)
     run(body())
 
 

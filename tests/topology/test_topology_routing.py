@@ -92,15 +92,15 @@ def test_explain_names_the_rule(topo):
     assert topo.explain(b"/registry/namespaces/tenant-a") == ("main", None)
 
 
+def to_b(*rules: str):
+    """Shards a (embedded, the default) and b; `rules` are YAML flow mappings."""
+    return parse_topology('shards: [{name: a, endpoint: embedded}, {name: b, endpoint: "grpc://b:1"}]\n'
+                          "default: a\nrules:\n" + "".join(f"  - {r}\n" for r in rules))
+
+
 def test_regexp_is_a_full_match_on_bytes():
-    t = parse_topology(textwrap.dedent("""\
-        shards: [{name: a, endpoint: embedded}, {name: b, endpoint: "grpc://b:1"}]
-        default: a
-        rules:
-          - {regexp: '/x/[0-9]+', shard: b}
-          - {regexp: '/bin/\\xff.*', shard: b}
-          - {regexp: '/nl/.*', shard: b}
-        """))
+    t = to_b("{regexp: '/x/[0-9]+', shard: b}", "{regexp: '/bin/\\xff.*', shard: b}",
+             "{regexp: '/nl/.*', shard: b}")
     assert t.route(b"/x/123") == "b"
     assert t.route(b"/x/123/more") == "a"       # fullmatch: the whole key
     assert t.route(b"/pre/x/123") == "a"        # not re.search
@@ -111,13 +111,7 @@ def test_regexp_is_a_full_match_on_bytes():
 
 
 def test_prefix_is_utf8_or_binary():
-    t = parse_topology(textwrap.dedent("""\
-        shards: [{name: a, endpoint: embedded}, {name: b, endpoint: "grpc://b:1"}]
-        default: a
-        rules:
-          - {prefix: "/café/", shard: b}
-          - {prefix: !!binary L2Jpbi//, shard: b}
-        """))
+    t = to_b('{prefix: "/café/", shard: b}', "{prefix: !!binary L2Jpbi//, shard: b}")
     assert t.route("/café/x".encode()) == "b"
     assert t.rules[1].prefix == b"/bin/\xff"
     assert t.route(b"/bin/\xff\x01") == "b" and t.route(b"/bin/\xfe") == "a"

@@ -132,12 +132,18 @@ def _user_add(state: AuthState, req: pb.AuthUserAddRequest, _):
     return pb.AuthUserAddResponse(), _changed(state, users=users)
 
 
-def _user_delete(state: AuthState, req: pb.AuthUserDeleteRequest, _):
-    if state.enabled and req.name == ROOT_USER:
+def _deleted(state: AuthState, table: dict, name: str, root: str, not_found) -> dict:
+    """`table` (the users or the roles) without `name`, as etcd deletes one: never the root
+    one while auth is enabled, `not_found` for a name it does not hold."""
+    if state.enabled and name == root:
         raise errors.INVALID_AUTH_MGMT
-    if req.name not in state.users:
-        raise errors.USER_NOT_FOUND
-    users = {n: u for n, u in state.users.items() if n != req.name}
+    if name not in table:
+        raise not_found
+    return {n: v for n, v in table.items() if n != name}
+
+
+def _user_delete(state: AuthState, req: pb.AuthUserDeleteRequest, _):
+    users = _deleted(state, state.users, req.name, ROOT_USER, errors.USER_NOT_FOUND)
     return pb.AuthUserDeleteResponse(), _changed(state, users=users)
 
 
@@ -210,11 +216,7 @@ def _role_list(state: AuthState, req, _):
 
 
 def _role_delete(state: AuthState, req: pb.AuthRoleDeleteRequest, _):
-    if state.enabled and req.role == ROOT_ROLE:
-        raise errors.INVALID_AUTH_MGMT
-    if req.role not in state.roles:
-        raise errors.ROLE_NOT_FOUND
-    roles = {n: r for n, r in state.roles.items() if n != req.role}
+    roles = _deleted(state, state.roles, req.role, ROOT_ROLE, errors.ROLE_NOT_FOUND)
     users = {}
     for name, user in state.users.items():
         if req.role in user.roles:

@@ -9,6 +9,7 @@ it). Watchers per stream are limited by WatchStream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Callable
 
@@ -75,6 +76,20 @@ class StreamsPerPeer:
         if left:
             self.open[peer] = left
 
+    @contextlib.contextmanager
+    def serving(self, peer: str, streams: set, stream, reader: asyncio.Task):
+        """While a Watch call serves `stream` (admitted for `peer`), it is among `streams` (for
+        close_all); when the call ends its request `reader` is cancelled, the stream closed and
+        the peer's count released."""
+        streams.add(stream)
+        try:
+            yield
+        finally:
+            reader.cancel()
+            stream.close()
+            streams.discard(stream)
+            self.release(peer)
+
 
 class WatchService(rpc.WatchServicer):
     def __init__(self, registry, fill_header, max_response_bytes: int, buffer_budget: int,
@@ -95,16 +110,10 @@ class WatchService(rpc.WatchServicer):
         peer = await self.per_peer.admit(context)
         stream = WatchStream(self.registry, self.fill, self.max_bytes, self.buffer_budget,
                              self.max_watchers, self.trust_known)
-        self.streams.add(stream)
         reader = asyncio.create_task(self._read(request_iterator, stream, context))
-        try:
+        with self.per_peer.serving(peer, self.streams, stream, reader):
             async for resp in responses(stream.out, stream.taken, context):
                 yield resp
-        finally:
-            reader.cancel()
-            stream.close()
-            self.streams.discard(stream)
-            self.per_peer.release(peer)
 
     async def _read(self, request_iterator, stream: WatchStream, context=None) -> None:
         try:

@@ -76,17 +76,11 @@ class WatchProxy(rpc.WatchServicer):
     async def Watch(self, request_iterator, context):
         peer = await self.per_peer.admit(context)
         stream = ProxiedStream(self)
-        self.streams.add(stream)
         stream.context = context
         task = asyncio.create_task(stream.run(request_iterator))
-        try:
+        with self.per_peer.serving(peer, self.streams, stream, task):
             async for resp in responses(stream.out, stream.out.taken, context):
                 yield resp
-        finally:
-            task.cancel()
-            stream.close()
-            self.streams.discard(stream)
-            self.per_peer.release(peer)
 
     def close_all(self) -> None:
         """Graceful shutdown: every client stream ends with UNAVAILABLE, as etcd's do (see

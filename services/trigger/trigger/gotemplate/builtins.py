@@ -27,10 +27,16 @@ def _len(v):
     raise FuncError(f"len of type {go_type(v)}")
 
 
+def _given(value, nil: str):
+    """`value` unwrapped; FuncError(nil) for an untyped nil (no value at all)."""
+    value = _unwrap(value)
+    if value is MISSING:
+        raise FuncError(nil)
+    return value
+
+
 def _index_arg(i, n: int) -> int:
-    i = _unwrap(i)
-    if i is MISSING:
-        raise FuncError("cannot index slice/array with nil")
+    i = _given(i, "cannot index slice/array with nil")
     if isinstance(i, bool) or not isinstance(i, int):
         raise FuncError(f"cannot index slice/array with type {go_type(i)}")
     if i < 0 or i >= n:
@@ -39,9 +45,7 @@ def _index_arg(i, n: int) -> int:
 
 
 def _index(item, *indexes):
-    item = _unwrap(item)
-    if item is MISSING:
-        raise FuncError("index of untyped nil")
+    item = _given(item, "index of untyped nil")
     for ix in indexes:
         if item is None or item is MISSING:
             raise FuncError("index of nil pointer")
@@ -51,9 +55,7 @@ def _index(item, *indexes):
         elif isinstance(item, (list, bytes)):
             item = item[_index_arg(ix, len(item))]
         elif isinstance(item, dict):
-            ix = _unwrap(ix)
-            if ix is MISSING:
-                raise FuncError("value is nil; should be of type string")
+            ix = _given(ix, "value is nil; should be of type string")
             if not isinstance(ix, str):
                 raise FuncError(f"value has type {go_type(ix)}; should be string")
             item = item.get(ix)            # a missing key: the element type's zero value (nil)
@@ -63,9 +65,7 @@ def _index(item, *indexes):
 
 
 def _slice(item, *indexes):
-    item = _unwrap(item)
-    if item is MISSING:
-        raise FuncError("slice of untyped nil")
+    item = _given(item, "slice of untyped nil")
     if len(indexes) > 3:
         raise FuncError(f"too many slice indexes: {len(indexes)}")
     if isinstance(item, str):
