@@ -8,13 +8,18 @@
 #   docker run --rm -e KUBEFABRIC_DSN=mysql://...    kubefabric backend-mysql --listen-address 0.0.0.0:2392
 #   docker run --rm kubefabric watch-hub --topology topology.yaml --nats-url nats://nats:4222 --listen-address 0.0.0.0:2480
 #
-# Later services (trigger, aggregation) join as further subcommands of the same image.
+# The example app's image (examples/shop: `shop function`, `shop operator`, `shop demo`) is the
+# `shop` target of this same file:
+#
+#   docker build --target shop -t shop:0.1.0 .
 #
 # Stages: `uv` (the uv binary, pinned), `build` (the locked workspace installed into a virtualenv
 # with `uv sync --frozen --no-dev`; all dependencies ship wheels, so no compiler is needed), `base`
 # (the slim Python image with a non-root user), `runtime` (the default: base + the virtualenv; no
-# uv, no build tools, no sources) and `dev` (Tilt's live-update image, see below). Every Python
-# stage uses the same base image: the virtualenv's interpreter is the base's /usr/local/bin/python3.11.
+# uv, no build tools, no sources), `dev` (Tilt's live-update image, see below), and the example
+# app's `shop-build` (its locked dependencies only, in their own virtualenv) and `shop`. Every
+# Python stage uses the same base image: a virtualenv's interpreter is the base's
+# /usr/local/bin/python3.11.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
@@ -40,7 +45,7 @@ COPY services/backend-sqlite/pyproject.toml services/backend-sqlite/
 COPY services/watch-hub/pyproject.toml services/watch-hub/
 COPY services/trigger/pyproject.toml services/trigger/
 COPY services/aggregation/pyproject.toml services/aggregation/
-# The example app (examples/shop) is a member too; only the dev group installs it, never this image.
+# The example app (examples/shop) is a member too; only the dev group and its own image install it.
 COPY examples/shop/pyproject.toml examples/shop/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace
@@ -54,7 +59,38 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable \
     && /opt/kubefabric/bin/kubefabric --help > /dev/null
 
-# What both images share: the slim base, a non-root user, the environment.
+# The example app's virtualenv: its locked dependencies and the app, none of KubeFabric's own
+# code (it talks to kube-apiserver only). Built on the workspace's build stage (uv, its settings,
+# the member files); a workspace edit reruns this sync from uv's cache.
+FROM build AS shop-build
+ENV UV_PROJECT_ENVIRONMENT=/opt/shop
+COPY examples/shop/ examples/shop/
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package kubefabric-shop \
+    && /opt/shop/bin/shop --help > /dev/null
+
+# The example app's image (`--target shop`): its virtualenv, a non-root user, no uv or sources.
+FROM ${PYTHON_IMAGE} AS shop
+RUN groupadd --system --gid 10001 shop \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /var/lib/shop \
+       --shell /usr/sbin/nologin shop \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/shop
+LABEL org.opencontainers.image.title="shop" \
+      org.opencontainers.image.description="KubeFabric's example app: the pricing function and the invoice operator of Orders" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=shop-build /opt/shop /opt/shop
+ENV PATH=/opt/shop/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    SHOP_LISTEN=0.0.0.0:8080 \
+    SHOP_ARCHIVE_DIR=/var/lib/shop/archive
+WORKDIR /var/lib/shop
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["shop"]
+CMD ["--help"]
+
+# What both KubeFabric images share: the slim base, a non-root user, the environment.
 FROM ${PYTHON_IMAGE} AS base
 LABEL org.opencontainers.image.title="kubefabric" \
       org.opencontainers.image.description="KubeFabric: an etcd v3 compatible, routed data layer for Kubernetes (kv-router, shard services, watch-hub and trigger as subcommands)" \

@@ -159,7 +159,8 @@ def _dockerignored(rel: Path) -> bool:
     return "__pycache__" in parts or rel.suffix == ".pyc" or any(p.endswith(".egg-info") for p in parts) \
         or ".pytest_cache" in parts or (parts[0] not in ("pyproject.toml", "uv.lock", "libs", "services")
                                         and rel not in (Path("tests/pyproject.toml"),
-                                                    Path("examples/shop/pyproject.toml")))
+                                                    Path("examples/shop/pyproject.toml"))
+                                        and parts[:3] != ("examples", "shop", "shop"))
 
 
 def test_build_stage_runs_without_docker(tmp_path):
