@@ -21,9 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.client import Client
-from harness.kubeapiserver import KubeAPIServer
-from harness.servers import start_kubefabric
+from harness.kubeapiserver import on_kubefabric
 from kubefabric.k8s import decode, gojson, object_key, summarize
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.k8s.apimachinery.pkg.runtime.generated_pb2 import Unknown
@@ -96,15 +94,7 @@ def main() -> int:
                                    "this folder, for profiling without a kube-apiserver")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kf-bench-k8s-"))
-    storage = start_kubefabric(work, ["--log-level", "warning"])
-    api = KubeAPIServer(work / "apiserver", storage.url)
-    client = Client(storage.endpoint)
-    try:
-        api.start()
-        api.kubectl("create", "namespace", NS)
-        api.apply(*OBJECTS)
-        api.kubectl("wait", "--for=condition=Established", f"crd/widgets.{GROUP}", "--timeout=60s")
-        api.wait_for(lambda: api.raw(f"/apis/{GROUP}/v1/namespaces/{NS}/widgets")[0] == 200, 60, "CRD served")
+    with on_kubefabric(work, NS, OBJECTS, f"/apis/{GROUP}/v1/namespaces/{NS}/widgets") as (api, client):
         api.apply(CR)
         results = []
         print(f"{'object':<30} {'bytes':>6} {'decode':>9} {'summarize':>10} {'parse only':>11}   (µs per object)")
@@ -127,10 +117,6 @@ def main() -> int:
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, {platform.python_version()}")
         if args.json:
             Path(args.json).write_text(json.dumps({"results": results, "loadavg": os.getloadavg()[0]}, indent=1))
-    finally:
-        client.close()
-        api.stop()
-        storage.stop()
     return 0
 
 

@@ -25,6 +25,7 @@ Certificates come from harness.certs (cryptography).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -35,7 +36,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .servers import REPO, free_port, log_tail, spawn, stop_process_group
+from .client import Client
+from .servers import REPO, free_port, log_tail, spawn, start_kubefabric, stop_process_group
 from .waiting import wait_for
 
 BUILD = REPO / "tests" / "conformance" / "kube-apiserver" / "build.sh"
@@ -252,3 +254,26 @@ class KubeAPIServer:
         hosts = [f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local",
                  local_ip(), "127.0.0.1", "localhost"]
         return ca, ca.issue(service, self.workdir, server=True, hosts=hosts)
+
+
+@contextlib.contextmanager
+def on_kubefabric(work: Path, namespace: str, objects: list[dict], served: str):
+    """kube-apiserver on a fresh `kubefabric serve` (warnings only) in `work`, with `namespace`
+    created, `objects` applied, each CustomResourceDefinition among them Established and the API
+    path `served` answering: (api, client), the client reading KubeFabric's etcd API directly."""
+    storage = start_kubefabric(work, ["--log-level", "warning"])
+    api = KubeAPIServer(work / "apiserver", storage.url)
+    client = Client(storage.endpoint)
+    try:
+        api.start()
+        api.kubectl("create", "namespace", namespace)
+        api.apply(*objects)
+        for crd in (o for o in objects if o["kind"] == "CustomResourceDefinition"):
+            api.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}",
+                        "--timeout=60s")
+        api.wait_for(lambda: api.raw(served)[0] == 200, 60, f"{served} served")
+        yield api, client
+    finally:
+        client.close()
+        api.stop()
+        storage.stop()

@@ -12,8 +12,7 @@ import json
 import pytest
 
 from harness.client import Client
-from harness.kubeapiserver import KubeAPIServer
-from harness.servers import start_kubefabric
+from harness.kubeapiserver import KubeAPIServer, on_kubefabric
 from kubefabric.k8s import DecodeError, decode, object_key, parse_key, summarize
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
@@ -24,26 +23,11 @@ BINARY = bytes(range(256))
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    work = tmp_path_factory.mktemp("k8s-decode")
-    storage = start_kubefabric(work, ["--log-level", "warning"])
-    api = KubeAPIServer(work / "apiserver", storage.url)
-    client = Client(storage.endpoint)
-    try:
-        api.start()
-        api.kubectl("create", "namespace", NS)
-        api.apply(CRD, CRD2)
-        for crd in (CRD, CRD2):
-            api.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}",
-                        "--timeout=60s")
-        api.wait_for(lambda: api.raw(f"/apis/{GROUP}/v1/namespaces/{NS}/widgets")[0] == 200, 60,
-                     "widgets served")
+    with on_kubefabric(tmp_path_factory.mktemp("k8s-decode"), NS, [CRD, CRD2],
+                       f"/apis/{GROUP}/v1/namespaces/{NS}/widgets") as (api, client):
         api.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                           "items": objects(BINARY)}))
         yield api, client
-    finally:
-        client.close()
-        api.stop()
-        storage.stop()
 
 
 def raw_kv(client: Client, key: bytes):

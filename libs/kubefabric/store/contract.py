@@ -126,3 +126,16 @@ class Store(Protocol):
     def write_lock_holder(self) -> int | None:
         """The PID of another process holding the database's write lock (SQLite); None when
         none does, and always on server databases (their timeouts end silent sessions)."""
+
+
+class ServerStore:
+    """What the stores on a database server (PostgreSQL, MySQL) share: a pool of read
+    connections, sized by the shard service's --read-pool-size."""
+
+    def __init__(self, dsn, read_pool_size: int):
+        raise NotImplementedError
+
+    @classmethod
+    def for_service(cls, dsn, args):
+        """The store a `kubefabric backend-*` shard service serves."""
+        return cls(dsn, read_pool_size=args.read_pool_size)

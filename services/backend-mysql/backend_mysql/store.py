@@ -38,6 +38,7 @@ from pymysql.constants import CLIENT
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.lifecycle import cancel_and_wait, every
 from kubefabric.store import schema
+from kubefabric.store.contract import ServerStore
 
 from .dialect import statements, tables_ddl
 
@@ -72,15 +73,10 @@ class WriterClosed(MysqlStoreError, ConnectionError):
     """The writer connection is gone: this store can no longer write (reopen it)."""
 
 
-class MysqlStore:
+class MysqlStore(ServerStore):
     dialect_name = "mysql"
     max_key_bytes = schema.MYSQL_MAX_KEY_BYTES  # VARBINARY(3056): see schema.py (3072-byte index)
     reads_interleave_commits = True  # a commit may land while a read opens its snapshot
-
-    @classmethod
-    def for_service(cls, dsn: DSN, args) -> "MysqlStore":
-        """The store `kubefabric backend-mysql` serves: --read-pool-size read connections."""
-        return cls(dsn, read_pool_size=args.read_pool_size)
 
     def __init__(self, dsn: DSN | str, read_pool_size: int = 8):
         self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn

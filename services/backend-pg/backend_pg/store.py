@@ -34,6 +34,7 @@ import asyncpg
 from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.lifecycle import every
 from kubefabric.store import schema
+from kubefabric.store.contract import ServerStore
 
 from .dialect import statements
 
@@ -114,15 +115,10 @@ def _causes(err: BaseException):
         err = err.__cause__ or err.__context__
 
 
-class PostgresStore:
+class PostgresStore(ServerStore):
     dialect_name = "postgresql"
     max_key_bytes = MAX_KEY_BYTES
     reads_interleave_commits = True  # a commit may land while a read opens its snapshot
-
-    @classmethod
-    def for_service(cls, dsn: DSN, args) -> "PostgresStore":
-        """The store `kubefabric backend-pg` serves: --read-pool-size read connections."""
-        return cls(dsn, read_pool_size=args.read_pool_size)
 
     def __init__(self, dsn: DSN | str, read_pool_size: int = 8):
         self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn

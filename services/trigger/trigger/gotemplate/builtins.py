@@ -288,27 +288,18 @@ def _html(*args) -> str:
             .replace(">", "&gt;").replace('"', "&#34;").replace("\0", "\ufffd"))
 
 
+# text/template's JSEscape: these by name, other control and unprintable characters as \\uXXXX
+_JS_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "<": "\\u003C", ">": "\\u003E", "&": "\\u0026",
+               "=": "\\u003D"}
+
+
 def _js(*args) -> str:
-    s = _eval_args(args)
     out = []
-    for ch in s:
-        o = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == "'":
-            out.append("\\'")
-        elif ch == '"':
-            out.append("\\\"")
-        elif ch == "<":
-            out.append("\\u003C")
-        elif ch == ">":
-            out.append("\\u003E")
-        elif ch == "&":
-            out.append("\\u0026")
-        elif ch == "=":
-            out.append("\\u003D")
-        elif o < 0x20 or not ch.isprintable():
-            out.append(f"\\u{o:04X}")
+    for ch in _eval_args(args):
+        if ch in _JS_ESCAPES:
+            out.append(_JS_ESCAPES[ch])
+        elif ord(ch) < 0x20 or not ch.isprintable():
+            out.append(f"\\u{ord(ch):04X}")
         else:
             out.append(ch)
     return "".join(out)

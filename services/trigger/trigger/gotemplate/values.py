@@ -157,19 +157,18 @@ def fmt_v(v, top: bool = True) -> str:
     return str(v)
 
 
+_QUOTE_ESCAPES = {'"': '\\"', "\\": "\\\\", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n",
+                  "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+
+
 def go_quote(s: str) -> str:
     """strconv.Quote."""
     out = ['"']
     for ch in s:
         o = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch in "\a\b\f\n\r\t\v":
-            out.append({"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-                        "\t": "\\t", "\v": "\\v"}[ch])
-        elif ch.isprintable() or (o >= 0x80 and ch.isprintable()):
+        if ch in _QUOTE_ESCAPES:
+            out.append(_QUOTE_ESCAPES[ch])
+        elif ch.isprintable():
             out.append(ch)
         elif o < 0x80 or o == 0x7F:
             out.append(f"\\x{o:02x}")
