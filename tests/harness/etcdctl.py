@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 
+from harness.normalise import DROP, rewrite
 from harness.stream import NoResponse
 
 KNOWN = {0, 0x1234}
@@ -86,22 +87,15 @@ class Etcdctl:
         return self.text(s)
 
     def scrub(self, data):
-        if isinstance(data, dict):
-            out = {}
-            for k, v in data.items():
-                if k in IDENTITY:
-                    continue
-                if k in ("ID", "id", "lease") and isinstance(v, int) and "peerURLs" not in data:
-                    v = self.name(v)
-                elif k == "ID" and "peerURLs" in data:
-                    continue   # Member.ID
-                out[k] = self.scrub(v)
-            return out
-        if isinstance(data, list):
-            return [self.scrub(v) for v in data]
-        if isinstance(data, str):
-            return self.text(data)
-        return data
+        def entry(k, v, parent):
+            if k in IDENTITY:
+                return DROP
+            if k in ("ID", "id", "lease") and isinstance(v, int) and "peerURLs" not in parent:
+                return self.name(v)
+            if k == "ID" and "peerURLs" in parent:
+                return DROP   # Member.ID
+            return v
+        return rewrite(data, entry, lambda v: self.text(v) if isinstance(v, str) else v)
 
     def errors(self, s: str) -> list:
         out = []

@@ -34,21 +34,32 @@ def to_plain(value, ignore: frozenset[str] = frozenset()):
     return value
 
 
-def _scrub(data, ignore):
+DROP = object()
+
+
+def rewrite(data, entry, leaf=None):
+    """JSON-like `data` rewritten: every dict entry becomes entry(key, value, the dict) (DROP
+    leaves it out), then is rewritten in turn; other leaves pass through leaf() when given."""
     if isinstance(data, dict):
         out = {}
         for k, v in data.items():
-            if k in ignore:
-                continue
-            if k in IDENTITY_FIELDS:
-                continue
-            if k == "ID" and isinstance(v, str) and "peerURLs" in data:
-                continue  # Member.ID
-            out[k] = _scrub(v, ignore)
+            v = entry(k, v, data)
+            if v is not DROP:
+                out[k] = rewrite(v, entry, leaf)
         return out
     if isinstance(data, list):
-        return [_scrub(v, ignore) for v in data]
-    return data
+        return [rewrite(v, entry, leaf) for v in data]
+    return data if leaf is None else leaf(data)
+
+
+def _scrub(data, ignore):
+    def entry(k, v, parent):
+        if k in ignore or k in IDENTITY_FIELDS:
+            return DROP
+        if k == "ID" and isinstance(v, str) and "peerURLs" in parent:
+            return DROP  # Member.ID
+        return v
+    return rewrite(data, entry)
 
 
 class LeaseIds:
