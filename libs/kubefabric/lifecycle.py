@@ -39,3 +39,9 @@ async def every(seconds: float, step: Callable[[], Awaitable[None]],
             if failed is None:
                 raise
             failed(exc)
+
+
+def start_every(seconds: float, step: Callable[[], Awaitable[None]],
+                failed: Callable[[Exception], None] | None, name: str) -> asyncio.Task:
+    """every(seconds, step, failed) as a background task named `name` (cancel it to stop)."""
+    return asyncio.get_running_loop().create_task(every(seconds, step, failed), name=name)

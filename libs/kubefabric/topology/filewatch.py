@@ -8,7 +8,7 @@ import inspect
 import os
 import signal
 
-from kubefabric.lifecycle import every
+from kubefabric.lifecycle import start_every
 
 POLL_S = 2.0
 
@@ -30,7 +30,7 @@ class TopologyFileWatch:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload("SIGHUP")))
-        self.task = loop.create_task(every(POLL_S, self._check), name=self.task_name)
+        self.task = start_every(POLL_S, self._check, None, self.task_name)
 
     def stop(self) -> None:
         if self.task:

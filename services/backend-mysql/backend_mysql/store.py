@@ -36,7 +36,7 @@ import pymysql
 from pymysql.constants import CLIENT
 
 from kubefabric.dsn import DSN, DSNError, parse_dsn
-from kubefabric.lifecycle import cancel_and_wait, every
+from kubefabric.lifecycle import cancel_and_wait, start_every
 from kubefabric.store import schema
 from kubefabric.store.contract import ServerStore
 
@@ -131,8 +131,7 @@ class MysqlStore(ServerStore):
         except BaseException:
             await self.close()
             raise
-        self._size_task = asyncio.create_task(
-            every(SIZE_REFRESH_SECONDS, self._refresh_size, self._size_failed), name="mysql-size")
+        self._size_task = start_every(SIZE_REFRESH_SECONDS, self._refresh_size, self._size_failed, "mysql-size")
 
     async def _check_server(self) -> None:
         self.server_version, packet = (await self._w.sql("SELECT VERSION(), @@max_allowed_packet"))[0]

@@ -32,7 +32,7 @@ import ssl
 import asyncpg
 
 from kubefabric.dsn import DSN, DSNError, parse_dsn
-from kubefabric.lifecycle import every
+from kubefabric.lifecycle import start_every
 from kubefabric.store import schema
 from kubefabric.store.contract import ServerStore
 
@@ -174,8 +174,7 @@ class PostgresStore(ServerStore):
         except BaseException:
             await self.close()
             raise
-        self._sizer = asyncio.create_task(
-            every(SIZE_REFRESH_SECONDS, self._measure, self._size_failed), name="pg-size")
+        self._sizer = start_every(SIZE_REFRESH_SECONDS, self._measure, self._size_failed, "pg-size")
 
     async def _create_schema(self) -> None:
         """Idempotent DDL under a transaction-scoped lock (concurrent CREATE TABLE IF NOT EXISTS

@@ -19,7 +19,7 @@ from kubefabric.auth.perms import READ, WRITE, Checker
 from kubefabric.auth.state import AuthState
 from kubefabric.auth.tokens import Identity
 from kubefabric.etcd.errors import EtcdError
-from kubefabric.lifecycle import every
+from kubefabric.lifecycle import start_every
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 log = logging.getLogger("kubefabric.router.auth")
@@ -54,8 +54,7 @@ class AuthGuard:
             self.take(*current)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            every(POLL_S, self._refresh_polled, self._refresh_failed), name="auth-refresh")
+        self._task = start_every(POLL_S, self._refresh_polled, self._refresh_failed, "auth-refresh")
 
     def stop(self) -> None:
         if self._task:
