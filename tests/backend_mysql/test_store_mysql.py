@@ -12,6 +12,7 @@ import pymysql
 import pytest
 
 from backend_mysql.store import MIN_MAX_ALLOWED_PACKET, MysqlStore, MysqlStoreError
+from harness.databases import while_open
 from harness.mariadb import MariadbServer
 from harness.servers import free_port
 from kubefabric.dsn import parse_dsn
@@ -56,8 +57,7 @@ async def opened(store: MysqlStore) -> MysqlStore:
 
 def test_keys_of_any_bytes_stay_distinct_and_sort_bytewise(mariadb_kind):
     async def body():
-        store = await opened(mariadb_kind.store("bytes"))
-        try:
+        async with while_open(mariadb_kind.store("bytes")) as store:
             await write(store, [(k, b"v" + k) for k in KEYS], rev=2)
             got = await latest(store, b"\x00")
             assert got == sorted((k, b"v" + k) for k in KEYS)
@@ -68,20 +68,15 @@ def test_keys_of_any_bytes_stay_distinct_and_sort_bytewise(mariadb_kind):
             assert [k for k, _ in await latest(store, b"a ", b"a!")] == [b"a ", b"a \x00", b"a  "]
             assert [k for k, _ in await latest(store, b"\xff")] == [b"\xff", b"\xff\xff"]
             assert [k for k, _ in await latest(store, b"%", b"&")] == [b"%"]  # never a LIKE pattern
-        finally:
-            await store.close()
     run(body())
 
 
 def test_the_primary_key_of_the_same_bytes_plus_a_trailing_space_or_nul_is_a_new_row(mariadb_kind):
     async def body():
-        store = await opened(mariadb_kind.store("pk"))
-        try:
+        async with while_open(mariadb_kind.store("pk")) as store:
             await write(store, [(b"k", b"1")], rev=2)
             await write(store, [(b"k ", b"2"), (b"k\x00", b"3")], rev=3)  # no duplicate-key error
             assert await latest(store, b"k", b"l") == [(b"k", b"1"), (b"k\x00", b"3"), (b"k ", b"2")]
-        finally:
-            await store.close()
     run(body())
 
 
@@ -136,8 +131,7 @@ def test_the_key_column_is_the_widest_an_innodb_primary_key_of_key_rev_sub_allow
 
 def test_the_longest_key_works_and_one_byte_more_is_refused_by_the_database(mariadb_kind):
     async def body():
-        store = await opened(mariadb_kind.store("long"))
-        try:
+        async with while_open(mariadb_kind.store("long")) as store:
             longest = b"\xff" + os.urandom(store.max_key_bytes - 1)  # incompressible
             await write(store, [(longest, b"v")], rev=2)
             assert await latest(store, longest, None) == [(longest, b"v")]
@@ -146,17 +140,13 @@ def test_the_longest_key_works_and_one_byte_more_is_refused_by_the_database(mari
             assert err.value.args[0] == 1406  # ER_DATA_TOO_LONG (strict mode: never truncated)
             await store.rollback()
             assert await latest(store, longest[:1]) == [(longest, b"v")]
-        finally:
-            await store.close()
     run(body())
 
 
 def test_etcd_sized_values_fit_through_max_allowed_packet_both_ways(mariadb_kind):
     """A 1.5 MiB value under the longest key, overwritten: the history row carries both values."""
     async def body():
-        shard = Shard(mariadb_kind.store("big"))
-        await shard.open()
-        try:
+        async with while_open(Shard(mariadb_kind.store("big"))) as shard:
             key = os.urandom(shard.store.max_key_bytes)
             first, second = os.urandom(3 * 2 ** 19), b"'\\\x00" * 2 ** 19
             await shard.put(pb.PutRequest(key=key, value=first))
@@ -164,8 +154,6 @@ def test_etcd_sized_values_fit_through_max_allowed_packet_both_ways(mariadb_kind
             events = await shard.history(KeyRange(key, None), 1, 3)
             assert [e.kv.value for e in events] == [first, second]
             assert events[1].prev_kv.value == first
-        finally:
-            await shard.close()
     run(body())
 
 
@@ -183,8 +171,7 @@ def test_open_refuses_a_server_whose_max_allowed_packet_is_too_small(mariadb_ser
 
 def test_a_snapshot_is_established_on_entry(mariadb_kind):
     async def body():
-        store = await opened(mariadb_kind.store("snap"))
-        try:
+        async with while_open(mariadb_kind.store("snap")) as store:
             async with store.snapshot() as before:  # no statement run in it yet
                 await write(store, [(b"k", b"1")], rev=2)
                 async with store.snapshot() as after:
@@ -192,8 +179,6 @@ def test_a_snapshot_is_established_on_entry(mariadb_kind):
                     assert await after.scalar("latest_count", {"start": b"\x00"}, "unbounded") == 1
                 assert await before.scalar("max_rev", {}) is None
                 assert await before.scalar("latest_count", {"start": b"\x00"}, "unbounded") == 0
-        finally:
-            await store.close()
     run(body())
 
 
@@ -201,8 +186,7 @@ def test_a_snapshot_is_established_on_entry(mariadb_kind):
 
 def test_a_killed_writer_connection_loses_its_uncommitted_writes(mariadb_server, mariadb_kind):
     async def body():
-        a = await opened(mariadb_kind.store("kill"))
-        try:
+        async with while_open(mariadb_kind.store("kill")) as a:
             await write(a, [(b"committed", b"1")], rev=2)
             cur = await a.begin()
             await cur.execute("upsert_meta", {"name": "pending", "value": 1})
@@ -216,8 +200,6 @@ def test_a_killed_writer_connection_loses_its_uncommitted_writes(mariadb_server,
             async with a.snapshot() as cur:
                 assert "pending" not in dict(await cur.rows("meta_all", {}))
                 assert await cur.scalar("max_rev", {}) == 2
-        finally:
-            await a.close()
     run(body())
 
 
@@ -225,8 +207,7 @@ def test_the_writer_session_cannot_stay_silent_in_a_transaction(mariadb_kind):
     """limit_writer_silence: the server ends the writer's session once it sat idle in a
     transaction for about a lease (a frozen leader's batch), its lock waits after two."""
     async def body():
-        store = await opened(mariadb_kind.store("silent"))
-        try:
+        async with while_open(mariadb_kind.store("silent")) as store:
             await store.limit_writer_silence(0.4)
             (idle, lock_wait, statement), = await store._w.sql(
                 "SELECT @@idle_transaction_timeout, @@innodb_lock_wait_timeout, @@max_statement_time")
@@ -237,21 +218,15 @@ def test_the_writer_session_cannot_stay_silent_in_a_transaction(mariadb_kind):
             with pytest.raises(pymysql.err.OperationalError):
                 await store.commit()
             await store.rollback()
-        finally:
-            await store.close()
     run(body())
 
 
 def test_a_second_shard_on_the_same_database_is_refused_while_the_first_serves(mariadb_kind):
     async def body():
-        first = Shard(mariadb_kind.store("busy"))
-        await first.open()
-        try:
+        async with while_open(Shard(mariadb_kind.store("busy"))) as first:
             second = Shard(mariadb_kind.store("busy"))
             with pytest.raises(ShardBusy, match="lease is held by pid .* not released within 1s"):
                 await second.open(wait_s=1)
-        finally:
-            await first.close()
     run(body())
 
 
@@ -313,13 +288,9 @@ def test_committed_writes_survive_a_crash_and_the_writer_notices_the_restart(own
             await shard.put(pb.PutRequest(key=b"lost", value=b"v"))
         own_server.restart()  # recovers the crashed data directory
         await shard.close()
-        shard = Shard(MysqlStore(parse_dsn(own_server.dsn("crash"))))
-        await shard.open()
-        try:
+        async with while_open(Shard(MysqlStore(parse_dsn(own_server.dsn("crash"))))) as shard:
             got = await shard.range(pb.RangeRequest(key=b"\x00", range_end=b"\x00"))
             assert got.header.revision == 21 and len(got.kvs) == 20
-        finally:
-            await shard.close()
     run(body())
 
 
@@ -327,9 +298,7 @@ def test_a_full_tablespace_raises_etcds_nospace_alarm(own_server):
     own_server.create_database("full")
 
     async def body():
-        shard = Shard(MysqlStore(parse_dsn(own_server.dsn("full"))))
-        await shard.open()
-        try:
+        async with while_open(Shard(MysqlStore(parse_dsn(own_server.dsn("full"))))) as shard:
             for i in range(200):  # 200 x 1 MiB > the 32 MiB tablespace
                 try:
                     await shard.put(pb.PutRequest(key=b"k%d" % i, value=os.urandom(2 ** 20)))
@@ -341,8 +310,6 @@ def test_a_full_tablespace_raises_etcds_nospace_alarm(own_server):
             with pytest.raises(EtcdError) as err:  # the alarm refuses writes from now on
                 await shard.put(pb.PutRequest(key=b"more", value=b"v"))
             assert err.value.code == errors.NO_SPACE.code
-        finally:
-            await shard.close()
     run(body())
 
 
@@ -361,8 +328,7 @@ def test_a_statement_cancelled_mid_flight_never_leaves_its_connection_in_use(mar
             await cur.sql("SELECT SLEEP(1)")
 
     async def body():
-        store = await opened(mariadb_kind.store("cancel"))
-        try:
+        async with while_open(mariadb_kind.store("cancel")) as store:
             await write(store, [(b"k", b"v")], rev=2)
             await cancelled(slow_read(store))
             for _ in range(2 * store.read_pool_size):  # every pooled connection answers its own query
@@ -373,8 +339,6 @@ def test_a_statement_cancelled_mid_flight_never_leaves_its_connection_in_use(mar
             with pytest.raises(MysqlStoreError, match="writer connection .* is closed"):
                 await store.begin()  # never on a connection left mid-protocol: reopen the store
             assert await latest(store, b"k", b"l") == [(b"k", b"v")]
-        finally:
-            await store.close()
     run(body())
 
 
@@ -433,12 +397,9 @@ def test_tls_parameters_of_the_dsn_reach_the_server(tmp_path):
         server.admin(f"ALTER USER '{server.USER}'@'127.0.0.1' REQUIRE SSL")
 
         async def cipher(query: str) -> str:
-            store = await opened(MysqlStore(parse_dsn(server.dsn("tls") + query)))
-            try:
+            async with while_open(MysqlStore(parse_dsn(server.dsn("tls") + query))) as store:
                 async with store.snapshot() as cur:
                     return (await cur.sql("SHOW SESSION STATUS LIKE 'Ssl_cipher'"))[0][1]
-            finally:
-                await store.close()
 
         assert run(cipher(f"?ssl-ca={files['ca.pem']}"))  # VERIFY_IDENTITY: CA and 127.0.0.1
         assert run(cipher("?ssl-mode=REQUIRED"))  # encrypted, unverified

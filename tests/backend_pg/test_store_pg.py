@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from backend_pg.store import MAX_KEY_BYTES, PostgresStore, StoreUnavailable, WriterLost, ssl_option
+from harness.databases import while_open
 from harness.postgres import PASSWORD, PostgresServer
 from kubefabric.dsn import parse_dsn
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
@@ -48,9 +49,7 @@ async def latest(cur, start: bytes, end: bytes | None = None) -> list[tuple]:
 
 def test_keys_of_any_bytes_store_range_and_sort_as_bytes(postgres_kind):
     async def body():
-        store = postgres_kind.store("db")
-        await store.open()
-        try:
+        async with while_open(postgres_kind.store("db")) as store:
             cur = await store.begin()
             for i, key in enumerate(ODD_KEYS):
                 await cur.execute("insert_log", dict(key=key, rev=2, sub=i, create_rev=2, prev_rev=0, version=1,
@@ -68,17 +67,13 @@ def test_keys_of_any_bytes_store_range_and_sort_as_bytes(postgres_kind):
                         want = sorted(k for k in ODD_KEYS if start <= k < end)
                         assert [r[0] for r in await latest(cur, start, end)] == want, (start, end)
                     assert [r[0] for r in await latest(cur, start, b"")] == sorted(k for k in ODD_KEYS if k >= start)
-        finally:
-            await store.close()
     run(body())
 
 
 def test_the_longest_key_works_and_one_byte_more_fails_with_program_limit_exceeded(postgres_kind):
     async def body():
         key = os.urandom(MAX_KEY_BYTES)  # random: PostgreSQL compresses index entries when it can
-        shard = Shard(postgres_kind.store("db"))
-        await shard.open()
-        try:
+        async with while_open(Shard(postgres_kind.store("db"))) as shard:
             await shard.put(pb.PutRequest(key=key, value=b"x"))
             await shard.put(pb.PutRequest(key=key, value=b"y"))  # a second log row of the same key
             got = await shard.range(pb.RangeRequest(key=key))
@@ -90,8 +85,6 @@ def test_the_longest_key_works_and_one_byte_more_fails_with_program_limit_exceed
                 await store.rollback()
             assert err.value.sqlstate == "54000" and "index row size" in str(err.value)
             assert shard.store.max_key_bytes == MAX_KEY_BYTES
-        finally:
-            await shard.close()
     run(body())
 
 
@@ -99,9 +92,7 @@ def test_the_longest_key_works_and_one_byte_more_fails_with_program_limit_exceed
 
 def test_a_snapshot_sees_exactly_what_was_committed_before_it_was_entered(postgres_kind):
     async def body():
-        store = postgres_kind.store("db")
-        await store.open()
-        try:
+        async with while_open(postgres_kind.store("db")) as store:
             await write(store, b"a", b"1", rev=2)
             async with store.snapshot() as before:
                 await write(store, b"b", b"2", rev=3)
@@ -112,16 +103,12 @@ def test_a_snapshot_sees_exactly_what_was_committed_before_it_was_entered(postgr
                     assert await after.scalar("max_rev", {}) == 3
                 # still the old snapshot, statement after statement
                 assert await before.scalar("latest_count", {"start": b""}, "unbounded") == 1
-        finally:
-            await store.close()
     run(body())
 
 
 def test_reads_run_concurrently_on_separate_pooled_connections(postgres_kind):
     async def body():
-        store = postgres_kind.store("db", read_pool_size=3)
-        await store.open()
-        try:
+        async with while_open(postgres_kind.store("db", read_pool_size=3)) as store:
             pids = set()
 
             async def read():
@@ -131,16 +118,12 @@ def test_reads_run_concurrently_on_separate_pooled_connections(postgres_kind):
             started = time.monotonic()
             await asyncio.gather(*(read() for _ in range(6)))
             assert len(pids) == 3 and time.monotonic() - started < 1.0  # 2 rounds of 3, not 6 in turn
-        finally:
-            await store.close()
     run(body())
 
 
 def test_statements_are_prepared_once_per_connection(postgres_kind):
     async def body():
-        store = postgres_kind.store("db", read_pool_size=1)
-        await store.open()
-        try:
+        async with while_open(postgres_kind.store("db", read_pool_size=1)) as store:
             sql = store.stmts.get("latest_rows", "bounded").sql
             for i in range(5):
                 async with store.snapshot() as cur:
@@ -148,8 +131,6 @@ def test_statements_are_prepared_once_per_connection(postgres_kind):
             async with store.snapshot() as cur:
                 n = await cur.conn.fetchval("SELECT count(*) FROM pg_prepared_statements WHERE statement = $1", sql)
             assert n == 1
-        finally:
-            await store.close()
     run(body())
 
 
@@ -157,9 +138,7 @@ def test_statements_are_prepared_once_per_connection(postgres_kind):
 
 def test_a_killed_writer_connection_loses_its_open_writes_and_stays_dead(postgres_kind, postgres_server):
     async def body():
-        one = postgres_kind.store("db")
-        await one.open()
-        try:
+        async with while_open(postgres_kind.store("db")) as one:
             cur = await one.begin()
             await cur.execute("insert_log", dict(key=b"lost", rev=2, sub=0, create_rev=2, prev_rev=0, version=1,
                                                  lease=0, deleted=0, value=b"v"))
@@ -172,8 +151,6 @@ def test_a_killed_writer_connection_loses_its_open_writes_and_stays_dead(postgre
                 await one.begin()
             async with one.snapshot() as cur:  # the store still reads
                 assert await cur.scalar("log_count", {}) == 0
-        finally:
-            await one.close()
     run(body())
 
 
@@ -181,9 +158,7 @@ def test_the_writer_session_cannot_stay_silent_in_a_transaction(postgres_kind):
     """limit_writer_silence: the server ends the writer's session once it sat idle in a
     transaction for about a lease (a frozen leader's batch), and its lock waits after two."""
     async def body():
-        store = postgres_kind.store("db")
-        await store.open()
-        try:
+        async with while_open(postgres_kind.store("db")) as store:
             await store.limit_writer_silence(0.3)
             settings = dict(await store._w.fetch(
                 "SELECT name, setting FROM pg_settings WHERE name IN ('idle_in_transaction_session_timeout',"
@@ -196,8 +171,6 @@ def test_the_writer_session_cannot_stay_silent_in_a_transaction(postgres_kind):
             with pytest.raises((asyncpg.PostgresError, WriterLost)):
                 await store.commit()
             await store.rollback()
-        finally:
-            await store.close()
     run(body())
 
 
@@ -226,9 +199,7 @@ def test_open_against_a_stopped_server_raises_a_clear_error_without_the_password
 
 def test_is_disk_full_recognises_sqlstate_53100(postgres_kind):
     async def body():
-        store = postgres_kind.store("db")
-        await store.open()
-        try:
+        async with while_open(postgres_kind.store("db")) as store:
             cur = await store.begin()
             with pytest.raises(asyncpg.PostgresError) as full:
                 await cur.conn.execute("DO $$ BEGIN RAISE EXCEPTION 'no space left' USING ERRCODE = 'disk_full'; END $$")
@@ -239,8 +210,6 @@ def test_is_disk_full_recognises_sqlstate_53100(postgres_kind):
                 await cur.execute("upsert_meta", {"name": "x", "value": 1})
                 await cur.conn.execute("INSERT INTO kf_meta (name, value) VALUES ('x', 2)")
             await store.rollback()
-        finally:
-            await store.close()
         assert full.value.sqlstate == "53100" and PostgresStore.is_disk_full(full.value)
         assert duplicate.value.sqlstate == "23505" and not PostgresStore.is_disk_full(duplicate.value)
         try:
@@ -255,9 +224,7 @@ def test_is_disk_full_recognises_sqlstate_53100(postgres_kind):
 
 def test_committed_writes_survive_a_server_crash_and_the_old_writer_stays_dead(postgres_kind, postgres_server):
     async def body():
-        shard = Shard(postgres_kind.store("db"))
-        await shard.open()
-        try:
+        async with while_open(Shard(postgres_kind.store("db"))) as shard:
             for i in range(20):
                 await shard.put(pb.PutRequest(key=b"k%02d" % i, value=b"v%d" % i))
             postgres_server.kill()
@@ -265,16 +232,10 @@ def test_committed_writes_survive_a_server_crash_and_the_old_writer_stays_dead(p
             with pytest.raises(Exception):  # the writer connection died with the server
                 await shard.put(pb.PutRequest(key=b"after", value=b"x"))
             assert shard.store._w.is_closed()
-        finally:
-            await shard.close()
-        shard = Shard(postgres_kind.store("db"))
-        await shard.open()
-        try:
+        async with while_open(Shard(postgres_kind.store("db"))) as shard:
             got = await shard.range(pb.RangeRequest(key=b"k", range_end=b"l"))
             assert [kv.key for kv in got.kvs] == [b"k%02d" % i for i in range(20)] and got.header.revision == 21
             assert (await shard.put(pb.PutRequest(key=b"after", value=b"x"))).header.revision == 22
-        finally:
-            await shard.close()
     run(body())
 
 

@@ -1,6 +1,8 @@
 """The databases one test uses on a session's database server (PostgreSQL, MariaDB)."""
 from __future__ import annotations
 
+import contextlib
+
 
 class PerTestDatabases:
     """Databases named `<test prefix>_<name>` (the server's rules: `name_of`), created on first
@@ -34,3 +36,13 @@ class PerTestDatabases:
         for db in sorted(self.created):
             self.server.drop_database(db)
         self.created.clear()
+
+
+@contextlib.asynccontextmanager
+async def while_open(resource):
+    """`resource` (a store or a shard) opened, and closed on the way out."""
+    await resource.open()
+    try:
+        yield resource
+    finally:
+        await resource.close()
