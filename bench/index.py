@@ -3,6 +3,10 @@
     uv run python bench/index.py                              # 10k and 100k objects, ~15 min
     uv run python bench/index.py --sizes 10000,100000,1000000 --plot bench/index.png --json out.json
     uv run python bench/index.py --only puts --clients 16,64   # put throughput only
+    # the parts in separate runs, then one table and plot:
+    uv run python bench/index.py --sizes 1000000 --only lists --json 1m.json
+    uv run python bench/index.py --only puts --rounds 3 --json puts.json
+    uv run python bench/index.py --only none --add 1m.json --add puts.json --plot bench/index.png
 
 For each size N: `kubefabric serve --topology` (embedded SQLite) whose rule for the custom
 resource widgets.bench.example.com has `index: {labels: true, fields: [spec.customer]}`, and
@@ -256,7 +260,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--sizes", default="10000,100000", help="object counts (default 10000,100000)")
-    p.add_argument("--only", choices=("lists", "puts"), help="one half of the benchmark")
+    p.add_argument("--only", choices=("lists", "puts", "none"),
+                   help="one half of the benchmark (none: only table and plot the --add files)")
     p.add_argument("--clients", default="16,64", help="put clients (default 16,64)")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per put run")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each put run")
@@ -264,34 +269,36 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=20, help="index queries per size (scan/ranges: a tenth)")
     p.add_argument("--json", help="write every result to this file")
     p.add_argument("--add", action="append", default=[], metavar="JSON",
-                   help="also table and plot the list results of an earlier run's --json file "
-                        "(e.g. a separate 1M-object run)")
+                   help="also table and plot the results of an earlier run's --json file "
+                        "(e.g. a separate 1M-object run); repeatable")
     p.add_argument("--plot", help="write the figure (PNG) to this file")
     args = p.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",")]
-    bench.build_loadgen()
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if args.only != "none":
+        bench.build_loadgen()
     try:
-        if args.only != "puts":
+        if args.only not in ("puts", "none"):
             bins = bench.reference_bin_dir()
             results["lists"] = [lists(int(n), bins, args.repeat) for n in args.sizes.split(",")]
-        if args.only != "lists":
+        if args.only not in ("lists", "none"):
             results["puts"] = puts(clients, args.duration, args.warmup, args.rounds)
     finally:
         bench.cleanup()
         for d in TOPOLOGY_DIRS:
             shutil.rmtree(d, ignore_errors=True)
-    lists_all = sorted([*results.get("lists", []),
-                        *(r for f in args.add for r in json.loads(Path(f).read_text()).get("lists", []))],
-                       key=lambda r: r["objects"])
-    if lists_all:
-        print(list_table(lists_all))
-    if "puts" in results:
-        print(put_table(results["puts"], clients))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    if args.plot and lists_all and "puts" in results:
-        plot(lists_all, results["puts"], clients, args.plot)
+    added = [json.loads(Path(f).read_text()) for f in args.add]
+    lists_all = sorted([*results.get("lists", []), *(r for a in added for r in a.get("lists", []))],
+                       key=lambda r: r["objects"])
+    puts_all = [*results.get("puts", []), *(r for a in added for r in a.get("puts", []))]
+    if lists_all:
+        print(list_table(lists_all))
+    if puts_all:
+        print(put_table(puts_all, clients))
+    if args.plot and lists_all and puts_all:
+        plot(lists_all, puts_all, clients, args.plot)
     return 0
 
 
