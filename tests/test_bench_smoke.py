@@ -182,3 +182,16 @@ def test_watch_table_ratios_to_etcd():
     row = next(line for line in table.splitlines() if line.startswith("kf-hub "))
     assert row.split("|")[-1].split() == ["1.50", "3.00", "4.00"], row
     assert "90 (hub 50)" in row, row
+
+
+def test_index_sqlite_variants(capsys):
+    """bench/index_sqlite.py runs each variant through the SQLite store; the index writes more
+    pages than no index, and fewer without its term index (bytes, not time: no timing asserted)."""
+    spec = importlib.util.spec_from_file_location("bench_index_sqlite", REPO / "bench" / "index_sqlite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = {r["variant"]: r for r in (module.run(v, 640, 32, seed=0) for v in module.VARIANTS)}
+    assert all(r["puts"] == 640 and r["cpu_us_per_put"] > 0 for r in out.values())
+    written = {v: r["written_kb_per_put"] for v, r in out.items()}
+    assert written["none"] < written["no-term-index"] < written["indexed"], written
+    assert written["partial-term-index"] < written["indexed"], written
