@@ -31,7 +31,7 @@ class Compiled(NamedTuple):
     def args(self, values: dict | tuple) -> tuple:
         """Positional arguments for the driver, from named values (a tuple: already positional,
         in `params` order; the index rows of the writer)."""
-        if type(values) is tuple:
+        if isinstance(values, tuple):
             return values
         consts = self.constants
         return tuple(values[n] if n in values else consts[n] for n in self.params)
