@@ -41,6 +41,12 @@ from harness.normalise import compare_recordings, recording
 # SQLite shard, while the merged watch feed and the clock sync run across all three), or "hub":
 # kv-router --watch-hub, a watch-hub and a SQLite shard service publishing on NATS JetStream.
 SHARD_NAMES = itertools.count()  # hub-target shards: unique per session (NATS dedupes by name:rev)
+# A differential target's shard service is its shard's only replica: nobody can take over, so a
+# lease longer than the 1 s default only keeps an event-loop stall on a loaded CI machine from
+# ending the leader's term (headers would then say raft_term 3 where etcd says 2). Failover with
+# the default lease is tested in tests/shard and tests/robustness. Flags the test gives come
+# after these and win.
+SOLE_REPLICA_FLAGS = ["--leader-lease", "5s"]
 DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,postgres,mariadb,topology,hub")
                 .split(",") if t]
 
@@ -52,6 +58,10 @@ def say(capsys):
         with capsys.disabled():
             print(line, flush=True)
     return out
+
+
+def sole_replica(extra) -> list[str]:
+    return [*SOLE_REPLICA_FLAGS, *shard_flags(extra or [])]
 
 
 @pytest.fixture
@@ -81,9 +91,9 @@ def server_factory(tmp_path, request):
         """kv-router on THREE_SHARDS: embedded SQLite (default), PostgreSQL (tenant-a pods),
         MariaDB (events)."""
         d = workdir("topology")
-        tenants = start_shard(d, "postgres", database("postgres"), shard_flags(extra or []), name="tenants")
+        tenants = start_shard(d, "postgres", database("postgres"), sole_replica(extra), name="tenants")
         started.append(tenants)
-        events = start_shard(d, "mariadb", database("mariadb"), shard_flags(extra or []), name="events")
+        events = start_shard(d, "mariadb", database("mariadb"), sole_replica(extra), name="events")
         started.append(events)
         topology = d / "topology.yaml"
         topology.write_text(THREE_SHARDS.format(tenants=tenants.endpoint, events=events.endpoint))
@@ -101,7 +111,7 @@ def server_factory(tmp_path, request):
             dsn = f"sqlite://{d / 'shard'}"
         else:
             dsn = database(backend)
-        shard = start_shard(d, backend, dsn, shard_flags(extra or []))
+        shard = start_shard(d, backend, dsn, sole_replica(extra))
         started.append(shard)
         router = start_router(d, [shard], extra)
         started.append(router)
@@ -134,7 +144,8 @@ def server_factory(tmp_path, request):
                           for _ in range(hubs)]
         else:
             name = f"s{next(SHARD_NAMES)}-{os.getpid()}"  # a stream of its own on the shared NATS
-            replica = start_shard(d, "sqlite", f"sqlite://{d / 'shard'}", publish, name=name)
+            replica = start_shard(d, "sqlite", f"sqlite://{d / 'shard'}",
+                                  [*SOLE_REPLICA_FLAGS, *publish], name=name)
             started.append(replica)
             stack.shards[name] = [replica]
             stack.hubs = [start_hub(d, nats.url, [replica], shard_name=name, extra=hub_flags(extra or []))
