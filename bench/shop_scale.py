@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -119,7 +120,11 @@ class Memory:
         self.seconds = time.monotonic() - self.t0
 
 
-async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: int, timeout: float) -> dict:
+async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: int, timeout: float,
+                   components: dict) -> dict:
+    """components: name -> Popen of the processes the chain needs (function, operator, trigger):
+    one that exits ends the run early (nothing would finish it), as does SIGINT/SIGTERM; the
+    result then says how far it got."""
     from lightkube import AsyncClient, KubeConfig
     from lightkube.core.exceptions import ApiError
     from lightkube.resources.core_v1 import ConfigMap
@@ -178,18 +183,45 @@ async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: in
             done.set()   # ends the wait: the result says how far it got
     for w in watchers:
         w.add_done_callback(watch_died)
+    stopped: list[str] = []
+
+    def stop(why: str) -> None:
+        print(why, flush=True)
+        stopped.append(why)
+        done.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, f"stopped by signal {sig.name}: reporting how far it got")
+
+    async def watch_components() -> None:
+        while not done.is_set():
+            for name, proc in components.items():
+                if proc.poll() is not None:
+                    stop(f"{name} exited with {proc.returncode} at {time.monotonic() - t0:.0f}s: ending the run")
+                    return
+            await asyncio.sleep(1)
 
     t0 = time.monotonic()
-    await asyncio.gather(*(create(o) for o in orders))
+    progress_task = asyncio.create_task(report_progress(count, acked, priced, final, t0))
+    components_task = asyncio.create_task(watch_components())
+    creating = asyncio.ensure_future(asyncio.gather(*(create(o) for o in orders)))
+    stopping = asyncio.create_task(done.wait())
+    await asyncio.wait({creating, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not creating.done():   # stopped early: the creates in flight are abandoned
+        creating.cancel()
+    elif creating.exception() is not None:
+        raise creating.exception()
+    stopping.cancel()
     created = time.monotonic() - t0
-    print(f"created {count} orders in {created:.1f}s ({count / created:.0f}/s)", flush=True)
-    progress_task = asyncio.create_task(report_progress(count, priced, final, t0))
+    print(f"created {len(acked)} orders in {created:.1f}s ({len(acked) / created:.0f}/s)", flush=True)
     try:
         await asyncio.wait_for(done.wait(), timeout)
     except asyncio.TimeoutError:
         pass
     complete = len(priced) == count and len(final) == count
     progress_task.cancel()
+    components_task.cancel()
     reconciled = time.monotonic() - t0
     for w in watchers:
         w.cancel()
@@ -199,18 +231,18 @@ async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: in
     watch_lag = [seen[n] - acked[n] for n in seen if n in acked]
     timeline = sorted((t - t0, kind) for kind, d in (("created", acked), ("priced", priced), ("final", final))
                       for t in d.values())
-    return {"orders": count, "complete": complete, "t0_monotonic": t0, "create_seconds": created, "create_rate": count / created,
+    return {"orders": count, "complete": complete, "stopped": stopped, "t0_monotonic": t0, "create_seconds": created, "create_rate": len(acked) / created,
             "reconciled_seconds": reconciled, "priced": len(priced), "invoiced": len(invoiced), "final": len(final),
             "function_lag": summary(function_lag), "operator_lag": summary(operator_lag),
             "watch_lag": summary(watch_lag), "function_lags": function_lag, "operator_lags": operator_lag,
             "watch_lags": watch_lag, "timeline": timeline}
 
 
-async def report_progress(count: int, priced: dict, final: dict, t0: float) -> None:
+async def report_progress(count: int, acked: dict, priced: dict, final: dict, t0: float) -> None:
     while True:
         await asyncio.sleep(10)
-        print(f"  {time.monotonic() - t0:6.0f}s: {len(priced)}/{count} priced, {len(final)}/{count} invoices final",
-              flush=True)
+        print(f"  {time.monotonic() - t0:6.0f}s: {len(acked)}/{count} created, {len(priced)}/{count} priced, "
+              f"{len(final)}/{count} invoices final", flush=True)
 
 
 def summary(values: list[float]) -> dict:
@@ -324,7 +356,8 @@ def main() -> int:
         memory = Memory(pids, with_children={"postgresql"})
         memory.start()
         logs_at_start = log_sizes(work / "stack")
-        result = asyncio.run(run_load(stack, args.orders, NAMESPACE, args.concurrency, args.timeout))
+        result = asyncio.run(run_load(stack, args.orders, NAMESPACE, args.concurrency, args.timeout,
+                                      {"shop function": fn.proc, "shop operator": op.proc, "trigger": trigger.proc}))
         memory.stop()
         logs_at_end = log_sizes(work / "stack")
     finally:
