@@ -231,7 +231,8 @@ async def run_load(stack: ShopStack, count: int, namespace: str, concurrency: in
     watch_lag = [seen[n] - acked[n] for n in seen if n in acked]
     timeline = sorted((t - t0, kind) for kind, d in (("created", acked), ("priced", priced), ("final", final))
                       for t in d.values())
-    return {"orders": count, "complete": complete, "stopped": stopped, "t0_monotonic": t0, "create_seconds": created, "create_rate": len(acked) / created,
+    return {"orders": count, "complete": complete, "stopped": stopped, "t0_monotonic": t0,
+            "created": len(acked), "create_seconds": created, "create_rate": len(acked) / created,
             "reconciled_seconds": reconciled, "priced": len(priced), "invoiced": len(invoiced), "final": len(final),
             "function_lag": summary(function_lag), "operator_lag": summary(operator_lag),
             "watch_lag": summary(watch_lag), "function_lags": function_lag, "operator_lags": operator_lag,
