@@ -156,9 +156,9 @@ def make_app(pricer: Pricer) -> web.Application:
         except BadEvent as err:
             log.warning("event %s refused: %s", event.get_id(), err)
             return web.json_response({"error": str(err)}, status=400)
-        except (ApiError, RuntimeError) as err:
+        except (ApiError, RuntimeError, *model.UNANSWERED) as err:
             # 5xx: the trigger retries the delivery (and pricing is idempotent)
-            log.warning("event %s failed, to be retried: %s", event.get_id(), err)
+            log.warning("event %s failed, to be retried: %r", event.get_id(), err)
             return web.json_response({"error": str(err)}, status=503)
         finally:
             otel_context.detach(token)

@@ -26,6 +26,8 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
+from shop.model import UNANSWERED
+
 log = logging.getLogger("shop.leader")
 
 
@@ -53,6 +55,8 @@ class LeaderElector:
                     return
             except ApiError as err:
                 log.warning("%s: %s", self.lease_ref, err.status.message)
+            except UNANSWERED as err:
+                log.warning("%s: kube-apiserver did not answer: %r", self.lease_ref, err)
             if not announced:
                 log.info("%s is held by %s: waiting to take over", self.lease_ref, self._observed[0]
                          if self._observed else "another candidate")
@@ -71,8 +75,8 @@ class LeaderElector:
                 log.error("%s was taken by %s: no longer leading", self.lease_ref,
                           self._observed[0] if self._observed else "another candidate")
                 return
-            except (ApiError, OSError, asyncio.TimeoutError) as err:
-                log.warning("%s: renewal failed: %s", self.lease_ref, err)
+            except (ApiError, *UNANSWERED) as err:
+                log.warning("%s: renewal failed: %r", self.lease_ref, err)
             if time.monotonic() - last_renewed > self.renew_deadline:
                 log.error("%s not renewed for %.0fs: no longer leading", self.lease_ref, self.renew_deadline)
                 return
@@ -89,8 +93,8 @@ class LeaderElector:
             lease.spec.renewTime = now()
             await self.client.replace(lease)
             log.info("%s released", self.lease_ref)
-        except (ApiError, OSError) as err:
-            log.warning("%s: could not release: %s", self.lease_ref, err)
+        except (ApiError, *UNANSWERED) as err:
+            log.warning("%s: could not release: %r", self.lease_ref, err)
 
     async def _try_acquire_or_renew(self) -> bool:
         t = now()

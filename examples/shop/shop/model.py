@@ -1,6 +1,9 @@
 """The Order resource, its price list and the names every layer agrees on."""
 from __future__ import annotations
 
+import asyncio
+
+import httpx2
 from lightkube.generic_resource import create_namespaced_resource
 
 GROUP = "shop.example.com"
@@ -10,6 +13,11 @@ KIND = "Order"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 Order = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+
+# What a call to kube-apiserver raises when no answer came (lightkube's transport: a read, pool
+# or connect timeout, a broken connection), as opposed to ApiError, an answer that says no.
+# Every layer treats these as "try again", never as a reason to exit.
+UNANSWERED: tuple[type[BaseException], ...] = (httpx2.TransportError, OSError, asyncio.TimeoutError)
 
 # Prices in cents. An order with a SKU not listed here is not priced: its status says why.
 PRICES: dict[str, int] = {
