@@ -21,6 +21,7 @@ import asyncio
 import functools
 import logging
 from contextlib import aclosing
+from typing import NamedTuple
 
 from grpc import StatusCode
 
@@ -70,6 +71,13 @@ def created_rev_is(key: bytes, rev: int) -> pb.Compare:
     return pb.Compare(key=key, target=pb.Compare.CREATE, result=pb.Compare.EQUAL, create_revision=rev)
 
 
+class Queued(NamedTuple):
+    prefix: bytes             # <name>/
+    key: bytes                # <name>/<lease hex>: this session's place in the queue
+    lease: int
+    resp: pb.TxnResponse      # the joining txn's (succeeded: the key was created by it)
+
+
 class Recipe:
     """The KV, lease and watch steps both services are made of, checked as the caller."""
 
@@ -110,6 +118,21 @@ class Recipe:
         check_delete(req)
         self.auth.check_delete(context, req)
         return await self.shard.delete_range(req)
+
+    async def join_queue(self, context, name: bytes, lease: int, value: bytes = b"",
+                         also: pb.RequestOp | None = None) -> Queued:
+        """The first step of a Lock and of a Campaign: the session's lease, and its key under
+        <name>/ created with that lease unless it exists already (a session that queues keeps
+        its place: the failure branch reads the key). `also` runs in both branches, last."""
+        lease = await self.session_lease(context, lease)
+        prefix = name + b"/"
+        key = owner_key(prefix, lease)
+        extra = [also] if also is not None else []
+        resp = await self.txn(context, pb.TxnRequest(
+            compare=[created_rev_is(key, 0)],
+            success=[pb.RequestOp(request_put=pb.PutRequest(key=key, value=value, lease=lease)), *extra],
+            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=key)), *extra]))
+        return Queued(prefix, key, lease, resp)
 
     def header(self, revision: int) -> pb.ResponseHeader:
         hdr = pb.ResponseHeader()

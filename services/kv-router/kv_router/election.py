@@ -25,7 +25,7 @@ from kubefabric.proto.v3electionpb import v3election_pb2_grpc as erpc
 from kubefabric.rpc.handlers import etcd_unary
 from kubefabric.rpc.wire import Malformed
 
-from .concurrency import Recipe, client_errors, created_rev_is, first_created, owner_key
+from .concurrency import Recipe, client_errors, created_rev_is, first_created
 
 NOT_LEADER = EtcdError(StatusCode.UNKNOWN, "election: not leader")
 NO_LEADER = EtcdError(StatusCode.UNKNOWN, "election: no leader")
@@ -43,13 +43,8 @@ class ElectionService(erpc.ElectionServicer):
     @etcd_unary
     @client_errors
     async def Campaign(self, request: epb.CampaignRequest, context) -> epb.CampaignResponse:
-        lease = await self.c.session_lease(context, request.lease)
-        prefix = request.name + b"/"
-        key = owner_key(prefix, lease)
-        resp = await self.c.txn(context, pb.TxnRequest(
-            compare=[created_rev_is(key, 0)],
-            success=[pb.RequestOp(request_put=pb.PutRequest(key=key, value=request.value, lease=lease))],
-            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=key))]))
+        prefix, key, lease, resp = await self.c.join_queue(context, request.name, request.lease,
+                                                           request.value)
         rev = resp.header.revision
         if not resp.succeeded:  # this lease campaigns already: its candidacy goes on
             kv = resp.responses[0].response_range.kvs[0]
@@ -72,22 +67,22 @@ class ElectionService(erpc.ElectionServicer):
     @etcd_unary
     @client_errors
     async def Proclaim(self, request: epb.ProclaimRequest, context) -> epb.ProclaimResponse:
-        if not request.HasField("leader"):
-            raise MISSING_LEADER_KEY
-        leader = request.leader
-        lease = await self.c.session_lease(context, leader.lease)
+        leader, lease = await self._leader(request, context)
         header = await self._proclaim(context, leader.key, leader.rev, lease, request.value)
         return epb.ProclaimResponse(header=header)
 
     @etcd_unary
     @client_errors
     async def Resign(self, request: epb.ResignRequest, context) -> epb.ResignResponse:
-        if not request.HasField("leader"):
-            raise MISSING_LEADER_KEY
-        leader = request.leader
-        await self.c.session_lease(context, leader.lease)  # etcd opens a session here too
+        leader, _ = await self._leader(request, context)  # etcd opens a session here too
         header = await self._resign(context, leader.key, leader.rev)
         return epb.ResignResponse(header=header)
+
+    async def _leader(self, request, context) -> tuple[epb.LeaderKey, int]:
+        """A Proclaim's or Resign's leader key, and its session's lease (etcd opens a session)."""
+        if not request.HasField("leader"):
+            raise MISSING_LEADER_KEY
+        return request.leader, await self.c.session_lease(context, request.leader.lease)
 
     @etcd_unary
     @client_errors

@@ -17,7 +17,7 @@ from kubefabric.proto.v3lockpb import v3lock_pb2 as lpb
 from kubefabric.proto.v3lockpb import v3lock_pb2_grpc as lrpc
 from kubefabric.rpc.handlers import etcd_unary
 
-from .concurrency import Recipe, client_errors, created_rev_is, first_created, owner_key
+from .concurrency import Recipe, client_errors, first_created
 
 SESSION_EXPIRED = EtcdError(StatusCode.UNKNOWN, "mutex: session is expired")
 
@@ -29,16 +29,8 @@ class LockService(lrpc.LockServicer):
     @etcd_unary
     @client_errors
     async def Lock(self, request: lpb.LockRequest, context) -> lpb.LockResponse:
-        lease = await self.c.session_lease(context, request.lease)
-        prefix = request.name + b"/"
-        key = owner_key(prefix, lease)
-        owner = first_created(prefix)
-        resp = await self.c.txn(context, pb.TxnRequest(
-            compare=[created_rev_is(key, 0)],
-            success=[pb.RequestOp(request_put=pb.PutRequest(key=key, lease=lease)),
-                     pb.RequestOp(request_range=owner)],
-            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=key)),
-                     pb.RequestOp(request_range=owner)]))
+        owner = pb.RequestOp(request_range=first_created(request.name + b"/"))
+        prefix, key, _, resp = await self.c.join_queue(context, request.name, request.lease, also=owner)
         my_rev = resp.header.revision
         if not resp.succeeded:  # the lease's key exists already: it contends as it is
             my_rev = resp.responses[0].response_range.kvs[0].create_revision
