@@ -64,15 +64,23 @@ start_kubefabric() {
 
 server_flags=()  # the flags a library's suite asks the server for (etcd's names, which kubefabric serve shares)
 
+# sdist DIR PACKAGE VERSION: src=$cache/DIR-VERSION; unless it is ready (.ready, written by the
+# caller once the suite's requirements are installed), a fresh venv there and the package's PyPI
+# source release (which holds its tests) unpacked beside it
+sdist() {
+  src=$cache/$1-$3
+  [ -f "$src/.ready" ] && return 0
+  rm -rf "$src"; mkdir -p "$src"
+  command -v uv >/dev/null || python3 -m pip install --quiet uv
+  uv venv --quiet --seed --python 3.11 "$src/venv"
+  "$src/venv/bin/python" -m pip download --quiet --no-deps --no-binary :all: -d "$src" "$2==$3"
+  tar xzf "$src/$2-$3.tar.gz" -C "$src"
+}
+
 PY_ETCD3=0.12.0
 prepare_python-etcd3() {
-  src=$cache/python-etcd3-$PY_ETCD3
+  sdist python-etcd3 etcd3 "$PY_ETCD3"
   if [ ! -f "$src/.ready" ]; then
-    rm -rf "$src"; mkdir -p "$src"
-    command -v uv >/dev/null || python3 -m pip install --quiet uv
-    uv venv --quiet --seed --python 3.11 "$src/venv"
-    "$src/venv/bin/python" -m pip download --quiet --no-deps --no-binary :all: -d "$src" "etcd3==$PY_ETCD3"
-    tar xzf "$src/etcd3-$PY_ETCD3.tar.gz" -C "$src"
     # the suite's own test requirements (requirements/test.txt), pinned to versions that install
     # on Python 3.11; grpcio new enough for 3.11, protobuf 3.20 (pure Python) for the library's
     # 2017-era generated code
@@ -103,13 +111,8 @@ run_python-etcd3() {
 
 AETCD=1.0.0
 prepare_aetcd() {
-  src=$cache/aetcd-$AETCD
+  sdist aetcd aetcd "$AETCD"
   if [ ! -f "$src/.ready" ]; then
-    rm -rf "$src"; mkdir -p "$src"
-    command -v uv >/dev/null || python3 -m pip install --quiet uv
-    uv venv --quiet --seed --python 3.11 "$src/venv"
-    "$src/venv/bin/python" -m pip download --quiet --no-deps --no-binary :all: -d "$src" "aetcd==$AETCD"
-    tar xzf "$src/aetcd-$AETCD.tar.gz" -C "$src"
     # the suite's own test extra (pytest, pytest-asyncio, pytest-mock as pyproject.toml pins them;
     # pytest-cov left out, its coverage report is not a result); grpcio and protobuf within the
     # library's ranges (grpcio>1.66, protobuf>4,<8), the versions our own lockfile has
