@@ -29,9 +29,10 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb.kv_pb2 import Event
 from kubefabric.watch.registry import Watcher, WatcherRegistry
 
+from .watchproxy import HUB_LOST_S  # no hub that long ends the wait with UNAVAILABLE, as a watch
+
 log = logging.getLogger("kubefabric.router.keywatch")
 
-HUB_LOST_S = 15.0  # as the watch proxy: no hub that long ends the wait with UNAVAILABLE
 Batch = tuple[int, list[Event]]
 
 
@@ -44,7 +45,6 @@ class _Inbox:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue = asyncio.Queue()
-        self.closed = False
 
     def send_events(self, w: Watcher, revision: int, events: list, trace=None) -> None:
         self.queue.put_nowait((revision, list(events)))
@@ -77,7 +77,6 @@ class RegistryWatch:
                     raise item
                 yield item
         finally:
-            inbox.closed = True
             self.registry.remove(w)
 
 
