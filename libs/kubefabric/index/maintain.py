@@ -208,12 +208,14 @@ class ShardIndex:
 
     async def _step(self, applier, rule_id: str):
         """Writer handler: index the next page of the rule's log rows; (done, rows), or None
-        when there is nothing to do."""
+        when the rule was dropped meanwhile."""
         cur = applier.cur
         st = (await read_states(cur)).get(rule_id)
         rule = self.by_id.get(rule_id)
-        if st is None or st.ready or rule is None:
+        if st is None or rule is None:
             return None
+        if st.ready:  # an earlier task committed it (its gauge update may have been lost)
+            return True, 0
         rows, (start, end), cursor = await self._next_rows(cur, rule, st)
         if rows:
             # every version <= since_rev of the keys in [start, end) is in `rows`: rewritten
