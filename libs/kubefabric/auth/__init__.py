@@ -1,6 +1,6 @@
-"""etcd's authentication and authorization (issue 20 point 1).
+"""etcd's authentication and authorization (issue 20 point 1). Its errors are etcd's, in
+kubefabric.etcd.errors with the rest (one table, so `from_status` knows them too).
 
-- `errors`: etcd's auth errors (gRPC code and exact message).
 - `state`: the auth store (users, roles, enabled flag, auth revision) and its changes, applied
   by the default shard's writer exactly as etcd's auth store applies them.
 - `perms`: permission checks over key ranges (etcd's unified range permissions).

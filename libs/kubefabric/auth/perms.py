@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kubefabric.proto.authpb import auth_pb2 as authpb
 
-from . import errors
+from kubefabric.etcd import errors
 from .state import AuthState
 
 READ, WRITE = authpb.Permission.READ, authpb.Permission.WRITE

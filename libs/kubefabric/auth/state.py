@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from kubefabric.proto.authpb import auth_pb2 as authpb
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
-from . import errors
+from kubefabric.etcd import errors
 
 ROOT_USER = "root"
 ROOT_ROLE = "root"

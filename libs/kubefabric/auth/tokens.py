@@ -27,7 +27,7 @@ import jwt
 
 from kubefabric.config import Duration
 
-from . import errors
+from kubefabric.etcd import errors
 from .state import AuthState
 
 SIMPLE_TTL_S = 300.0  # etcd's simpleTokenTTLDefault

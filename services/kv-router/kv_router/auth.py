@@ -14,7 +14,7 @@ import logging
 
 import bcrypt
 
-from kubefabric.auth import errors
+from kubefabric.etcd import errors
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 from kubefabric.rpc.handlers import etcd_unary

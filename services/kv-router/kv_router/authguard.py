@@ -14,7 +14,7 @@ import logging
 
 from grpc import StatusCode
 
-from kubefabric.auth import errors
+from kubefabric.etcd import errors
 from kubefabric.auth.perms import READ, WRITE, Checker
 from kubefabric.auth.state import AuthState
 from kubefabric.auth.tokens import Identity
