@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The benchmark of issue 18: 120 concurrent client-go clients each create a namespaced object and
-read it back by label selector, until the namespace holds --objects objects, against
+read it back by label selector, against
 
   etcd-crd  kube-apiserver + etcd 3.7.3, the resource installed as a CRD;
   kf-crd    kube-apiserver + KubeFabric (`kubefabric serve`), the same CRD;
@@ -11,12 +11,22 @@ KubeFabric's embedded shard keeps a label index of the resource's keys (a topolo
 `index:`), so the aggregation server's selector lists are one SQL statement; kube-apiserver
 answers the CRD's from its watch cache, filtering the namespace's objects.
 
-    uv run python bench/aggregation.py                            # 100,000 objects, ~hours here
-    uv run python bench/aggregation.py --objects 5000 --report-every 1000 --cases kf-agg
+Two modes. Checkpoints (the default): at each count of --checkpoints the namespace is first
+bulk-loaded up to that count through the storage's etcd API (bench/agg_bulk.py: the bytes the
+serving API server itself stores), the API's list must show them all (kube-apiserver's watch cache
+with resourceVersion=0, the aggregation server with a list), then the clients run for --window
+seconds (after --warmup); the window's own objects are deleted again afterwards, so every case
+measures each window from the same count. --grow: the clients alone grow the namespace to
+--objects, one line per --report-every objects (slow: 60-300 objects/s here).
+
+    uv run python bench/aggregation.py                            # 1k, 10k, 25k, 50k, 100k; ~35 min
+    uv run python bench/aggregation.py --cases kf-agg --checkpoints 1000,5000 --window 20
+    uv run python bench/aggregation.py --grow --objects 5000 --report-every 1000 --cases kf-agg
     uv run python bench/aggregation.py --json /tmp/agg.json --svg bench/aggregation.svg
 
-Per case: one line per --report-every objects with req/s (creates + lists), p50/p99 of each, errors
-and the RSS of kube-apiserver, the storage (etcd or kubefabric) and the aggregation server; then a
+Per window: req/s (creates + lists), p50/p99 of each, errors, the RSS of kube-apiserver, the
+storage (etcd or kubefabric) and the aggregation server and, for the CRD cases, how kube-apiserver
+served the lists (bench/agg_metrics.py: watch cache or etcd, cache wait, etcd latency); then a
 table of the last window of each case with ratios to etcd-crd, and an SVG plot of req/s and RSS
 against the object count. The load generator is bench/k8sload (client-go), built on first use.
 """
@@ -32,8 +42,10 @@ import time
 from pathlib import Path
 
 import yaml
-
+from agg_bulk import check_readback, load, remove, stored, template, wait_counted
+from agg_metrics import delta, scrape, summary
 from harness.aggregation import CRDS, start_aggregation
+from harness.client import Client
 from harness.kubeapiserver import KubeAPIServer
 from harness.servers import etcd37_binary, start_etcd, start_kubefabric
 
@@ -120,12 +132,26 @@ def run_case(case: str, args, work: Path) -> list[dict]:
                                                               "jsonpath={.status.conditions[*].type}"),
                          120, "the CRD Established", 1)
         api.kubectl("create", "namespace", "bench")
-        argv = [str(LOADGEN), f"--kubeconfig={api.kubeconfig}", f"--resource=widgets.v1.{group}",
-                f"--clients={args.clients}", f"--objects={args.objects}",
-                f"--report-every={args.report_every}", *[f"--pid={p}" for p in pids]]
-        print(f"== {case}: {' '.join(argv[1:])}", flush=True)
-        lines = []
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        base = [str(LOADGEN), f"--kubeconfig={api.kubeconfig}", f"--resource=widgets.v1.{group}",
+                f"--clients={args.clients}", *[f"--pid={p}" for p in pids]]
+        if args.grow:
+            return loadgen(case, work, base + [f"--objects={args.objects}",
+                                               f"--report-every={args.report_every}"])
+        client = Client(storage.endpoint)
+        stop.append(client.close)
+        return checkpoints(case, args, work, api, client, base)
+    finally:
+        for fn in reversed(stop):
+            fn()
+
+
+def loadgen(case: str, work: Path, argv: list[str]) -> list[dict]:
+    """Run the load generator; its lines, printed as they come."""
+    print(f"== {case}: {' '.join(argv[1:])}", flush=True)
+    lines = []
+    log = work / "k8sload.log"   # client-go's own complaints (e.g. requests cut at a window's end)
+    with log.open("wb") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
         for line in proc.stdout:
             row = json.loads(line)
             row["case"] = case
@@ -137,12 +163,46 @@ def run_case(case: str, args, work: Path) -> list[dict]:
                   f"errors {row['errors']}  {rss}", flush=True)
             for sample in row.get("error_samples", []):
                 print(f"          error: {sample}", flush=True)
-        if proc.wait() != 0:
-            print(f"== {case}: the load generator exited with {proc.returncode}", flush=True)
-        return lines
-    finally:
-        for fn in reversed(stop):
-            fn()
+    if proc.wait() != 0:
+        print(f"== {case}: the load generator exited with {proc.returncode}:\n"
+              f"{log.read_text(errors='replace')[-2000:]}", flush=True)
+    return lines
+
+
+def checkpoints(case: str, args, work: Path, api: KubeAPIServer, client: Client, base: list[str]) -> list[dict]:
+    """One window per checkpoint: bulk-load up to it, wait until the API lists it all, measure."""
+    group, cached = GROUPS[case], case != "kf-agg"
+    raw = template(api, client, group)
+    bulk, rows = 0, []   # bulk objects written so far
+    for i, target in enumerate(args.checkpoints):
+        if i:
+            # A create the load generator gave up on at the window's end can still land after
+            # the window's objects were removed: remove them again, count what is there.
+            remove(client, group, f"w{i - 1}-")
+        have = stored(client, group)
+        if target > have:
+            secs = load(client, group, raw, bulk, bulk + target - have)
+            print(f"{case:9} bulk-loaded {target - have} objects in {secs:.1f} s", flush=True)
+            if not bulk:
+                check_readback(api, group)
+            bulk += target - have
+            have = stored(client, group)
+        caught_up = wait_counted(api, group, have, cached)
+        print(f"{case:9} the API lists {have} objects (after {caught_up:.1f} s)", flush=True)
+        before = scrape(api, group)
+        prefix = f"w{i}-"
+        window = loadgen(case, work, base + [f"--start={have}", f"--prefix={prefix}",
+                                             f"--duration={args.window}s", f"--warmup={args.warmup}s"])
+        for row in window:
+            row.update(objects_end=row["objects"], objects=have, final=False,
+                       catch_up_s=round(caught_up, 1))
+            if cached:
+                row["apiserver"] = summary(delta(before, scrape(api, group)))
+                print(f"{case:9} kube-apiserver: {row['apiserver']}", flush=True)
+        rows += window
+        time.sleep(2)   # requests cut at the window's end finish on the server
+        print(f"{case:9} removed the window's {remove(client, group, prefix)} objects", flush=True)
+    return rows
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -212,20 +272,32 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default=",".join(CASES), help="comma-separated, in this order")
     p.add_argument("--clients", type=int, default=120)
-    p.add_argument("--objects", type=int, default=100_000)
-    p.add_argument("--report-every", type=int, default=10_000)
+    p.add_argument("--checkpoints", default="1000,10000,25000,50000,100000",
+                   help="object counts to measure at (bulk-loaded before each window)")
+    p.add_argument("--window", type=int, default=60, help="seconds measured at each checkpoint")
+    p.add_argument("--warmup", type=int, default=5, help="seconds of load before each window")
+    p.add_argument("--grow", action="store_true",
+                   help="the old mode: the clients alone grow the namespace to --objects")
+    p.add_argument("--objects", type=int, default=100_000, help="with --grow: stop at this count")
+    p.add_argument("--report-every", type=int, default=10_000, help="with --grow: a line every this many")
     p.add_argument("--no-index", dest="index", action="store_false",
                    help="no label index on KubeFabric (the Query API scans the namespace)")
     p.add_argument("--json", help="write every line here")
     p.add_argument("--svg", help="write the plot here")
     args = p.parse_args()
+    try:
+        args.checkpoints = sorted(int(c) for c in args.checkpoints.split(",") if c)
+    except ValueError:
+        p.error(f"--checkpoints wants comma-separated object counts, got {args.checkpoints!r}")
+    if not args.checkpoints or args.checkpoints[0] < 1 or args.window < 1:
+        p.error("--checkpoints must be positive counts and --window at least 1 second")
     cases = [c for c in args.cases.split(",") if c]
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         p.error(f"unknown case(s) {', '.join(unknown)}: choose from {', '.join(CASES)}")
     build_loadgen()
-    load = {"start": os.getloadavg()}
-    print(f"load average at start: {load['start']}", flush=True)
+    loadavg = {"start": os.getloadavg()}
+    print(f"load average at start: {loadavg['start']}", flush=True)
     results: dict[str, list[dict]] = {}
     started = time.monotonic()
     for case in cases:
@@ -233,11 +305,11 @@ def main() -> int:
             results[case] = run_case(case, args, Path(work))
     print()
     print(table(results))
-    load["end"] = os.getloadavg()
-    print(f"\n{len(cases)} case(s) in {time.monotonic() - started:.0f} s; load average at start {load['start']}, "
-          f"at end {load['end']}")
+    loadavg["end"] = os.getloadavg()
+    print(f"\n{len(cases)} case(s) in {time.monotonic() - started:.0f} s; load average at start {loadavg['start']}, "
+          f"at end {loadavg['end']}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"cases": results, "load": load}, indent=1))
+        Path(args.json).write_text(json.dumps({"cases": results, "load": loadavg}, indent=1))
     if args.svg:
         Path(args.svg).write_text(svg(results))
     return 0

@@ -1,7 +1,9 @@
 // k8sload: the Kubernetes-API load of issue 18's benchmark, with client-go. N concurrent clients
 // each loop: create a namespaced object labelled with its client and sequence number, then read
 // it back by that label selector (a list that must return exactly that object). It stops when
-// the namespace holds --objects objects, printing one JSON line per --report-every objects:
+// the namespace holds --objects objects, or with --duration after that long (one measured
+// window at a checkpoint of a bulk-loaded namespace, the first --warmup not counted), printing
+// one JSON line per --report-every objects (with --duration: one line for the window):
 // requests per second, p50/p99 of creates and of lists, errors, and the RSS of the processes
 // named by --pid (read from /proc), so the caller sees how each grows with the object count.
 package main
@@ -108,6 +110,9 @@ func main() {
 	start := flag.Int64("start", 0, "objects already in the namespace (a resumed run)")
 	every := flag.Int64("report-every", 10000, "print a line every this many objects")
 	timeout := flag.Duration("timeout", 2*time.Hour, "give up after this long")
+	duration := flag.Duration("duration", 0, "run this long (then one line for the window) instead of up to --objects")
+	warmup := flag.Duration("warmup", 0, "with --duration: requests of the first this long are not counted")
+	prefix := flag.String("prefix", "c", "names are <prefix><client>-<seq>, the client label <prefix><client> (unique per run)")
 	pids := pidFlags{}
 	flag.Var(pids, "pid", "name=pid of a process whose RSS to report (repeatable)")
 	flag.Parse()
@@ -126,6 +131,10 @@ func main() {
 	base.QPS, base.Burst = -1, 0 // no client-side rate limit
 	base.Timeout = 60 * time.Second
 
+	if *duration > 0 {
+		*timeout = *warmup + *duration
+		*objects = 1 << 62
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	var created atomic.Int64
@@ -149,24 +158,31 @@ func main() {
 		go func(c int) {
 			defer wg.Done()
 			for seq := 0; ctx.Err() == nil && created.Load() < *objects; seq++ {
-				name := fmt.Sprintf("c%d-%d", c, seq)
+				name := fmt.Sprintf("%s%d-%d", *prefix, c, seq)
+				client := fmt.Sprintf("%s%d", *prefix, c)
 				obj := &unstructured.Unstructured{Object: map[string]interface{}{
 					"apiVersion": res.Group + "/" + res.Version, "kind": *kind,
 					"metadata": map[string]interface{}{"name": name, "labels": map[string]interface{}{
-						"bench-client": strconv.Itoa(c), "bench-seq": strconv.Itoa(seq)}},
+						"bench-client": client, "bench-seq": strconv.Itoa(seq)}},
 					"spec": map[string]interface{}{"color": "red", "replicas": int64(seq % 10)},
 				}}
 				t0 := time.Now()
 				_, err := api.Create(ctx, obj, metav1.CreateOptions{})
 				t1 := time.Now()
 				if err != nil {
+					if ctx.Err() != nil && *duration > 0 {
+						break // the window ended during the request: not an error of the server
+					}
 					w.add(0, 0, fmt.Errorf("create %s: %w", name, err))
 					continue
 				}
 				n := created.Add(1)
 				list, err := api.List(ctx, metav1.ListOptions{
-					LabelSelector: fmt.Sprintf("bench-client=%d,bench-seq=%d", c, seq)})
+					LabelSelector: fmt.Sprintf("bench-client=%s,bench-seq=%d", client, seq)})
 				t2 := time.Now()
+				if err != nil && ctx.Err() != nil && *duration > 0 {
+					break
+				}
 				if err == nil && (len(list.Items) != 1 || list.Items[0].GetName() != name) {
 					err = fmt.Errorf("list by label found %d objects, not %s", len(list.Items), name)
 				}
@@ -202,6 +218,14 @@ func main() {
 		line["rss_mib"] = rss
 		out, _ := json.Marshal(line)
 		fmt.Println(string(out))
+	}
+	if *duration > 0 {
+		time.Sleep(*warmup)
+		w.take()
+		last = time.Now()
+		<-done
+		report(true)
+		return
 	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
