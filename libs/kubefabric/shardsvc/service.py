@@ -49,6 +49,30 @@ def on_leader(method):
     return etcd_unary(handler)
 
 
+def on_replica(method):
+    """Runs `method(self, shard, request, sync_rev)` on this replica, a read; a request that
+    carries a clock (sync_rev) is forwarded by a replica, as only the leader can move the clock."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def handler(self, request, context):
+        shard = self.node.local()
+        if request.clock.sync_rev and not shard.is_leader:
+            return await self.forward(name, request)
+        return await method(self, shard, request, request.clock.sync_rev)
+    return etcd_unary(handler)
+
+
+def _kv_write(name: str, field: str, response_type):
+    """The handler of a KV write (Put, DeleteRange, Txn): the request's etcd message in `field`
+    goes to the shard method of that name, its answer into the response's `field`."""
+    async def write(self, shard, request, sync_rev):
+        resp = await getattr(shard, field)(getattr(request, field), sync_rev)
+        return response_type(**{field: resp}, committed_rev=shard.state.committed)
+    write.__name__ = write.__qualname__ = name
+    return on_leader(write)
+
+
 class ShardService(shard_pb2_grpc.ShardServicer):
     def __init__(self, node: ShardNode, is_unavailable=lambda exc: False):
         """is_unavailable(exc): the store's classification of "the database cannot be reached"
@@ -68,22 +92,16 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     # ---- reads: any replica ----
 
-    @etcd_unary
-    async def Range(self, request: spb.RangeRequest, context) -> spb.RangeResponse:
-        shard = self.node.local()
-        if request.clock.sync_rev and not shard.is_leader:
-            return await self.forward("Range", request)  # only the leader can move the clock
-        resp = await shard.range(request.range, request.clock.sync_rev)
+    @on_replica
+    async def Range(self, shard, request: spb.RangeRequest, sync_rev) -> spb.RangeResponse:
+        resp = await shard.range(request.range, sync_rev)
         # the snapshot may hold a commit the writer's state has not caught up with yet
         return spb.RangeResponse(range=resp, committed_rev=max(shard.state.committed,
                                                                 resp.header.revision))
 
-    @etcd_unary
-    async def Query(self, request: spb.QueryRequest, context) -> spb.QueryResponse:
-        shard = self.node.local()
-        if request.clock.sync_rev and not shard.is_leader:
-            return await self.forward("Query", request)  # only the leader can move the clock
-        resp = await shard.query(request.query, request.clock.sync_rev)
+    @on_replica
+    async def Query(self, shard, request: spb.QueryRequest, sync_rev) -> spb.QueryResponse:
+        resp = await shard.query(request.query, sync_rev)
         return spb.QueryResponse(query=resp, committed_rev=shard.state.committed)
 
     @etcd_unary
@@ -129,20 +147,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     # ---- writes and leases: the leader ----
 
-    @on_leader
-    async def Put(self, shard, request: spb.PutRequest, sync_rev) -> spb.PutResponse:
-        resp = await shard.put(request.put, sync_rev)
-        return spb.PutResponse(put=resp, committed_rev=shard.state.committed)
-
-    @on_leader
-    async def DeleteRange(self, shard, request: spb.DeleteRangeRequest, sync_rev) -> spb.DeleteRangeResponse:
-        resp = await shard.delete_range(request.delete_range, sync_rev)
-        return spb.DeleteRangeResponse(delete_range=resp, committed_rev=shard.state.committed)
-
-    @on_leader
-    async def Txn(self, shard, request: spb.TxnRequest, sync_rev) -> spb.TxnResponse:
-        resp = await shard.txn(request.txn, sync_rev)
-        return spb.TxnResponse(txn=resp, committed_rev=shard.state.committed)
+    Put = _kv_write("Put", "put", spb.PutResponse)
+    DeleteRange = _kv_write("DeleteRange", "delete_range", spb.DeleteRangeResponse)
+    Txn = _kv_write("Txn", "txn", spb.TxnResponse)
 
     @on_leader
     async def Compact(self, shard, request: spb.CompactRequest, sync_rev) -> spb.CompactResponse:
