@@ -19,93 +19,59 @@ class Builtin(NamedTuple):
     namespaced: bool
 
 
-# group, plural, storage path when not the plural, scope (N: namespaced, C: cluster).
+# The stored resources of each group (by the group they are stored as; "" = core), namespaced
+# and cluster-scoped: plurals, "plural=path" where the storage path is not the plural.
 # rangeallocations (the service IP and node port allocators' RangeAllocation objects),
 # masterleases and peerserverleases (kube-apiserver's endpoint leases) are internal records, no
 # API resources (pkg/registry/core/rest/storage_core.go, pkg/controlplane).
 # Resources two groups serve from one storage (events and events.k8s.io, ingresses of
 # extensions and networking.k8s.io) are listed once, under the group they are stored as.
-_TABLE = """
-'' configmaps - N
-'' endpoints services/endpoints N
-'' events - N
-'' limitranges - N
-'' namespaces - C
-'' nodes minions C
-'' persistentvolumeclaims - N
-'' persistentvolumes - C
-'' pods - N
-'' podtemplates - N
-'' replicationcontrollers controllers N
-'' resourcequotas - N
-'' secrets - N
-'' serviceaccounts - N
-'' services services/specs N
-'' rangeallocations ranges C
-'' masterleases - C
-'' peerserverleases - C
-admissionregistration.k8s.io mutatingadmissionpolicies - C
-admissionregistration.k8s.io mutatingadmissionpolicybindings - C
-admissionregistration.k8s.io mutatingwebhookconfigurations - C
-admissionregistration.k8s.io validatingadmissionpolicies - C
-admissionregistration.k8s.io validatingadmissionpolicybindings - C
-admissionregistration.k8s.io validatingwebhookconfigurations - C
-apps controllerrevisions - N
-apps daemonsets - N
-apps deployments - N
-apps replicasets - N
-apps statefulsets - N
-autoscaling horizontalpodautoscalers - N
-batch cronjobs - N
-batch jobs - N
-certificates.k8s.io certificatesigningrequests - C
-certificates.k8s.io clustertrustbundles - C
-certificates.k8s.io podcertificaterequests - N
-coordination.k8s.io leasecandidates - N
-coordination.k8s.io leases - N
-discovery.k8s.io endpointslices - N
-flowcontrol.apiserver.k8s.io flowschemas - C
-flowcontrol.apiserver.k8s.io prioritylevelconfigurations - C
-internal.apiserver.k8s.io storageversions - C
-lifecycle.k8s.io evictionrequests - N
-lifecycle.k8s.io evictions - N
-networking.k8s.io ingressclasses - C
-networking.k8s.io ingresses ingress N
-networking.k8s.io ipaddresses - C
-networking.k8s.io networkpolicies - N
-networking.k8s.io servicecidrs - C
-node.k8s.io runtimeclasses - C
-policy poddisruptionbudgets - N
-rbac.authorization.k8s.io clusterrolebindings - C
-rbac.authorization.k8s.io clusterroles - C
-rbac.authorization.k8s.io rolebindings - N
-rbac.authorization.k8s.io roles - N
-resource.k8s.io deviceclasses - C
-resource.k8s.io devicetaintrules - C
-resource.k8s.io resourceclaims - N
-resource.k8s.io resourceclaimtemplates - N
-resource.k8s.io resourcepoolstatusrequests - C
-resource.k8s.io resourceslices - C
-scheduling.k8s.io compositepodgroups - N
-scheduling.k8s.io podgroups - N
-scheduling.k8s.io priorityclasses - C
-scheduling.k8s.io workloads - N
-storage.k8s.io csidrivers - C
-storage.k8s.io csinodes - C
-storage.k8s.io csistoragecapacities - N
-storage.k8s.io storageclasses - C
-storage.k8s.io volumeattachments - C
-storage.k8s.io volumeattributesclasses - C
-storagemigration.k8s.io storageversionmigrations - C
-"""
+_NAMESPACED: dict[str, str] = {
+    "": "configmaps endpoints=services/endpoints events limitranges persistentvolumeclaims pods "
+        "podtemplates replicationcontrollers=controllers resourcequotas secrets serviceaccounts "
+        "services=services/specs",
+    "apps": "controllerrevisions daemonsets deployments replicasets statefulsets",
+    "autoscaling": "horizontalpodautoscalers",
+    "batch": "cronjobs jobs",
+    "certificates.k8s.io": "podcertificaterequests",
+    "coordination.k8s.io": "leasecandidates leases",
+    "discovery.k8s.io": "endpointslices",
+    "lifecycle.k8s.io": "evictionrequests evictions",
+    "networking.k8s.io": "ingresses=ingress networkpolicies",
+    "policy": "poddisruptionbudgets",
+    "rbac.authorization.k8s.io": "rolebindings roles",
+    "resource.k8s.io": "resourceclaims resourceclaimtemplates",
+    "scheduling.k8s.io": "compositepodgroups podgroups workloads",
+    "storage.k8s.io": "csistoragecapacities",
+}
+_CLUSTER: dict[str, str] = {
+    "": "namespaces nodes=minions persistentvolumes rangeallocations=ranges masterleases "
+        "peerserverleases",
+    "admissionregistration.k8s.io": "mutatingadmissionpolicies mutatingadmissionpolicybindings "
+                                    "mutatingwebhookconfigurations validatingadmissionpolicies "
+                                    "validatingadmissionpolicybindings "
+                                    "validatingwebhookconfigurations",
+    "certificates.k8s.io": "certificatesigningrequests clustertrustbundles",
+    "flowcontrol.apiserver.k8s.io": "flowschemas prioritylevelconfigurations",
+    "internal.apiserver.k8s.io": "storageversions",
+    "networking.k8s.io": "ingressclasses ipaddresses servicecidrs",
+    "node.k8s.io": "runtimeclasses",
+    "rbac.authorization.k8s.io": "clusterrolebindings clusterroles",
+    "resource.k8s.io": "deviceclasses devicetaintrules resourcepoolstatusrequests resourceslices",
+    "scheduling.k8s.io": "priorityclasses",
+    "storage.k8s.io": "csidrivers csinodes storageclasses volumeattachments "
+                      "volumeattributesclasses",
+    "storagemigration.k8s.io": "storageversionmigrations",
+}
 
 
 def _load() -> tuple[Builtin, ...]:
     out = []
-    for line in _TABLE.strip().splitlines():
-        group, plural, path, scope = line.split()
-        out.append(Builtin("" if group == "''" else group, plural,
-                           plural if path == "-" else path, scope == "N"))
+    for namespaced, by_group in ((True, _NAMESPACED), (False, _CLUSTER)):
+        for group, resources in by_group.items():
+            for entry in resources.split():
+                plural, _, path = entry.partition("=")
+                out.append(Builtin(group, plural, path or plural, namespaced))
     return tuple(out)
 
 
