@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections.abc import Callable
 from decimal import Decimal
 
 from .parse import GoInt
@@ -37,24 +38,25 @@ _GO_TYPES = ((bool, "bool", "bool"), (GoInt, "int", "int"), (int, "int64", "int6
              (dict, "map[string]interface {}", "map"), (bytes, "[]uint8", "slice"))
 
 
+def _go_type_row(v) -> tuple | None:
+    """v's row of _GO_TYPES (its Go type and kind), None for a value Go has no type for here."""
+    return next((row for row in _GO_TYPES if isinstance(v, row[0])), None)
+
+
 def go_type(v) -> str:
     """fmt's %T."""
     if v is MISSING or v is None:
         return "<nil>"
-    for t, name, _ in _GO_TYPES:
-        if isinstance(v, t):
-            return name
-    return type(v).__name__
+    row = _go_type_row(v)
+    return row[1] if row else type(v).__name__
 
 
 def go_kind(v) -> str:
     """reflect.Kind's name."""
     if v is MISSING or v is None:
         return "invalid"
-    for t, _, kind in _GO_TYPES:
-        if isinstance(v, t):
-            return kind
-    return "struct"
+    row = _go_type_row(v)
+    return row[2] if row else "struct"
 
 
 def truth(v) -> bool:
@@ -134,22 +136,35 @@ def format_float_v(f: float) -> str:
     return format_float(f, "g")
 
 
+def _scalar(v, floats: Callable[[float], str], strings: Callable[[str], str],
+            byte_strings: Callable[[bytes], str]) -> str | None:
+    """The text of a bool or int as fmt and encoding/json both write it, of a float, string or
+    []byte by the encoding's own functions; None for any other value."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(int(v))
+    if isinstance(v, float):
+        return floats(v)
+    if isinstance(v, str):
+        return strings(v)
+    if isinstance(v, bytes):
+        return byte_strings(v)
+    return None
+
+
+def _fmt_bytes(b: bytes) -> str:
+    return "[" + " ".join(str(x) for x in b) + "]"
+
+
 def fmt_v(v, top: bool = True) -> str:
     """fmt.Sprint of one value (%v)."""
     if v is MISSING:
         return "<no value>" if top else "<nil>"
     if v is None:
         return "<nil>"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(int(v))
-    if isinstance(v, float):
-        return format_float_v(v)
-    if isinstance(v, str):
-        return v
-    if isinstance(v, bytes):
-        return "[" + " ".join(str(b) for b in v) + "]"
+    if (text := _scalar(v, format_float_v, str, _fmt_bytes)) is not None:
+        return text
     if isinstance(v, list):
         return "[" + " ".join(fmt_v(x, False) for x in v) + "]"
     if isinstance(v, dict):
@@ -217,20 +232,16 @@ def _json_str(s: str, html: bool) -> str:
     return "".join(out)
 
 
+def _json_bytes(b: bytes) -> str:
+    return '"' + base64.b64encode(b).decode() + '"'
+
+
 def go_json(v, html: bool = True, indent: str = "", _level: int = 0) -> str:
     """encoding/json.Marshal (html=True escapes <, >, &), or MarshalIndent with `indent`."""
     if v is None or v is MISSING:
         return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(int(v))
-    if isinstance(v, float):
-        return _json_float(v)
-    if isinstance(v, str):
-        return _json_str(v, html)
-    if isinstance(v, bytes):
-        return '"' + base64.b64encode(v).decode() + '"'
+    if (text := _scalar(v, _json_float, lambda s: _json_str(s, html), _json_bytes)) is not None:
+        return text
     nl = ("\n" + indent * (_level + 1)) if indent else ""
     end = ("\n" + indent * _level) if indent else ""
     sep = ": " if indent else ":"
