@@ -190,7 +190,7 @@ def test_a_killed_writer_connection_loses_its_uncommitted_writes(mariadb_server,
             await write(a, [(b"committed", b"1")], rev=2)
             cur = await a.begin()
             await cur.execute("upsert_meta", {"name": "pending", "value": 1})
-            (connection,), = await cur.sql("SELECT CONNECTION_ID()")
+            (connection,), = await cur.fetch("SELECT CONNECTION_ID()")
             mariadb_server.admin(f"KILL {int(connection)}")
             with pytest.raises(pymysql.err.OperationalError):
                 await a.commit()
@@ -209,7 +209,7 @@ def test_the_writer_session_cannot_stay_silent_in_a_transaction(mariadb_kind):
     async def body():
         async with while_open(mariadb_kind.store("silent")) as store:
             await store.limit_writer_silence(0.4)
-            (idle, lock_wait, statement), = await store._w.sql(
+            (idle, lock_wait, statement), = await store._w.fetch(
                 "SELECT @@idle_transaction_timeout, @@innodb_lock_wait_timeout, @@max_statement_time")
             assert (idle, lock_wait, float(statement)) == (1, 1, 10.0)
             cur = await store.begin()
@@ -325,7 +325,7 @@ def test_a_statement_cancelled_mid_flight_never_leaves_its_connection_in_use(mar
 
     async def slow_read(store):
         async with store.snapshot() as cur:
-            await cur.sql("SELECT SLEEP(1)")
+            await cur.fetch("SELECT SLEEP(1)")
 
     async def body():
         async with while_open(mariadb_kind.store("cancel")) as store:
@@ -334,7 +334,7 @@ def test_a_statement_cancelled_mid_flight_never_leaves_its_connection_in_use(mar
             for _ in range(2 * store.read_pool_size):  # every pooled connection answers its own query
                 assert await latest(store, b"k", None) == [(b"k", b"v")]
             cur = await store.begin()
-            await cancelled(cur.sql("SELECT SLEEP(1)"))
+            await cancelled(cur.fetch("SELECT SLEEP(1)"))
             await store.rollback()  # closes the connection: its reply is still on the way
             with pytest.raises(MysqlStoreError, match="writer connection .* is closed"):
                 await store.begin()  # never on a connection left mid-protocol: reopen the store
@@ -399,7 +399,7 @@ def test_tls_parameters_of_the_dsn_reach_the_server(tmp_path):
         async def cipher(query: str) -> str:
             async with while_open(MysqlStore(parse_dsn(server.dsn("tls") + query))) as store:
                 async with store.snapshot() as cur:
-                    return (await cur.sql("SHOW SESSION STATUS LIKE 'Ssl_cipher'"))[0][1]
+                    return (await cur.fetch("SHOW SESSION STATUS LIKE 'Ssl_cipher'"))[0][1]
 
         assert run(cipher(f"?ssl-ca={files['ca.pem']}"))  # VERIFY_IDENTITY: CA and 127.0.0.1
         assert run(cipher("?ssl-mode=REQUIRED"))  # encrypted, unverified

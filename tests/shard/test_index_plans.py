@@ -87,7 +87,7 @@ async def explain(store, req: qpb.QueryRequest, rev: int, head: int) -> str:
             return "\n".join(r[3] for r in cur.conn.execute("EXPLAIN QUERY PLAN " + c.sql, args))
         if store.dialect_name == "postgresql":
             return "\n".join(r[0] for r in await cur.conn.fetch("EXPLAIN " + c.sql, *args))
-        rows = await cur.sql("EXPLAIN " + c.sql, args)
+        rows = await cur.fetch("EXPLAIN " + c.sql, args)
         return "\n".join(" | ".join(str(x) for x in r) for r in rows)
 
 
@@ -153,7 +153,7 @@ async def rows_touched(shard, req: qpb.QueryRequest, head: int) -> int:
             return _pg_rows(json.loads(out)[0]["Plan"])
         if store.dialect_name == "mysql":
             before = await _handler_reads(cur)
-            await cur.sql(c.sql, args)
+            await cur.fetch(c.sql, args)
             return await _handler_reads(cur) - before
         steps = [0]
 
@@ -176,7 +176,7 @@ def _pg_rows(node: dict) -> int:
 
 
 async def _handler_reads(cur) -> int:
-    rows = await cur.sql("SHOW SESSION STATUS LIKE 'Handler_read%%'")
+    rows = await cur.fetch("SHOW SESSION STATUS LIKE 'Handler_read%%'")
     return sum(int(v) for _, v in rows)
 
 

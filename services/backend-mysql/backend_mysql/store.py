@@ -39,6 +39,7 @@ from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.lifecycle import cancel_and_wait, start_every
 from kubefabric.store import schema
 from kubefabric.store.contract import ServerStore
+from kubefabric.store.cursor import StatementCursor
 
 from .dialect import statements, tables_ddl
 
@@ -134,7 +135,7 @@ class MysqlStore(ServerStore):
         self._size_task = start_every(SIZE_REFRESH_SECONDS, self._refresh_size, self._size_failed, "mysql-size")
 
     async def _check_server(self) -> None:
-        self.server_version, packet = (await self._w.sql("SELECT VERSION(), @@max_allowed_packet"))[0]
+        self.server_version, packet = (await self._w.fetch("SELECT VERSION(), @@max_allowed_packet"))[0]
         if packet < MIN_MAX_ALLOWED_PACKET:
             raise MysqlStoreError(
                 f"MySQL/MariaDB at {self._where()}: max_allowed_packet is {packet} bytes; KubeFabric needs "
@@ -144,7 +145,7 @@ class MysqlStore(ServerStore):
     async def _create_schema(self) -> None:
         """Create missing tables (with their indexes: MySQL 8 has no CREATE INDEX IF NOT EXISTS),
         check they are InnoDB and that no newer KubeFabric wrote this schema."""
-        engines = dict(await self._w.sql(
+        engines = dict(await self._w.fetch(
             "SELECT table_name, engine FROM information_schema.tables WHERE table_schema = DATABASE()"
             " AND table_name IN (" + ", ".join(["%s"] * len(TABLES)) + ")", TABLES))
         for table, ddl in tables_ddl().items():
@@ -197,7 +198,7 @@ class MysqlStore(ServerStore):
         async with self.snapshot() as cur:
             if "mariadb" not in self.server_version.lower():  # MySQL 8 caches these for a day
                 await cur.send("SET SESSION information_schema_stats_expiry = 0")
-            used, free = (await cur.sql(
+            used, free = (await cur.fetch(
                 "SELECT COALESCE(SUM(data_length + index_length), 0), COALESCE(SUM(data_free), 0)"
                 " FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name IN ("
                 + ", ".join(["%s"] * len(TABLES)) + ")", TABLES))[0]
@@ -350,16 +351,14 @@ async def _snapshot(pool, stmts):
             pool.release(cur.conn)  # the pool drops closed connections
 
 
-class _Cursor:
-    """Runs statements on one connection; the same surface for snapshots and the writer.
-    One statement at a time (`lock`); `busy` stays True when a statement was cancelled
+class _Cursor(StatementCursor):
+    """One statement at a time (`lock`); `busy` stays True when a statement was cancelled
     mid-flight (connection unusable)."""
 
-    __slots__ = ("conn", "stmts", "cursor", "lock", "busy")
+    __slots__ = ("cursor", "lock", "busy")
 
     def __init__(self, conn, stmts):
-        self.conn = conn
-        self.stmts = stmts
+        super().__init__(conn, stmts)
         self.cursor = aiomysql.Cursor(conn)
         self.lock = asyncio.Lock()
         self.busy = False
@@ -375,33 +374,24 @@ class _Cursor:
             self.busy = False
             return list(await self.cursor.fetchall())
 
-    async def sql(self, sql: str, args: tuple = ()) -> list[tuple]:
+    async def fetch(self, sql: str, args: tuple = ()) -> list[tuple]:
         """Run `sql` with its %s markers replaced by the escaped args; returns its rows."""
         return await self.send(sql % tuple(_literal(self.conn, a) for a in args))
 
-    async def sql_scalar(self, sql: str, args: tuple = ()):
-        rows = await self.sql(sql, args)
+    async def fetchval(self, sql: str, args: tuple = ()):
+        rows = await self.fetch(sql, args)
         return rows[0][0] if rows else None
 
-    async def rows(self, name: str, values: dict, shape: str = "", limited: bool = False) -> list:
-        c = self.stmts.get(name, shape, limited)
-        return await self.sql(c.sql, c.args(values))
-
-    async def scalar(self, name: str, values: dict, shape: str = ""):
-        c = self.stmts.get(name, shape, False)
-        return await self.sql_scalar(c.sql, c.args(values))
-
-    async def execute(self, name: str, values: dict) -> int:
+    async def run(self, sql: str, args: tuple) -> int:
         """Rows changed (matched, on the writer connection: CLIENT_FOUND_ROWS)."""
-        c = self.stmts.get(name)
-        await self.sql(c.sql, c.args(values))
+        await self.fetch(sql, args)
         return self.cursor.rowcount
 
     async def executemany(self, name: str, many: list[dict]) -> None:
         c = self.stmts.get(name)
         if not c.sql.startswith("INSERT"):
             for values in many:
-                await self.sql(c.sql, c.args(values))
+                await self.fetch(c.sql, c.args(values))
             return
         head, _, row = c.sql.partition(" VALUES ")  # multi-row INSERTs of up to ~1 MB each
         row, upsert, update = row.partition(" ON DUPLICATE KEY UPDATE ")  # once, after the rows

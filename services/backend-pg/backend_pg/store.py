@@ -35,6 +35,7 @@ from kubefabric.dsn import DSN, DSNError, parse_dsn
 from kubefabric.lifecycle import start_every
 from kubefabric.store import schema
 from kubefabric.store.contract import ServerStore
+from kubefabric.store.cursor import StatementCursor
 
 from .dialect import statements
 
@@ -442,31 +443,19 @@ class _Snapshot:
             self.pool.release(conn, reuse)
 
 
-class _Cursor:
-    """Runs cached statements on one connection; the same surface for snapshots and the writer."""
+class _Cursor(StatementCursor):
+    __slots__ = ()
 
-    __slots__ = ("conn", "stmts")
+    async def fetch(self, sql: str, args: tuple) -> list[tuple]:
+        return [tuple(r) for r in await self.conn.fetch(sql, *args)]
 
-    def __init__(self, conn: asyncpg.Connection, stmts):
-        self.conn = conn
-        self.stmts = stmts
+    async def fetchval(self, sql: str, args: tuple):
+        return await self.conn.fetchval(sql, *args)
 
-    async def rows(self, name: str, values: dict, shape: str = "", limited: bool = False) -> list:
-        c = self.stmts.get(name, shape, limited)
-        return [tuple(r) for r in await self.conn.fetch(c.sql, *c.args(values))]
-
-    async def scalar(self, name: str, values: dict, shape: str = ""):
-        c = self.stmts.get(name, shape, False)
-        return await self.conn.fetchval(c.sql, *c.args(values))
-
-    async def execute(self, name: str, values: dict) -> int:
+    async def run(self, sql: str, args: tuple) -> int:
         """Rows changed (the count in PostgreSQL's command tag: "UPDATE 1", "INSERT 0 1")."""
-        c = self.stmts.get(name)
-        tag = await self.conn.execute(c.sql, *c.args(values))
-        count = tag.rsplit(" ", 1)[-1]
+        count = (await self.conn.execute(sql, *args)).rsplit(" ", 1)[-1]
         return int(count) if count.isdigit() else 0
 
-    async def executemany(self, name: str, many: list[dict]) -> None:
-        if many:
-            c = self.stmts.get(name)
-            await self.conn.executemany(c.sql, [c.args(v) for v in many])
+    async def run_many(self, sql: str, many: list[tuple]) -> None:
+        await self.conn.executemany(sql, many)

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from kubefabric.store import schema
+from kubefabric.store.cursor import StatementCursor
 
 from .dialect import statements
 
@@ -279,29 +280,20 @@ class _Snapshot:
         self.cur.conn.execute("COMMIT")
 
 
-class _Cursor:
-    """Runs cached statements on one connection; the same surface for snapshots and the writer."""
+class _Cursor(StatementCursor):
+    """sqlite3's calls are synchronous: no statement suspends the event loop's other tasks."""
 
-    __slots__ = ("conn", "stmts")
+    __slots__ = ()
 
-    def __init__(self, conn: sqlite3.Connection, stmts):
-        self.conn = conn
-        self.stmts = stmts
+    async def fetch(self, sql: str, args: tuple) -> list[tuple]:
+        return self.conn.execute(sql, args).fetchall()
 
-    async def rows(self, name: str, values: dict, shape: str = "", limited: bool = False) -> list:
-        c = self.stmts.get(name, shape, limited)
-        return self.conn.execute(c.sql, c.args(values)).fetchall()
-
-    async def scalar(self, name: str, values: dict, shape: str = ""):
-        c = self.stmts.get(name, shape, False)
-        row = self.conn.execute(c.sql, c.args(values)).fetchone()
+    async def fetchval(self, sql: str, args: tuple):
+        row = self.conn.execute(sql, args).fetchone()
         return row[0] if row else None
 
-    async def execute(self, name: str, values: dict) -> int:
-        c = self.stmts.get(name)
-        return self.conn.execute(c.sql, c.args(values)).rowcount
+    async def run(self, sql: str, args: tuple) -> int:
+        return self.conn.execute(sql, args).rowcount
 
-    async def executemany(self, name: str, many: list[dict]) -> None:
-        if many:
-            c = self.stmts.get(name)
-            self.conn.executemany(c.sql, [c.args(v) for v in many])
+    async def run_many(self, sql: str, many: list[tuple]) -> None:
+        self.conn.executemany(sql, many)
