@@ -13,7 +13,8 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from operator import attrgetter
+from typing import Any, Awaitable, Callable
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.keyrange import ALL, KeyRange
@@ -40,16 +41,17 @@ def pinned(req, head: int):
     return sub.revision, sub
 
 
+def _read_through(path: str) -> Any:
+    """A read-only property: self.<path> (dotted), what an object takes over from one of its parts."""
+    return property(attrgetter(path))
+
+
 class ShardSetState:
     """Identity of the default shard; revisions across all shards."""
 
     def __init__(self, shard_set: "ShardSet"):
         self._set = shard_set
         self.seen = 0  # the newest revision a read reported (it may precede its shard's state)
-
-    @property
-    def _default(self):
-        return self._set.default.state
 
     @property
     def committed(self) -> int:
@@ -59,20 +61,13 @@ class ShardSetState:
     def compact_rev(self) -> int:
         return max(s.state.compact_rev for s in self._set.shards.values())
 
-    @property
-    def term(self) -> int:
-        return self._default.term
-
-    @property
-    def cluster_id(self) -> int:
-        return self._default.cluster_id
-
-    @property
-    def member_id(self) -> int:
-        return self._default.member_id
+    # the set's identity is its default shard's
+    term: int = _read_through("_set.default.state.term")
+    cluster_id: int = _read_through("_set.default.state.cluster_id")
+    member_id: int = _read_through("_set.default.state.member_id")
 
     def fill(self, header, revision: int | None = None) -> None:
-        d = self._default
+        d = self._set.default.state
         header.cluster_id, header.member_id, header.raft_term = d.cluster_id, d.member_id, d.term
         header.revision = self.committed if revision is None else revision
 
@@ -100,13 +95,8 @@ class ShardSet:
         if self.feed is not None:
             self.feed.add_source(name, shard)
 
-    @property
-    def listeners(self) -> list:
-        return self.feed.listeners
-
-    @property
-    def feed_committed(self) -> int:
-        return self.feed.feed_committed
+    listeners: list = _read_through("feed.listeners")
+    feed_committed: int = _read_through("feed.feed_committed")
 
     async def _sync_one(self, name: str, rev: int) -> None:
         await self.shards[name].sync(rev)
