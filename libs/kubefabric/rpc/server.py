@@ -7,7 +7,8 @@ Invariants:
   (kubefabric.rpc.limits); what it sends is never limited.
 - Clients may ping every `Keepalive.min_time_s` even without calls (kube-apiserver pings every
   30 s) and are never sent GOAWAY for pinging; a second server on a bound port fails to start
-  instead of sharing it.
+  instead of sharing it, except the processes of one `kubefabric serve --workers N`, which
+  share their client ports on purpose (reuse_port; their parent checks the ports are free first).
 """
 from __future__ import annotations
 
@@ -36,11 +37,14 @@ class Keepalive:
     timeout_s: float = 20.0
 
 
-def server_options(max_request_bytes: int, keepalive: Keepalive = Keepalive()) -> list[tuple[str, int]]:
+def server_options(max_request_bytes: int, keepalive: Keepalive = Keepalive(),
+                   reuse_port: bool = False) -> list[tuple[str, int]]:
+    """reuse_port: share the listening ports with other processes of this service (SO_REUSEPORT:
+    the kernel spreads new connections over them); off, a second server on a bound port fails."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes(max_request_bytes)),
         ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.max_concurrent_streams", 2 ** 31 - 1),
         ("grpc.keepalive_time_ms", int(keepalive.interval_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(keepalive.timeout_s * 1000)),
@@ -60,11 +64,13 @@ class Health(health.aio.HealthServicer):
 
 def make_server(max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, *,
                 keepalive: Keepalive = Keepalive(),
-                health_service: Health | None = None) -> tuple[grpc.aio.Server, Health]:
+                health_service: Health | None = None,
+                reuse_port: bool = False) -> tuple[grpc.aio.Server, Health]:
     """A grpc.aio server with KubeFabric's options, every call instrumented and a health service
     (`health_service`, or a new Health) registered; add the service's own servicers, then
-    `listen`."""
-    server = instrument_server(grpc.aio.server(options=server_options(max_request_bytes, keepalive)))
+    `listen`. reuse_port: see server_options."""
+    server = instrument_server(grpc.aio.server(
+        options=server_options(max_request_bytes, keepalive, reuse_port)))
     health_service = health_service or Health()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     return server, health_service

@@ -15,12 +15,14 @@ from .compaction import AutoCompactor
 from .routed import RoutedShards
 from .server import RouterServer, ServerConfig
 from .shards import TopologyReloader, open_shards
+from .workers import Workers
 
 log = logging.getLogger("kubefabric.serve")
 
 
-async def main(args: argparse.Namespace, tls: TLSSettings | None) -> int:
-    """Serve until SIGTERM; StartupError when a flag, file or address keeps it from starting."""
+def server_config(args: argparse.Namespace, tls: TLSSettings | None,
+                  reuse_port: bool = False) -> ServerConfig:
+    """The etcd v3 server's settings from the flags (StartupError for a bad one)."""
     listen = [u.strip() for u in args.listen_client_urls.split(",") if u.strip()]
     advertise = [u.strip() for u in (args.advertise_client_urls or args.listen_client_urls).split(",")
                  if u.strip()]
@@ -32,13 +34,21 @@ async def main(args: argparse.Namespace, tls: TLSSettings | None) -> int:
                        max_watchers_per_stream=args.max_watchers_per_stream,
                        max_watch_streams_per_connection=args.max_watch_streams_per_connection,
                        request_timeout_s=args.request_timeout, watch_hub=args.watch_hub,
-                       tls=CertificateReloader(tls) if tls else None)
+                       tls=CertificateReloader(tls) if tls else None, reuse_port=reuse_port)
     try:
         cfg.auth_tokens = provider(args.auth_token, simple_ttl_s=float(args.auth_token_ttl))
     except TokenError as err:
         raise StartupError(f"--auth-token: {err}") from None
     cfg.client_cert_auth = bool(args.client_cert_auth)
     cfg.bcrypt_cost = args.bcrypt_cost
+    return cfg
+
+
+async def main(args: argparse.Namespace, tls: TLSSettings | None) -> int:
+    """Serve until SIGTERM; StartupError when a flag, file or address keeps it from starting.
+    With --workers above 1, also start and supervise the worker processes (kv_router.workers)."""
+    workers = Workers.from_args(args)
+    cfg = server_config(args, tls, reuse_port=workers is not None)
     try:
         compactor_cfg = AutoCompactor.parse(args.auto_compaction_mode, args.auto_compaction_retention)
     except ValueError as err:
@@ -46,8 +56,12 @@ async def main(args: argparse.Namespace, tls: TLSSettings | None) -> int:
     shard = await open_shards(args)
     server = RouterServer(shard, cfg)
     try:
+        if workers is not None:  # they serve before the client port answers anywhere
+            await workers.start(shard)
         await server.start()
-    except StartupError:
+    except BaseException:
+        if workers is not None:
+            await workers.stop()
         await shard.close()
         raise
     telemetry.setup("kv-router", args.metrics_address)
@@ -68,6 +82,8 @@ async def main(args: argparse.Namespace, tls: TLSSettings | None) -> int:
 
     await until_terminated()
     log.info("shutting down: finishing in-flight requests")
+    if workers is not None:  # their in-flight writes need this process: they stop first
+        await workers.stop()
     for compactor in compactors:
         compactor.stop()
     if reloader:

@@ -32,6 +32,13 @@ FLAGS = [
          "grpc://host:port[,grpc://host:port...] (with --shard or --topology; streams move to "
          "another hub, or the restarted one, without the client noticing). Without it the "
          "router follows the shards' Feed RPC itself", type=Endpoints("grpc")),
+    Flag("--workers", "1", "processes serving the client URLs (0: one per CPU). Above 1, this "
+         "process stays the one writer of the embedded shard and starts that many minus one "
+         "workers on the same ports (SO_REUSEPORT: the kernel spreads connections over them), "
+         "which answer reads from the SQLite file themselves and pass writes, leases, "
+         "compaction and auth to it; watches follow its commits. A worker that dies is started "
+         "again. Embedded shard only (not with --shard or --topology); worker i serves /metrics "
+         "on --metrics-address's port + i", type=Count(0, 256)),
     Flag("--name", "default", "member name reported by MemberList"),
     Flag("--initial-advertise-peer-urls", "http://localhost:2380",
          "peer URLs reported by MemberList (KubeFabric has no raft peers; etcd's default)",

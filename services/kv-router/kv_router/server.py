@@ -55,6 +55,7 @@ class ServerConfig:
     auth_tokens: object = None  # kubefabric.auth.tokens provider (default: simple tokens)
     client_cert_auth: bool = False  # the client certificate's CN is the etcd user (etcd's rule)
     bcrypt_cost: int = DEFAULT_BCRYPT_COST
+    reuse_port: bool = False  # the client ports are shared with other processes (--workers)
 
 
 def listen_address(url: str) -> str:
@@ -93,7 +94,8 @@ class RouterServer:
         self.watch.authorize = self.auth.watch_refusal
         DEADLINE.seconds = cfg.request_timeout_s or None
         self.server, self.health = make_server(cfg.max_request_bytes, keepalive=cfg.keepalive,
-                                               health_service=HealthService())
+                                               health_service=HealthService(),
+                                               reuse_port=cfg.reuse_port)
         kv = KVService(shard, cfg.max_request_bytes, self.auth)
         register(self.server, "KV", kv)
         register(self.server, "Watch", self.watch)
