@@ -37,7 +37,8 @@ from harness.normalise import compare_recordings, recording
 
 # Where the KubeFabric side of a differential test runs: "embedded" (`kubefabric serve`),
 # kv-router in front of a shard service on "sqlite", "postgres" or "mariadb" (real servers), or
-# "topology": kv-router on three shards (harness.servers.THREE_SHARDS: test keys use the default
+# "workers": `kubefabric serve --workers 2` (the test's calls alternate between its writer process
+# and its worker), "topology": kv-router on three shards (harness.servers.THREE_SHARDS: test keys use the default
 # SQLite shard, while the merged watch feed and the clock sync run across all three), or "hub":
 # kv-router --watch-hub, a watch-hub and a SQLite shard service publishing on NATS JetStream.
 SHARD_NAMES = itertools.count()  # hub-target shards: unique per session (NATS dedupes by name:rev)
@@ -47,8 +48,12 @@ SHARD_NAMES = itertools.count()  # hub-target shards: unique per session (NATS d
 # the default lease is tested in tests/shard and tests/robustness. Flags the test gives come
 # after these and win.
 SOLE_REPLICA_FLAGS = ["--leader-lease", "5s"]
-DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS", "embedded,postgres,mariadb,topology,hub")
+DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS",
+                                           "embedded,workers,postgres,mariadb,topology,hub")
                 .split(",") if t]
+# targets served by `kubefabric serve` itself ("workers": --workers 2, whose two processes the
+# client's calls alternate between); the others are kv-router in front of shard services
+LAUNCH = {"embedded": "kubefabric", "workers": "kubefabric-w2"}
 
 
 @pytest.fixture
@@ -212,12 +217,14 @@ def differential(server_factory, request):
             for target in (targets or DIFF_TARGETS):
                 if (spans_shards and target == "topology") or target in without:
                     continue
-                launch = "kubefabric" if target == "embedded" else f"routed-{target}"
+                launch = LAUNCH.get(target, f"routed-{target}")
                 sides.append((f"kubefabric[{target}]", launch, kubefabric_args))
         results = {}
         for kind, launch, extra in sides:
             server = server_factory(launch, extra)
-            results[kind] = recording(Client(server.endpoint, kind), body)
+            # --workers: the body's calls alternate between two processes (harness.client)
+            client = Client(server.endpoint, kind, spread=launch == "kubefabric-w2")
+            results[kind] = recording(client, body)
         etcd = results.pop("etcd")
         if dump := os.environ.get("KUBEFABRIC_DIFF_DUMP"):  # a directory: the recordings as JSON
             Path(dump).mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import itertools
+
 import grpc
 
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
@@ -18,16 +20,21 @@ class Failure:
 
 
 class Client:
-    def __init__(self, endpoint: str, kind: str = "?"):
+    def __init__(self, endpoint: str, kind: str = "?", spread: bool = False):
+        """spread: against `kubefabric serve --workers N`, two connections that landed on
+        different processes, used in turn call by call (each attribute access of a stub takes
+        the next), so a test body checks that the processes answer as one server."""
         self.kind = kind
         self.endpoint = endpoint
-        self.channel = grpc.insecure_channel(endpoint)
-        self.kv = rpc.KVStub(self.channel)
-        self.watch = rpc.WatchStub(self.channel)
-        self.lease = rpc.LeaseStub(self.channel)
-        self.maintenance = rpc.MaintenanceStub(self.channel)
-        self.cluster = rpc.ClusterStub(self.channel)
-        self.auth = rpc.AuthStub(self.channel)
+        self.channels = spread_channels(endpoint) if spread else [grpc.insecure_channel(endpoint)]
+        self.channel = self.channels[0]
+        turns = itertools.count()
+        self.kv = _InTurn(rpc.KVStub, self.channels, turns)
+        self.watch = _InTurn(rpc.WatchStub, self.channels, turns)
+        self.lease = _InTurn(rpc.LeaseStub, self.channels, turns)
+        self.maintenance = _InTurn(rpc.MaintenanceStub, self.channels, turns)
+        self.cluster = _InTurn(rpc.ClusterStub, self.channels, turns)
+        self.auth = _InTurn(rpc.AuthStub, self.channels, turns)
 
     def call(self, method, request, timeout: float = 10.0):
         """Run one unary RPC; return its response, or a Failure for a gRPC error."""
@@ -51,4 +58,45 @@ class Client:
                                                     failure=list(failure)))
 
     def close(self) -> None:
-        self.channel.close()
+        for channel in self.channels:
+            channel.close()
+
+
+PID_METADATA = "kubefabric-pid"  # kv_router.maintenance: which process answered a Status
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]  # a channel of its own, not a shared one
+
+
+def answering_pid(channel: grpc.Channel) -> int:
+    """The PID of the `kubefabric serve` process a channel's connection landed on."""
+    _, call = rpc.MaintenanceStub(channel).Status.with_call(pb.StatusRequest(), timeout=10)
+    return int(dict(call.trailing_metadata())[PID_METADATA])
+
+
+def spread_channels(endpoint: str, processes: int = 2, tries: int = 64) -> list[grpc.Channel]:
+    """Channels to `endpoint`, each its own connection, on `processes` different processes
+    (the kernel picks the process of each connection: open until enough differ)."""
+    found: dict[int, grpc.Channel] = {}
+    for _ in range(tries):
+        channel = grpc.insecure_channel(endpoint, options=OWN_CONNECTION)
+        pid = answering_pid(channel)
+        if pid in found:
+            channel.close()
+            continue
+        found[pid] = channel
+        if len(found) == processes:
+            return list(found.values())
+    for channel in found.values():
+        channel.close()
+    raise AssertionError(f"{tries} connections to {endpoint} reached only processes {sorted(found)}")
+
+
+class _InTurn:
+    """A stub of each channel; every method looked up comes from the next one in turn."""
+
+    def __init__(self, stub_class, channels, turns):
+        self._stubs = [stub_class(c) for c in channels]
+        self._turns = turns
+
+    def __getattr__(self, name: str):
+        stubs = self._stubs
+        return getattr(stubs[next(self._turns) % len(stubs)], name)

@@ -226,7 +226,12 @@ def start_kubefabric(workdir: Path, extra: list[str] | None = None, data_dir: Pa
     return server
 
 
-START = {"etcd": start_etcd, "kubefabric": start_kubefabric,
+def start_kubefabric_workers(workdir: Path, extra: list[str] | None = None) -> Server:
+    """`kubefabric serve --workers 2`: the writer process and one worker on the same port."""
+    return start_kubefabric(workdir, ["--workers", "2", *(extra or [])])
+
+
+START = {"etcd": start_etcd, "kubefabric": start_kubefabric, "kubefabric-w2": start_kubefabric_workers,
          "etcd37": lambda workdir, extra=None: start_etcd(workdir, extra, etcd37_binary())}
 
 

@@ -430,6 +430,14 @@ class Shard:
             return None
         return self.auth.state, self.auth.generation
 
+    def auth_now(self, generation: int):
+        """(auth state, generation) when the committed auth store moved past `generation`, else
+        None: without waiting, for a guard that checks it on every call (the writer's memory
+        is the committed store)."""
+        if self.writer is None or generation == self.auth.generation:
+            return None
+        return self.auth.state, self.auth.generation
+
     async def defragment(self) -> None:
         """The store's defragmentation. One that holds the database's write lock (SQLite's
         VACUUM) runs with the writer idle, under a lease first extended to DEFRAGMENT_LEASE_S:

@@ -95,6 +95,14 @@ class WatcherRegistry:
         watcher's created response reports, and where a watch "from now" starts after."""
         return max(self._committed, self.source.state.committed)
 
+    async def refresh_head(self) -> None:
+        """A source that sees commits its feed has not delivered yet (a `kubefabric serve
+        --workers` worker reads the database) raises its state to them first, so a watcher "from
+        now" starts after every write acknowledged before it was created (as on etcd)."""
+        refresh = getattr(self.source, "refresh_head", None)
+        if refresh is not None:
+            await refresh()
+
     def start(self) -> None:
         if self.progress_interval > 0:  # 0 turns periodic progress notifications off
             self._task = asyncio.create_task(self._progress_loop(), name="watch-progress")

@@ -112,6 +112,7 @@ class WatchStream:
         # etcd watches the key "\0" when no key is given
         rng = KeyRange.of(creq.key or b"\x00", creq.range_end)
         known = creq.kubefabric_known_revision if self.trust_known else 0
+        await self.registry.refresh_head()
         committed = max(self.registry.head, known)
         if creq.watch_id and creq.watch_id in self.watchers:
             self._send_refused(DUPLICATE_ID, committed)

@@ -211,6 +211,28 @@ class SqliteStore:
         return self._snapshot
 
 
+    def data_version(self) -> int:
+        """SQLite's data_version of the read connection: it changes when another connection (of
+        this process or another) commits."""
+        return self._r.execute("PRAGMA data_version").fetchone()[0]
+
+    def read_now(self, *names: str) -> list[list]:
+        """The rows of statements (without parameters) on the read connection, at once (not a
+        coroutine), all in one read transaction: the one open on the connection, or their own."""
+        conn = self._r
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            out = []
+            for name in names:
+                c = self.stmts.get(name)
+                out.append(conn.execute(c.sql, c.args({})).fetchall())
+            return out
+        finally:
+            if own:
+                conn.execute("COMMIT")
+
     # ---- writes (the writer's transaction) ----
 
     async def begin(self) -> "_Cursor":

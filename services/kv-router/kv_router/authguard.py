@@ -32,20 +32,34 @@ class AuthGuard:
         self.shard = shard
         self.tokens = tokens
         self.client_cert_auth = client_cert_auth
-        self.state = AuthState()
-        self.checker = Checker(self.state)
+        self._state = AuthState()
+        self.checker = Checker(self._state)
         self.generation = -1
+        # shard.auth_now(generation): the committed store when it moved past `generation`, read
+        # without waiting (the embedded shard's memory; a --workers worker's database), so a
+        # change made through another process applies from the next call on; shards without it
+        # (shard services, topologies) are polled every POLL_S
+        self.fresh = getattr(shard, "auth_now", None)
         self._task: asyncio.Task | None = None
         self._failing = False
 
     # ---- the copy of the store ----
 
+    @property
+    def state(self) -> AuthState:
+        """The auth store every check of a call reads (see `fresh`)."""
+        if self.fresh is not None:
+            current = self.fresh(self.generation)
+            if current is not None:
+                self.take(*current)
+        return self._state
+
     def take(self, state: AuthState, generation: int) -> None:
         if generation < self.generation:
             return
-        if state.enabled != self.state.enabled:
+        if state.enabled != self._state.enabled:
             log.info("etcd authentication is now %s", "enabled" if state.enabled else "disabled")
-        self.state, self.generation = state, generation
+        self._state, self.generation = state, generation
         self.checker = Checker(state)
 
     async def refresh(self) -> None:

@@ -7,6 +7,7 @@ UNIMPLEMENTED with a sentence, never a made-up result.
 from __future__ import annotations
 
 import logging
+import os
 
 import grpc
 
@@ -24,6 +25,7 @@ from .authguard import AuthGuard
 # watch cache and WatchList only for etcd >= 3.5.13 (progress requests answered correctly).
 ETCD_VERSION = "3.5.21"
 STORAGE_VERSION = "3.5.0"
+PID_METADATA = "kubefabric-pid"  # Status's trailing metadata: the answering process's PID
 
 log = logging.getLogger("kubefabric.router")
 
@@ -47,6 +49,8 @@ class MaintenanceService(rpc.MaintenanceServicer):
     async def Status(self, request, context) -> pb.StatusResponse:
         self.auth.require(context)
         st = await self.shard.status()
+        # which process answered (`kubefabric serve --workers N` runs several on one port)
+        context.set_trailing_metadata(((PID_METADATA, str(os.getpid())),))
         state = self.shard.state
         resp = pb.StatusResponse(
             version=ETCD_VERSION, dbSize=st.db_size, dbSizeInUse=st.db_size_in_use,

@@ -21,6 +21,15 @@ Revision headers never go backwards on one client connection (a connection stays
 process): every header is at least `state.committed`, which only grows, and reads and the
 parent's answers both raise it (`_observe`). A Status answered by the parent is lifted to it:
 the parent's committed revision may trail a COMMIT that a read here already saw.
+
+Two more things a client of one process must not tell apart from one of another:
+- a watch "from now" starts after every write acknowledged before it was created: the watcher
+  registry first raises the head to the database's (`refresh_head`), and waits for the feed to
+  deliver up to it;
+- an auth change (enable, a new user or role, a grant) made through any process applies to the
+  next call here: the guard asks `auth_now` on every call, which looks at the database only when
+  SQLite's data_version says another connection committed, and reloads the auth store from it
+  when its generation moved.
 """
 from __future__ import annotations
 
@@ -28,9 +37,11 @@ import logging
 
 from backend_sqlite.store import SqliteStore
 
+from kubefabric.auth import state as auth_state
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.query.execute import run_query
+from kubefabric.shard.authstore import META_GENERATION
 from kubefabric.shard.core import Shard
 from kubefabric.shardsvc.client import RemoteShard
 
@@ -42,6 +53,7 @@ class WorkerShard(RemoteShard):
         super().__init__([parent_endpoint], name="default")
         # never opened as a leader: store.open() only (reads; no lease, no writer)
         self.local = Shard(SqliteStore(data_dir, synchronous=synchronous), max_txn_ops=max_txn_ops)
+        self._seen_version = -1  # the database's data_version when auth_now last looked
 
     async def open(self, wait_s: float = 30.0, follow: bool = True) -> None:
         await super().open(wait_s, follow)
@@ -64,6 +76,26 @@ class WorkerShard(RemoteShard):
         resp = await run_query(self.local, req, 0)
         self._observe(resp.header.revision)
         return resp
+
+    async def refresh_head(self) -> None:
+        async with self.local.store.snapshot() as cur:
+            head = await self.local.read_head(cur)
+        self._observe(head)
+
+    def auth_now(self, generation: int):
+        """(auth state, generation) of the committed auth store when it moved past `generation`
+        (None: unchanged), read from the database without waiting (kv_router.authguard)."""
+        store = self.local.store
+        version = store.data_version()
+        if version == self._seen_version and generation >= 0:
+            return None
+        self._seen_version = version
+        meta_rows, = store.read_now("meta_all")
+        if dict(meta_rows).get(META_GENERATION, 0) == generation:
+            return None
+        meta_rows, auth_rows = store.read_now("meta_all", "auth_all")  # one snapshot
+        meta = dict(meta_rows)
+        return auth_state.from_rows(auth_rows, meta), meta.get(META_GENERATION, 0)
 
     async def status(self, sync_rev: int = 0) -> spb.StatusResponse:
         resp = await super().status(sync_rev)
