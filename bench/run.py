@@ -47,7 +47,9 @@ FLOOR_SERVERS = ("floor", "floor-asyncio")
 # kv-router in front of a shard service, with group commit and without (-nogc): bench/backends.py
 # kf-hub: the kf-sqlite-svc stack with NATS JetStream and the watch-hub serving the router's watches
 STACK_KINDS = tuple(k + s for k in ("kf-sqlite-svc", "kf-pg", "kf-mysql") for s in ("", "-nogc")) + ("kf-hub",)
-KNOWN_SERVERS = ALL_SERVERS + FLOOR_SERVERS + STACK_KINDS
+# `kubefabric serve --workers 2`: the embedded server plus one worker process on the same port
+WORKER_SERVERS = ("kubefabric-w2",)
+KNOWN_SERVERS = ALL_SERVERS + FLOOR_SERVERS + STACK_KINDS + WORKER_SERVERS
 ALL_WORKLOADS = ("put", "get", "range", "watch-latency")  # the default run
 WORKLOADS = ALL_WORKLOADS + ("watch-fanout",)  # --only may also ask for these
 # --watch: event latency through each watch path, one writer at a modest rate
@@ -183,8 +185,10 @@ def server_argv(kind: str, port: int, workdir: Path, bins: Path | None,
         # No --endpoint: kine's default SQLite backend, ./db/state.db under its cwd (workdir).
         return [str(bins / "kine"), "--listen-address", f"127.0.0.1:{port}",
                 "--metrics-bind-address", "0"]
-    if kind == "kubefabric":
-        args = ["serve", "--listen-client-urls", url, "--data-dir", str(workdir / "data"), *(extra or [])]
+    if kind in ("kubefabric", *WORKER_SERVERS):
+        workers = ["--workers", kind.rpartition("-w")[2]] if kind in WORKER_SERVERS else []
+        args = ["serve", "--listen-client-urls", url, "--data-dir", str(workdir / "data"), *workers,
+                *(extra or [])]
         if importlib.util.find_spec("kubefabric") is not None:
             return [sys.executable, "-m", "kubefabric.cli", *args]
         return ["uv", "run", "--project", str(REPO), "kubefabric", *args]
@@ -632,7 +636,8 @@ def render_watch_table(results: list[dict], servers: list[str], cases: list) -> 
         "CPU %: the server's processes during the loadgen run (watch set-up and drain included), % of one core; "
         "busiest: its busiest process.",
         "vs etcd: the server's write -> event latency over etcd's (p50, p99, slowest watcher p99); > 1: slower than etcd.",
-        "kubefabric: embedded (`kubefabric serve`, in-process bus); kf-sqlite-svc: kv-router following the shard "
+        "kubefabric: embedded (`kubefabric serve`, in-process bus); kubefabric-w2: the same with "
+        "`--workers 2` (one worker process besides it on the same port); kf-sqlite-svc: kv-router following the shard "
         "service's Feed RPC; kf-hub: kv-router serving watches from the watch-hub on NATS JetStream.",
     ]
     if rounds > 1:
@@ -648,7 +653,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 s windows after 0.25 s warm-up")
     p.add_argument("--only", help="workloads, comma-separated (default: all; --backends: put,get)")
     p.add_argument("--servers", help=f"servers, comma-separated (default: {','.join(ALL_SERVERS)}; "
-                   f"also {','.join(FLOOR_SERVERS + STACK_KINDS)}; floor: bare grpc.aio answering put/get with constants)")
+                   f"also {','.join(FLOOR_SERVERS + STACK_KINDS + WORKER_SERVERS)}; floor: bare grpc.aio "
+                   "answering put/get with constants; kubefabric-w2: `kubefabric serve --workers 2`)")
     p.add_argument("--backends", nargs="?", const=",".join(BACKENDS), metavar="LIST",
                    help="shard-backend comparison: each of LIST (default: all of "
                    f"{','.join(BACKENDS)}) with group commit on and off, one table")

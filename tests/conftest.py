@@ -54,6 +54,12 @@ DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS",
 # targets served by `kubefabric serve` itself ("workers": --workers 2, whose two processes the
 # client's calls alternate between); the others are kv-router in front of shard services
 LAUNCH = {"embedded": "kubefabric", "workers": "kubefabric-w2"}
+# The "workers" target starts two processes per test (about 2 s more on CI's loaded machine): by
+# default it runs the modules whose calls cross the processes in every way (reads after writes,
+# txns, watches, leases, auth, compaction); KUBEFABRIC_DIFF_TARGETS naming it runs it everywhere.
+WORKERS_MODULES = {"test_put_delete", "test_txn", "test_watch", "test_lease", "test_auth",
+                   "test_compact"}
+WORKERS_EVERYWHERE = "KUBEFABRIC_DIFF_TARGETS" in os.environ
 
 
 @pytest.fixture
@@ -216,6 +222,9 @@ def differential(server_factory, request):
         else:
             for target in (targets or DIFF_TARGETS):
                 if (spans_shards and target == "topology") or target in without:
+                    continue
+                if target == "workers" and not WORKERS_EVERYWHERE and \
+                        request.module.__name__.rpartition(".")[2] not in WORKERS_MODULES:
                     continue
                 launch = LAUNCH.get(target, f"routed-{target}")
                 sides.append((f"kubefabric[{target}]", launch, kubefabric_args))

@@ -89,9 +89,14 @@ class Recorder:
 class Worker(threading.Thread):
     """One client doing random operations until `stop` is set."""
 
-    def __init__(self, n: int, endpoint: str, rec: Recorder, stop: threading.Event, seed: int):
+    def __init__(self, n: int, endpoint: str, rec: Recorder, stop: threading.Event, seed: int,
+                 one_shard: bool = False):
+        """one_shard: the server is one shard (`kubefabric serve --workers`): its calls
+        alternate between two of its processes, and the "cross-shard" txns are plain two-key
+        txns there."""
         super().__init__(name=f"client-{n}", daemon=True)
         self.n, self.endpoint, self.rec, self.stop, self.rng = n, endpoint, rec, stop, random.Random(seed)
+        self.one_shard = one_shard
         self.known: dict[bytes, int] = {}  # key -> mod_revision last seen (0: absent)
         self.seq = 0
         self.errors: list[str] = []
@@ -101,7 +106,7 @@ class Worker(threading.Thread):
         return b"c%d-%d" % (self.n, self.seq)
 
     def run(self) -> None:
-        self.client = Client(self.endpoint, self.name)
+        self.client = Client(self.endpoint, self.name, spread=self.one_shard)
         try:
             while not self.stop.is_set():
                 try:
@@ -129,7 +134,10 @@ class Worker(threading.Thread):
             shard = self.rng.choice([ks for ks in SHARD_KEYS.values()])
             self.cas(self.rng.sample(shard, 2))
         elif r < 0.60:
-            self.cross_shard_txn()
+            if self.one_shard:
+                self.cas(self.rng.sample(KEYS, 2))
+            else:
+                self.cross_shard_txn()
         elif r < 0.75:
             self.read(key, b"", "get")
         elif r < 0.95:
@@ -355,10 +363,11 @@ def wait_delivered(recorders, rec: Recorder, upto: int, timeout: float = 15.0) -
 
 
 def run_history(ep: str, say, fault=None, load_seconds: float = LOAD_SECONDS,
-                min_writes: int = 300, min_events: int = 1000) -> dict:
+                min_writes: int = 300, min_events: int = 1000, one_shard: bool = False) -> dict:
     """The workload against the router at `ep` (started with --watch-progress-notify-interval
     300ms), checked; fault(): called in its own thread 40 % into the load (it injects a failure
-    and returns a line for the report). Asserts; returns the checker's figures."""
+    and returns a line for the report); one_shard: see Worker. Asserts; returns the checker's
+    figures."""
     t0 = time.monotonic()
     rec, stop, rng = Recorder(), threading.Event(), random.Random()
     seed = rng.getrandbits(32)
@@ -372,8 +381,8 @@ def run_history(ep: str, say, fault=None, load_seconds: float = LOAD_SECONDS,
                                    prefix_end(b"/registry/events/"), 0, {})], progress_every=0.15)
     restarter = Restarter(ep)
     restarter.start()
-    workers = [Worker(i, ep, rec, stop, rng.getrandbits(32)) for i in range(CLIENTS)]
-    workers.append(LeaseWorker(CLIENTS, ep, rec, stop, rng.getrandbits(32)))
+    workers = [Worker(i, ep, rec, stop, rng.getrandbits(32), one_shard) for i in range(CLIENTS)]
+    workers.append(LeaseWorker(CLIENTS, ep, rec, stop, rng.getrandbits(32), one_shard))
     t_load = time.monotonic()
     for w in workers:
         w.start()

@@ -35,12 +35,15 @@ import socket
 import sys
 import tempfile
 import time
+from typing import cast
 
 from kubefabric.etcd import errors
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.server import bind_problem, listen, make_server
 from kubefabric.rpc.startup import StartupError
 from kubefabric.shard.core import Shard
+from kubefabric.shard.surface import ShardSurface
+from kubefabric.shardsvc.node import ShardNode
 from kubefabric.shardsvc.service import ShardService
 
 from .server import listen_address
@@ -115,8 +118,9 @@ class Workers:
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
 
-    async def start(self, shard: Shard) -> None:
+    async def start(self, shard: ShardSurface) -> None:
         """Serve the Shard API privately, start every worker and wait until each serves."""
+        assert isinstance(shard, Shard)  # the embedded shard: from_args refused the others
         problem = bind_problem(self.addresses)
         if problem:
             raise StartupError(f"--listen-client-urls: cannot listen on {problem}")
@@ -125,7 +129,8 @@ class Workers:
                                      dir=runtime if runtime and os.path.isdir(runtime) else None)
         path = os.path.join(self._dir, "shard.sock")
         self._server, _ = make_server(self.args.max_request_bytes)
-        self._service = ShardService(_ParentNode(shard))
+        # (_ParentNode has the part of ShardNode that ShardService uses)
+        self._service = ShardService(cast(ShardNode, _ParentNode(shard)))
         shard_pb2_grpc.add_ShardServicer_to_server(self._service, self._server)
         await listen(self._server, [(f"unix:{path}", None)], "--workers")
         self.endpoint = f"unix:{path}"

@@ -52,12 +52,13 @@ class WorkerShard(RemoteShard):
     def __init__(self, parent_endpoint: str, data_dir: str, synchronous: str, max_txn_ops: int):
         super().__init__([parent_endpoint], name="default")
         # never opened as a leader: store.open() only (reads; no lease, no writer)
-        self.local = Shard(SqliteStore(data_dir, synchronous=synchronous), max_txn_ops=max_txn_ops)
+        self.file = SqliteStore(data_dir, synchronous=synchronous)
+        self.local = Shard(self.file, max_txn_ops=max_txn_ops)
         self._seen_version = -1  # the database's data_version when auth_now last looked
 
     async def open(self, wait_s: float = 30.0, follow: bool = True) -> None:
         await super().open(wait_s, follow)
-        await self.local.store.open()
+        await self.file.open()
 
     async def close(self) -> None:
         await super().close()
@@ -78,14 +79,14 @@ class WorkerShard(RemoteShard):
         return resp
 
     async def refresh_head(self) -> None:
-        async with self.local.store.snapshot() as cur:
+        async with self.file.snapshot() as cur:
             head = await self.local.read_head(cur)
         self._observe(head)
 
     def auth_now(self, generation: int):
         """(auth state, generation) of the committed auth store when it moved past `generation`
         (None: unchanged), read from the database without waiting (kv_router.authguard)."""
-        store = self.local.store
+        store = self.file
         version = store.data_version()
         if version == self._seen_version and generation >= 0:
             return None
