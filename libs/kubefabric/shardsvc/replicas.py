@@ -110,7 +110,10 @@ class Replicas:
     async def write(self, method: str, request, target: int, timeout: float):
         """`method` on replica `target` (the leader); LeaderChanged when it was abandoned because
         another replica leads."""
-        call = asyncio.ensure_future(getattr(self.stubs()[target], method)(request, timeout=timeout))
+        stubs = self.stubs()
+        if len(stubs) == 1:  # no other replica can lead: nothing to suspect, no task to watch
+            return await getattr(stubs[target], method)(request, timeout=timeout)
+        call = asyncio.ensure_future(getattr(stubs[target], method)(request, timeout=timeout))
         try:
             while True:
                 done, _ = await asyncio.wait((call,), timeout=SUSPECT_S)
