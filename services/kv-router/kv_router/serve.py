@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from kubefabric.config import Bool, Count, Duration, Endpoints, Flag, URLs, add_command
 from kubefabric.rpc import startup
@@ -126,5 +127,9 @@ def command(subparsers) -> None:
 
 def _start(args: argparse.Namespace):
     tls = settings_from_args(args)  # applies --cipher-suites: before grpc loads (kubefabric.cli)
+    if args.workers != 1:
+        # the workers are started by fork + exec: grpc's fork handlers have nothing to do
+        # between the two, and would log "skipping fork() handlers" at every start
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from .main import main  # grpc loads now (kubefabric.cli)
     return main(args, tls)

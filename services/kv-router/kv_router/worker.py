@@ -76,6 +76,7 @@ async def serve(args: argparse.Namespace, tls, spec: dict) -> int:
     await server.stop(args.shutdown_grace)
     await shard.close()
     lifeline.close()
+    log.info("worker %d stopped", index)
     return 0
 
 

@@ -137,9 +137,9 @@ class Workers:
         await asyncio.gather(*(self._spawn(w) for w in self.workers))
         self._tasks = [asyncio.create_task(self._supervise(w), name=f"worker-{w.index}")
                        for w in self.workers]
-        log.info("serving with %d processes: this one (pid %d, the writer) and %d workers "
-                 "(pids %s) on the same client URLs", len(self.workers) + 1, os.getpid(),
-                 len(self.workers), ", ".join(str(w.proc.pid) for w in self.workers))
+        log.info("serving with %d processes on the same client URLs: this one (pid %d, the "
+                 "writer) and worker pids %s", len(self.workers) + 1, os.getpid(),
+                 ", ".join(str(w.proc.pid) for w in self.workers))
 
     async def _spawn(self, worker: _Worker) -> None:
         """Start one worker and wait until it serves (StartupError with its reason if not)."""
