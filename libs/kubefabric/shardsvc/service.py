@@ -26,6 +26,7 @@ from kubefabric.rpc.handlers import etcd_unary
 from kubefabric.shard.history import commits_of
 from kubefabric.telemetry import tracing
 
+from . import writes
 from .node import ShardNode
 
 log = logging.getLogger("kubefabric.shard.service")
@@ -150,6 +151,11 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     Put = _kv_write("Put", "put", spb.PutResponse)
     DeleteRange = _kv_write("DeleteRange", "delete_range", spb.DeleteRangeResponse)
     Txn = _kv_write("Txn", "txn", spb.TxnResponse)
+
+    async def Writes(self, request_iterator, context):
+        """Put, DeleteRange and Txn on one stream (kubefabric.shardsvc.writes)."""
+        async for answer in writes.serve(self.node, request_iterator):
+            yield answer
 
     @on_leader
     async def Compact(self, shard, request: spb.CompactRequest, sync_rev) -> spb.CompactResponse:

@@ -48,6 +48,34 @@ class PutResponse(_message.Message):
     committed_rev: int
     def __init__(self, put: _Optional[_Union[_rpc_pb2.PutResponse, _Mapping]] = ..., committed_rev: _Optional[int] = ...) -> None: ...
 
+class WriteRequest(_message.Message):
+    __slots__ = ("id", "put", "delete_range", "txn")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    put: PutRequest
+    delete_range: DeleteRangeRequest
+    txn: TxnRequest
+    def __init__(self, id: _Optional[int] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[TxnRequest, _Mapping]] = ...) -> None: ...
+
+class WriteResponse(_message.Message):
+    __slots__ = ("id", "put", "delete_range", "txn", "code", "message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    put: PutResponse
+    delete_range: DeleteRangeResponse
+    txn: TxnResponse
+    code: int
+    message: str
+    def __init__(self, id: _Optional[int] = ..., put: _Optional[_Union[PutResponse, _Mapping]] = ..., delete_range: _Optional[_Union[DeleteRangeResponse, _Mapping]] = ..., txn: _Optional[_Union[TxnResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class DeleteRangeRequest(_message.Message):
     __slots__ = ("clock", "delete_range")
     CLOCK_FIELD_NUMBER: _ClassVar[int]

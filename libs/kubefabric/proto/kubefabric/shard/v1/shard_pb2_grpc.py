@@ -58,6 +58,11 @@ class ShardStub:
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.TxnRequest.SerializeToString,
                 response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.TxnResponse.FromString,
                 _registered_method=True)
+        self.Writes = channel.stream_stream(
+                '/kubefabric.shard.v1.Shard/Writes',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponse.FromString,
+                _registered_method=True)
         self.Compact = channel.unary_unary(
                 '/kubefabric.shard.v1.Shard/Compact',
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.CompactRequest.SerializeToString,
@@ -167,6 +172,15 @@ class ShardServicer:
 
     def Txn(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Writes(self, request_iterator, context):
+        """Put, DeleteRange and Txn of one caller on one stream instead of a call each (the
+        `kubefabric serve --workers` worker -> writer hop): each runs as it arrives, so concurrent
+        ones share the writer's batches, and is answered as it completes, matched by id. Leader only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -302,6 +316,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Txn,
                     request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.TxnRequest.FromString,
                     response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.TxnResponse.SerializeToString,
+            ),
+            'Writes': grpc.stream_stream_rpc_method_handler(
+                    servicer.Writes,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponse.SerializeToString,
             ),
             'Compact': grpc.unary_unary_rpc_method_handler(
                     servicer.Compact,
@@ -495,6 +514,33 @@ class Shard:
             '/kubefabric.shard.v1.Shard/Txn',
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.TxnRequest.SerializeToString,
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.TxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Writes(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kubefabric.shard.v1.Shard/Writes',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponse.FromString,
             options,
             channel_credentials,
             insecure,
