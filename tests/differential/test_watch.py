@@ -11,7 +11,7 @@ import hashlib
 import threading
 import time
 
-from harness.stream import NoResponse, WatchStream, by_watch_id
+from harness.stream import NoResponse, WatchStream, by_watch_id, conversation
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.mvccpb import kv_pb2
 
@@ -30,12 +30,9 @@ def test_created_responses_follow_request_order_and_ids(differential):
         for r in requests:   # all sent before any answer is read
             w.create(**r)
         record("created", [w.recv() for _ in requests])
-        record("put a", c.put(b"a", b"1"))
-        record("events a", by_watch_id(w.events(2)))
-        record("put b", c.put(b"b", b"1"))
-        record("events b", by_watch_id(w.events(3)))
-        record("put c", c.put(b"c", b"1"))
-        record("events c", by_watch_id(w.events(2)))
+        for key, watchers in (("a", 2), ("b", 3), ("c", 2)):
+            record(f"put {key}", c.put(key.encode(), b"1"))
+            record(f"events {key}", by_watch_id(w.events(watchers)))
         record("nothing else", w.pending())
         other = WatchStream(c)  # ids are per stream
         record("second stream", [other.created(b"a"), other.created(b"a", watch_id=5)])
@@ -71,12 +68,11 @@ def test_cancel(differential):
 
 
 def test_start_revision_past_now_future(differential):
-    def body(c, record):
+    def steps(c, w, record):
         record("put k1", c.put(b"k1", b"a"))      # rev 2
         record("put k2", c.put(b"k2", b"b"))      # rev 3
         record("put k1 again", c.put(b"k1", b"c"))  # rev 4
         record("delete k2", c.delete(b"k2"))      # rev 5
-        w = WatchStream(c)
         record("now", w.created(b"k", range_end=b"l"))
         record("from 2", w.created(b"k", range_end=b"l", start_revision=2))
         record("replay from 2", w.events(4))
@@ -89,20 +85,14 @@ def test_start_revision_past_now_future(differential):
         record("exactly next revision", w.created(b"k", range_end=b"l", start_revision=6))
         record("future 8", w.created(b"k", range_end=b"l", start_revision=8))
         record("nothing yet", w.pending())
-        record("put k3 (rev 6)", c.put(b"k3", b"d"))
-        record("rev 6 events", by_watch_id(w.events(4)))
-        record("put k3 (rev 7)", c.put(b"k3", b"e"))
-        record("rev 7 events", by_watch_id(w.events(4)))
-        record("put k1 (rev 8)", c.put(b"k1", b"f"))
-        record("rev 8 events", by_watch_id(w.events(6)))
-        record("nothing else", w.pending())
-        w.close()
-    differential(body)
+        for rev, key, value, watchers in ((6, "k3", b"d", 4), (7, "k3", b"e", 4), (8, "k1", b"f", 6)):
+            record(f"put {key} (rev {rev})", c.put(key.encode(), value))
+            record(f"rev {rev} events", by_watch_id(w.events(watchers)))
+    conversation(differential, steps)
 
 
 def test_key_range_prefix_and_nul_ranges(differential):
-    def body(c, record):
-        w = WatchStream(c)
+    def steps(c, w, record):
         watchers = [dict(key=b"b"), dict(key=b"b", range_end=b"d"), dict(key=b"p/", range_end=b"p0"),
                     dict(key=b"\0", range_end=b"\0"), dict(key=b"m", range_end=b"\0"),
                     dict(key=b"", range_end=b"\0"), dict(key=b"a\xff", range_end=b"b\x00"),
@@ -115,14 +105,11 @@ def test_key_range_prefix_and_nul_ranges(differential):
         record("sentinel", c.put(b"zz-end", b"."))
         # watchers 3, 4 and 5 see every key from "m" on, so the sentinel ends the step
         record("events", by_watch_id(w.until_key(b"zz-end", 3)))
-        record("nothing else", w.pending())
-        w.close()
-    differential(body)
+    conversation(differential, steps)
 
 
 def test_prev_kv_filters_and_put_options(differential):
-    def body(c, record):
-        w = WatchStream(c)
+    def steps(c, w, record):
         watchers = [dict(), dict(prev_kv=True), dict(filters=[NOPUT]), dict(filters=[NODELETE]),
                     dict(filters=[NOPUT, NODELETE]), dict(filters=[NOPUT], prev_kv=True),
                     dict(filters=[NODELETE, NODELETE], prev_kv=True)]
@@ -139,16 +126,13 @@ def test_prev_kv_filters_and_put_options(differential):
             record(label, op())
         # puts reach 0, 1, 3, 6 (5 puts x 4); deletes reach 0, 1, 2, 5 (1 x 4)
         record("events", by_watch_id(w.events(24)))
-        record("nothing else", w.pending())
-        w.close()
-    differential(body)
+    conversation(differential, steps)
 
 
 def test_multi_key_changes_arrive_together(differential):
-    def body(c, record):
+    def steps(c, w, record):
         for key in (b"t/a", b"t/b", b"t/c", b"t/d", b"u"):
             record(f"put {key!r}", c.put(key, key))
-        w = WatchStream(c)
         record("created", [w.created(b"t/", range_end=b"t0"), w.created(b"t/", range_end=b"t0", prev_kv=True),
                            w.created(b"", range_end=b"\0", filters=[NOPUT])])
         put = lambda k, v: pb.RequestOp(request_put=pb.PutRequest(key=k, value=v))  # noqa: E731
@@ -169,14 +153,11 @@ def test_multi_key_changes_arrive_together(differential):
         record("delete range events", by_watch_id(w.events(2 * 2 + 2)))
         record("delete everything", c.delete(b"\0", range_end=b"\0"))
         record("delete everything events", by_watch_id(w.events(2 * 2 + 3)))
-        record("nothing else", w.pending())
-        w.close()
-    differential(body, spans_shards=True)
+    conversation(differential, steps, spans_shards=True)
 
 
 def test_watch_from_compacted_revision(differential):
-    def body(c, record):
-        w = WatchStream(c)
+    def steps(c, w, record):
         record("watching before the compaction", w.created(b"k"))
         for i in range(4):
             record(f"put {i}", c.put(b"k", b"%d" % i))  # revs 2..5
@@ -192,14 +173,11 @@ def test_watch_from_compacted_revision(differential):
         record("from 5", [w.created(b"k", start_revision=5), *w.events(1)])
         record("put", c.put(b"k", b"x"))
         record("live events reach the three live watchers", by_watch_id(w.events(3)))
-        record("nothing else", w.pending())
-        w.close()
-    differential(body)
+    conversation(differential, steps)
 
 
 def test_progress_request(differential):
-    def body(c, record):
-        w = WatchStream(c)
+    def steps(c, w, record):
         w.progress()
         record("no watchers", w.pending(0.5))
         record("put", c.put(b"a", b"1"))
@@ -214,9 +192,7 @@ def test_progress_request(differential):
         w.progress()
         w.progress()
         record("two requests, two answers", [w.recv(), w.recv()])
-        record("nothing else", w.pending())
-        w.close()
-    differential(body)
+    conversation(differential, steps)
 
 
 def test_progress_notify(differential):
@@ -310,12 +286,11 @@ def test_fragmented_responses(differential):
 
 
 def test_lease_expiry_deletes_keys_in_one_event_batch(differential):
-    def body(c, record):
+    def steps(c, w, record):
         record("grant", c.call(c.lease.LeaseGrant, pb.LeaseGrantRequest(ID=1001, TTL=2)))
         record("put b", c.put(b"l/b", b"1", lease=1001))
         record("put a", c.put(b"l/a", b"2", lease=1001))
         record("put kept", c.put(b"l/kept", b"3"))
-        w = WatchStream(c)
         record("created", [w.created(b"l/", range_end=b"l0", prev_kv=True), w.created(b"l/a")])
         try:
             events = w.events(3, timeout=8)
@@ -324,9 +299,7 @@ def test_lease_expiry_deletes_keys_in_one_event_batch(differential):
         record("expiry events", by_watch_id(events))
         record("range after expiry", c.get(b"l/", range_end=b"l0"))
         record("lease gone", c.call(c.lease.LeaseTimeToLive, pb.LeaseTimeToLiveRequest(ID=1001)))
-        record("nothing else", w.pending())
-        w.close()
-    differential(body)
+    conversation(differential, steps)
 
 
 def test_replay_racing_live_writes_is_ordered_and_gap_free(differential):
@@ -337,11 +310,10 @@ def test_replay_racing_live_writes_is_ordered_and_gap_free(differential):
                  e.kv.value.decode(), e.prev_kv.mod_revision]
                 for r in responses if r.watch_id == watch_id for e in r.events]
 
-    def body(c, record):
+    def steps(c, w, record):
         for i in range(60):
             c.put(b"r/%d" % (i % 7), b"old-%d" % i)          # revs 2..61
         writer = threading.Thread(target=lambda: [c.put(b"r/%d" % (i % 5), b"new-%d" % i) for i in range(60)])
-        w = WatchStream(c)
         writer.start()
         w.create(b"r/", range_end=b"r0", start_revision=2, prev_kv=True)
         w.create(b"r/", range_end=b"r0", start_revision=40, watch_id=8)
@@ -351,15 +323,12 @@ def test_replay_racing_live_writes_is_ordered_and_gap_free(differential):
         record("watcher 0", flat(responses, 0))
         record("watcher 8", flat(responses, 8))
         record("no empty responses", [r.watch_id for r in responses if not r.created and not r.events])
-        record("nothing else", w.pending())
-        w.close()
-    differential(body)
+    conversation(differential, steps)
 
 
 def test_unusual_requests(differential):
-    def body(c, record):
+    def steps(c, w, record):
         record("puts", [c.put(b"k", b"1"), c.put(b"k", b"2")])
-        w = WatchStream(c)
         record("negative start revision", w.created(b"k", start_revision=-1))
         record("no replay for it", w.pending())
         w.send(pb.WatchRequest())
@@ -373,20 +342,17 @@ def test_unusual_requests(differential):
         record("range_end below key", w.created(b"k", range_end=b"a", start_revision=1))
         record("put", c.put(b"k", b"3"))
         record("events", by_watch_id(w.events(4)))
-        record("nothing else", w.pending())
-        w.close()
-    differential(body)
+    conversation(differential, steps)
 
 
 def test_prev_kv_from_compacted_history(differential):
     """Replaying from the compact revision: an event's previous version may already be compacted;
     etcd then sends the event without prev_kv."""
-    def body(c, record):
+    def steps(c, w, record):
         for key, value in ((b"k", b"a"), (b"k", b"b"), (b"j", b"x"), (b"k", b"c")):  # revs 2..5
             record(f"put {key!r}={value!r}", c.put(key, value))
         record("delete j", c.delete(b"j"))                                            # rev 6
         record("compact 3", c.call(c.kv.Compact, pb.CompactionRequest(revision=3)))
-        w = WatchStream(c)
         record("from 3 with prev_kv", w.created(b"a", range_end=b"z", start_revision=3, prev_kv=True))
         record("replay", w.events(4))
         record("compact 5", c.call(c.kv.Compact, pb.CompactionRequest(revision=5)))
@@ -394,6 +360,4 @@ def test_prev_kv_from_compacted_history(differential):
         record("replay after the second compaction", w.events(2))
         record("live put", c.put(b"k", b"d"))
         record("live events", by_watch_id(w.events(2)))
-        record("nothing else", w.pending())
-        w.close()
-    differential(body)
+    conversation(differential, steps)

@@ -155,3 +155,14 @@ class KeepAliveStream(Stream):
     def keepalive(self, lease_id: int, timeout: float = 5.0):
         self.send(pb.LeaseKeepAliveRequest(ID=lease_id))
         return self.recv(timeout)
+
+
+def conversation(differential, steps, stream=WatchStream, **differential_kw) -> None:
+    """The frame of a stream's differential test: on each server, `steps(c, s, record)` runs on
+    one stream `s` opened first (a WatchStream unless `stream` says otherwise), then records
+    that nothing else arrived on it; the stream is closed however the steps end."""
+    def body(c, record):
+        with stream(c) as s:
+            steps(c, s, record)
+            record("nothing else", s.pending())
+    differential(body, **differential_kw)
