@@ -23,6 +23,7 @@ import grpc
 from kubefabric.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2, shard_pb2_grpc
 
+from .topology import topology_yaml
 from .waiting import wait_logged
 
 REPO = Path(__file__).resolve().parents[2]
@@ -239,22 +240,10 @@ START = {"etcd": start_etcd, "kubefabric": start_kubefabric, "kubefabric-w2": st
 
 # The three-shard topology of the routing tests (issue 4): the router's embedded SQLite shard is
 # the default, PostgreSQL holds the pods of namespace tenant-a, MariaDB holds events.
-THREE_SHARDS = """\
-shards:
-  - name: main
-    endpoint: embedded
-  - name: tenants
-    endpoint: grpc://{tenants}
-  - name: events
-    endpoint: grpc://{events}
-default: main
-rules:
-  - namespace: tenant-a
-    resources: [pods]
-    shard: tenants
-  - prefix: /registry/events/
-    shard: events
-"""
+THREE_SHARDS = topology_yaml(
+    {"main": "embedded", "tenants": "grpc://{tenants}", "events": "grpc://{events}"},
+    [{"namespace": "tenant-a", "resources": ["pods"], "shard": "tenants"},
+     {"prefix": "/registry/events/", "shard": "events"}], default="main")
 
 # THREE_SHARDS with every shard a service, for a watch-hub (which follows shard services only):
 # main is a SQLite shard service, tenants two replicas on one PostgreSQL database (leader

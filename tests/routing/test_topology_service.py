@@ -24,30 +24,18 @@ import pytest
 from harness.client import Client, Failure
 from harness.servers import start_router, start_shard
 from harness.stream import WatchStream
+from harness.topology import topology_yaml
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 
-TOPOLOGY = """\
-shards:
-  - name: main
-    endpoint: embedded
-  - name: tenants
-    endpoint: grpc://{tenants}
-default: main
-rules:
-  - namespace: tenant-a
-    resources: [pods]
-    shard: tenants
-"""
-APPENDED = TOPOLOGY + """\
-  - prefix: /registry/widgets/
-    shard: tenants
-"""
-REROUTING = TOPOLOGY + """\
-  - prefix: /registry/configmaps/
-    shard: tenants
-"""
+SHARDS = {"main": "embedded", "tenants": "grpc://{tenants}"}
+TENANT_A_PODS = {"namespace": "tenant-a", "resources": ["pods"], "shard": "tenants"}
+TOPOLOGY = topology_yaml(SHARDS, [TENANT_A_PODS], default="main")
+APPENDED = topology_yaml(SHARDS, [TENANT_A_PODS, {"prefix": "/registry/widgets/", "shard": "tenants"}],
+                         default="main")
+REROUTING = topology_yaml(SHARDS, [TENANT_A_PODS, {"prefix": "/registry/configmaps/", "shard": "tenants"}],
+                          default="main")
 REWRITTEN = TOPOLOGY.replace("tenant-a", "tenant-z")
 
 

@@ -8,6 +8,7 @@ import asyncio
 
 from hypothesis import given, settings, strategies as st
 
+from harness.topology import topology_yaml
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.topology import parse_topology
 from kubefabric.topology.misplaced import owned, scan, suspect
@@ -30,15 +31,10 @@ def test_owned_intervals_never_claim_another_shards_key(k):
 
 
 def test_prefix_rules_leave_only_other_shards_keys_suspect():
-    topo = parse_topology("""\
-default: main
-shards:
-  - {name: main, endpoint: embedded}
-  - {name: a, endpoint: "grpc://a:1"}
-rules:
-  - {prefix: /registry/events/, shard: a}
-  - {namespace: t1, resources: [pods], shard: a}
-""", "p.yaml")
+    topo = parse_topology(topology_yaml({"main": "embedded", "a": "grpc://a:1"},
+                                        [{"prefix": "/registry/events/", "shard": "a"},
+                                         {"namespace": "t1", "resources": ["pods"], "shard": "a"}],
+                                        default="main"), "p.yaml")
     assert suspect(topo, "main") == [(b"/registry/events/", b"/registry/events0"),
                                      (b"/registry/pods/t1/", b"/registry/pods/t10")]
     assert suspect(topo, "a") == [(b"", b"/registry/events/"), (b"/registry/events0", b"/registry/pods/t1/"),

@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 
+from harness.topology import topology_yaml
 from kubefabric.etcd.keyrange import KeyRange
 from kubefabric.index.maintain import read_states
 from kubefabric.index.rules import index_rules
@@ -25,16 +26,10 @@ WIDGETS_END = b"/registry/example.com/widgets0"
 PODS = b"/registry/pods/"
 PODS_END = b"/registry/pods0"
 
-TOPOLOGY = """
-shards: [{name: main, endpoint: embedded}]
-rules:
-  - customresource: {group: example.com, resource: widgets}
-    shard: main
-    index: {labels: true, fields: [spec.customer, spec.size]}
-  - prefix: /registry/pods/
-    shard: main
-    index: {}
-"""
+TOPOLOGY = topology_yaml({"main": "embedded"}, [
+    {"customresource": {"group": "example.com", "resource": "widgets"}, "shard": "main",
+     "index": {"labels": True, "fields": ["spec.customer", "spec.size"]}},
+    {"prefix": "/registry/pods/", "shard": "main", "index": {}}])
 
 LABELS = {"app": ["web", "db", "api"], "tier": ["fe", "be"], "env": ["prod", "dev", ""],
           "example.com/team": ["x", "y"]}
