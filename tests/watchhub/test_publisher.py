@@ -11,6 +11,7 @@ from harness.eventstream import check_chain, committed_revisions, heartbeats, pu
 from harness.client import Client
 from harness.nats import NatsServer
 from harness.servers import start_router, start_shard
+from harness.waiting import wait_for
 from kubefabric.events.bus import CLOCK_SUBJECT, events_subject
 
 
@@ -22,16 +23,6 @@ def put_many(router, prefix: bytes, n: int) -> list[int]:
         c.close()
 
 
-def wait_for(predicate, timeout: float = 15.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_commits_heartbeats_and_the_clock(tmp_path, nats_server):
     name = f"pub{time.monotonic_ns() % 10**9}"
     shard = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}", ["--nats-url", nats_server.url], name=name)
@@ -39,7 +30,7 @@ def test_commits_heartbeats_and_the_clock(tmp_path, nats_server):
     try:
         revs = put_many(router, b"/p/", 20)
         messages = wait_for(lambda: (m := stream_messages(nats_server.url, name))
-                            and committed_revisions(m)[-1:] == revs[-1:] and m, what="the stream")
+                            and committed_revisions(m)[-1:] == revs[-1:] and m, 15, "the stream")
         assert committed_revisions(messages) == revs
         check_chain(messages)
         for headers, m in messages:
@@ -54,7 +45,7 @@ def test_commits_heartbeats_and_the_clock(tmp_path, nats_server):
 
         publish(nats_server.url, CLOCK_SUBJECT, b"5000")  # a hub saw 5000 elsewhere
         wait_for(lambda: any(b.committed_rev >= 5000 for b in heartbeats(nats_server.url, name, 0.3)),
-                 what="the shard to close the broadcast revision")
+                 15, "the shard to close the broadcast revision")
         assert put_many(router, b"/q/", 1) == [5001], "the next write comes after the synced clock"
     finally:
         router.stop()
@@ -70,14 +61,14 @@ def test_publishing_resumes_from_the_log(tmp_path):
     router = start_router(tmp_path, [shard])
     try:
         revs = put_many(router, b"/a/", 10)
-        wait_for(lambda: committed_revisions(stream_messages(nats.url, "resume")) == revs, what="first batch")
+        wait_for(lambda: committed_revisions(stream_messages(nats.url, "resume")) == revs, 15, "first batch")
         nats.stop()
         revs += put_many(router, b"/b/", 10)  # committed, not publishable
         time.sleep(0.5)
         nats.start()
         revs += put_many(router, b"/c/", 5)
         wait_for(lambda: committed_revisions(stream_messages(nats.url, "resume")) == revs,
-                 what="the outage's txns from the log")
+                 15, "the outage's txns from the log")
 
         nats.stop()
         revs += put_many(router, b"/d/", 5)
@@ -87,7 +78,7 @@ def test_publishing_resumes_from_the_log(tmp_path):
                             name="resume", port=int(shard.endpoint.rsplit(":", 1)[1]))
         revs += put_many(router, b"/e/", 5)
         messages = wait_for(lambda: (m := stream_messages(nats.url, "resume"))
-                            and committed_revisions(m) == revs and m, what="the crashed shard's txns")
+                            and committed_revisions(m) == revs and m, 15, "the crashed shard's txns")
         check_chain(messages)
         assert "publishing revisions" in shard.log()
     finally:

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import grpc
@@ -21,6 +20,7 @@ from harness.client import Client, answering_pid, spread_channels
 from harness.histload import run_history
 from harness.servers import free_port
 from harness.stream import WatchStream
+from harness.waiting import wait_for
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
 
@@ -36,16 +36,6 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def test_a_write_through_one_process_is_seen_by_the_other_at_once(server_factory):
@@ -100,7 +90,7 @@ def test_killed_worker_is_started_again_and_the_parent_ends_the_workers(server_f
     Client(server.endpoint).put(b"before", b"1")
     os.kill(worker, signal.SIGKILL)
     # the parent logs it and starts another worker, which serves the same port
-    _wait(lambda: "serves again" in server.log(), 30, f"worker {worker} restarted:\n{server.log()}")
+    wait_for(lambda: "serves again" in server.log(), 30, f"worker {worker} restarted:\n{server.log()}")
     assert f"(pid {worker}) ended (killed by SIGKILL)" in server.log()
     channels = spread_channels(server.endpoint)
     pids = {answering_pid(c) for c in channels}
@@ -114,7 +104,7 @@ def test_killed_worker_is_started_again_and_the_parent_ends_the_workers(server_f
             return kv.Range(pb.RangeRequest(key=b"before"), timeout=2).kvs
         except grpc.RpcError:
             return None
-    assert [x.value for x in _wait(served, 15, "the old worker's client served again")] == [b"1"]
+    assert [x.value for x in wait_for(served, 15, "the old worker's client served again")] == [b"1"]
     for c in (*channels, a, b):
         c.close()
     # SIGTERM: the workers stop first, then the parent, cleanly
@@ -130,7 +120,7 @@ def test_workers_stop_when_their_parent_is_killed(server_factory):
         c.close()
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(10)
-    _wait(lambda: not _alive(worker), 20, f"worker {worker} stopped after its parent was killed")
+    wait_for(lambda: not _alive(worker), 20, f"worker {worker} stopped after its parent was killed")
     assert "the parent process is gone" in server.log()
 
 
