@@ -7,6 +7,7 @@ too (tests/conftest.py's "workers" target)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -122,6 +123,9 @@ def test_workers_stop_when_their_parent_is_killed(server_factory):
     server.proc.wait(10)
     wait_for(lambda: not _alive(worker), 20, f"worker {worker} stopped after its parent was killed")
     assert "the parent process is gone" in server.log()
+    # it removed the parent's private socket directory (the parent had no chance to)
+    socket_dirs = re.findall(r"Shard API for the workers on unix:(\S+)/shard\.sock", server.log())
+    assert socket_dirs and not any(os.path.exists(d) for d in socket_dirs), socket_dirs
 
 
 @pytest.mark.parametrize("flags, says", [

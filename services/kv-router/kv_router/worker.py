@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
 
@@ -76,6 +77,8 @@ async def serve(args: argparse.Namespace, tls, spec: dict) -> int:
     await server.stop(args.shutdown_grace)
     await shard.close()
     lifeline.close()
+    if orphaned.done():  # the parent could not remove its socket's directory: do it for it
+        shutil.rmtree(os.path.dirname(spec["parent"].removeprefix("unix:")), ignore_errors=True)
     log.info("worker %d stopped", index)
     return 0
 

@@ -138,7 +138,8 @@ class Workers:
         self._tasks = [asyncio.create_task(self._supervise(w), name=f"worker-{w.index}")
                        for w in self.workers]
         log.info("serving with %d processes on the same client URLs: this one (pid %d, the "
-                 "writer) and worker pids %s", len(self.workers) + 1, os.getpid(),
+                 "writer; its Shard API for the workers on %s) and worker pids %s",
+                 len(self.workers) + 1, os.getpid(), self.endpoint,
                  ", ".join(str(w.proc.pid) for w in self.workers))
 
     async def _spawn(self, worker: _Worker) -> None:
