@@ -47,6 +47,8 @@ CALL_TIMEOUT_S = 60.0
 # answering (the others' outcome is unknown then)
 IDEMPOTENT = frozenset({"Status", "Range", "Query", "LeaseRenew", "LeaseTimeToLive", "LeaseList",
                         "Alarm", "Defragment"})
+# the Shard API method of each KV write, by the field of its request that holds the etcd request
+KV_WRITE_METHODS = {"put": "Put", "delete_range": "DeleteRange", "txn": "Txn"}
 FEED_STALL_S = 1.0        # a feed without a message this long: its leader stopped answering
 
 
@@ -263,20 +265,25 @@ class RemoteShard:
         return list(resp.indexes)
 
     async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:
-        resp = await self._call("Put", spb.PutRequest(clock=self._clock(sync_rev), put=req))
-        self._observe(resp.committed_rev)
-        return resp.put
+        return await self._kv_write("put", spb.PutRequest(clock=self._clock(sync_rev), put=req))
 
     async def delete_range(self, req: pb.DeleteRangeRequest, sync_rev: int = 0) -> pb.DeleteRangeResponse:
-        resp = await self._call("DeleteRange", spb.DeleteRangeRequest(clock=self._clock(sync_rev),
-                                                                        delete_range=req))
-        self._observe(resp.committed_rev)
-        return resp.delete_range
+        return await self._kv_write("delete_range", spb.DeleteRangeRequest(clock=self._clock(sync_rev),
+                                                                           delete_range=req))
 
     async def txn(self, req: pb.TxnRequest, sync_rev: int = 0) -> pb.TxnResponse:
-        resp = await self._call("Txn", spb.TxnRequest(clock=self._clock(sync_rev), txn=req))
+        return await self._kv_write("txn", spb.TxnRequest(clock=self._clock(sync_rev), txn=req))
+
+    async def _kv_write(self, field: str, request):
+        """A KV write whose etcd request is in `field` of the Shard API `request`: its etcd
+        response, the committed revision observed."""
+        resp = await self._send_kv_write(field, request)
         self._observe(resp.committed_rev)
-        return resp.txn
+        return getattr(resp, field)
+
+    async def _send_kv_write(self, field: str, request):
+        """The Shard API response to a KV write (a subclass may send it another way)."""
+        return await self._call(KV_WRITE_METHODS[field], request)
 
     async def compact(self, revision: int, physical: bool = False, sync_rev: int = 0) -> pb.CompactionResponse:
         resp = await self._call("Compact", spb.CompactRequest(clock=self._clock(sync_rev), revision=revision,

@@ -52,8 +52,6 @@ from kubefabric.shardsvc.writes import WriteStream
 
 log = logging.getLogger("kubefabric.worker")
 
-_UNARY = {"put": "Put", "delete_range": "DeleteRange", "txn": "Txn"}  # the same write, one call
-
 
 class WorkerShard(RemoteShard):
     def __init__(self, parent_endpoint: str, data_dir: str, synchronous: str, max_txn_ops: int):
@@ -89,7 +87,7 @@ class WorkerShard(RemoteShard):
 
     # ---- writes: on one stream to the parent (kubefabric.shardsvc.writes) ----
 
-    async def _write(self, field: str, request):
+    async def _send_kv_write(self, field: str, request):
         """A write on the stream; one that was not applied there (not sent, or refused before
         the writer) goes the unary way, which retries until the writer answers."""
         try:
@@ -99,23 +97,7 @@ class WorkerShard(RemoteShard):
         except EtcdError as err:
             if err is not errors.NOT_LEADER and err is not errors.SHARD_NOT_READY:
                 raise
-        return await self._call(_UNARY[field], request)
-
-    async def put(self, req: pb.PutRequest, sync_rev: int = 0) -> pb.PutResponse:
-        resp = await self._write("put", spb.PutRequest(clock=self._clock(sync_rev), put=req))
-        self._observe(resp.committed_rev)
-        return resp.put
-
-    async def delete_range(self, req: pb.DeleteRangeRequest, sync_rev: int = 0) -> pb.DeleteRangeResponse:
-        resp = await self._write("delete_range", spb.DeleteRangeRequest(
-            clock=self._clock(sync_rev), delete_range=req))
-        self._observe(resp.committed_rev)
-        return resp.delete_range
-
-    async def txn(self, req: pb.TxnRequest, sync_rev: int = 0) -> pb.TxnResponse:
-        resp = await self._write("txn", spb.TxnRequest(clock=self._clock(sync_rev), txn=req))
-        self._observe(resp.committed_rev)
-        return resp.txn
+        return await super()._send_kv_write(field, request)
 
     async def refresh_head(self) -> None:
         async with self.file.snapshot() as cur:
