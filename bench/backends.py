@@ -210,9 +210,10 @@ class Stack:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_stack(kind: str, live: list, ready_timeout: float = 60.0) -> Stack:
-    """A shard service on a fresh database and a router in front; appended to `live` at once,
-    so an interrupted start is cleaned up too."""
+def start_stack(kind: str, live: list, ready_timeout: float = 60.0,
+                shard_args: tuple[str, ...] = ()) -> Stack:
+    """A shard service (with `shard_args`) on a fresh database and a router in front; appended to
+    `live` at once, so an interrupted start is cleaned up too."""
     if kind == "kf-hub":
         return start_hub_stack(live, ready_timeout)
     db, group_commit = split_kind(kind)
@@ -222,7 +223,7 @@ def start_stack(kind: str, live: list, ready_timeout: float = 60.0) -> Stack:
     dsn, stack.database = fresh_dsn(db, workdir)
     shard_port, client_port = free_port(), free_port()
     shard = spawn("shard", [SHARD_COMMANDS[db], "--dsn", dsn, "--listen-address", f"127.0.0.1:{shard_port}",
-                            "--group-commit", str(group_commit).lower()], shard_port, workdir)
+                            "--group-commit", str(group_commit).lower(), *shard_args], shard_port, workdir)
     stack.procs.append(shard)
     wait_shard_ready(shard, ready_timeout)
     router = spawn("router", ["serve", "--listen-client-urls", f"http://127.0.0.1:{client_port}",

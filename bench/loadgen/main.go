@@ -57,6 +57,8 @@ type config struct {
 	keySpace    int
 	getKeys     int
 	rangeKeys   int
+	loadFrom    int // load: the first key number written (keys below it are already there)
+	loadBatch   int // load: puts per Txn
 	rate        float64
 	streams     int           // watch workloads: watch streams the watchers share (0: per workload)
 	drain       time.Duration // watch workloads: how long to wait for the last write's events
@@ -150,6 +152,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.keySpace, "key-space", 10000, "put: number of distinct keys written at random")
 	fs.IntVar(&c.getKeys, "get-keys", 1000, "get: number of keys pre-loaded and read at random")
 	fs.IntVar(&c.rangeKeys, "range-keys", 1000, "range: number of keys pre-loaded under the range prefix")
+	fs.IntVar(&c.loadFrom, "load-from", 0, "load: write keys number --load-from up to --range-keys only (grow a loaded range in steps)")
+	fs.IntVar(&c.loadBatch, "load-batch", 1, "load: puts per Txn (etcd refuses more than its --max-txn-ops, 128 by default)")
 	fs.Float64Var(&c.rate, "rate", 100, "watch workloads: writer puts per second (0: as fast as possible)")
 	fs.StringVar(&c.prefix, "prefix", "/bench/", "key prefix; the workload name is appended")
 	prefixes := fs.String("prefixes", "", "put/get: comma-separated key prefixes instead of --prefix, e.g. /bench/s0/,/bench/s1/; "+
@@ -176,6 +180,10 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("need --duration > 0 or --total > 0")
 	case c.keySpace < 1 || c.getKeys < 1 || c.rangeKeys < 1:
 		return nil, errors.New("key counts must be >= 1")
+	case c.loadFrom < 0 || c.loadFrom > c.rangeKeys:
+		return nil, errors.New("--load-from must be between 0 and --range-keys")
+	case c.loadBatch < 1:
+		return nil, errors.New("--load-batch must be >= 1")
 	case c.valueKind != "bytes" && c.valueKind != "k8s":
 		return nil, fmt.Errorf("--value is bytes or k8s, not %q", c.valueKind)
 	}
@@ -290,9 +298,13 @@ func run(cfg *config) (*Result, error) {
 	switch cfg.workload {
 	case "load":
 		start := time.Now()
-		err = preload(ctx, cfg, clis, []string{cfg.prefix}, func(i int) string { return key(cfg.prefix, i) },
-			cfg.rangeKeys, rangeValueOf)
-		res.Ops = int64(cfg.rangeKeys)
+		if cfg.loadFrom > 0 || cfg.loadBatch > 1 {
+			err = bulkLoad(ctx, cfg, clis, rangeValueOf)
+		} else {
+			err = preload(ctx, cfg, clis, []string{cfg.prefix}, func(i int) string { return key(cfg.prefix, i) },
+				cfg.rangeKeys, rangeValueOf)
+		}
+		res.Ops = int64(cfg.rangeKeys - cfg.loadFrom)
 		res.Seconds = time.Since(start).Seconds()
 		return res, err
 	case "get":
@@ -385,6 +397,55 @@ func preload(ctx context.Context, cfg *config, clis []*clientv3.Client, prefixes
 				if err != nil {
 					select {
 					case errs <- err:
+					default:
+					}
+					return
+				}
+			}
+		}(clis[w%len(clis)])
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// bulkLoad writes keys --load-from .. --range-keys-1 of the range workload, --load-batch Puts per
+// Txn, from min(64, max(8, clients)) goroutines; a failed Txn is tried three times.
+func bulkLoad(ctx context.Context, cfg *config, clis []*clientv3.Client, rangeValueOf func(int) string) error {
+	var next atomic.Int64
+	next.Store(int64(cfg.loadFrom))
+	batch := int64(cfg.loadBatch)
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	workers := min(64, max(8, cfg.clients))
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(cli *clientv3.Client) {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				lo := int(next.Add(batch) - batch)
+				if lo >= cfg.rangeKeys {
+					return
+				}
+				ops := make([]clientv3.Op, 0, batch)
+				for i := lo; i < min(lo+int(batch), cfg.rangeKeys); i++ {
+					ops = append(ops, clientv3.OpPut(key(cfg.prefix, i), rangeValueOf(i)))
+				}
+				var err error
+				for attempt := 0; attempt < 3; attempt++ {
+					cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
+					_, err = cli.Txn(cctx).Then(ops...).Commit()
+					cancel()
+					if err == nil {
+						break
+					}
+				}
+				if err != nil {
+					select {
+					case errs <- fmt.Errorf("keys %d..%d: %w", lo, lo+len(ops)-1, err):
 					default:
 					}
 					return
