@@ -53,7 +53,11 @@ log = Table(
     Column("value", ValueBytes, nullable=False),
     PrimaryKeyConstraint("key", "rev", "sub", name="kf_log_pk"),
     Index("kf_log_rev", "rev", "sub"),
-    sqlite_with_rowid=False,
+    # SQLite: a rowid table on purpose. In a WITHOUT ROWID table a row lives in an index b-tree,
+    # which keeps at most about a quarter page of a row in the page itself and puts the rest in
+    # overflow pages of its own: values just over that (1-1.5 KiB with 4 KiB pages: typical
+    # Kubernetes objects) took 4.6x their size on disk, against 1.0-1.4x in a rowid table.
+    # Databases created before keep their WITHOUT ROWID table: the statements are the same.
 )
 
 kv = Table(

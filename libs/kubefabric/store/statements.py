@@ -44,10 +44,16 @@ def _limited(stmt, limited: bool):
 # ---- reads at the newest revision (kv) ----
 
 def _kv_with_value():
-    """kv joined to the log row that holds each key's current value."""
-    joined = kv.join(log, and_(log.c.key == kv.c.key, log.c.rev == kv.c.mod_rev, log.c.deleted == 0))
-    return select(kv.c.key, kv.c.create_rev, kv.c.mod_rev, kv.c.version, kv.c.lease,
-                  log.c.value).select_from(joined)
+    """kv rows with each key's current value, read from the log row holding it.
+
+    The value is a correlated subquery, not a join, so that every database walks kv in key
+    order and stops at the limit, looking one log row up per key: with a join PostgreSQL
+    misjudged how many rows match and sorted the whole range for each page (a page of 500 out
+    of 500,000 keys took ~1 s instead of milliseconds)."""
+    value = (select(log.c.value)
+             .where(log.c.key == kv.c.key, log.c.rev == kv.c.mod_rev, log.c.deleted == 0)
+             .order_by(log.c.sub.desc()).limit(1).scalar_subquery())
+    return select(kv.c.key, kv.c.create_rev, kv.c.mod_rev, kv.c.version, kv.c.lease, value)
 
 
 def latest_rows(shape: str, limited: bool):
