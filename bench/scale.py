@@ -226,9 +226,10 @@ def full_list(client: Client, limit: int, cap_s: float) -> dict:
             "first_page_count": count}
 
 
-def measure_server(kind: str, args, bins: Path) -> list[dict]:
+def measure_server(kind: str, args, bins: Path, out: list[dict]) -> None:
+    """Grows a fresh `kind` server through args.steps; a row per step is appended to `out`."""
     server = start(kind, bins)
-    out, loaded, rng = [], 0, random.Random(7)
+    loaded, rng = 0, random.Random(7)
     try:
         for n in args.steps:
             seconds = load(server.endpoint, loaded, n, args.batch)
@@ -250,7 +251,6 @@ def measure_server(kind: str, args, bins: Path) -> list[dict]:
             out.append(row)
     finally:
         bench.stop_server(server)
-    return out
 
 
 # ----------------------------------------------------------------------------------- report
@@ -305,8 +305,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--list-cap", type=float, default=600, help="seconds a full list may take")
     p.add_argument("--json", help="write the rows here")
     p.add_argument("--plot", help="write the plot here (png or svg)")
+    p.add_argument("--add", action="append", default=[], metavar="JSON",
+                   help="rows of an earlier run (its --json) to put in the table and plot too, "
+                        "e.g. etcd's from a run of its own (--servers '' measures nothing)")
     args = p.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]
+    args.added = []
+    for path in args.add:
+        try:
+            args.added += json.loads(Path(path).read_text())["rows"]
+        except (OSError, ValueError, KeyError) as err:
+            p.error(f"--add {path}: not the --json of a bench/scale.py run ({err})")
     unknown = set(args.servers) - set(SERVERS)
     if unknown:
         p.error(f"unknown server(s) {', '.join(sorted(unknown))}: choose from {', '.join(SERVERS)}")
@@ -325,17 +334,22 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     bench.build_loadgen()
     bins = bench.reference_bin_dir() if "etcd" in args.servers else None
-    rows: list[dict] = []
+    rows: list[dict] = list(args.added)
     signals = bench.install_signal_handlers()
     try:
         for kind in args.servers:
-            rows += measure_server(kind, args, bins)
+            measure_server(kind, args, bins, rows)
             if args.json:  # after each server: a long run interrupted keeps what it measured
                 Path(args.json).write_text(json.dumps({"page_limit": args.page, "rows": rows}, indent=1))
+    except KeyboardInterrupt:
+        bench.log("interrupted: the table has what was measured")
     finally:
         bench.cleanup()
         for sig, handler in signals.items():
             signal.signal(sig, handler)
+    if not rows:
+        bench.log("nothing measured")
+        return 1
     print(table(rows))
     if args.plot:
         plot(rows, args.plot, args.page)
