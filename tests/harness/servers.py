@@ -240,10 +240,10 @@ START = {"etcd": start_etcd, "kubefabric": start_kubefabric, "kubefabric-w2": st
 
 # The three-shard topology of the routing tests (issue 4): the router's embedded SQLite shard is
 # the default, PostgreSQL holds the pods of namespace tenant-a, MariaDB holds events.
-THREE_SHARDS = topology_yaml(
-    {"main": "embedded", "tenants": "grpc://{tenants}", "events": "grpc://{events}"},
-    [{"namespace": "tenant-a", "resources": ["pods"], "shard": "tenants"},
-     {"prefix": "/registry/events/", "shard": "events"}], default="main")
+THREE_SHARDS_SHARDS = {"main": "embedded", "tenants": "grpc://{tenants}", "events": "grpc://{events}"}
+THREE_SHARDS_RULES = [{"namespace": "tenant-a", "resources": ["pods"], "shard": "tenants"},
+                      {"prefix": "/registry/events/", "shard": "events"}]
+THREE_SHARDS = topology_yaml(THREE_SHARDS_SHARDS, THREE_SHARDS_RULES, default="main")
 
 # THREE_SHARDS with every shard a service, for a watch-hub (which follows shard services only):
 # main is a SQLite shard service, tenants two replicas on one PostgreSQL database (leader

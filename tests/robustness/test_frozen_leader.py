@@ -28,7 +28,9 @@ import pytest
 
 from harness.client import Client, Failure
 from harness.histload import run_history
-from harness.servers import THREE_SHARDS, shard_role, start_router, start_shard
+from harness.servers import (THREE_SHARDS_RULES, THREE_SHARDS_SHARDS, shard_role, start_router,
+                             start_shard)
+from harness.topology import topology_yaml
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 
 FAILOVER_LIMIT_S = 2.0
@@ -38,7 +40,9 @@ BACKENDS = ["sqlite", "postgres", "mariadb"]
 ROUNDS = int(os.environ.get("KUBEFABRIC_FREEZE_ROUNDS", "1"))  # more, to measure failover times
 
 # the routing tests' three shards, and /frozen/ on the PostgreSQL/MariaDB one as well
-TOPOLOGY = THREE_SHARDS + "  - prefix: /frozen/\n    shard: tenants\n"
+TOPOLOGY = topology_yaml(THREE_SHARDS_SHARDS,
+                         [*THREE_SHARDS_RULES, {"prefix": "/frozen/", "shard": "tenants"}],
+                         default="main")
 
 
 def role(endpoint: str) -> str:
