@@ -303,6 +303,8 @@ def main() -> int:
     for case in cases:
         with tempfile.TemporaryDirectory(prefix=f"kf-bench-{case}-") as work:
             results[case] = run_case(case, args, Path(work))
+        if args.json:   # after every case: a later case's failure keeps the earlier ones
+            Path(args.json).write_text(json.dumps({"cases": results, "load": loadavg}, indent=1))
     print()
     print(table(results))
     loadavg["end"] = os.getloadavg()
