@@ -23,7 +23,6 @@ topology indexes them and one without index (target: indexing costs <= 15 %).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -38,17 +37,7 @@ import grpc
 from kubefabric.proto.etcdserverpb import rpc_pb2
 from kubefabric.proto.kubefabric.query.v1 import query_pb2, query_pb2_grpc
 
-
-def _bench_run():
-    """bench/run.py (loadgen, servers), under a name of its own."""
-    spec = importlib.util.spec_from_file_location("kf_bench_run", Path(__file__).with_name("run.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench_run()
+import run as bench  # noqa: E402 - bench/run.py (loadgen, servers): the script's folder is on sys.path
 
 GROUP = "/registry/bench.example.com/"
 PREFIX = GROUP + "widgets"          # loadgen appends /<workload>/

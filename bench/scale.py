@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import random
@@ -43,17 +42,7 @@ import grpc
 
 from kubefabric.proto.etcdserverpb import rpc_pb2
 
-
-def _bench_run():
-    """bench/run.py (loadgen, servers), under a name of its own."""
-    spec = importlib.util.spec_from_file_location("kf_bench_run", Path(__file__).with_name("run.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench_run()
+import run as bench  # noqa: E402 - bench/run.py (loadgen, servers): the script's folder is on sys.path
 
 PREFIX = "/scale/"          # loadgen appends load/ and the key number (8 digits)
 KEYS = PREFIX + "load/"

@@ -372,52 +372,32 @@ func preload(ctx context.Context, cfg *config, clis []*clientv3.Client, prefixes
 	if err == nil && count == int64(n) {
 		return nil
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	workers := min(64, max(8, cfg.clients))
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(cli *clientv3.Client) {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				var err error
-				for attempt := 0; attempt < 3; attempt++ {
-					cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
-					_, err = cli.Put(cctx, keyAt(i), valueOf(i))
-					cancel()
-					if err == nil {
-						break
-					}
-				}
-				if err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-					return
-				}
-			}
-		}(clis[w%len(clis)])
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	return writeInParallel(ctx, cfg, clis, 0, n, 1, func(ctx context.Context, cli *clientv3.Client, i, _ int) error {
+		_, err := cli.Put(ctx, keyAt(i), valueOf(i))
 		return err
-	}
-	return ctx.Err()
+	})
 }
 
-// bulkLoad writes keys --load-from .. --range-keys-1 of the range workload, --load-batch Puts per
-// Txn, from min(64, max(8, clients)) goroutines; a failed Txn is tried three times.
+// bulkLoad writes keys --load-from .. --range-keys-1 of the range workload, --load-batch Puts per Txn.
 func bulkLoad(ctx context.Context, cfg *config, clis []*clientv3.Client, rangeValueOf func(int) string) error {
+	return writeInParallel(ctx, cfg, clis, cfg.loadFrom, cfg.rangeKeys, cfg.loadBatch,
+		func(ctx context.Context, cli *clientv3.Client, lo, hi int) error {
+			ops := make([]clientv3.Op, 0, hi-lo)
+			for i := lo; i < hi; i++ {
+				ops = append(ops, clientv3.OpPut(key(cfg.prefix, i), rangeValueOf(i)))
+			}
+			_, err := cli.Txn(ctx).Then(ops...).Commit()
+			return err
+		})
+}
+
+// writeInParallel calls write(lo, hi) for consecutive spans of `step` key numbers covering
+// from..n-1, from min(64, max(8, clients)) goroutines spread over the connections; a failed
+// write is tried three times, each with --request-timeout; the first failure stops the run.
+func writeInParallel(ctx context.Context, cfg *config, clis []*clientv3.Client, from, n, step int,
+	write func(ctx context.Context, cli *clientv3.Client, lo, hi int) error) error {
 	var next atomic.Int64
-	next.Store(int64(cfg.loadFrom))
-	batch := int64(cfg.loadBatch)
+	next.Store(int64(from))
 	var wg sync.WaitGroup
 	errs := make(chan error, 1)
 	workers := min(64, max(8, cfg.clients))
@@ -426,18 +406,15 @@ func bulkLoad(ctx context.Context, cfg *config, clis []*clientv3.Client, rangeVa
 		go func(cli *clientv3.Client) {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				lo := int(next.Add(batch) - batch)
-				if lo >= cfg.rangeKeys {
+				lo := int(next.Add(int64(step))) - step
+				if lo >= n {
 					return
 				}
-				ops := make([]clientv3.Op, 0, batch)
-				for i := lo; i < min(lo+int(batch), cfg.rangeKeys); i++ {
-					ops = append(ops, clientv3.OpPut(key(cfg.prefix, i), rangeValueOf(i)))
-				}
+				hi := min(lo+step, n)
 				var err error
 				for attempt := 0; attempt < 3; attempt++ {
 					cctx, cancel := context.WithTimeout(ctx, cfg.reqTimeout)
-					_, err = cli.Txn(cctx).Then(ops...).Commit()
+					err = write(cctx, cli, lo, hi)
 					cancel()
 					if err == nil {
 						break
@@ -445,7 +422,7 @@ func bulkLoad(ctx context.Context, cfg *config, clis []*clientv3.Client, rangeVa
 				}
 				if err != nil {
 					select {
-					case errs <- fmt.Errorf("keys %d..%d: %w", lo, lo+len(ops)-1, err):
+					case errs <- fmt.Errorf("keys %d..%d: %w", lo, hi-1, err):
 					default:
 					}
 					return
