@@ -16,6 +16,7 @@ from .authguard import AuthGuard
 
 
 RAFT_ENVELOPE_BYTES = 16
+STREAM_ROW_BYTES = 1024  # RangeStream reads pages of max_request_bytes / this many keys
 
 
 def check_range_stream(req: pb.RangeRequest) -> None:
@@ -62,17 +63,52 @@ class KVService(rpc.KVServicer):
         return await self.shard.range(request)
 
     async def RangeStream(self, request: pb.RangeRequest, context):
-        """etcd 3.7's chunked Range: one snapshot, sent as slices of about the request limit."""
+        """etcd 3.7's chunked Range: one revision, sent as slices of about the request limit.
+
+        Read page by page (each a Range at the first page's revision, from the key after the
+        last one sent), so a stream holds one page in memory, not the whole range: kube-apiserver
+        lists whole resources this way, a hundred at once when its watch cache falls behind."""
         if isinstance(request, Malformed):
             await context.abort(request.error.code, request.error.message)
         try:
             check_range_stream(request)
             self.auth.check_range(context, request)
-            resp = await self.shard.range(request)
+            async for chunk in self._stream_pages(request):
+                yield pb.RangeStreamResponse(range_response=chunk)
         except errors.EtcdError as err:
             await context.abort(err.code, err.message)
-        for chunk in chunks(resp, self.max_request_bytes):
-            yield pb.RangeStreamResponse(range_response=chunk)
+
+    async def _stream_pages(self, request: pb.RangeRequest):
+        """The chunks of `request`; only the last carries header, count and more (as etcd's)."""
+        if request.count_only or not request.range_end:
+            for chunk in chunks(await self.shard.range(request), self.max_request_bytes):
+                yield chunk
+            return
+        page_rows = max(16, self.max_request_bytes // STREAM_ROW_BYTES)
+        page = pb.RangeRequest()
+        page.CopyFrom(request)
+        wanted = request.limit or None
+        first = None
+        while True:
+            page.limit = page_rows if wanted is None else min(page_rows, wanted)
+            resp = await self.shard.range(page)
+            if first is None:
+                first = resp  # its header and count: the range at the stream's revision
+                page.revision = resp.header.revision if not request.revision else request.revision
+            if wanted is not None:
+                wanted -= len(resp.kvs)
+            done = not resp.more or wanted == 0
+            if done:
+                last = pb.RangeResponse(kvs=resp.kvs, more=resp.more, count=first.count)
+                last.header.CopyFrom(first.header)
+                for chunk in chunks(last, self.max_request_bytes):
+                    yield chunk
+                return
+            page.key = resp.kvs[-1].key + b"\0"
+            for chunk in chunks(pb.RangeResponse(kvs=resp.kvs), self.max_request_bytes):
+                if chunk.HasField("header"):  # chunks() gives its last slice the (empty) header
+                    chunk.ClearField("header")
+                yield chunk
 
     @etcd_unary
     async def Put(self, request: pb.PutRequest, context) -> pb.PutResponse:
