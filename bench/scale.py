@@ -283,17 +283,23 @@ def plot(rows: list[dict], path: str, limit: int) -> None:
     fig.savefig(path, dpi=90)
 
 
+OPTIONS = (  # flag, type, default, help
+    ("--steps", str, "100000,250000,500000,1000000", "key counts to grow through"),
+    ("--batch", int, 100, "Puts per Txn while loading (<= 128)"),
+    ("--gets", int, 1000, "point gets per step"),
+    ("--page", int, 500, "list page size (kube-apiserver's default)"),
+    ("--list-cap", float, 600, "seconds a full list may take"),
+    ("--json", str, None, "write the rows here"),
+    ("--plot", str, None, "write the plot here (png or svg)"),
+)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, of " + ", ".join(SERVERS))
-    p.add_argument("--steps", default="100000,250000,500000,1000000", help="key counts to grow through")
-    p.add_argument("--batch", type=int, default=100, help="Puts per Txn while loading (<= 128)")
-    p.add_argument("--gets", type=int, default=1000, help="point gets per step")
-    p.add_argument("--page", type=int, default=500, help="list page size (kube-apiserver's default)")
-    p.add_argument("--list-cap", type=float, default=600, help="seconds a full list may take")
-    p.add_argument("--json", help="write the rows here")
-    p.add_argument("--plot", help="write the plot here (png or svg)")
+    for flag, kind, default, text in OPTIONS:
+        p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument("--add", action="append", default=[], metavar="JSON",
                    help="rows of an earlier run (its --json) to put in the table and plot too, "
                         "e.g. etcd's from a run of its own (--servers '' measures nothing)")
