@@ -30,6 +30,9 @@ SQLITE = "services/backend-sqlite/backend_sqlite/store.py"
 # (path in the repository, source of the SQL argument) -> why it is safe
 ALLOWED_EXECUTE = {
     (SQLITE, "c.sql"): "the cached-statement path: SQL compiled once by StatementCache, values bound",
+    (SQLITE, "sql"): "the driver calls of the store's cursor (fetch, fetchval, run, run_many): "
+                     "kubefabric.store.cursor.StatementCursor hands them only a cached "
+                     "statement's c.sql (test_statement_cursor_hands_drivers_only_cached_sql)",
     (SQLITE, "ddl"): "CREATE TABLE/INDEX compiled by StatementCache.ddl() from schema.py, and "
                       "schema.UPGRADES' constant DROP TABLE statements",
     (SQLITE, "f'PRAGMA busy_timeout={OPEN_BUSY_MS}'"): "a module constant",
@@ -123,6 +126,22 @@ def test_the_cached_statement_path_is_what_the_scan_allows():
     seen = {ast.unparse(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call)
             and isinstance(n.func, ast.Attribute) and n.func.attr in EXECUTES and n.args}
     assert "c.sql" in seen
+
+
+DRIVER_CALLS = {"fetch", "fetchval", "run", "run_many"}
+
+
+def test_statement_cursor_hands_drivers_only_cached_sql():
+    """What makes ALLOWED_EXECUTE's `sql` safe: every driver call StatementCursor makes passes
+    the SQL of a statement from the cache (c = self.stmts.get(...); c.sql), never other text."""
+    tree = ast.parse((REPO / "libs/kubefabric/store/cursor.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr in DRIVER_CALLS]
+    assert len(calls) == 4, [ast.unparse(c) for c in calls]
+    assert {ast.unparse(c.args[0]) for c in calls} == {"c.sql"}
+    assigned = {ast.unparse(n.value.func) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                and [ast.unparse(t) for t in n.targets] == ["c"] and isinstance(n.value, ast.Call)}
+    assert assigned == {"self.stmts.get"}
 
 
 BAD = {
