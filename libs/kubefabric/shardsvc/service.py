@@ -64,12 +64,10 @@ def on_replica(method):
     return etcd_unary(handler)
 
 
-def _kv_write(name: str, field: str, response_type):
-    """The handler of a KV write (Put, DeleteRange, Txn): the request's etcd message in `field`
-    goes to the shard method of that name, its answer into the response's `field`."""
+def _kv_write(name: str, field: str):
+    """The handler of a KV write (Put, DeleteRange, Txn): writes.apply_kv_write on the leader."""
     async def write(self, shard, request, sync_rev):
-        resp = await getattr(shard, field)(getattr(request, field), sync_rev)
-        return response_type(**{field: resp}, committed_rev=shard.state.committed)
+        return await writes.apply_kv_write(shard, field, request)
     write.__name__ = write.__qualname__ = name
     return on_leader(write)
 
@@ -148,9 +146,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     # ---- writes and leases: the leader ----
 
-    Put = _kv_write("Put", "put", spb.PutResponse)
-    DeleteRange = _kv_write("DeleteRange", "delete_range", spb.DeleteRangeResponse)
-    Txn = _kv_write("Txn", "txn", spb.TxnResponse)
+    Put = _kv_write("Put", "put")
+    DeleteRange = _kv_write("DeleteRange", "delete_range")
+    Txn = _kv_write("Txn", "txn")
 
     async def Writes(self, request_iterator, context):
         """Put, DeleteRange and Txn on one stream (kubefabric.shardsvc.writes)."""

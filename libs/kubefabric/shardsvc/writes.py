@@ -29,9 +29,17 @@ from .replicas import LEADER_FAILED
 
 log = logging.getLogger("kubefabric.shard.writes")
 
-_FIELDS = ("put", "delete_range", "txn")  # WriteRequest.op = the Shard method of that name
-_RESPONSES = {"put": spb.PutResponse, "delete_range": spb.DeleteRangeResponse,
-              "txn": spb.TxnResponse}
+# WriteRequest.op and the unary requests' etcd field = the Shard method of that name
+KV_WRITE_RESPONSES = {"put": spb.PutResponse, "delete_range": spb.DeleteRangeResponse,
+                      "txn": spb.TxnResponse}
+
+
+async def apply_kv_write(shard, field: str, request):
+    """A Shard API write request (spb.PutRequest, ...) applied on `shard`, the leader: its etcd
+    message in `field` goes to the shard method of that name, the answer comes back in the
+    response's `field` with the shard's committed revision."""
+    resp = await getattr(shard, field)(getattr(request, field), request.clock.sync_rev)
+    return KV_WRITE_RESPONSES[field](**{field: resp}, committed_rev=shard.state.committed)
 
 
 async def serve(node, requests):
@@ -43,17 +51,16 @@ async def serve(node, requests):
     async def one(req: spb.WriteRequest) -> None:
         field = req.WhichOneof("op")
         try:
-            if field not in _FIELDS:
+            if field not in KV_WRITE_RESPONSES:
                 raise EtcdError(grpc.StatusCode.INVALID_ARGUMENT, "kubefabric: a write with no operation")
             shard = node.local()
             if not shard.is_leader:
                 raise errors.NOT_LEADER
-            wrapped = getattr(req, field)
-            resp = await getattr(shard, field)(getattr(wrapped, field), wrapped.clock.sync_rev)
+            resp = await apply_kv_write(shard, field, getattr(req, field))
             answer = spb.WriteResponse(id=req.id)
             result = getattr(answer, field)
             result.SetInParent()  # the oneof is set even for an all-default response
-            result.CopyFrom(_RESPONSES[field](**{field: resp}, committed_rev=shard.state.committed))
+            result.CopyFrom(resp)
         except EtcdError as err:
             answer = spb.WriteResponse(id=req.id, code=err.code.value[0], message=err.message)
         except Exception as exc:  # a bug or a storage failure: this write fails, the stream goes on
