@@ -40,7 +40,8 @@ def chunks(resp: pb.RangeResponse, target_bytes: int):
             yield pb.RangeResponse(kvs=kvs[start:i + 1])
             start, size = i + 1, 0
     last = pb.RangeResponse(kvs=kvs[start:], more=resp.more, count=resp.count)
-    last.header.CopyFrom(resp.header)
+    if resp.HasField("header"):
+        last.header.CopyFrom(resp.header)
     yield last
 
 
@@ -106,8 +107,6 @@ class KVService(rpc.KVServicer):
                 return
             page.key = resp.kvs[-1].key + b"\0"
             for chunk in chunks(pb.RangeResponse(kvs=resp.kvs), self.max_request_bytes):
-                if chunk.HasField("header"):  # chunks() gives its last slice the (empty) header
-                    chunk.ClearField("header")
                 yield chunk
 
     @etcd_unary
