@@ -306,27 +306,37 @@ def run_loadgen(endpoint: str, workload: str, clients: int, duration: float, war
     return result
 
 
-def tree_cpu_seconds(roots: list[int]) -> float:
-    """utime + stime of the processes `roots` and all their descendants now, in seconds (children
-    that exited are not counted: a server's worker processes live as long as the server)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent, cpu = {}, {}
+def process_stats() -> dict[int, list[str]]:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ...), by pid, now."""
+    out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                out[int(entry)] = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # exited meanwhile
-        parent[int(entry)] = int(fields[1])
-        cpu[int(entry)] = int(fields[11]) + int(fields[12])
-    tree, grew = {pid for pid in roots if pid in cpu}, True
+    return out
+
+
+def process_tree(roots: list[int], stats: dict[int, list[str]]) -> set[int]:
+    """`roots` that still run and all their descendants (stats: process_stats())."""
+    parent = {pid: int(fields[1]) for pid, fields in stats.items()}
+    tree, grew = {pid for pid in roots if pid in stats}, True
     while grew:
         more = {pid for pid, ppid in parent.items() if ppid in tree} - tree
         tree |= more
         grew = bool(more)
-    return sum(cpu[pid] for pid in tree) / tick
+    return tree
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """utime + stime of the processes `roots` and all their descendants now, in seconds (children
+    that exited are not counted: a server's worker processes live as long as the server)."""
+    stats = process_stats()
+    ticks = sum(int(stats[pid][11]) + int(stats[pid][12]) for pid in process_tree(roots, stats))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def server_pids(server) -> list[int]:

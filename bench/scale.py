@@ -68,8 +68,7 @@ def range_end(prefix: str) -> bytes:
 
 def start(kind: str, bins: Path):
     if kind == "kf-pg":
-        stack = bench.backends_module().start_stack("kf-pg", bench.LIVE, 120.0, QUOTA)
-        return stack
+        return bench.backends_module().start_stack("kf-pg", bench.LIVE, 120.0, QUOTA)
     return bench.start_server(kind, bins if kind == "etcd" else None, 120.0, list(QUOTA))
 
 
@@ -90,26 +89,13 @@ def rss_mib(pid: int) -> float:
 
 def tree_pss_mib(root: int) -> float:
     """PSS of `root` and its descendants (PostgreSQL's processes share their buffers)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
+    total = 0.0
+    for pid in bench.process_tree([root], bench.process_stats()):
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) / 1024
+                total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
         except OSError:
-            pass
+            pass  # exited meanwhile
     return total
 
 
