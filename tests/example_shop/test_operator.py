@@ -113,7 +113,10 @@ def test_one_leader_through_a_lease_in_kubefabric(shop):
     a.stop(signal.SIGKILL)
     b.wait_log("acquired by b: leading", timeout=30)
     took = time.monotonic() - killed
-    assert 3 <= took < 15, f"takeover after {took:.1f}s with a 3s lease"
+    # b counts the 3 s from when it first saw a's last renewal, and a renews every retry period
+    # (lease / 7.5 = 0.4 s): that renewal, and b's sighting of it, can precede the kill by up to
+    # one retry period, so the earliest correct takeover is 3 - 0.4 s after the kill
+    assert 3 - 3 / 7.5 <= took < 15, f"takeover after {took:.1f}s with a 3s lease"
     assert lease_holder(api, ns) == "b"
     api.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(order("second")))
     wait_for(lambda: get(api, "configmaps", "invoice-second", ns), 60, "invoice of the second order")

@@ -73,8 +73,10 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch) -> None
             ownerReferences=[OwnerReference(apiVersion=model.API_VERSION, kind=model.KIND, name=name, uid=uid,
                                             controller=True, blockOwnerDeletion=True)]),
         data=data)
-    await memo.client.apply(config_map, field_manager=FIELD_MANAGER, force=True)
+    # archive first: an invoice ConfigMap anyone can see is already in the archive (what
+    # status.invoice.archived says), and a failed apply is retried by kopf with the same content
     memo.archive.put(namespace, name, {"uid": uid, "order": name, **data})
+    await memo.client.apply(config_map, field_manager=FIELD_MANAGER, force=True)
     wanted = {"configMap": model.invoice_name(name), "archived": True}
     if body.get("status", {}).get("invoice") != wanted:
         patch.status["invoice"] = wanted
