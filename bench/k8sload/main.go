@@ -6,6 +6,7 @@
 // one JSON line per --report-every objects (with --duration: one line for the window):
 // requests per second, p50/p99 of creates and of lists, errors, and the RSS of the processes
 // named by --pid (read from /proc), so the caller sees how each grows with the object count.
+// With --op create|update|get|list it runs one kind of request instead (ops.go, bench/kube.py).
 package main
 
 import (
@@ -34,7 +35,7 @@ func main() {
 	gvr := flag.String("resource", "widgets.v1.example.kubefabric.io", "plural.version.group of the resource")
 	kind := flag.String("kind", "Widget", "the resource's kind")
 	namespace := flag.String("namespace", "bench", "namespace the objects are created in")
-	clients := flag.Int("clients", 120, "concurrent clients (each with its own connection)")
+	clientsN := flag.Int("clients", 120, "concurrent clients (each with its own connection)")
 	objects := flag.Int64("objects", 100000, "stop when this many objects exist")
 	start := flag.Int64("start", 0, "objects already in the namespace (a resumed run)")
 	every := flag.Int64("report-every", 10000, "print a line every this many objects")
@@ -42,16 +43,32 @@ func main() {
 	duration := flag.Duration("duration", 0, "run this long (then one line for the window) instead of up to --objects")
 	warmup := flag.Duration("warmup", 0, "with --duration: requests of the first this long are not counted")
 	prefix := flag.String("prefix", "c", "names are <prefix><client>-<seq>, the client label <prefix><client> (unique per run)")
+	op := flag.String("op", "create-list", "create-list (create an object, then list it by label: "+
+		"issue 18's load), or one operation on <prefix><i>, i < --objects: create, update (get + "+
+		"replace, retried on conflict), get, list (the whole namespace, --page per page)")
+	page := flag.Int64("page", 500, "with --op list: objects per page")
+	markWindow := flag.Bool("mark-window", false, "with --op: write the measured window's start and end to stderr")
 	pids := pidFlags{}
 	flag.Var(pids, "pid", "name=pid of a process whose RSS to report (repeatable)")
 	flag.Parse()
 
 	parts := strings.SplitN(*gvr, ".", 3)
-	if len(parts) != 3 {
-		fmt.Fprintln(os.Stderr, "--resource wants plural.version.group")
+	if len(parts) == 2 {
+		parts = append(parts, "") // plural.version: the core group (configmaps.v1)
+	}
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
+		fmt.Fprintln(os.Stderr, "--resource wants plural.version.group, or plural.version for the core group")
 		os.Exit(2)
 	}
 	res := schema.GroupVersionResource{Resource: parts[0], Version: parts[1], Group: parts[2]}
+	if *op != "create-list" && !ops[*op] {
+		fmt.Fprintf(os.Stderr, "--op %q: choose create-list, create, update, get or list\n", *op)
+		os.Exit(2)
+	}
+	if *op != "create-list" && *op != "create" && *duration <= 0 {
+		fmt.Fprintf(os.Stderr, "--op %s needs --duration\n", *op)
+		os.Exit(2)
+	}
 	base, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kubeconfig:", err)
@@ -59,6 +76,14 @@ func main() {
 	}
 	base.QPS, base.Burst = -1, 0 // no client-side rate limit
 	base.Timeout = 60 * time.Second
+	if *op != "create-list" {
+		clients := make([]dynamic.ResourceInterface, *clientsN)
+		for c := range clients {
+			clients[c] = newClient(base, res, *namespace)
+		}
+		os.Exit(runOp(opConfig{op: *op, prefix: *prefix, res: res, kind: *kind, objects: *objects,
+			page: *page, duration: *duration, warmup: *warmup, markWindow: *markWindow}, clients))
+	}
 
 	if *duration > 0 {
 		*timeout = *warmup + *duration
@@ -71,18 +96,8 @@ func main() {
 	var w window
 	var wg sync.WaitGroup
 	began := time.Now()
-	for c := 0; c < *clients; c++ {
-		cfg := rest.CopyConfig(base)
-		// A dialer of its own keeps client-go from sharing one transport (and one HTTP/2
-		// connection) between the clients, as separate processes would not share one.
-		dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-		cfg.Dial = dialer.DialContext
-		client, err := dynamic.NewForConfig(cfg)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "client:", err)
-			os.Exit(2)
-		}
-		api := client.Resource(res).Namespace(*namespace)
+	for c := 0; c < *clientsN; c++ {
+		api := newClient(base, res, *namespace)
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
@@ -170,4 +185,19 @@ func main() {
 			}
 		}
 	}
+}
+
+// newClient: a client of the namespaced resource on a connection of its own.
+func newClient(base *rest.Config, res schema.GroupVersionResource, namespace string) dynamic.ResourceInterface {
+	cfg := rest.CopyConfig(base)
+	// A dialer of its own keeps client-go from sharing one transport (and one HTTP/2
+	// connection) between the clients, as separate processes would not share one.
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	cfg.Dial = dialer.DialContext
+	client, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "client:", err)
+		os.Exit(2)
+	}
+	return client.Resource(res).Namespace(namespace)
 }

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from harness.kubeapiserver import FRONT_PROXY_CLIENT, local_ip
 
 GROUP = "echo.kubefabric.io"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 class Echo(BaseHTTPRequestHandler):
@@ -77,5 +80,34 @@ def test_plain_apiserver_and_its_kubeconfig(kube_apiserver_factory):
     names = api.kubectl("get", "namespaces", "-o", "name").split()
     assert "namespace/kube-system" in names
     assert api.rawj("/version")["gitVersion"] == "v1.37.2"
+    kube_bench_smoke(api)   # on this kube-apiserver: CI starts no other for bench/kube.py
     api.stop()
     assert not api.alive() and api.proc.returncode is not None
+
+
+def kube_bench_smoke(api):
+    """bench/kube.py (issue 21, Kubernetes-level throughput) in miniature: every op on ConfigMaps
+    through this kube-apiserver with k8sload, and the table's columns and rows."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import kube
+    finally:
+        sys.path.remove(str(BENCH))
+    args = kube.parse_args(["--resources", "configmaps", "--clients", "2", "--objects", "6",
+                            "--duration", "0.5", "--warmup", "0"])
+    kube.prepare(api, args.resources)
+    rows = kube.measure(api, api.storage.proc.pid, args, "kubefabric")
+    assert [(r["resource"], r["op"]) for r in rows] == [("configmaps", op) for op in kube.OPS]
+    for r in rows:
+        assert r["errors"] == 0 and r["ops"] > 0, r
+        assert set(r["cpu_us_per_op"]) == {"store", "kube-apiserver"}, r
+    assert rows[0]["ops"] == 6                                   # create: exactly --objects
+    assert rows[-1]["pages_per_list"] == 1                       # 6 objects: one page of 500
+    names = api.kubectl("get", "configmaps", "-n", kube.NAMESPACE, "-o", "name").split()
+    assert sorted(names) == sorted(f"configmap/o{i}" for i in range(6))
+    text = kube.table(rows)
+    header = text.splitlines()[0]
+    for column in ("ops/s", "vs etcd", "p50/p99 ms", "errors", "conflicts", "store CPU µs/op",
+                   "kube-apiserver CPU µs/op"):
+        assert f"| {column} |" in header
+    assert len(text.splitlines()) == 2 + len(kube.OPS)
