@@ -141,15 +141,21 @@ def num(v: float | None) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    etcd = {(r["resource"], r["op"]): r["ops_per_s"] for r in rows if r["store"] == "etcd"}
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in sorted(rows, key=lambda r: (list(RESOURCES).index(r["resource"]), OPS.index(r["op"]))):
-        base = etcd.get((r["resource"], r["op"]))
+    """A row per resource, op, store (and round, if more than one): the ratio is to etcd's rate
+    of the same round."""
+    rounds = len({r.get("round", 1) for r in rows}) > 1
+    columns = COLUMNS[:3] + ("round",) * rounds + COLUMNS[3:]
+    etcd = {(r["resource"], r["op"], r.get("round", 1)): r["ops_per_s"] for r in rows if r["store"] == "etcd"}
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in sorted(rows, key=lambda r: (list(RESOURCES).index(r["resource"]), OPS.index(r["op"]),
+                                     r.get("round", 1))):
+        base = etcd.get((r["resource"], r["op"], r.get("round", 1)))
         ratio = f"{r['ops_per_s'] / base:.2f}x" if base else "-"
         cpu = r.get("cpu_us_per_op", {})
-        out.append(f"| {r['resource']} | {r['op']} | {r['store']} | {r['ops_per_s']:,.0f} | {ratio} | "
-                   f"{r['p50_ms']:.1f}/{r['p99_ms']:.1f} | {r['errors']} | {r['conflicts']} | "
-                   f"{num(cpu.get('store'))} | {num(cpu.get('kube-apiserver'))} |")
+        cells = [r["resource"], r["op"], r["store"], *([str(r.get("round", 1))] * rounds),
+                 f"{r['ops_per_s']:,.0f}", ratio, f"{r['p50_ms']:.1f}/{r['p99_ms']:.1f}", str(r["errors"]),
+                 str(r["conflicts"]), num(cpu.get("store")), num(cpu.get("kube-apiserver"))]
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -167,6 +173,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--objects", type=int, default=5000, help="objects created per resource")
     p.add_argument("--duration", type=float, default=20, help="seconds measured of update, get and list")
     p.add_argument("--warmup", type=float, default=3, help="seconds of load before each measured window")
+    p.add_argument("--rounds", type=int, default=1, help="run the stores this many times, every other "
+                   "round in reverse order (other load on the machine drifts: compare within a round)")
     p.add_argument("--json", help="write the rows and the load average here")
     args = p.parse_args(argv)
     for name, known in (("stores", STORES), ("resources", tuple(RESOURCES)), ("ops", OPS)):
@@ -178,8 +186,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         setattr(args, name, chosen)
     if args.ops[0] != "create":
         p.error("--ops must start with create: the other ops work on the objects it makes")
-    if args.clients < 1 or args.objects < 1 or args.duration <= 0 or args.warmup < 0:
-        p.error("--clients and --objects must be at least 1, --duration above 0, --warmup not negative")
+    if min(args.clients, args.objects, args.rounds) < 1 or args.duration <= 0 or args.warmup < 0:
+        p.error("--clients, --objects and --rounds must be at least 1, --duration above 0, --warmup not negative")
     return args
 
 
@@ -190,14 +198,18 @@ def main(argv=None) -> int:
     bench.log(f"load average at start: {load['start']}")
     rows: list[dict] = []
     started = time.monotonic()
-    for store in args.stores:
-        rows += run_store(store, args)
-        if args.json:  # after every store: a later store's failure keeps the earlier ones
-            Path(args.json).write_text(json.dumps({"rows": rows, "load": load}, indent=1))
+    for rnd in range(1, args.rounds + 1):
+        for store in (args.stores if rnd % 2 else args.stores[::-1]):
+            load_at_start = round(os.getloadavg()[0], 1)
+            bench.log(f"round {rnd}, {store}: load average {load_at_start}")
+            for row in run_store(store, args):
+                rows.append({**row, "round": rnd, "load_average_at_start": load_at_start})
+            if args.json:  # after every store: a later store's failure keeps the earlier ones
+                Path(args.json).write_text(json.dumps({"rows": rows, "load": load}, indent=1))
     load["end"] = os.getloadavg()
     print(table(rows))
-    print(f"\n{len(args.stores)} store(s) in {time.monotonic() - started:.0f} s; {args.clients} clients, "
-          f"{args.objects} objects per resource, {args.duration:g} s windows after {args.warmup:g} s; "
+    print(f"\n{len(args.stores)} store(s) x {args.rounds} round(s) in {time.monotonic() - started:.0f} s; "
+          f"{args.clients} clients, {args.objects} objects per resource, {args.duration:g} s windows after {args.warmup:g} s; "
           f"load average at start {load['start']}, at end {load['end']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "load": load}, indent=1))
