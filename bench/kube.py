@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from agg_metrics import delta, scrape, summary
 from aggregation import build_loadgen, manifest
 from harness.kubeapiserver import KubeAPIServer
 from harness.servers import Server, etcd37_binary, start_etcd, start_kubefabric
@@ -106,12 +107,18 @@ def measure(api: KubeAPIServer, store_pid: int, args, store: str = "") -> list[d
     rows = []
     for resource in args.resources:
         for op in args.ops:
+            # kube-apiserver's own account (bench/agg_metrics.py): its lists from the watch cache
+            # or from the store, its store requests; the series naming the resource
+            series = f'resource="{resource}"'
+            before = scrape(api, series)
             row = run_op(api.kubeconfig, roots, resource, op, args)
             row["store"] = store
+            row["apiserver"] = summary(delta(before, scrape(api, series)))
             cpu = row.get("cpu_us_per_op", {})
             bench.log(f"[{store}] {resource:10} {op:6} {row['ops_per_s']:8,.0f} ops/s  p50 {row['p50_ms']:.1f} "
                       f"p99 {row['p99_ms']:.1f} ms  errors {row['errors']}  conflicts {row['conflicts']}  "
                       f"CPU/op store {cpu.get('store', '-')} us, kube-apiserver {cpu.get('kube-apiserver', '-')} us")
+            bench.log(f"    kube-apiserver: {row['apiserver']}")
             for sample in row.get("error_samples", []):
                 bench.log(f"    error: {sample}")
             rows.append(row)
@@ -137,7 +144,7 @@ COLUMNS = ("resource", "op", "store", "ops/s", "vs etcd", "p50/p99 ms", "errors"
 
 
 def num(v: float | None) -> str:
-    return "-" if v is None else f"{v:,.0f}"
+    return "-" if v is None else f"{v:,.1f}" if v < 10 else f"{v:,.0f}"
 
 
 def table(rows: list[dict]) -> str:
@@ -153,7 +160,7 @@ def table(rows: list[dict]) -> str:
         ratio = f"{r['ops_per_s'] / base:.2f}x" if base else "-"
         cpu = r.get("cpu_us_per_op", {})
         cells = [r["resource"], r["op"], r["store"], *([str(r.get("round", 1))] * rounds),
-                 f"{r['ops_per_s']:,.0f}", ratio, f"{r['p50_ms']:.1f}/{r['p99_ms']:.1f}", str(r["errors"]),
+                 num(r["ops_per_s"]), ratio, f"{r['p50_ms']:.1f}/{r['p99_ms']:.1f}", str(r["errors"]),
                  str(r["conflicts"]), num(cpu.get("store")), num(cpu.get("kube-apiserver"))]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
