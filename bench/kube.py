@@ -15,7 +15,8 @@ resource, stored as JSON), the load generator bench/k8sload (client-go, --client
   update  read-modify-write of random objects (Get + Update with the read resourceVersion,
           conflicts retried as client-go's retry.RetryOnConflict does), for --duration;
   get     random objects, for --duration;
-  list    the whole namespace, pages of 500 (continue tokens), for --duration.
+  list    the whole namespace, pages of 500 (continue tokens), for --duration, from
+          --list-clients clients.
 
 --warmup seconds of each timed op are not counted. During each measured window the CPU time of
 the store's processes (with every descendant: --workers' processes) and of kube-apiserver is read
@@ -75,7 +76,8 @@ def run_op(kubeconfig: Path, roots: dict[str, list[int]], resource: str, op: str
     over the measured window."""
     gvr, kind = RESOURCES[resource]
     argv = [str(build_loadgen()), f"--kubeconfig={kubeconfig}", f"--namespace={NAMESPACE}",
-            f"--resource={gvr}", f"--kind={kind}", f"--op={op}", f"--clients={args.clients}",
+            f"--resource={gvr}", f"--kind={kind}", f"--op={op}",
+            f"--clients={args.list_clients if op == 'list' else args.clients}",
             f"--objects={args.objects}", "--prefix=o", "--mark-window"]
     if op != "create":
         argv += [f"--duration={args.duration}s", f"--warmup={args.warmup}s"]
@@ -177,6 +179,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ops", default=",".join(OPS), help="comma-separated, in this order (update, get and "
                    "list need the objects create makes)")
     p.add_argument("--clients", type=int, default=32, help="concurrent client-go clients, a connection each")
+    p.add_argument("--list-clients", type=int, default=8, help="clients of the list op (a full list of "
+                   "--objects takes kube-apiserver 0.1-0.4 s of CPU: 32 at once outlast a window)")
     p.add_argument("--objects", type=int, default=5000, help="objects created per resource")
     p.add_argument("--duration", type=float, default=20, help="seconds measured of update, get and list")
     p.add_argument("--warmup", type=float, default=3, help="seconds of load before each measured window")
@@ -193,8 +197,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         setattr(args, name, chosen)
     if args.ops[0] != "create":
         p.error("--ops must start with create: the other ops work on the objects it makes")
-    if min(args.clients, args.objects, args.rounds) < 1 or args.duration <= 0 or args.warmup < 0:
-        p.error("--clients, --objects and --rounds must be at least 1, --duration above 0, --warmup not negative")
+    if min(args.clients, args.list_clients, args.objects, args.rounds) < 1 or args.duration <= 0 or args.warmup < 0:
+        p.error("--clients, --list-clients, --objects and --rounds must be at least 1, --duration above 0, "
+                "--warmup not negative")
     return args
 
 
@@ -216,7 +221,8 @@ def main(argv=None) -> int:
     load["end"] = os.getloadavg()
     print(table(rows))
     print(f"\n{len(args.stores)} store(s) x {args.rounds} round(s) in {time.monotonic() - started:.0f} s; "
-          f"{args.clients} clients, {args.objects} objects per resource, {args.duration:g} s windows after {args.warmup:g} s; "
+          f"{args.clients} clients ({args.list_clients} for lists), {args.objects} objects per resource, "
+          f"{args.duration:g} s windows after {args.warmup:g} s; "
           f"load average at start {load['start']}, at end {load['end']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "load": load}, indent=1))
