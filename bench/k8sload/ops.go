@@ -64,7 +64,7 @@ type collector struct {
 	errors    []time.Time
 	errorText []string
 	conflicts atomic.Int64
-	pages     atomic.Int64 // list pages of the whole run, warm-up included
+	pages     atomic.Int64 // pages of the full lists counted in lists
 	lists     atomic.Int64 // full lists that finished, warm-up included
 }
 
@@ -151,13 +151,13 @@ func (o *opConfig) do(ctx context.Context, api dynamic.ResourceInterface, rng *r
 		}
 		return true, err
 	default: // list
-		opts, items := metav1.ListOptions{Limit: o.page}, int64(0)
+		opts, items, pages := metav1.ListOptions{Limit: o.page}, int64(0), int64(0)
 		for {
 			l, err := api.List(ctx, opts)
 			if err != nil {
 				return true, err
 			}
-			c.pages.Add(1)
+			pages++
 			items += int64(len(l.Items))
 			if opts.Continue = l.GetContinue(); opts.Continue == "" {
 				break
@@ -166,6 +166,7 @@ func (o *opConfig) do(ctx context.Context, api dynamic.ResourceInterface, rng *r
 		if items != o.objects {
 			return true, fmt.Errorf("a full list returned %d objects, not %d", items, o.objects)
 		}
+		c.pages.Add(pages) // of finished lists only: a list cut at the window's end is not one
 		c.lists.Add(1)
 		return true, nil
 	}

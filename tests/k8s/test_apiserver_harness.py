@@ -94,7 +94,7 @@ def kube_bench_smoke(api):
     finally:
         sys.path.remove(str(BENCH))
     args = kube.parse_args(["--resources", "configmaps", "--clients", "2", "--list-clients", "1", "--objects", "6",
-                            "--duration", "0.5", "--warmup", "0"])
+                            "--duration", "1.5", "--warmup", "0"])
     kube.prepare(api, args.resources)
     rows = kube.measure(api, api.storage.proc.pid, args, "kubefabric")
     assert [(r["resource"], r["op"]) for r in rows] == [("configmaps", op) for op in kube.OPS]
