@@ -28,7 +28,7 @@ from .authstore import ShardAuth
 from .leases import Leases
 from .quota import Quota, txn_cost
 from .history import read_history
-from .reads import execute_range
+from .reads import execute_range, one_statement
 from .state import ShardState
 from .surface import Listener
 from .writer import MAX_BATCH, Writer
@@ -219,6 +219,15 @@ class Shard:
         checks.check_range(req)
         if sync_rev > self.state.committed:
             await self.sync(sync_rev)
+        writer, single = self.writer, self.store.single_statement_reads
+        if (single is not None and writer is not None and not writer.committing
+                and one_statement(req)):
+            # the writer's memory is the database's state while no COMMIT is in flight, so the
+            # head needs no statement, and one statement is a snapshot of its own
+            head = self.state.committed
+            resp = await execute_range(single, req, head, self.state.compact_rev)
+            self.state.fill(resp.header, head)
+            return resp
         async with self.store.snapshot() as cur:
             # the snapshot is established: everything committed before now is in it
             head = await self.read_head(cur)

@@ -51,6 +51,13 @@ async def count_rows(cur, rng: KeyRange, rev: int, head: int) -> int:
     return await cur.scalar(name, values, shape_of(rng.end))
 
 
+def one_statement(req: pb.RangeRequest) -> bool:
+    """Whether execute_range answers `req` with at most one statement (no separate count)."""
+    return req.count_only or req.limit <= 0 or req.sort_order != pb.RangeRequest.NONE or bool(
+        req.min_mod_revision or req.max_mod_revision or req.min_create_revision
+        or req.max_create_revision)
+
+
 def resolve_rev(requested: int, head: int, compact_rev: int) -> int:
     if requested > head:
         raise errors.FUTURE_REV

@@ -56,6 +56,10 @@ class Store(Protocol):
     # the event loop); True for server databases: the shard then takes a read's header revision
     # from the snapshot itself (the clock meta row)
     reads_interleave_commits: bool
+    # a cursor whose every statement is a read snapshot of its own (SQLite's autocommit on the
+    # read connection), for a read that is one statement: it saves the BEGIN and COMMIT around
+    # it; None (server databases): every read opens snapshot()
+    single_statement_reads: Cursor | None
     # the longest key the database's indexes hold (None: no limit), measured with random
     # incompressible keys against the real server; the Shard refuses longer keys with an error
     max_key_bytes: int | None
@@ -131,6 +135,8 @@ class Store(Protocol):
 class ServerStore:
     """What the stores on a database server (PostgreSQL, MySQL) share: a pool of read
     connections, sized by the shard service's --read-pool-size."""
+
+    single_statement_reads = None  # a snapshot costs no more than the statement's round trip
 
     def __init__(self, dsn, read_pool_size: int):
         raise NotImplementedError

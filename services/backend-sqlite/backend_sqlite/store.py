@@ -72,6 +72,9 @@ class SqliteStore:
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
         self._pending: asyncio.Future | None = None  # a worker-thread call on the write connection
+        # the read connection outside a transaction (isolation_level=None: autocommit), where
+        # each statement reads a snapshot of its own; set by open()
+        self.single_statement_reads: _Cursor | None = None
 
     # ---- lifecycle ----
 
@@ -121,6 +124,8 @@ class SqliteStore:
         await asyncio.get_running_loop().run_in_executor(None, self._open)
         self._writer_cursor = _Cursor(self._w, self.stmts)
         self._snapshot = _Snapshot(_Cursor(self._r, self.stmts))
+        self.single_statement_reads = self._snapshot.cur  # never used inside a snapshot: reads
+                                                          # do not suspend
 
     async def close(self) -> None:
         await self._settle()
@@ -128,6 +133,7 @@ class SqliteStore:
             if conn is not None:
                 conn.close()
         self._r = self._w = None
+        self.single_statement_reads = None
 
     async def limit_writer_silence(self, lease_s: float) -> None:
         """Nothing to set: SQLite has no server side (see kubefabric.shard.leadership)."""
