@@ -2,8 +2,27 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from typing import Awaitable, Callable
+
+
+# The collector's young generation is collected after this many new container objects (3.11's
+# default: 700). Every request allocates a few dozen (coroutines, frames, futures, rows) that
+# die with it; at 700 a server under load collected its young generation every ~15 requests.
+YOUNG_GENERATION_THRESHOLD = 20_000
+
+
+def settle_heap() -> None:
+    """Call once a service serves. Everything built until now (imported modules, the server,
+    the statement caches) lives as long as the process: gc.freeze() moves it out of the
+    collector's generations, so no later collection walks it again, and the young generation
+    is collected less often (YOUNG_GENERATION_THRESHOLD). Garbage cycles are still collected:
+    later, and over far fewer objects."""
+    gc.collect()  # what is garbage now is freed, not frozen
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
 
 
 async def until_terminated() -> None:

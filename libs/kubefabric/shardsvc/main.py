@@ -16,7 +16,7 @@ from kubefabric.dsn import DSN
 from kubefabric.events.connect import connect
 from kubefabric.events.publisher import EventPublisher
 from kubefabric.index.topofile import IndexSettingsFile
-from kubefabric.lifecycle import until_terminated
+from kubefabric.lifecycle import settle_heap, until_terminated
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.handlers import GATE
 from kubefabric.rpc.server import LIVENESS, listen, make_server
@@ -68,6 +68,7 @@ async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of, index_rules: 
              args.name, args.listen_address, address, dsn.redacted())
     events = asyncio.create_task(_publish_events(node, args, nats_tls)) if args.nats_url else None
 
+    settle_heap()
     await until_terminated()
     if settings is not None:
         settings.stop()

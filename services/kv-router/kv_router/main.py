@@ -7,7 +7,7 @@ import logging
 
 from kubefabric import telemetry
 from kubefabric.auth.tokens import TokenError, provider
-from kubefabric.lifecycle import until_terminated
+from kubefabric.lifecycle import settle_heap, until_terminated
 from kubefabric.rpc.startup import StartupError
 from kubefabric.tls import CertificateReloader, TLSSettings
 
@@ -80,6 +80,7 @@ async def main(args: argparse.Namespace, tls: TLSSettings | None) -> int:
     for compactor in compactors:
         compactor.start()
 
+    settle_heap()
     await until_terminated()
     log.info("shutting down: finishing in-flight requests")
     if workers is not None:  # their in-flight writes need this process: they stop first

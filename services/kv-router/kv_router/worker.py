@@ -38,7 +38,7 @@ def _start(args: argparse.Namespace, spec: dict):
 
 async def serve(args: argparse.Namespace, tls, spec: dict) -> int:
     from kubefabric import telemetry
-    from kubefabric.lifecycle import until_terminated
+    from kubefabric.lifecycle import settle_heap, until_terminated
 
     from .main import server_config
     from .server import RouterServer
@@ -66,6 +66,7 @@ async def serve(args: argparse.Namespace, tls, spec: dict) -> int:
     loop = asyncio.get_running_loop()
     await loop.sock_sendall(lifeline, b"ready\n")
     log.info("worker %d (pid %d) serves the etcd v3 API", index, os.getpid())
+    settle_heap()
 
     terminated = asyncio.ensure_future(until_terminated())
     orphaned = asyncio.ensure_future(loop.sock_recv(lifeline, 1))  # b"": the parent is gone
