@@ -5,9 +5,10 @@ Invariants:
 - `state.committed` is the highest committed revision any response reported (headers never go
   back); the watch hub's feed position is separate (it only advances with the Feed, so progress
   notifications are never ahead of delivered events).
-- Writes go to the replica last known as leader. They are retried on another replica only when
-  the failure proves nothing was applied (NOT_LEADER, or no connection could be made); any other
-  failure reaches the client as it is (etcd's clients decide). A replica that stops answering
+- Writes go to the replica last known as leader (Put, DeleteRange and Txn on one Writes stream
+  while it is open: kubefabric.shardsvc.leaderwrites). They are retried on another replica only
+  when the failure proves nothing was applied (NOT_LEADER, or no connection could be made); any
+  other failure reaches the client as it is (etcd's clients decide). A replica that stops answering
   (frozen) is handled by kubefabric.shardsvc.replicas: reads hedged to another replica, writes
   abandoned once another replica leads.
 - The feed resumes from the last revision it delivered, so listeners see every commit once, in
@@ -34,6 +35,7 @@ from kubefabric.shard.state import ShardState
 from kubefabric.telemetry import instrument_shard_stub, tracing
 from kubefabric.tls import ClientTLS, TLSError
 
+from .leaderwrites import LeaderWrites
 from .replicas import LEADER_FAILED, LeaderChanged, Replicas
 
 log = logging.getLogger("kubefabric.shard.client")
@@ -83,6 +85,7 @@ class RemoteShard:
         self._tls_task: asyncio.Task | None = None
         self.is_leader = True                 # the router's view: writes are accepted
         self.reported_name = ""               # the service's --name, from its Status
+        self.leader_writes = LeaderWrites(self)
 
     @property
     def leader(self) -> int:
@@ -182,6 +185,7 @@ class RemoteShard:
 
     async def close(self) -> None:
         self.replicas.close()
+        self.leader_writes.close()
         for task in (self._feed, self._tls_task):
             if task:
                 task.cancel()
@@ -282,7 +286,11 @@ class RemoteShard:
         return getattr(resp, field)
 
     async def _send_kv_write(self, field: str, request):
-        """The Shard API response to a KV write (a subclass may send it another way)."""
+        """The Shard API response to a KV write: on the Writes stream to the leader when one is
+        open, else (and when the stream says it was not applied) a unary call."""
+        resp = await self.leader_writes.write(field, request)
+        if resp is not None:
+            return resp
         return await self._call(KV_WRITE_METHODS[field], request)
 
     async def compact(self, revision: int, physical: bool = False, sync_rev: int = 0) -> pb.CompactionResponse:

@@ -151,7 +151,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     Txn = _kv_write("Txn", "txn")
 
     async def Writes(self, request_iterator, context):
-        """Put, DeleteRange and Txn on one stream (kubefabric.shardsvc.writes)."""
+        """Put, DeleteRange and Txn on one stream (kubefabric.shardsvc.writes). The initial
+        metadata goes out first: the caller's WriteStream.open() waits for it."""
+        await context.send_initial_metadata(())
         async for answer in writes.serve(self.node, request_iterator):
             yield answer
 

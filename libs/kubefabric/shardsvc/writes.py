@@ -93,8 +93,8 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 class WriteStream:
     """The client side, over `stub()` (a Shard stub): `await write("put", spb.PutRequest(...))`
-    gives the spb.PutResponse or raises its EtcdError. The stream opens on first use and again
-    after it broke."""
+    gives the spb.PutResponse or raises its EtcdError. The stream opens on first use (or by
+    `open()`, which also waits for the server's handler to answer) and again after it broke."""
 
     def __init__(self, stub, name: str):
         self.stub = stub
@@ -108,22 +108,52 @@ class WriteStream:
     class NotSent(Exception):
         """The request could not be sent: it was not applied."""
 
-    async def write(self, field: str, request):
+    @property
+    def is_open(self) -> bool:
+        """A stream is open (not broken, not closed, not half-closed by finish())."""
+        return self._call is not None
+
+    async def open(self, timeout: float) -> None:
+        """Opens the stream and waits for the server's initial metadata, which its handler sends
+        first: a write sent afterwards reaches a running handler. Raises grpc.aio.AioRpcError,
+        TimeoutError or ConnectionError (the stream ended at once); it is then closed."""
+        call, _ = self._open()
+        try:
+            async with asyncio.timeout(timeout):
+                await call.initial_metadata()
+            if call.done():
+                raise ConnectionError(f"the Writes stream to {self.name} ended as it opened")
+        except BaseException:
+            self._broken(call)
+            raise
+
+    async def send(self, field: str, request) -> asyncio.Future:
+        """Sends one write; the future of its answer: the Shard API response, its EtcdError, or
+        LEADER_FAILED when the stream breaks first. NotSent: not sent, so not applied. A caller
+        that stops waiting cancels the future."""
         rid = next(self._ids)
         answer = asyncio.get_running_loop().create_future()
         async with self._send:
             call, waiting = self._open()
             waiting[rid] = answer
+            answer.add_done_callback(lambda _: waiting.pop(rid, None))
             try:
                 await call.write(spb.WriteRequest(id=rid, **{field: request}))
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as err:
-                waiting.pop(rid, None)
+                answer.cancel()
                 self._broken(call)
                 raise WriteStream.NotSent(str(err)) from None
+            except BaseException:
+                answer.cancel()
+                raise
+        return answer
+
+    async def write(self, field: str, request):
+        answer = await self.send(field, request)
         try:
             return await answer
         finally:
-            waiting.pop(rid, None)
+            answer.cancel()  # a no-op once answered
 
     def _open(self):
         if self._call is None:
@@ -153,9 +183,21 @@ class WriteStream:
             log.info("shard %s: the Writes stream ended: %s", self.name, err.details() or err.code().name)
         finally:
             self._broken(call)
-            for answer in waiting.values():  # sent on this stream, unanswered: outcome unknown
+            for answer in list(waiting.values()):  # sent on this stream, unanswered: outcome unknown
                 if not answer.done():
                     answer.set_exception(LEADER_FAILED)
+
+    async def finish(self) -> None:
+        """Half-closes the stream: no new writes on it; those sent are still answered (the
+        server ends the stream once it answered them all)."""
+        async with self._send:
+            call, self._call = self._call, None
+            if call is None:
+                return
+            try:
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                call.cancel()
 
     def close(self) -> None:
         if self._reader is not None:

@@ -286,7 +286,9 @@ class _StreamCall:
     def __init__(self, call):
         self._call = call
 
-    def __call__(self, request, timeout=None, metadata=None, **kwargs):
+    def __call__(self, request=None, timeout=None, metadata=None, **kwargs):
+        """request: a server stream's request, a client stream's iterator (None for a stream
+        written with call.write)."""
         if tracing.ENABLED:
             metadata = tracing.metadata_with_context(metadata)
         return self._call(request, timeout=timeout, metadata=metadata, **kwargs)

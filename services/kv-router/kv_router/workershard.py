@@ -6,7 +6,7 @@ A worker is kv-router in `--shard` mode against its parent's private Shard API
 by a Shard core that never writes (its `writer` is None: the replica mode, whose head is read from
 the database in the same snapshot, see Shard.read_head). Writes, leases, compaction, alarms and
 auth go to the parent (Put, DeleteRange and Txn multiplexed on one Writes stream, cheaper than a
-call each); watches follow the parent's commit feed (the Feed RPC).
+call each: RemoteShard's, kubefabric.shardsvc.leaderwrites); watches follow the parent's commit feed (the Feed RPC).
 
 Why a read here is linearizable (it reflects every write acknowledged to any client before the
 read began):
@@ -40,15 +40,11 @@ from backend_sqlite.store import SqliteStore
 
 from kubefabric.auth import state as auth_state
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
-from kubefabric.etcd import errors
-from kubefabric.etcd.errors import EtcdError
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
-from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.query.execute import run_query
 from kubefabric.shard.authstore import META_GENERATION
 from kubefabric.shard.core import Shard
 from kubefabric.shardsvc.client import RemoteShard
-from kubefabric.shardsvc.writes import WriteStream
 
 log = logging.getLogger("kubefabric.worker")
 
@@ -60,14 +56,12 @@ class WorkerShard(RemoteShard):
         self.file = SqliteStore(data_dir, synchronous=synchronous)
         self.local = Shard(self.file, max_txn_ops=max_txn_ops)
         self._seen_version = -1  # the database's data_version when auth_now last looked
-        self.writes = WriteStream(lambda: shard_pb2_grpc.ShardStub(self.channels[0]), "parent")
 
     async def open(self, wait_s: float = 30.0, follow: bool = True) -> None:
         await super().open(wait_s, follow)
         await self.file.open()
 
     async def close(self) -> None:
-        self.writes.close()
         await super().close()
         await self.local.close()
 
@@ -84,20 +78,6 @@ class WorkerShard(RemoteShard):
         resp = await run_query(self.local, req, 0)
         self._observe(resp.header.revision)
         return resp
-
-    # ---- writes: on one stream to the parent (kubefabric.shardsvc.writes) ----
-
-    async def _send_kv_write(self, field: str, request):
-        """A write on the stream; one that was not applied there (not sent, or refused before
-        the writer) goes the unary way, which retries until the writer answers."""
-        try:
-            return await self.writes.write(field, request)
-        except WriteStream.NotSent:
-            pass
-        except EtcdError as err:
-            if err is not errors.NOT_LEADER and err is not errors.SHARD_NOT_READY:
-                raise
-        return await super()._send_kv_write(field, request)
 
     async def refresh_head(self) -> None:
         async with self.file.snapshot() as cur:

@@ -1,0 +1,188 @@
+"""A shard service's KV writes (Put, DeleteRange, Txn) from kv-router on one Writes stream to
+its leader (kubefabric.shardsvc.writes) instead of a unary call each: a message on an open stream
+costs both ends far less CPU than a call.
+
+Invariants:
+- A write goes on a stream only while one is open to the stub of the replica last known as
+  leader (open: the server's handler answered its initial metadata). Otherwise (no stream yet,
+  one opening, broken, another leader, channels replaced by a TLS reload) `write` returns None
+  and the caller sends it unary, with the unary path's leader search and retries; a stream to
+  the current leader is then opened in the background, at most one attempt per REOPEN_S.
+- With tracing on, every write is unary: a call carries its span's context in its metadata,
+  a stream only once for all its writes.
+- Once sent, a write fails as its unary call would: NOT_LEADER or SHARD_NOT_READY from the
+  server mean it was not applied (returns None: the caller sends it unary); the stream breaking
+  before its answer (the leader killed) gives LEADER_FAILED, outcome unknown; unanswered past
+  SUSPECT_S while another replica leads (a frozen leader) gives LEADER_FAILED and drops the
+  stream; unanswered for CALL_TIMEOUT_S gives DEADLINE_EXCEEDED.
+- Writes of one caller keep its order: each is sent before the caller's next begins, and the
+  leader applies the stream's writes in the order it reads them, as it does unary calls.
+- A stream replaced by another is half-closed: the writes it carries are still answered; it is
+  cut after CALL_TIMEOUT_S.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from time import perf_counter
+
+import grpc
+
+from kubefabric.etcd import errors
+from kubefabric.etcd.errors import EtcdError
+from kubefabric.telemetry import metrics, tracing
+from kubefabric.telemetry.interceptors import GO_CODE
+
+from .replicas import LEADER_FAILED, SUSPECT_S
+from .writes import WriteStream
+
+log = logging.getLogger("kubefabric.shard.client")
+
+REOPEN_S = 0.5        # at most one attempt to open a stream to the same stub this often
+OPEN_TIMEOUT_S = 2.0  # a stream whose server has not answered its metadata by then is dropped
+CALL_TIMEOUT_S = 60.0  # as a unary write's deadline
+DEADLINE = errors.from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+# the Shard API method of each write, for the metrics the unary calls also count in
+METHODS = {"put": "Put", "delete_range": "DeleteRange", "txn": "Txn"}
+
+
+class LeaderWrites:
+    """`shard`: the RemoteShard (its `stubs`, `replicas`, `name` and `state` are read as they
+    are at each write: stubs change on a TLS reload, the leader on a failover)."""
+
+    def __init__(self, shard):
+        self.shard = shard
+        self._stream: WriteStream | None = None   # open or opening, to _stub
+        self._stub = None
+        self._open_task: asyncio.Task | None = None
+        self._next_open = 0.0
+        self._retired: set[WriteStream] = set()
+        self._counts: dict = {}
+
+    async def write(self, field: str, request):
+        """The Shard API response to `request`, or None: it was not applied, send it unary."""
+        if tracing.ENABLED:
+            return None
+        target = self.shard.replicas.leader
+        stub = self.shard.stubs[target]
+        stream = self._stream
+        if stream is None or self._stub is not stub or not stream.is_open:
+            self._reopen(target, stub)
+            return None
+        started = perf_counter()
+        try:
+            answer = await stream.send(field, request)
+        except WriteStream.NotSent:
+            return None
+        try:
+            resp = await self._answer(answer, stream, target)
+        except EtcdError as err:
+            if err is errors.NOT_LEADER or err is errors.SHARD_NOT_READY:
+                return None
+            self._count(field, err.code, started)
+            raise
+        except asyncio.CancelledError:
+            self._count(field, grpc.StatusCode.CANCELLED, started)
+            raise
+        finally:
+            answer.cancel()  # a no-op once answered
+        self._count(field, grpc.StatusCode.OK, started)
+        return resp
+
+    async def _answer(self, answer: asyncio.Future, stream: WriteStream, target: int):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CALL_TIMEOUT_S
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise DEADLINE
+            # with one replica no other can lead: nothing to suspect (as Replicas.write)
+            wait = min(SUSPECT_S, left) if len(self.shard.stubs) > 1 else left
+            done, _ = await asyncio.wait((answer,), timeout=wait)
+            if done:
+                return answer.result()
+            if wait < SUSPECT_S:
+                continue
+            leader = await self.shard.replicas.probe()
+            if leader is not None and leader != target:
+                self.shard.state.term = max(self.shard.state.term, self.shard.replicas.term)
+                log.warning("shard %s: replica %d leads now (term %d); the Writes stream to "
+                            "replica %d is dropped, its writes' outcomes unknown", self.shard.name,
+                            leader, self.shard.replicas.term, target)
+                if self._stream is stream:
+                    self._stream = None
+                stream.close()  # every write still waiting on it: LEADER_FAILED
+                raise LEADER_FAILED
+
+    # ---- the stream's lifecycle ----
+
+    def _reopen(self, target: int, stub) -> None:
+        """Open a stream to `stub` in the background, unless one is opening or the last attempt
+        to this stub was less than REOPEN_S ago."""
+        if self._open_task is not None:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._stub is stub and now < self._next_open:
+            return
+        self._next_open = now + REOPEN_S
+        old, self._stream, self._stub = self._stream, None, stub
+        if old is not None:
+            self._retire(old)
+        self._open_task = asyncio.ensure_future(self._open(target, stub))
+
+    async def _open(self, target: int, stub) -> None:
+        stream = WriteStream(lambda: stub, f"{self.shard.name}/{target}")
+        try:
+            await stream.open(OPEN_TIMEOUT_S)
+        except (grpc.aio.AioRpcError, TimeoutError, ConnectionError) as err:
+            detail = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
+            log.debug("shard %s: no Writes stream to replica %d yet (%s); writes go unary",
+                      self.shard.name, target, detail or type(err).__name__)
+            stream.close()
+            return
+        except Exception:  # a bug: say so, writes go unary
+            log.exception("shard %s: opening a Writes stream to replica %d failed",
+                          self.shard.name, target)
+            stream.close()
+            return
+        except BaseException:
+            stream.close()
+            raise
+        finally:
+            self._open_task = None
+        if self._stub is stub:
+            self._stream = stream
+            log.debug("shard %s: writes go on a stream to replica %d", self.shard.name, target)
+        else:
+            stream.close()
+
+    def _retire(self, stream: WriteStream) -> None:
+        self._retired.add(stream)
+
+        async def retire() -> None:
+            try:
+                await stream.finish()
+                await asyncio.sleep(CALL_TIMEOUT_S)
+            finally:
+                stream.close()
+                self._retired.discard(stream)
+        asyncio.ensure_future(retire())
+
+    def close(self) -> None:
+        if self._open_task is not None:
+            self._open_task.cancel()
+        for stream in [self._stream, *self._retired]:
+            if stream is not None:
+                stream.close()
+        self._stream = None
+
+    def _count(self, field: str, code: grpc.StatusCode, started: float) -> None:
+        key = (field, code)
+        counters = self._counts.get(key)
+        if counters is None:
+            name, method = self.shard.name, METHODS[field]
+            counters = self._counts[key] = (
+                metrics.router_shard_requests.labels(name, method, GO_CODE[code]),
+                metrics.router_shard_request_seconds.labels(name, method))
+        counters[0].inc()
+        counters[1].observe(perf_counter() - started)

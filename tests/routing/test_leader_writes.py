@@ -1,0 +1,189 @@
+"""kv-router's writes to a shard service on one Writes stream (kubefabric.shardsvc.leaderwrites),
+through RemoteShard against real `backend-sqlite` replicas:
+
+- once the stream to the leader is open, Put/DeleteRange/Txn go on it (the unary path is
+  refused during those writes, so a write that went unary fails the test); writes pipelined on
+  the stream are applied in the order sent, concurrent callers each see their own order;
+- a stream that breaks leaves writes going unary until a new one is open;
+- a write on the stream while the leader is killed fails with etcd's "request timed out,
+  possibly due to previous leader failure" (not a hang), the next write succeeds on the new
+  leader, and writes then go on a stream to it.
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from harness.servers import shard_role, start_shard
+from kubefabric.etcd.errors import EtcdError
+from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
+from kubefabric.shardsvc.client import KV_WRITE_METHODS, RemoteShard
+from kubefabric.shardsvc.replicas import LEADER_FAILED
+
+UNARY_WRITES = frozenset(KV_WRITE_METHODS.values())
+
+
+class UnaryGuard:
+    """Wraps shard._call: while `refuse` is set, a unary KV write fails the test."""
+
+    def __init__(self, shard: RemoteShard):
+        self.refuse = False
+        self.unary_writes = 0
+        self._call = shard._call
+        shard._call = self
+
+    async def __call__(self, method, request, write=True):
+        if method in UNARY_WRITES:
+            self.unary_writes += 1
+            assert not self.refuse, f"a {method} went unary while the stream was open"
+        return await self._call(method, request, write)
+
+
+async def wait_stream(shard: RemoteShard, target: int, timeout: float = 10.0):
+    """The open stream to replica `target` (writes trigger its opening)."""
+    lw = shard.leader_writes
+    deadline = time.monotonic() + timeout
+    i = 0
+    while time.monotonic() < deadline:
+        stream = lw._stream
+        if stream is not None and stream.is_open and lw._stub is shard.stubs[target]:
+            return stream
+        await shard.put(pb.PutRequest(key=b"/wait", value=b"%d" % i))
+        i += 1
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no Writes stream to replica {target} opened within {timeout}s")
+
+
+def _put(key: bytes, value: bytes) -> spb.PutRequest:
+    return spb.PutRequest(put=pb.PutRequest(key=key, value=value))
+
+
+def test_writes_on_the_stream_keep_order_and_fall_back(tmp_path):
+    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}")
+
+    async def body():
+        shard = RemoteShard([server.endpoint])
+        await shard.open(follow=False)
+        guard = UnaryGuard(shard)
+        try:
+            stream = await wait_stream(shard, 0)
+            guard.refuse = True
+            # every kind of write goes on the stream and answers as the unary call would
+            put = await shard.put(pb.PutRequest(key=b"/a", value=b"1"))
+            txn = await shard.txn(pb.TxnRequest(
+                compare=[pb.Compare(key=b"/a", target=pb.Compare.VALUE, value=b"1")],
+                success=[pb.RequestOp(request_put=pb.PutRequest(key=b"/a", value=b"2"))]))
+            assert txn.succeeded and txn.header.revision == put.header.revision + 1
+            deleted = await shard.delete_range(pb.DeleteRangeRequest(key=b"/a"))
+            assert deleted.deleted == 1 and deleted.header.revision == txn.header.revision + 1
+            assert shard.state.committed == deleted.header.revision
+            with pytest.raises(EtcdError) as refused:  # an etcd error answers that write only
+                await shard.txn(pb.TxnRequest(success=[
+                    pb.RequestOp(request_put=pb.PutRequest(key=b"/d")),
+                    pb.RequestOp(request_put=pb.PutRequest(key=b"/d"))]))
+            assert "duplicate key" in refused.value.message, refused.value
+
+            # 100 writes of one key pipelined on the stream: applied in the order sent
+            answers = [await stream.send("put", _put(b"/order", b"%03d" % i)) for i in range(100)]
+            revs = [(await a).put.header.revision for a in answers]
+            assert revs == sorted(revs) and len(set(revs)) == 100, revs
+            got = await shard.range(pb.RangeRequest(key=b"/order"))
+            assert got.kvs[0].value == b"099" and got.kvs[0].mod_revision == revs[-1]
+            assert got.kvs[0].version == 100
+
+            # 8 callers at once, 25 writes each to a key of its own and to one shared key
+            async def caller(c: int) -> list[int]:
+                out = []
+                for i in range(25):
+                    r = await shard.put(pb.PutRequest(key=b"/c%d" % c, value=b"%d" % i))
+                    await shard.put(pb.PutRequest(key=b"/shared", value=b"%d-%d" % (c, i)))
+                    out.append(r.header.revision)
+                return out
+            per_caller = await asyncio.gather(*(caller(c) for c in range(8)))
+            for c, seen in enumerate(per_caller):
+                assert seen == sorted(seen), (c, seen)
+                kv = (await shard.range(pb.RangeRequest(key=b"/c%d" % c))).kvs[0]
+                assert kv.value == b"24" and kv.mod_revision == seen[-1]
+            assert (await shard.range(pb.RangeRequest(key=b"/shared"))).kvs[0].version == 200
+
+            # the stream breaks: the next writes go unary, then on a new stream
+            stream.close()
+            guard.refuse = False
+            before = guard.unary_writes
+            resp = await shard.put(pb.PutRequest(key=b"/after-break", value=b"x"))
+            assert resp.header.revision > revs[-1]
+            assert guard.unary_writes == before + 1
+            reopened = await wait_stream(shard, 0)
+            assert reopened is not stream
+            guard.refuse = True
+            await shard.put(pb.PutRequest(key=b"/after-break", value=b"y"))
+        finally:
+            await shard.close()
+
+    try:
+        asyncio.run(body())
+    finally:
+        server.stop(signal.SIGTERM)
+
+
+def _leader(replicas, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for i, r in enumerate(replicas):
+            if r.proc.poll() is None and shard_role(r.endpoint, 1.0) == "leader":
+                return i
+        time.sleep(0.05)
+    raise AssertionError("no replica became leader")
+
+
+def test_a_write_on_the_stream_when_the_leader_is_killed(tmp_path):
+    dsn = f"sqlite://{tmp_path / 'db'}"
+    lease = ["--leader-lease", "2s"]
+    replicas = [start_shard(tmp_path, "sqlite", dsn, lease, name=f"replica{i}") for i in range(2)]
+
+    async def body():
+        shard = RemoteShard([r.endpoint for r in replicas])
+        await shard.open(follow=False)
+        guard = UnaryGuard(shard)
+        try:
+            old = _leader(replicas)
+            shard.leader = old
+            stream = await wait_stream(shard, old)
+            guard.refuse = True
+            before = await shard.put(pb.PutRequest(key=b"/k", value=b"before"))
+            # frozen, a write reaches its socket but no answer; then it dies with it unanswered
+            replicas[old].proc.send_signal(signal.SIGSTOP)
+            write = asyncio.ensure_future(shard.put(pb.PutRequest(key=b"/k", value=b"lost?")))
+            await asyncio.sleep(0.1)
+            assert not write.done()
+            replicas[old].proc.kill()
+            replicas[old].proc.wait()
+            with pytest.raises(EtcdError) as failed:
+                await asyncio.wait_for(write, 15.0)
+            assert failed.value is LEADER_FAILED, failed.value
+            assert not stream.is_open
+            # the next write finds the new leader (unary), then writes go on a stream to it
+            guard.refuse = False
+            after = await asyncio.wait_for(shard.put(pb.PutRequest(key=b"/k", value=b"after")), 20.0)
+            assert after.header.revision > before.header.revision
+            new = 1 - old
+            assert shard.leader == new
+            await wait_stream(shard, new)
+            guard.refuse = True
+            last = await shard.put(pb.PutRequest(key=b"/k", value=b"on the new stream"))
+            got = await shard.range(pb.RangeRequest(key=b"/k"))
+            assert got.kvs[0].value == b"on the new stream"
+            assert got.kvs[0].mod_revision == last.header.revision
+        finally:
+            await shard.close()
+
+    try:
+        asyncio.run(body())
+    finally:
+        for r in replicas:
+            if r.proc.poll() is None:
+                r.stop(signal.SIGTERM)
