@@ -71,7 +71,7 @@ class LeaderWrites:
             return None
         started = perf_counter()
         try:
-            answer = await stream.send(field, request)
+            answer = await stream.send(field, request, reopen=False)
         except WriteStream.NotSent:
             return None
         try:
@@ -126,7 +126,7 @@ class LeaderWrites:
             return
         self._next_open = now + REOPEN_S
         old, self._stream, self._stub = self._stream, None, stub
-        if old is not None:
+        if old is not None and old.is_open:
             self._retire(old)
         self._open_task = asyncio.ensure_future(self._open(target, stub))
 

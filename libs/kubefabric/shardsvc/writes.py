@@ -127,13 +127,16 @@ class WriteStream:
             self._broken(call)
             raise
 
-    async def send(self, field: str, request) -> asyncio.Future:
+    async def send(self, field: str, request, reopen: bool = True) -> asyncio.Future:
         """Sends one write; the future of its answer: the Shard API response, its EtcdError, or
-        LEADER_FAILED when the stream breaks first. NotSent: not sent, so not applied. A caller
-        that stops waiting cancels the future."""
+        LEADER_FAILED when the stream breaks first. NotSent: not sent, so not applied (also when
+        the stream is not open and `reopen` is False). A caller that stops waiting cancels the
+        future."""
         rid = next(self._ids)
         answer = asyncio.get_running_loop().create_future()
         async with self._send:
+            if not reopen and self._call is None:
+                raise WriteStream.NotSent("the stream is not open")
             call, waiting = self._open()
             waiting[rid] = answer
             answer.add_done_callback(lambda _: waiting.pop(rid, None))
