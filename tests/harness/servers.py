@@ -23,6 +23,7 @@ import grpc
 from kubefabric.proto.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2, shard_pb2_grpc
 
+from . import zygote
 from .topology import topology_yaml
 from .waiting import wait_logged
 
@@ -100,7 +101,7 @@ def etcd_binary() -> str:
 class Server:
     kind: str                 # "etcd" or "kubefabric"
     endpoint: str             # host:port of the etcd v3 API
-    proc: subprocess.Popen
+    proc: subprocess.Popen   # or a harness.zygote.ZygoteProcess (the same interface)
     data_dir: Path
     log_path: Path
     argv: list[str] = field(default_factory=list)
@@ -202,7 +203,7 @@ def start_kubefabric_tls(workdir: Path, flags: list[str], plain_port: int | None
     log = workdir / "kubefabric.log"
     argv = [sys.executable, "-m", "kubefabric.cli", "serve", "--listen-client-urls", urls,
             "--data-dir", str(workdir / "data"), *flags]
-    proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
+    proc = zygote.popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
     server = Server("kubefabric", f"127.0.0.1:{port}", proc, workdir / "data", log, argv)
     deadline = time.monotonic() + 20
     while "serving the etcd v3 API" not in server.log():
@@ -221,7 +222,7 @@ def start_kubefabric(workdir: Path, extra: list[str] | None = None, data_dir: Pa
             "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
             "--listen-client-urls", f"http://127.0.0.1:{client}",
             "--data-dir", str(data), *(extra or [])]
-    proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
+    proc = zygote.popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
     server = Server("kubefabric", f"127.0.0.1:{client}", proc, data, log, argv)
     wait_ready(server)
     return server
@@ -335,7 +336,7 @@ def start_shard(workdir: Path, kind: str, dsn: str, extra: list[str] | None = No
     log = workdir / f"{name}-{port}.log"
     argv = [sys.executable, "-m", "kubefabric.cli", SHARD_COMMANDS[kind], "--dsn", dsn,
             "--listen-address", f"127.0.0.1:{port}", "--name", name, *(extra or [])]
-    proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
+    proc = zygote.popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
     server = Server(f"{SHARD_COMMANDS[kind]}", f"127.0.0.1:{port}", proc, workdir, log, argv, tls)
     if wait:
         wait_shard_ready(server)
@@ -352,7 +353,7 @@ def start_hub(workdir: Path, nats_url: str, shards: list[Server] | None = None,
         "--shard", ",".join(f"grpc://{s.endpoint}" for s in shards), "--shard-name", shard_name]
     argv = [sys.executable, "-m", "kubefabric.cli", "watch-hub", "--nats-url", nats_url,
             "--listen-address", f"127.0.0.1:{port}", "--metrics-address", "", *target, *(extra or [])]
-    proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
+    proc = zygote.popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
     server = Server("watch-hub", f"127.0.0.1:{port}", proc, workdir, log, argv)
     if wait:
         wait_shard_ready(server)
@@ -370,7 +371,7 @@ def start_router(workdir: Path, shards: list[Server] | None = None, extra: list[
             "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
             "--listen-client-urls", f"http://127.0.0.1:{client}",
             "--data-dir", str(workdir / "router-data"), *target, *(extra or [])]
-    proc = subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
+    proc = zygote.popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir)
     server = Server("kubefabric", f"127.0.0.1:{client}", proc, workdir, log, argv)
     wait_ready(server)
     return server
