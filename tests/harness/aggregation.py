@@ -23,7 +23,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .servers import REPO, free_port, spawn, stop_process
+from . import zygote
+from .servers import REPO, free_port, stop_process
 
 CRDS = REPO / "tests" / "aggregation" / "crds"
 WIDGETS = "/apis/example.kubefabric.io/v1"
@@ -117,8 +118,8 @@ def start_aggregation(workdir: Path, kv_router: str, crd_dir: Path = CRDS,
     argv = [sys.executable, "-m", "kubefabric.cli", "aggregation", "--crd-dir", str(crd_dir),
             "--kv-router", kv_router, "--listen-address", f"{host}:{port}",
             "--metrics-address", "", "--event-loop", "asyncio", *(extra or ["--auth", "none"])]
-    proc = spawn(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir,
-                 env={**os.environ, **(env or {})})
+    proc = zygote.popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=workdir,
+                       env={**os.environ, **(env or {})})
     agg = Aggregation(port, proc, log)
     deadline = time.monotonic() + 180
     while True:

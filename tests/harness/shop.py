@@ -35,6 +35,7 @@ import yaml
 
 from harness.aggregation import Aggregation, start_aggregation
 from harness.kubeapiserver import KubeAPIServer, local_ip
+from harness import zygote
 from harness.nats import NatsServer
 from harness.waiting import wait_for, wait_logged  # noqa: F401  (wait_for: re-exported to the shop's tests)
 from harness.servers import (REPO, Server, free_port, spawn, start_hub, start_router,
@@ -179,7 +180,7 @@ class ShopStack:
                 "--checkpoint-interval", "200ms", "--lease-ttl", "3"]
         log = self.workdir / f"{name}.log"
         env = {**os.environ, **self.env, "OTEL_SERVICE_NAME": "kubefabric-trigger"}
-        proc = spawn(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+        proc = zygote.popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
         server = self._track(Server("trigger", listen, proc, self.workdir, log, argv))
         deadline = time.monotonic() + 60
         while True:

@@ -16,8 +16,10 @@ Invariants:
   zygote's) and its parent pid (the zygote's): the same argv parsing, environment, cwd, stdio,
   exit status (negative for a signal, as Popen reports it).
 - What a process reads once while loading grpc (GRPC_* variables, among them --cipher-suites'
-  GRPC_SSL_CIPHER_SUITES) or Python itself (PYTHON*) cannot differ from the zygote's: such a
+  GRPC_SSL_CIPHER_SUITES), OpenTelemetry (OTEL_*) or Python itself (PYTHON*) cannot differ from the zygote's: such a
   command is started with subprocess.Popen, as before (`popen` decides).
+- The preloaded objects stay frozen (gc.freeze) in the children: shared with the zygote's pages
+  and never scanned by their collections.
 - No thread runs in the zygote (nothing of grpc beyond its import), so fork copies a consistent
   process; every child dies with the zygote (PR_SET_PDEATHSIG), the zygote with the test process.
 - KUBEFABRIC_TEST_ZYGOTE=0 turns it off (every server exec'd, as before).
@@ -42,7 +44,7 @@ from pathlib import Path
 CLI = [sys.executable, "-m", "kubefabric.cli"]
 # loaded before the first fork: what `kubefabric <command>` imports once its flags are checked
 PRELOAD = ["kv_router.main", "kubefabric.shardsvc.main", "backend_sqlite.store", "backend_pg.store",
-           "backend_mysql.store", "watch_hub.main"]
+           "backend_mysql.store", "watch_hub.main", "trigger.main", "aggregation.main"]
 STATUS = struct.Struct("!i")   # the child's raw wait status, written when it exits
 PR_SET_PDEATHSIG = 1
 
@@ -52,8 +54,8 @@ def enabled() -> bool:
 
 
 def _load_time_env(env: dict[str, str]) -> dict[str, str]:
-    """The variables a process reads once, while it loads (Python's, grpc's)."""
-    return {k: v for k, v in env.items() if k.startswith(("PYTHON", "GRPC_"))}
+    """The variables a process may read once, while it loads (Python's, grpc's, OpenTelemetry's)."""
+    return {k: v for k, v in env.items() if k.startswith(("PYTHON", "GRPC_", "OTEL_"))}
 
 
 # ---- the test process's side ----
@@ -277,11 +279,31 @@ def _become_server(request: dict, out: int) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    gc.unfreeze()
+    import atexit
     import importlib.util
     import runpy
     # as with `python -m`: the command runs as __main__, not as the module kubefabric.cli
     sys.modules.pop("kubefabric.cli", None)
     sys.argv = [importlib.util.find_spec("kubefabric.cli").origin, *request["argv"]]
-    runpy.run_module("kubefabric.cli", run_name="__main__", alter_sys=True)
-    sys.exit(0)
+    code = 0
+    try:
+        runpy.run_module("kubefabric.cli", run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        if isinstance(stop.code, int) or stop.code is None:
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    # the interpreter's exit but for tearing down the modules (the zygote's preloaded ones too,
+    # which took longer than the server's own shutdown): threads joined, atexit run, output flushed
+    threading._shutdown()   # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.servers import Server, free_port, spawn
+from harness import zygote
+from harness.servers import Server, free_port
 from receiver import Receiver
 
 
@@ -56,7 +57,7 @@ def start_trigger(tmp_path):
             f.write_text(yaml.safe_dump_all(triggers))
             argv += ["--triggers", str(f)]
         log = d / "trigger.log"
-        proc = spawn(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=d)
+        proc = zygote.popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=d)
         s = Server("trigger", argv[argv.index("--listen-address") + 1], proc, d, log, argv)
         started.append(s)
         if wait:
