@@ -58,8 +58,10 @@ class Store(Protocol):
     reads_interleave_commits: bool
     # a cursor whose every statement is a read snapshot of its own (SQLite's autocommit on the
     # read connection), for a read that is one statement: it saves the BEGIN and COMMIT around
-    # it; None (server databases): every read opens snapshot()
-    single_statement_reads: Cursor | None
+    # it; None (server databases): every read opens snapshot(). Read-only here (a property in
+    # the protocol), so a store may declare it as its own cursor type
+    @property
+    def single_statement_reads(self) -> Cursor | None: ...
     # the longest key the database's indexes hold (None: no limit), measured with random
     # incompressible keys against the real server; the Shard refuses longer keys with an error
     max_key_bytes: int | None
