@@ -17,10 +17,18 @@ stores a normalised value; after both runs the recordings must be equal, label b
 """
 from __future__ import annotations
 
-import concurrent.futures
+import os
+
+# Before anything loads grpc: the test process forks (subprocess, for servers that run as another
+# OS user, and so not through vfork) while its grpc client threads run. With fork support on,
+# grpc's fork handlers ran in those children, which now and then died in them before their exec
+# (a SIGSEGV: PostgreSQL "exited during start" without a line of log). The servers start with
+# this too: the zygote does, and `kubefabric serve --workers` sets it itself.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import concurrent.futures  # noqa: E402
 import itertools
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 

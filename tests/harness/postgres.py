@@ -243,10 +243,11 @@ class PostgresServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                rc = self.proc.returncode
                 self.proc = None
                 if "could not bind" in self.log() or "Address already in use" in self.log():
                     return False
-                raise RuntimeError(f"PostgreSQL exited during start:\n{self.log()}")
+                raise RuntimeError(f"PostgreSQL exited during start (exit status {rc}):\n{self.log()[-3000:]}")
             if self._ready():
                 return True
             time.sleep(0.02)
