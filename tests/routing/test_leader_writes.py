@@ -187,3 +187,39 @@ def test_a_write_on_the_stream_when_the_leader_is_killed(tmp_path):
         for r in replicas:
             if r.proc.poll() is None:
                 r.stop(signal.SIGTERM)
+
+
+def test_a_stopping_shard_service_ends_the_writes_stream(tmp_path):
+    """A router's Writes stream is one long call: SIGTERM on the shard service ends it (its
+    running writes answered) instead of the service waiting for it until its grace ran out and
+    being killed."""
+    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}", ["--shutdown-grace", "30s"])
+
+    async def body():
+        shard = RemoteShard([server.endpoint])
+        await shard.open(follow=False)
+        try:
+            stream = await wait_stream(shard, 0)
+            answers = [await stream.send("put", _put(b"/last", b"%d" % i)) for i in range(20)]
+            t0 = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(server.proc.wait, 15)
+            took = time.monotonic() - t0
+            assert code == 0, f"exit {code}:\n{server.log()[-3000:]}"
+            assert took < 5, f"the shard service took {took:.1f}s to stop with a Writes stream open"
+            for a in answers:   # sent before the SIGTERM: answered (or, unread, outcome unknown)
+                try:
+                    assert (await a).put.header.revision > 0
+                except EtcdError as err:
+                    assert err is LEADER_FAILED, err
+            deadline = time.monotonic() + 5
+            while stream.is_open and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not stream.is_open, "the stream still counts as open after the server ended it"
+        finally:
+            await shard.close()
+
+    try:
+        asyncio.run(body())
+    finally:
+        server.stop(signal.SIGTERM)

@@ -79,6 +79,8 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.node = node
         self.is_unavailable = is_unavailable
         self.feeds: set[asyncio.Queue] = set()
+        # set at shutdown: every Writes stream stops reading, answers what it runs, and ends
+        self.writes_ending = asyncio.Event()
 
     async def forward(self, name: str, request):
         try:
@@ -154,7 +156,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         """Put, DeleteRange and Txn on one stream (kubefabric.shardsvc.writes). The initial
         metadata goes out first: the caller's WriteStream.open() waits for it."""
         await context.send_initial_metadata(())
-        async for answer in writes.serve(self.node, request_iterator):
+        async for answer in writes.serve(self.node, request_iterator, self.writes_ending):
             yield answer
 
     @on_leader
@@ -274,6 +276,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             self.feeds.discard(queue)
             if listener in shard.listeners:
                 shard.listeners.remove(listener)
+
+    def end_write_streams(self) -> None:
+        """At shutdown, before in-flight requests are waited for: a Writes stream is one long
+        call, which the server's stop would otherwise wait for until its grace ran out. Each
+        ends once its running writes are answered; its caller sends later writes unary, which
+        the closed gate refuses as any new call (etcd's 'server stopped')."""
+        self.writes_ending.set()
 
     def close_feeds(self) -> None:
         for queue in list(self.feeds):

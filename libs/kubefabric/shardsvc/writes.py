@@ -42,9 +42,10 @@ async def apply_kv_write(shard, field: str, request):
     return KV_WRITE_RESPONSES[field](**{field: resp}, committed_rev=shard.state.committed)
 
 
-async def serve(node, requests):
+async def serve(node, requests, ending: asyncio.Event | None = None):
     """The server side: answers (WriteResponse) to the stream's requests, in completion order,
-    until the caller half-closes and every write has been answered."""
+    until the caller half-closes, or `ending` is set (the server stops: no further request is
+    read), and every write read has been answered."""
     answers: asyncio.Queue = asyncio.Queue()
     running: set[asyncio.Task] = set()
 
@@ -71,21 +72,33 @@ async def serve(node, requests):
 
     async def read() -> None:
         try:
-            async for req in requests:
-                task = asyncio.create_task(one(req))
-                running.add(task)
-                task.add_done_callback(running.discard)
+            try:
+                async for req in requests:
+                    task = asyncio.create_task(one(req))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            except asyncio.CancelledError:
+                if ending is None or not ending.is_set():
+                    raise   # the caller is gone
+                # the server stops (end()): no further request is read
             if running:
                 await asyncio.wait(set(running))
         finally:
-            answers.put_nowait(None)
+            answers.put_nowait(None)   # after every answer of the writes read
 
-    reader = asyncio.create_task(read())
+    async def end(event: asyncio.Event) -> None:
+        await event.wait()
+        reading.cancel()
+
+    reading = asyncio.create_task(read())
+    ender = asyncio.create_task(end(ending)) if ending is not None else None
     try:
         while (answer := await answers.get()) is not None:
             yield answer
     finally:
-        reader.cancel()  # the caller is gone; writes already running finish on their own
+        reading.cancel()  # the caller is gone; writes already running finish on their own
+        if ender is not None:
+            ender.cancel()
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
