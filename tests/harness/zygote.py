@@ -143,9 +143,7 @@ def _ensure_zygote() -> str:
         return address
 
 
-def _fd_of(stream) -> int | None:
-    if stream is None:
-        return None
+def _fd_of(stream) -> int:
     if stream == subprocess.DEVNULL:
         return os.open(os.devnull, os.O_RDWR)
     return stream if isinstance(stream, int) else stream.fileno()
@@ -157,7 +155,7 @@ def popen(argv: list, stdout=None, stderr=None, cwd=None, env=None):
     argv = [str(a) for a in argv]
     environ = dict(os.environ if env is None else env)
     usable = (enabled() and argv[:3] == CLI and "--cipher-suites" not in argv
-              and stdout is not None and stderr in (None, subprocess.STDOUT)
+              and stdout is not None and stderr == subprocess.STDOUT
               and "KUBEFABRIC_CIPHER_SUITES" not in environ)
     if usable:
         address = _ensure_zygote()
