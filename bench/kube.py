@@ -47,15 +47,15 @@ def _bench_aggregation():
     """bench/aggregation.py, loaded by its path: in a test process `aggregation` may already
     be the aggregation service's package (services/aggregation), imported by an earlier test."""
     name = "kf_bench_aggregation"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("aggregation.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module   # before it runs: its dataclasses look themselves up there
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("aggregation.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module   # before it runs: its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
 
 
-build_loadgen, manifest = _bench_aggregation().build_loadgen, _bench_aggregation().manifest
+_aggregation = _bench_aggregation()
+build_loadgen, manifest = _aggregation.build_loadgen, _aggregation.manifest
 
 STORES = ("etcd", "kubefabric", "kubefabric-w2")
 GROUP = "kube.bench.kubefabric.io"
