@@ -50,8 +50,8 @@ async def wait_stream(shard: RemoteShard, target: int, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     i = 0
     while time.monotonic() < deadline:
-        stream = lw._stream
-        if stream is not None and stream.is_open and lw._stub is shard.stubs[target]:
+        stream = lw.slot.stream
+        if stream is not None and stream.is_open and lw.slot.stub is shard.stubs[target]:
             return stream
         await shard.put(pb.PutRequest(key=b"/wait", value=b"%d" % i))
         i += 1

@@ -150,6 +150,28 @@ def database_unavailable(servicer, exc: BaseException) -> bool:
     return check is not None and check(exc)
 
 
+def unexpected(servicer, exc: Exception, what: str) -> EtcdError:
+    """The error a request answers for an exception that is not an EtcdError (a bug or a
+    storage failure; logged here): the database being unreachable (`database_unavailable`) is
+    routine, one line with the cause and etcd_unary's DB_UNAVAILABLE; anything else INTERNAL
+    with a one-line reason, logged with its traceback."""
+    if database_unavailable(servicer, exc):
+        log.warning("%s failed: the database is unavailable: %s", what, causes(exc))
+        return errors.DB_UNAVAILABLE
+    log.error("%s failed", what, exc_info=exc)
+    return EtcdError(grpc.StatusCode.INTERNAL, f"kubefabric: internal error: {exc}")
+
+
+def error_of(servicer, exc: Exception, what: str) -> EtcdError:
+    """The error a unary handler wrapped by etcd_unary answers for `exc`, for requests answered
+    outside such a handler (a stream's requests, kubefabric.shardsvc.mux)."""
+    if isinstance(exc, EtcdError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return errors.TIMEOUT
+    return unexpected(servicer, exc, what)
+
+
 def etcd_unary(method):
     bounded = method.__name__ not in UNBOUNDED
 
@@ -176,12 +198,8 @@ def etcd_unary(method):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # a bug or a storage failure: say so, keep serving
-            if database_unavailable(self, exc):  # routine: one line with the cause, no traceback
-                log.warning("%s failed: the database is unavailable: %s", method.__qualname__,
-                            causes(exc))
-                await context.abort(errors.DB_UNAVAILABLE.code, errors.DB_UNAVAILABLE.message)
-            log.exception("%s failed", method.__qualname__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"kubefabric: internal error: {exc}")
+            failed = unexpected(self, exc, method.__qualname__)
+            await context.abort(failed.code, failed.message)
         finally:
             if task is not None:
                 DEADLINE.leave(task)

@@ -6,7 +6,8 @@ Invariants:
   back); the watch hub's feed position is separate (it only advances with the Feed, so progress
   notifications are never ahead of delivered events).
 - Writes go to the replica last known as leader (Put, DeleteRange and Txn on one Writes stream
-  while it is open: kubefabric.shardsvc.leaderwrites). They are retried on another replica only
+  while it is open: kubefabric.shardsvc.leaderwrites); Range and Query go on one Reads stream
+  per replica while it is open (kubefabric.shardsvc.replicareads), any other call is unary. They are retried on another replica only
   when the failure proves nothing was applied (NOT_LEADER, or no connection could be made); any
   other failure reaches the client as it is (etcd's clients decide). A replica that stops answering
   (frozen) is handled by kubefabric.shardsvc.replicas: reads hedged to another replica, writes
@@ -36,6 +37,7 @@ from kubefabric.telemetry import instrument_shard_stub, tracing
 from kubefabric.tls import ClientTLS, TLSError
 
 from .leaderwrites import LeaderWrites
+from .replicareads import ReplicaReads
 from .replicas import LEADER_FAILED, LeaderChanged, Replicas
 
 log = logging.getLogger("kubefabric.shard.client")
@@ -77,7 +79,8 @@ class RemoteShard:
         self.stubs: list = []
         self._connect()
         self._old_channels: list = []
-        self.replicas = Replicas(lambda: self.stubs, name)
+        self.reads = ReplicaReads(self)
+        self.replicas = Replicas(lambda: self.stubs, name, self.reads.call)
         self.state = ShardState(committed=0, clock=0)
         self.listeners: list = []
         self.feed_committed = 0
@@ -185,6 +188,7 @@ class RemoteShard:
 
     async def close(self) -> None:
         self.replicas.close()
+        self.reads.close()
         self.leader_writes.close()
         for task in (self._feed, self._tls_task):
             if task:

@@ -30,9 +30,9 @@ import grpc
 
 from kubefabric.etcd import errors
 from kubefabric.etcd.errors import EtcdError
-from kubefabric.telemetry import metrics, tracing
-from kubefabric.telemetry.interceptors import GO_CODE
+from kubefabric.telemetry import tracing
 
+from .mux import CallCounts, MuxStream, StreamSlot
 from .replicas import LEADER_FAILED, SUSPECT_S
 from .writes import WriteStream
 
@@ -52,44 +52,39 @@ class LeaderWrites:
 
     def __init__(self, shard):
         self.shard = shard
-        self._stream: WriteStream | None = None   # open or opening, to _stub
-        self._stub = None
-        self._open_task: asyncio.Task | None = None
-        self._next_open = 0.0
-        self._retired: set[WriteStream] = set()
-        self._counts: dict = {}
+        self.slot = StreamSlot(WriteStream, shard.name, REOPEN_S, OPEN_TIMEOUT_S, CALL_TIMEOUT_S)
+        self._counts = CallCounts(shard.name)
 
     async def write(self, field: str, request):
         """The Shard API response to `request`, or None: it was not applied, send it unary."""
         if tracing.ENABLED:
             return None
         target = self.shard.replicas.leader
-        stub = self.shard.stubs[target]
-        stream = self._stream
-        if stream is None or self._stub is not stub or not stream.is_open:
-            self._reopen(target, stub)
+        stream = self.slot.ready(target, self.shard.stubs[target])
+        if stream is None:
             return None
         started = perf_counter()
+        method = METHODS[field]
         try:
             answer = await stream.send(field, request, reopen=False)
-        except WriteStream.NotSent:
+        except MuxStream.NotSent:
             return None
         try:
             resp = await self._answer(answer, stream, target)
         except EtcdError as err:
             if err is errors.NOT_LEADER or err is errors.SHARD_NOT_READY:
                 return None
-            self._count(field, err.code, started)
+            self._counts.count(method, err.code, started)
             raise
         except asyncio.CancelledError:
-            self._count(field, grpc.StatusCode.CANCELLED, started)
+            self._counts.count(method, grpc.StatusCode.CANCELLED, started)
             raise
         finally:
             answer.cancel()  # a no-op once answered
-        self._count(field, grpc.StatusCode.OK, started)
+        self._counts.count(method, grpc.StatusCode.OK, started)
         return resp
 
-    async def _answer(self, answer: asyncio.Future, stream: WriteStream, target: int):
+    async def _answer(self, answer: asyncio.Future, stream: MuxStream, target: int):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CALL_TIMEOUT_S
         while True:
@@ -109,80 +104,8 @@ class LeaderWrites:
                 log.warning("shard %s: replica %d leads now (term %d); the Writes stream to "
                             "replica %d is dropped, its writes' outcomes unknown", self.shard.name,
                             leader, self.shard.replicas.term, target)
-                if self._stream is stream:
-                    self._stream = None
-                stream.close()  # every write still waiting on it: LEADER_FAILED
+                self.slot.drop(stream)  # every write still waiting on it: LEADER_FAILED
                 raise LEADER_FAILED
 
-    # ---- the stream's lifecycle ----
-
-    def _reopen(self, target: int, stub) -> None:
-        """Open a stream to `stub` in the background, unless one is opening or the last attempt
-        to this stub was less than REOPEN_S ago."""
-        if self._open_task is not None:
-            return
-        now = asyncio.get_running_loop().time()
-        if self._stub is stub and now < self._next_open:
-            return
-        self._next_open = now + REOPEN_S
-        old, self._stream, self._stub = self._stream, None, stub
-        if old is not None and old.is_open:
-            self._retire(old)
-        self._open_task = asyncio.ensure_future(self._open(target, stub))
-
-    async def _open(self, target: int, stub) -> None:
-        stream = WriteStream(lambda: stub, f"{self.shard.name}/{target}")
-        try:
-            await stream.open(OPEN_TIMEOUT_S)
-        except (grpc.aio.AioRpcError, TimeoutError, ConnectionError) as err:
-            detail = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
-            log.debug("shard %s: no Writes stream to replica %d yet (%s); writes go unary",
-                      self.shard.name, target, detail or type(err).__name__)
-            stream.close()
-            return
-        except Exception:  # a bug: say so, writes go unary
-            log.exception("shard %s: opening a Writes stream to replica %d failed",
-                          self.shard.name, target)
-            stream.close()
-            return
-        except BaseException:
-            stream.close()
-            raise
-        finally:
-            self._open_task = None
-        if self._stub is stub:
-            self._stream = stream
-            log.debug("shard %s: writes go on a stream to replica %d", self.shard.name, target)
-        else:
-            stream.close()
-
-    def _retire(self, stream: WriteStream) -> None:
-        self._retired.add(stream)
-
-        async def retire() -> None:
-            try:
-                await stream.finish()
-                await asyncio.sleep(CALL_TIMEOUT_S)
-            finally:
-                stream.close()
-                self._retired.discard(stream)
-        asyncio.ensure_future(retire())
-
     def close(self) -> None:
-        if self._open_task is not None:
-            self._open_task.cancel()
-        for stream in [self._stream, *self._retired]:
-            if stream is not None:
-                stream.close()
-        self._stream = None
-
-    def _count(self, field: str, code: grpc.StatusCode, started: float) -> None:
-        key = (field, code)
-        counters = self._counts.get(key)
-        if counters is None:
-            name, method = self.shard.name, METHODS[field]
-            counters = self._counts[key] = (
-                metrics.router_shard_requests.labels(name, method, GO_CODE[code]),
-                metrics.router_shard_request_seconds.labels(name, method))
-        counters[0].inc()
-        counters[1].observe(perf_counter() - started)
+        self.slot.close()

@@ -76,7 +76,7 @@ async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of, index_rules: 
         events.cancel()
     log.info("shutting down: finishing in-flight requests")
     await health.enter_graceful_shutdown()
-    service.end_write_streams()
+    service.end_streams()
     await GATE.drain(args.shutdown_grace)
     service.close_feeds()
     await server.stop(args.shutdown_grace)

@@ -47,11 +47,14 @@ class LeaderChanged(Exception):
 
 class Replicas:
     """The replicas of one shard service, seen from a router: `stubs()` gives their Shard API
-    stubs (replaced when TLS files change), index i is always the same replica."""
+    stubs (replaced when TLS files change), index i is always the same replica. `call(i,
+    method, request, timeout)` makes a call to replica i (default: the unary call on its stub;
+    RemoteShard's sends reads on a stream, kubefabric.shardsvc.replicareads)."""
 
-    def __init__(self, stubs, name: str):
+    def __init__(self, stubs, name: str, call=None):
         self.stubs = stubs
         self.name = name
+        self.call = call or self._unary
         self.leader = 0               # index of the replica last known as leader
         self.term = 0                 # the highest term a leader reported
         self.unresponsive: set[int] = set()
@@ -63,6 +66,9 @@ class Replicas:
         for task in (self._probe, self._reviver):
             if task is not None:
                 task.cancel()
+
+    async def _unary(self, target: int, method: str, request, timeout: float):
+        return await getattr(self.stubs()[target], method)(request, timeout=timeout)
 
     # ---- choosing ----
 
@@ -80,10 +86,9 @@ class Replicas:
 
     async def read(self, method: str, request, target: int, timeout: float):
         """`method` on replica `target`, hedged on another replica after HEDGE_S."""
-        stubs = self.stubs()
-        if len(stubs) == 1:
-            return await getattr(stubs[target], method)(request, timeout=timeout)
-        first = asyncio.ensure_future(getattr(stubs[target], method)(request, timeout=timeout))
+        if len(self.stubs()) == 1:
+            return await self.call(target, method, request, timeout)
+        first = asyncio.ensure_future(self.call(target, method, request, timeout))
         calls = {first}
         try:
             done, _ = await asyncio.wait(calls, timeout=HEDGE_S)
@@ -92,7 +97,7 @@ class Replicas:
             self._set_unresponsive(target)
             other = self.reader(avoid=target)
             if other != target:
-                calls.add(asyncio.ensure_future(getattr(stubs[other], method)(request, timeout=timeout)))
+                calls.add(asyncio.ensure_future(self.call(other, method, request, timeout)))
             failure = None
             while calls:
                 done, calls = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
@@ -110,10 +115,9 @@ class Replicas:
     async def write(self, method: str, request, target: int, timeout: float):
         """`method` on replica `target` (the leader); LeaderChanged when it was abandoned because
         another replica leads."""
-        stubs = self.stubs()
-        if len(stubs) == 1:  # no other replica can lead: nothing to suspect, no task to watch
-            return await getattr(stubs[target], method)(request, timeout=timeout)
-        call = asyncio.ensure_future(getattr(stubs[target], method)(request, timeout=timeout))
+        if len(self.stubs()) == 1:  # no other replica can lead: nothing to suspect, no task to watch
+            return await self.call(target, method, request, timeout)
+        call = asyncio.ensure_future(self.call(target, method, request, timeout))
         try:
             while True:
                 done, _ = await asyncio.wait((call,), timeout=SUSPECT_S)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from typing import Any
 
 import grpc
 
@@ -22,11 +23,11 @@ from kubefabric.proto.kubefabric.query.v1 import query_pb2 as qpb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.channel import status_error
-from kubefabric.rpc.handlers import etcd_unary
+from kubefabric.rpc.handlers import error_of, etcd_unary
 from kubefabric.shard.history import commits_of
 from kubefabric.telemetry import tracing
 
-from . import writes
+from . import mux, writes
 from .node import ShardNode
 
 log = logging.getLogger("kubefabric.shard.service")
@@ -50,17 +51,11 @@ def on_leader(method):
     return etcd_unary(handler)
 
 
-def on_replica(method):
-    """Runs `method(self, shard, request, sync_rev)` on this replica, a read; a request that
-    carries a clock (sync_rev) is forwarded by a replica, as only the leader can move the clock."""
-    name = method.__name__
-
-    @functools.wraps(method)
+def on_replica(name: str, method):
+    """The unary handler `name` of a read: ShardService.read (`method` on this replica)."""
     async def handler(self, request, context):
-        shard = self.node.local()
-        if request.clock.sync_rev and not shard.is_leader:
-            return await self.forward(name, request)
-        return await method(self, shard, request, request.clock.sync_rev)
+        return await self.read(name, method, request)
+    handler.__name__ = handler.__qualname__ = name
     return etcd_unary(handler)
 
 
@@ -79,8 +74,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.node = node
         self.is_unavailable = is_unavailable
         self.feeds: set[asyncio.Queue] = set()
-        # set at shutdown: every Writes stream stops reading, answers what it runs, and ends
-        self.writes_ending = asyncio.Event()
+        # set at shutdown: every Writes and Reads stream stops reading, answers what it runs,
+        # and ends
+        self.streams_ending = asyncio.Event()
 
     async def forward(self, name: str, request):
         try:
@@ -93,17 +89,47 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     # ---- reads: any replica ----
 
-    @on_replica
-    async def Range(self, shard, request: spb.RangeRequest, sync_rev) -> spb.RangeResponse:
+    async def read(self, name: str, method, request):
+        """`method(self, shard, request, sync_rev)` on this replica, a read; a request that
+        carries a clock (sync_rev) is forwarded by a replica (as the unary `name`), as only the
+        leader can move the clock."""
+        shard = self.node.local()
+        if request.clock.sync_rev and not shard.is_leader:
+            return await self.forward(name, request)
+        return await method(self, shard, request, request.clock.sync_rev)
+
+    async def read_range(self, shard, request: spb.RangeRequest, sync_rev) -> spb.RangeResponse:
         resp = await shard.range(request.range, sync_rev)
         # the snapshot may hold a commit the writer's state has not caught up with yet
         return spb.RangeResponse(range=resp, committed_rev=max(shard.state.committed,
                                                                 resp.header.revision))
 
-    @on_replica
-    async def Query(self, shard, request: spb.QueryRequest, sync_rev) -> spb.QueryResponse:
+    async def read_query(self, shard, request: spb.QueryRequest, sync_rev) -> spb.QueryResponse:
         resp = await shard.query(request.query, sync_rev)
         return spb.QueryResponse(query=resp, committed_rev=shard.state.committed)
+
+    Range = on_replica("Range", read_range)
+    Query = on_replica("Query", read_query)
+    # ReadRequest.op -> the unary read it stands for
+    STREAM_READS: dict[str, tuple[str, Any]] = {"range": ("Range", read_range), "query": ("Query", read_query)}
+
+    async def Reads(self, request_iterator, context):
+        """Range and Query on one stream (kubefabric.shardsvc.mux), each answered as its unary
+        call would be."""
+        async def run(field: str, request):
+            if field not in self.STREAM_READS:
+                raise mux.NO_OPERATION
+            return await self.read(*self.STREAM_READS[field], request)
+        async for answer in self._stream(request_iterator, context, run, spb.ReadResponse, "Reads"):
+            yield answer
+
+    async def _stream(self, request_iterator, context, run, response, name: str):
+        """A mux stream's answers. The initial metadata goes out first: the caller's
+        MuxStream.open() waits for it."""
+        await context.send_initial_metadata(())
+        failure = functools.partial(error_of, self, what=f"{name}: a request")
+        async for answer in mux.serve(request_iterator, run, response, failure, self.streams_ending):
+            yield answer
 
     @etcd_unary
     async def Indexes(self, request, context):
@@ -153,10 +179,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     Txn = _kv_write("Txn", "txn")
 
     async def Writes(self, request_iterator, context):
-        """Put, DeleteRange and Txn on one stream (kubefabric.shardsvc.writes). The initial
-        metadata goes out first: the caller's WriteStream.open() waits for it."""
-        await context.send_initial_metadata(())
-        async for answer in writes.serve(self.node, request_iterator, self.writes_ending):
+        """Put, DeleteRange and Txn on one stream (kubefabric.shardsvc.writes)."""
+        run = functools.partial(writes.on_leader, self.node)
+        async for answer in self._stream(request_iterator, context, run, spb.WriteResponse, "Writes"):
             yield answer
 
     @on_leader
@@ -277,12 +302,12 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             if listener in shard.listeners:
                 shard.listeners.remove(listener)
 
-    def end_write_streams(self) -> None:
-        """At shutdown, before in-flight requests are waited for: a Writes stream is one long
-        call, which the server's stop would otherwise wait for until its grace ran out. Each
-        ends once its running writes are answered; its caller sends later writes unary, which
-        the closed gate refuses as any new call (etcd's 'server stopped')."""
-        self.writes_ending.set()
+    def end_streams(self) -> None:
+        """At shutdown, before in-flight requests are waited for: a Writes or Reads stream is
+        one long call, which the server's stop would otherwise wait for until its grace ran out.
+        Each ends once its running requests are answered; its caller sends later ones unary,
+        which the closed gate refuses as any new call (etcd's 'server stopped')."""
+        self.streams_ending.set()
 
     def close_feeds(self) -> None:
         for queue in list(self.feeds):

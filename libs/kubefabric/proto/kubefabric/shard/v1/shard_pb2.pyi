@@ -76,6 +76,30 @@ class WriteResponse(_message.Message):
     message: str
     def __init__(self, id: _Optional[int] = ..., put: _Optional[_Union[PutResponse, _Mapping]] = ..., delete_range: _Optional[_Union[DeleteRangeResponse, _Mapping]] = ..., txn: _Optional[_Union[TxnResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
+class ReadRequest(_message.Message):
+    __slots__ = ("id", "range", "query")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    range: RangeRequest
+    query: QueryRequest
+    def __init__(self, id: _Optional[int] = ..., range: _Optional[_Union[RangeRequest, _Mapping]] = ..., query: _Optional[_Union[QueryRequest, _Mapping]] = ...) -> None: ...
+
+class ReadResponse(_message.Message):
+    __slots__ = ("id", "range", "query", "code", "message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    range: RangeResponse
+    query: QueryResponse
+    code: int
+    message: str
+    def __init__(self, id: _Optional[int] = ..., range: _Optional[_Union[RangeResponse, _Mapping]] = ..., query: _Optional[_Union[QueryResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class DeleteRangeRequest(_message.Message):
     __slots__ = ("clock", "delete_range")
     CLOCK_FIELD_NUMBER: _ClassVar[int]

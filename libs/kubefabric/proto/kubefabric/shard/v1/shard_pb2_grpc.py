@@ -63,6 +63,11 @@ class ShardStub:
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequest.SerializeToString,
                 response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponse.FromString,
                 _registered_method=True)
+        self.Reads = channel.stream_stream(
+                '/kubefabric.shard.v1.Shard/Reads',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequest.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponse.FromString,
+                _registered_method=True)
         self.Compact = channel.unary_unary(
                 '/kubefabric.shard.v1.Shard/Compact',
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.CompactRequest.SerializeToString,
@@ -180,6 +185,15 @@ class ShardServicer:
         """Put, DeleteRange and Txn of one caller on one stream instead of a call each (the
         `kubefabric serve --workers` worker -> writer hop): each runs as it arrives, so concurrent
         ones share the writer's batches, and is answered as it completes, matched by id. Leader only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reads(self, request_iterator, context):
+        """Range and Query of one caller on one stream to one replica instead of a call each
+        (kv-router's reads): each runs as it arrives and is answered as it completes, matched by id,
+        exactly as its unary call would answer (a replica forwards one with sync_rev to the leader).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -321,6 +335,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Writes,
                     request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequest.FromString,
                     response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponse.SerializeToString,
+            ),
+            'Reads': grpc.stream_stream_rpc_method_handler(
+                    servicer.Reads,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequest.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponse.SerializeToString,
             ),
             'Compact': grpc.unary_unary_rpc_method_handler(
                     servicer.Compact,
@@ -541,6 +560,33 @@ class Shard:
             '/kubefabric.shard.v1.Shard/Writes',
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequest.SerializeToString,
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reads(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kubefabric.shard.v1.Shard/Reads',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequest.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponse.FromString,
             options,
             channel_credentials,
             insecure,

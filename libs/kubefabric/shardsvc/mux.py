@@ -1,0 +1,317 @@
+"""Requests of one caller multiplexed on one gRPC stream of the Shard API (Writes, Reads) instead
+of a unary call each: a unary call costs both ends about as much CPU as a whole request's
+handling, a message on an open stream much less. Both ends, and the client's stream lifecycle.
+
+The messages of such a stream: a request has an `id` and a oneof `op` whose field names the
+operation; its answer has the same `id` and either the oneof `result` in the same field, or a
+gRPC status `code` and `message` (etcd's, for etcd's errors).
+
+Invariants:
+- Server: each request runs as soon as it is read, concurrently with the others (concurrent
+  writes share the writer's batches as unary calls do); each answer goes out as its request
+  completes. One request's failure never ends the stream. When the caller half-closes, or
+  `ending` is set (the server stops: no further request is read), the stream ends once every
+  request read has been answered.
+- Client: a request that could not be sent was not applied (NotSent: the caller may send it
+  another way); once sent, its answer is whatever the server says, or, when the stream breaks
+  first, the stream kind's `lost` outcome.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from time import perf_counter
+
+import grpc
+
+from kubefabric.etcd.errors import EtcdError
+from kubefabric.telemetry import metrics
+from kubefabric.telemetry.interceptors import GO_CODE
+
+log = logging.getLogger("kubefabric.shard.mux")
+
+CODES = {code.value[0]: code for code in grpc.StatusCode}
+NO_OPERATION = EtcdError(grpc.StatusCode.INVALID_ARGUMENT, "kubefabric: a request with no operation")
+
+
+async def serve(requests, run, response, failure, ending: asyncio.Event | None = None):
+    """The server side: answers (`response` messages) to the stream's `requests`, in completion
+    order. `run(field, op)`: the result of one request's operation (raises on failure);
+    `failure(exc)`: the EtcdError an exception from it answers (the unary handler's mapping)."""
+    answers: asyncio.Queue = asyncio.Queue()
+    running: set[asyncio.Task] = set()
+
+    async def one(req) -> None:
+        field = req.WhichOneof("op")
+        try:
+            if field is None:
+                raise NO_OPERATION
+            resp = await run(field, getattr(req, field))
+            answer = response(id=req.id)
+            result = getattr(answer, field)
+            result.SetInParent()  # the oneof is set even for an all-default result
+            result.CopyFrom(resp)
+        except Exception as exc:  # this request fails, the stream goes on
+            err = failure(exc)
+            answer = response(id=req.id, code=err.code.value[0], message=err.message)
+        answers.put_nowait(answer)
+
+    async def read() -> None:
+        try:
+            try:
+                async for req in requests:
+                    task = asyncio.create_task(one(req))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            except asyncio.CancelledError:
+                if ending is None or not ending.is_set():
+                    raise   # the caller is gone
+                # the server stops (end()): no further request is read
+            if running:
+                await asyncio.wait(set(running))
+        finally:
+            answers.put_nowait(None)   # after every answer of the requests read
+
+    async def end(event: asyncio.Event) -> None:
+        await event.wait()
+        reading.cancel()
+
+    reading = asyncio.create_task(read())
+    ender = asyncio.create_task(end(ending)) if ending is not None else None
+    try:
+        while (answer := await answers.get()) is not None:
+            yield answer
+    finally:
+        reading.cancel()  # the caller is gone; requests already running finish on their own
+        if ender is not None:
+            ender.cancel()
+
+
+class MuxStream:
+    """The client side of one stream over `stub()` (a Shard stub). A subclass names the stream
+    method (METHOD), builds its request message (`request`) and settles an answer's future from
+    its message (`settle`) or, when the stream broke first, with its outcome (`lost`). The stream
+    opens on first use (or by `open()`, which also waits for the server's handler to answer)
+    and again after it broke."""
+
+    METHOD = ""
+
+    def __init__(self, stub, name: str):
+        self.stub = stub
+        self.name = name
+        self._call = None
+        self._waiting: dict[int, asyncio.Future] = {}  # of the open stream: id -> its answer
+        self._reader: asyncio.Task | None = None
+        self._ids = itertools.count(1)
+        self._send = asyncio.Lock()  # one message on the stream at a time (grpc's rule)
+
+    class NotSent(Exception):
+        """The request could not be sent: it was not applied."""
+
+    def request(self, rid: int, field: str, op):
+        raise NotImplementedError
+
+    def settle(self, answer: asyncio.Future, msg) -> None:
+        raise NotImplementedError
+
+    def lost(self, answer: asyncio.Future) -> None:
+        raise NotImplementedError
+
+    @property
+    def is_open(self) -> bool:
+        """A stream is open (not broken, not closed, not half-closed by finish())."""
+        return self._call is not None
+
+    async def open(self, timeout: float) -> None:
+        """Opens the stream and waits for the server's initial metadata, which its handler sends
+        first: a request sent afterwards reaches a running handler. Raises grpc.aio.AioRpcError,
+        TimeoutError or ConnectionError (the stream ended at once); it is then closed."""
+        call, _ = self._open()
+        try:
+            async with asyncio.timeout(timeout):
+                await call.initial_metadata()
+            if call.done():
+                raise ConnectionError(f"the {self.METHOD} stream to {self.name} ended as it opened")
+        except BaseException:
+            self._broken(call)
+            raise
+
+    async def send(self, field: str, op, reopen: bool = True) -> asyncio.Future:
+        """Sends one request; the future of its answer. NotSent: not sent, so not applied (also
+        when the stream is not open and `reopen` is False). A caller that stops waiting cancels
+        the future."""
+        rid = next(self._ids)
+        answer = asyncio.get_running_loop().create_future()
+        async with self._send:
+            if not reopen and self._call is None:
+                raise MuxStream.NotSent("the stream is not open")
+            call, waiting = self._open()
+            waiting[rid] = answer
+            answer.add_done_callback(lambda _: waiting.pop(rid, None))
+            try:
+                await call.write(self.request(rid, field, op))
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as err:
+                answer.cancel()
+                self._broken(call)
+                raise MuxStream.NotSent(str(err)) from None
+            except BaseException:
+                answer.cancel()
+                raise
+        return answer
+
+    def _open(self):
+        if self._call is None:
+            self._call, self._waiting = getattr(self.stub(), self.METHOD)(), {}
+            self._reader = asyncio.create_task(self._read(self._call, self._waiting),
+                                               name=f"{self.METHOD.lower()}-{self.name}")
+        return self._call, self._waiting
+
+    def _broken(self, call) -> None:
+        if self._call is call and call is not None:
+            self._call = None
+            call.cancel()
+
+    async def _read(self, call, waiting: dict[int, asyncio.Future]) -> None:
+        try:
+            while (msg := await call.read()) is not grpc.aio.EOF:
+                answer = waiting.get(msg.id)
+                if answer is not None and not answer.done():
+                    self.settle(answer, msg)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as err:
+            log.info("shard %s: the %s stream ended: %s", self.name, self.METHOD,
+                     err.details() or err.code().name)
+        finally:
+            self._broken(call)
+            for answer in list(waiting.values()):  # sent on this stream, unanswered
+                if not answer.done():
+                    self.lost(answer)
+
+    async def finish(self) -> None:
+        """Half-closes the stream: no new requests on it; those sent are still answered (the
+        server ends the stream once it answered them all)."""
+        async with self._send:
+            call, self._call = self._call, None
+            if call is None:
+                return
+            try:
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                call.cancel()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        self._broken(self._call)
+
+
+class StreamSlot:
+    """The stream a router keeps to one replica (`kind(stub, name)`, a MuxStream), whose stub
+    may change (another leader, channels replaced by a TLS reload).
+
+    `ready(target, stub)` gives the stream only while one is open to that very stub; otherwise
+    None, and a stream to it is opened in the background (at most one attempt per `reopen_s`;
+    open: the server's handler answered its initial metadata). A stream replaced by another is
+    half-closed: what it carries is still answered; it is cut after `retire_s`."""
+
+    def __init__(self, kind, name: str, reopen_s: float, open_timeout_s: float, retire_s: float):
+        self.kind = kind
+        self.name = name              # the shard's, for logs and stream names
+        self.reopen_s, self.open_timeout_s, self.retire_s = reopen_s, open_timeout_s, retire_s
+        self.stream: MuxStream | None = None   # open or opening, to `stub`
+        self.stub = None
+        self._open_task: asyncio.Task | None = None
+        self._next_open = 0.0
+        self._retired: set[MuxStream] = set()
+
+    def ready(self, target: int, stub) -> MuxStream | None:
+        stream = self.stream
+        if stream is not None and self.stub is stub and stream.is_open:
+            return stream
+        self._reopen(target, stub)
+        return None
+
+    def drop(self, stream: MuxStream) -> None:
+        """`stream` is given up: every request still waiting on it gets its `lost` outcome."""
+        if self.stream is stream:
+            self.stream = None
+        stream.close()
+
+    def _reopen(self, target: int, stub) -> None:
+        if self._open_task is not None:
+            return
+        now = asyncio.get_running_loop().time()
+        if self.stub is stub and now < self._next_open:
+            return
+        self._next_open = now + self.reopen_s
+        old, self.stream, self.stub = self.stream, None, stub
+        if old is not None and old.is_open:
+            self._retire(old)
+        self._open_task = asyncio.ensure_future(self._open(target, stub))
+
+    async def _open(self, target: int, stub) -> None:
+        stream = self.kind(lambda: stub, f"{self.name}/{target}")
+        what = f"shard {self.name}: {stream.METHOD} stream to replica {target}"
+        try:
+            await stream.open(self.open_timeout_s)
+        except (grpc.aio.AioRpcError, TimeoutError, ConnectionError) as err:
+            detail = err.details() if isinstance(err, grpc.aio.AioRpcError) else str(err)
+            log.debug("%s: not open yet (%s); unary calls meanwhile", what,
+                      detail or type(err).__name__)
+            stream.close()
+            return
+        except Exception:  # a bug: say so, calls go unary
+            log.exception("%s: opening failed", what)
+            stream.close()
+            return
+        except BaseException:
+            stream.close()
+            raise
+        finally:
+            self._open_task = None
+        if self.stub is stub:
+            self.stream = stream
+            log.debug("%s: open", what)
+        else:
+            stream.close()
+
+    def _retire(self, stream: MuxStream) -> None:
+        self._retired.add(stream)
+
+        async def retire() -> None:
+            try:
+                await stream.finish()
+                await asyncio.sleep(self.retire_s)
+            finally:
+                stream.close()
+                self._retired.discard(stream)
+        asyncio.ensure_future(retire())
+
+    def close(self) -> None:
+        if self._open_task is not None:
+            self._open_task.cancel()
+        for stream in [self.stream, *self._retired]:
+            if stream is not None:
+                stream.close()
+        self.stream = None
+
+
+class CallCounts:
+    """The router's per-shard call metrics (kubefabric_router_shard_request*, which unary calls
+    count in too) for requests sent on a stream, by Shard API method name."""
+
+    def __init__(self, shard: str):
+        self.shard = shard
+        self._counters: dict = {}
+
+    def count(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        key = (method, code)
+        counters = self._counters.get(key)
+        if counters is None:
+            counters = self._counters[key] = (
+                metrics.router_shard_requests.labels(self.shard, method, GO_CODE[code]),
+                metrics.router_shard_request_seconds.labels(self.shard, method))
+        counters[0].inc()
+        counters[1].observe(perf_counter() - started)
