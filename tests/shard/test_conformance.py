@@ -346,6 +346,65 @@ def test_a_request_failing_mid_apply_fails_alone_in_its_batch(store_factory):
     run_shard(store_factory, body)
 
 
+
+class _FailingAfterWrite:
+    """The writer's cursor, except that the put of `key` meets a real database error after its
+    rows were written (PostgreSQL then aborts the whole transaction, SQLite keeps it)."""
+
+    def __init__(self, cur, key: bytes):
+        self._cur, self._key = cur, key
+
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
+
+    async def execute(self, name: str, values: dict) -> int:
+        changed = await self._cur.execute(name, values)
+        if name == "upsert_kv" and values["key"] == self._key:
+            await self._cur.fetch("SELECT * FROM kf_no_such_table", ())
+        return changed
+
+
+def test_puts_and_deletes_take_no_savepoint_and_a_database_error_still_fails_alone(store_factory):
+    """Put and DeleteRange run without a savepoint of their own. A database error after a put's
+    first write undoes the whole transaction; the batch runs again, the bad put fails alone with
+    none of its rows left, its neighbours commit densely and nothing rolled back was acknowledged."""
+    store = store_factory()
+    savepoints = []
+    real_savepoint, real_begin = store.savepoint, store.begin
+
+    async def savepoint():
+        savepoints.append(1)
+        await real_savepoint()
+
+    async def begin():
+        return _FailingAfterWrite(await real_begin(), b"bad")
+
+    store.savepoint, store.begin = savepoint, begin
+
+    async def main():
+        async with opened(store) as shard:
+            rec = Recorder(shard)
+            await shard.put(pb.PutRequest(key=b"z", value=b"1"))
+            await asyncio.gather(*(shard.put(pb.PutRequest(key=b"p%d" % i, value=b"v")) for i in range(3)),
+                                 shard.delete_range(pb.DeleteRangeRequest(key=b"p0")))
+            assert savepoints == [], "a put or a delete took a savepoint"
+            first, refused, deleted, second = await asyncio.gather(
+                outcome(shard.put(pb.PutRequest(key=b"o1", value=b"x"))),
+                outcome(shard.put(pb.PutRequest(key=b"bad", value=b"b"))),
+                outcome(shard.delete_range(pb.DeleteRangeRequest(key=b"z"))),
+                outcome(shard.put(pb.PutRequest(key=b"o2", value=b"y"))))
+            assert isinstance(refused, EtcdError) and refused.message.startswith("etcdserver: internal error"), refused
+            assert [r.header.revision for r in (first, deleted, second)] == [7, 8, 9]
+            assert deleted.deleted == 1 and len(savepoints) == 4  # the second run: one per request
+            got = await shard.range(pb.RangeRequest(**ALL))
+            assert [(kv.key, kv.value) for kv in got.kvs] == [(b"o1", b"x"), (b"o2", b"y"), (b"p1", b"v"), (b"p2", b"v")]
+            assert got.header.revision == 9 and [r for r, _ in rec.published] == list(range(2, 10))
+            assert b"bad" not in [e.kv.key for e in rec.events()]
+            assert show(await shard.history(EVERY_KEY, 1, 9)) == show(rec.events())
+            assert (await shard.put(pb.PutRequest(key=b"o3"))).header.revision == 10
+    asyncio.run(main())
+
+
 ODD_KEYS = [b"\x00", b"\x00\x00", b"\x00a", b"a", b"A", b"a ", b"a\x00", b"a\x00b", b"a%", b"a%b", b"a_",
             b"a_b", b"ab", b"a\\", b"a\\%", b"\\", b"%", b"_", b"'", b"\x7f", b"\x80", b"\xc3\xa9", b"\xe9",
             b"\xed\xa0\x80", b"\xff", b"\xff\x00", b"\xff\xff", b"a'; DROP TABLE kf_log; --"]

@@ -35,6 +35,7 @@ class Applier:
         self.leases = leases
         self.rev = 0
         self.events: list[Event] = []
+        self.wrote = False
         self.meta_updates: dict[str, int] = {}  # written to kf_meta with this batch
 
     def sync_to(self, sync_rev: int) -> None:
@@ -51,6 +52,7 @@ class Applier:
     def begin(self) -> None:
         self.rev = self.clock + 1
         self.events = []
+        self.wrote = False  # a row of this request was written (see writer.CHECKED_BEFORE_WRITING)
         self.before: dict[bytes, tuple | None] = {}  # key -> its row before this request
 
     def end(self) -> tuple[int, list[Event]]:
@@ -114,6 +116,7 @@ class Applier:
         row = {"key": req.key, "rev": rev, "sub": len(self.events), "create_rev": create_rev,
                "prev_rev": before[2] if before else 0,
                "version": version, "lease": lease, "deleted": 0, "value": value}
+        self.wrote = True
         await self.cur.execute("insert_log", row)
         row["mod_rev"] = rev
         await self.cur.execute("upsert_kv", row)
@@ -136,6 +139,7 @@ class Applier:
         rev = self.rev
         first = len(self.events)
         befores = [self._before(r[0], r) for r in rows]
+        self.wrote = True
         await self.cur.executemany("insert_log", [
             {"key": r[0], "rev": rev, "sub": first + i, "create_rev": 0,
              "prev_rev": b[2] if b else 0, "version": 0, "lease": 0, "deleted": 1, "value": b""}

@@ -38,6 +38,9 @@ class Batch:
     compact_rev: int = -1
     leases: list[tuple[int, int]] = field(default_factory=list)  # (ID, TTL)
     auth: AuthState | None = None
+    # each change's prev_rev, taken from the Tracker the first time the batch is applied: a
+    # writer may run a batch again (kubefabric.shard.writer), the Tracker has moved on by then
+    prev_revs: list[int] | None = None
 
 
 class Tracker:
@@ -58,16 +61,19 @@ async def apply_batch(applier, arg: tuple[Batch, Tracker]) -> None:
     """A writer handler (kubefabric.shard.writer): the batch's rows, then on the last batch the
     shard's clock, compaction point, leases and auth store."""
     batch, tracker = arg
+    if batch.prev_revs is None:
+        batch.prev_revs = []
+        for c in batch.changes:
+            batch.prev_revs.append(tracker.live.get(c.key, 0))
+            if c.deleted:
+                tracker.live.pop(c.key, None)
+            else:
+                tracker.live[c.key] = c.rev
     rows, final = [], {}
-    for c in batch.changes:
-        prev = tracker.live.get(c.key, 0)
+    for c, prev in zip(batch.changes, batch.prev_revs):
         rows.append({"key": c.key, "rev": c.rev, "sub": c.sub, "create_rev": c.create_rev,
                      "prev_rev": prev, "version": c.version, "lease": c.lease,
                      "deleted": int(c.deleted), "value": c.value})
-        if c.deleted:
-            tracker.live.pop(c.key, None)
-        else:
-            tracker.live[c.key] = c.rev
         final[c.key] = c
     await applier.cur.executemany("insert_log", rows)
     gone = [{"key": k} for k, c in final.items() if c.deleted]
