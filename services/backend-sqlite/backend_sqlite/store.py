@@ -8,9 +8,10 @@ Invariants:
   an exclusive lock or a WAL recovery makes a WAL reader wait). The write lock is waited for
   without blocking the loop: BEGIN IMMEDIATE with no busy timeout, retried after short sleeps
   for up to WRITE_LOCK_WAIT_S (another process may hold it: a backup, a tool, a replica). The
-  writer's COMMIT (fsync), opening and VACUUM run in a worker thread.
-- At most one worker-thread call on the write connection at a time; rollback() waits for one
-  still running (a cancelled COMMIT), so the connection is never used by two threads at once.
+  writer's COMMIT (fsync) and VACUUM run in the store's own thread (_WriteThread), opening in
+  the loop's executor.
+- At most one thread call on the write connection at a time; rollback() waits for one still
+  running (a cancelled COMMIT), so the connection is never used by two threads at once.
 - Leadership is the lease row (kubefabric.shard.leadership). Replicas of a file share this host
   (`shares_host`); `write_lock_holder()` names the process holding the write lock (F_GETLK on the
   WAL index), so a new leader can stop a frozen one that keeps it (kubefabric.shard.holder).
@@ -21,7 +22,9 @@ import asyncio
 import ctypes
 import fcntl
 import os
+import queue
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -71,7 +74,7 @@ class SqliteStore:
         self.stmts = statements()
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
-        self._pending: asyncio.Future | None = None  # a worker-thread call on the write connection
+        self._thread = _WriteThread()  # runs COMMIT and VACUUM on the write connection
         # the read connection outside a transaction (isolation_level=None: autocommit), where
         # each statement reads a snapshot of its own; set by open()
         self.single_statement_reads: _Cursor | None = None
@@ -128,7 +131,8 @@ class SqliteStore:
                                                           # do not suspend
 
     async def close(self) -> None:
-        await self._settle()
+        await self._thread.idle()
+        self._thread.stop()
         for conn in (self._r, self._w):
             if conn is not None:
                 conn.close()
@@ -208,7 +212,7 @@ class SqliteStore:
                 self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 self._w.execute("PRAGMA busy_timeout=0")
-        await self._in_thread(vacuum)
+        await self._thread.run(vacuum)
 
     # ---- reads (snapshot on the read connection) ----
 
@@ -268,26 +272,71 @@ class SqliteStore:
         self._w.execute("RELEASE request")
 
     async def commit(self) -> None:
-        await self._in_thread(self._w.execute, "COMMIT")
+        await self._thread.run(self._w.execute, "COMMIT")
 
     async def rollback(self) -> None:
-        await self._settle()
+        await self._thread.idle()
         if self._w is not None and self._w.in_transaction:
             self._w.execute("ROLLBACK")
 
-    async def _in_thread(self, fn, *args):
-        await self._settle()
-        self._pending = asyncio.get_running_loop().run_in_executor(None, fn, *args)
-        return await self._pending
 
-    async def _settle(self) -> None:
-        """Wait for a worker-thread call whose caller was cancelled (its outcome is the
-        caller's business: a cancelled COMMIT is reported as unknown by the writer)."""
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done():
+def _hand_over(result: asyncio.Future, done: asyncio.Future, value, exc) -> None:
+    """On the event loop: a _WriteThread call ended."""
+    done.set_result(None)
+    if result.done():  # its caller was cancelled
+        return
+    if exc is None:
+        result.set_result(value)
+    else:
+        result.set_exception(exc)
+
+
+class _WriteThread:
+    """One thread for the write connection's blocking calls (COMMIT's fsync, VACUUM), started on
+    first use. A call costs a queue put and one call_soon_threadsafe back: a batch paid several
+    times that in run_in_executor's plumbing (a concurrent.futures.Future with its condition, a
+    work item, the pool's bookkeeping, a chained asyncio future: py-spy --gil put ~10 % of the
+    GIL-holding samples of 16-client puts there, bench/README.md).
+
+    One call at a time (run() first waits for the previous one): `idle()` waits until the thread
+    no longer uses the connection, also after a caller stopped waiting (a cancelled COMMIT)."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._done: asyncio.Future | None = None  # resolved when the current call ended
+
+    async def run(self, fn, *args):
+        await self.idle()
+        loop = asyncio.get_running_loop()
+        result, self._done = loop.create_future(), loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="sqlite-writer", daemon=True)
+            self._thread.start()
+        self._jobs.put((loop, result, self._done, fn, args))
+        return await result
+
+    async def idle(self) -> None:
+        done = self._done
+        if done is not None and not done.done():
+            await asyncio.shield(done)  # nobody else waits on it: a cancelled caller leaves it be
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread = None
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, result, done, fn, args = job
+            value = exc = None
             try:
-                await asyncio.shield(pending)
-            except Exception:
+                value = fn(*args)
+            except BaseException as e:  # handed to the caller
+                exc = e
+            try:
+                loop.call_soon_threadsafe(_hand_over, result, done, value, exc)
+            except RuntimeError:  # the loop was closed meanwhile: nobody is waiting
                 pass
 
 
