@@ -1,6 +1,6 @@
-"""A shard service's KV writes (Put, DeleteRange, Txn) from kv-router on one Writes stream to
-its leader (kubefabric.shardsvc.writes) instead of a unary call each: a message on an open stream
-costs both ends far less CPU than a call.
+"""A shard service's KV writes (Put, DeleteRange, Txn) from kv-router on one WriteBatches stream
+to its leader (kubefabric.shardsvc.writes) instead of a unary call each: a message on an open
+stream costs both ends far less CPU than a call, and the writes waiting to be sent share one.
 
 Invariants:
 - A write goes on a stream only while one is open to the stub of the replica last known as

@@ -15,6 +15,12 @@ Invariants:
 - Client: a request that could not be sent was not applied (NotSent: the caller may send it
   another way); once sent, its answer is whatever the server says, or, when the stream breaks
   first, the stream kind's `lost` outcome.
+- Coalesced streams (a stream kind with `batch`/`answers`, e.g. WriteBatches): the requests
+  waiting to be sent go out in one message (at most one message is being written at a time, and
+  what arrives meanwhile waits for the next), the answers ready together come back in one. Each
+  request and answer is handled exactly as on a stream of single messages: a message is only a
+  carrier (a message per request each way cost each end a completion-queue operation and a
+  poller wake-up per request).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import asyncio
 import itertools
 import logging
 from time import perf_counter
+from typing import Any, Callable
 
 import grpc
 
@@ -35,10 +42,13 @@ CODES = {code.value[0]: code for code in grpc.StatusCode}
 NO_OPERATION = EtcdError(grpc.StatusCode.INVALID_ARGUMENT, "kubefabric: a request with no operation")
 
 
-async def serve(requests, run, response, failure, ending: asyncio.Event | None = None):
+async def serve(requests, run, response, failure, ending: asyncio.Event | None = None,
+                coalesced: tuple[Callable, Callable] | None = None):
     """The server side: answers (`response` messages) to the stream's `requests`, in completion
     order. `run(field, op)`: the result of one request's operation (raises on failure);
-    `failure(exc)`: the EtcdError an exception from it answers (the unary handler's mapping)."""
+    `failure(exc)`: the EtcdError an exception from it answers (the unary handler's mapping).
+    coalesced = (requests_of, message_of): each message read carries `requests_of(msg)`, and
+    the answers ready together go out as one `message_of(answers)`."""
     answers: asyncio.Queue = asyncio.Queue()
     running: set[asyncio.Task] = set()
 
@@ -60,10 +70,11 @@ async def serve(requests, run, response, failure, ending: asyncio.Event | None =
     async def read() -> None:
         try:
             try:
-                async for req in requests:
-                    task = asyncio.create_task(one(req))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                async for msg in requests:
+                    for req in (requests_of(msg) if requests_of else (msg,)):
+                        task = asyncio.create_task(one(req))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
             except asyncio.CancelledError:
                 if ending is None or not ending.is_set():
                     raise   # the caller is gone
@@ -77,11 +88,23 @@ async def serve(requests, run, response, failure, ending: asyncio.Event | None =
         await event.wait()
         reading.cancel()
 
+    requests_of, message_of = coalesced or (None, None)
     reading = asyncio.create_task(read())
     ender = asyncio.create_task(end(ending)) if ending is not None else None
     try:
         while (answer := await answers.get()) is not None:
-            yield answer
+            if message_of is None:
+                yield answer
+                continue
+            ready, last = [answer], False
+            while not answers.empty():
+                if (more := answers.get_nowait()) is None:
+                    last = True
+                    break
+                ready.append(more)
+            yield message_of(ready)
+            if last:
+                break
     finally:
         reading.cancel()  # the caller is gone; requests already running finish on their own
         if ender is not None:
@@ -96,6 +119,7 @@ class MuxStream:
     and again after it broke."""
 
     METHOD = ""
+    COALESCED = False  # requests go out in `batch` messages, answers come in `answers` ones
 
     def __init__(self, stub, name: str):
         self.stub = stub
@@ -105,6 +129,10 @@ class MuxStream:
         self._reader: asyncio.Task | None = None
         self._ids = itertools.count(1)
         self._send = asyncio.Lock()  # one message on the stream at a time (grpc's rule)
+        # COALESCED: the open stream's requests waiting for the next message (request, sent),
+        # and the task writing them
+        self._outbox: list[tuple[Any, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
 
     class NotSent(Exception):
         """The request could not be sent: it was not applied."""
@@ -116,6 +144,14 @@ class MuxStream:
         raise NotImplementedError
 
     def lost(self, answer: asyncio.Future) -> None:
+        raise NotImplementedError
+
+    def batch(self, requests: list):
+        """COALESCED: the message carrying `requests`."""
+        raise NotImplementedError
+
+    def answers(self, msg) -> list:
+        """COALESCED: the answers a message read carries."""
         raise NotImplementedError
 
     @property
@@ -143,6 +179,8 @@ class MuxStream:
         the future."""
         rid = next(self._ids)
         answer = asyncio.get_running_loop().create_future()
+        if self.COALESCED:
+            return await self._send_coalesced(rid, field, op, reopen, answer)
         async with self._send:
             if not reopen and self._call is None:
                 raise MuxStream.NotSent("the stream is not open")
@@ -160,8 +198,59 @@ class MuxStream:
                 raise
         return answer
 
+    async def _send_coalesced(self, rid: int, field: str, op, reopen: bool, answer: asyncio.Future):
+        if not reopen and self._call is None:
+            raise MuxStream.NotSent("the stream is not open")
+        call, waiting = self._open()
+        waiting[rid] = answer
+        answer.add_done_callback(lambda _: waiting.pop(rid, None))
+        sent = asyncio.get_running_loop().create_future()
+        self._outbox.append((self.request(rid, field, op), sent))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(call, self._outbox))
+        try:
+            await sent
+        except BaseException:
+            answer.cancel()
+            raise
+        return answer
+
+    async def _flush(self, call, outbox: list) -> None:
+        """Writes `outbox` (the requests of `call`, which grows meanwhile) until it is empty,
+        all that waits in one message; settles each request's `sent`. Runs as a task of its own:
+        a caller that stops waiting never interrupts a message that carries other requests."""
+        failed = None
+        flight: list = []
+        try:
+            async with self._send:
+                while outbox:
+                    flight = outbox[:]
+                    del outbox[:]
+                    try:
+                        await call.write(self.batch([req for req, _ in flight]))
+                    except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as err:
+                        self._broken(call)
+                        failed = MuxStream.NotSent(str(err))
+                        outbox[:0], flight = flight, []
+                        break
+                    for _, sent in flight:
+                        if not sent.done():
+                            sent.set_result(None)
+                    flight = []
+        finally:
+            for _, sent in flight:  # cancelled while being written: perhaps sent, the answer
+                if not sent.done():  # tells (the stream's `lost` outcome once it is closed)
+                    sent.set_result(None)
+            if self._outbox is outbox:
+                self._flusher = None
+            for _, sent in outbox:  # never written (a broken stream, close())
+                if not sent.done():
+                    sent.set_exception(failed or MuxStream.NotSent("the stream closed"))
+            del outbox[:]
+
     def _open(self):
         if self._call is None:
+            self._outbox, self._flusher = [], None  # a flusher of a broken stream keeps its own
             self._call, self._waiting = getattr(self.stub(), self.METHOD)(), {}
             self._reader = asyncio.create_task(self._read(self._call, self._waiting),
                                                name=f"{self.METHOD.lower()}-{self.name}")
@@ -175,9 +264,10 @@ class MuxStream:
     async def _read(self, call, waiting: dict[int, asyncio.Future]) -> None:
         try:
             while (msg := await call.read()) is not grpc.aio.EOF:
-                answer = waiting.get(msg.id)
-                if answer is not None and not answer.done():
-                    self.settle(answer, msg)
+                for one in (self.answers(msg) if self.COALESCED else (msg,)):
+                    answer = waiting.get(one.id)
+                    if answer is not None and not answer.done():
+                        self.settle(answer, one)
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as err:
@@ -192,6 +282,8 @@ class MuxStream:
     async def finish(self) -> None:
         """Half-closes the stream: no new requests on it; those sent are still answered (the
         server ends the stream once it answered them all)."""
+        if self._flusher is not None:  # what waits to be sent goes first
+            await asyncio.shield(self._flusher)
         async with self._send:
             call, self._call = self._call, None
             if call is None:
@@ -204,6 +296,8 @@ class MuxStream:
     def close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
+        if self._flusher is not None:
+            self._flusher.cancel()
         self._broken(self._call)
 
 

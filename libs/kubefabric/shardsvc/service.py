@@ -123,12 +123,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         async for answer in self._stream(request_iterator, context, run, spb.ReadResponse, "Reads"):
             yield answer
 
-    async def _stream(self, request_iterator, context, run, response, name: str):
+    async def _stream(self, request_iterator, context, run, response, name: str, coalesced=None):
         """A mux stream's answers. The initial metadata goes out first: the caller's
         MuxStream.open() waits for it."""
         await context.send_initial_metadata(())
         failure = functools.partial(error_of, self, what=f"{name}: a request")
-        async for answer in mux.serve(request_iterator, run, response, failure, self.streams_ending):
+        async for answer in mux.serve(request_iterator, run, response, failure, self.streams_ending,
+                                      coalesced):
             yield answer
 
     @etcd_unary
@@ -182,6 +183,13 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         """Put, DeleteRange and Txn on one stream (kubefabric.shardsvc.writes)."""
         run = functools.partial(writes.on_leader, self.node)
         async for answer in self._stream(request_iterator, context, run, spb.WriteResponse, "Writes"):
+            yield answer
+
+    async def WriteBatches(self, request_iterator, context):
+        """Writes with coalesced messages (kubefabric.shardsvc.writes)."""
+        run = functools.partial(writes.on_leader, self.node)
+        async for answer in self._stream(request_iterator, context, run, spb.WriteResponse,
+                                         "WriteBatches", writes.COALESCED):
             yield answer
 
     @on_leader

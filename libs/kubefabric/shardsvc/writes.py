@@ -1,5 +1,7 @@
-"""The Shard API's Writes stream (a kubefabric.shardsvc.mux stream), both ends: Put, DeleteRange
-and Txn of one caller on one gRPC stream instead of a unary call each.
+"""The Shard API's Writes streams (kubefabric.shardsvc.mux streams), both ends: Put, DeleteRange
+and Txn of one caller on one gRPC stream instead of a unary call each. Callers here use
+WriteBatches (coalesced: the writes waiting to be sent share a message, the answers ready
+together share one); the service also answers Writes (a message per write) for older callers.
 
 Invariants (besides mux's):
 - Writes run on the leader only (elsewhere NOT_LEADER: not applied), as soon as each is read,
@@ -41,11 +43,23 @@ async def on_leader(node, field: str, request):
     return await apply_kv_write(shard, field, request)
 
 
+# WriteBatches' messages, for mux.serve: the writes a message carries, the message of answers
+COALESCED = (lambda msg: msg.requests, lambda answers: spb.WriteResponses(responses=answers))
+
+
 class WriteStream(MuxStream):
     """`await write("put", spb.PutRequest(...))` gives the spb.PutResponse or raises its
-    EtcdError (LEADER_FAILED when the stream broke before the answer)."""
+    EtcdError (LEADER_FAILED when the stream broke before the answer). On WriteBatches: the
+    writes waiting to be sent go in one message."""
 
-    METHOD = "Writes"
+    METHOD = "WriteBatches"
+    COALESCED = True
+
+    def batch(self, requests: list):
+        return spb.WriteRequests(requests=requests)
+
+    def answers(self, msg) -> list:
+        return msg.responses
 
     def request(self, rid: int, field: str, op):
         return spb.WriteRequest(id=rid, **{field: op})

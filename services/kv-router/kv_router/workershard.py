@@ -5,7 +5,7 @@ A worker is kv-router in `--shard` mode against its parent's private Shard API
 (kv_router.workers), except that Range and the Query API are answered here, from the SQLite file,
 by a Shard core that never writes (its `writer` is None: the replica mode, whose head is read from
 the database in the same snapshot, see Shard.read_head). Writes, leases, compaction, alarms and
-auth go to the parent (Put, DeleteRange and Txn multiplexed on one Writes stream, cheaper than a
+auth go to the parent (Put, DeleteRange and Txn multiplexed on one WriteBatches stream, cheaper than a
 call each: RemoteShard's, kubefabric.shardsvc.leaderwrites); watches follow the parent's commit feed (the Feed RPC).
 
 Why a read here is linearizable (it reflects every write acknowledged to any client before the

@@ -63,6 +63,11 @@ class ShardStub:
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequest.SerializeToString,
                 response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponse.FromString,
                 _registered_method=True)
+        self.WriteBatches = channel.stream_stream(
+                '/kubefabric.shard.v1.Shard/WriteBatches',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequests.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponses.FromString,
+                _registered_method=True)
         self.Reads = channel.stream_stream(
                 '/kubefabric.shard.v1.Shard/Reads',
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequest.SerializeToString,
@@ -185,6 +190,15 @@ class ShardServicer:
         """Put, DeleteRange and Txn of one caller on one stream instead of a call each (the
         `kubefabric serve --workers` worker -> writer hop): each runs as it arrives, so concurrent
         ones share the writer's batches, and is answered as it completes, matched by id. Leader only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteBatches(self, request_iterator, context):
+        """Writes with coalesced messages (what kv-router and --workers use; Writes stays for older
+        callers): the writes waiting to be sent travel in one message, the answers ready together
+        come back in one; each write is run and answered exactly as on Writes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -335,6 +349,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Writes,
                     request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequest.FromString,
                     response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponse.SerializeToString,
+            ),
+            'WriteBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.WriteBatches,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequests.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponses.SerializeToString,
             ),
             'Reads': grpc.stream_stream_rpc_method_handler(
                     servicer.Reads,
@@ -560,6 +579,33 @@ class Shard:
             '/kubefabric.shard.v1.Shard/Writes',
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequest.SerializeToString,
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kubefabric.shard.v1.Shard/WriteBatches',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequests.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponses.FromString,
             options,
             channel_credentials,
             insecure,
