@@ -4,7 +4,8 @@ real ShardService served in-process over a stand-in shard core whose reads the t
 
 - once a replica's stream is open, Range and Query (with and without sync_rev) go on it (the
   service's unary Range/Query count every call they get), each answer is its own request's, and
-  a read answered late does not hold back the others (out-of-order completion);
+  a read answered late does not hold back the others (out-of-order completion); a stream
+  half-closed (replaced, as on a TLS reload) still answers the reads it carries;
 - errors come back exactly as the unary call's (etcd's errors, the database being unavailable,
   an internal error), through the same RemoteShard mapping;
 - a stream that breaks with a read in flight: the read is sent again unary and answered, later
@@ -155,6 +156,18 @@ def test_reads_go_on_the_stream_answered_by_id_out_of_order():
         assert (await shard.query(qpb.QueryRequest(), sync_rev=0)).header.revision == 100
         assert service.unary_reads == unary, "a read went unary while the stream was open"
         assert shard.state.committed == 100
+        # half-closed (as when a TLS reload replaces it): what it carries is still answered
+        stream = shard.reads.slots[0].stream
+        late = [await stream.send("range", spb.RangeRequest(range=_range(b"/slow-%d" % i)))
+                for i in range(3)]
+        finished = asyncio.ensure_future(stream.finish())
+        await asyncio.sleep(0.1)
+        assert not stream.is_open and not any(a.done() for a in late)
+        for i in range(3):
+            core.release(b"/slow-%d" % i)
+        got = await asyncio.wait_for(asyncio.gather(*late), 5.0)
+        assert [m.range.range.kvs[0].value for m in got] == [b"/slow-%d" % i for i in range(3)]
+        await asyncio.wait_for(finished, 5.0)
 
     run(body)
 
