@@ -4,6 +4,7 @@ what 16 clients give `kubefabric serve`: 3.5-6.5 per batch), and the whole proce
 thread: the event loop and the store's COMMIT thread) is divided by the puts.
 
     .venv/bin/python bench/writer_batches.py --batch 4 --rounds 1000 --synchronous NORMAL
+    .venv/bin/python bench/writer_batches.py --txn    # each write a Txn as kube-apiserver's
 
 Compare builds in interleaved runs (one tree, then the other, several times): with a fixed batch
 size the figure does not depend on how the load spreads requests over batches, which makes
@@ -27,7 +28,17 @@ from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.shard.core import Shard
 
 
-async def measure(batch: int, rounds: int, synchronous: str, value_size: int) -> float:
+def _write(shard: Shard, key: bytes, value: bytes, txn: bool):
+    put = pb.PutRequest(key=key, value=value)
+    if not txn:
+        return shard.put(put)
+    # kube-apiserver's update: the put if the key is still at the revision it read (here: any)
+    cmp = pb.Compare(key=key, target=pb.Compare.MOD, result=pb.Compare.GREATER, mod_revision=-1)
+    return shard.txn(pb.TxnRequest(compare=[cmp], success=[pb.RequestOp(request_put=put)],
+                                   failure=[pb.RequestOp(request_range=pb.RangeRequest(key=key))]))
+
+
+async def measure(batch: int, rounds: int, synchronous: str, value_size: int, txn: bool) -> float:
     """CPU µs per put."""
     data = tempfile.mkdtemp(prefix="kf-writer-batches-")
     shard = Shard(SqliteStore(data, synchronous=synchronous))
@@ -36,7 +47,7 @@ async def measure(batch: int, rounds: int, synchronous: str, value_size: int) ->
     try:
         async def run(n: int) -> None:
             for r in range(n):
-                await asyncio.gather(*(shard.put(pb.PutRequest(key=b"/k/%d/%d" % (i, r % 500), value=value))
+                await asyncio.gather(*(_write(shard, b"/k/%d/%d" % (i, r % 500), value, txn)
                                        for i in range(batch)))
         await run(min(200, rounds))  # warm-up: caches, statements, the COMMIT thread
         started = time.process_time()
@@ -54,9 +65,11 @@ def main() -> None:
     ap.add_argument("--synchronous", default="NORMAL", choices=("FULL", "NORMAL"),
                     help="SQLite's synchronous mode (default NORMAL: no fsync)")
     ap.add_argument("--value-size", type=int, default=256)
+    ap.add_argument("--txn", action="store_true", help="each write a Txn (compare, put; else range)")
     args = ap.parse_args()
-    cpu = uvloop.run(measure(args.batch, args.rounds, args.synchronous, args.value_size))
-    print(f"cpu {cpu:.1f} us/put (batches of {args.batch}, synchronous={args.synchronous}), "
+    cpu = uvloop.run(measure(args.batch, args.rounds, args.synchronous, args.value_size, args.txn))
+    print(f"cpu {cpu:.1f} us/{'txn' if args.txn else 'put'} (batches of {args.batch}, "
+          f"synchronous={args.synchronous}), "
           f"load average {os.getloadavg()[0]:.1f}")
 
 

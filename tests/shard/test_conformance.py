@@ -364,8 +364,8 @@ class _FailingAfterWrite:
         return changed
 
 
-def test_puts_and_deletes_take_no_savepoint_and_a_database_error_still_fails_alone(store_factory):
-    """Put and DeleteRange run without a savepoint of their own. A database error after a put's
+def test_puts_deletes_and_txns_take_no_savepoint_and_a_database_error_still_fails_alone(store_factory):
+    """Put, DeleteRange and Txn run without a savepoint of their own. A database error after a put's
     first write undoes the whole transaction; the batch runs again, the bad put fails alone with
     none of its rows left, its neighbours commit densely and nothing rolled back was acknowledged."""
     store = store_factory()
@@ -386,22 +386,23 @@ def test_puts_and_deletes_take_no_savepoint_and_a_database_error_still_fails_alo
             rec = Recorder(shard)
             await shard.put(pb.PutRequest(key=b"z", value=b"1"))
             await asyncio.gather(*(shard.put(pb.PutRequest(key=b"p%d" % i, value=b"v")) for i in range(3)),
-                                 shard.delete_range(pb.DeleteRangeRequest(key=b"p0")))
-            assert savepoints == [], "a put or a delete took a savepoint"
+                                 shard.delete_range(pb.DeleteRangeRequest(key=b"p0")),
+                                 shard.txn(pb.TxnRequest(success=[put(b"t", b"v")])))
+            assert savepoints == [], "a put, a delete or a txn took a savepoint"
             first, refused, deleted, second = await asyncio.gather(
                 outcome(shard.put(pb.PutRequest(key=b"o1", value=b"x"))),
                 outcome(shard.put(pb.PutRequest(key=b"bad", value=b"b"))),
                 outcome(shard.delete_range(pb.DeleteRangeRequest(key=b"z"))),
                 outcome(shard.put(pb.PutRequest(key=b"o2", value=b"y"))))
             assert isinstance(refused, EtcdError) and refused.message.startswith("etcdserver: internal error"), refused
-            assert [r.header.revision for r in (first, deleted, second)] == [7, 8, 9]
+            assert [r.header.revision for r in (first, deleted, second)] == [8, 9, 10]
             assert deleted.deleted == 1 and len(savepoints) == 4  # the second run: one per request
             got = await shard.range(pb.RangeRequest(**ALL))
-            assert [(kv.key, kv.value) for kv in got.kvs] == [(b"o1", b"x"), (b"o2", b"y"), (b"p1", b"v"), (b"p2", b"v")]
-            assert got.header.revision == 9 and [r for r, _ in rec.published] == list(range(2, 10))
+            assert [(kv.key, kv.value) for kv in got.kvs] == [(b"o1", b"x"), (b"o2", b"y"), (b"p1", b"v"), (b"p2", b"v"), (b"t", b"v")]
+            assert got.header.revision == 10 and [r for r, _ in rec.published] == list(range(2, 11))
             assert b"bad" not in [e.kv.key for e in rec.events()]
-            assert show(await shard.history(EVERY_KEY, 1, 9)) == show(rec.events())
-            assert (await shard.put(pb.PutRequest(key=b"o3"))).header.revision == 10
+            assert show(await shard.history(EVERY_KEY, 1, 10)) == show(rec.events())
+            assert (await shard.put(pb.PutRequest(key=b"o3"))).header.revision == 11
     asyncio.run(main())
 
 

@@ -52,7 +52,7 @@ class Applier:
     def begin(self) -> None:
         self.rev = self.clock + 1
         self.events = []
-        self.wrote = False  # a row of this request was written (see writer.CHECKED_BEFORE_WRITING)
+        self.wrote = False  # a row of this request was written (see writer.WITHOUT_SAVEPOINT)
         self.before: dict[bytes, tuple | None] = {}  # key -> its row before this request
 
     def end(self) -> tuple[int, list[Event]]:

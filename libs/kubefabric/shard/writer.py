@@ -16,11 +16,12 @@ Invariants:
   nothing applied). While no request comes, an empty batch renews the lease every quarter lease.
 - A request that fails is undone alone and fails alone; no request of a batch is acknowledged
   before its COMMIT returned. Most requests run in a savepoint of their own. Those of
-  CHECKED_BEFORE_WRITING run without one (two statements less per put): they raise their etcd
-  errors before their first write, so such an error needs no undo; any other failure of one (a
-  database error, or an etcd error after a write) rolls the whole transaction back and the batch
-  runs again at once with a savepoint per request. So handlers must be re-runnable: what they
-  change outside the transaction goes through the Applier (meta_updates, clock) or staged leases.
+  WITHOUT_SAVEPOINT run without one (two statements less per put): they raise their etcd errors
+  before their first write (a Txn all but one kind, see there), so such an error needs no undo;
+  any other failure of one (a database error, or an etcd error after a write: Applier.wrote)
+  rolls the whole transaction back and the batch runs again at once with a savepoint per
+  request. So handlers must be re-runnable: what they change outside the transaction goes
+  through the Applier (meta_updates, clock) or staged leases.
 """
 from __future__ import annotations
 
@@ -63,9 +64,12 @@ class _Unguarded(Exception):
     """A request without a savepoint failed in a way only a rollback undoes."""
 
 
-# Handlers that raise every etcd error before their first write and can then fail only on a
-# database error: unary Put and DeleteRange (a Txn can fail after writing: see kubefabric.shard.apply)
-CHECKED_BEFORE_WRITING = frozenset({Applier.put, Applier.delete_range})
+# Handlers that raise their etcd errors before their first write and can then fail only on a
+# database error: unary Put and DeleteRange, and Txn (kube-apiserver's every write), whose path is
+# checked before its first write (kubefabric.shard.apply) except for one case etcd itself panics
+# on (a put with ignore_value/ignore_lease of a key the same txn deleted first): that one, after
+# its rows were written, costs a rerun of its batch with savepoints, where it fails alone.
+WITHOUT_SAVEPOINT: frozenset[Callable] = frozenset((Applier.put, Applier.delete_range, Applier.txn))
 
 
 A = TypeVar("A")  # a writer handler's argument
@@ -227,6 +231,7 @@ class Writer:
         request in a savepoint (the batch's second run, after one without failed)."""
         state = self.state
         left: list[Op] = []
+        rerun = False
         outcomes: list[tuple[Op, object, EtcdError | None]] = []
         published: list[tuple[int, list]] = []
         index_rows: list[tuple] = []
@@ -251,7 +256,7 @@ class Writer:
                 # a request in a savepoint: one that fails after writing (a bug, or a state no
                 # pre-check foresaw) is undone alone and fails alone; one without (see the module
                 # docstring): its failure after a write undoes the batch, which runs again
-                guarded = guard_all or op.handler not in CHECKED_BEFORE_WRITING
+                guarded = guard_all or op.handler not in WITHOUT_SAVEPOINT
                 applier.sync_to(op.sync_rev)
                 applier.begin()
                 if guarded:
@@ -265,7 +270,9 @@ class Writer:
                         if self.store.is_disk_full(exc):
                             raise
                         if applier.wrote or not isinstance(exc, EtcdError):
-                            raise _Unguarded(exc) from exc
+                            # not `from exc`: errors are often shared instances, and one raised
+                            # again in the rerun would close a __cause__/__context__ cycle
+                            raise _Unguarded(_reason(exc)) from None
                         # an etcd error before the request's first write: nothing to undo
                     else:
                         await self.store.rollback_to_savepoint()
@@ -301,13 +308,15 @@ class Writer:
             await self.store.commit()
         except _Unguarded as exc:  # nothing of the batch is acknowledged yet: run it again
             log.warning("a request of a batch of %d failed without a savepoint (%s); the batch "
-                        "runs again with a savepoint per request", len(batch), _reason(exc.__cause__ or exc))
-            self.leases.drop_staged()
-            await self.store.rollback()
-            return await self._apply(batch, guard_all=True)
+                        "runs again with a savepoint per request", len(batch), exc)
+            rerun = True
         except Exception as exc:  # the database refused (or the outcome of COMMIT is unknown)
             await self._failed(batch, exc)
             return []
+        if rerun:  # outside the except clause: the rerun's errors get no context from it
+            self.leases.drop_staged()
+            await self.store.rollback()
+            return await self._apply(batch, guard_all=True)
         lease.confirm(renewal)
         self.leases.commit_staged()
         state.advance(applier.clock, applier.compact_rev, applier.meta_updates)
