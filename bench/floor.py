@@ -2,13 +2,17 @@
 """The framework's floor: a bare grpc.aio server that answers KV.Range, KV.Put and
 Maintenance.Status with constants (no interceptors, no storage, no revision bookkeeping).
 
-    uv run python bench/floor.py --listen 127.0.0.1:2379 [--event-loop uvloop|asyncio]
+    uv run python bench/floor.py --listen 127.0.0.1:2379 [--event-loop uvloop|asyncio] [--stage S]
 
 bench/run.py runs it as the server `floor` (uvloop, as `kubefabric serve` by default) and
 `floor-asyncio` (the standard event loop), so every table shows what a call costs grpc.aio
 itself: request parsing, one coroutine per call, response serialisation and HTTP/2 framing.
 The responses are shaped like real ones (a header with cluster/member ids and a revision; a get
 answers with one key-value of the bench's value size) so serialising them costs what ours does.
+
+`--stage` (run.py: the server `floor+STAGE`) builds the floor with `kubefabric serve`'s pieces
+added one by one, each stage on top of the ones before it (STAGES), to find where the embedded
+server's extra CPU per call enters (bench/README.md, "Third round: the get path").
 """
 from __future__ import annotations
 
@@ -28,6 +32,19 @@ PUT = rpc_pb2.PutResponse(header=HEADER)
 STATUS = rpc_pb2.StatusResponse(header=HEADER, version="3.7.3", dbSize=4096, leader=0x2000,
                                 raftIndex=12345, raftTerm=2, raftAppliedIndex=12345, dbSizeInUse=4096)
 
+# cumulative: each stage has every piece of the stages before it
+STAGES = (
+    "options",      # kubefabric.rpc.server.server_options (limits, keepalive, reuse_port off)
+    "make_server",  # kubefabric.rpc.server.make_server: instrumented handlers, grpc.health.v1
+    "register",     # kubefabric.rpc.wire.register: generic handlers, etcd's request decoder
+    "etcd_unary",   # handlers wrapped by etcd_unary (admission gate, 7 s request deadline)
+    "kv",           # kv_router's KVService (check_range, AuthGuard) over a shard answering RANGE
+    "imports",      # every module `kubefabric serve` imports, loaded
+    "settle",       # lifecycle.settle_heap() once serving (gc.freeze, young generation 20,000)
+    "store",        # the KVService over the embedded SQLite shard of `kubefabric serve` (--data-dir)
+    "router",       # kv_router's RouterServer on that shard: every service, auth, watch registry
+)
+
 
 class KV(rpc_pb2_grpc.KVServicer):
     async def Range(self, request, context):
@@ -42,12 +59,79 @@ class Maintenance(rpc_pb2_grpc.MaintenanceServicer):
         return STATUS
 
 
-async def serve(listen: str) -> None:
-    server = grpc.aio.server()
-    rpc_pb2_grpc.add_KVServicer_to_server(KV(), server)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(Maintenance(), server)
-    server.add_insecure_port(listen)
-    await server.start()
+class ConstantShard:
+    """The part of a ShardSurface KVService's Range and Put use, answering constants."""
+
+    async def range(self, request):
+        return RANGE
+
+    async def put(self, request):
+        return PUT
+
+
+async def embedded_shard(data_dir: str):
+    """The shard `kubefabric serve --data-dir DATA_DIR` serves (its defaults)."""
+    from kubefabric.config import FlagParser
+    from kv_router.serve import command
+    from kv_router.shards import open_shards
+    parser = FlagParser(prog="floor")
+    command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", "--data-dir", data_dir])
+    return args, await open_shards(args)
+
+
+async def build(stage: str | None, data_dir: str, listen: str) -> grpc.aio.Server:
+    upto = STAGES.index(stage) + 1 if stage else 0
+    has = set(STAGES[:upto]).__contains__
+    if has("router"):
+        from kv_router.main import server_config
+        from kv_router.server import RouterServer
+        args, shard = await embedded_shard(data_dir)
+        args.listen_client_urls = f"http://{listen}"
+        router = RouterServer(shard, server_config(args, None))
+        await router.start()
+        return router.server
+    if has("imports"):
+        import kv_router.main  # noqa: F401  (what `kubefabric serve` loads)
+    kv, maintenance = KV(), Maintenance()
+    if has("etcd_unary"):
+        from kubefabric.rpc.handlers import DEADLINE, etcd_unary
+        DEADLINE.seconds = 7.0
+        KV.Range = etcd_unary(KV.Range)
+        KV.Put = etcd_unary(KV.Put)
+        Maintenance.Status = etcd_unary(Maintenance.Status)
+    if has("kv"):
+        from kubefabric.auth.tokens import SimpleTokens
+        from kv_router.authguard import AuthGuard
+        from kv_router.kv import KVService
+        shard = (await embedded_shard(data_dir))[1] if has("store") else ConstantShard()
+        kv = KVService(shard, 1572864, AuthGuard(shard, SimpleTokens()))
+    if has("make_server"):
+        from kubefabric.rpc.server import make_server
+        server, _ = make_server()
+    elif has("options"):
+        from kubefabric.rpc.server import server_options
+        server = grpc.aio.server(options=server_options(1572864))
+    else:
+        server = grpc.aio.server()
+    if has("register"):
+        from kubefabric.rpc.wire import register
+        register(server, "KV", kv)
+        register(server, "Maintenance", maintenance)
+    else:
+        rpc_pb2_grpc.add_KVServicer_to_server(kv, server)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(maintenance, server)
+    return server
+
+
+async def serve(listen: str, stage: str | None, data_dir: str) -> None:
+    server = await build(stage, data_dir, listen)
+    if not (stage and STAGES.index(stage) >= STAGES.index("router")):
+        server.add_insecure_port(listen)
+        await server.start()
+    if stage and STAGES.index(stage) >= STAGES.index("settle"):
+        from kubefabric.lifecycle import settle_heap
+        settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -60,12 +144,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--listen", required=True, help="host:port to serve on")
     p.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop")
+    p.add_argument("--stage", choices=STAGES, help="the floor with kubefabric's pieces up to this one")
+    p.add_argument("--data-dir", default="data", help="the stages store and router: the shard's directory")
     a = p.parse_args()
     if a.event_loop == "uvloop":
         import uvloop
-        uvloop.run(serve(a.listen))
+        uvloop.run(serve(a.listen, a.stage, a.data_dir))
     else:
-        asyncio.run(serve(a.listen))
+        asyncio.run(serve(a.listen, a.stage, a.data_dir))
 
 
 if __name__ == "__main__":

@@ -44,12 +44,16 @@ ALL_SERVERS = ("etcd", "kine", "kubefabric")  # the default comparison
 # bench/floor.py: a bare grpc.aio server answering Range, Put and Status with constants (uvloop;
 # floor-asyncio: the standard event loop): what each call costs the framework alone
 FLOOR_SERVERS = ("floor", "floor-asyncio")
+# floor+STAGE: the floor with kubefabric serve's pieces up to STAGE (bench/floor.py STAGES)
+FLOOR_STAGES = ("options", "make_server", "register", "etcd_unary", "kv", "imports", "settle", "store",
+                "router")
+STAGED_FLOORS = tuple(f"floor+{s}" for s in FLOOR_STAGES)
 # kv-router in front of a shard service, with group commit and without (-nogc): bench/backends.py
 # kf-hub: the kf-sqlite-svc stack with NATS JetStream and the watch-hub serving the router's watches
 STACK_KINDS = tuple(k + s for k in ("kf-sqlite-svc", "kf-pg", "kf-mysql") for s in ("", "-nogc")) + ("kf-hub",)
 # `kubefabric serve --workers 2`: the embedded server plus one worker process on the same port
 WORKER_SERVERS = ("kubefabric-w2",)
-KNOWN_SERVERS = ALL_SERVERS + FLOOR_SERVERS + STACK_KINDS + WORKER_SERVERS
+KNOWN_SERVERS = ALL_SERVERS + FLOOR_SERVERS + STAGED_FLOORS + STACK_KINDS + WORKER_SERVERS
 ALL_WORKLOADS = ("put", "get", "range", "watch-latency")  # the default run
 WORKLOADS = ALL_WORKLOADS + ("watch-fanout",)  # --only may also ask for these
 # --watch: event latency through each watch path, one writer at a modest rate
@@ -192,9 +196,11 @@ def server_argv(kind: str, port: int, workdir: Path, bins: Path | None,
         if importlib.util.find_spec("kubefabric") is not None:
             return [sys.executable, "-m", "kubefabric.cli", *args]
         return ["uv", "run", "--project", str(REPO), "kubefabric", *args]
-    if kind in FLOOR_SERVERS:
+    if kind in FLOOR_SERVERS + STAGED_FLOORS:
         args = [str(BENCH / "floor.py"), "--listen", f"127.0.0.1:{port}",
                 "--event-loop", "asyncio" if kind == "floor-asyncio" else "uvloop"]
+        if kind in STAGED_FLOORS:
+            args += ["--stage", kind.partition("+")[2]]
         if importlib.util.find_spec("kubefabric") is not None:
             return [sys.executable, *args]
         return ["uv", "run", "--project", str(REPO), "python", *args]
@@ -664,7 +670,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", help="workloads, comma-separated (default: all; --backends: put,get)")
     p.add_argument("--servers", help=f"servers, comma-separated (default: {','.join(ALL_SERVERS)}; "
                    f"also {','.join(FLOOR_SERVERS + STACK_KINDS + WORKER_SERVERS)}; floor: bare grpc.aio "
-                   "answering put/get with constants; kubefabric-w2: `kubefabric serve --workers 2`)")
+                   "answering put/get with constants; floor+STAGE: the floor with kubefabric serve's "
+                   f"pieces up to STAGE, one of {','.join(FLOOR_STAGES)} (bench/floor.py); "
+                   "kubefabric-w2: `kubefabric serve --workers 2`)")
     p.add_argument("--backends", nargs="?", const=",".join(BACKENDS), metavar="LIST",
                    help="shard-backend comparison: each of LIST (default: all of "
                    f"{','.join(BACKENDS)}) with group commit on and off, one table")
@@ -797,7 +805,7 @@ def backend_servers(backends: list[str]) -> list[str]:
 def run_workload(kind: str, workload: str, args: argparse.Namespace, bins: Path | None) -> list[dict]:
     """A fresh server (and data dir) for one workload: earlier workloads' history does not weigh on
     later ones; the client counts of the workload share it (preload is reused)."""
-    if kind in FLOOR_SERVERS and workload not in ("put", "get"):
+    if kind in FLOOR_SERVERS + STAGED_FLOORS and workload not in ("put", "get"):
         log(f"[{kind}] {workload}: skipped (the floor answers Put, Range of one key and Status only)")
         return []
     try:

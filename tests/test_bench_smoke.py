@@ -85,6 +85,21 @@ def test_floor_and_cpu_columns(loadgen, tmp_path, capsys):
     assert not bench_run.LIVE, "a server was left running"
 
 
+def test_staged_floors_serve_gets(loadgen, tmp_path):
+    """`floor+STAGE` (bench/floor.py --stage): the floor built with kubefabric serve's pieces up to
+    STAGE answers gets; the first stage with our handlers over constants, the last with
+    RouterServer over the embedded shard (it reads what the preload wrote)."""
+    out = tmp_path / "stages.json"
+    rc = bench_run.main(["--servers", "floor+kv,floor+router", "--only", "get", "--clients", "2",
+                         "--duration", "0.5", "--warmup", "0.1", "--json", str(out)])
+    assert rc == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["server"] for r in results] == ["floor+kv", "floor+router"]
+    for r in results:
+        assert "failed" not in r and r["errors"] == 0 and r["ops"] > 0 and r["cpu_us_per_op"] > 0, r
+    assert not bench_run.LIVE, "a server was left running"
+
+
 def test_backends_mode_on_postgres(loadgen, tmp_path, capsys):
     """`run.py --backends kf-pg`: PostgreSQL, a shard service with and without group commit and a
     router in front, all started, measured and removed again (windows of a fraction of a second)."""
