@@ -78,12 +78,12 @@ UNBOUNDED = frozenset({"Defragment", "Compact", "Lock", "Campaign"})
 class _Sweep:
     """The requests under a deadline on one event loop: task -> when it is due."""
 
-    __slots__ = ("due", "expired", "task")
+    __slots__ = ("due", "expired", "timer")
 
     def __init__(self):
         self.due: dict[asyncio.Task, float] = {}
         self.expired: set[asyncio.Task] = set()
-        self.task: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None  # armed while a sweep is due
 
 
 class Deadline:
@@ -93,8 +93,10 @@ class Deadline:
     Enforced by one sweep per event loop every `tick()` seconds, not a timer per request:
     asyncio.timeout costs each call a timer handle, a reschedule and two current_task lookups,
     a third of a point get's own Python time (bench/README.md). A request is cancelled between
-    `seconds` and `seconds + tick()` after it started; the sweep runs only while requests are
-    in flight."""
+    `seconds` and `seconds + tick()` after it started. The sweep is a loop timer, armed by the
+    first request that finds none and re-armed while requests are in flight: not a task, which
+    a request that ends without suspending (a point get) would create and end each time
+    (a task, its coroutine and a loop turn per request; bench/README.md, "Third round")."""
 
     def __init__(self):
         self.seconds: float | None = None
@@ -114,8 +116,8 @@ class Deadline:
             self._loop, self._sweep = loop, _Sweep()
         sweep = self._sweep
         sweep.due[task] = loop.time() + self.seconds
-        if sweep.task is None:
-            sweep.task = loop.create_task(self._run(loop, sweep))
+        if sweep.timer is None:
+            sweep.timer = loop.call_later(self.tick(), self._run, loop, sweep)
         return task
 
     def leave(self, task: asyncio.Task) -> bool:
@@ -127,17 +129,15 @@ class Deadline:
             return True
         return False
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, sweep: _Sweep) -> None:
-        try:
-            while sweep.due:
-                await asyncio.sleep(self.tick())
-                now = loop.time()
-                for task, due in [item for item in sweep.due.items() if item[1] <= now]:
-                    del sweep.due[task]
-                    if task.cancel():
-                        sweep.expired.add(task)
-        finally:
-            sweep.task = None
+    def _run(self, loop: asyncio.AbstractEventLoop, sweep: _Sweep) -> None:
+        """The sweep: cancel the requests past their deadline; again in `tick()` while any
+        request is in flight."""
+        now = loop.time()
+        for task, due in [item for item in sweep.due.items() if item[1] <= now]:
+            del sweep.due[task]
+            if task.cancel():
+                sweep.expired.add(task)
+        sweep.timer = loop.call_later(self.tick(), self._run, loop, sweep) if sweep.due else None
 
 
 DEADLINE = Deadline()
