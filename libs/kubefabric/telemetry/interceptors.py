@@ -181,16 +181,21 @@ def instrument_server(server: grpc.aio.Server) -> grpc.aio.Server:
     """Metrics (and spans, with tracing on) for every call `server` handles, by instrumenting the
     handlers it is given instead of intercepting: a grpc.aio interceptor runs two coroutines and
     a continuation per call, about 30 µs of CPU per request on the bench (bench/README.md).
-    Call before registering any servicer."""
+    Call before registering any servicer.
+
+    Methods are served through generic handlers only, never as gRPC's registered methods: a
+    grpc.aio server keeps a call requested from its core for each registered method and waits
+    on all of them (asyncio.wait) every time it accepts a call, so each registered method costs
+    every call of the server a done-callback added and removed and an iscoroutine check
+    (bench/README.md, "Third round"). Generated add_*Servicer_to_server code registers the same
+    handlers both ways, so the registered half is dropped: nothing goes unserved."""
     add_generic = server.add_generic_rpc_handlers
-    add_registered = server.add_registered_method_handlers
 
     def add_generic_rpc_handlers(handlers):
         add_generic(tuple(_InstrumentedHandlers(h) for h in handlers))
 
     def add_registered_method_handlers(service_name, method_handlers):
-        add_registered(service_name, {name: instrument_handler(h, f"/{service_name}/{name}")
-                                      for name, h in method_handlers.items()})
+        """Generated code's second registration of the handlers it just added as generic ones."""
 
     server.add_generic_rpc_handlers = add_generic_rpc_handlers
     server.add_registered_method_handlers = add_registered_method_handlers
