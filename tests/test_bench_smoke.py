@@ -32,6 +32,13 @@ def loadgen() -> Path:
     return bench_run.build_loadgen()  # go build, reused when up to date
 
 
+def run_results(tmp_path: Path, *argv: str) -> list[dict]:
+    """bench/run.py with `argv` and --json: its exit status checked, the results it wrote."""
+    out = tmp_path / "run.json"
+    assert bench_run.main([*argv, "--json", str(out)]) == 0
+    return json.loads(out.read_text())["results"]
+
+
 @pytest.fixture
 def kubefabric(tmp_path):
     server = start_kubefabric(tmp_path)
@@ -89,11 +96,8 @@ def test_staged_floors_serve_gets(loadgen, tmp_path):
     """`floor+STAGE` (bench/floor.py --stage): the floor built with kubefabric serve's pieces up to
     STAGE answers gets; the first stage with our handlers over constants, the last with
     RouterServer over the embedded shard (it reads what the preload wrote)."""
-    out = tmp_path / "stages.json"
-    rc = bench_run.main(["--servers", "floor+kv,floor+router", "--only", "get", "--clients", "2",
-                         "--duration", "0.5", "--warmup", "0.1", "--json", str(out)])
-    assert rc == 0
-    results = json.loads(out.read_text())["results"]
+    results = run_results(tmp_path, "--servers", "floor+kv,floor+router", "--only", "get",
+                          "--clients", "2", "--duration", "0.5", "--warmup", "0.1")
     assert [r["server"] for r in results] == ["floor+kv", "floor+router"]
     for r in results:
         assert "failed" not in r and r["errors"] == 0 and r["ops"] > 0 and r["cpu_us_per_op"] > 0, r
@@ -103,11 +107,8 @@ def test_staged_floors_serve_gets(loadgen, tmp_path):
 def test_backends_mode_on_postgres(loadgen, tmp_path, capsys):
     """`run.py --backends kf-pg`: PostgreSQL, a shard service with and without group commit and a
     router in front, all started, measured and removed again (windows of a fraction of a second)."""
-    out = tmp_path / "backends.json"
-    rc = bench_run.main(["--backends", "kf-pg", "--only", "put", "--clients", "1",
-                         "--duration", "0.3", "--warmup", "0.1", "--json", str(out)])
-    assert rc == 0
-    results = json.loads(out.read_text())["results"]
+    results = run_results(tmp_path, "--backends", "kf-pg", "--only", "put", "--clients", "1",
+                          "--duration", "0.3", "--warmup", "0.1")
     assert [r["server"] for r in results] == ["kf-pg", "kf-pg-nogc"]
     for r in results:
         assert "failed" not in r, r
