@@ -3,7 +3,9 @@
 real ShardService served in-process over a stand-in shard core whose reads the test controls:
 
 - once a replica's stream is open, Range and Query (with and without sync_rev) go on it (the
-  service's unary Range/Query count every call they get), each answer is its own request's, and
+  service's unary Range/Query count every call they get), reads sent together share messages
+  (ReadBatches; the service still answers Reads, a message per read), each answer is its own
+  request's, and
   a read answered late does not hold back the others (out-of-order completion); a stream
   half-closed (replaced, as on a TLS reload) still answers the reads it carries;
 - errors come back exactly as the unary call's (etcd's errors, the database being unavailable,
@@ -83,6 +85,16 @@ class CountingService(ShardService):
     def __init__(self, node):
         super().__init__(node, is_unavailable=lambda exc: isinstance(exc, Unreachable))
         self.unary_reads = 0
+        self.read_messages = self.stream_reads = 0
+
+    async def ReadBatches(self, request_iterator, context):
+        async def counted():
+            async for msg in request_iterator:
+                self.read_messages += 1
+                self.stream_reads += len(msg.requests)
+                yield msg
+        async for answers in ShardService.ReadBatches(self, counted(), context):
+            yield answers
 
     async def Range(self, request, context):
         self.unary_reads += 1
@@ -143,10 +155,13 @@ def test_reads_go_on_the_stream_answered_by_id_out_of_order():
         await open_stream(shard, 0)
         unary = service.unary_reads
         # the slow read waits; 50 others sent after it are each answered with their own key
+        messages, reads = service.read_messages, service.stream_reads
         slow = asyncio.ensure_future(shard.range(_range(b"/slow")))
         fast = await asyncio.wait_for(asyncio.gather(*(shard.range(_range(b"/k%02d" % i))
                                                       for i in range(50))), 5.0)
         assert [r.kvs[0].value for r in fast] == [b"/k%02d" % i for i in range(50)]
+        assert service.stream_reads - reads == 51
+        assert service.read_messages - messages < 10, "reads sent together were not coalesced"
         assert not slow.done()
         core.release(b"/slow")
         assert (await slow).kvs[0].value == b"/slow"
@@ -156,6 +171,12 @@ def test_reads_go_on_the_stream_answered_by_id_out_of_order():
         assert (await shard.query(qpb.QueryRequest(), sync_rev=0)).header.revision == 100
         assert service.unary_reads == unary, "a read went unary while the stream was open"
         assert shard.state.committed == 100
+        # Reads (a message per read, for older callers) is still served
+        old = shard_pb2_grpc.ShardStub(shard.channels[0]).Reads()
+        await old.write(spb.ReadRequest(id=7, range=spb.RangeRequest(range=_range(b"/old"))))
+        got = await asyncio.wait_for(old.read(), 5.0)
+        assert got.id == 7 and got.range.range.kvs[0].value == b"/old"
+        old.cancel()
         # half-closed (as when a TLS reload replaces it): what it carries is still answered
         stream = shard.reads.slots[0].stream
         late = [await stream.send("range", spb.RangeRequest(range=_range(b"/slow-%d" % i)))

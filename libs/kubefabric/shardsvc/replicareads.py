@@ -1,6 +1,7 @@
-"""kv-router's reads (Range, Query) of a shard service on one Reads stream per replica
-(kubefabric.shardsvc.mux) instead of a unary call each: a message on an open stream costs both
-ends far less CPU than a call.
+"""kv-router's reads (Range, Query) of a shard service on one ReadBatches stream per replica
+(kubefabric.shardsvc.mux, coalesced: the reads waiting to be sent share a message, the answers
+ready together share one) instead of a unary call each: a message on an open stream costs the
+shard service far less CPU than a call.
 
 `ReplicaReads.call` stands in for the unary call wherever kubefabric.shardsvc.replicas makes one
 (round robin reads, hedging, the leader's reads with sync_rev): it answers exactly as the unary
@@ -45,15 +46,23 @@ def rpc_error(code: grpc.StatusCode, message: str) -> grpc.aio.AioRpcError:
 
 class ReadStream(MuxStream):
     """A future's result is the ReadResponse itself (its code, message or result); Lost when
-    the stream broke before the answer."""
+    the stream broke before the answer. On ReadBatches: the reads waiting to be sent go in one
+    message."""
 
-    METHOD = "Reads"
+    METHOD = "ReadBatches"
+    COALESCED = True
 
     class Lost(Exception):
         """The stream broke before this read was answered."""
 
     def request(self, rid: int, field: str, op):
         return spb.ReadRequest(id=rid, **{field: op})
+
+    def batch(self, requests: list):
+        return spb.ReadRequests(requests=requests)
+
+    def answers(self, msg) -> list:
+        return msg.responses
 
     def settle(self, answer: asyncio.Future, msg) -> None:
         answer.set_result(msg)

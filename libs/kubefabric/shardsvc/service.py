@@ -113,15 +113,26 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     # ReadRequest.op -> the unary read it stands for
     STREAM_READS: dict[str, tuple[str, Any]] = {"range": ("Range", read_range), "query": ("Query", read_query)}
 
+    # ReadBatches' messages, for mux.serve: the reads a message carries, the message of answers
+    READS_COALESCED = (lambda msg: msg.requests, lambda answers: spb.ReadResponses(responses=answers))
+
+    async def _stream_read(self, field: str, request):
+        if field not in self.STREAM_READS:
+            raise mux.NO_OPERATION
+        return await self.read(*self.STREAM_READS[field], request)
+
     async def Reads(self, request_iterator, context):
         """Range and Query on one stream (kubefabric.shardsvc.mux), each answered as its unary
         call would be."""
-        async def run(field: str, request):
-            if field not in self.STREAM_READS:
-                raise mux.NO_OPERATION
-            return await self.read(*self.STREAM_READS[field], request)
-        async for answer in self._stream(request_iterator, context, run, spb.ReadResponse, "Reads"):
+        async for answer in self._stream(request_iterator, context, self._stream_read,
+                                         spb.ReadResponse, "Reads"):
             yield answer
+
+    async def ReadBatches(self, request_iterator, context):
+        """Reads with coalesced messages (kubefabric.shardsvc.replicareads)."""
+        async for answers in self._stream(request_iterator, context, self._stream_read,
+                                          spb.ReadResponse, "ReadBatches", self.READS_COALESCED):
+            yield answers
 
     async def _stream(self, request_iterator, context, run, response, name: str, coalesced=None):
         """A mux stream's answers. The initial metadata goes out first: the caller's

@@ -112,6 +112,18 @@ class ReadResponse(_message.Message):
     message: str
     def __init__(self, id: _Optional[int] = ..., range: _Optional[_Union[RangeResponse, _Mapping]] = ..., query: _Optional[_Union[QueryResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
+class ReadRequests(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ReadRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ReadRequest, _Mapping]]] = ...) -> None: ...
+
+class ReadResponses(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[ReadResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[ReadResponse, _Mapping]]] = ...) -> None: ...
+
 class DeleteRangeRequest(_message.Message):
     __slots__ = ("clock", "delete_range")
     CLOCK_FIELD_NUMBER: _ClassVar[int]

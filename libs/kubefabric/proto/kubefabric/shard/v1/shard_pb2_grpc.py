@@ -73,6 +73,11 @@ class ShardStub:
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequest.SerializeToString,
                 response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponse.FromString,
                 _registered_method=True)
+        self.ReadBatches = channel.stream_stream(
+                '/kubefabric.shard.v1.Shard/ReadBatches',
+                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequests.SerializeToString,
+                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponses.FromString,
+                _registered_method=True)
         self.Compact = channel.unary_unary(
                 '/kubefabric.shard.v1.Shard/Compact',
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.CompactRequest.SerializeToString,
@@ -208,6 +213,14 @@ class ShardServicer:
         """Range and Query of one caller on one stream to one replica instead of a call each
         (kv-router's reads): each runs as it arrives and is answered as it completes, matched by id,
         exactly as its unary call would answer (a replica forwards one with sync_rev to the leader).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadBatches(self, request_iterator, context):
+        """Reads with coalesced messages (what kv-router uses; Reads stays for older callers), as
+        WriteBatches is to Writes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -359,6 +372,11 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.Reads,
                     request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequest.FromString,
                     response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponse.SerializeToString,
+            ),
+            'ReadBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReadBatches,
+                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequests.FromString,
+                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponses.SerializeToString,
             ),
             'Compact': grpc.unary_unary_rpc_method_handler(
                     servicer.Compact,
@@ -633,6 +651,33 @@ class Shard:
             '/kubefabric.shard.v1.Shard/Reads',
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequest.SerializeToString,
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kubefabric.shard.v1.Shard/ReadBatches',
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequests.SerializeToString,
+            kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponses.FromString,
             options,
             channel_credentials,
             insecure,
