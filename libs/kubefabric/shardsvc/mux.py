@@ -25,6 +25,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from time import perf_counter
@@ -120,6 +121,10 @@ class MuxStream:
 
     METHOD = ""
     COALESCED = False  # requests go out in `batch` messages, answers come in `answers` ones
+    # COALESCED: send() returns once the request is written (NotSent raised there); False: as
+    # soon as it is queued, its answer failing with NotSent if it could not be written (the
+    # caller's task is then woken once per request, by its answer, instead of twice)
+    AWAIT_SENT = True
 
     def __init__(self, stub, name: str):
         self.stub = stub
@@ -208,6 +213,9 @@ class MuxStream:
         self._outbox.append((self.request(rid, field, op), sent))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(call, self._outbox))
+        if not self.AWAIT_SENT:
+            sent.add_done_callback(functools.partial(_unsent, answer))
+            return answer
         try:
             await sent
         except BaseException:
@@ -299,6 +307,12 @@ class MuxStream:
         if self._flusher is not None:
             self._flusher.cancel()
         self._broken(self._call)
+
+
+def _unsent(answer: asyncio.Future, sent: asyncio.Future) -> None:
+    """AWAIT_SENT False: a request that could not be written fails its answer with NotSent."""
+    if sent.exception() is not None and not answer.done():
+        answer.set_exception(sent.exception())
 
 
 class StreamSlot:

@@ -51,6 +51,7 @@ class ReadStream(MuxStream):
 
     METHOD = "ReadBatches"
     COALESCED = True
+    AWAIT_SENT = False  # measured: -~15 % CPU per routed get against True (bench/README)
 
     class Lost(Exception):
         """The stream broke before this read was answered."""
@@ -107,7 +108,7 @@ class ReplicaReads:
         expiry = asyncio.get_running_loop().call_later(timeout, _expire, answer)
         try:
             msg = await answer
-        except ReadStream.Lost:
+        except (ReadStream.Lost, MuxStream.NotSent):
             return await getattr(stub, method)(request, timeout=timeout)
         except grpc.aio.AioRpcError as err:
             self._counts.count(method, err.code(), started)
