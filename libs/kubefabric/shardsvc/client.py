@@ -6,7 +6,7 @@ Invariants:
   back); the watch hub's feed position is separate (it only advances with the Feed, so progress
   notifications are never ahead of delivered events).
 - Writes go to the replica last known as leader (Put, DeleteRange and Txn on one WriteBatches stream
-  while it is open: kubefabric.shardsvc.leaderwrites); Range and Query go on one Reads stream
+  while it is open: kubefabric.shardsvc.leaderwrites); Range and Query go on one ReadBatches stream
   per replica while it is open (kubefabric.shardsvc.replicareads), any other call is unary. They are retried on another replica only
   when the failure proves nothing was applied (NOT_LEADER, or no connection could be made); any
   other failure reaches the client as it is (etcd's clients decide). A replica that stops answering
