@@ -12,7 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(etcd-server etcd-client postgresql mariadb-server nats-server protobuf-compiler)
+# libprotobuf-dev: protoc's well-known .proto files (google/protobuf/*.proto), which the Rust
+# etcd-client crate's build imports; protobuf-compiler only recommends it
+apt_packages=(etcd-server etcd-client postgresql mariadb-server nats-server protobuf-compiler libprotobuf-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

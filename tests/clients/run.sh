@@ -144,6 +144,8 @@ prepare_rust-etcd-client() {
   export PATH="$PATH:$HOME/.cargo/bin"
   command -v cargo >/dev/null || { echo "cargo is required for $lib" >&2; exit 1; }
   command -v protoc >/dev/null || { echo "protoc is required for $lib: apt-get install protobuf-compiler" >&2; exit 1; }
+  [ -f /usr/include/google/protobuf/descriptor.proto ] ||
+    { echo "protoc's well-known types are required for $lib: apt-get install libprotobuf-dev" >&2; exit 1; }
   if [ ! -f "$src/.ready" ]; then
     rm -rf "$src"; mkdir -p "$src/fetch/src"
     # the crate as published, through cargo's own download (a throwaway package depending on it)
