@@ -94,16 +94,19 @@ class KubeAPIServer:
                            check=True, capture_output=True)
             subprocess.run(["openssl", "rsa", "-in", str(w / "sa.key"), "-pubout",
                             "-out", str(w / "sa.pub")], check=True, capture_output=True)
+        self._write_kubeconfig()
+        if self.aggregation:
+            from .certs import CA
+            self.front_proxy_ca = CA.new("front-proxy-ca", w)
+            self.front_proxy_client = self.front_proxy_ca.issue(FRONT_PROXY_CLIENT, w)
+
+    def _write_kubeconfig(self) -> None:
         self.kubeconfig.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "kf",
             "clusters": [{"name": "kf", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}],
             "users": [{"name": "admin", "user": {"token": self.token}}],
             "contexts": [{"name": "kf", "context": {"cluster": "kf", "user": "admin"}}],
         }))
-        if self.aggregation:
-            from .certs import CA
-            self.front_proxy_ca = CA.new("front-proxy-ca", w)
-            self.front_proxy_client = self.front_proxy_ca.issue(FRONT_PROXY_CLIENT, w)
 
     def argv(self) -> list[str]:
         w = self.workdir
@@ -134,14 +137,26 @@ class KubeAPIServer:
         return argv + self.extra
 
     # -- process ----------------------------------------------------------------------------
-    def start(self, timeout: float = 120) -> float:
-        """Start and wait for /readyz; the seconds it took. Fails with the log's tail if it exits."""
+    def start(self, timeout: float = 120, port_attempts: int = 3) -> float:
+        """Start and wait for /readyz; the seconds it took. Fails with the log's tail if it exits.
+        free_port() only finds a port that was free a moment ago: when another process took it
+        first (kube-apiserver exits with "address already in use"), it starts again on another
+        one, up to `port_attempts` times (url and kubeconfig follow the port)."""
         t0 = time.monotonic()
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as logf:
             self.proc = spawn(self.argv(), stdout=logf, stderr=subprocess.STDOUT,
                               start_new_session=True)
         while True:
             if not self.alive():
+                with self.log_path.open("rb") as logf:
+                    logf.seek(log_start)
+                    port_taken = b"bind: address already in use" in logf.read()
+                if port_taken and port_attempts > 1:
+                    self.port = free_port()
+                    self.url = f"https://127.0.0.1:{self.port}"
+                    self._write_kubeconfig()
+                    return self.start(timeout, port_attempts - 1)
                 raise RuntimeError(f"kube-apiserver exited with {self.proc.returncode}:\n{self.tail()}")
             try:
                 if self.raw("/readyz", timeout=2)[0] == 200:
