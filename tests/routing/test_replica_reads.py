@@ -171,12 +171,6 @@ def test_reads_go_on_the_stream_answered_by_id_out_of_order():
         assert (await shard.query(qpb.QueryRequest(), sync_rev=0)).header.revision == 100
         assert service.unary_reads == unary, "a read went unary while the stream was open"
         assert shard.state.committed == 100
-        # Reads (a message per read, for older callers) is still served
-        old = shard_pb2_grpc.ShardStub(shard.channels[0]).Reads()
-        await old.write(spb.ReadRequest(id=7, range=spb.RangeRequest(range=_range(b"/old"))))
-        got = await asyncio.wait_for(old.read(), 5.0)
-        assert got.id == 7 and got.range.range.kvs[0].value == b"/old"
-        old.cancel()
         # half-closed (as when a TLS reload replaces it): what it carries is still answered
         stream = shard.reads.slots[0].stream
         late = [await stream.send("range", spb.RangeRequest(range=_range(b"/slow-%d" % i)))

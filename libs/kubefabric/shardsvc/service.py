@@ -74,7 +74,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.node = node
         self.is_unavailable = is_unavailable
         self.feeds: set[asyncio.Queue] = set()
-        # set at shutdown: every Writes and Reads stream stops reading, answers what it runs,
+        # set at shutdown: every Writes, WriteBatches and ReadBatches stream stops reading, answers what it runs,
         # and ends
         self.streams_ending = asyncio.Event()
 
@@ -121,15 +121,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
             raise mux.NO_OPERATION
         return await self.read(*self.STREAM_READS[field], request)
 
-    async def Reads(self, request_iterator, context):
-        """Range and Query on one stream (kubefabric.shardsvc.mux), each answered as its unary
-        call would be."""
-        async for answer in self._stream(request_iterator, context, self._stream_read,
-                                         spb.ReadResponse, "Reads"):
-            yield answer
-
     async def ReadBatches(self, request_iterator, context):
-        """Reads with coalesced messages (kubefabric.shardsvc.replicareads)."""
+        """Range and Query on one stream with coalesced messages (kubefabric.shardsvc.mux,
+        replicareads), each answered as its unary call would be."""
         async for answers in self._stream(request_iterator, context, self._stream_read,
                                           spb.ReadResponse, "ReadBatches", self.READS_COALESCED):
             yield answers
@@ -322,7 +316,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 shard.listeners.remove(listener)
 
     def end_streams(self) -> None:
-        """At shutdown, before in-flight requests are waited for: a Writes or Reads stream is
+        """At shutdown, before in-flight requests are waited for: a Writes, WriteBatches or ReadBatches stream is
         one long call, which the server's stop would otherwise wait for until its grace ran out.
         Each ends once its running requests are answered; its caller sends later ones unary,
         which the closed gate refuses as any new call (etcd's 'server stopped')."""

@@ -68,11 +68,6 @@ class ShardStub:
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequests.SerializeToString,
                 response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponses.FromString,
                 _registered_method=True)
-        self.Reads = channel.stream_stream(
-                '/kubefabric.shard.v1.Shard/Reads',
-                request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequest.SerializeToString,
-                response_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponse.FromString,
-                _registered_method=True)
         self.ReadBatches = channel.stream_stream(
                 '/kubefabric.shard.v1.Shard/ReadBatches',
                 request_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequests.SerializeToString,
@@ -209,18 +204,11 @@ class ShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Reads(self, request_iterator, context):
+    def ReadBatches(self, request_iterator, context):
         """Range and Query of one caller on one stream to one replica instead of a call each
         (kv-router's reads): each runs as it arrives and is answered as it completes, matched by id,
-        exactly as its unary call would answer (a replica forwards one with sync_rev to the leader).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReadBatches(self, request_iterator, context):
-        """Reads with coalesced messages (what kv-router uses; Reads stays for older callers), as
-        WriteBatches is to Writes.
+        exactly as its unary call would answer (a replica forwards one with sync_rev to the leader);
+        the reads waiting to be sent travel in one message, the answers ready together in one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -367,11 +355,6 @@ def add_ShardServicer_to_server(servicer, server):
                     servicer.WriteBatches,
                     request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequests.FromString,
                     response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponses.SerializeToString,
-            ),
-            'Reads': grpc.stream_stream_rpc_method_handler(
-                    servicer.Reads,
-                    request_deserializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequest.FromString,
-                    response_serializer=kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponse.SerializeToString,
             ),
             'ReadBatches': grpc.stream_stream_rpc_method_handler(
                     servicer.ReadBatches,
@@ -624,33 +607,6 @@ class Shard:
             '/kubefabric.shard.v1.Shard/WriteBatches',
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteRequests.SerializeToString,
             kubefabric_dot_shard_dot_v1_dot_shard__pb2.WriteResponses.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Reads(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/kubefabric.shard.v1.Shard/Reads',
-            kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadRequest.SerializeToString,
-            kubefabric_dot_shard_dot_v1_dot_shard__pb2.ReadResponse.FromString,
             options,
             channel_credentials,
             insecure,
