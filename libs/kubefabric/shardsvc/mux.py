@@ -1,6 +1,7 @@
 """Requests of one caller multiplexed on one gRPC stream of the Shard API (Writes, WriteBatches,
 ReadBatches) instead of a unary call each: a unary call costs both ends about as much CPU as a
-whole request's handling, a message on an open stream much less. Both ends, and the client's stream lifecycle.
+whole request's handling, a message on an open stream much less. Both ends, and the client's
+stream lifecycle.
 
 The messages of such a stream: a request has an `id` and a oneof `op` whose field names the
 operation; its answer has the same `id` and either the oneof `result` in the same field, or a
