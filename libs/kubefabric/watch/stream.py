@@ -102,6 +102,9 @@ class WatchStream:
         elif kind == "cancel_request":
             self.cancel(req.cancel_request.watch_id)
         elif kind == "progress_request":
+            # as for a create: the answer covers every write acknowledged before the request,
+            # including those another worker committed and the feed has not delivered yet
+            await self.registry.refresh_head()
             self.progress_pending = True
             if self.trust_known:
                 self.progress_known = max(self.progress_known,
