@@ -4,6 +4,8 @@ and a WriteStream as kv-router and `--workers` use it:
 
 - writes sent together travel in fewer messages than writes, and answers ready together come
   back in one message; each caller still gets its own write's answer, errors included;
+- writes that arrive one by one while a message waits for its answers wait for them and share
+  the next message; a write left unanswered holds the next message back HOLD_S, no longer;
 - the old Writes stream (one write per message) is still served, for older callers.
 """
 from __future__ import annotations
@@ -83,6 +85,20 @@ def run(body) -> None:
     asyncio.run(main())
 
 
+def run_stream(body, hold_s: float | None = None, kind: type[WriteStream] = WriteStream) -> None:
+    """run() with an open stream of `kind`: body(stream, core, service)."""
+    async def on_stream(stub, core, service):
+        stream = kind(lambda: stub, "held")
+        if hold_s is not None:
+            stream.HOLD_S = hold_s
+        await stream.open(5.0)
+        try:
+            await body(stream, core, service)
+        finally:
+            stream.close()
+    run(on_stream)
+
+
 def _put(key: bytes) -> spb.PutRequest:
     return spb.PutRequest(put=pb.PutRequest(key=key, value=b"v"))
 
@@ -101,36 +117,56 @@ async def _until(check, timeout: float = 5.0) -> None:
 
 
 def test_writes_sent_together_share_messages_and_each_gets_its_own_answer():
-    async def body(stub, core, service):
-        stream = WriteStream(lambda: stub, "held")
-        await stream.open(5.0)
-        try:
-            keys = [b"/k%d" % rev for rev in range(10, 30)] + [b"/lease"]
-            calls = [asyncio.ensure_future(_outcome(stream.write("put", _put(k)))) for k in keys]
-            await _until(lambda: core.arrived == len(keys))
-            core.gate.set()  # every answer is ready at once
-            got = await asyncio.wait_for(asyncio.gather(*calls), 5.0)
-            assert got == [*range(10, 30), errors.LEASE_NOT_FOUND.message]
-            assert sum(service.carried_in) == len(keys) and sum(service.carried_out) == len(keys)
-            assert len(service.carried_in) < len(keys) / 2, service.carried_in
-            assert len(service.carried_out) < len(keys) / 2, service.carried_out
-            # one at a time: a message each, answered
-            assert await _outcome(stream.write("put", _put(b"/k99"))) == 99
-            assert service.carried_in[-1] == 1 and service.carried_out[-1] == 1
-        finally:
-            stream.close()
-    run(body)
+    async def body(stream, core, service):
+        keys = [b"/k%d" % rev for rev in range(10, 30)] + [b"/lease"]
+        calls = [asyncio.ensure_future(_outcome(stream.write("put", _put(k)))) for k in keys]
+        await _until(lambda: core.arrived == len(keys))
+        core.gate.set()  # every answer is ready at once
+        got = await asyncio.wait_for(asyncio.gather(*calls), 5.0)
+        assert got == [*range(10, 30), errors.LEASE_NOT_FOUND.message]
+        assert sum(service.carried_in) == len(keys) and sum(service.carried_out) == len(keys)
+        assert len(service.carried_in) < len(keys) / 2, service.carried_in
+        assert len(service.carried_out) < len(keys) / 2, service.carried_out
+        # one at a time: a message each, answered
+        assert await _outcome(stream.write("put", _put(b"/k99"))) == 99
+        assert service.carried_in[-1] == 1 and service.carried_out[-1] == 1
+    run_stream(body)
+
+
+def test_writes_arriving_while_a_message_is_answered_share_the_next_one():
+    async def body(stream, core, service):
+        first = asyncio.ensure_future(_outcome(stream.write("put", _put(b"/k10"))))
+        await _until(lambda: core.arrived == 1)  # a lone write goes at once
+        later = []
+        for rev in range(11, 21):  # one by one, each in an event-loop turn of its own
+            later.append(asyncio.ensure_future(_outcome(stream.write("put", _put(b"/k%d" % rev)))))
+            await asyncio.sleep(0.01)
+        assert service.carried_in == [1] and core.arrived == 1  # held back by /k10's message
+        core.gate.set()
+        assert await asyncio.wait_for(asyncio.gather(first, *later), 5.0) == list(range(10, 21))
+        assert service.carried_in == [1, 10], service.carried_in
+    run_stream(body, hold_s=30.0)  # the answer, not the hold's end, lets the next message go
+
+
+def test_a_write_left_unanswered_holds_the_next_message_back_hold_s_only():
+    async def body(stream, core, service):
+        first = asyncio.ensure_future(_outcome(stream.write("put", _put(b"/k10"))))
+        await _until(lambda: core.arrived == 1)
+        started = asyncio.get_running_loop().time()
+        second = asyncio.ensure_future(_outcome(stream.write("put", _put(b"/k11"))))
+        await _until(lambda: core.arrived == 2)  # /k10 still unanswered
+        waited = asyncio.get_running_loop().time() - started
+        assert 0.15 <= waited < 2.0, waited
+        assert service.carried_in == [1, 1]
+        core.gate.set()
+        assert await asyncio.wait_for(asyncio.gather(first, second), 5.0) == [10, 11]
+    run_stream(body, hold_s=0.2)
 
 
 def test_the_single_message_writes_stream_is_still_served():
-    async def body(stub, core, service):
+    async def body(stream, core, service):
         core.gate.set()
-        stream = SingleWrites(lambda: stub, "held")
-        await stream.open(5.0)
-        try:
-            got = await asyncio.wait_for(asyncio.gather(*(_outcome(stream.write("put", _put(b"/k%d" % r)))
-                                                          for r in (5, 6, 7))), 5.0)
-            assert got == [5, 6, 7] and service.carried_in == []
-        finally:
-            stream.close()
-    run(body)
+        got = await asyncio.wait_for(asyncio.gather(*(_outcome(stream.write("put", _put(b"/k%d" % r)))
+                                                      for r in (5, 6, 7))), 5.0)
+        assert got == [5, 6, 7] and service.carried_in == []
+    run_stream(body, kind=SingleWrites)

@@ -17,11 +17,14 @@ Invariants:
   another way); once sent, its answer is whatever the server says, or, when the stream breaks
   first, the stream kind's `lost` outcome.
 - Coalesced streams (a stream kind with `batch`/`answers`, e.g. WriteBatches): the requests
-  waiting to be sent go out in one message (at most one message is being written at a time, and
-  what arrives meanwhile waits for the next), the answers ready together come back in one. Each
+  waiting to be sent go out in one message, the answers ready together come back in one. Each
   request and answer is handled exactly as on a stream of single messages: a message is only a
   carrier (a message per request each way cost each end a completion-queue operation and a
-  poller wake-up per request).
+  poller wake-up per request). The next message is written once fewer than MAX_IN_FLIGHT
+  messages sent in the last HOLD_S wait for an answer: grpc.aio hands a server about one
+  request per event-loop turn, so writing at once sent messages of ~1.07 requests; waiting for
+  the answers in flight lets the requests that arrive meanwhile share the next message. A lone
+  request (nothing in flight) goes at once; a slow request holds the others back HOLD_S at most.
 """
 from __future__ import annotations
 
@@ -126,6 +129,8 @@ class MuxStream:
     # soon as it is queued, its answer failing with NotSent if it could not be written (the
     # caller's task is then woken once per request, by its answer, instead of twice)
     AWAIT_SENT = True
+    MAX_IN_FLIGHT = 1   # COALESCED: messages waiting for an answer before the next one waits
+    HOLD_S = 0.002      # COALESCED: a message unanswered this long no longer holds the next
 
     def __init__(self, stub, name: str):
         self.stub = stub
@@ -139,6 +144,7 @@ class MuxStream:
         # and the task writing them
         self._outbox: list[tuple[Any, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
+        self._flight = _Flight(self.HOLD_S)  # COALESCED: the open stream's messages in flight
 
     class NotSent(Exception):
         """The request could not be sent: it was not applied."""
@@ -230,11 +236,15 @@ class MuxStream:
         a caller that stops waiting never interrupts a message that carries other requests."""
         failed = None
         flight: list = []
+        messages = self._flight
         try:
             async with self._send:
                 while outbox:
+                    if messages.holding >= self.MAX_IN_FLIGHT:
+                        await messages.room(self.MAX_IN_FLIGHT)
                     flight = outbox[:]
                     del outbox[:]
+                    messages.sent([req.id for req, _ in flight])
                     try:
                         await call.write(self.batch([req for req, _ in flight]))
                     except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as err:
@@ -259,9 +269,10 @@ class MuxStream:
 
     def _open(self):
         if self._call is None:
-            self._outbox, self._flusher = [], None  # a flusher of a broken stream keeps its own
+            # a flusher and reader of a broken stream keep their own outbox and flight
+            self._outbox, self._flusher, self._flight = [], None, _Flight(self.HOLD_S)
             self._call, self._waiting = getattr(self.stub(), self.METHOD)(), {}
-            self._reader = asyncio.create_task(self._read(self._call, self._waiting),
+            self._reader = asyncio.create_task(self._read(self._call, self._waiting, self._flight),
                                                name=f"{self.METHOD.lower()}-{self.name}")
         return self._call, self._waiting
 
@@ -270,13 +281,15 @@ class MuxStream:
             self._call = None
             call.cancel()
 
-    async def _read(self, call, waiting: dict[int, asyncio.Future]) -> None:
+    async def _read(self, call, waiting: dict[int, asyncio.Future], messages: _Flight) -> None:
         try:
             while (msg := await call.read()) is not grpc.aio.EOF:
                 for one in (self.answers(msg) if self.COALESCED else (msg,)):
                     answer = waiting.get(one.id)
                     if answer is not None and not answer.done():
                         self.settle(answer, one)
+                if self.COALESCED:
+                    messages.answered(self.answers(msg), self.MAX_IN_FLIGHT)
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as err:
@@ -284,6 +297,7 @@ class MuxStream:
                      err.details() or err.code().name)
         finally:
             self._broken(call)
+            messages.clear()
             for answer in list(waiting.values()):  # sent on this stream, unanswered
                 if not answer.done():
                     self.lost(answer)
@@ -308,6 +322,66 @@ class MuxStream:
         if self._flusher is not None:
             self._flusher.cancel()
         self._broken(self._call)
+
+
+class _Flight:
+    """A coalesced stream's messages that hold the next one back: sent less than `hold_s` ago
+    and not wholly answered (a request whose caller stopped waiting included: the server still
+    answers it)."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+        self.holding = 0
+        # request id -> its message's [requests unanswered (0: released), release timer]
+        self._message_of: dict[int, list] = {}
+        self._room: asyncio.Future | None = None
+
+    def sent(self, ids: list[int]) -> None:
+        message: list = [len(ids), None]
+        message[1] = asyncio.get_running_loop().call_later(self.hold_s, self._release, message)
+        for rid in ids:
+            self._message_of[rid] = message
+        self.holding += 1
+
+    def answered(self, answers, limit: int) -> None:
+        for one in answers:
+            message = self._message_of.pop(one.id, None)
+            if message is not None and message[0] > 0:
+                message[0] -= 1
+                if message[0] == 0:
+                    message[1].cancel()
+                    self.holding -= 1
+        if self.holding < limit:
+            self._wake()
+
+    def _release(self, message: list) -> None:
+        """`message` held the next one back `hold_s`: no longer."""
+        if message[0] > 0:
+            message[0] = 0
+            self.holding -= 1
+            self._wake()
+
+    def clear(self) -> None:
+        """The stream ended: nothing more will be answered."""
+        for message in self._message_of.values():
+            message[0] = 0
+            message[1].cancel()
+        self._message_of.clear()
+        self.holding = 0
+        self._wake()
+
+    async def room(self, limit: int) -> None:
+        """Returns once fewer than `limit` messages hold the next one back."""
+        while self.holding >= limit:
+            self._room = asyncio.get_running_loop().create_future()
+            try:
+                await self._room
+            finally:
+                self._room = None
+
+    def _wake(self) -> None:
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
 
 
 def _unsent(answer: asyncio.Future, sent: asyncio.Future) -> None:
