@@ -3,12 +3,19 @@
 Maintenance.Status with constants (no interceptors, no storage, no revision bookkeeping).
 
     uv run python bench/floor.py --listen 127.0.0.1:2379 [--event-loop uvloop|asyncio] [--stage S]
+    uv run python bench/floor.py --listen 127.0.0.1:2379 --serving sync|sync-bridge [--threads N]
 
 bench/run.py runs it as the server `floor` (uvloop, as `kubefabric serve` by default) and
 `floor-asyncio` (the standard event loop), so every table shows what a call costs grpc.aio
 itself: request parsing, one coroutine per call, response serialisation and HTTP/2 framing.
 The responses are shaped like real ones (a header with cluster/member ids and a revision; a get
 answers with one key-value of the bench's value size) so serialising them costs what ours does.
+
+`--serving` measures other ways to serve the same constants with grpcio (run.py: `floor-sync`,
+`floor-sync-bridge`): `sync` is grpcio's synchronous server (its own polling thread, handlers on
+a pool of `--threads`), `sync-bridge` the same server handing each call to a coroutine on a
+uvloop event loop in another thread and waiting for it, which is what serving KubeFabric's
+asyncio code from the synchronous server would cost (bench/README.md, "Other serving stacks").
 
 `--stage` (run.py: the server `floor+STAGE`) builds the floor with `kubefabric serve`'s pieces
 added one by one, each stage on top of the ones before it (STAGES), to find where the embedded
@@ -19,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import threading
+from concurrent import futures
 
 import grpc
 
@@ -140,14 +149,68 @@ async def serve(listen: str, stage: str | None, data_dir: str) -> None:
     await server.stop(0)
 
 
+class SyncKV(rpc_pb2_grpc.KVServicer):
+    def Range(self, request, context):
+        return RANGE
+
+    def Put(self, request, context):
+        return PUT
+
+
+class BridgedKV(rpc_pb2_grpc.KVServicer):
+    """Each call runs as a coroutine on `loop` (another thread); the pool thread waits for it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.async_kv = KV()
+
+    def Range(self, request, context):
+        return asyncio.run_coroutine_threadsafe(self.async_kv.Range(request, None), self.loop).result()
+
+    def Put(self, request, context):
+        return asyncio.run_coroutine_threadsafe(self.async_kv.Put(request, None), self.loop).result()
+
+
+class SyncMaintenance(rpc_pb2_grpc.MaintenanceServicer):
+    def Status(self, request, context):
+        return STATUS
+
+
+def serve_sync(listen: str, threads: int, bridge: bool) -> None:
+    kv: rpc_pb2_grpc.KVServicer = SyncKV()
+    if bridge:
+        import uvloop
+        loop = uvloop.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="event-loop", daemon=True).start()
+        kv = BridgedKV(loop)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    rpc_pb2_grpc.add_KVServicer_to_server(kv, server)
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(SyncMaintenance(), server)
+    server.add_insecure_port(listen)
+    server.start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.stop(0).wait()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--listen", required=True, help="host:port to serve on")
     p.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument("--stage", choices=STAGES, help="the floor with kubefabric's pieces up to this one")
     p.add_argument("--data-dir", default="data", help="the stages store and router: the shard's directory")
+    p.add_argument("--serving", choices=("aio", "sync", "sync-bridge"), default="aio",
+                   help="aio: grpc.aio on --event-loop (default); sync: grpcio's synchronous server; "
+                        "sync-bridge: the synchronous server running each call on a uvloop loop")
+    p.add_argument("--threads", type=int, default=4, help="sync, sync-bridge: handler threads (default 4)")
     a = p.parse_args()
-    if a.event_loop == "uvloop":
+    if a.serving != "aio":
+        if a.stage:
+            p.error("--stage builds on grpc.aio: it needs --serving aio")
+        serve_sync(a.listen, a.threads, bridge=a.serving == "sync-bridge")
+    elif a.event_loop == "uvloop":
         import uvloop
         uvloop.run(serve(a.listen, a.stage, a.data_dir))
     else:

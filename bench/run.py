@@ -42,8 +42,10 @@ BUILD_SH = "../shared/tools/etcd/build.sh"
 
 ALL_SERVERS = ("etcd", "kine", "kubefabric")  # the default comparison
 # bench/floor.py: a bare grpc.aio server answering Range, Put and Status with constants (uvloop;
-# floor-asyncio: the standard event loop): what each call costs the framework alone
-FLOOR_SERVERS = ("floor", "floor-asyncio")
+# floor-asyncio: the standard event loop): what each call costs the framework alone; floor-sync:
+# grpcio's synchronous server answering the same, floor-sync-bridge: it running each call on a
+# uvloop loop in another thread (bench/floor.py --serving)
+FLOOR_SERVERS = ("floor", "floor-asyncio", "floor-sync", "floor-sync-bridge")
 # floor+STAGE: the floor with kubefabric serve's pieces up to STAGE (bench/floor.py STAGES)
 FLOOR_STAGES = ("options", "make_server", "register", "etcd_unary", "kv", "imports", "settle", "store",
                 "router")
@@ -199,6 +201,8 @@ def server_argv(kind: str, port: int, workdir: Path, bins: Path | None,
     if kind in FLOOR_SERVERS + STAGED_FLOORS:
         args = [str(BENCH / "floor.py"), "--listen", f"127.0.0.1:{port}",
                 "--event-loop", "asyncio" if kind == "floor-asyncio" else "uvloop"]
+        if kind.startswith("floor-sync"):
+            args += ["--serving", kind.removeprefix("floor-")]
         if kind in STAGED_FLOORS:
             args += ["--stage", kind.partition("+")[2]]
         if importlib.util.find_spec("kubefabric") is not None:
@@ -670,7 +674,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", help="workloads, comma-separated (default: all; --backends: put,get)")
     p.add_argument("--servers", help=f"servers, comma-separated (default: {','.join(ALL_SERVERS)}; "
                    f"also {','.join(FLOOR_SERVERS + STACK_KINDS + WORKER_SERVERS)}; floor: bare grpc.aio "
-                   "answering put/get with constants; floor+STAGE: the floor with kubefabric serve's "
+                   "answering put/get with constants (floor-sync: grpcio's synchronous server, "
+                   "floor-sync-bridge: it running each call on a uvloop loop); floor+STAGE: the floor with kubefabric serve's "
                    f"pieces up to STAGE, one of {','.join(FLOOR_STAGES)} (bench/floor.py); "
                    "kubefabric-w2: `kubefabric serve --workers 2`)")
     p.add_argument("--backends", nargs="?", const=",".join(BACKENDS), metavar="LIST",

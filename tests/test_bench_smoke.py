@@ -104,6 +104,19 @@ def test_staged_floors_serve_gets(loadgen, tmp_path):
     assert not bench_run.LIVE, "a server was left running"
 
 
+def test_synchronous_floors_serve_puts_and_gets(loadgen, tmp_path):
+    """`floor-sync` and `floor-sync-bridge` (bench/floor.py --serving): grpcio's synchronous server
+    answers put and get, directly and through a uvloop loop in another thread, and stops cleanly."""
+    results = run_results(tmp_path, "--servers", "floor-sync,floor-sync-bridge", "--only", "put,get",
+                          "--clients", "2", "--duration", "0.5", "--warmup", "0.1")
+    assert [(r["server"], r["workload"]) for r in results] == [
+        ("floor-sync", "put"), ("floor-sync", "get"), ("floor-sync-bridge", "put"),
+        ("floor-sync-bridge", "get")]
+    for r in results:
+        assert "failed" not in r and r["errors"] == 0 and r["ops"] > 0 and r["cpu_us_per_op"] > 0, r
+    assert not bench_run.LIVE, "a server was left running"
+
+
 def test_backends_mode_on_postgres(loadgen, tmp_path, capsys):
     """`run.py --backends kf-pg`: PostgreSQL, a shard service with and without group commit and a
     router in front, all started, measured and removed again (windows of a fraction of a second)."""
