@@ -290,22 +290,36 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                                            compact_rev=shard.state.compact_rev)
             next_rev = max(start, committed + 1)
             yield spb.FeedResponse(committed_rev=committed, compact_rev=shard.state.compact_rev)
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), FEED_HEARTBEAT_S)
-                except asyncio.TimeoutError:
-                    if shard is not self.node.shard or not shard.is_leader:
-                        await context.abort(errors.NOT_LEADER.code, errors.NOT_LEADER.message)
-                    yield spb.FeedResponse(committed_rev=committed, compact_rev=shard.state.compact_rev)
-                    continue
+            ended = False
+            while not ended:
+                if queue.empty():  # (a timeout only when waiting: wait_for costs a task per call)
+                    try:
+                        async with asyncio.timeout(FEED_HEARTBEAT_S):
+                            item = await queue.get()
+                    except TimeoutError:
+                        if shard is not self.node.shard or not shard.is_leader:
+                            await context.abort(errors.NOT_LEADER.code, errors.NOT_LEADER.message)
+                        yield spb.FeedResponse(committed_rev=committed, compact_rev=shard.state.compact_rev)
+                        continue
+                else:
+                    item = queue.get_nowait()
                 if item is None:
                     return
                 if queue.qsize() > FEED_MAX_BACKLOG:
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                         "kubefabric: feed consumer too slow; resubscribe from its last revision")
-                published, committed = item
+                # the commits queued while the previous message was written go out together, in
+                # revision order (each listener call's list is shared: never extended in place)
+                batches, committed = [item[0]], item[1]
+                while not queue.empty():
+                    more = queue.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    batches.append(more[0])
+                    committed = more[1]
                 commits = [tracing.traced_commit(rev, events, spb.HistoryResponse)
-                           for rev, events in published if rev >= next_rev]
+                           for published in batches for rev, events in published if rev >= next_rev]
                 if commits:
                     next_rev = commits[-1].rev + 1
                 yield spb.FeedResponse(commits=commits, committed_rev=committed,
