@@ -45,14 +45,15 @@ async def keep_writing(shard, rng: random.Random, stop: asyncio.Event, latencies
 def test_backfill_under_write_load(store_factory, monkeypatch, say):
     monkeypatch.setattr(maintain, "BACKFILL_BATCH", 40)  # many steps, many interleavings
     maintain.index_ready.clear()  # (a process-wide gauge: earlier tests' shards set it)
-    # The backfill starts only once a query has seen the range unindexed (or after 10 s): on a
-    # loaded CI machine the whole backfill could otherwise finish before the first query runs.
+    # The backfill starts only once a query has seen the range unindexed (or after 60 s): on a
+    # loaded CI machine the whole backfill could otherwise finish before the first query runs
+    # (CI once, at load 5 on PostgreSQL, with a 10 s gate: no query saw it building).
     seen_building = None
     original = maintain.ShardIndex._backfill
 
     async def gated_backfill(self, shard, rule_id):
         try:
-            await asyncio.wait_for(seen_building.wait(), 10)
+            await asyncio.wait_for(seen_building.wait(), 60)
         except asyncio.TimeoutError:
             pass  # a query never saw the range unindexed: the assertion below says so
         await original(self, shard, rule_id)
