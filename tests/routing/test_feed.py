@@ -1,7 +1,7 @@
 """The Shard API's Feed (kubefabric.shardsvc.service) against a real `backend-sqlite` replica:
 commits queued while the feed's previous message was being written (a subscriber that reads
-slowly) go out together in one message, still in revision order, each exactly once, with the
-closed revision of the newest."""
+slowly) go out together in one message, up to about FEED_MESSAGE_BYTES, still in revision order,
+each exactly once, with the closed revision of the newest."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +12,7 @@ from harness.servers import start_shard
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
+from kubefabric.shardsvc.service import FEED_MESSAGE_BYTES
 
 PUTS = 40
 VALUE = b"v" * (512 << 10)  # a few of them fill the stream's flow-control window
@@ -48,6 +49,8 @@ def test_commits_queued_behind_a_slow_reader_go_out_together_in_order(tmp_path):
         carried = [len(m.commits) for m in messages if m.commits]
         assert max(carried) > 1, carried  # what queued went out together
         assert len(carried) < PUTS, carried
+        # merging stops once a message reaches FEED_MESSAGE_BYTES: one commit more at most
+        assert all(m.ByteSize() < FEED_MESSAGE_BYTES + len(VALUE) + 4096 for m in messages), carried
 
     try:
         asyncio.run(main())

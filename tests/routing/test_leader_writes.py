@@ -4,6 +4,8 @@ through RemoteShard against real `backend-sqlite` replicas:
 - once the stream to the leader is open, Put/DeleteRange/Txn go on it (the unary path is
   refused during those writes, so a write that went unary fails the test); writes pipelined on
   the stream are applied in the order sent, concurrent callers each see their own order;
+- concurrent writes of 1 MiB each, more than one message of the shard service's size limit
+  (--max-request-bytes) could carry, all succeed on the stream;
 - a stream that breaks leaves writes going unary until a new one is open;
 - a write on the stream while the leader is killed fails with etcd's "request timed out,
   possibly due to previous leader failure" (not a hang), the next write succeeds on the new
@@ -150,6 +152,22 @@ def _leader(replicas, timeout: float = 20.0) -> int:
                 return i
         time.sleep(0.05)
     raise AssertionError("no replica became leader")
+
+
+def test_concurrent_large_writes_all_succeed_on_the_stream(tmp_path):
+    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}")
+
+    async def body(shard):
+        guard = UnaryGuard(shard)
+        await wait_stream(shard, 0)
+        guard.refuse = True
+        big = b"x" * (1 << 20)
+        puts = await asyncio.gather(*(shard.put(pb.PutRequest(key=b"/big%d" % i, value=big))
+                                      for i in range(6)))
+        assert len({p.header.revision for p in puts}) == 6, puts  # six commits, none failed
+        got = await shard.range(pb.RangeRequest(key=b"/big", range_end=b"/bih", keys_only=True))
+        assert got.count == 6, got
+    run_on([server], body)
 
 
 def test_a_write_on_the_stream_when_the_leader_is_killed(tmp_path):

@@ -163,6 +163,20 @@ def test_a_write_left_unanswered_holds_the_next_message_back_hold_s_only():
     run_stream(body, hold_s=0.2)
 
 
+def test_large_writes_sent_together_are_split_into_messages_the_server_accepts():
+    """The service refuses a message over its limit (grpc.aio's default 4 MiB here, the shard
+    service's --max-request-bytes there); writes that would not fit one message share several."""
+    async def body(stream, core, service):
+        core.gate.set()
+        big = b"x" * (1 << 20)
+        calls = [stream.write("put", spb.PutRequest(put=pb.PutRequest(key=b"/k%d" % rev, value=big)))
+                 for rev in range(10, 16)]
+        got = await asyncio.wait_for(asyncio.gather(*map(_outcome, calls)), 10.0)
+        assert got == list(range(10, 16)), got
+        assert sum(service.carried_in) == 6 and max(service.carried_in) <= 2, service.carried_in
+    run_stream(body)
+
+
 def test_the_single_message_writes_stream_is_still_served():
     async def body(stream, core, service):
         core.gate.set()

@@ -25,6 +25,9 @@ Invariants:
   request per event-loop turn, so writing at once sent messages of ~1.07 requests; waiting for
   the answers in flight lets the requests that arrive meanwhile share the next message. A lone
   request (nothing in flight) goes at once; a slow request holds the others back HOLD_S at most.
+  A message carries requests up to MESSAGE_BYTES (one larger request goes alone): the server
+  refuses a message over its limit (the shard service's --max-request-bytes, 1.5 MiB by
+  default), which would fail every request in it.
 """
 from __future__ import annotations
 
@@ -131,6 +134,7 @@ class MuxStream:
     AWAIT_SENT = True
     MAX_IN_FLIGHT = 1   # COALESCED: messages waiting for an answer before the next one waits
     HOLD_S = 0.002      # COALESCED: a message unanswered this long no longer holds the next
+    MESSAGE_BYTES = 1 << 20  # COALESCED: requests that share a message, at most this much
 
     def __init__(self, stub, name: str):
         self.stub = stub
@@ -242,8 +246,8 @@ class MuxStream:
                 while outbox:
                     if messages.holding >= self.MAX_IN_FLIGHT:
                         await messages.room(self.MAX_IN_FLIGHT)
-                    flight = outbox[:]
-                    del outbox[:]
+                    flight = _first(outbox, self.MESSAGE_BYTES)
+                    del outbox[:len(flight)]
                     messages.sent([req.id for req, _ in flight])
                     try:
                         await call.write(self.batch([req for req, _ in flight]))
@@ -382,6 +386,16 @@ class _Flight:
     def _wake(self) -> None:
         if self._room is not None and not self._room.done():
             self._room.set_result(None)
+
+
+def _first(outbox: list, limit: int) -> list:
+    """The first requests of `outbox` (request, sent) that fit `limit` bytes; at least one."""
+    size = 0
+    for n, (req, _) in enumerate(outbox):
+        size += req.ByteSize()
+        if size > limit and n:
+            return outbox[:n]
+    return outbox[:]
 
 
 def _unsent(answer: asyncio.Future, sent: asyncio.Future) -> None:

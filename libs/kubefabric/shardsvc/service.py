@@ -34,6 +34,7 @@ log = logging.getLogger("kubefabric.shard.service")
 
 FEED_HEARTBEAT_S = 0.1      # DESIGN §5: idle shards publish their closed revision
 FEED_MAX_BACKLOG = 10_000   # commits queued for one slow feed before it is cut (it resumes)
+FEED_MESSAGE_BYTES = 1 << 20  # queued commits merge into one Feed message up to about this size
 
 
 def on_leader(method):
@@ -309,17 +310,19 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                         "kubefabric: feed consumer too slow; resubscribe from its last revision")
                 # the commits queued while the previous message was written go out together, in
-                # revision order (each listener call's list is shared: never extended in place)
-                batches, committed = [item[0]], item[1]
-                while not queue.empty():
+                # revision order, up to about FEED_MESSAGE_BYTES a message
+                published, committed = item
+                commits = _feed_commits(published, next_rev)
+                size = sum(c.ByteSize() for c in commits)
+                while size < FEED_MESSAGE_BYTES and not queue.empty():
                     more = queue.get_nowait()
                     if more is None:
                         ended = True
                         break
-                    batches.append(more[0])
-                    committed = more[1]
-                commits = [tracing.traced_commit(rev, events, spb.HistoryResponse)
-                           for published in batches for rev, events in published if rev >= next_rev]
+                    published, committed = more
+                    added = _feed_commits(published, next_rev)
+                    size += sum(c.ByteSize() for c in added)
+                    commits += added
                 if commits:
                     next_rev = commits[-1].rev + 1
                 yield spb.FeedResponse(commits=commits, committed_rev=committed,
@@ -339,3 +342,9 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     def close_feeds(self) -> None:
         for queue in list(self.feeds):
             queue.put_nowait(None)
+
+
+def _feed_commits(published, next_rev: int) -> list:
+    """A listener call's commits (revision, events) at or after `next_rev`, as Feed messages'."""
+    return [tracing.traced_commit(rev, events, spb.HistoryResponse)
+            for rev, events in published if rev >= next_rev]
