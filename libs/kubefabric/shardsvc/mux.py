@@ -148,7 +148,8 @@ class MuxStream:
         # and the task writing them
         self._outbox: list[tuple[Any, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
-        self._flight = _Flight(self.HOLD_S)  # COALESCED: the open stream's messages in flight
+        # COALESCED: the open stream's messages in flight
+        self._flight = _Flight(self.HOLD_S, self.MAX_IN_FLIGHT)
 
     class NotSent(Exception):
         """The request could not be sent: it was not applied."""
@@ -244,8 +245,8 @@ class MuxStream:
         try:
             async with self._send:
                 while outbox:
-                    if messages.holding >= self.MAX_IN_FLIGHT:
-                        await messages.room(self.MAX_IN_FLIGHT)
+                    if messages.full:
+                        await messages.room()
                     flight = _first(outbox, self.MESSAGE_BYTES)
                     del outbox[:len(flight)]
                     messages.sent([req.id for req, _ in flight])
@@ -274,7 +275,8 @@ class MuxStream:
     def _open(self):
         if self._call is None:
             # a flusher and reader of a broken stream keep their own outbox and flight
-            self._outbox, self._flusher, self._flight = [], None, _Flight(self.HOLD_S)
+            self._outbox, self._flusher = [], None
+            self._flight = _Flight(self.HOLD_S, self.MAX_IN_FLIGHT)
             self._call, self._waiting = getattr(self.stub(), self.METHOD)(), {}
             self._reader = asyncio.create_task(self._read(self._call, self._waiting, self._flight),
                                                name=f"{self.METHOD.lower()}-{self.name}")
@@ -293,7 +295,7 @@ class MuxStream:
                     if answer is not None and not answer.done():
                         self.settle(answer, one)
                 if self.COALESCED:
-                    messages.answered(self.answers(msg), self.MAX_IN_FLIGHT)
+                    messages.answered(self.answers(msg))
         except asyncio.CancelledError:
             raise
         except grpc.aio.AioRpcError as err:
@@ -333,8 +335,9 @@ class _Flight:
     and not wholly answered (a request whose caller stopped waiting included: the server still
     answers it)."""
 
-    def __init__(self, hold_s: float) -> None:
+    def __init__(self, hold_s: float, limit: int) -> None:
         self.hold_s = hold_s
+        self.limit = limit  # messages holding the next one back: the next waits
         self.holding = 0
         # request id -> its message's [requests unanswered (0: released), release timer]
         self._message_of: dict[int, list] = {}
@@ -347,7 +350,11 @@ class _Flight:
             self._message_of[rid] = message
         self.holding += 1
 
-    def answered(self, answers, limit: int) -> None:
+    @property
+    def full(self) -> bool:
+        return self.holding >= self.limit
+
+    def answered(self, answers) -> None:
         for one in answers:
             message = self._message_of.pop(one.id, None)
             if message is not None and message[0] > 0:
@@ -355,7 +362,7 @@ class _Flight:
                 if message[0] == 0:
                     message[1].cancel()
                     self.holding -= 1
-        if self.holding < limit:
+        if not self.full:
             self._wake()
 
     def _release(self, message: list) -> None:
@@ -374,9 +381,9 @@ class _Flight:
         self.holding = 0
         self._wake()
 
-    async def room(self, limit: int) -> None:
+    async def room(self) -> None:
         """Returns once fewer than `limit` messages hold the next one back."""
-        while self.holding >= limit:
+        while self.full:
             self._room = asyncio.get_running_loop().create_future()
             try:
                 await self._room

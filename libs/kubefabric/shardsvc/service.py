@@ -75,8 +75,8 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         self.node = node
         self.is_unavailable = is_unavailable
         self.feeds: set[asyncio.Queue] = set()
-        # set at shutdown: every Writes, WriteBatches and ReadBatches stream stops reading, answers what it runs,
-        # and ends
+        # set at shutdown: every Writes, WriteBatches and ReadBatches stream stops reading,
+        # answers what it runs, and ends
         self.streams_ending = asyncio.Event()
 
     async def forward(self, name: str, request):
@@ -333,10 +333,11 @@ class ShardService(shard_pb2_grpc.ShardServicer):
                 shard.listeners.remove(listener)
 
     def end_streams(self) -> None:
-        """At shutdown, before in-flight requests are waited for: a Writes, WriteBatches or ReadBatches stream is
-        one long call, which the server's stop would otherwise wait for until its grace ran out.
-        Each ends once its running requests are answered; its caller sends later ones unary,
-        which the closed gate refuses as any new call (etcd's 'server stopped')."""
+        """At shutdown, before in-flight requests are waited for: a Writes, WriteBatches or
+        ReadBatches stream is one long call, which the server's stop would otherwise wait for
+        until its grace ran out. Each ends once its running requests are answered; its caller
+        sends later ones unary, which the closed gate refuses as any new call (etcd's 'server
+        stopped')."""
         self.streams_ending.set()
 
     def close_feeds(self) -> None:
