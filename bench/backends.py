@@ -44,6 +44,8 @@ NOGC = "-nogc"
 DATABASES = {"kf-sqlite-svc": "sqlite", "kf-pg": "postgres", "kf-mysql": "mariadb"}
 SHARD_COMMANDS = {"sqlite": "backend-sqlite", "postgres": "backend-pg", "mariadb": "backend-mysql"}
 KINDS = tuple(k + s for k in DATABASES for s in ("", NOGC)) + ("kf-hub",)
+# every shard service opens its batch lane, as deploy/ has them (kubefabric.shardsvc.lane)
+LANE = ("--lane-address", "127.0.0.1:0")
 DB_SERVERS = {"postgres": None, "mariadb": None}  # the running database servers, by kind
 
 _names = itertools.count()
@@ -223,7 +225,7 @@ def start_stack(kind: str, live: list, ready_timeout: float = 60.0,
     dsn, stack.database = fresh_dsn(db, workdir)
     shard_port, client_port = free_port(), free_port()
     shard = spawn("shard", [SHARD_COMMANDS[db], "--dsn", dsn, "--listen-address", f"127.0.0.1:{shard_port}",
-                            "--group-commit", str(group_commit).lower(), *shard_args], shard_port, workdir)
+                            *LANE, "--group-commit", str(group_commit).lower(), *shard_args], shard_port, workdir)
     stack.procs.append(shard)
     wait_shard_ready(shard, ready_timeout)
     router = spawn("router", ["serve", "--listen-client-urls", f"http://127.0.0.1:{client_port}",
@@ -269,7 +271,7 @@ def start_sharded(n: int, live: list, ready_timeout: float = 60.0, db: str = "sq
             stack.databases.append(database)
         port = free_port()
         shard = spawn(f"shard-s{i}", [SHARD_COMMANDS[db], "--dsn", dsn, "--name", f"s{i}",
-                                      "--listen-address", f"127.0.0.1:{port}"], port, workdir)
+                                      "--listen-address", f"127.0.0.1:{port}", *LANE], port, workdir)
         stack.procs.append(shard)
         shards.append(shard)
     for shard in shards:  # started together, waited for together: n shards start in about the time of one
@@ -303,7 +305,7 @@ def start_hub_stack(live: list, ready_timeout: float = 60.0, kind: str = "kf-hub
     wait_nats_ready(nats, ready_timeout)
     nats_url = f"nats://{nats.endpoint}"
     shard = spawn("shard", ["backend-sqlite", "--name", "default", "--dsn", f"sqlite://{workdir / 'shard'}",
-                            "--listen-address", f"127.0.0.1:{shard_port}", "--nats-url", nats_url],
+                            "--listen-address", f"127.0.0.1:{shard_port}", *LANE, "--nats-url", nats_url],
                   shard_port, workdir)
     stack.procs.append(shard)
     wait_shard_ready(shard, ready_timeout)

@@ -57,6 +57,11 @@ SHARD_NAMES = itertools.count()  # hub-target shards: unique per session (NATS d
 # the default lease is tested in tests/shard and tests/robustness. Flags the test gives come
 # after these and win.
 SOLE_REPLICA_FLAGS = ["--leader-lease", "5s"]
+# The router's reads and writes reach the "postgres" and "mariadb" targets' shard service (and
+# the topology's PostgreSQL shard) on its batch lane (kubefabric.shardsvc.lane), as deploy/ runs
+# them; "sqlite", "hub" and the topology's MariaDB shard on gRPC streams: both carriers are
+# judged by the same differential tests.
+LANE = ["--lane-address", "127.0.0.1:0"]
 DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS",
                                            "embedded,workers,postgres,mariadb,topology,hub")
                 .split(",") if t]
@@ -111,7 +116,8 @@ def server_factory(tmp_path, request):
         """kv-router on THREE_SHARDS: embedded SQLite (default), PostgreSQL (tenant-a pods),
         MariaDB (events)."""
         d = workdir("topology")
-        tenants = start_shard(d, "postgres", database("postgres"), sole_replica(extra), name="tenants")
+        tenants = start_shard(d, "postgres", database("postgres"), [*LANE, *sole_replica(extra)],
+                              name="tenants")
         started.append(tenants)
         events = start_shard(d, "mariadb", database("mariadb"), sole_replica(extra), name="events")
         started.append(events)
@@ -131,7 +137,8 @@ def server_factory(tmp_path, request):
             dsn = f"sqlite://{d / 'shard'}"
         else:
             dsn = database(backend)
-        shard = start_shard(d, backend, dsn, sole_replica(extra))
+        lane = LANE if backend in ("postgres", "mariadb") else []
+        shard = start_shard(d, backend, dsn, [*lane, *sole_replica(extra)])
         started.append(shard)
         router = start_router(d, [shard], extra)
         started.append(router)

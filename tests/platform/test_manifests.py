@@ -556,6 +556,7 @@ def _reachable_from_outside(objs: list[dict], labels: dict) -> set[tuple[str, in
 
 EXPECTED_FLOWS = {  # (from, to, port): DESIGN §1
     ("kv-router", "backend-pg", 2391), ("kv-router", "backend-mysql", 2392),
+    ("kv-router", "backend-pg", 2393), ("kv-router", "backend-mysql", 2394),  # batch lanes
     ("backend-pg", "backend-pg", 2391), ("backend-mysql", "backend-mysql", 2392),  # forwarded writes
     ("backend-pg", "postgresql", 5432), ("backend-mysql", "mariadb", 3306),
     ("backend-pg", "nats", 4222), ("backend-mysql", "nats", 4222),

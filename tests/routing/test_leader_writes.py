@@ -10,11 +10,13 @@ through RemoteShard against real `backend-sqlite` replicas:
 - a write on the stream while the leader is killed fails with etcd's "request timed out,
   possibly due to previous leader failure" (not a hang), the next write succeeds on the new
   leader, and writes then go on a stream to it.
+Each on both carriers: a gRPC stream, and the batch lane (the service with --lane-address).
 """
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 
 import grpc
@@ -25,9 +27,25 @@ from kubefabric.etcd.errors import EtcdError
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.shardsvc.client import KV_WRITE_METHODS, RemoteShard
+from kubefabric.shardsvc.lane import LaneStub
 from kubefabric.shardsvc.replicas import LEADER_FAILED
 
 UNARY_WRITES = frozenset(KV_WRITE_METHODS.values())
+
+
+CARRIER = "grpc"  # the streams' carrier in this test: a gRPC stream, or the batch lane
+
+
+@pytest.fixture(autouse=True, params=["grpc", "lane"])
+def carrier(request, monkeypatch):
+    """Every test runs with the Writes stream on gRPC and on the batch lane (the shard service
+    with --lane-address): the writes' outcomes must not depend on the carrier."""
+    monkeypatch.setattr(sys.modules[__name__], "CARRIER", request.param)
+
+
+def shard_args(extra: list[str] | None = None) -> list[str]:
+    lane = ["--lane-address", "127.0.0.1:0"] if CARRIER == "lane" else []
+    return [*lane, *(extra or [])]
 
 
 class UnaryGuard:
@@ -54,6 +72,8 @@ async def wait_stream(shard: RemoteShard, target: int, timeout: float = 10.0):
     while time.monotonic() < deadline:
         stream = lw.slot.stream
         if stream is not None and stream.is_open and lw.slot.stub is shard.stubs[target]:
+            on_lane = isinstance(stream.stub(), LaneStub)
+            assert on_lane == (CARRIER == "lane"), f"the stream is on the wrong carrier ({CARRIER})"
             return stream
         await shard.put(pb.PutRequest(key=b"/wait", value=b"%d" % i))
         i += 1
@@ -85,7 +105,7 @@ def _put(key: bytes, value: bytes) -> spb.PutRequest:
 
 
 def test_writes_on_the_stream_keep_order_and_fall_back(tmp_path):
-    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}")
+    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}", shard_args())
 
     async def body(shard):
         guard = UnaryGuard(shard)
@@ -155,7 +175,7 @@ def _leader(replicas, timeout: float = 20.0) -> int:
 
 
 def test_concurrent_large_writes_all_succeed_on_the_stream(tmp_path):
-    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}")
+    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}", shard_args())
 
     async def body(shard):
         guard = UnaryGuard(shard)
@@ -173,7 +193,7 @@ def test_concurrent_large_writes_all_succeed_on_the_stream(tmp_path):
 def test_a_write_on_the_stream_when_the_leader_is_killed(tmp_path):
     dsn = f"sqlite://{tmp_path / 'db'}"
     lease = ["--leader-lease", "2s"]
-    replicas = [start_shard(tmp_path, "sqlite", dsn, lease, name=f"replica{i}") for i in range(2)]
+    replicas = [start_shard(tmp_path, "sqlite", dsn, shard_args(lease), name=f"replica{i}") for i in range(2)]
 
     async def body(shard):
         guard = UnaryGuard(shard)
@@ -222,7 +242,8 @@ def test_a_stopping_shard_service_ends_the_writes_stream(tmp_path):
     """A router's Writes stream is one long call: SIGTERM on the shard service ends it (its
     running writes answered) instead of the service waiting for it until its grace ran out and
     being killed."""
-    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}", ["--shutdown-grace", "30s"])
+    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}",
+                         shard_args(["--shutdown-grace", "30s"]))
 
     async def body(shard):
         stream = await wait_stream(shard, 0)

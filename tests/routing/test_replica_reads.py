@@ -15,10 +15,12 @@ real ShardService served in-process over a stand-in shard core whose reads the t
   DEADLINE_EXCEEDED; the service's shutdown (end_streams) ends the stream once its running reads
   are answered;
 - with two replicas, a read left unanswered on one replica's stream is hedged to the other's.
+Each on both carriers: a gRPC stream, and the batch lane the service advertises in its Status.
 """
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from types import SimpleNamespace
 
@@ -33,7 +35,18 @@ from kubefabric.proto.mvccpb import kv_pb2
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.shardsvc.client import RemoteShard
+from kubefabric.shardsvc.lane import LaneServer, LaneStub
 from kubefabric.shardsvc.service import ShardService
+
+
+CARRIER = "grpc"  # the streams' carrier in this test: a gRPC stream, or the batch lane
+
+
+@pytest.fixture(autouse=True, params=["grpc", "lane"])
+def carrier(request, monkeypatch):
+    """Every test runs with the stream on gRPC and on the batch lane (kubefabric.shardsvc.lane):
+    the reads' outcomes must not depend on the carrier."""
+    monkeypatch.setattr(sys.modules[__name__], "CARRIER", request.param)
 
 
 class Unreachable(Exception):
@@ -87,14 +100,15 @@ class CountingService(ShardService):
         self.unary_reads = 0
         self.read_messages = self.stream_reads = 0
 
-    async def ReadBatches(self, request_iterator, context):
-        async def counted():
-            async for msg in request_iterator:
-                self.read_messages += 1
-                self.stream_reads += len(msg.requests)
-                yield msg
-        async for answers in ShardService.ReadBatches(self, counted(), context):
-            yield answers
+    def stream_kind(self, name: str):
+        """The ReadBatches messages counted, on gRPC and on the lane alike."""
+        request_type, run, response, failure, (requests_of, message_of) = super().stream_kind(name)
+
+        def counted(msg):
+            self.read_messages += 1
+            self.stream_reads += len(msg.requests)
+            return requests_of(msg)
+        return request_type, run, response, failure, (counted, message_of)
 
     async def Range(self, request, context):
         self.unary_reads += 1
@@ -115,6 +129,9 @@ async def serve_replica(rev: int):
     shard_pb2_grpc.add_ShardServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    if CARRIER == "lane":
+        service.lane_server = LaneServer(service, 1 << 22)
+        service.lane = await service.lane_server.start("127.0.0.1:0")
     return server, service, f"127.0.0.1:{port}"
 
 
@@ -124,6 +141,8 @@ async def open_stream(shard: RemoteShard, target: int, timeout: float = 5.0):
     while time.monotonic() < deadline:
         slot = shard.reads.slots.get(target)
         if slot is not None and slot.stream is not None and slot.stream.is_open:
+            on_lane = isinstance(slot.stream.stub(), LaneStub)
+            assert on_lane == (CARRIER == "lane"), f"the stream is on the wrong carrier ({CARRIER})"
             return slot.stream
         await shard.reads.call(target, "Range", spb.RangeRequest(range=pb.RangeRequest(key=b"/w")), 5.0)
         await asyncio.sleep(0.02)
@@ -140,7 +159,9 @@ def run(body, replicas: int = 1) -> None:
             await body(shard, [service for _, service, _ in served])
         finally:
             await shard.close()
-            for server, _, _ in served:
+            for server, service, _ in served:
+                if CARRIER == "lane":
+                    await service.lane_server.stop(0)
                 await server.stop(0)
     asyncio.run(main())
 

@@ -36,6 +36,7 @@ from kubefabric.shard.state import ShardState
 from kubefabric.telemetry import instrument_shard_stub, tracing
 from kubefabric.tls import ClientTLS, TLSError
 
+from .lane import lane_stub
 from .leaderwrites import LeaderWrites
 from .replicareads import ReplicaReads
 from .replicas import LEADER_FAILED, LeaderChanged, Replicas
@@ -151,6 +152,18 @@ class RemoteShard:
                 if status.role == "leader":
                     self.leader = i
         return found, errors_seen
+
+    async def lane_of(self, target: int, stub):
+        """The batch lane of replica `target` (a lane.LaneStub) when its Status advertises one
+        and this router reaches its shards in plaintext (the lane has no TLS); None otherwise:
+        its streams go on gRPC."""
+        if self.tls is not None:
+            return None
+        try:
+            status = await stub.Status(spb.StatusRequest(), timeout=2.0)
+        except grpc.aio.AioRpcError:
+            return None
+        return lane_stub(self.endpoints[target], status.lane)
 
     def _connect(self) -> None:
         """New channels from the TLS files as they are now; calls on the old ones finish there."""

@@ -52,7 +52,8 @@ class LeaderWrites:
 
     def __init__(self, shard):
         self.shard = shard
-        self.slot = StreamSlot(WriteStream, shard.name, REOPEN_S, OPEN_TIMEOUT_S, CALL_TIMEOUT_S)
+        self.slot = StreamSlot(WriteStream, shard.name, REOPEN_S, OPEN_TIMEOUT_S, CALL_TIMEOUT_S,
+                               shard.lane_of)
         self._counts = CallCounts(shard.name)
 
     async def write(self, field: str, request):

@@ -20,9 +20,11 @@ from kubefabric.lifecycle import settle_heap, until_terminated
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 from kubefabric.rpc.handlers import GATE
 from kubefabric.rpc.server import LIVENESS, listen, make_server
+from kubefabric.rpc.startup import StartupError
 from kubefabric.tls import CertificateReloader, ClientTLS, TLSSettings, check_files
 from kubefabric.tls.nats import NatsTLS
 
+from .lane import LaneServer
 from .node import ShardNode
 from .service import ShardService
 
@@ -49,6 +51,16 @@ async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of, index_rules: 
         credentials = CertificateReloader(tls).credentials()
         node.peer_tls = ClientTLS(args.trusted_ca_file, args.cert_file, args.key_file)
     await listen(server, [(args.listen_address, credentials)], "--listen-address")
+    lane = None
+    if args.lane_address:
+        lane = LaneServer(service, args.max_request_bytes)
+        try:
+            service.lane = await lane.start(args.lane_address)
+        except OSError as err:
+            raise StartupError(f"--lane-address: cannot listen on {args.lane_address}: "
+                               f"{err.strerror or err}") from None
+        log.info("shard %s: batch lane on %s (advertised as %s)", args.name, args.lane_address,
+                 service.lane)
 
     async def set_health(role: str) -> None:  # noqa: E306
         await health.mark(READINESS, serving=role in ("leader", "replica"))
@@ -79,6 +91,8 @@ async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of, index_rules: 
     service.end_streams()
     await GATE.drain(args.shutdown_grace)
     service.close_feeds()
+    if lane is not None:
+        await lane.stop(args.shutdown_grace)
     await server.stop(args.shutdown_grace)
     await node.stop()
     log.info("stopped")

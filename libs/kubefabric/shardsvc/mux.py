@@ -420,8 +420,12 @@ class StreamSlot:
     open: the server's handler answered its initial metadata). A stream replaced by another is
     half-closed: what it carries is still answered; it is cut after `retire_s`."""
 
-    def __init__(self, kind, name: str, reopen_s: float, open_timeout_s: float, retire_s: float):
+    def __init__(self, kind, name: str, reopen_s: float, open_timeout_s: float, retire_s: float,
+                 lane_of: Callable | None = None):
+        """lane_of(target, stub): awaitable of the replica's batch lane (a lane.LaneStub the
+        stream then uses instead of `stub`), or None (the stream goes on gRPC)."""
         self.kind = kind
+        self.lane_of = lane_of
         self.name = name              # the shard's, for logs and stream names
         self.reopen_s, self.open_timeout_s, self.retire_s = reopen_s, open_timeout_s, retire_s
         self.stream: MuxStream | None = None   # open or opening, to `stub`
@@ -456,8 +460,14 @@ class StreamSlot:
         self._open_task = asyncio.ensure_future(self._open(target, stub))
 
     async def _open(self, target: int, stub) -> None:
-        stream = self.kind(lambda: stub, f"{self.name}/{target}")
-        what = f"shard {self.name}: {stream.METHOD} stream to replica {target}"
+        try:
+            lane = await self.lane_of(target, stub) if self.lane_of is not None else None
+        except BaseException:
+            self._open_task = None
+            raise
+        stream = self.kind(lambda: lane or stub, f"{self.name}/{target}")
+        what = (f"shard {self.name}: {stream.METHOD} stream to replica {target}"
+                f"{f' on its lane {lane.address}' if lane else ''}")
         try:
             await stream.open(self.open_timeout_s)
         except (grpc.aio.AioRpcError, TimeoutError, ConnectionError) as err:

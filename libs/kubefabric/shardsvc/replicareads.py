@@ -96,7 +96,7 @@ class ReplicaReads:
         slot = self.slots.get(target)
         if slot is None:
             slot = self.slots[target] = StreamSlot(ReadStream, self.shard.name, REOPEN_S,
-                                                   OPEN_TIMEOUT_S, RETIRE_S)
+                                                   OPEN_TIMEOUT_S, RETIRE_S, self.shard.lane_of)
         stream = slot.ready(target, stub)
         if stream is None:
             return await getattr(stub, method)(request, timeout=timeout)

@@ -78,6 +78,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         # set at shutdown: every Writes, WriteBatches and ReadBatches stream stops reading,
         # answers what it runs, and ends
         self.streams_ending = asyncio.Event()
+        self.lane = ""  # the batch lane's advertised address (lane.LaneServer), "" without one
 
     async def forward(self, name: str, request):
         try:
@@ -125,15 +126,31 @@ class ShardService(shard_pb2_grpc.ShardServicer):
     async def ReadBatches(self, request_iterator, context):
         """Range and Query on one stream with coalesced messages (kubefabric.shardsvc.mux,
         replicareads), each answered as its unary call would be."""
-        async for answers in self._stream(request_iterator, context, self._stream_read,
-                                          spb.ReadResponse, "ReadBatches", self.READS_COALESCED):
+        async for answers in self._stream(request_iterator, context, "ReadBatches"):
             yield answers
 
-    async def _stream(self, request_iterator, context, run, response, name: str, coalesced=None):
+    def stream_kind(self, name: str):
+        """How the mux stream `name` is served, on gRPC and on the batch lane (lane.py):
+        (request message type, run, response, failure, coalesced) for mux.serve; None for a
+        name that is not one."""
+        kind: tuple
+        if name == "ReadBatches":
+            kind = (spb.ReadRequests, self._stream_read, spb.ReadResponse, self.READS_COALESCED)
+        elif name in ("WriteBatches", "Writes"):
+            kind = (spb.WriteRequests if name == "WriteBatches" else spb.WriteRequest,
+                    functools.partial(writes.on_leader, self.node), spb.WriteResponse,
+                    writes.COALESCED if name == "WriteBatches" else None)
+        else:
+            return None
+        request_type, run, response, coalesced = kind
+        return (request_type, run, response,
+                functools.partial(error_of, self, what=f"{name}: a request"), coalesced)
+
+    async def _stream(self, request_iterator, context, name: str):
         """A mux stream's answers. The initial metadata goes out first: the caller's
         MuxStream.open() waits for it."""
         await context.send_initial_metadata(())
-        failure = functools.partial(error_of, self, what=f"{name}: a request")
+        _, run, response, failure, coalesced = self.stream_kind(name)
         async for answer in mux.serve(request_iterator, run, response, failure, self.streams_ending,
                                       coalesced):
             yield answer
@@ -177,6 +194,7 @@ class ShardService(shard_pb2_grpc.ShardServicer):
         resp = await shard.status()
         resp.leader = self.node.leader_address if not shard.is_leader else self.node.address
         resp.name = self.node.name
+        resp.lane = self.lane
         return resp
 
     # ---- writes and leases: the leader ----
@@ -187,15 +205,12 @@ class ShardService(shard_pb2_grpc.ShardServicer):
 
     async def Writes(self, request_iterator, context):
         """Put, DeleteRange and Txn on one stream (kubefabric.shardsvc.writes)."""
-        run = functools.partial(writes.on_leader, self.node)
-        async for answer in self._stream(request_iterator, context, run, spb.WriteResponse, "Writes"):
+        async for answer in self._stream(request_iterator, context, "Writes"):
             yield answer
 
     async def WriteBatches(self, request_iterator, context):
         """Writes with coalesced messages (kubefabric.shardsvc.writes)."""
-        run = functools.partial(writes.on_leader, self.node)
-        async for answer in self._stream(request_iterator, context, run, spb.WriteResponse,
-                                         "WriteBatches", writes.COALESCED):
+        async for answer in self._stream(request_iterator, context, "WriteBatches"):
             yield answer
 
     @on_leader

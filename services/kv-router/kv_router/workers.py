@@ -43,6 +43,7 @@ from kubefabric.rpc.server import bind_problem, listen, make_server
 from kubefabric.rpc.startup import StartupError
 from kubefabric.shard.core import Shard
 from kubefabric.shard.surface import ShardSurface
+from kubefabric.shardsvc.lane import LaneServer
 from kubefabric.shardsvc.node import ShardNode
 from kubefabric.shardsvc.service import ShardService
 
@@ -117,6 +118,7 @@ class Workers:
         self._service: ShardService | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
+        self._lane: LaneServer | None = None
 
     async def start(self, shard: ShardSurface) -> None:
         """Serve the Shard API privately, start every worker and wait until each serves."""
@@ -134,6 +136,9 @@ class Workers:
         shard_pb2_grpc.add_ShardServicer_to_server(self._service, self._server)
         await listen(self._server, [(f"unix:{path}", None)], "--workers")
         self.endpoint = f"unix:{path}"
+        # the workers' reads and writes on the batch lane (kubefabric.shardsvc.lane)
+        self._lane = LaneServer(self._service, self.args.max_request_bytes)
+        self._service.lane = await self._lane.start(f"unix:{os.path.join(self._dir, 'lane.sock')}")
         await asyncio.gather(*(self._spawn(w) for w in self.workers))
         self._tasks = [asyncio.create_task(self._supervise(w), name=f"worker-{w.index}")
                        for w in self.workers]
@@ -194,7 +199,10 @@ class Workers:
             task.cancel()
         await asyncio.gather(*(self._end(w) for w in self.workers))
         if self._service is not None:
+            self._service.end_streams()
             self._service.close_feeds()
+        if self._lane is not None:
+            await self._lane.stop(1.0)
         if self._server is not None:
             await self._server.stop(1.0)
         if self._dir:

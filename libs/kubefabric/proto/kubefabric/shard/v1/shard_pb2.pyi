@@ -299,7 +299,7 @@ class StatusRequest(_message.Message):
     def __init__(self, clock: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("committed_rev", "compact_rev", "db_size", "db_size_in_use", "role", "db_size_quota", "alarms", "cluster_id", "member_id", "term", "leader", "name")
+    __slots__ = ("committed_rev", "compact_rev", "db_size", "db_size_in_use", "role", "db_size_quota", "alarms", "cluster_id", "member_id", "term", "leader", "name", "lane")
     COMMITTED_REV_FIELD_NUMBER: _ClassVar[int]
     COMPACT_REV_FIELD_NUMBER: _ClassVar[int]
     DB_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -312,6 +312,7 @@ class StatusResponse(_message.Message):
     TERM_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    LANE_FIELD_NUMBER: _ClassVar[int]
     committed_rev: int
     compact_rev: int
     db_size: int
@@ -324,7 +325,8 @@ class StatusResponse(_message.Message):
     term: int
     leader: str
     name: str
-    def __init__(self, committed_rev: _Optional[int] = ..., compact_rev: _Optional[int] = ..., db_size: _Optional[int] = ..., db_size_in_use: _Optional[int] = ..., role: _Optional[str] = ..., db_size_quota: _Optional[int] = ..., alarms: _Optional[_Iterable[_Union[_rpc_pb2.AlarmMember, _Mapping]]] = ..., cluster_id: _Optional[int] = ..., member_id: _Optional[int] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    lane: str
+    def __init__(self, committed_rev: _Optional[int] = ..., compact_rev: _Optional[int] = ..., db_size: _Optional[int] = ..., db_size_in_use: _Optional[int] = ..., role: _Optional[str] = ..., db_size_quota: _Optional[int] = ..., alarms: _Optional[_Iterable[_Union[_rpc_pb2.AlarmMember, _Mapping]]] = ..., cluster_id: _Optional[int] = ..., member_id: _Optional[int] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., name: _Optional[str] = ..., lane: _Optional[str] = ...) -> None: ...
 
 class FeedRequest(_message.Message):
     __slots__ = ("clock", "start_rev")

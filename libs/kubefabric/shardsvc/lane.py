@@ -1,0 +1,296 @@
+"""The batch lane: a shard service's coalesced streams (ReadBatches, WriteBatches) as
+length-prefixed frames on a plain TCP or unix-socket connection beside its gRPC port. Each
+message is the same protobuf message as on the gRPC stream and is handled by the same code
+(mux.serve on the server, mux.MuxStream on the client); only the carrier differs. Measured on
+this project's machine: a message round trip on a grpc.aio stream costs each end ~250 µs of CPU,
+on the lane ~60 µs (bench/README.md, "Fifth round").
+
+Wire format, one stream per connection; a frame is a 4-byte big-endian length and that many
+bytes:
+- client -> server: HELLO + the method name ("ReadBatches" or "WriteBatches"); then the
+  serialized request messages (spb.ReadRequests, spb.WriteRequests); an empty frame ends the
+  requests (the caller's half-close).
+- server -> client: an empty frame (accepted) or an error text (refused; the connection then
+  closes); then the serialized answer messages; an empty frame once every request read has been
+  answered (the stream's OK end), then the connection closes.
+A message carries at least one request or answer, so it is never empty.
+
+Invariants:
+- The client side is a drop-in for a grpc.aio stream-stream call as MuxStream uses it:
+  `write`, `read` (grpc.aio.EOF at the end), `initial_metadata` (the hello's answer), `done`,
+  `done_writing`, `cancel`; a broken or refused connection raises grpc.aio.AioRpcError
+  (UNAVAILABLE), so MuxStream's outcomes (NotSent before writing, `lost` once sent) hold as on
+  gRPC. A connection that ends without the end frame is broken, never a clean end.
+- The server answers exactly as the gRPC stream handler (the ShardService's `stream_kind`), ends
+  its streams with the gRPC ones at shutdown (`streams_ending`), and refuses a frame over
+  --max-request-bytes by closing the connection (the client's requests in flight: `lost`).
+- The lane has no TLS: a shard service with TLS does not open one (serve.py refuses the flag),
+  and a router with TLS towards its shards never dials one.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import grpc
+
+from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
+
+from .mux import serve
+
+log = logging.getLogger("kubefabric.shard.lane")
+
+HELLO = b"kubefabric-lane/1 "
+HEADER = 4
+HELLO_TIMEOUT_S = 5.0
+END = b"\0\0\0\0"
+RESPONSES = {"ReadBatches": spb.ReadResponses, "WriteBatches": spb.WriteResponses}
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(HEADER, "big") + payload
+
+
+async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes | None:
+    """The next frame's payload; None at a clean EOF before it. FrameTooLarge over `limit`;
+    asyncio.IncompleteReadError when the connection ends inside a frame."""
+    try:
+        header = await reader.readexactly(HEADER)
+    except asyncio.IncompleteReadError as err:
+        if not err.partial:
+            return None
+        raise
+    size = int.from_bytes(header, "big")
+    if size > limit:
+        raise FrameTooLarge(f"a {size}-byte message (the limit is {limit})")
+    return await reader.readexactly(size) if size else b""
+
+
+class FrameTooLarge(Exception):
+    pass
+
+
+def unavailable(details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                grpc.aio.Metadata(), details=details)
+
+
+# ---- client ----
+
+def lane_stub(endpoint: str, advertised: str) -> LaneStub | None:
+    """The lane a replica dialled at `endpoint` (its gRPC "host:port" or "unix:PATH")
+    advertises (its Status' `lane`), or None: none, or a unix socket for a replica not dialled
+    on one (it is on another machine)."""
+    if not advertised:
+        return None
+    if advertised.startswith("unix:"):
+        return LaneStub(advertised, RESPONSES) if endpoint.startswith("unix:") else None
+    if endpoint.startswith("unix:") or not advertised.startswith(":"):
+        return None
+    return LaneStub(endpoint.rpartition(":")[0] + advertised, RESPONSES)
+
+
+class LaneStub:
+    """Stands in for a Shard stub's stream methods (what mux.MuxStream calls): a LaneCall per
+    stream over a new connection to `address` ("host:port" or "unix:PATH")."""
+
+    def __init__(self, address: str, response_types: dict):
+        self.address = address
+        self._response_types = response_types  # method -> its answer message class
+
+    def __getattr__(self, method: str):
+        if method not in self._response_types:
+            raise AttributeError(method)
+        return lambda: LaneCall(self.address, method, self._response_types[method])
+
+
+async def _connect(address: str):
+    if address.startswith("unix:"):
+        return await asyncio.open_unix_connection(address[5:])
+    host, _, port = address.rpartition(":")
+    return await asyncio.open_connection(host.strip("[]"), int(port))
+
+
+class LaneCall:
+    """One stream on its own connection, shaped as grpc.aio's StreamStreamCall for MuxStream."""
+
+    def __init__(self, address: str, method: str, response_type):
+        self.address = address
+        self._response_type = response_type
+        self._writer: asyncio.StreamWriter | None = None
+        self._ended = False
+        self._opened = asyncio.ensure_future(self._open(method))
+
+    async def _open(self, method: str):
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                reader, self._writer = await _connect(self.address)
+                self._writer.write(frame(HELLO + method.encode()))
+                reply = await read_frame(reader, 1 << 16)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, FrameTooLarge) as err:
+            self.cancel()
+            raise unavailable(f"lane {self.address}: {err or type(err).__name__}") from None
+        if reply is None or reply:
+            self.cancel()
+            why = reply.decode(errors="replace") if reply else "closed at once"
+            raise unavailable(f"lane {self.address}: refused: {why}")
+        return reader, self._writer
+
+    async def _io(self):
+        if self._ended:
+            raise unavailable(f"lane {self.address}: the stream ended")
+        return await self._opened
+
+    async def initial_metadata(self):
+        await self._io()
+        return grpc.aio.Metadata()
+
+    def done(self) -> bool:
+        return self._ended
+
+    async def write(self, message) -> None:
+        _, writer = await self._io()
+        try:
+            writer.write(frame(message.SerializeToString()))
+            await writer.drain()
+        except (OSError, RuntimeError) as err:
+            self.cancel()
+            raise unavailable(f"lane {self.address}: {err}") from None
+
+    async def done_writing(self) -> None:
+        _, writer = await self._io()
+        try:
+            writer.write(END)
+            await writer.drain()
+        except (OSError, RuntimeError) as err:
+            self.cancel()
+            raise unavailable(f"lane {self.address}: {err}") from None
+
+    async def read(self):
+        reader, _ = await self._io()
+        try:
+            payload = await read_frame(reader, 1 << 31)
+        except (OSError, asyncio.IncompleteReadError) as err:
+            self.cancel()
+            raise unavailable(f"lane {self.address}: {err}") from None
+        if payload is None:
+            self.cancel()
+            raise unavailable(f"lane {self.address}: the connection closed")
+        if not payload:  # the server's end: every request read was answered
+            self.cancel()
+            return grpc.aio.EOF
+        return self._response_type.FromString(payload)
+
+    def cancel(self) -> bool:
+        if self._ended:
+            return False
+        self._ended = True
+        if not self._opened.done():
+            self._opened.cancel()
+            self._opened.add_done_callback(_swallow)
+        if self._writer is not None:
+            self._writer.close()
+        return True
+
+
+def _swallow(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+# ---- server ----
+
+class LaneServer:
+    """The lane of one ShardService: its `stream_kind(method)` gives (request type, run,
+    response, failure, coalesced) for mux.serve, as its gRPC stream handlers use."""
+
+    def __init__(self, service, max_request_bytes: int):
+        self.service = service
+        self.max_request_bytes = max_request_bytes
+        self._server: asyncio.base_events.Server | None = None
+        self._handlers: set[asyncio.Task] = set()
+        self.address = ""   # what the Status RPC advertises: ":PORT" or "unix:PATH"
+
+    async def start(self, address: str) -> str:
+        """Listens on `address` ("host:port", port 0: any free one; or "unix:PATH"); the
+        advertised address. OSError when it cannot listen."""
+        if address.startswith("unix:"):
+            path = address[5:]
+            if os.path.exists(path):
+                os.unlink(path)
+            self._server = await asyncio.start_unix_server(self._serve, path)
+            os.chmod(path, 0o600)
+            self.address = address
+        else:
+            host, _, port = address.rpartition(":")
+            self._server = await asyncio.start_server(self._serve, host.strip("[]") or None,
+                                                      int(port), reuse_address=True)
+            bound = self._server.sockets[0].getsockname()[1]
+            self.address = f":{bound}"
+        return self.address
+
+    async def stop(self, grace_s: float) -> None:
+        """After service.end_streams(): no new connection; streams get `grace_s` to end."""
+        if self._server is None:
+            return
+        self._server.close()
+        if self._handlers:
+            _, late = await asyncio.wait(set(self._handlers), timeout=grace_s)
+            for task in late:
+                task.cancel()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+        peer = writer.get_extra_info("peername") or "unix socket"
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                hello = await read_frame(reader, 256)
+            method = hello[len(HELLO):].decode(errors="replace") if hello else ""
+            kind = self.service.stream_kind(method) if hello and hello.startswith(HELLO) else None
+            if kind is None:
+                writer.write(frame(f"not a lane stream: {hello[:64]!r}".encode()))
+                return
+            writer.write(frame(b""))
+            request_type, run, response, failure, coalesced = kind
+            refused: list[str] = []
+            requests = self._requests(reader, request_type, refused)
+            async for answers in serve(requests, run, response, failure,
+                                       self.service.streams_ending, coalesced):
+                writer.write(frame(answers.SerializeToString()))
+                await writer.drain()
+            if refused:  # no end frame: the caller's requests in flight are lost
+                log.warning("lane %s: refused %s; the connection is closed", peer, refused[0])
+                return
+            writer.write(END)
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, FrameTooLarge) as err:
+            log.debug("lane %s: %s", peer, err or type(err).__name__)
+        except asyncio.CancelledError:
+            # stop() after its grace: this task ends here, not cancelled (asyncio's callback for
+            # a connection's task would report a cancelled one as an error)
+            log.debug("lane %s: cut at shutdown", peer)
+        finally:
+            writer.close()
+
+    async def _requests(self, reader: asyncio.StreamReader, request_type, refused: list[str]):
+        """The request messages read, until the caller's end frame or the connection's end; a
+        frame over the limit ends them too, its reason in `refused`."""
+        while True:
+            try:
+                payload = await read_frame(reader, self.max_request_bytes)
+            except FrameTooLarge as err:
+                refused.append(str(err))
+                return
+            except (OSError, asyncio.IncompleteReadError):
+                return   # the caller is gone: what it sent is still answered, to no one
+            if not payload:
+                return
+            yield request_type.FromString(payload)
