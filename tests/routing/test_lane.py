@@ -8,7 +8,9 @@ are tested on both carriers in test_replica_reads.py and test_leader_writes.py, 
   fails to open as a gRPC stream would (UNAVAILABLE), so the router stays on unary calls;
 - a message over the service's --max-request-bytes closes the connection: the writes on it get
   the stream's "lost" outcome (etcd's leader-failure error), never a hang, and a new stream works;
-- a shard service refuses --lane-address with TLS, with a message instead of a traceback.
+- a shard service refuses --lane-address with TLS, with a message instead of a traceback;
+- the Feed of commits rides the lane too: every commit delivered once, in order; its failure
+  (a compacted start) is the gRPC Feed's code and message.
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
+from harness.servers import start_shard
 from kubefabric.etcd.errors import EtcdError
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
-from kubefabric.shardsvc.lane import END, HELLO, LaneServer, LaneStub, frame, lane_stub
+from kubefabric.shardsvc.client import RemoteShard
+from kubefabric.shardsvc.lane import END, HELLO, OK, LaneServer, LaneStub, frame, lane_stub
 from kubefabric.shardsvc.replicas import LEADER_FAILED
 from kubefabric.shardsvc.service import ShardService
 from kubefabric.shardsvc.writes import WriteStream
@@ -136,7 +140,7 @@ def test_the_end_frame_ends_the_stream_cleanly():
         size = int.from_bytes(await reader.readexactly(4), "big")
         answers = spb.WriteResponses.FromString(await reader.readexactly(size))
         assert [(a.id, a.put.put.header.revision) for a in answers.responses] == [(1, 7)]
-        assert await reader.readexactly(4) == END and await reader.read() == b""
+        assert await reader.readexactly(len(OK)) == OK and await reader.read() == b""
         writer.close()
     run(body)
 
@@ -149,3 +153,48 @@ def test_a_shard_service_refuses_the_lane_with_tls(tmp_path):
     assert done.returncode != 0
     assert "--lane-address: the batch lane is plaintext" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_feed_rides_the_lane_and_fails_as_on_grpc(tmp_path):
+    """A router follows a shard service's commits on its lane: every commit delivered once, in
+    order; a Feed from a compacted revision fails with the gRPC Feed's code and message."""
+    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}",
+                         ["--lane-address", "127.0.0.1:0"])
+
+    async def main():
+        shard = RemoteShard([server.endpoint])
+        lanes = []
+        found = shard.lane_of
+
+        async def lane_of(target, stub):
+            lanes.append(await found(target, stub))
+            return lanes[-1]
+        shard.lane_of = lane_of
+        delivered: list[int] = []
+        shard.listeners.append(lambda published, committed: delivered.extend(r for r, _ in published))
+        await shard.open(wait_s=30.0, follow=True)
+        try:
+            revs = [(await shard.put(pb.PutRequest(key=b"/f%d" % i, value=b"v"))).header.revision
+                    for i in range(20)]
+            async with asyncio.timeout(10):
+                while delivered[-1:] != revs[-1:]:
+                    await asyncio.sleep(0.02)
+            assert delivered == revs
+            assert lanes and all(isinstance(lane, LaneStub) for lane in lanes), lanes
+            # compacted history: the Feed's error, as the gRPC Feed gives it
+            await shard.compact(revs[10])
+            grpc_feed = shard.stubs[0].Feed(spb.FeedRequest(start_rev=2))
+            with pytest.raises(grpc.aio.AioRpcError) as on_grpc:
+                await grpc_feed.read()
+            lane_feed = lanes[0].Feed(spb.FeedRequest(start_rev=2))
+            with pytest.raises(grpc.aio.AioRpcError) as on_lane:
+                await lane_feed.read()
+            assert (on_lane.value.code(), on_lane.value.details()) == \
+                (on_grpc.value.code(), on_grpc.value.details()), on_lane.value
+            assert lane_feed.done()
+        finally:
+            await shard.close()
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()

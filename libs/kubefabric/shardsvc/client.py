@@ -420,7 +420,9 @@ class RemoteShard:
         while True:
             call = None
             try:
-                call = self.stubs[self.leader].Feed(spb.FeedRequest(start_rev=self.feed_committed + 1))
+                stub = self.stubs[self.leader]
+                lane = await self.lane_of(self.leader, stub)  # the lane when it has one
+                call = (lane or stub).Feed(spb.FeedRequest(start_rev=self.feed_committed + 1))
                 while True:
                     async with asyncio.timeout(FEED_STALL_S):
                         msg = await call.read()

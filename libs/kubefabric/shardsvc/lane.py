@@ -1,29 +1,35 @@
-"""The batch lane: a shard service's coalesced streams (ReadBatches, WriteBatches) as
-length-prefixed frames on a plain TCP or unix-socket connection beside its gRPC port. Each
-message is the same protobuf message as on the gRPC stream and is handled by the same code
-(mux.serve on the server, mux.MuxStream on the client); only the carrier differs. Measured on
-this project's machine: a message round trip on a grpc.aio stream costs each end ~250 µs of CPU,
-on the lane ~60 µs (bench/README.md, "Fifth round").
+"""The batch lane: a shard service's busiest streams (ReadBatches and WriteBatches, coalesced,
+and the Feed of commits) as length-prefixed frames on a plain TCP or unix-socket connection
+beside its gRPC port. Each message is the same protobuf message as on gRPC and is handled by the
+same code (mux.serve and ShardService.Feed on the server, mux.MuxStream and RemoteShard's feed on
+the client); only the carrier differs. Measured on this project's machine: a message round trip
+on a grpc.aio stream costs each end ~250 µs of CPU, on the lane ~60 µs (bench/README.md, "Fifth
+round").
 
 Wire format, one stream per connection; a frame is a 4-byte big-endian length and that many
 bytes:
-- client -> server: HELLO + the method name ("ReadBatches" or "WriteBatches"); then the
-  serialized request messages (spb.ReadRequests, spb.WriteRequests); an empty frame ends the
-  requests (the caller's half-close).
+- client -> server: HELLO + the method name ("ReadBatches", "WriteBatches" or "Feed"); then the
+  serialized request messages (spb.ReadRequests, spb.WriteRequests; a Feed: one FeedRequest);
+  an empty frame ends the requests (the caller's half-close).
 - server -> client: an empty frame (accepted) or an error text (refused; the connection then
-  closes); then the serialized answer messages; an empty frame once every request read has been
-  answered (the stream's OK end), then the connection closes.
-A message carries at least one request or answer, so it is never empty.
+  closes); then the serialized answer messages; at the end a status frame, STATUS + the gRPC
+  status code as one byte + its message: OK once every request read was answered, another code
+  when the stream failed as a gRPC call with that status would; then the connection closes.
+A request message is never empty (it carries at least one request), so the caller's end frame
+is not taken for one; a serialized message never starts with a zero byte (field number 0 does
+not exist), so an answer is never taken for a status frame.
 
 Invariants:
 - The client side is a drop-in for a grpc.aio stream-stream call as MuxStream uses it:
   `write`, `read` (grpc.aio.EOF at the end), `initial_metadata` (the hello's answer), `done`,
   `done_writing`, `cancel`; a broken or refused connection raises grpc.aio.AioRpcError
   (UNAVAILABLE), so MuxStream's outcomes (NotSent before writing, `lost` once sent) hold as on
-  gRPC. A connection that ends without the end frame is broken, never a clean end.
-- The server answers exactly as the gRPC stream handler (the ShardService's `stream_kind`), ends
-  its streams with the gRPC ones at shutdown (`streams_ending`), and refuses a frame over
-  --max-request-bytes by closing the connection (the client's requests in flight: `lost`).
+  gRPC; a status frame raises it with its code and message. A connection that ends without
+  the end frame is broken, never a clean end.
+- The server answers exactly as the gRPC stream handlers (the ShardService's `stream_kind`, its
+  Feed), ends its streams with the gRPC ones at shutdown (`streams_ending`, `close_feeds`), and
+  refuses a frame over --max-request-bytes with RESOURCE_EXHAUSTED (the client's requests in
+  flight: `lost`, as when a gRPC stream fails).
 - The lane has no TLS: a shard service with TLS does not open one (serve.py refuses the flag),
   and a router with TLS towards its shards never dials one.
 """
@@ -35,6 +41,7 @@ import os
 import socket
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 
@@ -45,8 +52,11 @@ log = logging.getLogger("kubefabric.shard.lane")
 HELLO = b"kubefabric-lane/1 "
 HEADER = 4
 HELLO_TIMEOUT_S = 5.0
-END = b"\0\0\0\0"
-RESPONSES = {"ReadBatches": spb.ReadResponses, "WriteBatches": spb.WriteResponses}
+END = b"\0\0\0\0"   # the caller's: no more requests
+STATUS = b"\0"
+RESPONSES = {"ReadBatches": spb.ReadResponses, "WriteBatches": spb.WriteResponses,
+             "Feed": spb.FeedResponse}
+CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def frame(payload: bytes) -> bytes:
@@ -72,9 +82,19 @@ class FrameTooLarge(Exception):
     pass
 
 
+def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
 def unavailable(details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
-                                grpc.aio.Metadata(), details=details)
+    return rpc_error(grpc.StatusCode.UNAVAILABLE, details)
+
+
+def status_frame(code: grpc.StatusCode, message: str) -> bytes:
+    return frame(STATUS + bytes([code.value[0]]) + message.encode())
+
+
+OK = status_frame(grpc.StatusCode.OK, "")
 
 
 # ---- client ----
@@ -93,8 +113,9 @@ def lane_stub(endpoint: str, advertised: str) -> LaneStub | None:
 
 
 class LaneStub:
-    """Stands in for a Shard stub's stream methods (what mux.MuxStream calls): a LaneCall per
-    stream over a new connection to `address` ("host:port" or "unix:PATH")."""
+    """Stands in for a Shard stub's stream methods (what mux.MuxStream and RemoteShard's feed
+    call): a LaneCall per stream over a new connection to `address` ("host:port" or
+    "unix:PATH"); `stub.Feed(request)`, `stub.ReadBatches()`."""
 
     def __init__(self, address: str, response_types: dict):
         self.address = address
@@ -103,7 +124,8 @@ class LaneStub:
     def __getattr__(self, method: str):
         if method not in self._response_types:
             raise AttributeError(method)
-        return lambda: LaneCall(self.address, method, self._response_types[method])
+        return lambda first=None: LaneCall(self.address, method, self._response_types[method],
+                                           first)
 
 
 async def _connect(address: str):
@@ -116,18 +138,22 @@ async def _connect(address: str):
 class LaneCall:
     """One stream on its own connection, shaped as grpc.aio's StreamStreamCall for MuxStream."""
 
-    def __init__(self, address: str, method: str, response_type):
+    def __init__(self, address: str, method: str, response_type, first=None):
+        """first: a request sent right after the hello (a Feed's FeedRequest)."""
         self.address = address
         self._response_type = response_type
         self._writer: asyncio.StreamWriter | None = None
         self._ended = False
-        self._opened = asyncio.ensure_future(self._open(method))
+        self._opened = asyncio.ensure_future(self._open(method, first))
 
-    async def _open(self, method: str):
+    async def _open(self, method: str, first):
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 reader, self._writer = await _connect(self.address)
-                self._writer.write(frame(HELLO + method.encode()))
+                hello = frame(HELLO + method.encode())
+                if first is not None:
+                    hello += frame(first.SerializeToString())
+                self._writer.write(hello)
                 reply = await read_frame(reader, 1 << 16)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, FrameTooLarge) as err:
             self.cancel()
@@ -178,9 +204,13 @@ class LaneCall:
         if payload is None:
             self.cancel()
             raise unavailable(f"lane {self.address}: the connection closed")
-        if not payload:  # the server's end: every request read was answered
+        if payload[:1] == STATUS:  # the stream's end
             self.cancel()
-            return grpc.aio.EOF
+            code = CODES.get(payload[1], grpc.StatusCode.UNKNOWN) if len(payload) > 1 else \
+                grpc.StatusCode.UNKNOWN
+            if code == grpc.StatusCode.OK:  # every request read was answered
+                return grpc.aio.EOF
+            raise rpc_error(code, payload[2:].decode(errors="replace"))
         return self._response_type.FromString(payload)
 
     def cancel(self) -> bool:
@@ -254,6 +284,10 @@ class LaneServer:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 hello = await read_frame(reader, 256)
             method = hello[len(HELLO):].decode(errors="replace") if hello else ""
+            if method == "Feed" and hello and hello.startswith(HELLO):
+                writer.write(frame(b""))
+                await self._feed(reader, writer)
+                return
             kind = self.service.stream_kind(method) if hello and hello.startswith(HELLO) else None
             if kind is None:
                 writer.write(frame(f"not a lane stream: {hello[:64]!r}".encode()))
@@ -266,10 +300,11 @@ class LaneServer:
                                        self.service.streams_ending, coalesced):
                 writer.write(frame(answers.SerializeToString()))
                 await writer.drain()
-            if refused:  # no end frame: the caller's requests in flight are lost
-                log.warning("lane %s: refused %s; the connection is closed", peer, refused[0])
-                return
-            writer.write(END)
+            if refused:  # the caller's requests in flight are lost
+                log.warning("lane %s: refused %s; the stream ends", peer, refused[0])
+                writer.write(status_frame(grpc.StatusCode.RESOURCE_EXHAUSTED, refused[0]))
+            else:
+                writer.write(OK)
             await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError, FrameTooLarge) as err:
             log.debug("lane %s: %s", peer, err or type(err).__name__)
@@ -279,6 +314,30 @@ class LaneServer:
             log.debug("lane %s: cut at shutdown", peer)
         finally:
             writer.close()
+
+    async def _feed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The Feed: its one request, then ShardService.Feed's messages; its abort as a status
+        frame. The generator is closed here, whatever ends the stream: that unregisters its
+        listener at once."""
+        payload = await read_frame(reader, self.max_request_bytes)
+        if payload is None:
+            return
+        try:
+            request = spb.FeedRequest.FromString(payload)
+        except DecodeError:
+            writer.write(status_frame(grpc.StatusCode.INVALID_ARGUMENT, "not a FeedRequest"))
+            return
+        messages = self.service.Feed(request, _FeedContext())
+        try:
+            async for msg in messages:
+                writer.write(frame(msg.SerializeToString()))
+                await writer.drain()
+            writer.write(OK)
+        except _Aborted as aborted:
+            writer.write(status_frame(aborted.code, aborted.message))
+        finally:
+            await messages.aclose()
+        await writer.drain()
 
     async def _requests(self, reader: asyncio.StreamReader, request_type, refused: list[str]):
         """The request messages read, until the caller's end frame or the connection's end; a
@@ -293,4 +352,22 @@ class LaneServer:
                 return   # the caller is gone: what it sent is still answered, to no one
             if not payload:
                 return
-            yield request_type.FromString(payload)
+            try:
+                message = request_type.FromString(payload)
+            except DecodeError:
+                refused.append(f"a message that is not a {request_type.__name__}")
+                return
+            yield message
+
+
+class _Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class _FeedContext:
+    """What ShardService.Feed uses of a gRPC servicer context: abort."""
+
+    async def abort(self, code: grpc.StatusCode, message: str = ""):
+        raise _Aborted(code, message)
