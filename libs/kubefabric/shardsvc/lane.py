@@ -132,7 +132,16 @@ async def _connect(address: str):
     if address.startswith("unix:"):
         return await asyncio.open_unix_connection(address[5:])
     host, _, port = address.rpartition(":")
-    return await asyncio.open_connection(host.strip("[]"), int(port))
+    reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    _no_delay(writer)
+    return reader, writer
+
+
+def _no_delay(writer: asyncio.StreamWriter) -> None:
+    """A message goes out as it is written (it is whole: no Nagle delay waiting for more)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class LaneCall:
@@ -145,6 +154,7 @@ class LaneCall:
         self._writer: asyncio.StreamWriter | None = None
         self._ended = False
         self._opened = asyncio.ensure_future(self._open(method, first))
+        self._opened.add_done_callback(_swallow)  # its failure is each caller's, not a task's
 
     async def _open(self, method: str, first):
         try:
@@ -167,7 +177,10 @@ class LaneCall:
     async def _io(self):
         if self._ended:
             raise unavailable(f"lane {self.address}: the stream ended")
-        return await self._opened
+        if self._opened.done():
+            return self._opened.result()
+        # shielded: a caller that stops waiting does not cancel the opening for the others
+        return await asyncio.shield(self._opened)
 
     async def initial_metadata(self):
         await self._io()
@@ -219,7 +232,6 @@ class LaneCall:
         self._ended = True
         if not self._opened.done():
             self._opened.cancel()
-            self._opened.add_done_callback(_swallow)
         if self._writer is not None:
             self._writer.close()
         return True
@@ -277,9 +289,7 @@ class LaneServer:
             self._handlers.add(task)
             task.add_done_callback(self._handlers.discard)
         peer = writer.get_extra_info("peername") or "unix socket"
-        sock = writer.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _no_delay(writer)
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 hello = await read_frame(reader, 256)
