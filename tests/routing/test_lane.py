@@ -8,13 +8,15 @@ are tested on both carriers in test_replica_reads.py and test_leader_writes.py, 
   fails to open as a gRPC stream would (UNAVAILABLE), so the router stays on unary calls;
 - a message over the service's --max-request-bytes closes the connection: the writes on it get
   the stream's "lost" outcome (etcd's leader-failure error), never a hang, and a new stream works;
-- a shard service refuses --lane-address with TLS, with a message instead of a traceback;
+- a shard service refuses --lane-address with TLS, and stops at a lane port it cannot have,
+  with a message instead of a traceback;
 - the Feed of commits rides the lane too: every commit delivered once, in order; its failure
   (a compacted start) is the gRPC Feed's code and message.
 """
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -198,3 +200,17 @@ def test_the_feed_rides_the_lane_and_fails_as_on_grpc(tmp_path):
         asyncio.run(main())
     finally:
         server.stop()
+
+
+def test_a_lane_port_in_use_stops_the_start_with_its_reason(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-m", "kubefabric.cli", "backend-sqlite", "--dsn",
+                f"sqlite://{tmp_path / 'db'}", "--listen-address", "127.0.0.1:0",
+                "--lane-address", f"127.0.0.1:{port}", "--metrics-address", ""]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"--lane-address: cannot listen on 127.0.0.1:{port}" in done.stderr, done.stderr
+    assert "address already in use" in done.stderr and "Traceback" not in done.stderr

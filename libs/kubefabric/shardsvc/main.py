@@ -50,9 +50,8 @@ async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of, index_rules: 
         tls = TLSSettings(args.cert_file, args.key_file, args.trusted_ca_file, (args.listen_address,))
         credentials = CertificateReloader(tls).credentials()
         node.peer_tls = ClientTLS(args.trusted_ca_file, args.cert_file, args.key_file)
-    await listen(server, [(args.listen_address, credentials)], "--listen-address")
     lane = None
-    if args.lane_address:
+    if args.lane_address:  # first: a port it cannot have stops the start before the API serves
         lane = LaneServer(service, args.max_request_bytes)
         try:
             service.lane = await lane.start(args.lane_address)
@@ -61,6 +60,7 @@ async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of, index_rules: 
                                f"{err.strerror or err}") from None
         log.info("shard %s: batch lane on %s (advertised as %s)", args.name, args.lane_address,
                  service.lane)
+    await listen(server, [(args.listen_address, credentials)], "--listen-address")
 
     async def set_health(role: str) -> None:  # noqa: E306
         await health.mark(READINESS, serving=role in ("leader", "replica"))

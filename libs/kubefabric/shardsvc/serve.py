@@ -38,8 +38,8 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
         Flag("--advertise-address", "", "host:port other replicas and routers use to reach this "
              "one (default: --listen-address)", type=HostPort(optional=True, host_required=True)),
         Flag("--lane-address", "", "host:port of the batch lane: kv-router's coalesced reads "
-             "and writes as plain frames on TCP beside the gRPC port, about 4x cheaper per "
-             "message than a gRPC stream (port 0: any free one; empty: no lane, they go on "
+             "and writes and its commit feed as plain frames on TCP beside the gRPC port, about "
+             "4x cheaper per message than a gRPC stream (port 0: any free one; empty: no lane, they go on "
              "gRPC). Plaintext only: not with --cert-file. Routers learn it from the Status RPC "
              "and dial it on the host they reach this replica at",
              type=HostPort(listen=True, optional=True)),
