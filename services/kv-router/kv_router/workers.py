@@ -12,6 +12,8 @@ same client URLs and supervises them.
   socket in a private directory (mode 0700: only this user can connect; the API has no etcd
   auth of its own). Writes, leases, compaction, alarms and auth changes go there; watches follow
   its Feed; reads are the workers' own (kv_router.workershard says why they are linearizable).
+  The writes' stream and the Feed ride the Shard API's batch lane, a second unix socket there
+  (kubefabric.shardsvc.lane: the same messages as plain frames, cheaper than gRPC's).
 - Start: the workers start before the parent listens, and each reports ready (one line on a
   socket pair) once it serves: when the client port answers, every process serves. A worker that
   cannot start stops the parent with its reason (StartupError).
