@@ -45,7 +45,7 @@ from google.protobuf.message import DecodeError
 
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 
-from .mux import serve
+from .mux import CODES, rpc_error, serve
 
 log = logging.getLogger("kubefabric.shard.lane")
 
@@ -56,7 +56,6 @@ END = b"\0\0\0\0"   # the caller's: no more requests
 STATUS = b"\0"
 RESPONSES = {"ReadBatches": spb.ReadResponses, "WriteBatches": spb.WriteResponses,
              "Feed": spb.FeedResponse}
-CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def frame(payload: bytes) -> bytes:
@@ -82,10 +81,6 @@ class FrameTooLarge(Exception):
     pass
 
 
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
-
-
 def unavailable(details: str) -> grpc.aio.AioRpcError:
     return rpc_error(grpc.StatusCode.UNAVAILABLE, details)
 
@@ -106,10 +101,10 @@ def lane_stub(endpoint: str, advertised: str) -> LaneStub | None:
     if not advertised:
         return None
     if advertised.startswith("unix:"):
-        return LaneStub(advertised, RESPONSES) if endpoint.startswith("unix:") else None
+        return LaneStub(advertised) if endpoint.startswith("unix:") else None
     if endpoint.startswith("unix:") or not advertised.startswith(":"):
         return None
-    return LaneStub(endpoint.rpartition(":")[0] + advertised, RESPONSES)
+    return LaneStub(endpoint.rpartition(":")[0] + advertised)
 
 
 class LaneStub:
@@ -117,7 +112,7 @@ class LaneStub:
     call): a LaneCall per stream over a new connection to `address` ("host:port" or
     "unix:PATH"); `stub.Feed(request)`, `stub.ReadBatches()`."""
 
-    def __init__(self, address: str, response_types: dict):
+    def __init__(self, address: str, response_types: dict = RESPONSES):
         self.address = address
         self._response_types = response_types  # method -> its answer message class
 
@@ -190,18 +185,15 @@ class LaneCall:
         return self._ended
 
     async def write(self, message) -> None:
-        _, writer = await self._io()
-        try:
-            writer.write(frame(message.SerializeToString()))
-            await writer.drain()
-        except (OSError, RuntimeError) as err:
-            self.cancel()
-            raise unavailable(f"lane {self.address}: {err}") from None
+        await self._send(frame(message.SerializeToString()))
 
     async def done_writing(self) -> None:
+        await self._send(END)
+
+    async def _send(self, data: bytes) -> None:
         _, writer = await self._io()
         try:
-            writer.write(END)
+            writer.write(data)
             await writer.drain()
         except (OSError, RuntimeError) as err:
             self.cancel()
@@ -293,12 +285,13 @@ class LaneServer:
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 hello = await read_frame(reader, 256)
-            method = hello[len(HELLO):].decode(errors="replace") if hello else ""
-            if method == "Feed" and hello and hello.startswith(HELLO):
+            is_lane = hello is not None and hello.startswith(HELLO)
+            method = hello[len(HELLO):].decode(errors="replace") if is_lane else ""
+            if method == "Feed":
                 writer.write(frame(b""))
                 await self._feed(reader, writer)
                 return
-            kind = self.service.stream_kind(method) if hello and hello.startswith(HELLO) else None
+            kind = self.service.stream_kind(method) if is_lane else None
             if kind is None:
                 writer.write(frame(f"not a lane stream: {hello[:64]!r}".encode()))
                 return

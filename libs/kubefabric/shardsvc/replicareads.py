@@ -30,18 +30,13 @@ import grpc
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.telemetry import tracing
 
-from .mux import CODES, CallCounts, MuxStream, StreamSlot
+from .mux import CODES, CallCounts, MuxStream, StreamSlot, rpc_error
 
 REOPEN_S = 0.5         # at most one attempt to open a stream to the same stub this often
 OPEN_TIMEOUT_S = 2.0   # a stream whose server has not answered its metadata by then is dropped
 RETIRE_S = 60.0        # a replaced stream's reads get this long to be answered
 # the Shard API read methods that go on the stream, by their ReadRequest field
 READ_FIELDS = {"Range": "range", "Query": "query"}
-
-
-def rpc_error(code: grpc.StatusCode, message: str) -> grpc.aio.AioRpcError:
-    """The failure of a read answered on the stream, as its unary call would have raised it."""
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=message)
 
 
 class ReadStream(MuxStream):
