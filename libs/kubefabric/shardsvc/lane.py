@@ -285,7 +285,9 @@ class LaneServer:
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
                 hello = await read_frame(reader, 256)
-            is_lane = hello is not None and hello.startswith(HELLO)
+            if hello is None:  # connected and closed: nothing to answer
+                return
+            is_lane = hello.startswith(HELLO)
             method = hello[len(HELLO):].decode(errors="replace") if is_lane else ""
             if method == "Feed":
                 writer.write(frame(b""))
