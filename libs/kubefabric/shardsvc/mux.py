@@ -25,6 +25,8 @@ Invariants:
   request per event-loop turn, so writing at once sent messages of ~1.07 requests; waiting for
   the answers in flight lets the requests that arrive meanwhile share the next message. A lone
   request (nothing in flight) goes at once; a slow request holds the others back HOLD_S at most.
+  When the stream has room again and fewer than GATHER_BELOW requests wait, the next message
+  waits one event-loop turn more: the requests whose I/O has arrived meanwhile join it.
   A message carries requests up to MESSAGE_BYTES (one larger request goes alone): the server
   refuses a message over its limit (the shard service's --max-request-bytes, 1.5 MiB by
   default), which would fail every request in it.
@@ -141,6 +143,9 @@ class MuxStream:
     MAX_IN_FLIGHT = 1   # COALESCED: messages waiting for an answer before the next one waits
     HOLD_S = 0.002      # COALESCED: a message unanswered this long no longer holds the next
     MESSAGE_BYTES = 1 << 20  # COALESCED: requests that share a message, at most this much
+    # COALESCED: fewer requests than this waiting when the stream has room again wait one more
+    # event-loop turn for those whose I/O is already there (routed gets: ~10 % less CPU)
+    GATHER_BELOW = 3
 
     def __init__(self, stub, name: str):
         self.stub = stub
@@ -253,6 +258,8 @@ class MuxStream:
                 while outbox:
                     if messages.full:
                         await messages.room()
+                        if len(outbox) < self.GATHER_BELOW:
+                            await _io_turn()
                     flight = _first(outbox, self.MESSAGE_BYTES)
                     del outbox[:len(flight)]
                     messages.sent([req.id for req, _ in flight])
@@ -334,6 +341,20 @@ class MuxStream:
         if self._flusher is not None:
             self._flusher.cancel()
         self._broken(self._call)
+
+
+async def _io_turn() -> None:
+    """Returns after one event-loop turn that polled for I/O (a 0 s timer, on uvloop as on
+    asyncio; asyncio.sleep(0) does not poll, asyncio.sleep(1e-4) waits a whole millisecond)."""
+    loop = asyncio.get_running_loop()
+    turned = loop.create_future()
+    loop.call_later(0, _settle_none, turned)
+    await turned
+
+
+def _settle_none(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _Flight:
