@@ -32,6 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -286,13 +287,13 @@ def run_loadgen(endpoint: str, workload: str, clients: int, duration: float, war
         proc.kill()
     timer = threading.Timer(max_time + 30, expire)
     timer.start()
-    marks: dict[str, float] = {}
+    marks: dict[str, WindowMark] = {}
     stderr: list[str] = []
     try:
         for line in proc.stderr:  # stdout is one JSON line at the end: it cannot fill its pipe
             text = line.rstrip("\n")
             if cpu_roots and text in (WINDOW_START, WINDOW_END):
-                marks[text] = tree_cpu_seconds(cpu_roots)
+                marks[text] = window_mark(cpu_roots, proc.pid)
             else:
                 stderr.append(text)
         stdout = proc.stdout.read()
@@ -310,10 +311,42 @@ def run_loadgen(endpoint: str, workload: str, clients: int, duration: float, war
                 "failed": ("\n".join(stderr).strip() or f"loadgen exited {rc}")[-500:]}
     result = json.loads(lines[-1])
     if WINDOW_START in marks and WINDOW_END in marks and result.get("ops"):
-        cpu = marks[WINDOW_END] - marks[WINDOW_START]
-        result["server_cpu_s"] = round(cpu, 3)
-        result["cpu_us_per_op"] = round(1e6 * cpu / result["ops"], 1)
+        result.update(window_cpu(marks[WINDOW_START], marks[WINDOW_END], result["ops"]))
     return result
+
+
+class WindowMark(NamedTuple):
+    """The clocks read at one end of loadgen's measured window."""
+    wall_s: float
+    server_cpu_s: float   # the server's processes (tree_cpu_seconds)
+    loadgen_cpu_s: float
+    machine_busy_s: float  # all CPUs, /proc/stat: what was not idle or waiting for I/O
+
+
+def window_mark(cpu_roots: list[int], loadgen_pid: int) -> WindowMark:
+    return WindowMark(time.monotonic(), tree_cpu_seconds(cpu_roots), tree_cpu_seconds([loadgen_pid]),
+                      machine_busy_seconds())
+
+
+def window_cpu(start: WindowMark, end: WindowMark, ops: int) -> dict:
+    """CPU figures of a measured window: the server's CPU per request, and the cores the server,
+    loadgen and the whole machine kept busy (a server can only scale onto the cores left)."""
+    wall = max(end.wall_s - start.wall_s, 1e-9)
+    cpu = end.server_cpu_s - start.server_cpu_s
+    loadgen = end.loadgen_cpu_s - start.loadgen_cpu_s
+    return {"server_cpu_s": round(cpu, 3), "cpu_us_per_op": round(1e6 * cpu / ops, 1),
+            "loadgen_cpu_us_per_op": round(1e6 * loadgen / ops, 1),
+            "server_cores": round(cpu / wall, 2), "loadgen_cores": round(loadgen / wall, 2),
+            "machine_busy_cores": round((end.machine_busy_s - start.machine_busy_s) / wall, 2)}
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all CPUs spent on anything but idle and I/O wait since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal; guests are in user
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def process_stats() -> dict[int, list[str]]:
@@ -444,7 +477,28 @@ def render_table(results: list[dict], servers: list[str], workloads: list[str], 
                      "(all rounds' cpu us: --json).")
     lines.append("kf/X ops/s > 1 means KubeFabric is faster; kf/X p99 and cpu < 1 mean its tail latency / CPU per request is lower.")
     lines += cpu_ratio_lines(by, servers, workloads, clients)
+    lines += cores_lines(by, servers, workloads, clients)
     return "\n".join(lines + notes)
+
+
+def cores_lines(by: dict, servers: list[str], workloads: list[str], clients: list[int]) -> list[str]:
+    """Per server: the cores its processes, loadgen and the whole machine kept busy in the measured
+    window: where the machine was full, a server could not have gone faster by using more cores."""
+    def cell(server: str, w: str, c: int) -> str:
+        r = by.get((server, w, c))
+        if r is None or "failed" in r or "machine_busy_cores" not in r:
+            return "-"
+        return f"{r['server_cores']:.2f} / {r['loadgen_cores']:.2f} / {r['machine_busy_cores']:.2f}"
+
+    rows = [(w, c, [cell(s, w, c) for s in servers]) for w in workloads for c in clients]
+    rows = [row for row in rows if any(x != "-" for x in row[2])]
+    if not rows:
+        return []
+    width = max(22, *(len(s) + 1 for s in servers))
+    out = ["", f"Cores busy in the measured window: server / loadgen / whole machine (of {os.cpu_count()})",
+           f"{'workload':<14}{'clients':>7} " + "".join(f"{s:>{width}}" for s in servers)]
+    out += [f"{w:<14}{c:>7} " + "".join(f"{x:>{width}}" for x in cells) for w, c, cells in rows]
+    return out
 
 
 def median_cpu_run(runs: list[dict]) -> dict:

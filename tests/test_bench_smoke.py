@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,13 @@ def test_short_run_against_kubefabric(loadgen, kubefabric, workload):
     # more than one clock tick, and a server cannot spend more than 2 cores' worth on 2 clients
     assert 0 < result["server_cpu_s"] <= 2 * 0.5 * 1.5, result
     assert result["cpu_us_per_op"] == pytest.approx(1e6 * result["server_cpu_s"] / result["ops"], rel=0.01)
+    # the cores kept busy: loadgen's own (it spends CPU on every request), the server's, and the
+    # whole machine's, which includes both and cannot exceed its CPUs
+    assert result["loadgen_cpu_us_per_op"] > 0 and result["loadgen_cores"] > 0, result
+    assert result["server_cores"] > 0, result
+    slack = 0.3  # the clocks are read one after another, in ticks of 10 ms, over a 0.5 s window
+    assert result["server_cores"] + result["loadgen_cores"] <= result["machine_busy_cores"] + slack, result
+    assert result["machine_busy_cores"] <= os.cpu_count() + slack, result
 
 
 def test_floor_and_cpu_columns(loadgen, tmp_path, capsys):
@@ -89,6 +97,9 @@ def test_floor_and_cpu_columns(loadgen, tmp_path, capsys):
     kf_cpu = next(r["cpu_us_per_op"] for r in results if r["server"] == "kubefabric" and r["workload"] == "get")
     assert f"{kf_cpu:,.0f}" in row.split("|")[2], row
     assert "kubefabric/floor" in table, table
+    cores = table[table.index("Cores busy in the measured window"):].splitlines()
+    get_cores = next(line for line in cores if line.startswith("get "))
+    assert get_cores.count(" / ") == 4, table  # floor's and kubefabric's three figures
     assert not bench_run.LIVE, "a server was left running"
 
 
