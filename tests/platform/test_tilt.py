@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -154,6 +155,10 @@ def test_tilt_ci_local_mode(tilt):
     assert "3 shards, 3 rules, default pg-a" in out, "kv-router runs the demo topology"
     for shard in ("pg-a", "mysql-b", "shop-orders"):  # the shard services came up on their databases
         assert f"shard {shard}: serving the Shard API" in out, out[-4000:]
+        # ... with a batch lane, which kv-router's streams (reads, writes, the commit feed) use
+        assert f"shard {shard}: batch lane on 127.0.0.1:0 (advertised as :" in out, out[-4000:]
+        assert re.search(rf"shard {shard}: streams to 127\.0\.0\.1:\d+ go on the batch lane at "
+                         rf"127\.0\.0\.1:\d+", out), out[-4000:]
     for name in ("ROUTER_METRICS", "PG_SHARD_METRICS", "MYSQL_SHARD_METRICS", "HUB_METRICS"):  # the /metrics links
         assert f"/metrics on http://127.0.0.1:{ports[name]}/metrics" in out, out[-4000:]
     # the example through kube-apiserver on kv-router: function, operator, REST layer, deletion

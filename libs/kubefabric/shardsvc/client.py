@@ -76,6 +76,7 @@ class RemoteShard:
         self.name = name
         self.endpoints = endpoints
         self.tls = _client_tls(tls)
+        self._carriers: dict[int, str] = {}  # replica -> what its streams went on last (lane_of)
         self.channels: list = []
         self.stubs: list = []
         self._connect()
@@ -163,7 +164,12 @@ class RemoteShard:
             status = await stub.Status(spb.StatusRequest(), timeout=2.0)
         except grpc.aio.AioRpcError:
             return None
-        return lane_stub(self.endpoints[target], status.lane)
+        lane = lane_stub(self.endpoints[target], status.lane)
+        carrier = f"the batch lane at {lane.address}" if lane else "gRPC (no lane advertised)"
+        if self._carriers.get(target) != carrier:  # said once, and again when it changes
+            self._carriers[target] = carrier
+            log.info("shard %s: streams to %s go on %s", self.name, self.endpoints[target], carrier)
+        return lane
 
     def _connect(self) -> None:
         """New channels from the TLS files as they are now; calls on the old ones finish there."""
