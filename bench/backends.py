@@ -5,7 +5,8 @@
     kf-mysql        kubefabric backend-mysql on a private MariaDB (innodb_flush_log_at_trx_commit=1)
 
 each with `kubefabric serve --shard grpc://...` in front; `<kind>-nogc` runs the shard service with
-`--group-commit false` (one database transaction per write). A stack has the surface run.py uses
+`--group-commit false` (one database transaction per write), `<kind>-w2` the router with
+`--workers 2` (two kv-router processes on its port). A stack has the surface run.py uses
 for a server (kind, endpoint, alive(), log_tail(), stop()).
 
     kf-hub          kf-sqlite-svc with the NATS watch path (run.py --watch): a nats-server with
@@ -43,7 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 NOGC = "-nogc"
 DATABASES = {"kf-sqlite-svc": "sqlite", "kf-pg": "postgres", "kf-mysql": "mariadb"}
 SHARD_COMMANDS = {"sqlite": "backend-sqlite", "postgres": "backend-pg", "mariadb": "backend-mysql"}
-KINDS = tuple(k + s for k in DATABASES for s in ("", NOGC)) + ("kf-hub",)
+ROUTER_W2 = "-w2"
+KINDS = tuple(k + s for k in DATABASES for s in ("", NOGC, ROUTER_W2)) + ("kf-hub",)
 # every shard service opens its batch lane, as deploy/ has them (kubefabric.shardsvc.lane)
 LANE = ("--lane-address", "127.0.0.1:0")
 DB_SERVERS = {"postgres": None, "mariadb": None}  # the running database servers, by kind
@@ -218,7 +220,8 @@ def start_stack(kind: str, live: list, ready_timeout: float = 60.0,
     `live` at once, so an interrupted start is cleaned up too."""
     if kind == "kf-hub":
         return start_hub_stack(live, ready_timeout)
-    db, group_commit = split_kind(kind)
+    db, group_commit = split_kind(kind.removesuffix(ROUTER_W2))
+    workers = ["--workers", "2"] if kind.endswith(ROUTER_W2) else []
     workdir = Path(tempfile.mkdtemp(prefix=f"kf-bench-{kind}-"))
     stack = Stack(kind, "", workdir, db)
     live.append(stack)
@@ -229,7 +232,7 @@ def start_stack(kind: str, live: list, ready_timeout: float = 60.0,
     stack.procs.append(shard)
     wait_shard_ready(shard, ready_timeout)
     router = spawn("router", ["serve", "--listen-client-urls", f"http://127.0.0.1:{client_port}",
-                              "--shard", f"grpc://{shard.endpoint}"], client_port, workdir)
+                              "--shard", f"grpc://{shard.endpoint}", *workers], client_port, workdir)
     stack.procs.append(router)
     wait_ready(router, ready_timeout)
     stack.endpoint = router.endpoint

@@ -53,7 +53,8 @@ FLOOR_STAGES = ("options", "make_server", "register", "etcd_unary", "kv", "impor
 STAGED_FLOORS = tuple(f"floor+{s}" for s in FLOOR_STAGES)
 # kv-router in front of a shard service, with group commit and without (-nogc): bench/backends.py
 # kf-hub: the kf-sqlite-svc stack with NATS JetStream and the watch-hub serving the router's watches
-STACK_KINDS = tuple(k + s for k in ("kf-sqlite-svc", "kf-pg", "kf-mysql") for s in ("", "-nogc")) + ("kf-hub",)
+# (<kind>-w2: the router with --workers 2)
+STACK_KINDS = tuple(k + s for k in ("kf-sqlite-svc", "kf-pg", "kf-mysql") for s in ("", "-nogc", "-w2")) + ("kf-hub",)
 # `kubefabric serve --workers 2`: the embedded server plus one worker process on the same port
 WORKER_SERVERS = ("kubefabric-w2",)
 KNOWN_SERVERS = ALL_SERVERS + FLOOR_SERVERS + STAGED_FLOORS + STACK_KINDS + WORKER_SERVERS
@@ -731,7 +732,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "answering put/get with constants (floor-sync: grpcio's synchronous server, "
                    "floor-sync-bridge: it running each call on a uvloop loop); floor+STAGE: the floor with kubefabric serve's "
                    f"pieces up to STAGE, one of {','.join(FLOOR_STAGES)} (bench/floor.py); "
-                   "kubefabric-w2: `kubefabric serve --workers 2`)")
+                   "kubefabric-w2: `kubefabric serve --workers 2`; kf-*-w2: the router of a shard-service "
+                   "stack with --workers 2)")
     p.add_argument("--backends", nargs="?", const=",".join(BACKENDS), metavar="LIST",
                    help="shard-backend comparison: each of LIST (default: all of "
                    f"{','.join(BACKENDS)}) with group commit on and off, one table")

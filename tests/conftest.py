@@ -47,7 +47,8 @@ from harness.normalise import compare_recordings, recording
 # Where the KubeFabric side of a differential test runs: "embedded" (`kubefabric serve`),
 # kv-router in front of a shard service on "sqlite", "postgres" or "mariadb" (real servers), or
 # "workers": `kubefabric serve --workers 2` (the test's calls alternate between its writer process
-# and its worker), "topology": kv-router on three shards (harness.servers.THREE_SHARDS: test keys use the default
+# and its worker), "router-workers": kv-router --workers 2 (two router processes on one port,
+# the calls alternating between them) in front of a SQLite shard service on its lane, "topology": kv-router on three shards (harness.servers.THREE_SHARDS: test keys use the default
 # SQLite shard, while the merged watch feed and the clock sync run across all three), or "hub":
 # kv-router --watch-hub, a watch-hub and a SQLite shard service publishing on NATS JetStream.
 SHARD_NAMES = itertools.count()  # hub-target shards: unique per session (NATS dedupes by name:rev)
@@ -63,14 +64,19 @@ SOLE_REPLICA_FLAGS = ["--leader-lease", "5s"]
 # judged by the same differential tests.
 LANE = ["--lane-address", "127.0.0.1:0"]
 DIFF_TARGETS = [t for t in os.environ.get("KUBEFABRIC_DIFF_TARGETS",
-                                           "embedded,workers,postgres,mariadb,topology,hub")
+                                           "embedded,workers,router-workers,postgres,mariadb,"
+                                           "topology,hub")
                 .split(",") if t]
 # targets served by `kubefabric serve` itself ("workers": --workers 2, whose two processes the
 # client's calls alternate between); the others are kv-router in front of shard services
-LAUNCH = {"embedded": "kubefabric", "workers": "kubefabric-w2"}
-# The "workers" target starts two processes per test (about 2 s more on CI's loaded machine): by
-# default it runs the modules whose calls cross the processes in every way (reads after writes,
-# txns, watches, leases, auth, compaction); KUBEFABRIC_DIFF_TARGETS naming it runs it everywhere.
+LAUNCH = {"embedded": "kubefabric", "workers": "kubefabric-w2", "router-workers": "routed-sqlite-w2"}
+# the launches whose client spreads its calls over the server's processes (harness.client)
+SPREAD = {"kubefabric-w2", "routed-sqlite-w2"}
+# The "workers" and "router-workers" targets start two processes more per test (about 2 s on CI's
+# loaded machine): by default they run the modules whose calls cross the processes in every way
+# (reads after writes, txns, watches, leases, auth, compaction); KUBEFABRIC_DIFF_TARGETS naming
+# them runs them everywhere.
+MULTI_PROCESS_TARGETS = {"workers", "router-workers"}
 WORKERS_MODULES = {"test_put_delete", "test_txn", "test_watch", "test_lease", "test_auth",
                    "test_compact"}
 WORKERS_EVERYWHERE = "KUBEFABRIC_DIFF_TARGETS" in os.environ
@@ -99,7 +105,10 @@ def server_factory(tmp_path, request):
         return d
 
     def start(kind: str, extra=None):
-        """kind: etcd, etcd37, kubefabric (embedded) or routed-<sqlite|postgres|mariadb|topology|hub>."""
+        """kind: etcd, etcd37, kubefabric (embedded) or routed-<sqlite|postgres|mariadb|topology|hub>;
+        routed-sqlite-w2: kv-router --workers 2 in front of a SQLite shard service on its lane."""
+        if kind == "routed-sqlite-w2":
+            return start_routed("sqlite", extra, router_processes=2)
         if kind.startswith("routed-"):
             return start_routed(kind.removeprefix("routed-"), extra)
         s = START[kind](workdir(kind), extra)
@@ -127,7 +136,7 @@ def server_factory(tmp_path, request):
         started.append(router)
         return router
 
-    def start_routed(backend: str, extra=None):
+    def start_routed(backend: str, extra=None, router_processes: int = 1):
         if backend == "topology":
             return start_three(extra)
         if backend == "hub":
@@ -137,10 +146,11 @@ def server_factory(tmp_path, request):
             dsn = f"sqlite://{d / 'shard'}"
         else:
             dsn = database(backend)
-        lane = LANE if backend in ("postgres", "mariadb") else []
+        lane = LANE if backend in ("postgres", "mariadb") or router_processes > 1 else []
         shard = start_shard(d, backend, dsn, [*lane, *sole_replica(extra)])
         started.append(shard)
-        router = start_router(d, [shard], extra)
+        workers = ["--workers", str(router_processes)] if router_processes > 1 else []
+        router = start_router(d, [shard], [*workers, *(extra or [])])
         started.append(router)
         return router
 
@@ -240,7 +250,7 @@ def differential(server_factory, request):
             for target in (targets or DIFF_TARGETS):
                 if (spans_shards and target == "topology") or target in without:
                     continue
-                if target == "workers" and not WORKERS_EVERYWHERE and \
+                if target in MULTI_PROCESS_TARGETS and not WORKERS_EVERYWHERE and \
                         request.module.__name__.rpartition(".")[2] not in WORKERS_MODULES:
                     continue
                 launch = LAUNCH.get(target, f"routed-{target}")
@@ -249,7 +259,7 @@ def differential(server_factory, request):
         for kind, launch, extra in sides:
             server = server_factory(launch, extra)
             # --workers: the body's calls alternate between two processes (harness.client)
-            client = Client(server.endpoint, kind, spread=launch == "kubefabric-w2")
+            client = Client(server.endpoint, kind, spread=launch in SPREAD)
             results[kind] = recording(client, body)
         etcd = results.pop("etcd")
         if dump := os.environ.get("KUBEFABRIC_DIFF_DUMP"):  # a directory: the recordings as JSON

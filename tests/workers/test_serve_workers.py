@@ -2,8 +2,10 @@
 see every write acknowledged by the other at once, a watch "from now" on one starts after a write
 acknowledged by the other, headers never go back on a connection), the randomized history with
 its watches checks out across them, a worker killed with SIGKILL is started again while clients
-reconnect, and the parent's end ends the workers. The differential suite runs on this server
-too (tests/conftest.py's "workers" target)."""
+reconnect, and the parent's end ends the workers. The consistency tests also run against two
+kv-router processes in front of a shard service (`--workers 2 --shard ...`; the rest of that
+mode: test_router_workers.py). The differential suite runs on both (tests/conftest.py's
+"workers" and "router-workers" targets)."""
 from __future__ import annotations
 
 import os
@@ -40,8 +42,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_a_write_through_one_process_is_seen_by_the_other_at_once(server_factory):
-    server = server_factory("kubefabric-w2")
+# "kubefabric-w2": the embedded server's writer and a worker reading its SQLite file;
+# "routed-sqlite-w2": two kv-router processes in front of one shard service (tests/conftest.py)
+LAUNCHES = ["kubefabric-w2", "routed-sqlite-w2"]
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
+def test_a_write_through_one_process_is_seen_by_the_other_at_once(server_factory, launch):
+    server = server_factory(launch)
     a, b = spread_channels(server.endpoint)
     pids = {answering_pid(a), answering_pid(b)}
     assert server.proc.pid in pids and len(pids) == 2, pids
@@ -74,11 +82,12 @@ def test_a_write_through_one_process_is_seen_by_the_other_at_once(server_factory
     b.close()
 
 
-def test_a_progress_request_covers_a_write_acknowledged_by_the_other_process(server_factory):
+@pytest.mark.parametrize("launch", LAUNCHES)
+def test_a_progress_request_covers_a_write_acknowledged_by_the_other_process(server_factory, launch):
     """etcd answers a progress request with its current revision: a write acknowledged by the
     other process before the request is covered, though this process's feed may not have
     delivered it yet (CI once saw the older revision on the differential test_progress_request)."""
-    server = server_factory("kubefabric-w2")
+    server = server_factory(launch)
     a, b = spread_channels(server.endpoint)
     if answering_pid(a) != server.proc.pid:
         a, b = b, a  # writes on the parent (the writer), the watch on the worker (fed by it)
@@ -109,12 +118,13 @@ def test_a_progress_request_covers_a_write_acknowledged_by_the_other_process(ser
         b.close()
 
 
-def test_history_across_two_processes(server_factory, say):
+@pytest.mark.parametrize("launch", LAUNCHES)
+def test_history_across_two_processes(server_factory, say, launch):
     """harness.histload's randomized history (puts, deletes, compare-and-swaps, two-key txns,
     reads, paginated lists, a lease's keys revoked, watches from everywhere) with every client's
     calls alternating between the two processes: linearizable per key, revisions in order, and
     every watch ordered, unique, atomic, reliable, resumable and bookmarkable."""
-    server = server_factory("kubefabric-w2", ["--watch-progress-notify-interval=300ms"])
+    server = server_factory(launch, ["--watch-progress-notify-interval=300ms"])
     run_history(server.endpoint, say, one_shard=True)
 
 
@@ -165,7 +175,6 @@ def test_workers_stop_when_their_parent_is_killed(server_factory):
 
 
 @pytest.mark.parametrize("flags, says", [
-    (["--shard", "grpc://127.0.0.1:1"], "worker processes serve the embedded shard only"),
     (["--listen-client-urls", "http://127.0.0.1:0"], "port 0 cannot be shared"),
     (["--workers", "300"], "argument --workers: 300 is out of range"),
 ])

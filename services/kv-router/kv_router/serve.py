@@ -34,12 +34,13 @@ FLAGS = [
          "another hub, or the restarted one, without the client noticing). Without it the "
          "router follows the shards' Feed RPC itself", type=Endpoints("grpc")),
     Flag("--workers", "1", "processes serving the client URLs (0: one per CPU). Above 1, this "
-         "process stays the one writer of the embedded shard and starts that many minus one "
-         "workers on the same ports (SO_REUSEPORT: the kernel spreads connections over them), "
-         "which answer reads from the SQLite file themselves and pass writes, leases, "
-         "compaction and auth to it; watches follow its commits. A worker that dies is started "
-         "again. Embedded shard only (not with --shard or --topology); worker i serves /metrics "
-         "on --metrics-address's port + i", type=Count(0, 256)),
+         "process starts that many minus one workers on the same ports (SO_REUSEPORT: the kernel "
+         "spreads connections over them). Embedded: this process stays the shard's one writer; "
+         "the workers answer reads from the SQLite file themselves and pass writes, leases, "
+         "compaction and auth to it; watches follow its commits. With --shard or --topology "
+         "(shard services only, no embedded shard): each worker is a kv-router of its own over "
+         "the same shard services; this process alone compacts. A worker that dies is started "
+         "again; worker i serves /metrics on --metrics-address's port + i", type=Count(0, 256)),
     Flag("--name", "default", "member name reported by MemberList"),
     Flag("--initial-advertise-peer-urls", "http://localhost:2380",
          "peer URLs reported by MemberList (KubeFabric has no raft peers; etcd's default)",

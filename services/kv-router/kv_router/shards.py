@@ -26,6 +26,7 @@ from kubefabric.topology.load import TopologyError, load_topology
 from kubefabric.topology.reload import check_reload, find_moved_key
 
 from .routed import RoutedShards
+from .workers import worker_count
 
 log = logging.getLogger("kubefabric.router.shards")
 
@@ -75,6 +76,10 @@ def _shard_tls(args):
 
 async def open_spec(spec, args, topology) -> ShardSurface:
     if spec.endpoint == "embedded":
+        if worker_count(args) > 1:  # every process would open it: one SQLite file, N writers
+            raise StartupError(f"shard {spec.name} is embedded, and --workers {args.workers} "
+                               "processes share shard services only: give it a grpc:// endpoint, "
+                               "or serve the embedded shard alone (no --topology)")
         if args.watch_hub:
             raise StartupError(f"shard {spec.name} is embedded, and --watch-hub serves watches "
                                "from shard services only: give it a grpc:// endpoint or drop "

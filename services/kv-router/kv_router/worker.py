@@ -1,6 +1,7 @@
 """One worker process of `kubefabric serve --workers N` (started by kv_router.workers, never by
-hand): the etcd v3 API on the parent's client URLs (SO_REUSEPORT), over a WorkerShard (reads
-from the SQLite file, everything else through the parent; kv_router.workershard).
+hand): the etcd v3 API on the parent's client URLs (SO_REUSEPORT), over a WorkerShard (embedded:
+reads from the SQLite file, everything else through the parent; kv_router.workershard) or over
+the same shard services as the parent (routed: --shard or --topology, whose file it follows).
 
 It stops on SIGTERM (finishing in-flight requests, as the parent does) and when its lifeline to
 the parent closes (the parent is gone). Its settings are the parent's parsed flags, handed over
@@ -41,23 +42,23 @@ async def serve(args: argparse.Namespace, tls, spec: dict) -> int:
     from kubefabric.lifecycle import settle_heap, until_terminated
 
     from .main import server_config
+    from .routed import RoutedShards
     from .server import RouterServer
-    from .workershard import WorkerShard
+    from .shards import TopologyReloader
 
     index = spec["index"]
     _label_logs(index)
     lifeline = socket.socket(fileno=spec["lifeline"])
     lifeline.setblocking(False)
     cfg = server_config(args, tls, reuse_port=True)
-    shard = WorkerShard(spec["parent"], args.data_dir, args.sqlite_synchronous, args.max_txn_ops)
-    try:
-        await shard.open()
-    except ConnectionError as err:
-        await shard.close()
-        raise startup.StartupError(f"worker {index}: cannot reach the parent: {err}") from None
+    shard = await (_routed_shards(args) if spec["routed"] else _worker_shard(args, spec))
     server = RouterServer(shard, cfg)
+    reloader = None
     try:
         await server.start()
+        if isinstance(shard, RoutedShards):
+            reloader = TopologyReloader(shard, args.topology, args)
+            reloader.start()
     except BaseException:
         await shard.close()
         raise
@@ -75,13 +76,31 @@ async def serve(args: argparse.Namespace, tls, spec: dict) -> int:
         log.warning("worker %d: the parent process is gone; stopping", index)
     for task in (terminated, orphaned):
         task.cancel()
+    if reloader is not None:
+        reloader.stop()
     await server.stop(args.shutdown_grace)
     await shard.close()
     lifeline.close()
-    if orphaned.done():  # the parent could not remove its socket's directory: do it for it
+    if orphaned.done() and not spec["routed"]:  # the parent could not remove its socket's directory
         shutil.rmtree(os.path.dirname(spec["parent"].removeprefix("unix:")), ignore_errors=True)
     log.info("worker %d stopped", index)
     return 0
+
+
+async def _worker_shard(args: argparse.Namespace, spec: dict):
+    from .workershard import WorkerShard
+    shard = WorkerShard(spec["parent"], args.data_dir, args.sqlite_synchronous, args.max_txn_ops)
+    try:
+        await shard.open()
+    except ConnectionError as err:
+        await shard.close()
+        raise startup.StartupError(f"worker {spec['index']}: cannot reach the parent: {err}") from None
+    return shard
+
+
+async def _routed_shards(args: argparse.Namespace):
+    from .shards import open_shards
+    return await open_shards(args)
 
 
 def _metrics_address(address: str, index: int) -> str:

@@ -1,14 +1,23 @@
-"""`kubefabric serve --workers N`: the parent's side. The parent is the embedded server as with
-one worker (the shard's one writer: it holds the SQLite file's lease, runs compaction and lease
-expiry) and serves clients too; it starts N-1 worker processes (kv_router.worker) that serve the
-same client URLs and supervises them.
+"""`kubefabric serve --workers N`: the parent's side. The parent serves clients as with one
+process and starts N-1 worker processes (kv_router.worker) that serve the same client URLs, and
+supervises them. Two kinds:
+
+- Embedded (no --shard, no --topology): the parent is the embedded shard's one writer (it holds
+  the SQLite file's lease, runs compaction and lease expiry); the workers read the file and send
+  the rest to the parent (below).
+- Routed (--shard or --topology, every shard a shard service): each worker is a kv-router of its
+  own in front of the same shard services, as several kv-router replicas are; the shard
+  services keep all state, so nothing passes between the processes. The parent alone compacts
+  (--auto-compaction-*) and looks for misplaced keys; every process follows the topology file.
+  An embedded shard in the topology is refused (kv_router.shards.open_spec): each process would
+  open its SQLite file.
 
 - Ports: every process listens on the client URLs with SO_REUSEPORT (gRPC's "grpc.so_reuseport"
   option, which KubeFabric otherwise turns off), so the kernel spreads new connections over the
   processes; a connection stays with the process that accepted it. Since a port shared this way
   also accepts a stranger that sets SO_REUSEPORT, the parent first binds each address plainly
   and refuses to start when one is taken. Port 0 is refused (each process would get its own).
-- The workers reach the parent through its Shard API (kubefabric.shardsvc.service) on a unix
+- Embedded: the workers reach the parent through its Shard API (kubefabric.shardsvc.service) on a unix
   socket in a private directory (mode 0700: only this user can connect; the API has no etcd
   auth of its own). Writes, leases, compaction, alarms and auth changes go there; watches follow
   its Feed; reads are the workers' own (kv_router.workershard says why they are linearizable).
@@ -98,10 +107,6 @@ class Workers:
         n = worker_count(args)
         if n <= 1:
             return None
-        if args.shard or args.topology:
-            raise StartupError(f"--workers {args.workers}: worker processes serve the embedded "
-                               "shard only (without --shard and --topology); run more kv-router "
-                               "replicas in front of shard services instead")
         addresses = [listen_address(u.strip()) for u in args.listen_client_urls.split(",")
                      if u.strip()]
         for address in addresses:
@@ -121,13 +126,22 @@ class Workers:
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._lane: LaneServer | None = None
+        self.routed = bool(args.shard or args.topology)
 
     async def start(self, shard: ShardSurface) -> None:
-        """Serve the Shard API privately, start every worker and wait until each serves."""
-        assert isinstance(shard, Shard)  # the embedded shard: from_args refused the others
+        """Embedded: serve the Shard API privately. Start every worker and wait until each
+        serves."""
         problem = bind_problem(self.addresses)
         if problem:
             raise StartupError(f"--listen-client-urls: cannot listen on {problem}")
+        if self.routed:
+            await asyncio.gather(*(self._spawn(w) for w in self.workers))
+            self._supervise_all()
+            log.info("serving with %d kv-router processes on the same client URLs: this one (pid "
+                     "%d) and worker pids %s, each in front of the same shard services",
+                     len(self.workers) + 1, os.getpid(), ", ".join(str(w.proc.pid) for w in self.workers))
+            return
+        assert isinstance(shard, Shard)  # the embedded shard (open_shards made no other)
         runtime = os.environ.get("XDG_RUNTIME_DIR")
         self._dir = tempfile.mkdtemp(prefix="kubefabric-workers-",
                                      dir=runtime if runtime and os.path.isdir(runtime) else None)
@@ -142,18 +156,21 @@ class Workers:
         self._lane = LaneServer(self._service, self.args.max_request_bytes)
         self._service.lane = await self._lane.start(f"unix:{os.path.join(self._dir, 'lane.sock')}")
         await asyncio.gather(*(self._spawn(w) for w in self.workers))
-        self._tasks = [asyncio.create_task(self._supervise(w), name=f"worker-{w.index}")
-                       for w in self.workers]
+        self._supervise_all()
         log.info("serving with %d processes on the same client URLs: this one (pid %d, the "
                  "writer; its Shard API for the workers on %s) and worker pids %s",
                  len(self.workers) + 1, os.getpid(), self.endpoint,
                  ", ".join(str(w.proc.pid) for w in self.workers))
 
+    def _supervise_all(self) -> None:
+        self._tasks = [asyncio.create_task(self._supervise(w), name=f"worker-{w.index}")
+                       for w in self.workers]
+
     async def _spawn(self, worker: _Worker) -> None:
         """Start one worker and wait until it serves (StartupError with its reason if not)."""
         ours, theirs = socket.socketpair()
-        spec = {"index": worker.index, "parent": self.endpoint, "lifeline": theirs.fileno(),
-                "args": _plain(self.args)}
+        spec = {"index": worker.index, "parent": self.endpoint, "routed": self.routed,
+                "lifeline": theirs.fileno(), "args": _plain(self.args)}
         env = {**os.environ, SPEC_ENV: json.dumps(spec)}
         try:
             worker.proc = await asyncio.create_subprocess_exec(
