@@ -8,8 +8,8 @@ are tested on both carriers in test_replica_reads.py and test_leader_writes.py, 
   fails to open as a gRPC stream would (UNAVAILABLE), so the router stays on unary calls;
 - a message over the service's --max-request-bytes closes the connection: the writes on it get
   the stream's "lost" outcome (etcd's leader-failure error), never a hang, and a new stream works;
-- a shard service refuses --lane-address with TLS, and stops at a lane port it cannot have,
-  with a message instead of a traceback;
+- a shard service stops at a lane port it cannot have, with a message instead of a traceback
+  (the lane with TLS: tests/security/test_shard_tls.py);
 - the Feed of commits rides the lane too: every commit delivered once, in order; its failure
   (a compacted start) is the gRPC Feed's code and message.
 """
@@ -150,16 +150,6 @@ def test_the_end_frame_ends_the_stream_cleanly():
         assert await reader.readexactly(len(OK)) == OK and await reader.read() == b""
         writer.close()
     run(body)
-
-
-def test_a_shard_service_refuses_the_lane_with_tls(tmp_path):
-    argv = [sys.executable, "-m", "kubefabric.cli", "backend-sqlite", "--dsn",
-            f"sqlite://{tmp_path / 'db'}", "--lane-address", "127.0.0.1:0",
-            "--cert-file", str(tmp_path / "c.pem"), "--key-file", str(tmp_path / "k.pem")]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0
-    assert "--lane-address: the batch lane is plaintext" in done.stderr, done.stderr
-    assert "Traceback" not in done.stderr
 
 
 def test_the_feed_rides_the_lane_and_fails_as_on_grpc(tmp_path):

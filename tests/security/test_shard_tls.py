@@ -2,12 +2,14 @@
 certificates made for this run (harness/certs.py).
 
 - kv-router with --shard-ca-file/--shard-cert-file/--shard-key-file in front of a shard service
-  that requires client certificates (--trusted-ca-file): put, get and watch through the router.
+  that requires client certificates (--trusted-ca-file): put, get and watch through the router,
+  whose reads, writes and commit feed ride the shard's batch lane with the same TLS.
 - Refused: the router's shard client (RemoteShard, with the credentials the router builds from
   its --shard-* flags) without a client certificate, with one from another CA, with an expired
   one, with a CA that did not sign the shard's certificate, or in plaintext: the call fails with
   UNAVAILABLE within FAST seconds (a refused handshake, not a hang). A router process started
   that way never becomes ready (its start-up waits for a replica), so the call is made directly.
+  The batch lane refuses the same clients: the stream fails to open with UNAVAILABLE.
 - Bad TLS flag combinations stop a shard service at start with exit 2 and one line.
 - Two replicas with TLS only: a write sent to the replica is forwarded to the leader over TLS
   with the replica's own certificate (the leader has no plaintext port, so a plaintext forward
@@ -17,6 +19,7 @@ certificates made for this run (harness/certs.py).
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +36,7 @@ from harness.stream import Stream
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.kubefabric.shard.v1 import shard_pb2 as spb
 from kubefabric.shardsvc.client import RemoteShard
+from kubefabric.shardsvc.lane import lane_stub
 from kubefabric.tls import ClientTLS
 
 FAST = 5.0  # a refused client must learn so within this many seconds
@@ -76,9 +80,10 @@ def router_flags(tls: ClientTLS) -> list[str]:
 
 @pytest.fixture(scope="module")
 def shard(pki, tmp_path_factory) -> Server:
-    """One SQLite shard service serving the Shard API with mTLS only."""
+    """One SQLite shard service serving the Shard API and its batch lane with mTLS only."""
     d = tmp_path_factory.mktemp("shard")
-    server = start_shard(d, "sqlite", f"sqlite://{d / 'data'}", shard_tls_flags(pki.replicas[0], pki.ca),
+    server = start_shard(d, "sqlite", f"sqlite://{d / 'data'}",
+                         [*shard_tls_flags(pki.replicas[0], pki.ca), "--lane-address", "127.0.0.1:0"],
                          tls=router_tls(pki))
     yield server
     server.stop()
@@ -100,6 +105,7 @@ def test_router_over_mtls_put_get_watch(pki, shard, tmp_path):
         assert [(kv.key, kv.value) for kv in got.kvs] == [(b"/tls/w", b"over mtls")], got
         event = watch.recv()
         assert [(e.kv.key, e.kv.value) for e in event.events] == [(b"/tls/w", b"over mtls")], event
+        assert f"go on the batch lane at 127.0.0.1:{lane_port(shard)} (TLS)" in router.log(), router.log()
     finally:
         watch.close()
         client.close()
@@ -138,6 +144,36 @@ def test_router_refused(pki, shard, who):
     # the same credentials work once they are right: the refusal was the certificate's doing
     ok = asyncio.run(_status(shard.endpoint, router_tls(pki)))
     assert ok.role == "leader"
+
+
+def lane_port(shard: Server) -> int:
+    found = re.search(r"batch lane on 127\.0\.0\.1:0 \(advertised as :(\d+)\)", shard.log())
+    assert found, shard.log()
+    return int(found[1])
+
+
+@pytest.mark.parametrize("who", ["no certificate", "another CA", "wrong server CA", "plaintext"])
+def test_the_lane_refuses_what_the_shard_api_refuses(pki, shard, who):
+    ca, other = str(pki.ca.cert_file), str(pki.other_ca.cert_file)
+    tls = {"no certificate": ClientTLS(ca),
+           "another CA": ClientTLS(ca, str(pki.other_client.cert_file), str(pki.other_client.key_file)),
+           "wrong server CA": ClientTLS(other, str(pki.router.cert_file), str(pki.router.key_file)),
+           "plaintext": None}[who]
+    endpoint, advertised = shard.endpoint, f":{lane_port(shard)}"
+
+    async def open_stream(tls):
+        call = lane_stub(endpoint, advertised, tls).ReadBatches()
+        try:
+            await call.initial_metadata()
+        finally:
+            call.cancel()
+
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        asyncio.run(open_stream(tls))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
+    assert time.monotonic() - started < FAST
+    asyncio.run(open_stream(router_tls(pki)))  # the right certificate opens it
 
 
 async def _status(endpoint: str, tls: ClientTLS) -> spb.StatusResponse:
@@ -277,3 +313,4 @@ def _stub(channel):
     from kubefabric.proto.kubefabric.shard.v1 import shard_pb2_grpc
 
     return shard_pb2_grpc.ShardStub(channel)
+

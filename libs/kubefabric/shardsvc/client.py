@@ -155,17 +155,19 @@ class RemoteShard:
         return found, errors_seen
 
     async def lane_of(self, target: int, stub):
-        """The batch lane of replica `target` (a lane.LaneStub) when its Status advertises one
-        and this router reaches its shards in plaintext (the lane has no TLS); None otherwise:
-        its streams go on gRPC."""
-        if self.tls is not None:
-            return None
+        """The batch lane of replica `target` (a lane.LaneStub, dialled with this shard's TLS
+        when it has one) when its Status advertises one; None otherwise: its streams go on gRPC."""
         try:
             status = await stub.Status(spb.StatusRequest(), timeout=2.0)
         except grpc.aio.AioRpcError:
             return None
-        lane = lane_stub(self.endpoints[target], status.lane)
-        carrier = f"the batch lane at {lane.address}" if lane else "gRPC (no lane advertised)"
+        try:
+            lane = lane_stub(self.endpoints[target], status.lane, self.tls)
+        except TLSError as err:  # mid-rotation: gRPC's channel keeps the files it read
+            log.warning("shard %s: %s; streams to %s go on gRPC", self.name, err, self.endpoints[target])
+            return None
+        carrier = (f"the batch lane at {lane.address}{' (TLS)' if lane.tls else ''}" if lane
+                   else "gRPC (no lane advertised)")
         if self._carriers.get(target) != carrier:  # said once, and again when it changes
             self._carriers[target] = carrier
             log.info("shard %s: streams to %s go on %s", self.name, self.endpoints[target], carrier)

@@ -30,8 +30,10 @@ Invariants:
   Feed), ends its streams with the gRPC ones at shutdown (`streams_ending`, `close_feeds`), and
   refuses a frame over --max-request-bytes with RESOURCE_EXHAUSTED (the client's requests in
   flight: `lost`, as when a gRPC stream fails).
-- The lane has no TLS: a shard service with TLS does not open one (serve.py refuses the flag),
-  and a router with TLS towards its shards never dials one.
+- TLS: a shard service with --cert-file serves its TCP lane with the Shard API's certificate
+  (rotated as it is) and, with --trusted-ca-file, requires and verifies client certificates
+  there too; a router with TLS towards its shards dials the lane with the same trust and client
+  certificate (a unix-socket lane, the --workers one, is plaintext: only its user can reach it).
 """
 from __future__ import annotations
 
@@ -94,40 +96,48 @@ OK = status_frame(grpc.StatusCode.OK, "")
 
 # ---- client ----
 
-def lane_stub(endpoint: str, advertised: str) -> LaneStub | None:
+def lane_stub(endpoint: str, advertised: str, tls=None) -> LaneStub | None:
     """The lane a replica dialled at `endpoint` (its gRPC "host:port" or "unix:PATH")
     advertises (its Status' `lane`), or None: none, or a unix socket for a replica not dialled
-    on one (it is on another machine)."""
+    on one (it is on another machine). tls: the router's ClientTLS towards the replica (None:
+    plaintext); a TCP lane is then dialled with it."""
     if not advertised:
         return None
     if advertised.startswith("unix:"):
         return LaneStub(advertised) if endpoint.startswith("unix:") else None
     if endpoint.startswith("unix:") or not advertised.startswith(":"):
         return None
-    return LaneStub(endpoint.rpartition(":")[0] + advertised)
+    host = endpoint.rpartition(":")[0]
+    if tls is None:
+        return LaneStub(host + advertised)
+    return LaneStub(host + advertised, tls=(tls.ssl_context(), tls.server_name or host.strip("[]")))
 
 
 class LaneStub:
     """Stands in for a Shard stub's stream methods (what mux.MuxStream and RemoteShard's feed
     call): a LaneCall per stream over a new connection to `address` ("host:port" or
-    "unix:PATH"); `stub.Feed(request)`, `stub.ReadBatches()`."""
+    "unix:PATH"); `stub.Feed(request)`, `stub.ReadBatches()`. tls: (ssl.SSLContext, the
+    server's name to check) for a TCP address, or None."""
 
-    def __init__(self, address: str, response_types: dict = RESPONSES):
+    def __init__(self, address: str, response_types: dict = RESPONSES, tls=None):
         self.address = address
+        self.tls = tls
         self._response_types = response_types  # method -> its answer message class
 
     def __getattr__(self, method: str):
         if method not in self._response_types:
             raise AttributeError(method)
         return lambda first=None: LaneCall(self.address, method, self._response_types[method],
-                                           first)
+                                           first, self.tls)
 
 
-async def _connect(address: str):
+async def _connect(address: str, tls=None):
     if address.startswith("unix:"):
         return await asyncio.open_unix_connection(address[5:])
     host, _, port = address.rpartition(":")
-    reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    context, server_name = tls if tls is not None else (None, None)
+    reader, writer = await asyncio.open_connection(host.strip("[]"), int(port), ssl=context,
+                                                   server_hostname=server_name)
     _no_delay(writer)
     return reader, writer
 
@@ -142,9 +152,10 @@ def _no_delay(writer: asyncio.StreamWriter) -> None:
 class LaneCall:
     """One stream on its own connection, shaped as grpc.aio's StreamStreamCall for MuxStream."""
 
-    def __init__(self, address: str, method: str, response_type, first=None):
-        """first: a request sent right after the hello (a Feed's FeedRequest)."""
+    def __init__(self, address: str, method: str, response_type, first=None, tls=None):
+        """first: a request sent right after the hello (a Feed's FeedRequest); tls: LaneStub's."""
         self.address = address
+        self._tls = tls
         self._response_type = response_type
         self._writer: asyncio.StreamWriter | None = None
         self._ended = False
@@ -154,7 +165,7 @@ class LaneCall:
     async def _open(self, method: str, first):
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
-                reader, self._writer = await _connect(self.address)
+                reader, self._writer = await _connect(self.address, self._tls)
                 hello = frame(HELLO + method.encode())
                 if first is not None:
                     hello += frame(first.SerializeToString())
@@ -240,9 +251,11 @@ class LaneServer:
     """The lane of one ShardService: its `stream_kind(method)` gives (request type, run,
     response, failure, coalesced) for mux.serve, as its gRPC stream handlers use."""
 
-    def __init__(self, service, max_request_bytes: int):
+    def __init__(self, service, max_request_bytes: int, tls=None):
+        """tls: the Shard API's CertificateReloader (a TCP lane serves TLS with it), or None."""
         self.service = service
         self.max_request_bytes = max_request_bytes
+        self.tls = tls
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task] = set()
         self.address = ""   # what the Status RPC advertises: ":PORT" or "unix:PATH"
@@ -259,8 +272,9 @@ class LaneServer:
             self.address = address
         else:
             host, _, port = address.rpartition(":")
+            context = self.tls.asyncio_context() if self.tls is not None else None
             self._server = await asyncio.start_server(self._serve, host.strip("[]") or None,
-                                                      int(port), reuse_address=True)
+                                                      int(port), reuse_address=True, ssl=context)
             bound = self._server.sockets[0].getsockname()[1]
             self.address = f":{bound}"
         return self.address

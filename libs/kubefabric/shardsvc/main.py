@@ -44,15 +44,17 @@ async def main(args, dsn: DSN, nats_tls: NatsTLS | None, store_of, index_rules: 
     service = ShardService(node, type(store_of(dsn, args)).is_unavailable)
     server, health = make_server(args.max_request_bytes)
     shard_pb2_grpc.add_ShardServicer_to_server(service, server)
-    credentials = None
+    credentials, certificates = None, None
     if args.cert_file or args.key_file or args.trusted_ca_file:
         check_files(args.cert_file, args.key_file, args.trusted_ca_file)
-        tls = TLSSettings(args.cert_file, args.key_file, args.trusted_ca_file, (args.listen_address,))
-        credentials = CertificateReloader(tls).credentials()
+        listeners = (args.listen_address, *([args.lane_address] if args.lane_address else []))
+        tls = TLSSettings(args.cert_file, args.key_file, args.trusted_ca_file, listeners)
+        certificates = CertificateReloader(tls)
+        credentials = certificates.credentials()
         node.peer_tls = ClientTLS(args.trusted_ca_file, args.cert_file, args.key_file)
     lane = None
     if args.lane_address:  # first: a port it cannot have stops the start before the API serves
-        lane = LaneServer(service, args.max_request_bytes)
+        lane = LaneServer(service, args.max_request_bytes, certificates)
         try:
             service.lane = await lane.start(args.lane_address)
         except OSError as err:

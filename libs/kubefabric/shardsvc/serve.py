@@ -40,7 +40,8 @@ def flags(default_port: int, dsn_example: str) -> list[Flag]:
         Flag("--lane-address", "", "host:port of the batch lane: kv-router's coalesced reads "
              "and writes and its commit feed as plain frames on TCP beside the gRPC port, about "
              "4x cheaper per message than a gRPC stream (port 0: any free one; empty: no lane, they go on "
-             "gRPC). Plaintext only: not with --cert-file. Routers learn it from the Status RPC "
+             "gRPC). With --cert-file it serves TLS with the same certificate (and, with "
+             "--trusted-ca-file, client certificates). Routers learn it from the Status RPC "
              "and dial it on the host they reach this replica at",
              type=HostPort(listen=True, optional=True)),
         Flag("--name", "default", "the shard's name, used in logs"),
@@ -133,9 +134,6 @@ def _checked(args, kinds: tuple[str, ...], store_of) -> tuple[DSN, natstls.NatsT
                                       args.nats_key_file)
     elif args.nats_ca_file or args.nats_cert_file or args.nats_key_file:
         raise BusError("--nats-ca-file, --nats-cert-file and --nats-key-file need --nats-url")
-    if args.lane_address and (args.cert_file or args.key_file or args.trusted_ca_file):
-        raise startup.StartupError("--lane-address: the batch lane is plaintext; it cannot be "
-                                   "used with --cert-file, --key-file or --trusted-ca-file")
     if not args.dsn:
         raise DSNError("--dsn (or KUBEFABRIC_DSN) is required")
     dsn = parse_dsn(args.dsn)

@@ -1,9 +1,11 @@
 """Client side of a TLS hop between KubeFabric services (kv-router → shard services, a replica →
 its leader): the CA that verifies the server, optionally a client certificate, as grpc channel
-credentials, with a cheap check whether the files changed since they were read (callers make
-new channels then). grpc is imported only when credentials are built (kubefabric.cli)."""
+credentials or an ssl.SSLContext (a shard service's batch lane), with a cheap check whether the
+files changed since they were read (callers make new channels then). grpc is imported only when
+credentials are built (kubefabric.cli)."""
 from __future__ import annotations
 
+import ssl
 import time
 
 from .files import RECHECK_S, TLSError, check_files, file_stamp
@@ -43,6 +45,17 @@ class ClientTLS:
                                              read("certificate file", self.cert_file))
         self._stamp, self._checked = stamp, time.monotonic()
         return creds
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same trust and client certificate, from the files as they are now, for an asyncio
+        connection (the server's name is checked against `server_hostname`: see server_name)."""
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_file)  # no CA file: the system's roots
+            if self.cert_file:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+        except (ssl.SSLError, OSError) as err:
+            raise TLSError(f"the shard TLS files cannot be used: {err}") from None
+        return ctx
 
     def options(self) -> list[tuple[str, str]]:
         return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []

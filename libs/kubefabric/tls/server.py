@@ -1,8 +1,9 @@
 """Server side of TLS for every KubeFabric service that serves gRPC (kv-router's client port,
-the shard services' Shard API): a certificate, its key and optionally the CA of client
-certificates as grpc server credentials, re-read when the files change, so a rotated
-certificate reaches new connections without a restart (connections already open keep theirs).
-With a CA, client certificates are required and verified on every connection (mTLS).
+the shard services' Shard API) or an asyncio listener (a shard service's batch lane): a
+certificate, its key and optionally the CA of client certificates as grpc server credentials or
+an ssl.SSLContext, re-read when the files change, so a rotated certificate reaches new
+connections without a restart (connections already open keep theirs). With a CA, client
+certificates are required and verified on every connection (mTLS).
 """
 from __future__ import annotations
 
@@ -54,13 +55,15 @@ class CertificateReloader:
         self._material: tuple[bytes, ...] = ()
         self._checked = 0.0
         self._config = None
+        self._context: ssl.SSLContext | None = None  # the same files, for asyncio listeners
         for _ in range(3):  # the files may be in the middle of a rotation
             stamp, material = self._read()
-            if self._check(material):
+            context = self._check(material)
+            if context is not None:
                 break
         else:
             raise TLSError(f"{' / '.join(p for _, p in self._flags)} keep changing while read")
-        self._install(stamp, material)
+        self._install(stamp, material, context)
         clients = (f"required, verified against {settings.trusted_ca_file}"
                    if settings.verify_clients else "not requested")
         log.info("TLS on %s: certificate %s (sha256 %s), client certificates %s",
@@ -108,13 +111,13 @@ class CertificateReloader:
                 self._stamp = stamp
                 return
             try:
-                ok = self._check(material)
+                context = self._check(material)
             except TLSError as err:
                 log.warning("TLS files changed but %s; keeping the previous certificate", err)
                 self._rejected, self._stamp = material, stamp
                 return
-            if ok:
-                self._install(stamp, material)
+            if context is not None:
+                self._install(stamp, material, context)
                 log.info("TLS certificate reloaded from %s (sha256 %s): new connections get it",
                          self.settings.cert_file, fingerprint(material[0]))
 
@@ -134,9 +137,10 @@ class CertificateReloader:
             stamp.append((st.st_mtime_ns, st.st_size, st.st_ino))
         return tuple(stamp), tuple(material)
 
-    def _check(self, material: tuple[bytes, ...]) -> bool:
-        """True when `material` (just read) is a matching certificate and key (and a CA file).
-        The check reads the paths again, so False means they changed meanwhile: try again."""
+    def _check(self, material: tuple[bytes, ...]) -> ssl.SSLContext | None:
+        """A server SSLContext of `material` (just read) when it is a matching certificate and
+        key (and a CA file). The check reads the paths again, so None means they changed
+        meanwhile: try again."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         cert, key = self.settings.cert_file, self.settings.key_file
         try:
@@ -154,16 +158,38 @@ class CertificateReloader:
             except (ssl.SSLError, OSError) as err:
                 raise TLSError(f"--trusted-ca-file {ca} holds no PEM CA certificate "
                                f"({getattr(err, 'reason', None) or err})") from None
+            ctx.verify_mode = ssl.CERT_REQUIRED
         try:
-            return self._read()[1] == material
+            return ctx if self._read()[1] == material else None
         except TLSError:
-            return False
+            return None
 
-    def _install(self, stamp: tuple, material: tuple[bytes, ...]) -> None:
+    def asyncio_context(self) -> ssl.SSLContext:
+        """An SSLContext for an asyncio listener (asyncio.start_server's `ssl`): every handshake
+        is served with the files' current certificate (and CA), checked as for gRPC's."""
+        def current(connection, _server_name, _listener) -> None:
+            try:
+                self.refresh()
+            except Exception:  # a handshake must never fail because of the reload check
+                log.exception("checking the TLS files failed; keeping the current certificate")
+            with self._lock:
+                if connection.context is not self._context:
+                    connection.context = self._context
+
+        with self._lock:
+            listener = self._context
+        assert listener is not None
+        # called for every ClientHello, with or without a server name; the connection's
+        # verify mode stays the listener's: client certificates required iff a CA was given
+        listener.sni_callback = current
+        return listener
+
+    def _install(self, stamp: tuple, material: tuple[bytes, ...], context: ssl.SSLContext) -> None:
         import grpc
 
         cert, key = material[0], material[1]
         ca = material[2] if len(material) > 2 else None
         self._config = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
         self._stamp, self._material, self._checked = stamp, material, time.monotonic()
+        self._context = context
         self._generation += 1
