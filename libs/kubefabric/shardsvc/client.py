@@ -44,6 +44,7 @@ from .replicas import LEADER_FAILED, LeaderChanged, Replicas
 log = logging.getLogger("kubefabric.shard.client")
 
 RETRY_FOR_S = 10.0        # how long a call looks for a leader before giving up
+HEAD_WAIT_S = 2.0         # how long a watch's start waits for the leader's revision (refresh_head)
 TLS_RECHECK_S = 2.0       # how often the TLS files are checked for changes
 TLS_GRACE_S = 60.0        # calls on channels replaced by a TLS reload get this long to finish
 TLS_REFUSALS = 5          # handshake refusals in a row at open(): a TLS mismatch, not a restart
@@ -77,6 +78,7 @@ class RemoteShard:
         self.endpoints = endpoints
         self.tls = _client_tls(tls)
         self._carriers: dict[int, str] = {}  # replica -> what its streams went on last (lane_of)
+        self._head_failing = False  # refresh_head could not reach the leader last time
         self.channels: list = []
         self.stubs: list = []
         self._connect()
@@ -362,6 +364,26 @@ class RemoteShard:
         resp = await self._call("Status", spb.StatusRequest(clock=self._clock(sync_rev)), write=True)
         self._observe(resp.committed_rev)
         return resp
+
+    async def refresh_head(self) -> None:
+        """Raises state.committed to the leader's committed revision (kubefabric.watch.registry):
+        a write another router acknowledged (another kv-router replica or `--workers` process)
+        is there, while this router's feed may not have delivered it yet. A watch "from now"
+        then starts after it and a progress answer covers it, as on etcd. Without a leader
+        within HEAD_WAIT_S (a failover), what this router has seen serves."""
+        try:
+            async with asyncio.timeout(HEAD_WAIT_S):
+                await self.status()
+        except (errors.EtcdError, grpc.aio.AioRpcError, TimeoutError) as err:
+            if not self._head_failing:  # once per episode: every watch created meanwhile fails so
+                log.warning("shard %s: no leader's revision for watch starts and progress answers "
+                            "(%s); using the newest this router has seen until it answers",
+                            self.name, getattr(err, "message", None) or type(err).__name__)
+            self._head_failing = True
+            return
+        if self._head_failing:
+            log.info("shard %s: the leader's revision is back for watch starts", self.name)
+            self._head_failing = False
 
     async def refresh_compaction(self) -> int:
         """The shard's compact revision as of now (any replica), into state.compact_rev."""

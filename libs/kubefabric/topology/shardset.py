@@ -101,6 +101,12 @@ class ShardSet:
     async def _sync_one(self, name: str, rev: int) -> None:
         await self.shards[name].sync(rev)
 
+    async def refresh_head(self) -> None:
+        """Every shard that sees commits its feed has not delivered (a shard service:
+        RemoteShard.refresh_head) raises its state to them; `state.committed` follows."""
+        await asyncio.gather(*(refresh() for s in self.shards.values()
+                               if (refresh := getattr(s, "refresh_head", None)) is not None))
+
     async def refresh_compaction(self) -> int:
         """Every shard's compact revision as of now (watch/registry.py)."""
         await asyncio.gather(*(s.refresh_compaction() for s in self.shards.values()))
