@@ -56,6 +56,15 @@ def spawn(argv: list[str], **popen_kwargs) -> subprocess.Popen:
     return _SPAWNER.submit(subprocess.Popen, argv, **popen_kwargs).result()
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, not yet reaped by its parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
     """Send sig (if it still runs), wait up to timeout, then SIGKILL; its exit code."""
     if proc.poll() is None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from harness.servers import start_shard
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.shardsvc.client import HEAD_WAIT_S, RemoteShard
@@ -19,9 +21,15 @@ from kubefabric.topology.shardset import ShardSet
 from kubefabric.watch.registry import WatcherRegistry
 
 
-def test_a_router_learns_the_revision_another_router_acknowledged(tmp_path):
-    shard = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}")
+@pytest.fixture
+def shard(tmp_path):
+    """One SQLite shard service, stopped after the test (a test may stop it first)."""
+    server = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}")
+    yield server
+    server.stop()
 
+
+def test_a_router_learns_the_revision_another_router_acknowledged(shard):
     async def main():
         ours, theirs = RemoteShard([shard.endpoint]), RemoteShard([shard.endpoint])
         await ours.open(wait_s=30.0, follow=False)
@@ -38,10 +46,7 @@ def test_a_router_learns_the_revision_another_router_acknowledged(tmp_path):
         finally:
             await ours.close()
             await theirs.close()
-    try:
-        asyncio.run(main())
-    finally:
-        shard.stop()
+    asyncio.run(main())
 
 
 def test_a_shard_set_raises_every_shard_service(tmp_path):
@@ -68,9 +73,7 @@ def test_a_shard_set_raises_every_shard_service(tmp_path):
             s.stop()
 
 
-def test_without_a_leader_it_gives_up_in_time(tmp_path):
-    shard = start_shard(tmp_path, "sqlite", f"sqlite://{tmp_path / 'db'}")
-
+def test_without_a_leader_it_gives_up_in_time(shard):
     async def main():
         ours = RemoteShard([shard.endpoint])
         await ours.open(wait_s=30.0, follow=False)
@@ -83,10 +86,7 @@ def test_without_a_leader_it_gives_up_in_time(tmp_path):
             assert ours.state.committed == committed
         finally:
             await ours.close()
-    try:
-        asyncio.run(main())
-    finally:
-        shard.stop()
+    asyncio.run(main())
 
 
 class _Set:

@@ -11,16 +11,8 @@ import subprocess
 import sys
 
 from harness.client import Client, answering_pid, spread_channels
-from harness.servers import free_port
+from harness.servers import free_port, pid_alive
 from harness.waiting import wait_for
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie is gone for our purpose
-    except OSError:
-        return False
 
 
 def test_the_parent_alone_compacts_and_sigterm_stops_both(server_factory):
@@ -41,7 +33,7 @@ def test_the_parent_alone_compacts_and_sigterm_stops_both(server_factory):
              f"a compaction:\n{server.log()}")
     assert not any("[worker" in line for line in compactions()), compactions()
     assert server.stop(signal.SIGTERM, timeout=30) == 0, server.log()
-    assert not _alive(worker), "a worker outlived its parent's SIGTERM"
+    assert not pid_alive(worker), "a worker outlived its parent's SIGTERM"
 
 
 def test_a_topology_with_an_embedded_shard_is_refused(tmp_path):

@@ -22,24 +22,11 @@ import pytest
 
 from harness.client import Client, answering_pid, spread_channels
 from harness.histload import run_history
-from harness.servers import free_port
+from harness.servers import free_port, pid_alive
 from harness.stream import WatchStream
 from harness.waiting import wait_for
 from kubefabric.proto.etcdserverpb import rpc_pb2 as pb
 from kubefabric.proto.etcdserverpb import rpc_pb2_grpc as rpc
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (not yet reaped by its parent) is gone for our purpose
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
 
 
 # "kubefabric-w2": the embedded server's writer and a worker reading its SQLite file;
@@ -156,7 +143,7 @@ def test_killed_worker_is_started_again_and_the_parent_ends_the_workers(server_f
         c.close()
     # SIGTERM: the workers stop first, then the parent, cleanly
     assert server.stop(signal.SIGTERM, timeout=30) == 0, server.log()
-    assert not _alive(new_worker), "a worker outlived its parent's SIGTERM"
+    assert not pid_alive(new_worker), "a worker outlived its parent's SIGTERM"
 
 
 def test_workers_stop_when_their_parent_is_killed(server_factory):
@@ -167,7 +154,7 @@ def test_workers_stop_when_their_parent_is_killed(server_factory):
         c.close()
     os.kill(server.proc.pid, signal.SIGKILL)
     server.proc.wait(10)
-    wait_for(lambda: not _alive(worker), 20, f"worker {worker} stopped after its parent was killed")
+    wait_for(lambda: not pid_alive(worker), 20, f"worker {worker} stopped after its parent was killed")
     assert "the parent process is gone" in server.log()
     # it removed the parent's private socket directory (the parent had no chance to)
     socket_dirs = re.findall(r"Shard API for the workers on unix:(\S+)/shard\.sock", server.log())

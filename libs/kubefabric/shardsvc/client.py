@@ -375,7 +375,7 @@ class RemoteShard:
             async with asyncio.timeout(HEAD_WAIT_S):
                 await self.status()
         except (errors.EtcdError, grpc.aio.AioRpcError, TimeoutError) as err:
-            if not self._head_failing:  # once per episode: every watch created meanwhile fails so
+            if not self._head_failing:  # said once per episode, not for every watch meanwhile
                 log.warning("shard %s: no leader's revision for watch starts and progress answers "
                             "(%s); using the newest this router has seen until it answers",
                             self.name, getattr(err, "message", None) or type(err).__name__)

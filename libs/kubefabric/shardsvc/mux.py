@@ -55,6 +55,8 @@ def rpc_error(code: grpc.StatusCode, message: str) -> grpc.aio.AioRpcError:
     """A stream's failure (of one request, or of the stream itself) as its unary call would have
     raised it."""
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=message)
+
+
 NO_OPERATION = EtcdError(grpc.StatusCode.INVALID_ARGUMENT, "kubefabric: a request with no operation")
 
 

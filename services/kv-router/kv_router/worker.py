@@ -44,14 +44,14 @@ async def serve(args: argparse.Namespace, tls, spec: dict) -> int:
     from .main import server_config
     from .routed import RoutedShards
     from .server import RouterServer
-    from .shards import TopologyReloader
+    from .shards import TopologyReloader, open_shards
 
     index = spec["index"]
     _label_logs(index)
     lifeline = socket.socket(fileno=spec["lifeline"])
     lifeline.setblocking(False)
     cfg = server_config(args, tls, reuse_port=True)
-    shard = await (_routed_shards(args) if spec["routed"] else _worker_shard(args, spec))
+    shard = await (open_shards(args) if spec["routed"] else _worker_shard(args, spec))
     server = RouterServer(shard, cfg)
     reloader = None
     try:
@@ -96,11 +96,6 @@ async def _worker_shard(args: argparse.Namespace, spec: dict):
         await shard.close()
         raise startup.StartupError(f"worker {spec['index']}: cannot reach the parent: {err}") from None
     return shard
-
-
-async def _routed_shards(args: argparse.Namespace):
-    from .shards import open_shards
-    return await open_shards(args)
 
 
 def _metrics_address(address: str, index: int) -> str:
